@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Constants of the Jmirror wire format and sizes of the jmxdp maps. */
+#ifndef JMXDP_CONSTS_H
+#define JMXDP_CONSTS_H
+
+/* Wireshark's default Jmirror port; routers may be configured with any. */
+#define JM_DEFAULT_PORT 30030
+
+/* The Jmirror header: V (2 bits) | intercept id (30 bits), session id (32 bits). */
+#define JM_HDR_LEN 8
+#define JM_MID_MASK 0x3fffffffU
+#define JM_VERSION_SHIFT 30
+
+/* A Jmirror datagram is at least a UDP header plus a Jmirror header. */
+#define JM_UDP_HDR_LEN 8
+#define JM_MIN_UDP_LEN (JM_UDP_HDR_LEN + JM_HDR_LEN)
+
+/* 802.1Q and 802.1ad: up to two tags (QinQ). */
+#define JM_MAX_VLAN_DEPTH 2
+#define JM_VLAN_VID_MASK 0x0fff
+
+/* Outer IPv4 fragmentation fields (host order, after bpf_ntohs). */
+#define JM_IP_MF 0x2000
+#define JM_IP_OFFSET_MASK 0x1fff
+#define JM_IPV4_MIN_IHL 5
+
+/* PPP in HDLC-like framing (RFC 1662): address and control bytes. */
+#define JM_PPP_ADDRESS 0xff
+#define JM_PPP_CONTROL 0x03
+
+/* First-nibble IP versions of a mirrored packet. */
+#define JM_IP_VERSION_4 4
+#define JM_IP_VERSION_6 6
+
+/* IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) in 16-byte keys. */
+#define JM_ADDR_LEN 16
+#define JM_V4MAPPED_PREFIX_BITS 96
+
+/* Map sizes. Userspace may override max_entries before loading. */
+#define JM_MAX_STREAMS (1U << 20)
+#define JM_MAX_POLICIES 65536
+#define JM_MAX_ALLOWLIST 4096
+#define JM_MAX_FRAGS 16384
+#define JM_MAX_QUEUES 256
+#define JM_MAX_UNTRUSTED 4096
+#define JM_NUM_PORTS 65536
+
+/* Bit set in the ports map value for a port jmxdp decodes. */
+#define JM_PORT_DECODE 1U
+
+#endif /* JMXDP_CONSTS_H */

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The maps of the jmxdp XDP program. Names are what bpffs pins show. */
+#ifndef JMXDP_MAPS_H
+#define JMXDP_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "structs.h"
+
+/*
+ * Per-stream counters. One shared LRU hash with atomic adds rather than a
+ * per-CPU map: 1M streams of 96-byte key+value cost ~150 MiB once, where a
+ * per-CPU value would cost 72 B x 64 CPUs x 1M = 4.6 GiB on a 64-core host.
+ * A stream is hot on one RX queue (one router flow hashes to one queue), so
+ * the atomic adds rarely contend.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_STREAMS);
+	__type(key, struct jm_stream_key);
+	__type(value, struct jm_stream_value);
+} jm_streams SEC(".maps");
+
+/* Per-stream policy: exact (mid, sid) entries and (mid, any sid) entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, JM_MAX_POLICIES);
+	__type(key, struct jm_policy_key);
+	__type(value, struct jm_policy_value);
+} jm_policy SEC(".maps");
+
+/* UDP destination ports, indexed by port: an array lookup is inlined by the
+ * verifier, cheaper than a hash on every UDP frame. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, JM_NUM_PORTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} jm_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_settings);
+} jm_config SEC(".maps");
+
+/* Trusted router prefixes; consulted only when jm_config says it is in use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, JM_MAX_ALLOWLIST);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct jm_allow_key);
+	__type(value, __u32);
+} jm_allowlist SEC(".maps");
+
+/* First fragments record their stream and action for the later ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_FRAGS);
+	__type(key, struct jm_frag_key);
+	__type(value, struct jm_frag_value);
+} jm_frags SEC(".maps");
+
+/* Sources refused by the allowlist, so operators can see who is sending. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_UNTRUSTED);
+	__type(key, struct jm_addr);
+	__type(value, struct jm_untrusted_value);
+} jm_untrusted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_counters);
+} jm_stats SEC(".maps");
+
+/* AF_XDP sockets, one per RX queue. */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, JM_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} jm_xsks SEC(".maps");
+
+#endif /* JMXDP_MAPS_H */

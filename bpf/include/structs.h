@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared between the XDP program and Go. bpf2go generates the Go side
+ * (-type), so field order and sizes here are the ABI of the pinned maps:
+ * append fields, never reorder them.
+ */
+#ifndef JMXDP_STRUCTS_H
+#define JMXDP_STRUCTS_H
+
+#include <linux/types.h>
+#include "consts.h"
+
+/* What happens to the frames of a stream. Zero is the default: capture. */
+enum jm_action {
+	JM_ACTION_CAPTURE = 0, /* count, then redirect to AF_XDP */
+	JM_ACTION_COUNT = 1,   /* count, then drop */
+	JM_ACTION_PASS = 2,    /* count, then hand to the kernel stack */
+	JM_ACTION_UNTRUSTED = 3, /* internal: fragments of an untrusted datagram */
+};
+
+/* Kind of the mirrored packet, from its first bytes. */
+enum jm_inner {
+	JM_INNER_IPV4 = 0,
+	JM_INNER_IPV6 = 1,
+	JM_INNER_PPP = 2,
+	JM_INNER_UNKNOWN = 3,
+	JM_INNER_EMPTY = 4,
+	JM_INNER_MAX = 5,
+};
+
+/* Global per-CPU counters, by reason. Frames fall into exactly one of
+ * NOT_JMIRROR, JMIRROR, MALFORMED_*, UNTRUSTED, FRAG_TRACKED, FRAG_UNMATCHED. */
+enum jm_stat {
+	JM_STAT_FRAMES = 0,
+	JM_STAT_NOT_JMIRROR = 1,
+	JM_STAT_JMIRROR = 2,          /* datagrams counted into a stream */
+	JM_STAT_JMIRROR_BYTES = 3,    /* mirrored-packet bytes of those */
+	JM_STAT_MALFORMED_SHORT = 4,  /* UDP payload < 8 bytes */
+	JM_STAT_MALFORMED_TRUNCATED = 5, /* UDP length beyond the frame */
+	JM_STAT_FRAG_FIRST = 6,       /* Jmirror datagrams that came fragmented */
+	JM_STAT_FRAG_TRACKED = 7,     /* later fragments matched to a stream */
+	JM_STAT_FRAG_UNMATCHED = 8,   /* later fragments matching nothing: passed */
+	JM_STAT_UNTRUSTED = 9,        /* frames from sources not in the allowlist */
+	JM_STAT_ACTION_CAPTURE = 10,  /* frames given each action */
+	JM_STAT_ACTION_COUNT = 11,
+	JM_STAT_ACTION_PASS = 12,
+	JM_STAT_CAPTURE_FAILED = 13,  /* no AF_XDP socket on the queue: passed */
+	JM_STAT_STREAM_NEW = 14,      /* entries inserted in the stream table */
+	JM_STAT_VERSION_NONZERO = 15, /* Jmirror datagrams with V != 0 */
+	JM_STAT_MAX = 16,
+};
+
+/* A router address: IPv6, or IPv4-mapped. */
+struct jm_addr {
+	__u8 addr[JM_ADDR_LEN];
+};
+
+/* A stream as one router sends it: (router, mid, sid). */
+struct jm_stream_key {
+	__u8 router[JM_ADDR_LEN]; /* IPv6, or IPv4-mapped */
+	__u32 mid;
+	__u32 sid;
+};
+
+struct jm_stream_value {
+	__u64 packets;
+	__u64 bytes; /* mirrored-packet bytes: UDP length - 16 */
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC */
+	__u64 last_seen_ns;
+	__u64 inner[JM_INNER_MAX];
+};
+
+enum jm_policy_scope {
+	JM_SCOPE_EXACT = 0, /* (mid, sid) */
+	JM_SCOPE_MID = 1,   /* (mid, any sid); sid is 0 */
+};
+
+struct jm_policy_key {
+	__u32 mid;
+	__u32 sid;
+	__u32 scope;
+};
+
+struct jm_policy_value {
+	__u32 action;
+};
+
+struct jm_settings {
+	__u32 default_action;
+	__u32 allowlist_enabled; /* non-zero when the allowlist has entries */
+};
+
+/* LPM trie key: prefixlen counts bits of addr, IPv4 as IPv4-mapped. */
+struct jm_allow_key {
+	__u32 prefixlen;
+	__u8 addr[JM_ADDR_LEN];
+};
+
+/* Outer IPv4 fragment identity, as the kernel's defragmenter keys it. */
+struct jm_frag_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct jm_frag_value {
+	__u32 mid;
+	__u32 sid;
+	__u32 action;
+	__u32 pad;
+};
+
+/* The per-CPU counters: one lookup per frame, indexed by enum jm_stat. */
+struct jm_counters {
+	__u64 count[JM_STAT_MAX];
+};
+
+struct jm_untrusted_value {
+	__u64 packets;
+	__u64 last_seen_ns;
+};
+
+#endif /* JMXDP_STRUCTS_H */

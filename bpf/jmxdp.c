@@ -1,0 +1,390 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * jmxdp: classify every frame on the NIC, count Juniper Jmirror streams in
+ * the kernel and apply each stream's policy. Everything that is not Jmirror
+ * leaves with XDP_PASS, untouched. docs/datapath.md describes the rules; the
+ * Go decoder in userspace/jmirror implements the same ones.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "consts.h"
+#include "structs.h"
+#include "maps.h"
+#include "parsing_helpers.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* What the program learnt of one Jmirror datagram. */
+struct jm_packet {
+	struct jm_stream_key key;
+	__u32 inner_len;
+	__u32 inner_kind;
+	__u32 version;
+};
+
+static __always_inline struct jm_counters *counters(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&jm_stats, &zero);
+}
+
+static __always_inline void stat_add(struct jm_counters *c, __u32 stat,
+				     __u64 n)
+{
+	if (c && stat < JM_STAT_MAX)
+		c->count[stat] += n;
+}
+
+static __always_inline int pass_not_jmirror(struct jm_counters *c)
+{
+	stat_add(c, JM_STAT_NOT_JMIRROR, 1);
+	return XDP_PASS;
+}
+
+static __always_inline void addr_from_v4(__u8 *dst, __be32 v4)
+{
+	__builtin_memset(dst, 0, JM_ADDR_LEN);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &v4, sizeof(v4));
+}
+
+static __always_inline __u32 default_action(void)
+{
+	__u32 zero = 0;
+	struct jm_settings *cfg = bpf_map_lookup_elem(&jm_config, &zero);
+
+	return cfg ? cfg->default_action : JM_ACTION_CAPTURE;
+}
+
+/* Policy lookup: exact (mid, sid), then (mid, any sid), then the default.
+ * Values userspace should never write are treated as pass: never lose. */
+static __always_inline __u32 lookup_action(__u32 mid, __u32 sid)
+{
+	struct jm_policy_key pk = { .mid = mid, .sid = sid,
+				    .scope = JM_SCOPE_EXACT };
+	struct jm_policy_value *pv;
+	__u32 action;
+
+	pv = bpf_map_lookup_elem(&jm_policy, &pk);
+	if (!pv) {
+		pk.sid = 0;
+		pk.scope = JM_SCOPE_MID;
+		pv = bpf_map_lookup_elem(&jm_policy, &pk);
+	}
+	action = pv ? pv->action : default_action();
+	if (action > JM_ACTION_PASS)
+		action = JM_ACTION_PASS;
+	return action;
+}
+
+static __always_inline int source_trusted(const __u8 *router)
+{
+	__u32 zero = 0;
+	struct jm_settings *cfg = bpf_map_lookup_elem(&jm_config, &zero);
+	struct jm_allow_key key = { .prefixlen = JM_ADDR_LEN * 8 };
+
+	if (!cfg || !cfg->allowlist_enabled)
+		return 1;
+	__builtin_memcpy(key.addr, router, JM_ADDR_LEN);
+	return bpf_map_lookup_elem(&jm_allowlist, &key) != NULL;
+}
+
+static __always_inline int drop_untrusted(struct jm_counters *c,
+					  const __u8 *router)
+{
+	struct jm_untrusted_value *v, nv = {};
+	struct jm_addr key;
+	__u64 now = bpf_ktime_get_ns();
+
+	stat_add(c, JM_STAT_UNTRUSTED, 1);
+	__builtin_memcpy(key.addr, router, JM_ADDR_LEN);
+	v = bpf_map_lookup_elem(&jm_untrusted, &key);
+	if (v) {
+		__sync_fetch_and_add(&v->packets, 1);
+		v->last_seen_ns = now;
+	} else {
+		nv.packets = 1;
+		nv.last_seen_ns = now;
+		bpf_map_update_elem(&jm_untrusted, &key, &nv, BPF_ANY);
+	}
+	return XDP_DROP;
+}
+
+static __always_inline int apply_action(struct xdp_md *ctx,
+					struct jm_counters *c, __u32 action)
+{
+	int ret;
+
+	switch (action) {
+	case JM_ACTION_CAPTURE:
+		stat_add(c, JM_STAT_ACTION_CAPTURE, 1);
+		/* Falls back to XDP_PASS when no socket serves this queue. */
+		ret = bpf_redirect_map(&jm_xsks, ctx->rx_queue_index, XDP_PASS);
+		if (ret != XDP_REDIRECT)
+			stat_add(c, JM_STAT_CAPTURE_FAILED, 1);
+		return ret;
+	case JM_ACTION_COUNT:
+		stat_add(c, JM_STAT_ACTION_COUNT, 1);
+		return XDP_DROP;
+	default:
+		stat_add(c, JM_STAT_ACTION_PASS, 1);
+		return XDP_PASS;
+	}
+}
+
+/* Kind of the mirrored packet from its first bytes. In a first fragment the
+ * bytes may lie beyond this frame: then it is unknown. */
+static __always_inline __u32 classify_inner(const __u8 *inner, void *data_end,
+					    __u32 inner_len)
+{
+	if (inner_len == 0)
+		return JM_INNER_EMPTY;
+	if ((void *)(inner + 1) > data_end)
+		return JM_INNER_UNKNOWN;
+	if (inner[0] >> 4 == JM_IP_VERSION_4)
+		return JM_INNER_IPV4;
+	if (inner[0] >> 4 == JM_IP_VERSION_6)
+		return JM_INNER_IPV6;
+	if (inner_len >= 2 && (void *)(inner + 2) <= data_end &&
+	    inner[0] == JM_PPP_ADDRESS && inner[1] == JM_PPP_CONTROL)
+		return JM_INNER_PPP;
+	return JM_INNER_UNKNOWN;
+}
+
+static __always_inline void count_stream(struct jm_counters *c,
+					 struct jm_packet *p)
+{
+	struct jm_stream_value *v, nv = {};
+	__u32 kind = p->inner_kind;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (kind >= JM_INNER_MAX)
+		kind = JM_INNER_UNKNOWN;
+
+	v = bpf_map_lookup_elem(&jm_streams, &p->key);
+	if (!v) {
+		nv.packets = 1;
+		nv.bytes = p->inner_len;
+		nv.first_seen_ns = now;
+		nv.last_seen_ns = now;
+		nv.inner[kind] = 1;
+		if (bpf_map_update_elem(&jm_streams, &p->key, &nv,
+					BPF_NOEXIST) == 0) {
+			stat_add(c, JM_STAT_STREAM_NEW, 1);
+			return;
+		}
+		/* Another CPU inserted it first: add to its entry. */
+		v = bpf_map_lookup_elem(&jm_streams, &p->key);
+		if (!v)
+			return;
+	}
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p->inner_len);
+	__sync_fetch_and_add(&v->inner[kind], 1);
+	v->last_seen_ns = now;
+}
+
+/* Later fragments carry no UDP header: they follow their first fragment. */
+static __always_inline int handle_later_fragment(struct xdp_md *ctx,
+						 struct jm_counters *c,
+						 struct iphdr *iph)
+{
+	struct jm_frag_key fk = { .saddr = iph->saddr, .daddr = iph->daddr,
+				  .id = iph->id, .proto = iph->protocol };
+	struct jm_frag_value *fv;
+	__u8 router[JM_ADDR_LEN];
+
+	fv = bpf_map_lookup_elem(&jm_frags, &fk);
+	if (!fv) {
+		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
+		return XDP_PASS;
+	}
+	if (fv->action == JM_ACTION_UNTRUSTED) {
+		addr_from_v4(router, iph->saddr);
+		return drop_untrusted(c, router);
+	}
+	stat_add(c, JM_STAT_FRAG_TRACKED, 1);
+	return apply_action(ctx, c, fv->action);
+}
+
+/* A first fragment that turns out not to be Jmirror must not leave a stale
+ * record for an earlier datagram that reused its IP id. */
+static __always_inline void forget_fragment(struct jm_frag_key *fk)
+{
+	if (fk)
+		bpf_map_delete_elem(&jm_frags, fk);
+}
+
+static __always_inline void record_fragment(struct jm_frag_key *fk, __u32 mid,
+					    __u32 sid, __u32 action)
+{
+	struct jm_frag_value fv = { .mid = mid, .sid = sid, .action = action };
+
+	if (fk)
+		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+}
+
+/*
+ * UDP and Jmirror. ip_end is the end offset of the IP packet (or fragment)
+ * per its header; fk is set for a first fragment.
+ */
+static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
+				      struct hdr_cursor *nh, __u64 ip_end,
+				      const __u8 *router,
+				      struct jm_frag_key *fk)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct jmirror_hdr *jh;
+	struct udphdr *udph;
+	struct jm_packet p;
+	__u32 *port_flags;
+	__u64 udp_off, limit;
+	__u32 port, word0, action;
+	int udp_len;
+
+	udp_len = parse_udphdr(nh, data_end, &udph);
+	if (udp_len < 0)
+		goto not_jmirror;
+	port = bpf_ntohs(udph->dest);
+	port_flags = bpf_map_lookup_elem(&jm_ports, &port);
+	if (!port_flags || !(*port_flags & JM_PORT_DECODE))
+		goto not_jmirror;
+
+	if (!source_trusted(router)) {
+		record_fragment(fk, 0, 0, JM_ACTION_UNTRUSTED);
+		return drop_untrusted(c, router);
+	}
+
+	if (udp_len < JM_MIN_UDP_LEN) {
+		stat_add(c, JM_STAT_MALFORMED_SHORT, 1);
+		forget_fragment(fk);
+		return XDP_PASS;
+	}
+	/* The frame may be padded past the IP packet: trust neither alone. */
+	udp_off = (void *)udph - data;
+	limit = data_end - data;
+	if (ip_end < limit)
+		limit = ip_end;
+	if ((fk ? udp_off + JM_MIN_UDP_LEN : udp_off + udp_len) > limit ||
+	    parse_jmirrorhdr(nh, data_end, &jh) < 0) {
+		stat_add(c, JM_STAT_MALFORMED_TRUNCATED, 1);
+		forget_fragment(fk);
+		return XDP_PASS;
+	}
+
+	word0 = bpf_ntohl(jh->word0);
+	__builtin_memcpy(p.key.router, router, JM_ADDR_LEN);
+	p.key.mid = word0 & JM_MID_MASK;
+	p.key.sid = bpf_ntohl(jh->sid);
+	p.version = word0 >> JM_VERSION_SHIFT;
+	p.inner_len = udp_len - JM_MIN_UDP_LEN;
+	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
+
+	action = lookup_action(p.key.mid, p.key.sid);
+	count_stream(c, &p);
+	stat_add(c, JM_STAT_JMIRROR, 1);
+	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
+	if (p.version)
+		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
+	if (fk) {
+		stat_add(c, JM_STAT_FRAG_FIRST, 1);
+		record_fragment(fk, p.key.mid, p.key.sid, action);
+	}
+	return apply_action(ctx, c, action);
+
+not_jmirror:
+	forget_fragment(fk);
+	return pass_not_jmirror(c);
+}
+
+static __always_inline int handle_ipv4(struct xdp_md *ctx,
+				       struct jm_counters *c,
+				       struct hdr_cursor *nh)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct jm_frag_key fk;
+	__u8 router[JM_ADDR_LEN];
+	struct iphdr *iph;
+	__u16 frag;
+	__u64 ip_end;
+	int proto;
+
+	proto = parse_iphdr(nh, data_end, &iph);
+	if (proto < 0)
+		return pass_not_jmirror(c);
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & JM_IP_OFFSET_MASK)
+		return handle_later_fragment(ctx, c, iph);
+
+	fk.saddr = iph->saddr;
+	fk.daddr = iph->daddr;
+	fk.id = iph->id;
+	fk.proto = iph->protocol;
+	fk.pad = 0;
+	if (proto != IPPROTO_UDP) {
+		if (frag & JM_IP_MF)
+			forget_fragment(&fk);
+		return pass_not_jmirror(c);
+	}
+	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
+	addr_from_v4(router, iph->saddr);
+	return handle_udp(ctx, c, nh, ip_end, router,
+			  (frag & JM_IP_MF) ? &fk : NULL);
+}
+
+static __always_inline int handle_ipv6(struct xdp_md *ctx,
+				       struct jm_counters *c,
+				       struct hdr_cursor *nh)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 router[JM_ADDR_LEN];
+	struct ipv6hdr *ip6h;
+	__u64 ip_end;
+
+	if (parse_ip6hdr(nh, data_end, &ip6h) != IPPROTO_UDP)
+		return pass_not_jmirror(c);
+	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
+	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
+	return handle_udp(ctx, c, nh, ip_end, router, NULL);
+}
+
+SEC("xdp")
+int jmxdp(struct xdp_md *ctx)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct hdr_cursor nh = { .pos = (void *)(long)ctx->data };
+	struct jm_counters *c = counters();
+	struct ethhdr *eth;
+	int proto;
+
+	stat_add(c, JM_STAT_FRAMES, 1);
+	proto = parse_ethhdr_vlan(&nh, data_end, &eth);
+	if (proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4(ctx, c, &nh);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return handle_ipv6(ctx, c, &nh);
+	return pass_not_jmirror(c);
+}
+
+/* A trivial program, loaded next to jmxdp to measure its relative cost. */
+SEC("xdp")
+int xdp_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+/* Anchor the enums in BTF so bpf2go emits Go constants for them. */
+const enum jm_action jm_action_unused __attribute__((unused));
+const enum jm_inner jm_inner_unused __attribute__((unused));
+const enum jm_stat jm_stat_unused __attribute__((unused));
+const enum jm_policy_scope jm_policy_scope_unused __attribute__((unused));

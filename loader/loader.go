@@ -1,0 +1,161 @@
+// Package loader loads the jmxdp XDP program and its maps, fills the
+// configuration maps, pins them under bpffs and attaches the program to an
+// interface.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
+const DefaultPort = 30030
+
+// DefaultMaxStreams sizes the stream table: see docs/datapath.md for what
+// it costs.
+const DefaultMaxStreams = 1 << 20
+
+// Options control loading.
+type Options struct {
+	// MaxStreams overrides the size of the stream table (default 1M).
+	MaxStreams uint32
+	// PinDir, if set, pins every map there by name and reuses maps already
+	// pinned there, so counters survive a restart.
+	PinDir string
+	// Logger receives what the loader decided and why; nil means slog.Default.
+	Logger *slog.Logger
+}
+
+// Config is what the configuration maps hold.
+type Config struct {
+	Ports         []uint16 // UDP destination ports decoded; default {30030}
+	DefaultAction maps.Action
+	Policies      []maps.PolicyRule
+	Allowlist     []netip.Prefix // empty: every source is trusted
+}
+
+// Program is a loaded jmxdp program with its maps.
+type Program struct {
+	objs bpf.JmxdpObjects
+	Maps *maps.Maps
+	log  *slog.Logger
+	att  *attachment
+}
+
+// Load loads the program into the kernel. It needs CAP_BPF (and
+// CAP_NET_ADMIN to attach).
+func Load(opts Options) (*Program, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		log.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
+	}
+	spec, err := bpf.LoadJmxdp()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded BPF object: %w", err)
+	}
+	if opts.MaxStreams > 0 {
+		spec.Maps["jm_streams"].MaxEntries = opts.MaxStreams
+	}
+	var collOpts ebpf.CollectionOptions
+	if opts.PinDir != "" {
+		if err := ensurePinDir(opts.PinDir); err != nil {
+			return nil, err
+		}
+		for _, m := range spec.Maps {
+			if m.Name == "" || m.Name[0] == '.' {
+				continue
+			}
+			m.Pinning = ebpf.PinByName
+		}
+		collOpts.Maps.PinPath = opts.PinDir
+	}
+	p := &Program{log: log}
+	if err := spec.LoadAndAssign(&p.objs, &collOpts); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load XDP program (verifier): %+v", verr)
+		}
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	p.Maps = maps.New(&p.objs.JmxdpMaps)
+	return p, nil
+}
+
+// Configure replaces the contents of the configuration maps with cfg.
+func (p *Program) Configure(cfg Config) error {
+	ports := cfg.Ports
+	if len(ports) == 0 {
+		ports = []uint16{DefaultPort}
+	}
+	for _, port := range ports {
+		if port == 0 {
+			return errors.New("port 0 is not a valid Jmirror port")
+		}
+	}
+	if err := p.Maps.SetPorts(ports); err != nil {
+		return err
+	}
+	for _, r := range cfg.Policies {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+	}
+	old, err := p.Maps.Policies()
+	if err != nil {
+		return err
+	}
+	for _, r := range old {
+		if err := p.Maps.DeletePolicy(r); err != nil {
+			return err
+		}
+	}
+	for _, r := range cfg.Policies {
+		if err := p.Maps.PutPolicy(r); err != nil {
+			return err
+		}
+	}
+	oldAllow, err := p.Maps.Allowlist()
+	if err != nil {
+		return err
+	}
+	for _, a := range oldAllow {
+		if err := p.Maps.DelAllow(a); err != nil {
+			return err
+		}
+	}
+	for _, a := range cfg.Allowlist {
+		if err := p.Maps.AddAllow(a); err != nil {
+			return err
+		}
+	}
+	return p.Maps.SetSettings(maps.Settings{
+		DefaultAction:    cfg.DefaultAction,
+		AllowlistEnabled: len(cfg.Allowlist) > 0,
+	})
+}
+
+// Objects exposes the programs and maps, for tests and benchmarks.
+func (p *Program) Objects() *bpf.JmxdpObjects { return &p.objs }
+
+// Close detaches (unless the attachment is pinned) and releases the
+// program's file descriptors. Pinned maps stay in bpffs.
+func (p *Program) Close() error {
+	var errs []error
+	if p.att != nil {
+		errs = append(errs, p.att.close())
+		p.att = nil
+	}
+	errs = append(errs, p.objs.Close())
+	return errors.Join(errs...)
+}

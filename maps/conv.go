@@ -1,0 +1,72 @@
+package maps
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"github.com/jmxdp/jmxdp/bpf"
+)
+
+// Addresses are 16 bytes in the kernel, IPv4 as IPv4-mapped IPv6.
+func addrTo16(a netip.Addr) [16]byte { return a.As16() }
+
+func addrFrom16(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
+
+func streamKeyToBPF(k StreamKey) bpf.JmxdpJmStreamKey {
+	return bpf.JmxdpJmStreamKey{Router: addrTo16(k.Router), Mid: k.MID, Sid: k.SID}
+}
+
+func streamKeyFromBPF(k *bpf.JmxdpJmStreamKey) StreamKey {
+	return StreamKey{Router: addrFrom16(k.Router), MID: k.Mid, SID: k.Sid}
+}
+
+func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
+	s := StreamStats{
+		Packets:   v.Packets,
+		Bytes:     v.Bytes,
+		FirstSeen: time.Duration(v.FirstSeenNs),
+		LastSeen:  time.Duration(v.LastSeenNs),
+	}
+	copy(s.Inner[:], v.Inner[:])
+	return s
+}
+
+func policyKeyToBPF(r PolicyRule) bpf.JmxdpJmPolicyKey {
+	k := bpf.JmxdpJmPolicyKey{Mid: r.MID, Sid: r.SID, Scope: uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_EXACT)}
+	if r.AnySID {
+		k.Sid = 0
+		k.Scope = uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID)
+	}
+	return k
+}
+
+// allowKey builds the LPM key; an IPv4 prefix becomes its IPv4-mapped form.
+func allowKey(p netip.Prefix) bpf.JmxdpJmAllowKey {
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return bpf.JmxdpJmAllowKey{Prefixlen: uint32(bits), Addr: addrTo16(p.Addr())}
+}
+
+func allowPrefix(k *bpf.JmxdpJmAllowKey) netip.Prefix {
+	a := netip.AddrFrom16(k.Addr)
+	bits := int(k.Prefixlen)
+	if a.Is4In6() && bits >= 96 {
+		return netip.PrefixFrom(a.Unmap(), bits-96)
+	}
+	return netip.PrefixFrom(a, bits)
+}
+
+// The fragment key holds IPv4 header fields as they are on the wire: the
+// kernel copies them without byte swapping, so the Go side must not either.
+func fragKeyFromBPF(k *bpf.JmxdpJmFragKey) FragKey {
+	var s, d [4]byte
+	binary.NativeEndian.PutUint32(s[:], k.Saddr)
+	binary.NativeEndian.PutUint32(d[:], k.Daddr)
+	var id [2]byte
+	binary.NativeEndian.PutUint16(id[:], k.Id)
+	return FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
+}

@@ -1,0 +1,357 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/jmxdp/jmxdp/bpf"
+)
+
+// Maps wraps the program's maps with typed accessors.
+type Maps struct {
+	m *bpf.JmxdpMaps
+}
+
+// New wraps maps loaded (or reopened from pins) elsewhere; it does not own
+// them: the loader closes them.
+func New(m *bpf.JmxdpMaps) *Maps { return &Maps{m: m} }
+
+// Raw gives the loader the underlying maps (for pinning and XSK sockets).
+func (m *Maps) Raw() *bpf.JmxdpMaps { return m.m }
+
+const batchSize = 4096
+
+// readAll reads a map in batches, falling back to iteration on kernels or
+// map types without batch support. fn sees each key/value once.
+func readAll[K, V any](mp *ebpf.Map, fn func(*K, *V)) error {
+	keys := make([]K, batchSize)
+	vals := make([]V, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			fn(&keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("batch read %s: %w", mapName(mp), err)
+		}
+	}
+	var k K
+	var v V
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		fn(&k, &v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", mapName(mp), err)
+	}
+	return nil
+}
+
+func mapName(mp *ebpf.Map) string {
+	if info, err := mp.Info(); err == nil && info.Name != "" {
+		return info.Name
+	}
+	return mp.String()
+}
+
+// Streams returns every entry of the stream table, sorted by (mid, sid,
+// router). Batch reads of a table that changes under them may return an
+// entry twice: the last reading wins.
+func (m *Maps) Streams() ([]Stream, error) {
+	seen := make(map[StreamKey]int)
+	var out []Stream
+	err := readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
+		s := Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)}
+		if i, ok := seen[s.StreamKey]; ok {
+			out[i] = s
+			return
+		}
+		seen[s.StreamKey] = len(out)
+		out = append(out, s)
+	})
+	if err != nil {
+		return nil, err
+	}
+	SortStreams(out)
+	return out, nil
+}
+
+// SortStreams orders streams by (mid, sid, router).
+func SortStreams(s []Stream) {
+	slices.SortFunc(s, func(a, b Stream) int {
+		if a.MID != b.MID {
+			return cmpU32(a.MID, b.MID)
+		}
+		if a.SID != b.SID {
+			return cmpU32(a.SID, b.SID)
+		}
+		return a.Router.Compare(b.Router)
+	})
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Stream reads one entry; ok is false when it is absent.
+func (m *Maps) Stream(k StreamKey) (StreamStats, bool, error) {
+	var v bpf.JmxdpJmStreamValue
+	key := streamKeyToBPF(k)
+	err := m.m.JmStreams.Lookup(&key, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return StreamStats{}, false, nil
+	}
+	if err != nil {
+		return StreamStats{}, false, fmt.Errorf("look up stream %v: %w", k, err)
+	}
+	return streamStatsFromBPF(&v), true, nil
+}
+
+// StreamCapacity is the size of the stream table.
+func (m *Maps) StreamCapacity() uint32 { return m.m.JmStreams.MaxEntries() }
+
+// Counters sums the per-CPU global counters.
+func (m *Maps) Counters() (Counters, error) {
+	var per []bpf.JmxdpJmCounters
+	var c Counters
+	if err := m.m.JmStats.Lookup(uint32(0), &per); err != nil {
+		return c, fmt.Errorf("read counters: %w", err)
+	}
+	for i := range per {
+		for s := range c {
+			c[s] += per[i].Count[s]
+		}
+	}
+	return c, nil
+}
+
+// ResetCounters zeroes the global counters on every CPU.
+func (m *Maps) ResetCounters() error {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count CPUs: %w", err)
+	}
+	if err := m.m.JmStats.Put(uint32(0), make([]bpf.JmxdpJmCounters, n)); err != nil {
+		return fmt.Errorf("reset counters: %w", err)
+	}
+	return nil
+}
+
+// SetPort turns decoding of UDP destination port p on or off.
+func (m *Maps) SetPort(p uint16, on bool) error {
+	var v uint32
+	if on {
+		v = portDecode
+	}
+	if err := m.m.JmPorts.Put(uint32(p), v); err != nil {
+		return fmt.Errorf("set port %d: %w", p, err)
+	}
+	return nil
+}
+
+const portDecode = 1 // JM_PORT_DECODE
+
+// Ports lists the ports being decoded, ascending.
+func (m *Maps) Ports() ([]uint16, error) {
+	var out []uint16
+	err := readAll(m.m.JmPorts, func(k *uint32, v *uint32) {
+		if *v&portDecode != 0 {
+			out = append(out, uint16(*k))
+		}
+	})
+	slices.Sort(out)
+	return slices.Compact(out), err
+}
+
+// SetPorts makes ports exactly the decoded set.
+func (m *Maps) SetPorts(ports []uint16) error {
+	old, err := m.Ports()
+	if err != nil {
+		return err
+	}
+	for _, p := range old {
+		if !slices.Contains(ports, p) {
+			if err := m.SetPort(p, false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range ports {
+		if err := m.SetPort(p, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Settings reads the global switches.
+func (m *Maps) Settings() (Settings, error) {
+	var v bpf.JmxdpJmSettings
+	if err := m.m.JmConfig.Lookup(uint32(0), &v); err != nil {
+		return Settings{}, fmt.Errorf("read settings: %w", err)
+	}
+	return Settings{DefaultAction: Action(v.DefaultAction), AllowlistEnabled: v.AllowlistEnabled != 0}, nil
+}
+
+// SetSettings writes the global switches.
+func (m *Maps) SetSettings(s Settings) error {
+	if _, ok := actionNames[s.DefaultAction]; !ok {
+		return fmt.Errorf("default action: unknown action %d", uint32(s.DefaultAction))
+	}
+	v := bpf.JmxdpJmSettings{DefaultAction: uint32(s.DefaultAction)}
+	if s.AllowlistEnabled {
+		v.AllowlistEnabled = 1
+	}
+	if err := m.m.JmConfig.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	return nil
+}
+
+// PutPolicy adds or replaces a rule.
+func (m *Maps) PutPolicy(r PolicyRule) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	k := policyKeyToBPF(r)
+	if err := m.m.JmPolicy.Put(&k, &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}); err != nil {
+		return fmt.Errorf("put policy %v: %w", r, err)
+	}
+	return nil
+}
+
+// DeletePolicy removes the rule for r's (MID, SID/AnySID); its Action is
+// ignored. Deleting an absent rule is not an error.
+func (m *Maps) DeletePolicy(r PolicyRule) error {
+	k := policyKeyToBPF(r)
+	if err := m.m.JmPolicy.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete policy %v: %w", r, err)
+	}
+	return nil
+}
+
+// Policies lists the rules, sorted by (mid, any-sid first, sid).
+func (m *Maps) Policies() ([]PolicyRule, error) {
+	var out []PolicyRule
+	err := readAll(m.m.JmPolicy, func(k *bpf.JmxdpJmPolicyKey, v *bpf.JmxdpJmPolicyValue) {
+		out = append(out, PolicyRule{
+			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID),
+			Action: Action(v.Action),
+		})
+	})
+	slices.SortFunc(out, func(a, b PolicyRule) int {
+		if a.MID != b.MID {
+			return cmpU32(a.MID, b.MID)
+		}
+		if a.AnySID != b.AnySID {
+			if a.AnySID {
+				return -1
+			}
+			return 1
+		}
+		return cmpU32(a.SID, b.SID)
+	})
+	return out, err
+}
+
+// AddAllow adds a trusted router prefix. The allowlist only takes effect
+// once Settings.AllowlistEnabled is set (the loader does it when non-empty).
+func (m *Maps) AddAllow(p netip.Prefix) error {
+	if !p.IsValid() {
+		return fmt.Errorf("invalid prefix %v", p)
+	}
+	k := allowKey(p)
+	if err := m.m.JmAllowlist.Put(&k, uint32(1)); err != nil {
+		return fmt.Errorf("add allowlist prefix %v: %w", p, err)
+	}
+	return nil
+}
+
+// DelAllow removes a prefix; removing an absent one is not an error.
+func (m *Maps) DelAllow(p netip.Prefix) error {
+	k := allowKey(p)
+	if err := m.m.JmAllowlist.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete allowlist prefix %v: %w", p, err)
+	}
+	return nil
+}
+
+// Allowlist lists the trusted prefixes.
+func (m *Maps) Allowlist() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var k bpf.JmxdpJmAllowKey
+	var v uint32
+	// LPM tries support neither batch ops nor stable iteration under
+	// concurrent change; they are small, iterate.
+	it := m.m.JmAllowlist.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, allowPrefix(&k))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate allowlist: %w", err)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out, nil
+}
+
+// Untrusted lists sources refused by the allowlist.
+func (m *Maps) Untrusted() ([]UntrustedSource, error) {
+	var out []UntrustedSource
+	err := readAll(m.m.JmUntrusted, func(k *bpf.JmxdpJmAddr, v *bpf.JmxdpJmUntrustedValue) {
+		out = append(out, UntrustedSource{Addr: addrFrom16(k.Addr), Packets: v.Packets, LastSeen: time.Duration(v.LastSeenNs)})
+	})
+	slices.SortFunc(out, func(a, b UntrustedSource) int { return a.Addr.Compare(b.Addr) })
+	return out, err
+}
+
+// Fragments lists the tracked outer IPv4 datagrams.
+func (m *Maps) Fragments() (map[FragKey]FragEntry, error) {
+	out := make(map[FragKey]FragEntry)
+	err := readAll(m.m.JmFrags, func(k *bpf.JmxdpJmFragKey, v *bpf.JmxdpJmFragValue) {
+		e := FragEntry{MID: v.Mid, SID: v.Sid, Action: Action(v.Action)}
+		if e.Action == actionUntrusted {
+			e.Untrusted = true
+			e.Action = 0
+		}
+		out[fragKeyFromBPF(k)] = e
+	})
+	return out, err
+}
+
+// SetXSK registers an AF_XDP socket for an RX queue.
+func (m *Maps) SetXSK(queue uint32, fd int) error {
+	if err := m.m.JmXsks.Put(queue, uint32(fd)); err != nil {
+		return fmt.Errorf("register AF_XDP socket for queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// DeleteXSK unregisters the socket of an RX queue.
+func (m *Maps) DeleteXSK(queue uint32) error {
+	if err := m.m.JmXsks.Delete(queue); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unregister AF_XDP socket of queue %d: %w", queue, err)
+	}
+	return nil
+}

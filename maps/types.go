@@ -1,0 +1,207 @@
+// Package maps gives typed access to the jmxdp BPF maps: streams, policy,
+// ports, allowlist, settings, fragments, untrusted sources and counters.
+// It is the only place that knows the kernel's key and value layouts.
+package maps
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/jmxdp/jmxdp/bpf"
+)
+
+// Action is what the program does with a stream's frames.
+type Action uint32
+
+const (
+	ActionCapture Action = Action(bpf.JmxdpJmActionJM_ACTION_CAPTURE)
+	ActionCount   Action = Action(bpf.JmxdpJmActionJM_ACTION_COUNT)
+	ActionPass    Action = Action(bpf.JmxdpJmActionJM_ACTION_PASS)
+	// actionUntrusted marks fragments of untrusted datagrams; never a policy.
+	actionUntrusted Action = Action(bpf.JmxdpJmActionJM_ACTION_UNTRUSTED)
+)
+
+var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass"}
+
+func (a Action) String() string {
+	if s, ok := actionNames[a]; ok {
+		return s
+	}
+	return fmt.Sprintf("action(%d)", uint32(a))
+}
+
+// ParseAction accepts capture, count or pass.
+func ParseAction(s string) (Action, error) {
+	for a, name := range actionNames {
+		if strings.EqualFold(s, name) {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown action %q (want capture, count or pass)", s)
+}
+
+// Sanitize maps a value read from the kernel onto what the program does with
+// it: anything unknown is passed.
+func (a Action) Sanitize() Action {
+	if a > ActionPass {
+		return ActionPass
+	}
+	return a
+}
+
+// Inner is the kind of the mirrored packet.
+type Inner int
+
+const (
+	InnerIPv4    Inner = Inner(bpf.JmxdpJmInnerJM_INNER_IPV4)
+	InnerIPv6    Inner = Inner(bpf.JmxdpJmInnerJM_INNER_IPV6)
+	InnerPPP     Inner = Inner(bpf.JmxdpJmInnerJM_INNER_PPP)
+	InnerUnknown Inner = Inner(bpf.JmxdpJmInnerJM_INNER_UNKNOWN)
+	InnerEmpty   Inner = Inner(bpf.JmxdpJmInnerJM_INNER_EMPTY)
+	NumInner           = int(bpf.JmxdpJmInnerJM_INNER_MAX)
+)
+
+var innerNames = [NumInner]string{"ipv4", "ipv6", "ppp", "unknown", "empty"}
+
+func (k Inner) String() string {
+	if k >= 0 && int(k) < NumInner {
+		return innerNames[k]
+	}
+	return fmt.Sprintf("inner(%d)", int(k))
+}
+
+// Stat indexes the global counters.
+type Stat int
+
+const (
+	StatFrames             = Stat(bpf.JmxdpJmStatJM_STAT_FRAMES)
+	StatNotJmirror         = Stat(bpf.JmxdpJmStatJM_STAT_NOT_JMIRROR)
+	StatJmirror            = Stat(bpf.JmxdpJmStatJM_STAT_JMIRROR)
+	StatJmirrorBytes       = Stat(bpf.JmxdpJmStatJM_STAT_JMIRROR_BYTES)
+	StatMalformedShort     = Stat(bpf.JmxdpJmStatJM_STAT_MALFORMED_SHORT)
+	StatMalformedTruncated = Stat(bpf.JmxdpJmStatJM_STAT_MALFORMED_TRUNCATED)
+	StatFragFirst          = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_FIRST)
+	StatFragTracked        = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_TRACKED)
+	StatFragUnmatched      = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_UNMATCHED)
+	StatUntrusted          = Stat(bpf.JmxdpJmStatJM_STAT_UNTRUSTED)
+	StatActionCapture      = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_CAPTURE)
+	StatActionCount        = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_COUNT)
+	StatActionPass         = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_PASS)
+	StatCaptureFailed      = Stat(bpf.JmxdpJmStatJM_STAT_CAPTURE_FAILED)
+	StatStreamNew          = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_NEW)
+	StatVersionNonzero     = Stat(bpf.JmxdpJmStatJM_STAT_VERSION_NONZERO)
+	NumStats               = int(bpf.JmxdpJmStatJM_STAT_MAX)
+)
+
+var statNames = [NumStats]string{
+	"frames", "not_jmirror", "jmirror", "jmirror_bytes", "malformed_short",
+	"malformed_truncated", "frag_first", "frag_tracked", "frag_unmatched",
+	"untrusted", "action_capture", "action_count", "action_pass",
+	"capture_failed", "stream_new", "version_nonzero",
+}
+
+func (s Stat) String() string {
+	if s >= 0 && int(s) < NumStats {
+		return statNames[s]
+	}
+	return fmt.Sprintf("stat(%d)", int(s))
+}
+
+// ActionStat is the counter of frames given action a.
+func ActionStat(a Action) Stat {
+	switch a.Sanitize() {
+	case ActionCapture:
+		return StatActionCapture
+	case ActionCount:
+		return StatActionCount
+	default:
+		return StatActionPass
+	}
+}
+
+// Counters are the global counters, summed over CPUs.
+type Counters [NumStats]uint64
+
+// StreamKey identifies a stream as one router sends it.
+type StreamKey struct {
+	Router netip.Addr
+	MID    uint32
+	SID    uint32
+}
+
+// StreamStats are a stream's counters. Times are CLOCK_MONOTONIC readings.
+type StreamStats struct {
+	Packets   uint64
+	Bytes     uint64
+	FirstSeen time.Duration
+	LastSeen  time.Duration
+	Inner     [NumInner]uint64
+}
+
+// Stream is one entry of the stream table.
+type Stream struct {
+	StreamKey
+	StreamStats
+}
+
+// PolicyRule sets the action of (MID, SID), or of every SID of MID when
+// AnySID is set.
+type PolicyRule struct {
+	MID    uint32
+	SID    uint32
+	AnySID bool
+	Action Action
+}
+
+func (r PolicyRule) String() string {
+	if r.AnySID {
+		return fmt.Sprintf("mid=%d sid=* %s", r.MID, r.Action)
+	}
+	return fmt.Sprintf("mid=%d sid=%d %s", r.MID, r.SID, r.Action)
+}
+
+// MaxMID is the largest 30-bit intercept id.
+const MaxMID = 1<<30 - 1
+
+// Validate refuses ids the wire format cannot carry and unknown actions.
+func (r PolicyRule) Validate() error {
+	if r.MID > MaxMID {
+		return fmt.Errorf("mid %d out of range: intercept ids have 30 bits (max %d)", r.MID, MaxMID)
+	}
+	if r.AnySID && r.SID != 0 {
+		return fmt.Errorf("mid %d: a rule for any sid cannot name sid %d", r.MID, r.SID)
+	}
+	if _, ok := actionNames[r.Action]; !ok {
+		return fmt.Errorf("mid %d: unknown action %d", r.MID, uint32(r.Action))
+	}
+	return nil
+}
+
+// Settings are the program's global switches.
+type Settings struct {
+	DefaultAction    Action
+	AllowlistEnabled bool
+}
+
+// FragKey identifies an outer IPv4 datagram being fragmented.
+type FragKey struct {
+	Src, Dst netip.Addr
+	ID       uint16
+	Proto    uint8
+}
+
+// FragEntry is what a first fragment recorded for the later ones.
+type FragEntry struct {
+	MID, SID  uint32
+	Action    Action
+	Untrusted bool
+}
+
+// UntrustedSource is a source refused by the allowlist.
+type UntrustedSource struct {
+	Addr     netip.Addr
+	Packets  uint64
+	LastSeen time.Duration
+}
