@@ -1,0 +1,52 @@
+# jmxdp: see README.md. `make demo` and `make test` are the two commands.
+GO        ?= go
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+BIN       := bin/jmxdp
+DEMO_OUT  := demo-out
+FUZZTIME  ?= 20s
+
+.PHONY: all build generate check-generate test test-short fuzz bench demo vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/jmxdp
+
+# Rebuild the bpf2go objects with the clang pinned in bpf/gen.go (clang-19). The committed ones are
+# what `go build` uses: no clang needed to build jmxdp.
+generate:
+	BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I/usr/include/$(MULTIARCH)" $(GO) generate ./bpf/
+
+# CI: the committed objects must be what the pinned clang makes of the C.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go output differs from the committed files: run 'make generate' and commit"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Tests that load BPF or make namespaces need root; they skip otherwise
+# (and fail when CI=true).
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./userspace/jmirror
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000000x -count 5 ./loader
+
+# The main job on an embedded default: generate a capture of our own making,
+# decode it with the kernel program (the Go decoder without root) and write
+# per-stream pcapng files to ./demo-out.
+demo: build
+	@mkdir -p $(DEMO_OUT) && chmod 700 $(DEMO_OUT)
+	$(BIN) gen --out $(DEMO_OUT)/demo.pcap
+	$(BIN) decode --out $(DEMO_OUT)/streams $(DEMO_OUT)/demo.pcap
+	@echo; echo "per-stream pcapng files:"; find $(DEMO_OUT)/streams -name '*.pcapng' | sort
+
+clean:
+	rm -rf bin $(DEMO_OUT)

@@ -1,0 +1,246 @@
+package jmirror
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// Verdict is the XDP action the program would return.
+type Verdict uint32
+
+// XDP actions (uapi enum xdp_action), as loader.Verdict.
+const (
+	VerdictDrop     Verdict = 1
+	VerdictPass     Verdict = 2
+	VerdictRedirect Verdict = 4
+)
+
+// Config is the engine's equivalent of the configuration maps.
+type Config struct {
+	Ports         []uint16
+	DefaultAction maps.Action
+	Policies      []maps.PolicyRule
+	Allowlist     []netip.Prefix
+	// CaptureSocket says an AF_XDP socket serves the RX queue; without one
+	// capture falls back to XDP_PASS and counts a capture failure, as the
+	// kernel does (and as BPF_PROG_TEST_RUN with an empty XSKMAP does).
+	CaptureSocket bool
+}
+
+type policyKey struct {
+	mid, sid uint32
+	anySID   bool
+}
+
+type fragEntry struct {
+	mid, sid  uint32
+	action    maps.Action
+	untrusted bool
+}
+
+// Result is what the engine did with one frame.
+type Result struct {
+	Class   Class
+	Verdict Verdict
+	Action  maps.Action // for ClassJmirror and ClassFragTracked
+	Header  Header
+}
+
+// Engine runs frames through the program's logic, keeping the state the
+// kernel keeps in maps. Unlike the kernel's LRU tables it never evicts:
+// the stream and fragment tables grow with the input.
+type Engine struct {
+	cfg       Config
+	ports     map[uint16]bool
+	policy    map[policyKey]maps.Action
+	streams   map[maps.StreamKey]*maps.StreamStats
+	frags     map[FragKey]fragEntry
+	untrusted map[netip.Addr]uint64
+	counters  maps.Counters
+	clock     func() time.Duration
+}
+
+// NewEngine returns an engine with empty state. clock stands in for
+// bpf_ktime_get_ns; nil means a monotonic reading of time.Now.
+func NewEngine(cfg Config, clock func() time.Duration) *Engine {
+	if clock == nil {
+		start := time.Now()
+		clock = func() time.Duration { return time.Since(start) }
+	}
+	e := &Engine{
+		cfg:       cfg,
+		ports:     make(map[uint16]bool),
+		policy:    make(map[policyKey]maps.Action),
+		streams:   make(map[maps.StreamKey]*maps.StreamStats),
+		frags:     make(map[FragKey]fragEntry),
+		untrusted: make(map[netip.Addr]uint64),
+		clock:     clock,
+	}
+	for _, p := range cfg.Ports {
+		e.ports[p] = true
+	}
+	for _, r := range cfg.Policies {
+		e.policy[policyKey{r.MID, r.SID, r.AnySID}] = r.Action
+	}
+	return e
+}
+
+func (e *Engine) count(s maps.Stat, n uint64) { e.counters[s] += n }
+
+func (e *Engine) trusted(a netip.Addr) bool {
+	if len(e.cfg.Allowlist) == 0 {
+		return true
+	}
+	for _, p := range e.cfg.Allowlist {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) lookupAction(mid, sid uint32) maps.Action {
+	a, ok := e.policy[policyKey{mid, sid, false}]
+	if !ok {
+		a, ok = e.policy[policyKey{mid, 0, true}]
+	}
+	if !ok {
+		a = e.cfg.DefaultAction
+	}
+	return a.Sanitize()
+}
+
+func (e *Engine) apply(a maps.Action) Verdict {
+	e.count(maps.ActionStat(a), 1)
+	switch a {
+	case maps.ActionCapture:
+		if e.cfg.CaptureSocket {
+			return VerdictRedirect
+		}
+		e.count(maps.StatCaptureFailed, 1)
+		return VerdictPass
+	case maps.ActionCount:
+		return VerdictDrop
+	}
+	return VerdictPass
+}
+
+func (e *Engine) dropUntrusted(a netip.Addr) Verdict {
+	e.count(maps.StatUntrusted, 1)
+	e.untrusted[a]++
+	return VerdictDrop
+}
+
+// Process runs one Ethernet frame through the program's logic.
+func (e *Engine) Process(frame []byte) Result {
+	e.count(maps.StatFrames, 1)
+	h, ok := parseHeader(frame)
+	r := Result{Header: h, Class: ClassNotJmirror, Verdict: VerdictPass}
+	if !ok {
+		e.count(maps.StatNotJmirror, 1)
+		return r
+	}
+	if h.LaterFragment {
+		fe, found := e.frags[h.Frag]
+		switch {
+		case !found:
+			r.Class = ClassFragUnmatched
+			e.count(maps.StatFragUnmatched, 1)
+		case fe.untrusted:
+			r.Class = ClassUntrusted
+			r.Verdict = e.dropUntrusted(h.Router)
+		default:
+			r.Class = ClassFragTracked
+			r.Action = fe.action
+			r.Header.MID, r.Header.SID = fe.mid, fe.sid
+			e.count(maps.StatFragTracked, 1)
+			r.Verdict = e.apply(fe.action)
+		}
+		return r
+	}
+	forget := func() {
+		if h.FirstFragment {
+			delete(e.frags, h.Frag)
+		}
+	}
+	if !h.UDP || !e.ports[h.Port] {
+		forget()
+		e.count(maps.StatNotJmirror, 1)
+		return r
+	}
+	if !e.trusted(h.Router) {
+		if h.FirstFragment {
+			e.frags[h.Frag] = fragEntry{untrusted: true}
+		}
+		r.Class = ClassUntrusted
+		r.Verdict = e.dropUntrusted(h.Router)
+		return r
+	}
+	r.Class = h.lengthClass(frame)
+	switch r.Class {
+	case ClassMalformedShort:
+		forget()
+		e.count(maps.StatMalformedShort, 1)
+		return r
+	case ClassMalformedTruncated:
+		forget()
+		e.count(maps.StatMalformedTruncated, 1)
+		return r
+	}
+	h.jmirrorFields(frame)
+	r.Header = h
+	r.Action = e.lookupAction(h.MID, h.SID)
+	e.countStream(&h)
+	e.count(maps.StatJmirror, 1)
+	e.count(maps.StatJmirrorBytes, uint64(h.InnerLen))
+	if h.Version != 0 {
+		e.count(maps.StatVersionNonzero, 1)
+	}
+	if h.FirstFragment {
+		e.count(maps.StatFragFirst, 1)
+		e.frags[h.Frag] = fragEntry{mid: h.MID, sid: h.SID, action: r.Action}
+	}
+	r.Verdict = e.apply(r.Action)
+	return r
+}
+
+func (e *Engine) countStream(h *Header) {
+	k := maps.StreamKey{Router: h.Router, MID: h.MID, SID: h.SID}
+	now := e.clock()
+	s, ok := e.streams[k]
+	if !ok {
+		s = &maps.StreamStats{FirstSeen: now}
+		e.streams[k] = s
+		e.count(maps.StatStreamNew, 1)
+	}
+	s.Packets++
+	s.Bytes += uint64(h.InnerLen)
+	s.Inner[h.Inner]++
+	s.LastSeen = now
+}
+
+// Counters returns the global counters.
+func (e *Engine) Counters() maps.Counters { return e.counters }
+
+// Streams returns the stream table sorted by (mid, sid, router).
+func (e *Engine) Streams() []maps.Stream {
+	out := make([]maps.Stream, 0, len(e.streams))
+	for k, v := range e.streams {
+		out = append(out, maps.Stream{StreamKey: k, StreamStats: *v})
+	}
+	maps.SortStreams(out)
+	return out
+}
+
+// Untrusted returns the sources refused by the allowlist.
+func (e *Engine) Untrusted() []maps.UntrustedSource {
+	out := make([]maps.UntrustedSource, 0, len(e.untrusted))
+	for a, n := range e.untrusted {
+		out = append(out, maps.UntrustedSource{Addr: a, Packets: n})
+	}
+	slices.SortFunc(out, func(a, b maps.UntrustedSource) int { return a.Addr.Compare(b.Addr) })
+	return out
+}

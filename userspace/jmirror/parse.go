@@ -1,0 +1,223 @@
+// Package jmirror is a pure-Go Jmirror decoder with exactly the semantics of
+// the XDP program in bpf/jmxdp.c: the same parsing, classification,
+// counters, fragment tracking and policy. It runs when BPF is unavailable and
+// is the test oracle for the kernel program.
+package jmirror
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// Wire-format constants, as in bpf/include/consts.h.
+const (
+	HeaderLen    = 8  // the Jmirror header
+	udpHeaderLen = 8  // UDP header
+	MinUDPLen    = 16 // UDP header + Jmirror header
+	midMask      = 0x3fffffff
+	versionShift = 30
+
+	ethHeaderLen    = 14
+	vlanHeaderLen   = 4
+	maxVLANDepth    = 2
+	etherTypeIPv4   = 0x0800
+	etherTypeIPv6   = 0x86dd
+	etherType8021Q  = 0x8100
+	etherType8021AD = 0x88a8
+	ipv4MinHeader   = 20
+	ipv6HeaderLen   = 40
+	protoUDP        = 17
+	ipMF            = 0x2000
+	ipOffsetMask    = 0x1fff
+	pppAddress      = 0xff
+	pppControl      = 0x03
+)
+
+// Class says what a frame is, exactly one per frame, as the kernel counts.
+type Class int
+
+const (
+	ClassNotJmirror Class = iota
+	ClassJmirror          // a datagram counted into a stream (or its first fragment)
+	ClassMalformedShort
+	ClassMalformedTruncated
+	ClassUntrusted
+	ClassFragTracked
+	ClassFragUnmatched
+)
+
+var classNames = [...]string{"not_jmirror", "jmirror", "malformed_short", "malformed_truncated", "untrusted", "frag_tracked", "frag_unmatched"}
+
+func (c Class) String() string {
+	if c >= 0 && int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return "class(?)"
+}
+
+// FragKey is the outer IPv4 fragment identity.
+type FragKey struct {
+	Src, Dst [4]byte
+	ID       uint16
+	Proto    uint8
+}
+
+// Header is what one frame carries, before any state is consulted.
+type Header struct {
+	// IPOffset is where the outer IP header starts in the frame.
+	IPOffset int
+	Router   netip.Addr
+
+	// Outer IPv4 fragmentation: FirstFragment is a datagram's first piece
+	// (MF set, offset 0); LaterFragment any other piece.
+	FirstFragment, LaterFragment bool
+	Frag                         FragKey
+
+	// Port is the UDP destination port; UDP is false when the frame has no
+	// UDP header this decoder reads.
+	UDP    bool
+	Port   uint16
+	UDPLen int
+	// UDPOffset is where the UDP header starts; Limit is where the frame's
+	// data ends, per both the frame and the IP header.
+	UDPOffset, Limit int
+
+	MID, SID uint32
+	Version  uint8
+	InnerLen int
+	Inner    maps.Inner
+}
+
+// InnerOffset is where the mirrored packet starts in the frame.
+func (h *Header) InnerOffset() int { return h.UDPOffset + MinUDPLen }
+
+// parseHeader reads the headers of frame, up to and including the UDP
+// header. Jmirror fields are filled by jmirrorFields.
+func parseHeader(frame []byte) (h Header, ok bool) {
+	if len(frame) < ethHeaderLen {
+		return h, false
+	}
+	off := ethHeaderLen
+	etype := binary.BigEndian.Uint16(frame[12:])
+	for i := 0; i < maxVLANDepth && (etype == etherType8021Q || etype == etherType8021AD); i++ {
+		if off+vlanHeaderLen > len(frame) {
+			return h, false
+		}
+		etype = binary.BigEndian.Uint16(frame[off+2:])
+		off += vlanHeaderLen
+	}
+	h.IPOffset = off
+	var ipEnd int
+	switch etype {
+	case etherTypeIPv4:
+		if off+ipv4MinHeader > len(frame) {
+			return h, false
+		}
+		ip := frame[off:]
+		ihl := int(ip[0] & 0x0f)
+		if ip[0]>>4 != 4 || ihl < 5 || off+ihl*4 > len(frame) {
+			return h, false
+		}
+		frag := binary.BigEndian.Uint16(ip[6:])
+		copy(h.Frag.Src[:], ip[12:16])
+		copy(h.Frag.Dst[:], ip[16:20])
+		h.Frag.ID = binary.BigEndian.Uint16(ip[4:])
+		h.Frag.Proto = ip[9]
+		h.Router = netip.AddrFrom4(h.Frag.Src)
+		if frag&ipOffsetMask != 0 {
+			h.LaterFragment = true
+			return h, true
+		}
+		h.FirstFragment = frag&ipMF != 0
+		if ip[9] != protoUDP {
+			return h, true
+		}
+		ipEnd = off + int(binary.BigEndian.Uint16(ip[2:]))
+		off += ihl * 4
+	case etherTypeIPv6:
+		if off+ipv6HeaderLen > len(frame) {
+			return h, false
+		}
+		ip := frame[off:]
+		if ip[0]>>4 != 6 || ip[6] != protoUDP {
+			return h, false
+		}
+		h.Router = netip.AddrFrom16([16]byte(ip[8:24]))
+		ipEnd = off + ipv6HeaderLen + int(binary.BigEndian.Uint16(ip[4:]))
+		off += ipv6HeaderLen
+	default:
+		return h, false
+	}
+	if off+udpHeaderLen > len(frame) {
+		return h, true
+	}
+	h.UDP = true
+	h.UDPOffset = off
+	h.Port = binary.BigEndian.Uint16(frame[off+2:])
+	h.UDPLen = int(binary.BigEndian.Uint16(frame[off+4:]))
+	h.Limit = min(len(frame), ipEnd)
+	return h, true
+}
+
+// lengthClass applies the malformed checks, in the kernel's order.
+func (h *Header) lengthClass(frame []byte) Class {
+	if h.UDPLen < MinUDPLen {
+		return ClassMalformedShort
+	}
+	need := h.UDPOffset + h.UDPLen
+	if h.FirstFragment {
+		// Only the Jmirror header must be in the first fragment.
+		need = h.UDPOffset + MinUDPLen
+	}
+	if need > h.Limit || h.UDPOffset+MinUDPLen > len(frame) {
+		return ClassMalformedTruncated
+	}
+	return ClassJmirror
+}
+
+// jmirrorFields reads the Jmirror header and classifies the mirrored packet.
+func (h *Header) jmirrorFields(frame []byte) {
+	j := frame[h.UDPOffset+udpHeaderLen:]
+	w0 := binary.BigEndian.Uint32(j)
+	h.MID = w0 & midMask
+	h.Version = uint8(w0 >> versionShift)
+	h.SID = binary.BigEndian.Uint32(j[4:])
+	h.InnerLen = h.UDPLen - MinUDPLen
+	h.Inner = ClassifyInner(frame[h.InnerOffset():], h.InnerLen)
+}
+
+// ClassifyInner tells the kind of a mirrored packet of length n from the
+// bytes of it at hand (in a first fragment, maybe fewer than n).
+func ClassifyInner(b []byte, n int) maps.Inner {
+	switch {
+	case n == 0:
+		return maps.InnerEmpty
+	case len(b) < 1:
+		return maps.InnerUnknown
+	case b[0]>>4 == 4:
+		return maps.InnerIPv4
+	case b[0]>>4 == 6:
+		return maps.InnerIPv6
+	case n >= 2 && len(b) >= 2 && b[0] == pppAddress && b[1] == pppControl:
+		return maps.InnerPPP
+	}
+	return maps.InnerUnknown
+}
+
+// Decode reads one frame statelessly: no allowlist and no fragment table.
+// It is what userspace applies to a frame it captured (or reassembled);
+// decoded says whether the port is one to decode. The class is
+// ClassJmirror when the header fields are valid.
+func Decode(frame []byte, decoded func(port uint16) bool) (Header, Class) {
+	h, ok := parseHeader(frame)
+	if !ok || h.LaterFragment || !h.UDP || !decoded(h.Port) {
+		return h, ClassNotJmirror
+	}
+	c := h.lengthClass(frame)
+	if c == ClassJmirror {
+		h.jmirrorFields(frame)
+	}
+	return h, c
+}
