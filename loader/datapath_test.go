@@ -24,10 +24,15 @@ var (
 	sub6B     = netip.MustParseAddr("2001:db8:1::2")
 )
 
-func loadProgram(t *testing.T, cfg loader.Config) *loader.Program {
+func loadProgram(t testing.TB, cfg loader.Config) *loader.Program {
+	t.Helper()
+	return loadProgramSized(t, cfg, 4096)
+}
+
+func loadProgramSized(t testing.TB, cfg loader.Config, maxStreams uint32) *loader.Program {
 	t.Helper()
 	testenv.RequireRoot(t)
-	p, err := loader.Load(loader.Options{MaxStreams: 4096})
+	p, err := loader.Load(loader.Options{MaxStreams: maxStreams})
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}

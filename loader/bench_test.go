@@ -1,0 +1,72 @@
+package loader_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/gen"
+)
+
+// BenchmarkProgram measures the program's per-frame cost in the kernel
+// (BPF_PROG_TEST_RUN) next to a trivial XDP_PASS program, alternating the
+// two in the same run so the ratio holds on a noisy machine. Metrics:
+// ns/frame for jmxdp and for xdp_pass, and x_pass, their ratio.
+func BenchmarkProgram(b *testing.B) {
+	echo := ipv4Echo()
+	counted := mirror(1, 1, echo)
+	captured := mirror(2, 2, echo)
+	cases := []struct {
+		name  string
+		frame func(b *testing.B) []byte
+		want  loader.Verdict
+	}{
+		{"not_jmirror", func(*testing.B) []byte { return gen.NotJmirrorTCPSyn(router1, collector, 40000, 22) }, pass},
+		{"counted", func(b *testing.B) []byte { return mustFrame(b, counted) }, drop},
+		// Captured frames fall back to XDP_PASS here: no AF_XDP socket is
+		// registered, so this measures the redirect lookup and fallback.
+		{"captured", func(b *testing.B) []byte { return mustFrame(b, captured) }, pass},
+	}
+	p := loadProgram(b, loader.Config{Policies: []maps.PolicyRule{
+		{MID: 1, AnySID: true, Action: maps.ActionCount},
+		{MID: 2, AnySID: true, Action: maps.ActionCapture},
+	}})
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			f := c.frame(b)
+			const chunk = 10000
+			var prog, base time.Duration
+			var runs int
+			for b.Loop() {
+				// Alternate chunks of both programs, so drift hits both.
+				v, d, err := p.Benchmark(f, chunk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if v != c.want {
+					b.Fatalf("verdict %v, want %v", v, c.want)
+				}
+				_, db, err := p.BenchmarkPass(f, chunk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				prog += d
+				base += db
+				runs++
+			}
+			b.ReportMetric(float64(prog.Nanoseconds())/float64(runs), "ns/frame")
+			b.ReportMetric(float64(base.Nanoseconds())/float64(runs), "pass-ns/frame")
+			b.ReportMetric(float64(prog)/float64(base), "x_pass")
+		})
+	}
+}
+
+func mustFrame(b *testing.B, m gen.Mirror) []byte {
+	b.Helper()
+	f, err := m.Frame()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f
+}

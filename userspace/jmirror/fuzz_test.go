@@ -1,0 +1,92 @@
+package jmirror_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
+)
+
+// partition is the set of counters every frame lands in exactly once.
+var partition = []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort,
+	maps.StatMalformedTruncated, maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched}
+
+// FuzzDecode feeds arbitrary frames to the Go decoder: it must never panic,
+// must put each frame in exactly one class, and must agree with the
+// stateless Decode. As root it also runs the kernel program on each input
+// and requires the same verdict and counter changes.
+func FuzzDecode(f *testing.F) {
+	for _, fr := range gen.Corpus(7, 200, []uint16{30030}) {
+		f.Add(fr)
+	}
+	cfg := jmirror.Config{Ports: []uint16{30030}, DefaultAction: maps.ActionCapture}
+	eng := jmirror.NewEngine(cfg, nil)
+	var prog *loader.Program
+	if os.Geteuid() == 0 {
+		p, err := loader.Load(loader.Options{MaxStreams: 1 << 16})
+		if err != nil {
+			f.Fatalf("load: %v", err)
+		}
+		f.Cleanup(func() { p.Close() })
+		if err := p.Configure(loader.Config{Ports: cfg.Ports}); err != nil {
+			f.Fatal(err)
+		}
+		prog = p
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		eng := eng
+		inKernel := prog != nil && len(frame) >= loader.MinFrameLen && len(frame) <= loader.MaxFrameLen
+		if prog != nil && !inKernel {
+			// The kernel never sees this frame: keep the shared state in step.
+			eng = jmirror.NewEngine(cfg, nil)
+		}
+		before := eng.Counters()
+		res := eng.Process(frame)
+		after := eng.Counters()
+		if after[maps.StatFrames] != before[maps.StatFrames]+1 {
+			t.Fatalf("frames counter moved by %d", after[maps.StatFrames]-before[maps.StatFrames])
+		}
+		moved := 0
+		for _, s := range partition {
+			moved += int(after[s] - before[s])
+		}
+		if moved != 1 {
+			t.Fatalf("frame landed in %d classes (class %v)", moved, res.Class)
+		}
+		h, class := jmirror.Decode(frame, func(p uint16) bool { return p == 30030 })
+		if res.Class == jmirror.ClassJmirror {
+			if class != jmirror.ClassJmirror || h.MID != res.Header.MID || h.SID != res.Header.SID || h.InnerLen != res.Header.InnerLen {
+				t.Fatalf("Decode disagrees with the engine: %+v vs %+v", h, res.Header)
+			}
+			if !h.FirstFragment && h.InnerOffset()+h.InnerLen > len(frame) {
+				t.Fatalf("inner packet [%d:+%d] beyond a %d-byte frame", h.InnerOffset(), h.InnerLen, len(frame))
+			}
+		}
+		if !inKernel {
+			return
+		}
+		kbefore, err := prog.Maps.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := prog.Run(frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kafter, err := prog.Maps.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loader.Verdict(res.Verdict) != v {
+			t.Fatalf("kernel verdict %v, Go %v", v, loader.Verdict(res.Verdict))
+		}
+		for s := range after {
+			if kafter[s]-kbefore[s] != after[s]-before[s] {
+				t.Fatalf("counter %v: kernel moved %d, Go %d", maps.Stat(s), kafter[s]-kbefore[s], after[s]-before[s])
+			}
+		}
+	})
+}
