@@ -1,0 +1,169 @@
+package decode
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/capfile"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
+)
+
+// Engine names a decoding engine.
+type Engine string
+
+const (
+	EngineBPF Engine = "bpf" // the real XDP program, via BPF_PROG_TEST_RUN
+	EngineGo  Engine = "go"  // the pure-Go decoder
+)
+
+// Options control a decode.
+type Options struct {
+	Ports  []uint16 // default {30030}
+	Engine Engine   // default bpf
+	// OutDir, if set, receives one pcapng file per (mid, sid).
+	OutDir string
+	// MaxStreams sizes the kernel stream table for the bpf engine.
+	MaxStreams uint32
+	Logger     *slog.Logger
+}
+
+// engine is one way to run frames through the data path.
+type engine interface {
+	process(frame []byte) error
+	result() ([]maps.Stream, maps.Counters, error)
+	close() error
+}
+
+type goEngine struct{ e *jmirror.Engine }
+
+func (g *goEngine) process(frame []byte) error { g.e.Process(frame); return nil }
+func (g *goEngine) result() ([]maps.Stream, maps.Counters, error) {
+	return g.e.Streams(), g.e.Counters(), nil
+}
+func (g *goEngine) close() error { return nil }
+
+type bpfEngine struct{ p *loader.Program }
+
+func (b *bpfEngine) process(frame []byte) error {
+	_, err := b.p.Run(frame)
+	return err
+}
+func (b *bpfEngine) result() ([]maps.Stream, maps.Counters, error) {
+	s, err := b.p.Maps.Streams()
+	if err != nil {
+		return nil, maps.Counters{}, err
+	}
+	c, err := b.p.Maps.Counters()
+	return s, c, err
+}
+func (b *bpfEngine) close() error { return b.p.Close() }
+
+func newEngine(opts Options) (engine, error) {
+	switch opts.Engine {
+	case EngineGo:
+		return &goEngine{jmirror.NewEngine(jmirror.Config{Ports: opts.Ports}, nil)}, nil
+	case EngineBPF, "":
+		maxStreams := opts.MaxStreams
+		if maxStreams == 0 {
+			maxStreams = loader.DefaultMaxStreams
+		}
+		p, err := loader.Load(loader.Options{MaxStreams: maxStreams, Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("bpf engine (try --engine go without root or BPF): %w", err)
+		}
+		if err := p.Configure(loader.Config{Ports: opts.Ports}); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("configure bpf engine: %w", err)
+		}
+		return &bpfEngine{p}, nil
+	}
+	return nil, fmt.Errorf("unknown engine %q (want bpf or go)", opts.Engine)
+}
+
+// Files decodes the capture files in order, as one stream of frames.
+// An unreadable file stops the decode with an error that names it; files
+// already written by --out are closed intact first.
+func Files(paths []string, opts Options) (rep *Report, err error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no capture files given")
+	}
+	if len(opts.Ports) == 0 {
+		opts.Ports = []uint16{loader.DefaultPort}
+	}
+	opts.Ports = slices.Compact(slices.Sorted(slices.Values(opts.Ports)))
+	if opts.Engine == "" {
+		opts.Engine = EngineBPF
+	}
+	eng, err := newEngine(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, eng.close()) }()
+
+	var out *outWriter
+	if opts.OutDir != "" {
+		if out, err = newOutWriter(opts.OutDir, opts.Ports); err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, out.close()) }()
+	}
+
+	var skipped uint64
+	for _, path := range paths {
+		n, err := decodeFile(path, eng, out, &skipped)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s: capture holds no frames", path)
+		}
+	}
+	streams, counters, err := eng.result()
+	if err != nil {
+		return nil, err
+	}
+	rep = &Report{Streams: streamReports(streams), Totals: totalsFrom(counters), Engine: string(opts.Engine), Ports: opts.Ports}
+	rep.Totals.Skipped = skipped
+	if out != nil {
+		if err := out.finish(rep); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+func decodeFile(path string, eng engine, out *outWriter, skipped *uint64) (int, error) {
+	r, err := capfile.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n := 0
+	for {
+		f, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		if len(f.Data) < loader.MinFrameLen || len(f.Data) > loader.MaxFrameLen {
+			*skipped++
+			continue
+		}
+		if err := eng.process(f.Data); err != nil {
+			return n, fmt.Errorf("%s: frame %d: %w", path, f.Index, err)
+		}
+		if out != nil {
+			if err := out.frame(f); err != nil {
+				return n, err
+			}
+		}
+	}
+}

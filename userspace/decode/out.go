@@ -1,0 +1,135 @@
+package decode
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/capfile"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/reasm"
+)
+
+// outWriter turns frames into per-stream pcapng files, as the live writers
+// do with captured frames: decode each frame, reassemble outer IPv4
+// fragments, write the mirrored packet.
+type outWriter struct {
+	dir     string
+	ports   []uint16
+	files   map[streamID]*pcapng.Writer
+	paths   map[streamID]string
+	reasm   *reasm.Reassembler
+	written uint64
+}
+
+type streamID struct{ mid, sid uint32 }
+
+// StreamPath is where a stream's file lives under dir.
+func StreamPath(dir string, mid, sid uint32) string {
+	return filepath.Join(dir, fmt.Sprintf("mid-%d", mid), fmt.Sprintf("sid-%d.pcapng", sid))
+}
+
+func newOutWriter(dir string, ports []uint16) (*outWriter, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	return &outWriter{
+		dir:   dir,
+		ports: ports,
+		files: make(map[streamID]*pcapng.Writer),
+		paths: make(map[streamID]string),
+		reasm: reasm.New(reasm.Config{}),
+	}, nil
+}
+
+func (o *outWriter) decoded(port uint16) bool { return slices.Contains(o.ports, port) }
+
+func (o *outWriter) frame(f capfile.Frame) error {
+	h, class := jmirror.Decode(f.Data, o.decoded)
+	if h.FirstFragment || h.LaterFragment {
+		return o.fragment(f, h)
+	}
+	if class != jmirror.ClassJmirror {
+		return nil
+	}
+	return o.write(f.Time, f.Data, h)
+}
+
+// fragment feeds an outer IPv4 fragment to the reassembler and writes the
+// datagram it completes, timestamped with its last fragment (as the
+// kernel's defragmenter and tshark do).
+func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header) error {
+	dgram, complete, err := o.reasm.Add(f.Time, f.Data[h.IPOffset:])
+	if err != nil || !complete {
+		return nil // counted by the reassembler
+	}
+	frame := make([]byte, h.IPOffset+len(dgram))
+	copy(frame, f.Data[:h.IPOffset])
+	copy(frame[h.IPOffset:], dgram)
+	rh, class := jmirror.Decode(frame, o.decoded)
+	if class != jmirror.ClassJmirror {
+		return nil
+	}
+	return o.write(f.Time, frame, rh)
+}
+
+func linkKind(k maps.Inner) pcapng.LinkKind {
+	switch k {
+	case maps.InnerIPv4, maps.InnerIPv6:
+		return pcapng.LinkRawIP
+	case maps.InnerPPP:
+		return pcapng.LinkPPPHDLC
+	}
+	return pcapng.LinkUnknown
+}
+
+func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
+	id := streamID{h.MID, h.SID}
+	w, ok := o.files[id]
+	if !ok {
+		path := StreamPath(o.dir, h.MID, h.SID)
+		var err error
+		if w, err = pcapng.Create(path, h.MID, h.SID); err != nil {
+			return fmt.Errorf("create stream file: %w", err)
+		}
+		o.files[id] = w
+		o.paths[id] = path
+	}
+	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
+	if err := w.WritePacket(ts, h.Router, linkKind(h.Inner), inner); err != nil {
+		return fmt.Errorf("write mid %d sid %d: %w", h.MID, h.SID, err)
+	}
+	o.written++
+	return nil
+}
+
+// finish records the files in the report.
+func (o *outWriter) finish(rep *Report) error {
+	for i := range rep.Streams {
+		s := &rep.Streams[i]
+		s.File = o.paths[streamID{s.MID, s.SID}]
+	}
+	for _, p := range o.paths {
+		rep.Files = append(rep.Files, p)
+	}
+	slices.Sort(rep.Files)
+	st := o.reasm.Stats()
+	rep.Totals.Written = o.written
+	rep.Totals.ReassemblyFailed = st.Timeouts + st.Evicted + st.Overlaps + st.TooBig + st.Malformed + st.Pending
+	return nil
+}
+
+// close flushes and closes every file, whatever errors some of them give,
+// so nothing already decoded is lost.
+func (o *outWriter) close() error {
+	var errs []error
+	for _, w := range o.files {
+		errs = append(errs, w.Close())
+	}
+	return errors.Join(errs...)
+}

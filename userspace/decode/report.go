@@ -1,0 +1,186 @@
+// Package decode runs capture files through the Jmirror data path offline,
+// with the kernel program (BPF_PROG_TEST_RUN) or the Go decoder, and reports
+// what the live path would count.
+package decode
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// Report is the result of a decode. Its JSON form is a stable interface,
+// documented in docs/decode-json.md: fields are only ever added.
+type Report struct {
+	Streams []StreamReport `json:"streams"`
+	Totals  Totals         `json:"totals"`
+	Engine  string         `json:"engine"`
+	Ports   []uint16       `json:"ports"`
+	Files   []string       `json:"files,omitempty"` // pcapng files written by --out
+}
+
+// StreamReport is one (mid, sid), summed over the routers sending it.
+type StreamReport struct {
+	MID     uint32         `json:"mid"`
+	SID     uint32         `json:"sid"`
+	Packets uint64         `json:"packets"`
+	Bytes   uint64         `json:"bytes"`
+	Routers []RouterReport `json:"routers"`
+	Inner   InnerReport    `json:"inner"`
+	File    string         `json:"file,omitempty"`
+}
+
+// RouterReport is one router's share of a stream.
+type RouterReport struct {
+	Addr    string `json:"addr"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// InnerReport counts a stream's mirrored packets by kind.
+type InnerReport struct {
+	IPv4    uint64 `json:"ipv4"`
+	IPv6    uint64 `json:"ipv6"`
+	PPP     uint64 `json:"ppp"`
+	Unknown uint64 `json:"unknown"`
+	Empty   uint64 `json:"empty"`
+}
+
+// Totals are the global counters. The first five are the documented core;
+// Frames = Jmirror + NotJmirror + Malformed + Fragments + Untrusted.
+type Totals struct {
+	Frames     uint64 `json:"frames"`
+	Jmirror    uint64 `json:"jmirror"`
+	NotJmirror uint64 `json:"not_jmirror"`
+	Malformed  uint64 `json:"malformed"`
+	Fragments  uint64 `json:"fragments"`
+
+	JmirrorBytes        uint64 `json:"jmirror_bytes"`
+	MalformedShort      uint64 `json:"malformed_short"`
+	MalformedTruncated  uint64 `json:"malformed_truncated"`
+	FragmentedDatagrams uint64 `json:"fragmented_datagrams"`
+	FragmentsTracked    uint64 `json:"fragments_tracked"`
+	FragmentsUnmatched  uint64 `json:"fragments_unmatched"`
+	Untrusted           uint64 `json:"untrusted"`
+	VersionNonzero      uint64 `json:"version_nonzero"`
+	// Skipped frames are outside what XDP sees in one buffer (shorter than an
+	// Ethernet header or longer than 3520 bytes): not given to either engine.
+	Skipped uint64 `json:"skipped"`
+	// Written and ReassemblyFailed describe --out.
+	Written          uint64 `json:"written,omitempty"`
+	ReassemblyFailed uint64 `json:"reassembly_failed,omitempty"`
+}
+
+func totalsFrom(c maps.Counters) Totals {
+	return Totals{
+		Frames:              c[maps.StatFrames],
+		Jmirror:             c[maps.StatJmirror],
+		NotJmirror:          c[maps.StatNotJmirror],
+		Malformed:           c[maps.StatMalformedShort] + c[maps.StatMalformedTruncated],
+		Fragments:           c[maps.StatFragTracked] + c[maps.StatFragUnmatched],
+		JmirrorBytes:        c[maps.StatJmirrorBytes],
+		MalformedShort:      c[maps.StatMalformedShort],
+		MalformedTruncated:  c[maps.StatMalformedTruncated],
+		FragmentedDatagrams: c[maps.StatFragFirst],
+		FragmentsTracked:    c[maps.StatFragTracked],
+		FragmentsUnmatched:  c[maps.StatFragUnmatched],
+		Untrusted:           c[maps.StatUntrusted],
+		VersionNonzero:      c[maps.StatVersionNonzero],
+	}
+}
+
+// streamReports groups per-router entries into (mid, sid) streams, sorted
+// by (mid, sid), routers by address.
+func streamReports(in []maps.Stream) []StreamReport {
+	type id struct{ mid, sid uint32 }
+	idx := make(map[id]int)
+	var out []StreamReport
+	for _, s := range in {
+		k := id{s.MID, s.SID}
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, StreamReport{MID: s.MID, SID: s.SID, Routers: []RouterReport{}})
+		}
+		r := &out[i]
+		r.Packets += s.Packets
+		r.Bytes += s.Bytes
+		r.Inner.IPv4 += s.Inner[maps.InnerIPv4]
+		r.Inner.IPv6 += s.Inner[maps.InnerIPv6]
+		r.Inner.PPP += s.Inner[maps.InnerPPP]
+		r.Inner.Unknown += s.Inner[maps.InnerUnknown]
+		r.Inner.Empty += s.Inner[maps.InnerEmpty]
+		r.Routers = append(r.Routers, RouterReport{Addr: s.Router.String(), Packets: s.Packets, Bytes: s.Bytes})
+	}
+	for i := range out {
+		slices.SortFunc(out[i].Routers, func(a, b RouterReport) int {
+			return netip.MustParseAddr(a.Addr).Compare(netip.MustParseAddr(b.Addr))
+		})
+	}
+	slices.SortFunc(out, func(a, b StreamReport) int {
+		return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID))
+	})
+	return out
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	if r.Streams == nil {
+		r.Streams = []StreamReport{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("write JSON report: %w", err)
+	}
+	return nil
+}
+
+// WriteTable writes the report for a person to read.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "MID\tSID\tPACKETS\tBYTES\tIPV4\tIPV6\tPPP\tUNKNOWN\tEMPTY\t ROUTERS")
+	for _, s := range r.Streams {
+		routers := make([]string, len(s.Routers))
+		for i, rt := range s.Routers {
+			routers[i] = fmt.Sprintf("%s (%d pkts)", rt.Addr, rt.Packets)
+		}
+		fmt.Fprintf(tw, "%d (0x%x)\t%d (0x%x)\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t %s\n",
+			s.MID, s.MID, s.SID, s.SID, s.Packets, s.Bytes,
+			s.Inner.IPv4, s.Inner.IPv6, s.Inner.PPP, s.Inner.Unknown, s.Inner.Empty,
+			strings.Join(routers, ", "))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	t := r.Totals
+	fmt.Fprintf(w, "\n%d streams; engine %s; ports %v\n", len(r.Streams), r.Engine, r.Ports)
+	fmt.Fprintf(w, "frames %d: jmirror %d (%d bytes mirrored), not jmirror %d, malformed %d (short %d, truncated %d), later fragments %d (tracked %d, unmatched %d), untrusted %d\n",
+		t.Frames, t.Jmirror, t.JmirrorBytes, t.NotJmirror, t.Malformed, t.MalformedShort, t.MalformedTruncated,
+		t.Fragments, t.FragmentsTracked, t.FragmentsUnmatched, t.Untrusted)
+	if t.FragmentedDatagrams > 0 {
+		fmt.Fprintf(w, "fragmented Jmirror datagrams: %d\n", t.FragmentedDatagrams)
+	}
+	if t.VersionNonzero > 0 {
+		fmt.Fprintf(w, "warning: %d Jmirror headers have a non-zero version field\n", t.VersionNonzero)
+	}
+	if t.Skipped > 0 {
+		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 3520 bytes, outside what XDP sees in one buffer\n", t.Skipped)
+	}
+	if len(r.Files) > 0 {
+		fmt.Fprintf(w, "wrote %d packets to %d files", t.Written, len(r.Files))
+		if t.ReassemblyFailed > 0 {
+			fmt.Fprintf(w, " (%d fragmented datagrams could not be reassembled)", t.ReassemblyFailed)
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}

@@ -1,0 +1,374 @@
+// Package reasm reassembles fragmented IPv4 datagrams within fixed memory
+// bounds. Jmirror rides on UDP, and only the first fragment of a fragmented
+// datagram carries the UDP header, so the live path hands every fragment of
+// a captured stream to userspace to be put back together here.
+package reasm
+
+import (
+	"container/list"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// Config bounds a Reassembler. Zero or negative fields take the defaults.
+type Config struct {
+	// MaxDatagrams is the number of datagrams pending at once (default 4096).
+	MaxDatagrams int
+	// MaxBytes bounds the memory held for pending datagrams (default 64 MiB).
+	MaxBytes int
+	// Timeout is how long a datagram may wait for its missing fragments,
+	// counted from its first fragment (default 30s, the kernel's
+	// ipfrag_time).
+	Timeout time.Duration
+}
+
+const (
+	defaultMaxDatagrams = 4096
+	defaultMaxBytes     = 64 << 20
+	defaultTimeout      = 30 * time.Second
+
+	minHeaderLen = 20
+	maxDatagram  = 65535
+	// maxPayload is the most payload any datagram can have: a 20-byte
+	// header plus this is the IPv4 maximum.
+	maxPayload = maxDatagram - minHeaderLen
+
+	flagMF     = 0x2000
+	offsetMask = 0x1fff
+)
+
+// Errors returned by Add, wrapped with details; test with errors.Is.
+var (
+	// ErrMalformed: the packet is not a sound IPv4 packet or fragment.
+	ErrMalformed = errors.New("malformed IPv4 packet")
+	// ErrTooBig: the fragments describe a datagram over 65535 bytes.
+	ErrTooBig = errors.New("reassembled IPv4 datagram over 65535 bytes")
+	// ErrOverlap: a fragment overlaps received data with different bytes, or
+	// disagrees about where the datagram ends; the datagram is dropped.
+	ErrOverlap = errors.New("inconsistent overlapping IPv4 fragments")
+)
+
+// Stats are the Reassembler's counters.
+type Stats struct {
+	Fragments    uint64 // well-formed fragments received
+	Reassembled  uint64 // datagrams completed
+	Timeouts     uint64 // datagrams dropped by Timeout
+	Evicted      uint64 // datagrams dropped to stay within MaxDatagrams or MaxBytes
+	Overlaps     uint64 // datagrams dropped for inconsistent fragments
+	TooBig       uint64 // datagrams dropped for exceeding 65535 bytes
+	Malformed    uint64 // packets refused as malformed
+	Pending      uint64 // datagrams waiting for fragments now
+	PendingBytes uint64 // memory held for them now, in bytes
+}
+
+type key struct {
+	src, dst [4]byte
+	id       uint16
+	proto    uint8
+}
+
+func (k key) String() string {
+	return fmt.Sprintf("%v->%v id %#04x proto %d", netip.AddrFrom4(k.src), netip.AddrFrom4(k.dst), k.id, k.proto)
+}
+
+// span is a received byte range [start, end) of a datagram's payload.
+type span struct{ start, end int }
+
+// partial is a datagram waiting for the rest of its fragments.
+type partial struct {
+	key     key
+	created time.Time
+	elem    *list.Element // in Reassembler.order
+	header  []byte        // the first fragment's header, once it arrived
+	buf     []byte        // payload bytes at their offsets; holes are zero
+	spans   []span        // received ranges: sorted, disjoint, not adjacent
+	total   int           // payload length, or -1 until the last fragment arrived
+	mem     int           // bytes charged to Reassembler.pendingBytes
+}
+
+// Reassembler holds pending fragments. It is not safe for concurrent use.
+type Reassembler struct {
+	cfg          Config
+	pending      map[key]*partial
+	order        *list.List // of *partial, oldest first
+	pendingBytes int
+	stats        Stats
+}
+
+// New returns a Reassembler bounded by cfg.
+func New(cfg Config) *Reassembler {
+	if cfg.MaxDatagrams <= 0 {
+		cfg.MaxDatagrams = defaultMaxDatagrams
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = defaultMaxBytes
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	return &Reassembler{cfg: cfg, pending: make(map[key]*partial), order: list.New()}
+}
+
+// Stats returns the counters.
+func (r *Reassembler) Stats() Stats {
+	s := r.stats
+	s.Pending = uint64(len(r.pending))
+	s.PendingBytes = uint64(r.pendingBytes)
+	return s
+}
+
+// Add takes one IPv4 packet, starting at the IP header. A packet that is not
+// a fragment comes straight back (complete, sharing pkt's memory, cut to its
+// total length to drop link-layer padding). A fragment is kept until its
+// datagram is whole; the fragment that completes it returns the datagram in
+// a new buffer: the first fragment's header, options included, with the
+// fragment fields cleared, total length set and checksum recomputed,
+// followed by the payload. Header checksums of incoming packets are not
+// verified. now drives timeouts; pending datagrams older than the Timeout
+// are dropped first.
+func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete bool, err error) {
+	r.Expire(now)
+
+	if len(pkt) < minHeaderLen {
+		return r.malformed("%d bytes, shorter than an IPv4 header", len(pkt))
+	}
+	if v := pkt[0] >> 4; v != 4 {
+		return r.malformed("IP version %d", v)
+	}
+	hl := int(pkt[0]&0x0f) * 4
+	if hl < minHeaderLen {
+		return r.malformed("header length %d", hl)
+	}
+	tot := int(binary.BigEndian.Uint16(pkt[2:4]))
+	if tot < hl {
+		return r.malformed("total length %d shorter than the %d-byte header", tot, hl)
+	}
+	if tot > len(pkt) {
+		return r.malformed("total length %d but only %d bytes", tot, len(pkt))
+	}
+	pkt = pkt[:tot]
+
+	frag := binary.BigEndian.Uint16(pkt[6:8])
+	mf := frag&flagMF != 0
+	off := int(frag&offsetMask) * 8
+	if !mf && off == 0 {
+		return pkt, true, nil
+	}
+
+	var k key
+	copy(k.src[:], pkt[12:16])
+	copy(k.dst[:], pkt[16:20])
+	k.id = binary.BigEndian.Uint16(pkt[4:6])
+	k.proto = pkt[9]
+
+	payload := pkt[hl:]
+	if len(payload) == 0 {
+		return r.malformed("%v: empty fragment at offset %d", k, off)
+	}
+	// Only the last fragment may end off the 8-byte grid the offsets use.
+	if mf && len(payload)%8 != 0 {
+		return r.malformed("%v: non-final fragment of %d bytes, not a multiple of 8", k, len(payload))
+	}
+	end := off + len(payload)
+	if end > maxPayload {
+		r.drop(r.pending[k])
+		r.stats.TooBig++
+		return nil, false, fmt.Errorf("%v: fragment ends at payload byte %d: %w", k, end, ErrTooBig)
+	}
+	r.stats.Fragments++
+
+	d := r.pending[k]
+	if d == nil {
+		for len(r.pending) >= r.cfg.MaxDatagrams {
+			r.evict(r.order.Front().Value.(*partial))
+		}
+		d = &partial{key: k, created: now, total: -1}
+		d.elem = r.order.PushBack(d)
+		r.pending[k] = d
+	}
+	if err := r.insert(d, off, payload, mf); err != nil {
+		r.drop(d)
+		r.stats.Overlaps++
+		return nil, false, err
+	}
+	if r.pending[k] != d {
+		return nil, false, nil // evicted: too big for MaxBytes on its own
+	}
+	if off == 0 && d.header == nil {
+		if !r.charge(d, hl) {
+			r.evict(d)
+			return nil, false, nil
+		}
+		d.header = append([]byte(nil), pkt[:hl]...)
+	}
+	return r.complete(d)
+}
+
+func (r *Reassembler) malformed(format string, args ...any) ([]byte, bool, error) {
+	r.stats.Malformed++
+	return nil, false, fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// insert records payload at off. Repeated bytes are fine as long as they
+// match what arrived before (duplicates); anything else poisons the whole
+// datagram, as RFC 5722 asks for IPv6 and Linux does for IPv4.
+func (r *Reassembler) insert(d *partial, off int, payload []byte, mf bool) error {
+	end := off + len(payload)
+	// Like the kernel: the last fragment fixes the length, nothing may
+	// lie beyond it, and a second last fragment must agree.
+	switch {
+	case !mf && d.total >= 0 && end != d.total:
+		return fmt.Errorf("%v: last fragment ends at %d, an earlier one at %d: %w", d.key, end, d.total, ErrOverlap)
+	case !mf && len(d.spans) > 0 && d.spans[len(d.spans)-1].end > end:
+		return fmt.Errorf("%v: last fragment ends at %d, data already received up to %d: %w", d.key, end, d.spans[len(d.spans)-1].end, ErrOverlap)
+	case mf && d.total >= 0 && end > d.total:
+		return fmt.Errorf("%v: fragment ends at %d, past the last fragment's end %d: %w", d.key, end, d.total, ErrOverlap)
+	}
+
+	// First span that ends after off: the earliest that can overlap.
+	i := sort.Search(len(d.spans), func(i int) bool { return d.spans[i].end > off })
+	for j := i; j < len(d.spans) && d.spans[j].start < end; j++ {
+		lo, hi := max(off, d.spans[j].start), min(end, d.spans[j].end)
+		if string(d.buf[lo:hi]) != string(payload[lo-off:hi-off]) {
+			return fmt.Errorf("%v: fragment at %d-%d differs from data received at %d-%d: %w", d.key, off, end, lo, hi, ErrOverlap)
+		}
+	}
+	if !mf {
+		d.total = end
+	}
+	if i < len(d.spans) && d.spans[i].start <= off && end <= d.spans[i].end {
+		return nil // a duplicate: nothing new
+	}
+
+	if end > len(d.buf) && !r.grow(d, end) {
+		r.evict(d)
+		return nil
+	}
+	copy(d.buf[off:], payload)
+
+	// Merge [off, end) with every span it touches or overlaps, including
+	// ones that merely abut it, so a complete datagram is a single span.
+	lo := i
+	if lo > 0 && d.spans[lo-1].end == off {
+		lo--
+	}
+	hi := lo
+	merged := span{off, end}
+	for hi < len(d.spans) && d.spans[hi].start <= end {
+		merged.start = min(merged.start, d.spans[hi].start)
+		merged.end = max(merged.end, d.spans[hi].end)
+		hi++
+	}
+	switch {
+	case hi > lo:
+		d.spans[lo] = merged
+		d.spans = append(d.spans[:lo+1], d.spans[hi:]...)
+	default:
+		d.spans = append(d.spans, span{})
+		copy(d.spans[lo+1:], d.spans[lo:])
+		d.spans[lo] = merged
+	}
+	return nil
+}
+
+// grow makes d.buf hold at least n bytes. Once the last fragment is known
+// the buffer is sized exactly; before that it doubles so that in-order
+// arrival costs few copies.
+func (r *Reassembler) grow(d *partial, n int) bool {
+	size := d.total
+	if size < 0 {
+		size = max(n, min(2*len(d.buf), maxPayload))
+	}
+	if !r.charge(d, size-len(d.buf)) {
+		return false
+	}
+	buf := make([]byte, size)
+	copy(buf, d.buf)
+	d.buf = buf
+	return true
+}
+
+// charge accounts n more bytes to d, evicting the oldest other datagrams
+// while the total would exceed MaxBytes. It fails if d alone is too big.
+func (r *Reassembler) charge(d *partial, n int) bool {
+	for e := r.order.Front(); r.pendingBytes+n > r.cfg.MaxBytes; {
+		if e == nil {
+			return false
+		}
+		victim := e.Value.(*partial)
+		e = e.Next()
+		if victim != d {
+			r.evict(victim)
+		}
+	}
+	r.pendingBytes += n
+	d.mem += n
+	return true
+}
+
+func (r *Reassembler) complete(d *partial) ([]byte, bool, error) {
+	if d.header == nil || d.total < 0 || len(d.spans) != 1 || d.spans[0] != (span{0, d.total}) {
+		return nil, false, nil
+	}
+	r.drop(d)
+	hl := len(d.header)
+	if hl+d.total > maxDatagram {
+		r.stats.TooBig++
+		return nil, false, fmt.Errorf("%v: %d-byte header and %d bytes of payload: %w", d.key, hl, d.total, ErrTooBig)
+	}
+	out := make([]byte, hl+d.total)
+	copy(out, d.header)
+	copy(out[hl:], d.buf[:d.total])
+	binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
+	// Keep DF (and the reserved bit) as the first fragment had them.
+	binary.BigEndian.PutUint16(out[6:8], binary.BigEndian.Uint16(out[6:8])&^(flagMF|offsetMask))
+	binary.BigEndian.PutUint16(out[10:12], 0)
+	binary.BigEndian.PutUint16(out[10:12], checksum(out[:hl]))
+	r.stats.Reassembled++
+	return out, true, nil
+}
+
+// Expire drops the datagrams whose first fragment arrived Timeout or more
+// before now. Datagrams are checked oldest first and the scan stops at the
+// first one still young, so a clock stepping backwards only delays expiry.
+func (r *Reassembler) Expire(now time.Time) {
+	for e := r.order.Front(); e != nil; e = r.order.Front() {
+		d := e.Value.(*partial)
+		if now.Sub(d.created) < r.cfg.Timeout {
+			return
+		}
+		r.drop(d)
+		r.stats.Timeouts++
+	}
+}
+
+func (r *Reassembler) evict(d *partial) {
+	r.drop(d)
+	r.stats.Evicted++
+}
+
+// drop forgets d, if it is still pending, and releases its memory.
+func (r *Reassembler) drop(d *partial) {
+	if d == nil || r.pending[d.key] != d {
+		return
+	}
+	delete(r.pending, d.key)
+	r.order.Remove(d.elem)
+	r.pendingBytes -= d.mem
+}
+
+// checksum is the Internet checksum (RFC 1071) of b, whose length is even.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
