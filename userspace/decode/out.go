@@ -25,6 +25,9 @@ type outWriter struct {
 	paths   map[streamID]string
 	reasm   *reasm.Reassembler
 	written uint64
+	// fragmented counts Jmirror first fragments, reassembled the datagrams
+	// written from fragments: the difference never made it to a file.
+	fragmented, reassembled uint64
 }
 
 type streamID struct{ mid, sid uint32 }
@@ -52,7 +55,7 @@ func (o *outWriter) decoded(port uint16) bool { return slices.Contains(o.ports, 
 func (o *outWriter) frame(f capfile.Frame) error {
 	h, class := jmirror.Decode(f.Data, o.decoded)
 	if h.FirstFragment || h.LaterFragment {
-		return o.fragment(f, h)
+		return o.fragment(f, h, class)
 	}
 	if class != jmirror.ClassJmirror {
 		return nil
@@ -63,7 +66,10 @@ func (o *outWriter) frame(f capfile.Frame) error {
 // fragment feeds an outer IPv4 fragment to the reassembler and writes the
 // datagram it completes, timestamped with its last fragment (as the
 // kernel's defragmenter and tshark do).
-func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header) error {
+func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header, class jmirror.Class) error {
+	if class == jmirror.ClassJmirror && h.FirstFragment {
+		o.fragmented++
+	}
 	dgram, complete, err := o.reasm.Add(f.Time, f.Data[h.IPOffset:])
 	if err != nil || !complete {
 		return nil // counted by the reassembler
@@ -71,10 +77,11 @@ func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header) error {
 	frame := make([]byte, h.IPOffset+len(dgram))
 	copy(frame, f.Data[:h.IPOffset])
 	copy(frame[h.IPOffset:], dgram)
-	rh, class := jmirror.Decode(frame, o.decoded)
-	if class != jmirror.ClassJmirror {
+	rh, rclass := jmirror.Decode(frame, o.decoded)
+	if rclass != jmirror.ClassJmirror {
 		return nil
 	}
+	o.reassembled++
 	return o.write(f.Time, frame, rh)
 }
 
@@ -118,9 +125,8 @@ func (o *outWriter) finish(rep *Report) error {
 		rep.Files = append(rep.Files, p)
 	}
 	slices.Sort(rep.Files)
-	st := o.reasm.Stats()
 	rep.Totals.Written = o.written
-	rep.Totals.ReassemblyFailed = st.Timeouts + st.Evicted + st.Overlaps + st.TooBig + st.Malformed + st.Pending
+	rep.Totals.ReassemblyFailed = o.fragmented - o.reassembled
 	return nil
 }
 
