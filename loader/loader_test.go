@@ -1,0 +1,182 @@
+package loader_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
+)
+
+func uniqueName(prefix string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// The configuration maps read back what Configure wrote, and a second
+// Configure replaces (not merges) the previous one.
+func TestConfigureRoundTrip(t *testing.T) {
+	rules := []maps.PolicyRule{
+		{MID: 7, AnySID: true, Action: maps.ActionCount},
+		{MID: 7, SID: 1, Action: maps.ActionCapture},
+		{MID: 9, SID: 4294967295, Action: maps.ActionPass},
+	}
+	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+	p := loadProgram(t, loader.Config{Ports: []uint16{6502, 5000}, DefaultAction: maps.ActionPass, Policies: rules, Allowlist: allow})
+	ports, err := p.Maps.Ports()
+	if err != nil || !slices.Equal(ports, []uint16{5000, 6502}) {
+		t.Errorf("ports %v %v", ports, err)
+	}
+	got, err := p.Maps.Policies()
+	if err != nil || !slices.Equal(got, rules) {
+		t.Errorf("policies %v %v, want %v", got, err, rules)
+	}
+	gotAllow, err := p.Maps.Allowlist()
+	if err != nil || !slices.Equal(gotAllow, allow) {
+		t.Errorf("allowlist %v %v, want %v", gotAllow, err, allow)
+	}
+	s, err := p.Maps.Settings()
+	if err != nil || s != (maps.Settings{DefaultAction: maps.ActionPass, AllowlistEnabled: true}) {
+		t.Errorf("settings %+v %v", s, err)
+	}
+
+	if err := p.Configure(loader.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	ports, _ = p.Maps.Ports()
+	got, _ = p.Maps.Policies()
+	gotAllow, _ = p.Maps.Allowlist()
+	s, _ = p.Maps.Settings()
+	if !slices.Equal(ports, []uint16{loader.DefaultPort}) || len(got) != 0 || len(gotAllow) != 0 ||
+		s != (maps.Settings{DefaultAction: maps.ActionCapture}) {
+		t.Errorf("after reset: ports %v policies %v allowlist %v settings %+v", ports, got, gotAllow, s)
+	}
+}
+
+func TestConfigureRefusesBadInput(t *testing.T) {
+	p := loadProgram(t, loader.Config{})
+	for _, cfg := range []loader.Config{
+		{Ports: []uint16{0}},
+		{Policies: []maps.PolicyRule{{MID: 1 << 30, Action: maps.ActionCount}}},
+		{Policies: []maps.PolicyRule{{MID: 1, Action: maps.Action(7)}}},
+		{Policies: []maps.PolicyRule{{MID: 1, SID: 5, AnySID: true}}},
+		{DefaultAction: maps.Action(3)},
+	} {
+		if err := p.Configure(cfg); err == nil {
+			t.Errorf("Configure(%+v) accepted", cfg)
+		}
+	}
+}
+
+// A first fragment's record reads back with the right addresses and IP id.
+func TestFragmentTable(t *testing.T) {
+	p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
+	m := mirror(20, 21, make([]byte, 3000))
+	m.MTU = 1500
+	m.IPID = 0xbeef
+	if _, err := p.Run(frames(t, m)[0]); err != nil {
+		t.Fatal(err)
+	}
+	fr, err := p.Maps.Fragments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := maps.FragKey{Src: router1, Dst: collector, ID: 0xbeef, Proto: 17}
+	if e, ok := fr[want]; !ok || e != (maps.FragEntry{MID: 20, SID: 21, Action: maps.ActionCount}) || len(fr) != 1 {
+		t.Fatalf("fragment table %+v, want %v -> mid 20 sid 21 count", fr, want)
+	}
+}
+
+// Pinned maps survive the process: a second Load with the same PinDir sees
+// the counters and streams of the first.
+func TestPinnedMapsSurviveReload(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := filepath.Join(loader.BPFFSRoot, uniqueName("jmxdp-test-"))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	f := frame(t, mirror(1, 2, ipv4Echo()))
+
+	for round := uint64(1); round <= 2; round++ {
+		p, err := loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Configure(loader.Config{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Run(f); err != nil {
+			t.Fatal(err)
+		}
+		c, err := p.Maps.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, ok, err := p.Maps.Stream(k1(1, 2))
+		if err != nil || !ok {
+			t.Fatal("stream missing", err)
+		}
+		if c[maps.StatJmirror] != round || st.Packets != round {
+			t.Errorf("round %d: jmirror counter %d, stream packets %d", round, c[maps.StatJmirror], st.Packets)
+		}
+		p.Close()
+	}
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("pin dir: %v %v", err, st.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jm_streams")); err != nil {
+		t.Errorf("jm_streams not pinned: %v", err)
+	}
+}
+
+// Attach and detach on a veth inside a namespace this test makes.
+func TestAttachDetach(t *testing.T) {
+	testenv.RequireRoot(t)
+	ns := uniqueName("jmxdp-t-")
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	veth := "jmx" + ns[len(ns)-6:]
+	if out, err := exec.Command("ip", "link", "add", veth, "type", "veth", "peer", "name", veth+"p", "netns", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
+	exec.Command("ip", "link", "set", veth, "up").Run()
+
+	xdpOn := func() bool {
+		out, _ := exec.Command("ip", "-d", "link", "show", veth).CombinedOutput()
+		return strings.Contains(string(out), "prog/xdp")
+	}
+	for _, mode := range []loader.Mode{loader.ModeAuto, loader.ModeGeneric} {
+		p := loadProgram(t, loader.Config{})
+		got, err := p.Attach(veth, mode)
+		if err != nil {
+			t.Fatalf("attach %s: %v", mode, err)
+		}
+		if mode == loader.ModeAuto && got != loader.ModeDriver {
+			t.Errorf("veth supports driver mode, got %s", got)
+		}
+		if !xdpOn() {
+			t.Fatalf("%s: no XDP program on %s after attach", mode, veth)
+		}
+		if err := p.Detach(); err != nil {
+			t.Fatal(err)
+		}
+		if xdpOn() {
+			t.Fatalf("%s: XDP program still on %s after detach", mode, veth)
+		}
+	}
+	p := loadProgram(t, loader.Config{})
+	if _, err := p.Attach("jmxdp-no-such-if", loader.ModeAuto); err == nil || !strings.Contains(err.Error(), "jmxdp-no-such-if") {
+		t.Errorf("attach to a missing interface: %v", err)
+	}
+}
