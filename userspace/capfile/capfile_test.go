@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"io"
 	"io/fs"
 	"os"
@@ -463,13 +464,7 @@ func TestTruncated(t *testing.T) {
 }
 
 func TestSharedTestdata(t *testing.T) {
-	dir := filepath.Join("..", "..", "..", "shared", "testdata")
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared captures missing in CI: %v", err)
-		}
-		t.Skipf("shared Jmirror captures not found at %s (%v); skipping real-capture checks", dir, err)
-	}
+	dir := testenv.SharedTestdata(t)
 	for name, want := range map[string]int{
 		"jmirror_ip.pcap":       38,
 		"jmirror_l2tp.pcap":     6,

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"io"
 	"net"
 	"net/netip"
@@ -808,10 +809,7 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 
 func tshark(t *testing.T, args ...string) [][]string {
 	t.Helper()
-	const bin = "/usr/bin/tshark"
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("tshark not installed")
-	}
+	bin := testenv.Tool(t, "tshark")
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir()) // no user profile
 	var stderr bytes.Buffer

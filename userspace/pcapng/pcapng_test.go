@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"io"
 	"net/netip"
 	"os"
@@ -210,13 +211,7 @@ func TestWriteReadBack(t *testing.T) {
 }
 
 func TestTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tshark not found in CI")
-		}
-		t.Skip("tshark not installed")
-	}
+	tshark := testenv.Tool(t, "tshark")
 	path := filepath.Join(t.TempDir(), "s.pcapng")
 	pkts := testPackets(t)
 	writeTestFile(t, path, pkts)
