@@ -92,7 +92,11 @@ func Load(opts Options) (*Program, error) {
 	return p, nil
 }
 
-// Configure replaces the contents of the configuration maps with cfg.
+// Configure makes the configuration maps hold cfg. It applies the change
+// as a diff, in an order that never opens a gap on a running program: new
+// and changed rules are written before stale ones are removed, and the
+// allowlist is switched on only once its prefixes are in (off before they
+// go).
 func (p *Program) Configure(cfg Config) error {
 	ports := cfg.Ports
 	if len(ports) == 0 {
@@ -103,46 +107,81 @@ func (p *Program) Configure(cfg Config) error {
 			return errors.New("port 0 is not a valid Jmirror port")
 		}
 	}
-	if err := p.Maps.SetPorts(ports); err != nil {
-		return err
-	}
 	for _, r := range cfg.Policies {
 		if err := r.Validate(); err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
 	}
+	for _, a := range cfg.Allowlist {
+		if !a.IsValid() {
+			return fmt.Errorf("allowlist: invalid prefix %v", a)
+		}
+	}
+	settings := maps.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}
+	if err := settings.Validate(); err != nil {
+		return err
+	}
+	if err := p.Maps.SetPorts(ports); err != nil {
+		return err
+	}
+	if err := p.configurePolicies(cfg.Policies); err != nil {
+		return err
+	}
+	if !settings.AllowlistEnabled {
+		if err := p.Maps.SetSettings(settings); err != nil {
+			return err
+		}
+	}
+	if err := p.configureAllowlist(cfg.Allowlist); err != nil {
+		return err
+	}
+	return p.Maps.SetSettings(settings)
+}
+
+func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
 	old, err := p.Maps.Policies()
 	if err != nil {
 		return err
 	}
-	for _, r := range old {
-		if err := p.Maps.DeletePolicy(r); err != nil {
-			return err
-		}
-	}
-	for _, r := range cfg.Policies {
+	keep := make(map[maps.PolicyRule]bool, len(rules))
+	for _, r := range rules {
 		if err := p.Maps.PutPolicy(r); err != nil {
 			return err
 		}
+		r.Action = 0
+		keep[r] = true
 	}
-	oldAllow, err := p.Maps.Allowlist()
+	for _, r := range old {
+		r.Action = 0
+		if !keep[r] {
+			if err := p.Maps.DeletePolicy(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Program) configureAllowlist(prefixes []netip.Prefix) error {
+	old, err := p.Maps.Allowlist()
 	if err != nil {
 		return err
 	}
-	for _, a := range oldAllow {
-		if err := p.Maps.DelAllow(a); err != nil {
-			return err
-		}
-	}
-	for _, a := range cfg.Allowlist {
+	keep := make(map[netip.Prefix]bool, len(prefixes))
+	for _, a := range prefixes {
 		if err := p.Maps.AddAllow(a); err != nil {
 			return err
 		}
+		keep[a.Masked()] = true
 	}
-	return p.Maps.SetSettings(maps.Settings{
-		DefaultAction:    cfg.DefaultAction,
-		AllowlistEnabled: len(cfg.Allowlist) > 0,
-	})
+	for _, a := range old {
+		if !keep[a] {
+			if err := p.Maps.DelAllow(a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Objects exposes the programs and maps, for tests and benchmarks.

@@ -212,8 +212,8 @@ func (m *Maps) Settings() (Settings, error) {
 
 // SetSettings writes the global switches.
 func (m *Maps) SetSettings(s Settings) error {
-	if _, ok := actionNames[s.DefaultAction]; !ok {
-		return fmt.Errorf("default action: unknown action %d", uint32(s.DefaultAction))
+	if err := s.Validate(); err != nil {
+		return err
 	}
 	v := bpf.JmxdpJmSettings{DefaultAction: uint32(s.DefaultAction)}
 	if s.AllowlistEnabled {

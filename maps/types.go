@@ -185,6 +185,14 @@ type Settings struct {
 	AllowlistEnabled bool
 }
 
+// Validate refuses a default action the program does not know.
+func (s Settings) Validate() error {
+	if _, ok := actionNames[s.DefaultAction]; !ok {
+		return fmt.Errorf("default action: unknown action %d", uint32(s.DefaultAction))
+	}
+	return nil
+}
+
 // FragKey identifies an outer IPv4 datagram being fragmented.
 type FragKey struct {
 	Src, Dst netip.Addr

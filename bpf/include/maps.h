@@ -10,7 +10,7 @@
 
 /*
  * Per-stream counters. One shared LRU hash with atomic adds rather than a
- * per-CPU map: 1M streams of 96-byte key+value cost ~150 MiB once, where a
+ * per-CPU map: 1M streams of 96-byte key+value cost 160 MiB once, where a
  * per-CPU value would cost 72 B x 64 CPUs x 1M = 4.6 GiB on a 64-core host.
  * A stream is hot on one RX queue (one router flow hashes to one queue), so
  * the atomic adds rarely contend.
