@@ -101,7 +101,7 @@ static __always_inline int drop_untrusted(struct jm_counters *c,
 {
 	struct jm_untrusted_value *v, nv = {};
 	struct jm_addr key;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 
 	stat_add(c, JM_STAT_UNTRUSTED, 1);
 	__builtin_memcpy(key.addr, router, JM_ADDR_LEN);
@@ -163,7 +163,7 @@ static __always_inline void count_stream(struct jm_counters *c,
 {
 	struct jm_stream_value *v, nv = {};
 	__u32 kind = p->inner_kind;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 
 	if (kind >= JM_INNER_MAX)
 		kind = JM_INNER_UNKNOWN;

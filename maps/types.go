@@ -131,7 +131,8 @@ type StreamKey struct {
 	SID    uint32
 }
 
-// StreamStats are a stream's counters. Times are CLOCK_MONOTONIC readings.
+// StreamStats are a stream's counters. Times are CLOCK_MONOTONIC_COARSE
+// readings (jiffy resolution).
 type StreamStats struct {
 	Packets   uint64
 	Bytes     uint64

@@ -65,7 +65,7 @@ struct jm_stream_key {
 struct jm_stream_value {
 	__u64 packets;
 	__u64 bytes; /* mirrored-packet bytes: UDP length - 16 */
-	__u64 first_seen_ns; /* CLOCK_MONOTONIC */
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC_COARSE: jiffy resolution */
 	__u64 last_seen_ns;
 	__u64 inner[JM_INNER_MAX];
 };
