@@ -142,18 +142,6 @@ func (m *Maps) Counters() (Counters, error) {
 	return c, nil
 }
 
-// ResetCounters zeroes the global counters on every CPU.
-func (m *Maps) ResetCounters() error {
-	n, err := ebpf.PossibleCPU()
-	if err != nil {
-		return fmt.Errorf("count CPUs: %w", err)
-	}
-	if err := m.m.JmStats.Put(uint32(0), make([]bpf.JmxdpJmCounters, n)); err != nil {
-		return fmt.Errorf("reset counters: %w", err)
-	}
-	return nil
-}
-
 // SetPort turns decoding of UDP destination port p on or off.
 func (m *Maps) SetPort(p uint16, on bool) error {
 	var v uint32
