@@ -1,0 +1,176 @@
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Poll waits up to timeout for frames on the RX ring and reports whether
+// there are some. It returns at once when frames are already there. A
+// negative timeout waits indefinitely; a signal ends the wait early with
+// (false, nil).
+func (s *Socket) Poll(timeout time.Duration) (bool, error) {
+	if s.closed {
+		return false, ErrClosed
+	}
+	if s.rx.avail(1) > 0 {
+		return true, nil
+	}
+	if err := s.wakeup(); err != nil {
+		return false, err
+	}
+	ms := -1
+	if timeout >= 0 {
+		// Round up so that a short timeout still waits.
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	s.pfd[0].Revents = 0
+	n, err := unix.Poll(s.pfd[:], ms)
+	if errors.Is(err, unix.EINTR) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("afxdp: poll: %w", err)
+	}
+	if s.pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		return false, fmt.Errorf("afxdp: poll: socket error (revents %#x)", s.pfd[0].Revents)
+	}
+	return n > 0 && s.pfd[0].Revents&unix.POLLIN != 0, nil
+}
+
+// wakeup kicks the kernel to look at the fill ring again, but only when it
+// asked for it (XDP_USE_NEED_WAKEUP): the syscall is what need-wakeup
+// saves in the common case. In copy mode the kernel never needs it.
+func (s *Socket) wakeup() error {
+	if !s.fill.needsWakeup() {
+		return nil
+	}
+	_, _, err := unix.Recvfrom(s.fd, nil, unix.MSG_DONTWAIT)
+	switch {
+	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EBUSY),
+		errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENETDOWN), errors.Is(err, unix.EINTR):
+		// Transient: the next Poll kicks again (libxdp ignores these too).
+		return nil
+	}
+	return fmt.Errorf("afxdp: wake up kernel: %w", err)
+}
+
+// frame returns the bytes of d, or nil if the kernel handed out a
+// descriptor outside the UMEM (it should not; the check keeps a bad
+// descriptor from crashing the process).
+func (s *Socket) frame(d unix.XDPDesc) []byte {
+	end := d.Addr + uint64(d.Len)
+	if end < d.Addr || end > uint64(len(s.umem)) {
+		return nil
+	}
+	return s.umem[d.Addr:end:end]
+}
+
+// ReceiveCopy calls fn for every frame on the RX ring, at most one ring's
+// worth, and returns how many there were. data is valid only during fn:
+// fn copies what it keeps, so that the frames go straight back to the
+// fill ring, in one batch, and the ring never waits on the caller's I/O.
+func (s *Socket) ReceiveCopy(fn func(data []byte)) int {
+	if s.closed {
+		return 0
+	}
+	n := s.rx.avail(s.rx.size)
+	for i := range n {
+		d := s.rx.at(i)
+		if b := s.frame(d); b != nil {
+			fn(b)
+		}
+		s.reclaim(d.Addr)
+	}
+	s.rx.release(n)
+	s.refill()
+	return int(n)
+}
+
+// Receive moves up to len(batch) received frames into batch and returns
+// how many. The frames stay the caller's, readable with Frame, until they
+// are given back with Release; until then the kernel cannot reuse them, so
+// keep few frames out for long.
+func (s *Socket) Receive(batch []Desc) int {
+	if s.closed {
+		return 0
+	}
+	n := s.rx.avail(uint32(min(len(batch), int(s.rx.size))))
+	k := 0
+	for i := range n {
+		d := s.rx.at(i)
+		if s.frame(d) == nil {
+			s.reclaim(d.Addr)
+			continue
+		}
+		s.lent[d.Addr>>s.frameShift] = true
+		batch[k] = Desc{Addr: d.Addr, Len: d.Len}
+		k++
+	}
+	// The descriptors are copied out: the ring slots can go back now,
+	// independently of the frames.
+	s.rx.release(n)
+	s.refill()
+	return k
+}
+
+// Frame returns the bytes of a frame Receive returned. They are valid
+// until the frame is released.
+func (s *Socket) Frame(d Desc) []byte {
+	if s.closed {
+		return nil
+	}
+	return s.frame(unix.XDPDesc{Addr: d.Addr, Len: d.Len})
+}
+
+// Release gives frames from Receive back to the kernel. A frame that is
+// not out (never received, or released already) is an error and is left
+// alone: feeding it to the fill ring twice would let the kernel write into
+// a frame that is in use.
+func (s *Socket) Release(descs ...Desc) error {
+	if s.closed {
+		return ErrClosed
+	}
+	var bad int
+	for _, d := range descs {
+		i := d.Addr >> s.frameShift
+		if d.Addr >= uint64(len(s.umem)) || !s.lent[i] {
+			bad++
+			continue
+		}
+		s.lent[i] = false
+		s.reclaim(d.Addr)
+	}
+	s.refill()
+	if bad > 0 {
+		return fmt.Errorf("afxdp: release: %d of %d frames were not received or were released already", bad, len(descs))
+	}
+	return nil
+}
+
+// reclaim puts a frame back on the free list by its chunk's base address:
+// in copy mode the kernel hands out addresses offset by the headroom.
+func (s *Socket) reclaim(addr uint64) {
+	if addr >= uint64(len(s.umem)) || len(s.free) == cap(s.free) {
+		return
+	}
+	s.free = append(s.free, addr&^s.frameMask)
+}
+
+// refill moves as many free frames as fit into the fill ring, with one
+// producer update.
+func (s *Socket) refill() {
+	if len(s.free) == 0 {
+		return
+	}
+	n := min(uint32(len(s.free)), s.fill.free(uint32(len(s.free))))
+	if n == 0 {
+		return
+	}
+	rest := len(s.free) - int(n)
+	s.fill.produce(s.free[rest:])
+	s.free = s.free[:rest]
+}
