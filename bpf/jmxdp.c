@@ -55,17 +55,24 @@ static __always_inline void addr_from_v4(__u8 *dst, __be32 v4)
 	__builtin_memcpy(dst + 12, &v4, sizeof(v4));
 }
 
-static __always_inline __u32 default_action(void)
+/* The global switches, copied once per Jmirror frame. A copy, not the map
+ * pointer: clang may otherwise merge it with a policy value pointer, which
+ * the verifier refuses. */
+static __always_inline struct jm_settings load_settings(void)
 {
+	struct jm_settings out = { .default_action = JM_ACTION_CAPTURE };
 	__u32 zero = 0;
 	struct jm_settings *cfg = bpf_map_lookup_elem(&jm_config, &zero);
 
-	return cfg ? cfg->default_action : JM_ACTION_CAPTURE;
+	if (cfg)
+		out = *cfg;
+	return out;
 }
 
 /* Policy lookup: exact (mid, sid), then (mid, any sid), then the default.
  * Values userspace should never write are treated as pass: never lose. */
-static __always_inline __u32 lookup_action(__u32 mid, __u32 sid)
+static __always_inline __u32 lookup_action(const struct jm_settings *cfg,
+					   __u32 mid, __u32 sid)
 {
 	struct jm_policy_key pk = { .mid = mid, .sid = sid,
 				    .scope = JM_SCOPE_EXACT };
@@ -78,19 +85,18 @@ static __always_inline __u32 lookup_action(__u32 mid, __u32 sid)
 		pk.scope = JM_SCOPE_MID;
 		pv = bpf_map_lookup_elem(&jm_policy, &pk);
 	}
-	action = pv ? pv->action : default_action();
+	action = pv ? pv->action : cfg->default_action;
 	if (action > JM_ACTION_PASS)
 		action = JM_ACTION_PASS;
 	return action;
 }
 
-static __always_inline int source_trusted(const __u8 *router)
+static __always_inline int source_trusted(const struct jm_settings *cfg,
+					  const __u8 *router)
 {
-	__u32 zero = 0;
-	struct jm_settings *cfg = bpf_map_lookup_elem(&jm_config, &zero);
 	struct jm_allow_key key = { .prefixlen = JM_ADDR_LEN * 8 };
 
-	if (!cfg || !cfg->allowlist_enabled)
+	if (!cfg->allowlist_enabled)
 		return 1;
 	__builtin_memcpy(key.addr, router, JM_ADDR_LEN);
 	return bpf_map_lookup_elem(&jm_allowlist, &key) != NULL;
@@ -242,6 +248,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct jm_settings cfg;
 	struct jmirror_hdr *jh;
 	struct udphdr *udph;
 	struct jm_packet p;
@@ -258,7 +265,8 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	if (!port_flags || !(*port_flags & JM_PORT_DECODE))
 		goto not_jmirror;
 
-	if (!source_trusted(router)) {
+	cfg = load_settings();
+	if (!source_trusted(&cfg, router)) {
 		record_fragment(fk, 0, 0, JM_ACTION_UNTRUSTED);
 		return drop_untrusted(c, router);
 	}
@@ -288,7 +296,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	p.inner_len = udp_len - JM_MIN_UDP_LEN;
 	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
 
-	action = lookup_action(p.key.mid, p.key.sid);
+	action = lookup_action(&cfg, p.key.mid, p.key.sid);
 	count_stream(c, &p);
 	stat_add(c, JM_STAT_JMIRROR, 1);
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);

@@ -20,9 +20,6 @@ type Maps struct {
 // them: the loader closes them.
 func New(m *bpf.JmxdpMaps) *Maps { return &Maps{m: m} }
 
-// Raw gives the loader the underlying maps (for pinning and XSK sockets).
-func (m *Maps) Raw() *bpf.JmxdpMaps { return m.m }
-
 const batchSize = 4096
 
 // readAll reads a map in batches, falling back to iteration on kernels or

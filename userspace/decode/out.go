@@ -116,7 +116,7 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 }
 
 // finish records the files in the report.
-func (o *outWriter) finish(rep *Report) error {
+func (o *outWriter) finish(rep *Report) {
 	for i := range rep.Streams {
 		s := &rep.Streams[i]
 		s.File = o.paths[streamID{s.MID, s.SID}]
@@ -127,7 +127,6 @@ func (o *outWriter) finish(rep *Report) error {
 	slices.Sort(rep.Files)
 	rep.Totals.Written = o.written
 	rep.Totals.ReassemblyFailed = o.fragmented - o.reassembled
-	return nil
 }
 
 // close flushes and closes every file, whatever errors some of them give,

@@ -4,12 +4,9 @@
 package decode
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -96,9 +93,11 @@ func totalsFrom(c maps.Counters) Totals {
 	}
 }
 
-// streamReports groups per-router entries into (mid, sid) streams, sorted
-// by (mid, sid), routers by address.
+// streamReports groups per-router entries into (mid, sid) streams. Sorting
+// the entries by (mid, sid, router) first orders both the streams and each
+// stream's routers.
 func streamReports(in []maps.Stream) []StreamReport {
+	maps.SortStreams(in)
 	type id struct{ mid, sid uint32 }
 	idx := make(map[id]int)
 	var out []StreamReport
@@ -120,14 +119,6 @@ func streamReports(in []maps.Stream) []StreamReport {
 		r.Inner.Empty += s.Inner[maps.InnerEmpty]
 		r.Routers = append(r.Routers, RouterReport{Addr: s.Router.String(), Packets: s.Packets, Bytes: s.Bytes})
 	}
-	for i := range out {
-		slices.SortFunc(out[i].Routers, func(a, b RouterReport) int {
-			return netip.MustParseAddr(a.Addr).Compare(netip.MustParseAddr(b.Addr))
-		})
-	}
-	slices.SortFunc(out, func(a, b StreamReport) int {
-		return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID))
-	})
 	return out
 }
 
