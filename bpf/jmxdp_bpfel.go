@@ -135,6 +135,13 @@ type JmxdpJmUntrustedValue struct {
 	LastSeenNs uint64
 }
 
+type JmxdpJmXskMeta struct {
+	_     structs.HostLayout
+	RxNs  uint64
+	Magic uint32
+	Flags uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -154,6 +161,7 @@ const (
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
 	JmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
 	JmxdpVarJmStatUnused        = "jm_stat_unused"
+	JmxdpVarJmXskMetaUnused     = "jm_xsk_meta_unused"
 )
 
 // LoadJmxdp returns the embedded CollectionSpec for Jmxdp.
@@ -225,6 +233,7 @@ type JmxdpVariableSpecs struct {
 	JmInnerUnused       *ebpf.VariableSpec `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.VariableSpec `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.VariableSpec `ebpf:"jm_stat_unused"`
+	JmXskMetaUnused     *ebpf.VariableSpec `ebpf:"jm_xsk_meta_unused"`
 }
 
 // JmxdpObjects contains all objects after they have been loaded into the kernel.
@@ -280,6 +289,7 @@ type JmxdpVariables struct {
 	JmInnerUnused       *ebpf.Variable `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.Variable `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.Variable `ebpf:"jm_stat_unused"`
+	JmXskMetaUnused     *ebpf.Variable `ebpf:"jm_xsk_meta_unused"`
 }
 
 // JmxdpPrograms contains all programs after they have been loaded into the kernel.

@@ -79,6 +79,9 @@ func Load(opts Options) (*Program, error) {
 			m.Pinning = ebpf.PinByName
 		}
 		collOpts.Maps.PinPath = opts.PinDir
+		if err := migratePins(spec, opts.PinDir, log); err != nil {
+			return nil, err
+		}
 	}
 	p := &Program{log: log}
 	if err := spec.LoadAndAssign(&p.objs, &collOpts); err != nil {

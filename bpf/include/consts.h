@@ -48,4 +48,8 @@
 /* Bit set in the ports map value for a port jmxdp decodes. */
 #define JM_PORT_DECODE 1U
 
+/* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
+ * wrote from stale bytes when a driver has no metadata support. */
+#define JM_META_MAGIC 0x4a4d5844U
+
 #endif /* JMXDP_CONSTS_H */

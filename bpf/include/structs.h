@@ -122,4 +122,13 @@ struct jm_untrusted_value {
 	__u64 last_seen_ns;
 };
 
+/* XDP metadata in front of a captured frame, for the AF_XDP reader: the
+ * receive time, taken in the kernel before any queueing, so that files carry
+ * when the frame arrived and not when userspace got round to it. */
+struct jm_xsk_meta {
+	__u64 rx_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 magic; /* JM_META_MAGIC: this program wrote the metadata */
+	__u32 flags; /* reserved, 0 */
+};
+
 #endif /* JMXDP_STRUCTS_H */

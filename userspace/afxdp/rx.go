@@ -74,6 +74,16 @@ func (s *Socket) frame(d unix.XDPDesc) []byte {
 // fn copies what it keeps, so that the frames go straight back to the
 // fill ring, in one batch, and the ring never waits on the caller's I/O.
 func (s *Socket) ReceiveCopy(fn func(data []byte)) int {
+	return s.ReceiveCopyMeta(0, func(_, data []byte) { fn(data) })
+}
+
+// ReceiveCopyMeta is ReceiveCopy that also hands fn the metaLen bytes in
+// front of each frame, where an XDP program's bpf_xdp_adjust_meta data
+// lands (copy and zero-copy mode alike). meta is nil when the frame sits
+// too close to its chunk's start to have them. The bytes are zeroed once fn
+// returns, so that a frame the program wrote no metadata for never shows a
+// previous frame's.
+func (s *Socket) ReceiveCopyMeta(metaLen int, fn func(meta, data []byte)) int {
 	if s.closed {
 		return 0
 	}
@@ -81,7 +91,12 @@ func (s *Socket) ReceiveCopy(fn func(data []byte)) int {
 	for i := range n {
 		d := s.rx.at(i)
 		if b := s.frame(d); b != nil {
-			fn(b)
+			var meta []byte
+			if base := d.Addr &^ s.frameMask; metaLen > 0 && d.Addr-base >= uint64(metaLen) {
+				meta = s.umem[d.Addr-uint64(metaLen) : d.Addr : d.Addr]
+			}
+			fn(meta, b)
+			clear(meta)
 		}
 		s.reclaim(d.Addr)
 	}

@@ -1,0 +1,180 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// AttachPinned attaches the program to ifname with its link pinned at path,
+// so that it stays attached if this process dies. When a link is already
+// pinned there (an earlier run, perhaps one that exited with the program
+// left attached), AttachPinned takes it over and swaps this program in
+// atomically: the interface is never without jmxdp, so counting never
+// stops across a restart or an upgrade. It returns the mode the program
+// runs in and whether an existing link was reused. A pinned link that no
+// longer works (its interface was deleted, say) is replaced.
+func (p *Program) AttachPinned(ifname string, mode Mode, path string) (Mode, bool, error) {
+	if p.att != nil {
+		return "", false, fmt.Errorf("already attached to %s", p.att.iface)
+	}
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return "", false, fmt.Errorf("interface %q: %w", ifname, err)
+	}
+	if l, err := p.takeOver(ifc, path); err != nil {
+		p.log.Warn("pinned XDP link from an earlier run is unusable: replacing it", "path", path, "reason", err)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", false, fmt.Errorf("remove stale pinned link %s: %w", path, err)
+		}
+	} else if l != nil {
+		got, err := LinkMode(ifc.Index)
+		if err != nil {
+			l.Close()
+			return "", false, err
+		}
+		if mode != ModeAuto && mode != "" && got != mode {
+			p.log.Warn("keeping the pinned attachment's mode: changing it would detach jmxdp for a moment; run `jmxdp detach` first to change it",
+				"iface", ifname, "pinned_mode", got, "requested", mode)
+		}
+		p.att = &attachment{link: l, iface: ifname, mode: got, pinPath: path}
+		p.log.Info("took over the pinned attachment: program replaced in place", "iface", ifname, "mode", got, "link", path)
+		return got, true, nil
+	}
+	got, err := p.Attach(ifname, mode)
+	if err != nil {
+		return "", false, err
+	}
+	if err := p.PinLink(path); err != nil {
+		p.Detach()
+		return "", false, err
+	}
+	return got, false, nil
+}
+
+// takeOver loads the link pinned at path, checks it is an XDP link on ifc
+// and points it at this program. No pin: (nil, nil).
+func (p *Program) takeOver(ifc *net.Interface, path string) (link.Link, error) {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := l.Info()
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("link info: %w", err)
+	}
+	xdp := info.XDP()
+	if xdp == nil {
+		l.Close()
+		return nil, fmt.Errorf("not an XDP link (type %v)", info.Type)
+	}
+	if int(xdp.Ifindex) != ifc.Index {
+		l.Close()
+		return nil, fmt.Errorf("attached to ifindex %d, not %s (ifindex %d)", xdp.Ifindex, ifc.Name, ifc.Index)
+	}
+	if err := l.Update(p.objs.Jmxdp); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("replace its program: %w", err)
+	}
+	return l, nil
+}
+
+// DetachPinned detaches the program whose link is pinned at path and
+// removes the pin. Nothing pinned there is not an error.
+func DetachPinned(path string) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pinned link %s: %w", path, err)
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", path, err)
+	}
+	// Closing the last reference detaches the program.
+	return nil
+}
+
+// XDP_ATTACHED_* from linux/if_link.h, which x/sys/unix does not name.
+const (
+	xdpAttachedNone = 0
+	xdpAttachedDrv  = 1
+	xdpAttachedSKB  = 2
+	xdpAttachedHW   = 3
+	xdpAttachedMany = 4
+)
+
+// LinkMode reports how an XDP program is attached to the interface with
+// ifindex, as rtnetlink tells it: ModeDriver, ModeGeneric, "offload",
+// "multi", or "" when nothing is attached.
+func LinkMode(ifindex int) (Mode, error) {
+	tab, err := syscall.NetlinkRIB(unix.RTM_GETLINK, unix.AF_UNSPEC)
+	if err != nil {
+		return "", fmt.Errorf("rtnetlink dump links: %w", err)
+	}
+	msgs, err := syscall.ParseNetlinkMessage(tab)
+	if err != nil {
+		return "", fmt.Errorf("rtnetlink: %w", err)
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+			continue
+		}
+		if int(int32(binary.NativeEndian.Uint32(m.Data[4:8]))) != ifindex {
+			continue
+		}
+		attrs, err := syscall.ParseNetlinkRouteAttr(m)
+		if err != nil {
+			return "", fmt.Errorf("rtnetlink link attributes: %w", err)
+		}
+		for _, a := range attrs {
+			if a.Attr.Type&^unix.NLA_F_NESTED != unix.IFLA_XDP {
+				continue
+			}
+			switch nestedU8(a.Value, unix.IFLA_XDP_ATTACHED) {
+			case xdpAttachedNone:
+				return "", nil
+			case xdpAttachedDrv:
+				return ModeDriver, nil
+			case xdpAttachedSKB:
+				return ModeGeneric, nil
+			case xdpAttachedHW:
+				return "offload", nil
+			case xdpAttachedMany:
+				return "multi", nil
+			}
+		}
+		return "", nil
+	}
+	return "", fmt.Errorf("no interface with index %d", ifindex)
+}
+
+// nestedU8 finds attribute typ in a nested attribute list and returns its
+// first byte (0 when absent).
+func nestedU8(b []byte, typ uint16) uint8 {
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		t := binary.NativeEndian.Uint16(b[2:4])
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return 0
+		}
+		if t == typ && l > unix.SizeofRtAttr {
+			return b[unix.SizeofRtAttr]
+		}
+		b = b[min((l+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(b)):]
+	}
+	return 0
+}

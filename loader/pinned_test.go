@@ -1,0 +1,268 @@
+package loader_test
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
+)
+
+// vethInNetns makes a veth whose peer lives in a namespace of the test's
+// own; both go when the test ends.
+func vethInNetns(t *testing.T) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	ns := uniqueName("jmxdp-t-")
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	veth := "jmx" + ns[len(ns)-6:]
+	if out, err := exec.Command("ip", "link", "add", veth, "type", "veth", "peer", "name", veth+"p", "netns", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
+	if out, err := exec.Command("ip", "link", "set", veth, "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set up: %v %s", err, out)
+	}
+	return veth
+}
+
+func pinDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(loader.BPFFSRoot, uniqueName("jmxdp-test-"))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func attachedProgID(t *testing.T, veth string) ebpf.ProgramID {
+	t.Helper()
+	out, _ := exec.Command("ip", "-d", "link", "show", veth).CombinedOutput()
+	s := string(out)
+	i := strings.Index(s, "prog/xdp id ")
+	if i < 0 {
+		return 0
+	}
+	var id uint32
+	for _, c := range s[i+len("prog/xdp id "):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint32(c-'0')
+	}
+	return ebpf.ProgramID(id)
+}
+
+// A second run takes over the link the first left pinned: the new program
+// replaces the old in place, the mode is read back from the kernel, and a
+// final Detach removes it.
+func TestAttachPinnedTakesOver(t *testing.T) {
+	veth := vethInNetns(t)
+	dir := pinDir(t)
+	linkPath := filepath.Join(dir, "link")
+
+	p1, err := loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, reused, err := p1.AttachPinned(veth, loader.ModeGeneric, linkPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode != loader.ModeGeneric || reused {
+		t.Fatalf("first attach: mode %s reused %v", mode, reused)
+	}
+	id1 := attachedProgID(t, veth)
+	// Exit without detaching, as `run --keep-attached` does.
+	p1.Close()
+	if attachedProgID(t, veth) != id1 || id1 == 0 {
+		t.Fatal("the pinned link did not keep the program attached")
+	}
+
+	var logs bytes.Buffer
+	p2, err := loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	mode, reused, err = p2.AttachPinned(veth, loader.ModeDriver, linkPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reused || mode != loader.ModeGeneric {
+		t.Fatalf("second attach: mode %s reused %v, want the pinned generic link", mode, reused)
+	}
+	if !strings.Contains(logs.String(), "keeping the pinned attachment's mode") {
+		t.Errorf("a mode change that cannot be honoured is not logged:\n%s", logs.String())
+	}
+	id2 := attachedProgID(t, veth)
+	info, err := p2.Objects().Jmxdp.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := info.ID(); id2 != want || id2 == id1 {
+		t.Fatalf("attached program %d, want the new one %d (old %d)", id2, want, id1)
+	}
+	if err := p2.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if attachedProgID(t, veth) != 0 {
+		t.Fatal("program still attached after Detach")
+	}
+	if _, err := os.Stat(linkPath); !os.IsNotExist(err) {
+		t.Fatalf("link pin left behind: %v", err)
+	}
+}
+
+// DetachPinned removes what a kept attachment left; a stale pin (its
+// interface gone) is replaced by a fresh attachment.
+func TestDetachPinnedAndStaleLink(t *testing.T) {
+	veth := vethInNetns(t)
+	dir := pinDir(t)
+	linkPath := filepath.Join(dir, "link")
+	p, err := loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.AttachPinned(veth, loader.ModeAuto, linkPath); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := loader.DetachPinned(linkPath); err != nil {
+		t.Fatal(err)
+	}
+	if attachedProgID(t, veth) != 0 {
+		t.Fatal("DetachPinned left the program attached")
+	}
+	if err := loader.DetachPinned(linkPath); err != nil {
+		t.Fatalf("nothing pinned is not an error: %v", err)
+	}
+
+	// A link pinned for another interface is stale for this one.
+	other := vethInNetns(t)
+	p, err = loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.AttachPinned(other, loader.ModeAuto, linkPath); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	var logs bytes.Buffer
+	p, err = loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, reused, err := p.AttachPinned(veth, loader.ModeAuto, linkPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reused || !strings.Contains(logs.String(), "unusable") {
+		t.Fatalf("stale link: reused %v, log:\n%s", reused, logs.String())
+	}
+	if attachedProgID(t, veth) == 0 {
+		t.Fatal("not attached after replacing a stale link")
+	}
+	p.Detach()
+}
+
+// Maps pinned by an earlier version with another layout are migrated when
+// their entries read as the new layout (a smaller stream table; counters
+// with fewer fields) and replaced, with a warning, when they cannot be.
+func TestPinnedMapMigration(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := pinDir(t)
+	f := frame(t, mirror(1, 2, ipv4Echo()))
+
+	// The "old version": a 1024-entry stream table and a policy map whose
+	// key has another size.
+	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Configure(loader.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := p.Run(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	// Fewer counters than today (value 8 bytes shorter).
+	spec, err := ebpf.LoadPinnedMap(filepath.Join(dir, "jm_stats"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: spec.ValueSize() - 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ncpu, _ := ebpf.PossibleCPU()
+	vals := make([][]byte, ncpu)
+	for i := range vals {
+		vals[i] = make([]byte, old.ValueSize())
+		vals[i][8*int(maps.StatFrames)] = 7 // every CPU saw 7 frames
+	}
+	if err := old.Put(uint32(0), vals); err != nil {
+		t.Fatal(err)
+	}
+	spec.Close()
+	os.Remove(filepath.Join(dir, "jm_stats"))
+	if err := old.Pin(filepath.Join(dir, "jm_stats")); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	pol, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "jm_policy"))
+	if err := pol.Pin(filepath.Join(dir, "jm_policy")); err != nil {
+		t.Fatal(err)
+	}
+	pol.Close()
+
+	var logs bytes.Buffer
+	p, err = loader.Load(loader.Options{MaxStreams: 4096, PinDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("load over old pins: %v", err)
+	}
+	defer p.Close()
+	if got := p.Maps.StreamCapacity(); got != 4096 {
+		t.Errorf("stream table capacity %d, want 4096", got)
+	}
+	st, ok, err := p.Maps.Stream(k1(1, 2))
+	if err != nil || !ok || st.Packets != 3 {
+		t.Errorf("migrated stream: %+v ok=%v err=%v, want 3 packets", st, ok, err)
+	}
+	c, err := p.Maps.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c[maps.StatFrames] != uint64(7*ncpu) {
+		t.Errorf("migrated frame counter %d, want %d", c[maps.StatFrames], 7*ncpu)
+	}
+	log := logs.String()
+	for _, want := range []string{"map=jm_streams", "map=jm_stats", "migrated", "map=jm_policy", "cannot be migrated"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	// The replaced policy map works.
+	if err := p.Configure(loader.Config{Policies: []maps.PolicyRule{{MID: 1, SID: 2, Action: maps.ActionCount}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := p.Run(f); err != nil || v != loader.VerdictDrop {
+		t.Errorf("count rule after migration: %v %v", v, err)
+	}
+}
