@@ -1,0 +1,371 @@
+// Package config reads the YAML configuration file of `jmxdp run`, holds its
+// defaults and checks values, whether they come from the file or from flags.
+//
+// The flow of the command is:
+//
+//	cfg, err := config.Load(path) // or config.Default() without --config
+//	if flagPorts != nil {         // a flag overrides the file
+//		cfg.Ports, cfg.PortsSet = flagPorts, true
+//	}
+//	err = cfg.Validate()          // checks the merged result
+//	err = cfg.CheckOutputDir()    // the only check that touches the system
+//
+// Load and Parse report problems in the file with its name and line
+// ("jmxdp.yaml:7: policy[1].mid: ..."); Validate, which may see values that
+// came from flags, names the key only. docs/config.md describes every key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// Config is the whole configuration of `jmxdp run`.
+//
+// The *Set fields say whether the file named the key. They matter for state
+// that outlives the process in pinned maps: with PolicySet false the
+// running (or pinned) instance keeps its policy, with PolicySet true the file
+// is authoritative and an empty list clears it. A flag that overrides one of
+// these fields must set the matching *Set field too.
+type Config struct {
+	// Interface is the NIC to attach to (flag --iface). It has no default:
+	// Validate refuses an empty one.
+	Interface string
+	// Ports are the UDP destination ports that carry Jmirror.
+	Ports    []uint16
+	PortsSet bool
+	// DefaultAction applies to streams that no policy rule names.
+	DefaultAction    maps.Action
+	DefaultActionSet bool
+	// Policy holds per-stream actions: an exact (mid, sid) rule beats a rule
+	// for every sid of the mid.
+	Policy    []maps.PolicyRule
+	PolicySet bool
+	// Allowlist are the prefixes routers may send from; empty allows any.
+	Allowlist    []netip.Prefix
+	AllowlistSet bool
+
+	Output     Output
+	Capture    Capture
+	Reassembly Reassembly
+	Metrics    Metrics
+}
+
+// Output is where and how captured streams are written.
+type Output struct {
+	Dir          string
+	RotateSize   int64         // bytes; 0 = never rotate by size
+	RotateAge    time.Duration // 0 = never rotate by age
+	MaxOpenFiles int
+}
+
+// Capture is how frames are taken off the NIC.
+type Capture struct {
+	Queues         []uint32 // RX queues to open sockets on; nil = all
+	XDPMode        string   // auto, driver or generic
+	ZeroCopy       bool     // AF_XDP zero-copy where the driver offers it
+	FramesPerQueue int      // UMEM frames per socket, a power of two
+	QueueMemory    int64    // bytes of frames waiting for the writers
+	MaxStreams     uint32   // entries of the kernel's stream table
+	PinDir         string   // maps and link are pinned under PinDir/Interface
+	KeepAttached   bool     // leave the program attached on exit
+}
+
+// Reassembly bounds the reassembly of fragmented outer IPv4 datagrams.
+type Reassembly struct {
+	MaxDatagrams int
+	MaxMemory    int64
+	Timeout      time.Duration
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	Addr string // host:port; "" disables
+}
+
+// Defaults that other packages and the docs refer to.
+const (
+	DefaultPort       = 30030
+	DefaultOutputDir  = "/var/lib/jmxdp/streams"
+	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
+	DefaultMetrics    = "127.0.0.1:9877"
+	MinFramesPerQueue = 64
+	MaxFramesPerQueue = 65536
+)
+
+// Default returns the configuration used for every key the file and the
+// flags leave out. No *Set field is true.
+func Default() Config {
+	return Config{
+		Ports:         []uint16{DefaultPort},
+		DefaultAction: maps.ActionCapture,
+		Output: Output{
+			Dir:          DefaultOutputDir,
+			RotateSize:   256 << 20,
+			RotateAge:    15 * time.Minute,
+			MaxOpenFiles: 512,
+		},
+		Capture: Capture{
+			XDPMode:        "auto",
+			ZeroCopy:       true,
+			FramesPerQueue: 4096,
+			QueueMemory:    64 << 20,
+			MaxStreams:     1 << 20,
+			PinDir:         DefaultPinDir,
+		},
+		Reassembly: Reassembly{
+			MaxDatagrams: 4096,
+			MaxMemory:    64 << 20,
+			Timeout:      30 * time.Second,
+		},
+		Metrics: Metrics{Addr: DefaultMetrics},
+	}
+}
+
+// Error is one problem with the configuration: where it is and what is
+// wrong. Parse and Validate return one or several, joined by errors.Join;
+// errors.As finds the first.
+type Error struct {
+	File string // "" for values that did not come from a file
+	Line int    // 1-based; 0 when unknown
+	Key  string // e.g. "policy[1].mid"; "" for the document as a whole
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads the file at path over Default().
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Default(), fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// yamlLine splits yaml.v3's syntax errors ("yaml: line 3: msg"), which are
+// plain strings, so that they read like ours.
+var yamlLine = regexp.MustCompile(`(?s)^yaml: (?:line (\d+): )?(.*)$`)
+
+func syntaxError(name string, err error) error {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &Error{File: name, Msg: err.Error()}
+	}
+	line, _ := strconv.Atoi(m[1])
+	return &Error{File: name, Line: line, Msg: m[2]}
+}
+
+// Parse reads a configuration file's contents over Default(). name is used
+// in messages. An empty document (or one of comments only) is all defaults.
+// Parse does not require the interface, which may come from --iface: call
+// Validate after applying the flags. On error it returns Default() and
+// every problem it found, each a *Error.
+func Parse(data []byte, name string) (Config, error) {
+	c := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err == io.EOF {
+		return c, nil
+	} else if err != nil {
+		return c, syntaxError(name, err)
+	}
+	// A second document would be silently ignored by Decode.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return c, &Error{File: name, Line: extra.Line, Msg: "a second YAML document (---); the file holds one"}
+	} else if err != io.EOF {
+		return c, syntaxError(name, err)
+	}
+
+	d := decoder{file: name}
+	d.document(&doc, &c)
+	if len(d.errs) > 0 {
+		return Default(), errors.Join(d.errs...)
+	}
+	// The decoder checks every value where it stands; this is a backstop so
+	// that Parse never accepts what Validate refuses.
+	if errs := c.check(false); len(errs) > 0 {
+		for _, e := range errs {
+			e.File = name
+		}
+		return Default(), joinErrors(errs)
+	}
+	return c, nil
+}
+
+// Validate checks everything that can be checked without touching the
+// system: call it after flags have overridden the file. It requires the
+// interface. Messages name the key (e.g. "capture.frames_per_queue") but no
+// line, since the value may have come from a flag.
+func (c *Config) Validate() error {
+	return joinErrors(c.check(true))
+}
+
+func joinErrors(errs []*Error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	list := make([]error, len(errs))
+	for i, e := range errs {
+		list[i] = e
+	}
+	return errors.Join(list...)
+}
+
+// check is Validate's work; requireIface is false for Parse, where the
+// interface may still come from a flag.
+func (c *Config) check(requireIface bool) []*Error {
+	var errs []*Error
+	bad := func(key string, err error) {
+		if err != nil {
+			errs = append(errs, &Error{Key: key, Msg: err.Error()})
+		}
+	}
+
+	if c.Interface == "" {
+		if requireIface {
+			bad("interface", errors.New("not set: give --iface or interface: in the configuration file"))
+		}
+	} else {
+		bad("interface", checkIfName(c.Interface))
+	}
+
+	if len(c.Ports) == 0 {
+		bad("ports", errEmptyPorts)
+	}
+	seenPort := map[uint16]int{}
+	for i, p := range c.Ports {
+		key := fmt.Sprintf("ports[%d]", i)
+		if j, dup := seenPort[p]; dup {
+			bad(key, fmt.Errorf("duplicate port %d (same as ports[%d])", p, j))
+			continue
+		}
+		seenPort[p] = i
+		bad(key, checkPort(int64(p)))
+	}
+
+	bad("default_action", maps.Settings{DefaultAction: c.DefaultAction}.Validate())
+
+	seenRule := map[ruleKey]int{}
+	for i, r := range c.Policy {
+		key := fmt.Sprintf("policy[%d]", i)
+		if err := r.Validate(); err != nil {
+			bad(key, err)
+			continue
+		}
+		k := keyOf(r)
+		if j, dup := seenRule[k]; dup {
+			bad(key, fmt.Errorf("duplicate rule for %s (same as policy[%d])", k, j))
+			continue
+		}
+		seenRule[k] = i
+	}
+
+	seenPrefix := map[netip.Prefix]int{}
+	for i, p := range c.Allowlist {
+		key := fmt.Sprintf("allowlist[%d]", i)
+		if j, dup := seenPrefix[p]; dup {
+			bad(key, fmt.Errorf("duplicate prefix %s (same as allowlist[%d])", p, j))
+			continue
+		}
+		seenPrefix[p] = i
+		bad(key, checkPrefix(p))
+	}
+
+	o := &c.Output
+	bad("output.dir", checkNotEmpty(o.Dir))
+	bad("output.rotate_size", checkRange(o.RotateSize, 0, maxInt64))
+	bad("output.rotate_age", checkDuration(o.RotateAge, 0))
+	bad("output.max_open_files", checkRange(int64(o.MaxOpenFiles), 1, maxInt32))
+
+	cp := &c.Capture
+	if cp.Queues != nil && len(cp.Queues) == 0 {
+		bad("capture.queues", errEmptyQueues)
+	}
+	seenQueue := map[uint32]int{}
+	for i, q := range cp.Queues {
+		if j, dup := seenQueue[q]; dup {
+			bad(fmt.Sprintf("capture.queues[%d]", i), fmt.Errorf("duplicate queue %d (same as capture.queues[%d])", q, j))
+			continue
+		}
+		seenQueue[q] = i
+	}
+	bad("capture.xdp_mode", checkXDPMode(cp.XDPMode))
+	bad("capture.frames_per_queue", checkFrames(int64(cp.FramesPerQueue)))
+	bad("capture.queue_memory", checkRange(cp.QueueMemory, 1, maxInt64))
+	bad("capture.max_streams", checkRange(int64(cp.MaxStreams), 1, maxUint32))
+	bad("capture.pin_dir", checkAbsPath(cp.PinDir))
+
+	r := &c.Reassembly
+	bad("reassembly.max_datagrams", checkRange(int64(r.MaxDatagrams), 1, maxInt32))
+	bad("reassembly.max_memory", checkRange(r.MaxMemory, 1, maxInt64))
+	bad("reassembly.timeout", checkDuration(r.Timeout, 1))
+
+	bad("metrics.addr", checkAddr(c.Metrics.Addr))
+	return errs
+}
+
+// CheckOutputDir makes sure files can be written in Output.Dir, creating it
+// and any missing parents with mode 0700 (the streams are intercepted
+// traffic). It refuses a path that is not a directory and a directory in
+// which a file cannot be created, which it finds out by creating and
+// removing one: permission bits alone say nothing for root, and nothing
+// about read-only mounts.
+func (c *Config) CheckOutputDir() error {
+	dir := c.Output.Dir
+	fail := func(format string, args ...any) error {
+		return &Error{Key: "output.dir", Msg: fmt.Sprintf(format, args...)}
+	}
+	if dir == "" {
+		return fail("empty path")
+	}
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fail("cannot create %s: %v", dir, err)
+		}
+	case err != nil:
+		return fail("%v", err)
+	case !fi.IsDir():
+		return fail("%s is not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".jmxdp-probe-*")
+	if err != nil {
+		return fail("cannot create files in %s: %v", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fail("cannot remove the probe file %s: %v", name, err)
+	}
+	return nil
+}
