@@ -41,14 +41,20 @@ test-short:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./loader
 
-# The main job on an embedded default: generate a capture of our own making,
-# decode it with the kernel program (the Go decoder without root) and write
-# per-stream pcapng files to ./demo-out.
+# The main job on an embedded default. As root: the live demo (a veth lab,
+# jmxdp attached to it, a few seconds of generated Jmirror traffic, the
+# per-stream table and the pcapng files in ./demo-out). Not root: the same
+# traffic as a pcap, decoded offline with the Go decoder.
 demo: build
 	@mkdir -p $(DEMO_OUT) && chmod 700 $(DEMO_OUT)
-	$(BIN) gen --out $(DEMO_OUT)/demo.pcap
-	$(BIN) decode --out $(DEMO_OUT)/streams $(DEMO_OUT)/demo.pcap
-	@echo; echo "per-stream pcapng files:"; find $(DEMO_OUT)/streams -name '*.pcapng' | sort
+	@if [ "$$(id -u)" = 0 ]; then \
+		$(BIN) demo --out $(DEMO_OUT); \
+	else \
+		echo "not root: running the offline demo (sudo make demo runs the live one)"; \
+		$(BIN) gen --out $(DEMO_OUT)/demo.pcap && \
+		$(BIN) decode --out $(DEMO_OUT)/streams $(DEMO_OUT)/demo.pcap && \
+		find $(DEMO_OUT)/streams -name '*.pcapng' | sort; \
+	fi
 
 clean:
 	rm -rf bin $(DEMO_OUT)

@@ -1,12 +1,16 @@
 // Package pcapng writes the decapsulated packets of one Jmirror stream to a
 // pcapng file, one interface per (router, link type) so Wireshark keeps
 // routers and encapsulations apart.
+//
+// A Writer never leaves a corrupt file behind: blocks are buffered and
+// written whole, and when a write fails (disk full, I/O error) the file is
+// truncated back to the last complete block and the Writer forgets what the
+// failed write held, reporting the packets lost in a *WriteError. It stays
+// usable, so a later packet retries. Append reopens a file to add packets and
+// cuts off a torn tail left by a crash.
 package pcapng
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +18,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // LinkKind is the encapsulation of a mirrored packet.
@@ -67,9 +71,54 @@ const linkTypeUser0 layers.LinkType = 147
 const (
 	dirMode  = 0o700
 	fileMode = 0o600
-	bufSize  = 64 << 10
-	shbType  = 0x0a0d0d0a
 )
+
+// DefaultBufferSize is the Writer's buffer size unless Options say
+// otherwise.
+const DefaultBufferSize = 64 << 10
+
+// Options tune CreateWith, AppendWith and Resume. The zero value is what
+// Create and Append use.
+type Options struct {
+	// BufferSize is how many bytes of blocks a Writer holds before writing
+	// them to the file; 0 means DefaultBufferSize. It bounds what one failed
+	// write can lose (and the Writer's memory).
+	BufferSize int
+	// Exclusive makes CreateWith fail, with an error matching fs.ErrExist,
+	// when the file exists (O_EXCL) instead of truncating it.
+	Exclusive bool
+}
+
+func (o Options) bufSize() int {
+	if o.BufferSize <= 0 {
+		return DefaultBufferSize
+	}
+	return o.BufferSize
+}
+
+// WriteError is returned when writing to the file failed. The file was
+// truncated back to its last complete block, so it is still valid, but the
+// packets the Writer had accepted and not yet written are gone.
+type WriteError struct {
+	// Lost counts the packets accepted (by WritePacket calls that returned
+	// nil) but never written, plus the packet of the failing WritePacket
+	// call, if it was one.
+	Lost int
+	Err  error
+}
+
+func (e *WriteError) Error() string {
+	return fmt.Sprintf("%v (%d packets lost)", e.Err, e.Lost)
+}
+
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// file is what a Writer needs of its *os.File; tests inject faults here.
+type file interface {
+	io.WriterAt
+	Truncate(size int64) error
+	Close() error
+}
 
 type ifaceKey struct {
 	router netip.Addr
@@ -77,40 +126,94 @@ type ifaceKey struct {
 }
 
 type iface struct {
-	index int
-	opts  pcapgo.NgPacketOptions // carries the "router=" comment
+	index   uint32
+	comment string // "router=<addr>"
 }
 
 // Writer writes one stream's pcapng file. It is not safe for concurrent use.
+//
+// Blocks go to a buffer that is written to the file as a whole when full, on
+// Flush and on Close. The Writer keeps the committed state (the file's size
+// and the interfaces and packets it holds); a failed write rolls the file
+// and the Writer back to it.
 type Writer struct {
-	path   string
-	f      *os.File
-	bw     *bufio.Writer
-	ng     *pcapgo.NgWriter
-	ifaces map[ifaceKey]iface
-	// ngBase is the NgWriter interface id that maps to the file's interface
-	// 0; see Create.
-	ngBase  int
-	packets uint64
-	bytes   uint64
-	closed  bool
+	path     string
+	f        file
+	mid, sid uint32
+	bufSize  int
+	buf      []byte // nil until the first block
+	ifaces   map[ifaceKey]*iface
+	ifList   []ifaceKey // by interface id
+	packets  uint64     // accepted: written or buffered
+	bytes    uint64
+
+	// Committed: what the file holds.
+	off      int64
+	cIfaces  int
+	cPackets uint64
+	cBytes   uint64
+
+	// torn is set when a failed write could not be truncated off; the
+	// truncation is retried before anything else is written.
+	torn      bool
+	recovered int64
+	closed    bool
 }
 
-// redirect lets the NgWriter be built against a scratch buffer and then
-// pointed at the file.
-type redirect struct{ w io.Writer }
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, DefaultBufferSize)
+	return &b
+}}
 
-func (r *redirect) Write(p []byte) (int, error) { return r.w.Write(p) }
+func (w *Writer) ensureBuf() {
+	if w.buf != nil {
+		return
+	}
+	if w.bufSize == DefaultBufferSize {
+		w.buf = (*bufPool.Get().(*[]byte))[:0]
+		return
+	}
+	w.buf = make([]byte, 0, w.bufSize)
+}
+
+func (w *Writer) releaseBuf() {
+	if cap(w.buf) == DefaultBufferSize {
+		b := w.buf[:0]
+		bufPool.Put(&b)
+	}
+	w.buf = nil
+}
+
+func newWriter(f file, path string, mid, sid uint32, o Options) *Writer {
+	return &Writer{
+		path:    path,
+		f:       f,
+		mid:     mid,
+		sid:     sid,
+		bufSize: o.bufSize(),
+		ifaces:  make(map[ifaceKey]*iface),
+	}
+}
 
 // Create creates (or truncates) the pcapng file at path for the stream
-// (mid, sid) and writes its section header. Missing parent directories are
-// created with mode 0700 and the file gets mode 0600, whatever the umask or
-// the mode of a file it replaces: the contents are intercepted traffic.
+// (mid, sid); the section header is written with the first flush. Missing
+// parent directories are created with mode 0700 and the file gets mode 0600,
+// whatever the umask or the mode of a file it replaces: the contents are
+// intercepted traffic.
 func Create(path string, mid, sid uint32) (*Writer, error) {
+	return CreateWith(path, mid, sid, Options{})
+}
+
+// CreateWith is Create with options.
+func CreateWith(path string, mid, sid uint32, o Options) (*Writer, error) {
 	if err := mkdirAll(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if o.Exclusive {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("create pcapng file: %w", err)
 	}
@@ -120,52 +223,7 @@ func Create(path string, mid, sid uint32) (*Writer, error) {
 		f.Close()
 		return nil, fmt.Errorf("set mode of %s: %w", path, err)
 	}
-	w, err := newWriter(f, path, mid, sid)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return w, nil
-}
-
-func newWriter(f *os.File, path string, mid, sid uint32) (*Writer, error) {
-	// pcapgo.NgWriter always writes an interface right after the section
-	// header, but our interfaces only become known with the packets. So the
-	// NgWriter first writes into a scratch buffer, only the section header
-	// goes to the file, and the placeholder interface (NgWriter id 0) is
-	// dropped: NgWriter id n is file interface n-1 from then on.
-	var scratch bytes.Buffer
-	sink := &redirect{w: &scratch}
-	ng, err := pcapgo.NewNgWriterInterface(sink, pcapgo.NgInterface{LinkType: layers.LinkTypeRaw}, pcapgo.NgWriterOptions{
-		SectionInfo: pcapgo.NgSectionInfo{
-			Application: "jmxdp",
-			Comment:     fmt.Sprintf("Jmirror mid=%d sid=%d", mid, sid),
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("pcapng section header: %w", err)
-	}
-	if err := ng.Flush(); err != nil {
-		return nil, fmt.Errorf("pcapng section header: %w", err)
-	}
-	hdr := scratch.Bytes()
-	if len(hdr) < 12 || binary.LittleEndian.Uint32(hdr) != shbType ||
-		int(binary.LittleEndian.Uint32(hdr[4:8])) > len(hdr) {
-		return nil, fmt.Errorf("pcapng section header: unexpected output from pcapgo (%d bytes)", len(hdr))
-	}
-	bw := bufio.NewWriterSize(f, bufSize)
-	if _, err := bw.Write(hdr[:binary.LittleEndian.Uint32(hdr[4:8])]); err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
-	}
-	sink.w = bw
-	return &Writer{
-		path:   path,
-		f:      f,
-		bw:     bw,
-		ng:     ng,
-		ifaces: make(map[ifaceKey]iface),
-		ngBase: 1,
-	}, nil
+	return newWriter(f, path, mid, sid, o), nil
 }
 
 // mkdirAll is os.MkdirAll that gives the directories it creates mode 0700
@@ -203,107 +261,261 @@ func mkdirAll(dir string) error {
 	return nil
 }
 
-// WritePacket appends one decapsulated packet mirrored by router. The first
-// packet of each (router, kind) pair adds an interface named
-// jmirror-<router>-<ip|ppp|unknown>. Timestamps keep nanosecond resolution.
-func (w *Writer) WritePacket(ts time.Time, router netip.Addr, kind LinkKind, data []byte) error {
-	if w.closed {
-		return fmt.Errorf("write %s: writer is closed", w.path)
-	}
+// MkdirAll creates dir and its missing parents with mode 0700, whatever the
+// umask, leaving existing directories alone.
+func MkdirAll(dir string) error { return mkdirAll(dir) }
+
+// CheckPacket reports whether WritePacket would take a packet of n bytes
+// with these attributes; it says nothing about the file.
+func CheckPacket(ts time.Time, router netip.Addr, kind LinkKind, n int) error {
 	if !router.IsValid() {
-		return fmt.Errorf("write %s: invalid router address", w.path)
+		return errors.New("invalid router address")
+	}
+	if _, err := kind.LinkType(); err != nil {
+		return err
 	}
 	// pcapng timestamps are unsigned nanoseconds since 1970 and
 	// time.UnixNano is only defined up to 2262.
 	if ts.Before(time.Unix(0, 0)) || ts.After(time.Unix(0, 1<<63-1)) {
-		return fmt.Errorf("write %s: timestamp %v out of pcapng range", w.path, ts)
+		return fmt.Errorf("timestamp %v out of pcapng range", ts)
 	}
-	router = router.Unmap()
-	key := ifaceKey{router, kind}
-	ifc, ok := w.ifaces[key]
-	if !ok {
-		var err error
-		if ifc, err = w.addInterface(key); err != nil {
-			return err
-		}
+	if n > MaxPacketLen {
+		return fmt.Errorf("packet of %d bytes, longer than %d", n, MaxPacketLen)
 	}
-	ci := gopacket.CaptureInfo{
-		Timestamp:      ts,
-		CaptureLength:  len(data),
-		Length:         len(data),
-		InterfaceIndex: ifc.index,
-	}
-	if err := w.ng.WritePacketWithOptions(ci, data, ifc.opts); err != nil {
-		return fmt.Errorf("write %s: %w", w.path, err)
-	}
-	w.packets++
-	w.bytes += uint64(len(data))
 	return nil
 }
 
-func (w *Writer) addInterface(key ifaceKey) (iface, error) {
-	lt, err := key.kind.LinkType()
-	if err != nil {
-		return iface{}, fmt.Errorf("write %s: %w", w.path, err)
+// WritePacket appends one decapsulated packet mirrored by router. The first
+// packet of each (router, kind) pair adds an interface named
+// jmirror-<router>-<ip|ppp|unknown>. Timestamps keep nanosecond resolution.
+//
+// The packet goes to the buffer, which is written out when it cannot take
+// the next block. If that write fails, the error is a *WriteError: the file
+// is still valid, and the packets it had not received, this one included,
+// are lost. Other errors (closed Writer, invalid packet) change nothing.
+func (w *Writer) WritePacket(ts time.Time, router netip.Addr, kind LinkKind, data []byte) error {
+	if w.closed {
+		return fmt.Errorf("write %s: writer is closed", w.path)
 	}
-	what := "raw IP"
-	switch key.kind {
-	case LinkPPPHDLC:
-		what = "PPP in HDLC-like framing"
-	case LinkUnknown:
-		what = "payload neither IP nor PPP"
+	if err := CheckPacket(ts, router, kind, len(data)); err != nil {
+		return fmt.Errorf("write %s: %w", w.path, err)
 	}
-	id, err := w.ng.AddInterface(pcapgo.NgInterface{
-		Name:        fmt.Sprintf("jmirror-%s-%s", key.router, key.kind),
-		Description: fmt.Sprintf("Jmirror from router %s, %s", key.router, what),
-		LinkType:    lt,
-		// NgWriter always writes if_tsresol 9 (nanoseconds).
-		TimestampResolution: 9,
-	})
-	if err != nil {
-		return iface{}, fmt.Errorf("write %s: add interface: %w", w.path, err)
+	if w.torn {
+		if err := w.retruncate(); err != nil {
+			return &WriteError{Lost: 1, Err: err}
+		}
 	}
-	// The file index is what the packet block carries; NgWriter only checks
-	// it is below its own (one higher) interface count.
-	ifc := iface{
-		index: id - w.ngBase,
-		opts:  pcapgo.NgPacketOptions{Comments: []string{"router=" + key.router.String()}},
+	router = router.Unmap()
+	key := ifaceKey{router, kind}
+	ifc := w.ifaces[key]
+	comment := ""
+	need := 0
+	if ifc == nil {
+		comment = "router=" + router.String()
+		need += idbLen(key)
+	} else {
+		comment = ifc.comment
 	}
-	w.ifaces[key] = ifc
-	return ifc, nil
+	need += epbLen(len(data), comment)
+	if len(w.buf) > 0 && len(w.buf)+need > w.bufSize {
+		if werr := w.flush(); werr != nil {
+			werr.Lost++ // this packet never made it into the buffer
+			return werr
+		}
+	}
+	w.ensureBuf()
+	w.ensureSHB()
+	if ifc == nil {
+		ifc = &iface{index: uint32(len(w.ifList)), comment: comment}
+		w.ifaces[key] = ifc
+		w.ifList = append(w.ifList, key)
+		w.buf = appendIDB(w.buf, key)
+	}
+	w.buf = appendEPB(w.buf, ifc.index, ts, data, ifc.comment)
+	w.packets++
+	w.bytes += uint64(len(data))
+	if len(w.buf) >= w.bufSize {
+		if werr := w.flush(); werr != nil {
+			return werr
+		}
+	}
+	return nil
 }
 
-// Flush writes buffered data to the file.
+// ensureSHB starts the buffer with the section header if the file has
+// nothing yet (or all of it was rolled back).
+func (w *Writer) ensureSHB() {
+	if w.off == 0 && len(w.buf) == 0 {
+		w.ensureBuf()
+		w.buf = appendSHB(w.buf, w.mid, w.sid)
+	}
+}
+
+// flush writes the buffer at the committed offset; on failure it rolls
+// back.
+func (w *Writer) flush() *WriteError {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
+		lost := int(w.packets - w.cPackets)
+		return &WriteError{Lost: lost, Err: w.rollback(err)}
+	}
+	w.off += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	if cap(w.buf) > 2*w.bufSize {
+		w.buf = nil // grown by a packet larger than the buffer
+	}
+	w.cIfaces = len(w.ifList)
+	w.cPackets, w.cBytes = w.packets, w.bytes
+	return nil
+}
+
+// rollback forgets the buffer and truncates off whatever part of it reached
+// the file.
+func (w *Writer) rollback(cause error) error {
+	w.buf = w.buf[:0]
+	for _, k := range w.ifList[w.cIfaces:] {
+		delete(w.ifaces, k)
+	}
+	w.ifList = w.ifList[:w.cIfaces]
+	w.packets, w.bytes = w.cPackets, w.cBytes
+	w.torn = true
+	if err := w.retruncate(); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+func (w *Writer) retruncate() error {
+	if err := w.f.Truncate(w.off); err != nil {
+		return fmt.Errorf("truncate %s back to %d bytes: %w", w.path, w.off, err)
+	}
+	w.torn = false
+	return nil
+}
+
+// Flush writes buffered data to the file. On failure the error is a
+// *WriteError, as for WritePacket.
 func (w *Writer) Flush() error {
 	if w.closed {
 		return nil
 	}
-	if err := w.ng.Flush(); err != nil {
-		return fmt.Errorf("flush %s: %w", w.path, err)
+	if w.torn {
+		// The buffer is empty: WritePacket takes nothing while torn.
+		return w.retruncate()
 	}
-	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("flush %s: %w", w.path, err)
+	w.ensureSHB()
+	if werr := w.flush(); werr != nil {
+		return werr
 	}
 	return nil
 }
 
-// Close flushes and closes the file. Calling it again does nothing.
+// Close flushes and closes the file; if the flush fails the file is rolled
+// back as for WritePacket and closed, and the error is (or wraps) a
+// *WriteError. Calling Close again does nothing.
 func (w *Writer) Close() error {
 	if w.closed {
 		return nil
 	}
-	ferr := w.Flush()
-	w.closed = true
-	cerr := w.f.Close()
-	if cerr != nil {
-		cerr = fmt.Errorf("close %s: %w", w.path, cerr)
+	var errs []error
+	if w.torn {
+		if err := w.retruncate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return errors.Join(ferr, cerr)
+	if !w.torn {
+		w.ensureSHB() // a file without packets is still valid pcapng
+		if werr := w.flush(); werr != nil {
+			errs = append(errs, werr)
+			if w.torn { // and the rollback failed: one last try
+				if err := w.retruncate(); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	w.closed = true
+	w.releaseBuf()
+	if err := w.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close %s: %w", w.path, err))
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
 }
 
-// Packets returns the number of packets written.
+// Path returns the file's path.
+func (w *Writer) Path() string { return w.path }
+
+// Packets returns the number of packets accepted: in the file or in the
+// buffer. After Close (or after a write error) it is what the file holds.
 func (w *Writer) Packets() uint64 { return w.packets }
 
-// Bytes returns the number of packet data bytes written, without pcapng
+// Bytes returns the number of packet data bytes accepted, without pcapng
 // framing.
 func (w *Writer) Bytes() uint64 { return w.bytes }
+
+// Committed returns the packets and packet data bytes the file holds, not
+// counting the buffer.
+func (w *Writer) Committed() (packets, bytes uint64) { return w.cPackets, w.cBytes }
+
+// Size returns the size the file will have once the buffer is written.
+func (w *Writer) Size() int64 { return w.off + int64(len(w.buf)) }
+
+// Buffered returns the number of bytes waiting in the buffer.
+func (w *Writer) Buffered() int { return len(w.buf) }
+
+// Recovered returns the number of bytes Append (or Resume) cut off the end
+// of the file: a torn block left by a crash or a failed write.
+func (w *Writer) Recovered() int64 { return w.recovered }
+
+// State is a snapshot of what a Writer's file holds, enough for Resume to
+// reopen it without reading it again. It is small: no buffer.
+type State struct {
+	valid    bool
+	size     int64
+	mid, sid uint32
+	packets  uint64
+	bytes    uint64
+	ifaces   []ifaceKey
+}
+
+// Size returns the file's size in bytes.
+func (s State) Size() int64 { return s.size }
+
+// Packets returns the number of packets in the file.
+func (s State) Packets() uint64 { return s.packets }
+
+// Bytes returns the number of packet data bytes in the file.
+func (s State) Bytes() uint64 { return s.bytes }
+
+// State returns the committed state: what the file holds, without the
+// buffer. Take it after Close to Resume the file later.
+func (w *Writer) State() State {
+	return State{
+		valid:   true,
+		size:    w.off,
+		mid:     w.mid,
+		sid:     w.sid,
+		packets: w.cPackets,
+		bytes:   w.cBytes,
+		ifaces:  slices.Clone(w.ifList[:w.cIfaces]),
+	}
+}
+
+// restore sets the committed (and accepted) state.
+func (w *Writer) restore(size int64, ifaces []ifaceKey, packets, bytes uint64) {
+	w.off = size
+	w.ifList = ifaces
+	for i, k := range ifaces {
+		if _, dup := w.ifaces[k]; !dup {
+			w.ifaces[k] = &iface{index: uint32(i), comment: "router=" + k.router.String()}
+		}
+	}
+	w.cIfaces = len(ifaces)
+	w.packets, w.cPackets = packets, packets
+	w.bytes, w.cBytes = bytes, bytes
+}

@@ -110,40 +110,10 @@ func writeTestFile(t *testing.T, path string, pkts []pkt) *Writer {
 	return w
 }
 
-func TestWriteReadBack(t *testing.T) {
-	// A umask that strips the owner's write bit must not leak into the
-	// modes Create sets.
-	old := syscall.Umask(0o222)
-	defer syscall.Umask(old)
-
-	base := t.TempDir()
-	if err := os.Chmod(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(base, "a", "b", "stream.pcapng")
-	pkts := testPackets(t)
-	w := writeTestFile(t, path, pkts)
-
-	if m := permOf(t, path); m != 0o600 {
-		t.Errorf("file mode %o, want 600", m)
-	}
-	for _, d := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b")} {
-		if m := permOf(t, d); m != 0o700 {
-			t.Errorf("%s: mode %o, want 700", d, m)
-		}
-	}
-	if m := permOf(t, base); m != 0o755 {
-		t.Errorf("pre-existing dir mode changed to %o", m)
-	}
-
-	var wantBytes uint64
-	for _, p := range pkts {
-		wantBytes += uint64(len(p.data))
-	}
-	if w.Packets() != uint64(len(pkts)) || w.Bytes() != wantBytes {
-		t.Errorf("Packets, Bytes = %d, %d; want %d, %d", w.Packets(), w.Bytes(), len(pkts), wantBytes)
-	}
-
+// readBack reads a file this package wrote with pcapgo, checking what every
+// packet's interface says, and returns the packets and the interface count.
+func readBack(t *testing.T, path, wantComment string) ([]pkt, int) {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +123,7 @@ func TestWriteReadBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if si := r.SectionInfo(); si.Application != "jmxdp" || si.Comment != "Jmirror mid=32768 sid=1" {
+	if si := r.SectionInfo(); si.Application != "jmxdp" || si.Comment != wantComment {
 		t.Errorf("section info %+v", si)
 	}
 	var got []pkt
@@ -196,8 +166,46 @@ func TestWriteReadBack(t *testing.T) {
 		}
 		got = append(got, p)
 	}
-	if r.NInterfaces() != 5 {
-		t.Errorf("%d interfaces, want one per (router, kind) = 5", r.NInterfaces())
+	return got, r.NInterfaces()
+}
+
+func TestWriteReadBack(t *testing.T) {
+	// A umask that strips the owner's write bit must not leak into the
+	// modes Create sets.
+	old := syscall.Umask(0o222)
+	defer syscall.Umask(old)
+
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(base, "a", "b", "stream.pcapng")
+	pkts := testPackets(t)
+	w := writeTestFile(t, path, pkts)
+
+	if m := permOf(t, path); m != 0o600 {
+		t.Errorf("file mode %o, want 600", m)
+	}
+	for _, d := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b")} {
+		if m := permOf(t, d); m != 0o700 {
+			t.Errorf("%s: mode %o, want 700", d, m)
+		}
+	}
+	if m := permOf(t, base); m != 0o755 {
+		t.Errorf("pre-existing dir mode changed to %o", m)
+	}
+
+	var wantBytes uint64
+	for _, p := range pkts {
+		wantBytes += uint64(len(p.data))
+	}
+	if w.Packets() != uint64(len(pkts)) || w.Bytes() != wantBytes {
+		t.Errorf("Packets, Bytes = %d, %d; want %d, %d", w.Packets(), w.Bytes(), len(pkts), wantBytes)
+	}
+
+	got, nifs := readBack(t, path, "Jmirror mid=32768 sid=1")
+	if nifs != 5 {
+		t.Errorf("%d interfaces, want one per (router, kind) = 5", nifs)
 	}
 	if len(got) != len(pkts) {
 		t.Fatalf("read %d packets, want %d", len(got), len(pkts))
@@ -215,7 +223,22 @@ func TestTshark(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.pcapng")
 	pkts := testPackets(t)
 	writeTestFile(t, path, pkts)
+	checkTshark(t, path, pkts)
 
+	// A stream file closed before its first packet must open cleanly too.
+	empty := filepath.Join(t.TempDir(), "empty.pcapng")
+	writeTestFile(t, empty, nil)
+	if out, err := exec.Command(tshark, "-n", "-r", empty).CombinedOutput(); err != nil {
+		t.Errorf("tshark on a file without packets: %v\n%s", err, out)
+	}
+}
+
+// checkTshark has tshark read path and compares every packet with pkts
+// (which must be testPackets, in any repetition): interface name, length,
+// addresses, PPP protocol, router comment and nanosecond time.
+func checkTshark(t *testing.T, path string, pkts []pkt) {
+	t.Helper()
+	tshark := testenv.Tool(t, "tshark")
 	out, err := exec.Command(tshark, "-n", "-r", path, "-T", "fields", "-E", "separator=|",
 		"-e", "frame.interface_name", "-e", "frame.len", "-e", "ip.src", "-e", "ipv6.src",
 		"-e", "ppp.protocol", "-e", "frame.comment", "-e", "frame.time_epoch").Output()
@@ -227,40 +250,48 @@ func TestTshark(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-
-	// A stream file closed before its first packet must open cleanly too.
-	empty := filepath.Join(t.TempDir(), "empty.pcapng")
-	writeTestFile(t, empty, nil)
-	if out, err := exec.Command(tshark, "-n", "-r", empty).CombinedOutput(); err != nil {
-		t.Errorf("tshark on a file without packets: %v\n%s", err, out)
+	want := map[string]string{
+		"10.0.0.1":                 "jmirror-198.51.100.1-ip|%d|10.0.0.1||||",
+		"2001:db8::1":              "jmirror-198.51.100.1-ip|%d||2001:db8::1|||",
+		"10.0.0.2":                 "jmirror-2001:db8:ffff::2-ip|%d|10.0.0.2||||",
+		"lcp/198.51.100.1":         "jmirror-198.51.100.1-ppp|%d|||0xc021||",
+		"10.9.9.9":                 "jmirror-2001:db8:ffff::2-ppp|%d|10.9.9.9||0x0021||",
+		"10.0.0.3":                 "jmirror-198.51.100.1-ip|%d|10.0.0.3||||",
+		"unknown/2001:db8:ffff::2": "jmirror-2001:db8:ffff::2-unknown|%d|||||",
 	}
-	want := []string{
-		"jmirror-198.51.100.1-ip|%d|10.0.0.1||||",
-		"jmirror-198.51.100.1-ip|%d||2001:db8::1|||",
-		"jmirror-2001:db8:ffff::2-ip|%d|10.0.0.2||||",
-		"jmirror-198.51.100.1-ppp|%d|||0xc021||",
-		"jmirror-2001:db8:ffff::2-ppp|%d|10.9.9.9||0x0021||",
-		"jmirror-198.51.100.1-ip|%d|10.0.0.3||||",
-		"jmirror-198.51.100.1-ppp|%d|||0xc021||",
-		"jmirror-2001:db8:ffff::2-unknown|%d|||||",
-		"jmirror-2001:db8:ffff::2-unknown|%d|||||",
-	}
-	if len(lines) != len(want) {
-		t.Fatalf("tshark printed %d lines, want %d:\n%s", len(lines), len(want), out)
+	if len(lines) != len(pkts) {
+		t.Fatalf("tshark printed %d lines, want %d:\n%s", len(lines), len(pkts), out)
 	}
 	for i, line := range lines {
 		f := strings.Split(line, "|")
 		if len(f) != 7 {
 			t.Fatalf("line %d: %q", i+1, line)
 		}
+		p := pkts[i]
+		var key string
+		switch p.kind {
+		case LinkPPPHDLC:
+			key = "lcp/" + p.router.Unmap().String()
+			if len(p.data) > len(lcpEcho) {
+				key = "10.9.9.9"
+			}
+		case LinkUnknown:
+			key = "unknown/" + p.router.Unmap().String()
+		default:
+			if p.data[0]>>4 == 6 {
+				key = "2001:db8::1"
+			} else {
+				key = netip.AddrFrom4([4]byte(p.data[12:16])).String()
+			}
+		}
 		// Compare all but the comment and the time, checked below.
-		if got, w := strings.Join(f[:5], "|")+"||", fmt.Sprintf(want[i], len(pkts[i].data)); got != w {
+		if got, w := strings.Join(f[:5], "|")+"||", fmt.Sprintf(want[key], len(p.data)); got != w {
 			t.Errorf("line %d: %q, want %q", i+1, got, w)
 		}
-		if wantC := "router=" + pkts[i].router.Unmap().String(); f[5] != wantC {
+		if wantC := "router=" + p.router.Unmap().String(); f[5] != wantC {
 			t.Errorf("line %d: comment %q, want %q", i+1, f[5], wantC)
 		}
-		if wantT := fmt.Sprintf("%d.%09d", pkts[i].ts.Unix(), pkts[i].ts.Nanosecond()); f[6] != wantT {
+		if wantT := fmt.Sprintf("%d.%09d", p.ts.Unix(), p.ts.Nanosecond()); f[6] != wantT {
 			t.Errorf("line %d: time %s, want %s", i+1, f[6], wantT)
 		}
 	}

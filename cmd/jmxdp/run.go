@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/spf13/cobra"
+)
+
+// runFlags are `jmxdp run`'s overrides of the config file.
+type runFlags struct {
+	configPath    string
+	iface         string
+	ports         []uint
+	out           string
+	defaultAction string
+	allow         []string
+	rotateSize    string
+	rotateAge     time.Duration
+	maxOpen       int
+	queues        string
+	xdpMode       string
+	zeroCopy      bool
+	keepAttached  bool
+	pinDir        string
+	maxStreams    uint32
+	metricsAddr   string
+	statusEvery   time.Duration
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run --iface IF [--port N ...] [--out DIR] [--config FILE]",
+		Short: "Attach to an interface and write every captured stream to its own pcapng files",
+		Long: `run attaches jmxdp's XDP program to an interface, counts every Jmirror stream in
+the kernel and writes the streams whose policy is "capture" to per-stream pcapng
+files under --out (see docs/output.md for the layout). Maps and the XDP link are
+pinned under PIN_DIR/IFACE, so a restart continues the counters and keeps the
+policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
+--keep-attached). The config file is documented in docs/config.md; flags override it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config(cmd)
+			if err != nil {
+				return err
+			}
+			if os.Geteuid() != 0 {
+				return errors.New("run needs root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK)")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return runDaemon(ctx, cfg, f.statusEvery, slog.Default())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.configPath, "config", "c", "", "YAML config file (docs/config.md)")
+	fl.StringVarP(&f.iface, "iface", "i", "", "interface to attach to")
+	fl.UintSliceVarP(&f.ports, "port", "p", nil, "UDP destination port carrying Jmirror (repeatable; default 30030)")
+	fl.StringVarP(&f.out, "out", "o", "", "output directory for the pcapng files")
+	fl.StringVar(&f.defaultAction, "default-action", "", "action for streams without a rule: capture, count or pass")
+	fl.StringSliceVar(&f.allow, "allow", nil, "router prefix allowed to send Jmirror (repeatable; none: any)")
+	fl.StringVar(&f.rotateSize, "rotate-size", "", "start a new file once one reaches this size (e.g. 256MiB; 0: never)")
+	fl.DurationVar(&f.rotateAge, "rotate-age", 0, "start a new file once one is this old (e.g. 15m; 0: never)")
+	fl.IntVar(&f.maxOpen, "max-open-files", 0, "most pcapng files open at once")
+	fl.StringVar(&f.queues, "queues", "", `RX queues to capture on: "all" or a list such as 0,1`)
+	fl.StringVar(&f.xdpMode, "xdp-mode", "", "auto, driver or generic")
+	fl.BoolVar(&f.zeroCopy, "zero-copy", true, "use AF_XDP zero-copy where the driver offers it")
+	fl.BoolVar(&f.keepAttached, "keep-attached", false, "on exit, leave the program attached and counting")
+	fl.StringVar(&f.pinDir, "pin-dir", "", "bpffs directory for pinned maps and links (default /sys/fs/bpf/jmxdp)")
+	fl.Uint32Var(&f.maxStreams, "max-streams", 0, "size of the kernel's stream table")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", `host:port for /metrics ("" in the file disables)`)
+	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
+	return cmd
+}
+
+// config is the file (or the defaults) with the flags that were set
+// applied on top, validated.
+func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
+	cfg := config.Default()
+	if f.configPath != "" {
+		var err error
+		if cfg, err = config.Load(f.configPath); err != nil {
+			return cfg, err
+		}
+	}
+	set := cmd.Flags().Changed
+	if set("iface") {
+		cfg.Interface = f.iface
+	}
+	if set("port") {
+		ports, err := parsePorts(f.ports)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Ports, cfg.PortsSet = ports, true
+	}
+	if set("out") {
+		cfg.Output.Dir = f.out
+	}
+	if set("default-action") {
+		a, err := maps.ParseAction(f.defaultAction)
+		if err != nil {
+			return cfg, fmt.Errorf("--default-action: %w", err)
+		}
+		cfg.DefaultAction, cfg.DefaultActionSet = a, true
+	}
+	if set("allow") {
+		cfg.Allowlist, cfg.AllowlistSet = nil, true
+		for _, s := range f.allow {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return cfg, fmt.Errorf("--allow: %w", err)
+			}
+			cfg.Allowlist = append(cfg.Allowlist, p)
+		}
+	}
+	if set("rotate-size") {
+		n, err := config.ParseSize(f.rotateSize)
+		if err != nil {
+			return cfg, fmt.Errorf("--rotate-size: %w", err)
+		}
+		cfg.Output.RotateSize = n
+	}
+	if set("rotate-age") {
+		cfg.Output.RotateAge = f.rotateAge
+	}
+	if set("max-open-files") {
+		cfg.Output.MaxOpenFiles = f.maxOpen
+	}
+	if set("queues") {
+		q, err := parseQueues(f.queues)
+		if err != nil {
+			return cfg, fmt.Errorf("--queues: %w", err)
+		}
+		cfg.Capture.Queues = q
+	}
+	if set("xdp-mode") {
+		cfg.Capture.XDPMode = f.xdpMode
+	}
+	if set("zero-copy") {
+		cfg.Capture.ZeroCopy = f.zeroCopy
+	}
+	if set("keep-attached") {
+		cfg.Capture.KeepAttached = f.keepAttached
+	}
+	if set("pin-dir") {
+		cfg.Capture.PinDir = f.pinDir
+	}
+	if set("max-streams") {
+		cfg.Capture.MaxStreams = f.maxStreams
+	}
+	if set("metrics-addr") {
+		cfg.Metrics.Addr = f.metricsAddr
+	}
+	if cfg.Interface == "" {
+		return cfg, errors.New("no interface: set --iface or `interface:` in the config file")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func parseQueues(s string) ([]uint32, error) {
+	if s == "all" {
+		return nil, nil
+	}
+	var out []uint32
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a queue number", f)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+// runDaemon runs until ctx ends, logging a status line every statusEvery.
+func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration, log *slog.Logger) error {
+	d, err := daemon.Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	var tick <-chan time.Time
+	if statusEvery > 0 {
+		t := time.NewTicker(statusEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping: flushing and closing files")
+			if err := d.Stop(); err != nil {
+				return fmt.Errorf("stop: %w", err)
+			}
+			st := d.Writer().Stats()
+			log.Info("stopped", "packets_written", st.Packets, "files_completed", st.FilesCompleted)
+			return nil
+		case <-tick:
+			logStatus(d, log)
+		}
+	}
+}
+
+func logStatus(d *daemon.Daemon, log *slog.Logger) {
+	c, err := d.Counters()
+	if err != nil {
+		log.Warn("read counters", "err", err)
+		return
+	}
+	ws := d.Writer().Stats()
+	cs := d.Capture().Stats()
+	log.Info("status",
+		"jmirror", c[maps.StatJmirror], "captured", c[maps.StatActionCapture],
+		"capture_failed", c[maps.StatCaptureFailed], "written", ws.Packets,
+		"queue_drops", cs.QueueDrops, "open_files", ws.OpenFiles, "streams", ws.Streams)
+}
+
+// newDetachCmd removes what `run --keep-attached` leaves behind.
+func newDetachCmd() *cobra.Command {
+	var iface, pinDir string
+	var purge bool
+	cmd := &cobra.Command{
+		Use:   "detach --iface IF",
+		Short: "Detach a program left attached (run --keep-attached), optionally removing its pinned maps",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if iface == "" {
+				return errors.New("--iface is required")
+			}
+			dir := daemon.PinDir(pinDir, iface)
+			if err := loader.DetachPinned(daemon.LinkPin(dir)); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "detached from %s\n", iface)
+			if purge {
+				if err := os.RemoveAll(dir); err != nil {
+					return fmt.Errorf("remove pinned maps: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed pinned maps in %s: counters start from zero next run\n", dir)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&iface, "iface", "i", "", "interface")
+	cmd.Flags().StringVar(&pinDir, "pin-dir", config.Default().Capture.PinDir, "bpffs directory of pinned maps and links")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the pinned maps (counters and policy)")
+	return cmd
+}

@@ -1,0 +1,192 @@
+// Package daemon is `jmxdp run`: it loads the XDP program with its maps
+// pinned per interface, applies the configuration as a diff, attaches (or
+// takes over an attachment left by an earlier run), and captures the
+// streams the policy selects into per-stream pcapng files.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"slices"
+
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/capture"
+	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/writer"
+)
+
+// Daemon is a running capture on one interface.
+type Daemon struct {
+	cfg     config.Config
+	log     *slog.Logger
+	prog    *loader.Program
+	sink    *writer.Manager
+	capture *capture.Capture
+	mode    loader.Mode
+	reused  bool
+	stopped bool
+}
+
+// PinDir is where the maps and the link of ifname are pinned.
+func PinDir(base, ifname string) string { return filepath.Join(base, ifname) }
+
+// LinkPin is the pinned XDP link's path in a pin directory.
+func LinkPin(pinDir string) string { return filepath.Join(pinDir, "link") }
+
+// Start brings the daemon up. cfg must have passed Validate. On error,
+// whatever was set up is undone, except that pinned maps stay.
+func Start(cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Interface == "" {
+		return nil, errors.New("no interface: set --iface or `interface:` in the config")
+	}
+	if err := cfg.CheckOutputDir(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: log}
+	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
+	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	d.prog = prog
+	fail := func(err error) (*Daemon, error) {
+		d.teardown(false)
+		return nil, err
+	}
+	lc, err := d.effectiveConfig()
+	if err != nil {
+		return fail(err)
+	}
+	if err := prog.Configure(lc); err != nil {
+		return fail(fmt.Errorf("configure the program: %w", err))
+	}
+	log.Info("configured", "ports", lc.Ports, "default_action", lc.DefaultAction,
+		"policy_rules", len(lc.Policies), "allowlist_prefixes", len(lc.Allowlist), "pin_dir", pinDir)
+
+	d.sink, err = writer.New(writer.Config{
+		Dir:        cfg.Output.Dir,
+		RotateSize: cfg.Output.RotateSize,
+		RotateAge:  cfg.Output.RotateAge,
+		MaxOpen:    cfg.Output.MaxOpenFiles,
+		Logger:     log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	// Sockets first, attachment second: a frame the program redirects
+	// before its queue has a socket only falls back to the stack.
+	d.capture, err = capture.Start(capture.Config{
+		Ifname:         cfg.Interface,
+		Queues:         cfg.Capture.Queues,
+		ZeroCopy:       cfg.Capture.ZeroCopy,
+		FramesPerQueue: cfg.Capture.FramesPerQueue,
+		QueueMemory:    cfg.Capture.QueueMemory,
+		Reassembly: reasm.Config{
+			MaxDatagrams: cfg.Reassembly.MaxDatagrams,
+			MaxBytes:     int(cfg.Reassembly.MaxMemory),
+			Timeout:      cfg.Reassembly.Timeout,
+		},
+		Logger: log,
+	}, prog.Maps, d.sink)
+	if err != nil {
+		return fail(err)
+	}
+	d.mode, d.reused, err = prog.AttachPinned(cfg.Interface, loader.Mode(cfg.Capture.XDPMode), LinkPin(pinDir))
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir)
+	return d, nil
+}
+
+// effectiveConfig is the program configuration: what the config sets, and
+// for what it leaves unset, what the pinned maps already hold (a fresh
+// map holds the defaults), so a restart keeps live changes.
+func (d *Daemon) effectiveConfig() (loader.Config, error) {
+	m := d.prog.Maps
+	cfg := d.cfg
+	var lc loader.Config
+	var err error
+	if cfg.PortsSet {
+		lc.Ports = cfg.Ports
+	} else if lc.Ports, err = m.Ports(); err != nil {
+		return lc, err
+	}
+	if len(lc.Ports) == 0 {
+		lc.Ports = cfg.Ports // fresh map: the default
+	}
+	settings, err := m.Settings()
+	if err != nil {
+		return lc, err
+	}
+	lc.DefaultAction = settings.DefaultAction
+	if cfg.DefaultActionSet {
+		lc.DefaultAction = cfg.DefaultAction
+	}
+	if cfg.PolicySet {
+		lc.Policies = cfg.Policy
+	} else if lc.Policies, err = m.Policies(); err != nil {
+		return lc, err
+	}
+	if cfg.AllowlistSet {
+		lc.Allowlist = cfg.Allowlist
+	} else if lc.Allowlist, err = m.Allowlist(); err != nil {
+		return lc, err
+	}
+	slices.SortFunc(lc.Allowlist, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return lc, nil
+}
+
+// Stop captures what is in flight, closes every file, and detaches the
+// program unless keep_attached is set (then the pinned link keeps it
+// counting, and the next Start takes it over). Pinned maps always stay.
+func (d *Daemon) Stop() error {
+	if d.stopped {
+		return nil
+	}
+	return d.teardown(d.cfg.Capture.KeepAttached)
+}
+
+func (d *Daemon) teardown(keepAttached bool) error {
+	d.stopped = true
+	var errs []error
+	if d.capture != nil {
+		errs = append(errs, d.capture.Stop())
+	}
+	if d.sink != nil {
+		errs = append(errs, d.sink.Close())
+	}
+	if d.prog != nil {
+		if !keepAttached {
+			errs = append(errs, d.prog.Detach())
+		} else {
+			d.log.Info("leaving the program attached: it keeps counting; captured streams fall back to the host's stack until jmxdp runs again",
+				"iface", d.cfg.Interface)
+		}
+		errs = append(errs, d.prog.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Program is the loaded program and its maps.
+func (d *Daemon) Program() *loader.Program { return d.prog }
+
+// Writer is the per-stream file manager.
+func (d *Daemon) Writer() *writer.Manager { return d.sink }
+
+// Capture is the AF_XDP pipeline.
+func (d *Daemon) Capture() *capture.Capture { return d.capture }
+
+// Mode is how the program is attached.
+func (d *Daemon) Mode() loader.Mode { return d.mode }
+
+// Counters reads the kernel's counters.
+func (d *Daemon) Counters() (maps.Counters, error) { return d.prog.Maps.Counters() }

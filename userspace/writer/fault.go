@@ -1,0 +1,206 @@
+package writer
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
+)
+
+// Faults. A failed create, open, write, flush, close or rename puts the
+// stream in a fault state: its packets are dropped (DropDisk) without
+// touching the disk until RetryInterval has passed; the next packet then
+// probes: it is written and flushed at once. The fault's kind (the errno's
+// text, such as "no space left on device") is a condition logged once when it
+// appears and once when a probe succeeds again (or, if nothing probes, when
+// it has not been seen for the idle limit), with the packets dropped
+// meanwhile. Clearing a condition lets every stream waiting on it resume at
+// once.
+
+func lostOf(err error) int {
+	var werr *pcapng.WriteError
+	if errors.As(err, &werr) {
+		return werr.Lost
+	}
+	return 0
+}
+
+func faultKind(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return "error"
+}
+
+// fault records a fault of s: lost packets dropped, the condition logged if
+// new, s waiting to retry.
+func (m *Manager) fault(s *stream, now time.Time, err error, lost int) {
+	if lost > 0 {
+		m.count(s, DropDisk, uint64(lost))
+	}
+	kind := faultKind(err)
+	c := m.conds[kind]
+	if c == nil {
+		c = &faultCond{kind: kind}
+		m.conds[kind] = c
+	}
+	if !c.active {
+		c.active, c.dropped, c.since = true, 0, now
+		m.mu.Lock()
+		m.totals.Faults++
+		m.mu.Unlock()
+		m.log.Warn("writing stream files failed: dropping the packets of the failing streams and retrying (logged once until writes succeed again)",
+			"dir", m.cfg.Dir, "error", err, "retry", m.cfg.RetryInterval)
+	}
+	c.dropped += uint64(lost)
+	c.lastFault = now
+	s.fault, s.faultEpoch, s.probe = c, c.epoch, false
+	s.retryAt = now.Add(m.cfg.RetryInterval).UnixNano()
+}
+
+// retryDue reports whether s, in a fault, may write again: its condition
+// was cleared, or it is time to probe.
+func (m *Manager) retryDue(s *stream, now time.Time) bool {
+	if s.faultEpoch != s.fault.epoch {
+		s.fault, s.probe = nil, false
+		return true
+	}
+	n := now.UnixNano()
+	if n >= s.retryAt || s.retryAt-n > int64(m.cfg.RetryInterval) { // or the clock stepped back
+		s.probe = true
+		return true
+	}
+	return false
+}
+
+// dropFaulted counts packets dropped while s waits to retry.
+func (m *Manager) dropFaulted(s *stream, n int) {
+	m.count(s, DropDisk, uint64(n))
+	if c := s.fault; c != nil && c.active && c.epoch == s.faultEpoch {
+		c.dropped += uint64(n)
+	}
+}
+
+// clearFault ends s's fault after a successful probe, and its condition.
+func (m *Manager) clearFault(s *stream, now time.Time) {
+	c := s.fault
+	s.fault, s.probe = nil, false
+	if c != nil && c.active && c.epoch == s.faultEpoch {
+		m.endCondition(c, now, "writing stream files works again")
+	}
+}
+
+func (m *Manager) endCondition(c *faultCond, now time.Time, msg string) {
+	c.active = false
+	c.epoch++
+	m.mu.Lock()
+	m.totals.Faults--
+	m.mu.Unlock()
+	m.log.Info(msg, "dir", m.cfg.Dir, "error", c.kind, "dropped", c.dropped, "after", now.Sub(c.since).Round(time.Millisecond))
+}
+
+// expireConditions ends conditions no stream has hit for the idle limit:
+// nothing probed (the streams went quiet), so nothing is known to fail.
+func (m *Manager) expireConditions(now time.Time) {
+	for _, c := range m.conds {
+		if c.active && now.Sub(c.lastFault) > m.idleLimit {
+			m.endCondition(c, now, "no stream file fault seen for a long time; considering the condition over")
+		}
+	}
+}
+
+// recover completes the .part files of an earlier run.
+func (m *Manager) recover() {
+	var parts []string
+	dirErr := func(dir string, err error) {
+		m.log.Warn("cannot look for unfinished files of an earlier run", "dir", dir, "error", err)
+	}
+	mids, err := os.ReadDir(m.cfg.Dir)
+	if err != nil {
+		dirErr(m.cfg.Dir, err)
+		return
+	}
+	for _, md := range mids {
+		if !md.IsDir() || !strings.HasPrefix(md.Name(), "mid-") {
+			continue
+		}
+		midDir := filepath.Join(m.cfg.Dir, md.Name())
+		sids, err := os.ReadDir(midDir)
+		if err != nil {
+			dirErr(midDir, err)
+			continue
+		}
+		for _, sd := range sids {
+			if !sd.IsDir() || !strings.HasPrefix(sd.Name(), "sid-") {
+				continue
+			}
+			sidDir := filepath.Join(midDir, sd.Name())
+			files, err := os.ReadDir(sidDir)
+			if err != nil {
+				dirErr(sidDir, err)
+				continue
+			}
+			for _, f := range files {
+				if f.Type().IsRegular() && strings.HasSuffix(f.Name(), fileExt+partExt) {
+					parts = append(parts, filepath.Join(sidDir, f.Name()))
+				}
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	var done, removed, failed int
+	var cut int64
+	for _, part := range parts {
+		w, err := pcapng.Append(part)
+		if errors.Is(err, pcapng.ErrIncomplete) {
+			// Created, crashed before the first write: nothing in it.
+			if err := os.Remove(part); err != nil {
+				m.log.Warn("cannot remove an empty unfinished file", "error", err)
+				failed++
+			} else {
+				removed++
+			}
+			continue
+		}
+		if err != nil {
+			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", "error", err)
+			failed++
+			continue
+		}
+		cut += w.Recovered()
+		packets := w.Packets()
+		if err := w.Close(); err != nil {
+			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", "error", err)
+			failed++
+			continue
+		}
+		if packets == 0 {
+			if err := os.Remove(part); err != nil {
+				m.log.Warn("cannot remove an empty unfinished file", "error", err)
+				failed++
+			} else {
+				removed++
+			}
+			continue
+		}
+		if _, err := renameNoClobber(part, strings.TrimSuffix(part, partExt)); err != nil {
+			m.log.Warn("cannot complete an unfinished file of an earlier run", "error", err)
+			failed++
+			continue
+		}
+		done++
+	}
+	m.mu.Lock()
+	m.totals.RecoveredFiles += uint64(done)
+	m.totals.RecoveredBytes += cut
+	m.mu.Unlock()
+	m.log.Info("completed the unfinished files of an earlier run",
+		"dir", m.cfg.Dir, "found", len(parts), "completed", done, "removed_empty", removed, "failed", failed, "truncated_bytes", cut)
+}

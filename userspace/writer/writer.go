@@ -1,0 +1,920 @@
+// Package writer manages the per-stream pcapng files of the live capture
+// daemon: one file at a time per Jmirror stream (mid, sid), rotated by size
+// and age, written under a .part name and renamed when complete, with a
+// bounded number of open files, and with disk faults turned into counted
+// drops instead of corrupt files or a stuck daemon.
+//
+// See docs/output.md for the operator's view.
+package writer
+
+import (
+	"cmp"
+	"container/heap"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
+)
+
+// Key names a Jmirror stream: mirror id and session id.
+type Key struct{ MID, SID uint32 }
+
+// DropReason says why a packet never reached a file.
+type DropReason int
+
+const (
+	// DropDisk: writing or creating the file failed, or the stream was
+	// waiting to retry after such a fault. Includes packets that were
+	// accepted (buffered) and lost when their write failed.
+	DropDisk DropReason = iota
+	// DropQueue: the daemon's queue to the writer was full (via Drop).
+	DropQueue
+	// DropReassembly: the outer IPv4 fragments never completed (via Drop).
+	DropReassembly
+	// DropInvalid: Write refused the packet (no router address, unknown
+	// link kind, timestamp outside pcapng's range, longer than
+	// pcapng.MaxPacketLen).
+	DropInvalid
+	// DropClosed: Write after Close.
+	DropClosed
+	// DropOther: any other reason given to Drop.
+	DropOther
+	// NumDropReasons is the number of reasons, for arrays indexed by them.
+	NumDropReasons
+)
+
+func (r DropReason) String() string {
+	switch r {
+	case DropDisk:
+		return "disk"
+	case DropQueue:
+		return "queue"
+	case DropReassembly:
+		return "reassembly"
+	case DropInvalid:
+		return "invalid"
+	case DropClosed:
+		return "closed"
+	case DropOther:
+		return "other"
+	}
+	return fmt.Sprintf("DropReason(%d)", int(r))
+}
+
+// Config configures a Manager.
+type Config struct {
+	// Dir is the output directory. It is created (mode 0700) if missing;
+	// stream subdirectories are created with mode 0700, files 0600.
+	Dir string
+	// RotateSize closes the current file of a stream once it reaches this
+	// many bytes; 0 means never.
+	RotateSize int64
+	// RotateAge closes the current file of a stream once it is this old
+	// (since its first packet), even when the stream has gone quiet; 0
+	// means never.
+	RotateAge time.Duration
+	// MaxOpen is the most files open at once; the least recently written
+	// is closed to open another. Default 512.
+	MaxOpen int
+	// FlushInterval: Tick writes out buffered packets that have waited
+	// this long. Default 1s.
+	FlushInterval time.Duration
+	// RetryInterval: after a write fault, a stream's packets are dropped
+	// without touching the disk until this much time has passed, then the
+	// next packet retries. Default 1s.
+	RetryInterval time.Duration
+	// BufferSize is each open file's buffer; default
+	// pcapng.DefaultBufferSize (64 KiB).
+	BufferSize int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the few lines the Manager logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats are the Manager's totals.
+type Stats struct {
+	// Packets and Bytes (packet data, without pcapng framing) written to
+	// files. A packet Write accepted is counted here once it is in the
+	// file, in Drops[DropDisk] if its write failed, and in Buffered
+	// until then.
+	Packets, Bytes uint64
+	// Buffered counts packets accepted but not yet written to a file.
+	Buffered uint64
+	// Drops counts the packets dropped, by reason.
+	Drops [NumDropReasons]uint64
+	// FilesCreated counts files created; FilesCompleted those renamed
+	// from .part to .pcapng; FilesRemoved those deleted because all their
+	// packets were lost to faults.
+	FilesCreated, FilesCompleted, FilesRemoved uint64
+	// RotationsSize and RotationsAge count files completed by rotation.
+	RotationsSize, RotationsAge uint64
+	// Evictions counts files closed to stay under MaxOpen, Reopens files
+	// reopened to append after that.
+	Evictions, Reopens uint64
+	// OpenFiles is the number of files open now, Streams the number of
+	// streams the Manager remembers.
+	OpenFiles, Streams int
+	// Faults is the number of fault conditions (kinds of error, such as
+	// "no space left on device") not yet cleared by a successful write.
+	Faults int
+	// RecoveredFiles counts the .part files of an earlier run that New
+	// completed, RecoveredBytes the torn bytes it cut off them.
+	RecoveredFiles uint64
+	RecoveredBytes int64
+}
+
+// StreamStats are one stream's counters. They restart if the stream is
+// forgotten after a long idle time (see Manager).
+type StreamStats struct {
+	Key Key
+	// Packets and Bytes written to files.
+	Packets, Bytes uint64
+	// Drops is the total of DropsByReason.
+	Drops         uint64
+	DropsByReason [NumDropReasons]uint64
+	// FilesCompleted counts this stream's files renamed to .pcapng.
+	FilesCompleted uint64
+	// CurrentFile is the .part file being written, "" if none.
+	CurrentFile string
+	// LastWrite is when Write last accepted a packet (Manager clock); zero
+	// if never.
+	LastWrite time.Time
+}
+
+const (
+	defaultMaxOpen  = 512
+	defaultInterval = time.Second
+	minIdle         = 10 * time.Minute
+	sweepEvery      = time.Minute
+	nameLayout      = "20060102T150405.000000000Z"
+	partExt         = ".part"
+	fileExt         = ".pcapng"
+	maxSuffix       = 1000
+	lockName        = ".jmxdp-writer.lock"
+	maxUnrenamed    = 10000
+)
+
+type rotation int
+
+const (
+	rotSize rotation = iota
+	rotAge
+	rotClose
+)
+
+// stream is a stream's state. It must stay small: it lives as long as the
+// stream is active (and minIdle after).
+type stream struct {
+	key            Key
+	packets, bytes uint64
+	drops          [NumDropReasons]uint64
+	filesCompleted uint64
+	lastWrite      int64 // unix ns, Manager clock; 0 = never
+	lastSeen       int64 // last Write or Drop
+	lastName       int64 // name time of the newest file: names only increase
+	cur            *curFile
+
+	// Fault state: set while the stream waits to retry.
+	fault      *faultCond
+	faultEpoch uint32
+	probe      bool  // the next write is flushed at once to test the disk
+	retryAt    int64 // unix ns
+}
+
+// curFile is a stream's current (.part) file, open or not.
+type curFile struct {
+	s       *stream
+	start   time.Time // Manager clock at creation: age is measured from it
+	name    int64     // the time in the name, unix ns
+	suffix  int       // -N on a name clash
+	of      *openFile // nil while closed (evicted)
+	st      pcapng.State
+	heapIdx int
+}
+
+// openFile is a file with its writer and buffer; at most MaxOpen exist.
+type openFile struct {
+	c          *curFile
+	w          *pcapng.Writer
+	prev, next *openFile // LRU list, most recent first
+	dirtySince time.Time
+	seenPkts   uint64 // committed packets already counted
+	seenBytes  uint64
+	pending    uint64 // accepted, not committed
+}
+
+// faultCond is a kind of write fault ("no space left on device"), logged
+// once when it appears and once when writes succeed again.
+type faultCond struct {
+	kind      string
+	active    bool
+	epoch     uint32 // bumped when cleared: waiting streams resume at once
+	dropped   uint64
+	since     time.Time
+	lastFault time.Time
+}
+
+// Manager writes the streams' files. Write, Drop, Tick and Close must be
+// called from one goroutine; Stats and Streams may be called from any.
+//
+// Per-stream state is small (no buffer unless the file is open). A stream
+// that has no current file and has seen no packet for twice RotateAge (at
+// least 10 minutes) is forgotten: its StreamStats counters restart if it
+// comes back; the totals in Stats do not.
+type Manager struct {
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	idleLimit time.Duration
+	opts      pcapng.Options
+
+	// mu guards what Stats and Streams read: the streams map, the
+	// counters in stream and in totals, and stream.cur. The writer
+	// goroutine reads them without the lock (it is their only writer).
+	mu      sync.Mutex
+	streams map[Key]*stream
+	totals  Stats
+
+	lruHead, lruTail *openFile
+	ages             ageHeap
+	conds            map[string]*faultCond
+	unrenamed        []string // completed .part files whose rename failed
+	lastSweep        time.Time
+	lastRenameRetry  time.Time
+	invalidLogged    bool
+	closed           bool
+	lock             *os.File
+}
+
+// New makes a Manager writing under cfg.Dir. It takes a lock on the
+// directory (one Manager per directory), then completes the .part files a
+// previous run left behind (crash, kill): each is repaired (a torn tail cut
+// off) and renamed to .pcapng, or removed if it holds no packet.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("writer: no output directory")
+	}
+	if cfg.RotateSize < 0 || cfg.RotateAge < 0 || cfg.FlushInterval < 0 || cfg.RetryInterval < 0 || cfg.MaxOpen < 0 || cfg.BufferSize < 0 {
+		return nil, errors.New("writer: negative size, interval or count in config")
+	}
+	if cfg.MaxOpen == 0 {
+		cfg.MaxOpen = defaultMaxOpen
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = defaultInterval
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = defaultInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		idleLimit: max(2*cfg.RotateAge, minIdle),
+		opts:      pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: true},
+		streams:   make(map[Key]*stream),
+		conds:     make(map[string]*faultCond),
+	}
+	if err := pcapng.MkdirAll(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("writer: output directory: %w", err)
+	}
+	fi, err := os.Stat(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("writer: output directory: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
+			"dir", cfg.Dir, "mode", fmt.Sprintf("%o", fi.Mode().Perm()))
+	}
+	if err := m.takeLock(); err != nil {
+		return nil, err
+	}
+	m.recover()
+	now := m.now()
+	m.lastSweep, m.lastRenameRetry = now, now
+	return m, nil
+}
+
+func (m *Manager) takeLock() error {
+	path := filepath.Join(m.cfg.Dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("writer: lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("writer: %s is in use by another writer (lock %s held)", m.cfg.Dir, path)
+		}
+		return fmt.Errorf("writer: lock %s: %w", path, err)
+	}
+	m.lock = f
+	return nil
+}
+
+// Write writes one packet of stream k. It returns false if the packet was
+// dropped (and counted). It does not block on anything but the file system
+// and never panics on any input.
+func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.LinkKind, data []byte) bool {
+	if m.closed {
+		m.mu.Lock()
+		m.totals.Drops[DropClosed]++
+		if s := m.streams[k]; s != nil {
+			s.drops[DropClosed]++
+		}
+		m.mu.Unlock()
+		return false
+	}
+	now := m.now()
+	s := m.get(k)
+	s.lastSeen = now.UnixNano()
+	if err := pcapng.CheckPacket(ts, router, kind, len(data)); err != nil {
+		m.count(s, DropInvalid, 1)
+		if !m.invalidLogged {
+			m.invalidLogged = true
+			m.log.Warn("dropping invalid packets (logged once; counted as drops of reason invalid)",
+				"mid", k.MID, "sid", k.SID, "error", err)
+		}
+		return false
+	}
+	if s.fault != nil && !m.retryDue(s, now) {
+		m.dropFaulted(s, 1)
+		return false
+	}
+	if c := s.cur; c != nil && m.cfg.RotateAge > 0 && now.Sub(c.start) >= m.cfg.RotateAge {
+		m.finalize(s, now, rotAge)
+		if s.fault != nil && !s.probe {
+			// Completing the old file failed: the disk is in trouble.
+			m.dropFaulted(s, 1)
+			return false
+		}
+	}
+	of, err := m.open(s, now)
+	if err != nil {
+		m.fault(s, now, err, 1)
+		return false
+	}
+	if err := of.w.WritePacket(ts, router, kind, data); err != nil {
+		m.sync(of)
+		var werr *pcapng.WriteError
+		if errors.As(err, &werr) {
+			m.fault(s, now, err, werr.Lost)
+		} else {
+			m.count(s, DropInvalid, 1) // CheckPacket let it through: should not happen
+		}
+		return false
+	}
+	if s.probe {
+		// The first packet after a fault: write it out now to learn
+		// whether the disk works again.
+		if err := of.w.Flush(); err != nil {
+			m.sync(of)
+			m.fault(s, now, err, lostOf(err))
+			return false
+		}
+		m.clearFault(s, now)
+	}
+	m.syncWrote(of, now.UnixNano())
+	if of.w.Buffered() == 0 {
+		of.dirtySince = time.Time{}
+	} else if of.dirtySince.IsZero() {
+		of.dirtySince = now
+	}
+	if m.cfg.RotateSize > 0 && of.w.Size() >= m.cfg.RotateSize {
+		if lost, _ := m.finalize(s, now, rotSize); lost > 0 {
+			return false // this packet was the last one buffered: lost
+		}
+	}
+	return true
+}
+
+// Drop counts n packets of stream k dropped upstream for reason.
+func (m *Manager) Drop(k Key, reason DropReason, n int) {
+	if n <= 0 {
+		return
+	}
+	if reason < 0 || reason >= NumDropReasons {
+		reason = DropOther
+	}
+	if m.closed {
+		m.mu.Lock()
+		m.totals.Drops[reason] += uint64(n)
+		if s := m.streams[k]; s != nil {
+			s.drops[reason] += uint64(n)
+		}
+		m.mu.Unlock()
+		return
+	}
+	s := m.get(k)
+	s.lastSeen = m.now().UnixNano()
+	m.count(s, reason, uint64(n))
+}
+
+// Tick does the periodic work; call it every 100 ms to 1 s: completes the
+// files older than RotateAge (open or not), flushes buffers older than
+// FlushInterval, retries failed renames and forgets long-idle streams.
+func (m *Manager) Tick() {
+	if m.closed {
+		return
+	}
+	now := m.now()
+	if m.cfg.RotateAge > 0 {
+		for n := len(m.ages); n > 0 && len(m.ages) > 0; n-- {
+			c := m.ages[0]
+			if now.Sub(c.start) < m.cfg.RotateAge {
+				break
+			}
+			m.finalize(c.s, now, rotAge)
+		}
+	}
+	var next *openFile
+	for of := m.lruHead; of != nil; of = next {
+		next = of.next
+		if of.w.Buffered() == 0 || now.Sub(of.dirtySince) < m.cfg.FlushInterval {
+			continue
+		}
+		err := of.w.Flush()
+		m.sync(of)
+		of.dirtySince = time.Time{}
+		if err != nil {
+			m.fault(of.c.s, now, err, lostOf(err))
+		}
+	}
+	if len(m.unrenamed) > 0 && now.Sub(m.lastRenameRetry) >= m.cfg.RetryInterval {
+		m.lastRenameRetry = now
+		m.retryRenames()
+	}
+	if now.Sub(m.lastSweep) >= sweepEvery || now.Before(m.lastSweep) {
+		m.lastSweep = now
+		m.sweep(now)
+		m.expireConditions(now)
+	}
+}
+
+// Close writes out and completes (renames) every file. Write drops packets
+// afterwards. Calling it again does nothing.
+func (m *Manager) Close() error {
+	if m.closed {
+		return nil
+	}
+	now := m.now()
+	var errs []error
+	var lost int
+	for _, s := range m.streams {
+		if s.cur == nil {
+			continue
+		}
+		l, err := m.finalize(s, now, rotClose)
+		lost += l
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.retryRenames()
+	for _, p := range m.unrenamed {
+		errs = append(errs, fmt.Errorf("%s left unfinished (.part)", p))
+	}
+	m.closed = true
+	if m.lock != nil {
+		m.lock.Close()
+		m.lock = nil
+	}
+	if lost > 0 {
+		errs = append([]error{fmt.Errorf("%d packets lost writing the last buffers", lost)}, errs...)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("writer: close: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Stats returns the totals. Safe for concurrent use.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.totals
+	st.Streams = len(m.streams)
+	return st
+}
+
+// Streams returns every remembered stream's counters, sorted by key. Safe
+// for concurrent use.
+func (m *Manager) Streams() []StreamStats {
+	m.mu.Lock()
+	out := make([]StreamStats, 0, len(m.streams))
+	for _, s := range m.streams {
+		ss := StreamStats{
+			Key:            s.key,
+			Packets:        s.packets,
+			Bytes:          s.bytes,
+			DropsByReason:  s.drops,
+			FilesCompleted: s.filesCompleted,
+		}
+		for _, d := range s.drops {
+			ss.Drops += d
+		}
+		if s.cur != nil {
+			ss.CurrentFile = m.partPath(s.cur)
+		}
+		if s.lastWrite != 0 {
+			ss.LastWrite = time.Unix(0, s.lastWrite)
+		}
+		out = append(out, ss)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b StreamStats) int {
+		return cmp.Or(cmp.Compare(a.Key.MID, b.Key.MID), cmp.Compare(a.Key.SID, b.Key.SID))
+	})
+	return out
+}
+
+// get returns k's state, creating it.
+func (m *Manager) get(k Key) *stream {
+	if s := m.streams[k]; s != nil {
+		return s
+	}
+	s := &stream{key: k}
+	m.mu.Lock()
+	m.streams[k] = s
+	m.mu.Unlock()
+	return s
+}
+
+func (m *Manager) count(s *stream, r DropReason, n uint64) {
+	m.mu.Lock()
+	s.drops[r] += n
+	m.totals.Drops[r] += n
+	m.mu.Unlock()
+}
+
+// sync counts what of's writer committed since the last sync and updates
+// the buffered count.
+func (m *Manager) sync(of *openFile) { m.syncWrote(of, 0) }
+
+// syncWrote is sync that also sets the stream's last write time, if
+// lastWrite is not 0.
+func (m *Manager) syncWrote(of *openFile, lastWrite int64) {
+	c, b := of.w.Committed()
+	pend := of.w.Packets() - c
+	dp, db := c-of.seenPkts, b-of.seenBytes
+	if dp == 0 && pend == of.pending && lastWrite == 0 {
+		return
+	}
+	s := of.c.s
+	m.mu.Lock()
+	if lastWrite != 0 {
+		s.lastWrite = lastWrite
+	}
+	s.packets += dp
+	s.bytes += db
+	m.totals.Packets += dp
+	m.totals.Bytes += db
+	m.totals.Buffered = m.totals.Buffered - of.pending + pend
+	m.mu.Unlock()
+	of.seenPkts, of.seenBytes, of.pending = c, b, pend
+}
+
+// partPath is c's file name while it is written.
+func (m *Manager) partPath(c *curFile) string {
+	return m.finalPath(c, c.suffix) + partExt
+}
+
+func (m *Manager) finalPath(c *curFile, suffix int) string {
+	name := time.Unix(0, c.name).UTC().Format(nameLayout)
+	if suffix > 0 {
+		name += fmt.Sprintf("-%d", suffix)
+	}
+	return filepath.Join(m.streamDir(c.s.key), name+fileExt)
+}
+
+func (m *Manager) streamDir(k Key) string {
+	return filepath.Join(m.cfg.Dir, fmt.Sprintf("mid-%d", k.MID), fmt.Sprintf("sid-%d", k.SID))
+}
+
+// open returns s's open file, reopening or creating it, and marks it most
+// recently used.
+func (m *Manager) open(s *stream, now time.Time) (*openFile, error) {
+	if c := s.cur; c != nil && c.of != nil {
+		if m.lruHead != c.of {
+			m.lruRemove(c.of)
+			m.lruPush(c.of)
+		}
+		return c.of, nil
+	}
+	for i := 0; m.totals.OpenFiles >= m.cfg.MaxOpen && m.lruTail != nil && i < m.cfg.MaxOpen+1; i++ {
+		m.evict(m.lruTail, now)
+	}
+	var w *pcapng.Writer
+	if c := s.cur; c != nil {
+		var err error
+		w, err = pcapng.Resume(m.partPath(c), c.st, m.opts)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, pcapng.ErrIncomplete) {
+				return nil, err
+			}
+			// Deleted behind our back (or nothing in it): start afresh.
+			m.log.Warn("current stream file vanished or is empty; starting a new one",
+				"file", m.partPath(c), "error", err)
+			if errors.Is(err, pcapng.ErrIncomplete) {
+				os.Remove(m.partPath(c))
+			}
+			m.dropCur(s)
+			w = nil
+		} else {
+			if r := w.Recovered(); r > 0 {
+				m.log.Warn("cut a torn tail off a stream file on reopening it", "file", w.Path(), "bytes", r)
+			}
+			m.mu.Lock()
+			m.totals.Reopens++
+			m.mu.Unlock()
+		}
+	}
+	if w == nil {
+		var err error
+		if w, err = m.create(s, now); err != nil {
+			return nil, err
+		}
+	}
+	c, b := w.Committed()
+	of := &openFile{c: s.cur, w: w, seenPkts: c, seenBytes: b}
+	s.cur.of = of
+	m.lruPush(of)
+	m.mu.Lock()
+	m.totals.OpenFiles++
+	m.mu.Unlock()
+	return of, nil
+}
+
+// create makes s's next file, named by the time now (later than its
+// previous file's) and a -N suffix if that name is taken.
+func (m *Manager) create(s *stream, now time.Time) (*pcapng.Writer, error) {
+	name := now.UnixNano()
+	if name <= s.lastName {
+		name = s.lastName + 1
+	}
+	c := &curFile{s: s, start: now, name: name, heapIdx: -1}
+	for suffix := 0; suffix < maxSuffix; suffix++ {
+		final := m.finalPath(c, suffix)
+		if _, err := os.Lstat(final); err == nil {
+			continue
+		}
+		w, err := pcapng.CreateWith(final+partExt, s.key.MID, s.key.SID, m.opts)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.suffix = suffix
+		s.lastName = name
+		m.mu.Lock()
+		s.cur = c
+		m.totals.FilesCreated++
+		m.mu.Unlock()
+		if m.cfg.RotateAge > 0 {
+			heap.Push(&m.ages, c)
+		}
+		return w, nil
+	}
+	return nil, fmt.Errorf("create a file in %s: %d names taken", m.streamDir(s.key), maxSuffix)
+}
+
+// evict closes the least recently used file; it stays .part and is
+// reopened by the stream's next packet.
+func (m *Manager) evict(of *openFile, now time.Time) {
+	c := of.c
+	s := c.s
+	err := m.closeFile(of)
+	m.mu.Lock()
+	m.totals.Evictions++
+	m.mu.Unlock()
+	if err != nil {
+		m.fault(s, now, err, lostOf(err))
+	}
+	if c.st.Packets() == 0 {
+		// Nothing in it (all lost): do not keep an empty file.
+		m.removeCur(s)
+	}
+}
+
+// closeFile closes an open file, keeping its state for Resume.
+func (m *Manager) closeFile(of *openFile) error {
+	err := of.w.Close()
+	m.sync(of)
+	m.lruRemove(of)
+	of.c.st = of.w.State()
+	of.c.of = nil
+	m.mu.Lock()
+	m.totals.OpenFiles--
+	m.mu.Unlock()
+	return err
+}
+
+// finalize completes s's current file: closes it, renames it to .pcapng, or
+// removes it if it holds no packet. It returns the packets lost closing it.
+func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) {
+	c := s.cur
+	if c == nil {
+		return 0, nil
+	}
+	var lost int
+	var errs []error
+	if c.of != nil {
+		if err := m.closeFile(c.of); err != nil {
+			lost = lostOf(err)
+			m.fault(s, now, err, lost)
+			errs = append(errs, err)
+		}
+	}
+	if c.st.Packets() == 0 {
+		m.removeCur(s)
+		return lost, errors.Join(errs...)
+	}
+	part := m.partPath(c)
+	final, err := m.rename(part, c)
+	if err != nil {
+		m.fault(s, now, err, 0)
+		if len(m.unrenamed) < maxUnrenamed {
+			// Retried by Tick; beyond the bound, left to the next start.
+			m.unrenamed = append(m.unrenamed, part)
+		}
+		errs = append(errs, err)
+	}
+	m.dropCur(s)
+	if err == nil {
+		m.mu.Lock()
+		s.filesCompleted++
+		m.totals.FilesCompleted++
+		switch why {
+		case rotSize:
+			m.totals.RotationsSize++
+		case rotAge:
+			m.totals.RotationsAge++
+		}
+		m.mu.Unlock()
+		m.log.Debug("stream file complete", "file", final)
+	}
+	return lost, errors.Join(errs...)
+}
+
+// rename gives the .part file its final name, without replacing a file of
+// that name: another suffix is taken then.
+func (m *Manager) rename(part string, c *curFile) (string, error) {
+	for suffix := c.suffix; suffix < c.suffix+maxSuffix; suffix++ {
+		final := m.finalPath(c, suffix)
+		if _, err := os.Lstat(final); err == nil {
+			continue
+		}
+		if err := os.Rename(part, final); err != nil {
+			return "", err
+		}
+		return final, nil
+	}
+	return "", fmt.Errorf("rename %s: %d names taken", part, maxSuffix)
+}
+
+// dropCur forgets s's current file (already closed).
+func (m *Manager) dropCur(s *stream) {
+	c := s.cur
+	if c == nil {
+		return
+	}
+	if c.heapIdx >= 0 {
+		heap.Remove(&m.ages, c.heapIdx)
+	}
+	m.mu.Lock()
+	s.cur = nil
+	m.mu.Unlock()
+}
+
+// removeCur deletes s's current file, which holds no packet.
+func (m *Manager) removeCur(s *stream) {
+	if err := os.Remove(m.partPath(s.cur)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.log.Warn("cannot remove an empty stream file", "error", err)
+	} else {
+		m.mu.Lock()
+		m.totals.FilesRemoved++
+		m.mu.Unlock()
+	}
+	m.dropCur(s)
+}
+
+func (m *Manager) retryRenames() {
+	left := m.unrenamed[:0]
+	for _, part := range m.unrenamed {
+		final := strings.TrimSuffix(part, partExt)
+		got, err := renameNoClobber(part, final)
+		if err != nil {
+			left = append(left, part)
+			continue
+		}
+		m.mu.Lock()
+		m.totals.FilesCompleted++
+		m.mu.Unlock()
+		m.log.Debug("stream file complete", "file", got)
+	}
+	m.unrenamed = left
+}
+
+// renameNoClobber renames from to to, or to to with a -N suffix before the
+// extension if to exists.
+func renameNoClobber(from, to string) (string, error) {
+	base := strings.TrimSuffix(to, fileExt)
+	for suffix := 0; suffix < maxSuffix; suffix++ {
+		dst := to
+		if suffix > 0 {
+			dst = fmt.Sprintf("%s-%d%s", base, suffix, fileExt)
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		return dst, os.Rename(from, dst)
+	}
+	return "", fmt.Errorf("rename %s: %d names taken", from, maxSuffix)
+}
+
+// sweep forgets streams without a file that have been idle for idleLimit.
+func (m *Manager) sweep(now time.Time) {
+	limit := now.Add(-m.idleLimit).UnixNano()
+	var idle []Key
+	for k, s := range m.streams {
+		if s.cur == nil && s.lastSeen < limit && (s.fault == nil || s.retryAt < now.UnixNano()) {
+			idle = append(idle, k)
+		}
+	}
+	if len(idle) == 0 {
+		return
+	}
+	m.mu.Lock()
+	for _, k := range idle {
+		delete(m.streams, k)
+	}
+	m.mu.Unlock()
+}
+
+// LRU list of open files, most recently used at the head.
+
+func (m *Manager) lruPush(of *openFile) {
+	of.prev, of.next = nil, m.lruHead
+	if m.lruHead != nil {
+		m.lruHead.prev = of
+	}
+	m.lruHead = of
+	if m.lruTail == nil {
+		m.lruTail = of
+	}
+}
+
+func (m *Manager) lruRemove(of *openFile) {
+	if of.prev != nil {
+		of.prev.next = of.next
+	} else if m.lruHead == of {
+		m.lruHead = of.next
+	}
+	if of.next != nil {
+		of.next.prev = of.prev
+	} else if m.lruTail == of {
+		m.lruTail = of.prev
+	}
+	of.prev, of.next = nil, nil
+}
+
+// ageHeap orders current files by start, oldest first.
+type ageHeap []*curFile
+
+func (h ageHeap) Len() int           { return len(h) }
+func (h ageHeap) Less(i, j int) bool { return h[i].start.Before(h[j].start) }
+func (h ageHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *ageHeap) Push(x any) {
+	c := x.(*curFile)
+	c.heapIdx = len(*h)
+	*h = append(*h, c)
+}
+func (h *ageHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.heapIdx = -1
+	return c
+}
