@@ -141,18 +141,7 @@ func TestPinnedMapsSurviveReload(t *testing.T) {
 
 // Attach and detach on a veth inside a namespace this test makes.
 func TestAttachDetach(t *testing.T) {
-	testenv.RequireRoot(t)
-	ns := uniqueName("jmxdp-t-")
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	veth := "jmx" + ns[len(ns)-6:]
-	if out, err := exec.Command("ip", "link", "add", veth, "type", "veth", "peer", "name", veth+"p", "netns", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip link add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
-	exec.Command("ip", "link", "set", veth, "up").Run()
+	veth := vethInNetns(t)
 
 	xdpOn := func() bool {
 		out, _ := exec.Command("ip", "-d", "link", "show", veth).CombinedOutput()

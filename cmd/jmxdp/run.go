@@ -226,10 +226,24 @@ func logStatus(d *daemon.Daemon, log *slog.Logger) {
 	}
 	ws := d.Writer().Stats()
 	cs := d.Capture().Stats()
+	var ringFull, fillEmpty, rxDropped uint64
+	for _, q := range cs.Queues {
+		ringFull += q.Kernel.RxRingFull
+		fillEmpty += q.Kernel.RxFillRingEmptyDescs
+		rxDropped += q.Kernel.RxDropped
+	}
+	var drops uint64
+	for _, n := range ws.Drops {
+		drops += n
+	}
+	r := cs.Reassembly
 	log.Info("status",
 		"jmirror", c[maps.StatJmirror], "captured", c[maps.StatActionCapture],
 		"capture_failed", c[maps.StatCaptureFailed], "written", ws.Packets,
-		"queue_drops", cs.QueueDrops, "open_files", ws.OpenFiles, "streams", ws.Streams)
+		"writer_drops", drops, "queue_drops", cs.QueueDrops,
+		"xsk_rx_ring_full", ringFull, "xsk_fill_ring_empty", fillEmpty, "xsk_rx_dropped", rxDropped,
+		"reassembly_failed", r.Timeouts+r.Evicted+r.Overlaps+r.TooBig+r.Malformed,
+		"open_files", ws.OpenFiles, "streams", ws.Streams)
 }
 
 // newDetachCmd removes what `run --keep-attached` leaves behind.

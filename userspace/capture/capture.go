@@ -434,7 +434,7 @@ func (c *Capture) fragment(ts time.Time, data []byte, h jmirror.Header) {
 
 func (c *Capture) write(ts time.Time, frame []byte, h jmirror.Header) {
 	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if c.sink.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, linkKind(h.Inner), inner) {
+	if c.sink.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), inner) {
 		c.written.Add(1)
 	} else {
 		c.refused.Add(1)
@@ -459,17 +459,6 @@ func (c *Capture) Stats() Stats {
 	s.Reassembly = c.reasm.Stats()
 	c.reasmMu.Unlock()
 	return s
-}
-
-// linkKind is the pcapng encapsulation of an inner kind.
-func linkKind(k maps.Inner) pcapng.LinkKind {
-	switch k {
-	case maps.InnerIPv4, maps.InnerIPv6:
-		return pcapng.LinkRawIP
-	case maps.InnerPPP:
-		return pcapng.LinkPPPHDLC
-	}
-	return pcapng.LinkUnknown
 }
 
 var _ XSKMap = (*maps.Maps)(nil)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -19,7 +20,7 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
+	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
@@ -132,7 +133,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func counter(t *testing.T, d *daemon.Daemon, s maps.Stat) uint64 {
+func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
 	t.Helper()
 	c, err := d.Counters()
 	if err != nil {
@@ -147,14 +148,14 @@ func counter(t *testing.T, d *daemon.Daemon, s maps.Stat) uint64 {
 func settle(t *testing.T, d *daemon.Daemon, frames int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d frames through the kernel", frames), func() bool {
-		return counter(t, d, maps.StatFrames) >= uint64(frames)
+		return counter(t, d, jmmaps.StatFrames) >= uint64(frames)
 	})
 	waitFor(t, "the pipeline to drain", func() bool {
 		var got uint64
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
 		}
-		redirected := counter(t, d, maps.StatActionCapture) - counter(t, d, maps.StatCaptureFailed)
+		redirected := counter(t, d, jmmaps.StatActionCapture) - counter(t, d, jmmaps.StatCaptureFailed)
 		return got >= redirected
 	})
 	// The decode loop is asynchronous: let it finish its last batch.
@@ -316,6 +317,36 @@ func compareWithDecode(t *testing.T, e *env, pcap string, ports []uint16) *decod
 	return rep
 }
 
+// kernelStreams reads the stream table as decode reports it: packets and
+// bytes per (router, mid, sid).
+func kernelStreams(t *testing.T, d *daemon.Daemon) map[string][2]uint64 {
+	t.Helper()
+	streams, err := d.Program().Maps.Streams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][2]uint64{}
+	for _, s := range streams {
+		out[fmt.Sprintf("%s/%d/%d", s.Router, s.MID, s.SID)] = [2]uint64{s.Packets, s.Bytes}
+	}
+	return out
+}
+
+// sameCountsAsDecode checks the kernel's per-stream counts of the frames
+// sent live against `jmxdp decode`'s figures for the same frames.
+func sameCountsAsDecode(t *testing.T, live map[string][2]uint64, rep *decode.Report) {
+	t.Helper()
+	want := map[string][2]uint64{}
+	for _, s := range rep.Streams {
+		for _, r := range s.Routers {
+			want[fmt.Sprintf("%s/%d/%d", r.Addr, s.MID, s.SID)] = [2]uint64{r.Packets, r.Bytes}
+		}
+	}
+	if !maps.Equal(live, want) {
+		t.Errorf("kernel stream table (router/mid/sid: packets, bytes)\n%v\ndecode reports\n%v", live, want)
+	}
+}
+
 func writePcap(t *testing.T, pkts []gen.Packet) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "sent.pcap")
@@ -364,10 +395,12 @@ func TestCaptureGeneratedTraffic(t *testing.T) {
 	if cs.Reassembly.Reassembled != uint64(sum.Fragmented) {
 		t.Errorf("reassembled %d datagrams, sent %d fragmented", cs.Reassembly.Reassembled, sum.Fragmented)
 	}
+	live := kernelStreams(t, d)
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	rep := compareWithDecode(t, e, writePcap(t, pkts), nil)
+	sameCountsAsDecode(t, live, rep)
 	if rep.Totals.Written != uint64(sum.JmirrorDatagrams) {
 		t.Errorf("decode wrote %d, generator made %d datagrams", rep.Totals.Written, sum.JmirrorDatagrams)
 	}
@@ -410,10 +443,11 @@ func TestCaptureRealCaptures(t *testing.T) {
 			r.Close()
 			e.send(t, frames)
 			settle(t, d, len(frames))
+			live := kernelStreams(t, d)
 			if err := d.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			compareWithDecode(t, e, path, []uint16{c.port})
+			sameCountsAsDecode(t, live, compareWithDecode(t, e, path, []uint16{c.port}))
 		})
 	}
 }
@@ -442,9 +476,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	router := e.lab.RouterAddr.Addr()
 	forged := netip.MustParseAddr("192.0.2.66")
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []maps.PolicyRule{
-		{MID: 10, AnySID: true, Action: maps.ActionCount},
-		{MID: 20, SID: 1, Action: maps.ActionPass},
+	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{
+		{MID: 10, AnySID: true, Action: jmmaps.ActionCount},
+		{MID: 20, SID: 1, Action: jmmaps.ActionPass},
 	}, true
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{e.lab.RouterAddr.Masked()}, true
 	d := e.start(t, cfg)
@@ -463,9 +497,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatActionCount] != 5 || c[maps.StatActionPass] != 5 || c[maps.StatActionCapture] != 5 || c[maps.StatUntrusted] != 5 {
+	if c[jmmaps.StatActionCount] != 5 || c[jmmaps.StatActionPass] != 5 || c[jmmaps.StatActionCapture] != 5 || c[jmmaps.StatUntrusted] != 5 {
 		t.Errorf("actions: count %d pass %d capture %d untrusted %d, want 5 each",
-			c[maps.StatActionCount], c[maps.StatActionPass], c[maps.StatActionCapture], c[maps.StatUntrusted])
+			c[jmmaps.StatActionCount], c[jmmaps.StatActionPass], c[jmmaps.StatActionCapture], c[jmmaps.StatUntrusted])
 	}
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -505,7 +539,7 @@ func udpListener(t *testing.T, addr netip.Addr, port uint16) (*net.UDPConn, func
 func TestPassReachesListener(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []maps.PolicyRule{{MID: 20, AnySID: true, Action: maps.ActionPass}}, true
+	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 20, AnySID: true, Action: jmmaps.ActionPass}}, true
 	d := e.start(t, cfg)
 	_, count := udpListener(t, e.lab.HostAddr.Addr(), gen.DefaultPort)
 	router := e.lab.RouterAddr.Addr()
@@ -593,10 +627,10 @@ func TestOtherTrafficReachesHost(t *testing.T) {
 	if got := count(5, 3*time.Second); got != 5 {
 		t.Errorf("UDP listener on port %d got %d of 5 datagrams", port, got)
 	}
-	if c := counter(t, d, maps.StatNotJmirror); c == 0 {
+	if c := counter(t, d, jmmaps.StatNotJmirror); c == 0 {
 		t.Error("the program saw none of this traffic")
 	}
-	if c := counter(t, d, maps.StatJmirror); c != 0 {
+	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
 		t.Errorf("%d frames taken for Jmirror", c)
 	}
 }
@@ -608,7 +642,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	cfg.Capture.KeepAttached = true
-	cfg.Policy, cfg.PolicySet = []maps.PolicyRule{{MID: 40, SID: 4, Action: maps.ActionCount}}, true
+	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 40, SID: 4, Action: jmmaps.ActionCount}}, true
 	d := e.start(t, cfg)
 
 	router := e.lab.RouterAddr.Addr()
@@ -625,7 +659,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		sent <- rep
 	}()
 
-	key := maps.StreamKey{Router: router, MID: 40, SID: 4}
+	key := jmmaps.StreamKey{Router: router, MID: 40, SID: 4}
 	readStream := func(d *daemon.Daemon) uint64 {
 		st, _, err := d.Program().Maps.Stream(key)
 		if err != nil {
@@ -661,7 +695,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 1 || rules[0] != (maps.PolicyRule{MID: 40, SID: 4, Action: maps.ActionCount}) {
+	if len(rules) != 1 || rules[0] != (jmmaps.PolicyRule{MID: 40, SID: 4, Action: jmmaps.ActionCount}) {
 		t.Errorf("policy after restart %v", rules)
 	}
 	if strings.Contains(e.logs.String(), "start from zero") {

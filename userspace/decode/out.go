@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
@@ -85,16 +84,6 @@ func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header, class jmirror.Cl
 	return o.write(f.Time, frame, rh)
 }
 
-func linkKind(k maps.Inner) pcapng.LinkKind {
-	switch k {
-	case maps.InnerIPv4, maps.InnerIPv6:
-		return pcapng.LinkRawIP
-	case maps.InnerPPP:
-		return pcapng.LinkPPPHDLC
-	}
-	return pcapng.LinkUnknown
-}
-
 func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 	id := streamID{h.MID, h.SID}
 	w, ok := o.files[id]
@@ -108,7 +97,7 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 		o.paths[id] = path
 	}
 	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if err := w.WritePacket(ts, h.Router, linkKind(h.Inner), inner); err != nil {
+	if err := w.WritePacket(ts, h.Router, pcapng.KindOf(h.Inner), inner); err != nil {
 		return fmt.Errorf("write mid %d sid %d: %w", h.MID, h.SID, err)
 	}
 	o.written++

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
+	"github.com/jmxdp/jmxdp/maps"
 )
 
 // LinkKind is the encapsulation of a mirrored packet.
@@ -63,6 +64,17 @@ func (k LinkKind) String() string {
 		return "ppp"
 	}
 	return fmt.Sprintf("LinkKind(%d)", uint8(k))
+}
+
+// KindOf is the encapsulation a mirrored packet of kind k is written with.
+func KindOf(k maps.Inner) LinkKind {
+	switch k {
+	case maps.InnerIPv4, maps.InnerIPv6:
+		return LinkRawIP
+	case maps.InnerPPP:
+		return LinkPPPHDLC
+	}
+	return LinkUnknown
 }
 
 // linkTypeUser0 is LINKTYPE_USER0, which layers does not name.
