@@ -1,0 +1,52 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/jmxdp/jmxdp/bpf"
+)
+
+// ErrNotPinned means no jmxdp maps are pinned in the directory: no instance
+// has run on that interface (or its maps were purged).
+var ErrNotPinned = errors.New("no jmxdp maps pinned there")
+
+// Pinned is a running (or kept-attached) instance's maps, opened from its
+// pin directory, for the CLI to read and change without loading a program.
+type Pinned struct {
+	*Maps
+	objs *bpf.JmxdpMaps
+}
+
+// OpenPinned opens the maps pinned in dir (PIN_DIR/IFACE). Changes through
+// them take effect on the next packet the instance's program sees.
+func OpenPinned(dir string) (*Pinned, error) {
+	var objs bpf.JmxdpMaps
+	targets := []struct {
+		name string
+		m    **ebpf.Map
+	}{
+		{"jm_allowlist", &objs.JmAllowlist}, {"jm_config", &objs.JmConfig}, {"jm_frags", &objs.JmFrags},
+		{"jm_policy", &objs.JmPolicy}, {"jm_ports", &objs.JmPorts}, {"jm_stats", &objs.JmStats},
+		{"jm_streams", &objs.JmStreams}, {"jm_untrusted", &objs.JmUntrusted}, {"jm_xsks", &objs.JmXsks},
+	}
+	for _, t := range targets {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			objs.Close()
+			return nil, fmt.Errorf("%s: %w", dir, ErrNotPinned)
+		}
+		if err != nil {
+			objs.Close()
+			return nil, fmt.Errorf("open pinned map %s: %w", t.name, err)
+		}
+		*t.m = m
+	}
+	return &Pinned{Maps: New(&objs), objs: &objs}, nil
+}
+
+// Close releases the maps; the pins stay.
+func (p *Pinned) Close() error { return p.objs.Close() }
