@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -190,9 +191,28 @@ func parseQueues(s string) ([]uint32, error) {
 	return out, nil
 }
 
+// buildVersion is what jmxdp_build_info reports: the module version and
+// the VCS revision Go stamped into the binary.
+func buildVersion() (version, revision string) {
+	version = "dev"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version, ""
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		version = v
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" {
+			revision = s.Value
+		}
+	}
+	return version, revision
+}
+
 // runDaemon runs until ctx ends, logging a status line every statusEvery.
 func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration, log *slog.Logger) error {
-	d, err := daemon.Start(cfg, log)
+	d, err := daemon.Start(cfg, log, daemon.WithBuild(buildVersion()))
 	if err != nil {
 		return err
 	}

@@ -162,6 +162,12 @@ func checkAddr(s string) error {
 	return nil
 }
 
+// checkTopStreams bounds the per-stream series of the metrics endpoint: each
+// stream is a few series on every scrape.
+func checkTopStreams(v int64) error {
+	return checkRange(v, 0, MaxTopStreams)
+}
+
 // parseInt reads an integer written in decimal or 0x hex, with an optional
 // sign. Leading zeros are decimal, as in YAML 1.2: yaml.v3 alone reads
 // 012345 as octal (YAML 1.1), which would silently turn one intercept id

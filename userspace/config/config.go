@@ -93,6 +93,12 @@ type Reassembly struct {
 // Metrics is the Prometheus endpoint.
 type Metrics struct {
 	Addr string // host:port; "" disables
+	// TopStreams: per-stream series for this many (mid, sid) streams, those
+	// with the most bytes; 0 = none. At most MaxTopStreams.
+	TopStreams int
+	// HideIDs leaves mid and sid out of every label: no per-intercept or
+	// per-stream series, totals only.
+	HideIDs bool
 }
 
 // Defaults that other packages and the docs refer to.
@@ -101,6 +107,8 @@ const (
 	DefaultOutputDir  = "/var/lib/jmxdp/streams"
 	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
 	DefaultMetrics    = "127.0.0.1:9877"
+	DefaultTopStreams = 20
+	MaxTopStreams     = 1000
 	MinFramesPerQueue = 64
 	MaxFramesPerQueue = 65536
 )
@@ -130,7 +138,7 @@ func Default() Config {
 			MaxMemory:    64 << 20,
 			Timeout:      30 * time.Second,
 		},
-		Metrics: Metrics{Addr: DefaultMetrics},
+		Metrics: Metrics{Addr: DefaultMetrics, TopStreams: DefaultTopStreams},
 	}
 }
 
@@ -330,6 +338,7 @@ func (c *Config) check(requireIface bool) []*Error {
 	bad("reassembly.timeout", checkDuration(r.Timeout, 1))
 
 	bad("metrics.addr", checkAddr(c.Metrics.Addr))
+	bad("metrics.top_streams", checkTopStreams(int64(c.Metrics.TopStreams)))
 	return errs
 }
 

@@ -49,7 +49,7 @@ func TestDefault(t *testing.T) {
 		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 4096, QueueMemory: 64 << 20,
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
-		Metrics:    Metrics{Addr: "127.0.0.1:9877"},
+		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 20},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant %+v", c, want)
@@ -90,7 +90,7 @@ func TestExample(t *testing.T) {
 		Capture: Capture{Queues: nil, XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 8192, QueueMemory: 256 << 20,
 			MaxStreams: 262144, PinDir: "/sys/fs/bpf/jmxdp", KeepAttached: true},
 		Reassembly: Reassembly{MaxDatagrams: 8192, MaxMemory: 128 << 20, Timeout: 20 * time.Second},
-		Metrics:    Metrics{Addr: "127.0.0.1:9877"},
+		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 50},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("example parsed as\n%+v\nwant\n%+v", c, want)
@@ -301,6 +301,8 @@ func TestValidate(t *testing.T) {
 		{"reassembly.max_memory", "0 is below the minimum 1", func(c *Config) { c.Reassembly.MaxMemory = 0 }},
 		{"reassembly.timeout", "must be positive", func(c *Config) { c.Reassembly.Timeout = 0 }},
 		{"metrics.addr", "not host:port", func(c *Config) { c.Metrics.Addr = "localhost" }},
+		{"metrics.top_streams", "1001 is above the maximum 1000", func(c *Config) { c.Metrics.TopStreams = 1001 }},
+		{"metrics.top_streams", "-1 is negative", func(c *Config) { c.Metrics.TopStreams = -1 }},
 	} {
 		c := Default()
 		c.Interface = "eth0"
@@ -437,6 +439,10 @@ func TestRefusals(t *testing.T) {
 		{"metrics named port", "metrics:\n  addr: localhost:http\n", 2, "metrics.addr", "not host:port"},
 		{"metrics port 0", "metrics:\n  addr: \":0\"\n", 2, "metrics.addr", "not host:port"},
 		{"metrics port too big", "metrics:\n  addr: 127.0.0.1:99999\n", 2, "metrics.addr", "not host:port"},
+		{"top_streams too big", "metrics:\n  top_streams: 1001\n", 2, "metrics.top_streams", "1001 is above the maximum 1000"},
+		{"top_streams negative", "metrics:\n  top_streams: -1\n", 2, "metrics.top_streams", "-1 is negative"},
+		{"top_streams string", "metrics:\n  top_streams: \"20\"\n", 2, "metrics.top_streams", "want an integer"},
+		{"hide_ids string", "metrics:\n  hide_ids: yes\n", 2, "metrics.hide_ids", "want true or false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.in), "cfg.yaml")
@@ -668,4 +674,29 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted what Validate refuses: %v\n%q", err, data)
 		}
 	})
+}
+
+// TestMetricsKeys: top_streams 0 (no per-stream series) and 1000 are
+// accepted, and hide_ids is read.
+func TestMetricsKeys(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Metrics
+	}{
+		{"metrics:\n  top_streams: 0\n  hide_ids: true\n", Metrics{Addr: DefaultMetrics, TopStreams: 0, HideIDs: true}},
+		{"metrics: {top_streams: 1000}\n", Metrics{Addr: DefaultMetrics, TopStreams: 1000}},
+		{"metrics: {addr: \"\", hide_ids: false}\n", Metrics{TopStreams: DefaultTopStreams}},
+	} {
+		c, err := Parse([]byte(tc.in), "cfg.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.in, err)
+		}
+		if c.Metrics != tc.want {
+			t.Errorf("%q: %+v, want %+v", tc.in, c.Metrics, tc.want)
+		}
+		c.Interface = "eth0"
+		if err := c.Validate(); err != nil {
+			t.Errorf("%q: Validate: %v", tc.in, err)
+		}
+	}
 }

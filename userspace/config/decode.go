@@ -21,7 +21,7 @@ var (
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
-	metricsKeys    = []string{"addr"}
+	metricsKeys    = []string{"addr", "top_streams", "hide_ids"}
 )
 
 // decoder walks the yaml.Node tree of a file rather than letting yaml.v3
@@ -308,9 +308,7 @@ func (d *decoder) document(doc *yaml.Node, c *Config) {
 		case "reassembly":
 			d.reassembly(v, path, &c.Reassembly)
 		case "metrics":
-			d.fields(v, path, metricsKeys, func(key, path string, v *yaml.Node) {
-				set(&c.Metrics.Addr)(d.str(v, path, checkAddr))
-			})
+			d.metrics(v, path, &c.Metrics)
 		}
 	})
 }
@@ -519,6 +517,19 @@ func (d *decoder) reassembly(n *yaml.Node, path string, r *Reassembly) {
 			set(&r.MaxMemory)(d.size(v, path, 1))
 		case "timeout":
 			set(&r.Timeout)(d.duration(v, path, 1))
+		}
+	})
+}
+
+func (d *decoder) metrics(n *yaml.Node, path string, m *Metrics) {
+	d.fields(n, path, metricsKeys, func(key, path string, v *yaml.Node) {
+		switch key {
+		case "addr":
+			set(&m.Addr)(d.str(v, path, checkAddr))
+		case "top_streams":
+			setInt(&m.TopStreams)(d.integer(v, path, false, checkTopStreams))
+		case "hide_ids":
+			set(&m.HideIDs)(d.boolean(v, path))
 		}
 	})
 }

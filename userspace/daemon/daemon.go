@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -16,20 +17,32 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 // Daemon is a running capture on one interface.
 type Daemon struct {
-	cfg     config.Config
-	log     *slog.Logger
-	prog    *loader.Program
-	sink    *writer.Manager
-	capture *capture.Capture
-	mode    loader.Mode
-	reused  bool
-	stopped bool
+	cfg      config.Config
+	log      *slog.Logger
+	prog     *loader.Program
+	sink     *writer.Manager
+	capture  *capture.Capture
+	metrics  *metrics.Server
+	version  string
+	revision string
+	mode     loader.Mode
+	reused   bool
+	stopped  bool
+}
+
+// Option adjusts Start.
+type Option func(*Daemon)
+
+// WithBuild sets what jmxdp_build_info reports (default "dev").
+func WithBuild(version, revision string) Option {
+	return func(d *Daemon) { d.version, d.revision = version, revision }
 }
 
 // PinDir is where the maps and the link of ifname are pinned.
@@ -40,7 +53,7 @@ func LinkPin(pinDir string) string { return filepath.Join(pinDir, "link") }
 
 // Start brings the daemon up. cfg must have passed Validate. On error,
 // whatever was set up is undone, except that pinned maps stay.
-func Start(cfg config.Config, log *slog.Logger) (*Daemon, error) {
+func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -50,7 +63,10 @@ func Start(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err := cfg.CheckOutputDir(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log}
+	d := &Daemon{cfg: cfg, log: log, version: "dev"}
+	for _, o := range opts {
+		o(d)
+	}
 	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
 	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
 	if err != nil {
@@ -103,8 +119,61 @@ func Start(cfg config.Config, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if cfg.Metrics.Addr != "" {
+		if err := d.serveMetrics(); err != nil {
+			return fail(err)
+		}
+	}
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir)
 	return d, nil
+}
+
+// serveMetrics starts /metrics, /healthz and /readyz. The collector reads
+// the maps and the pipeline's counters at scrape time.
+func (d *Daemon) serveMetrics() error {
+	opts := metrics.FromConfig(d.cfg.Metrics)
+	opts.Version, opts.Revision = d.version, d.revision
+	col := metrics.NewCollector(metrics.Source{
+		Maps:          d.prog.Maps,
+		Iface:         d.cfg.Interface,
+		Capture:       d.capture.Stats,
+		Writer:        d.sink.Stats,
+		WriterStreams: d.sink.Streams,
+	}, opts)
+	reg, err := metrics.NewRegistry(col)
+	if err != nil {
+		return err
+	}
+	d.metrics, err = metrics.NewServer(d.cfg.Metrics.Addr, reg, d.ready)
+	if err != nil {
+		return fmt.Errorf("metrics endpoint: %w", err)
+	}
+	d.log.Info("serving metrics", "addr", d.metrics.Addr())
+	return nil
+}
+
+// ready is /readyz: the program is attached and the capture running.
+func (d *Daemon) ready() error {
+	ifc, err := net.InterfaceByName(d.cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", d.cfg.Interface, err)
+	}
+	mode, err := loader.LinkMode(ifc.Index)
+	if err != nil {
+		return err
+	}
+	if mode == "" {
+		return fmt.Errorf("no XDP program attached to %s", d.cfg.Interface)
+	}
+	return nil
+}
+
+// MetricsAddr is where the metrics endpoint listens ("" if off).
+func (d *Daemon) MetricsAddr() string {
+	if d.metrics == nil {
+		return ""
+	}
+	return d.metrics.Addr()
 }
 
 // effectiveConfig is the program configuration: what the config sets, and
@@ -158,6 +227,9 @@ func (d *Daemon) Stop() error {
 func (d *Daemon) teardown(keepAttached bool) error {
 	d.stopped = true
 	var errs []error
+	if d.metrics != nil {
+		errs = append(errs, d.metrics.Close())
+	}
 	if d.capture != nil {
 		errs = append(errs, d.capture.Stop())
 	}
