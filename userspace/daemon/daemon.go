@@ -200,18 +200,54 @@ func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	if cfg.DefaultActionSet {
 		lc.DefaultAction = cfg.DefaultAction
 	}
-	if cfg.PolicySet {
-		lc.Policies = cfg.Policy
-	} else if lc.Policies, err = m.Policies(); err != nil {
+	pinnedPolicy, err := m.Policies()
+	if err != nil {
 		return lc, err
 	}
+	lc.Policies = pinnedPolicy
+	if cfg.PolicySet {
+		lc.Policies = cfg.Policy
+		if gone, added := diffCount(pinnedPolicy, cfg.Policy); gone > 0 {
+			// Rules set live without --config are undone: say so.
+			d.log.Warn("the config file's policy replaces the pinned one: rules set live and not in the file are removed",
+				"removed", gone, "added", added)
+		}
+	}
+	pinnedAllow, err := m.Allowlist()
+	if err != nil {
+		return lc, err
+	}
+	lc.Allowlist = pinnedAllow
 	if cfg.AllowlistSet {
 		lc.Allowlist = cfg.Allowlist
-	} else if lc.Allowlist, err = m.Allowlist(); err != nil {
-		return lc, err
+		if gone, added := diffCount(pinnedAllow, cfg.Allowlist); gone > 0 {
+			d.log.Warn("the config file's allowlist replaces the pinned one: prefixes added live and not in the file are removed",
+				"removed", gone, "added", added)
+		}
 	}
 	slices.SortFunc(lc.Allowlist, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return lc, nil
+}
+
+// diffCount counts what going from old to new removes and adds.
+func diffCount[T comparable](old, new []T) (removed, added int) {
+	in := make(map[T]bool, len(new))
+	for _, v := range new {
+		in[v] = true
+	}
+	was := make(map[T]bool, len(old))
+	for _, v := range old {
+		was[v] = true
+		if !in[v] {
+			removed++
+		}
+	}
+	for _, v := range new {
+		if !was[v] {
+			added++
+		}
+	}
+	return removed, added
 }
 
 // Stop captures what is in flight, closes every file, and detaches the
