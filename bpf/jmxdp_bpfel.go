@@ -33,9 +33,15 @@ type JmxdpJmAllowKey struct {
 	Addr      [16]uint8
 }
 
+type JmxdpJmCandidateValue struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [16]uint64
+	Count [17]uint64
 }
 
 type JmxdpJmFragKey struct {
@@ -110,7 +116,8 @@ const (
 	JmxdpJmStatJM_STAT_CAPTURE_FAILED      JmxdpJmStat = 13
 	JmxdpJmStatJM_STAT_STREAM_NEW          JmxdpJmStat = 14
 	JmxdpJmStatJM_STAT_VERSION_NONZERO     JmxdpJmStat = 15
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 16
+	JmxdpJmStatJM_STAT_CANDIDATE           JmxdpJmStat = 16
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 17
 )
 
 type JmxdpJmStreamKey struct {
@@ -147,6 +154,7 @@ type JmxdpJmXskMeta struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	JmxdpMapJmAllowlist         = "jm_allowlist"
+	JmxdpMapJmCandidates        = "jm_candidates"
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmPolicy            = "jm_policy"
@@ -214,15 +222,16 @@ type JmxdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type JmxdpMapSpecs struct {
-	JmAllowlist *ebpf.MapSpec `ebpf:"jm_allowlist"`
-	JmConfig    *ebpf.MapSpec `ebpf:"jm_config"`
-	JmFrags     *ebpf.MapSpec `ebpf:"jm_frags"`
-	JmPolicy    *ebpf.MapSpec `ebpf:"jm_policy"`
-	JmPorts     *ebpf.MapSpec `ebpf:"jm_ports"`
-	JmStats     *ebpf.MapSpec `ebpf:"jm_stats"`
-	JmStreams   *ebpf.MapSpec `ebpf:"jm_streams"`
-	JmUntrusted *ebpf.MapSpec `ebpf:"jm_untrusted"`
-	JmXsks      *ebpf.MapSpec `ebpf:"jm_xsks"`
+	JmAllowlist  *ebpf.MapSpec `ebpf:"jm_allowlist"`
+	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
+	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
+	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
+	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
+	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
+	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
+	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
+	JmUntrusted  *ebpf.MapSpec `ebpf:"jm_untrusted"`
+	JmXsks       *ebpf.MapSpec `ebpf:"jm_xsks"`
 }
 
 // JmxdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -256,20 +265,22 @@ func (o *JmxdpObjects) Close() error {
 //
 // It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type JmxdpMaps struct {
-	JmAllowlist *ebpf.Map `ebpf:"jm_allowlist"`
-	JmConfig    *ebpf.Map `ebpf:"jm_config"`
-	JmFrags     *ebpf.Map `ebpf:"jm_frags"`
-	JmPolicy    *ebpf.Map `ebpf:"jm_policy"`
-	JmPorts     *ebpf.Map `ebpf:"jm_ports"`
-	JmStats     *ebpf.Map `ebpf:"jm_stats"`
-	JmStreams   *ebpf.Map `ebpf:"jm_streams"`
-	JmUntrusted *ebpf.Map `ebpf:"jm_untrusted"`
-	JmXsks      *ebpf.Map `ebpf:"jm_xsks"`
+	JmAllowlist  *ebpf.Map `ebpf:"jm_allowlist"`
+	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
+	JmConfig     *ebpf.Map `ebpf:"jm_config"`
+	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
+	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
+	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
+	JmStats      *ebpf.Map `ebpf:"jm_stats"`
+	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
+	JmUntrusted  *ebpf.Map `ebpf:"jm_untrusted"`
+	JmXsks       *ebpf.Map `ebpf:"jm_xsks"`
 }
 
 func (m *JmxdpMaps) Close() error {
 	return _JmxdpClose(
 		m.JmAllowlist,
+		m.JmCandidates,
 		m.JmConfig,
 		m.JmFrags,
 		m.JmPolicy,

@@ -322,7 +322,7 @@ func datapathCases() []datapathCase {
 			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatNotJmirror: 1, maps.StatFragUnmatched: 2},
 		},
 		{
-			name: "not Jmirror: ARP, TCP, DNS, ICMP, other UDP port",
+			name: "not Jmirror: ARP, TCP, DNS, ICMP, Jmirror to a port not decoded (a discovery candidate)",
 			frames: func(t *testing.T) [][]byte {
 				m := mirror(1, 1, echo)
 				m.Port = 30031
@@ -335,7 +335,7 @@ func datapathCases() []datapathCase {
 				}
 			},
 			verdicts: []loader.Verdict{pass, pass, pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatNotJmirror: 5},
+			stats:    map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatNotJmirror: 5, maps.StatCandidate: 1},
 		},
 		{
 			name: "several ports at once",
@@ -347,7 +347,7 @@ func datapathCases() []datapathCase {
 			},
 			verdicts: []loader.Verdict{pass, pass, pass},
 			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * el,
-				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatNotJmirror: 1},
+				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatNotJmirror: 1, maps.StatCandidate: 1},
 			streams: []streamWant{{k1(1, 1), 1, el, inner(maps.InnerIPv4)}, {k1(1, 2), 1, el, inner(maps.InnerIPv4)}},
 		},
 		{

@@ -340,3 +340,19 @@ func (m *Maps) DeleteXSK(queue uint32) error {
 	}
 	return nil
 }
+
+// Candidates returns the ports not decoded on which Jmirror-looking traffic
+// was seen (port discovery), by port.
+func (m *Maps) Candidates() ([]Candidate, error) {
+	var out []Candidate
+	err := readAll(m.m.JmCandidates, func(k *uint32, v *bpf.JmxdpJmCandidateValue) {
+		if v.Packets > 0 && *k < 1<<16 {
+			out = append(out, Candidate{Port: uint16(*k), Packets: v.Packets, Bytes: v.Bytes})
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Candidate) int { return int(a.Port) - int(b.Port) })
+	return out, nil
+}

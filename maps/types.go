@@ -92,6 +92,7 @@ const (
 	StatCaptureFailed      = Stat(bpf.JmxdpJmStatJM_STAT_CAPTURE_FAILED)
 	StatStreamNew          = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_NEW)
 	StatVersionNonzero     = Stat(bpf.JmxdpJmStatJM_STAT_VERSION_NONZERO)
+	StatCandidate          = Stat(bpf.JmxdpJmStatJM_STAT_CANDIDATE)
 	NumStats               = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
@@ -99,7 +100,15 @@ var statNames = [NumStats]string{
 	"frames", "not_jmirror", "jmirror", "jmirror_bytes", "malformed_short",
 	"malformed_truncated", "frag_first", "frag_tracked", "frag_unmatched",
 	"untrusted", "action_capture", "action_count", "action_pass",
-	"capture_failed", "stream_new", "version_nonzero",
+	"capture_failed", "stream_new", "version_nonzero", "candidate",
+}
+
+// Candidate is Jmirror-looking traffic to a UDP port that is not decoded
+// (port discovery).
+type Candidate struct {
+	Port    uint16
+	Packets uint64
+	Bytes   uint64 // UDP length - 16, as if it were Jmirror
 }
 
 func (s Stat) String() string {

@@ -45,6 +45,22 @@
 #define JM_MAX_UNTRUSTED 4096
 #define JM_NUM_PORTS 65536
 
+/* Port discovery: what routers' Jmirror looks like (docs/datapath.md). */
+#define JM_IPV4_NOOPT_LEN 20
+#define JM_IPV6_HDR_LEN 40
+#define JM_CSUM_OK 0xffff
+#define JM_GTP_VERSION_1 1
+#define JM_GTP_VERSION_SHIFT 5
+#define JM_GTP_TYPE_GPDU 0xff
+/* PPP protocols a mirrored PPP session carries (RFC 1661 and friends). */
+#define JM_PPP_IPV4 0x0021
+#define JM_PPP_IPV6 0x0057
+#define JM_PPP_LCP 0xc021
+#define JM_PPP_IPCP 0x8021
+#define JM_PPP_IPV6CP 0x8057
+#define JM_PPP_PAP 0xc023
+#define JM_PPP_CHAP 0xc223
+
 /* Bit set in the ports map value for a port jmxdp decodes. */
 #define JM_PORT_DECODE 1U
 

@@ -78,6 +78,15 @@ struct {
 	__type(value, struct jm_counters);
 } jm_stats SEC(".maps");
 
+/* Port discovery: Jmirror-looking traffic per UDP destination port that is
+ * not decoded. An array: bounded, and a port is never evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, JM_NUM_PORTS);
+	__type(key, __u32);
+	__type(value, struct jm_candidate_value);
+} jm_candidates SEC(".maps");
+
 /* AF_XDP sockets, one per RX queue. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);

@@ -47,7 +47,8 @@ enum jm_stat {
 	JM_STAT_CAPTURE_FAILED = 13,  /* no AF_XDP socket on the queue: passed */
 	JM_STAT_STREAM_NEW = 14,      /* entries inserted in the stream table */
 	JM_STAT_VERSION_NONZERO = 15, /* Jmirror datagrams with V != 0 */
-	JM_STAT_MAX = 16,
+	JM_STAT_CANDIDATE = 16,       /* not_jmirror frames that look like Jmirror on a port not decoded */
+	JM_STAT_MAX = 17,
 };
 
 /* A router address: IPv6, or IPv4-mapped. */
@@ -120,6 +121,12 @@ struct jm_counters {
 struct jm_untrusted_value {
 	__u64 packets;
 	__u64 last_seen_ns;
+};
+
+/* Jmirror-looking datagrams on a port jmxdp does not decode, per port. */
+struct jm_candidate_value {
+	__u64 packets;
+	__u64 bytes; /* what would be mirrored-packet bytes: UDP length - 16 */
 };
 
 /* XDP metadata in front of a captured frame, for the AF_XDP reader: the

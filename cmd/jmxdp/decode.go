@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/spf13/cobra"
@@ -10,7 +11,7 @@ import (
 
 func newDecodeCmd() *cobra.Command {
 	var (
-		ports  []uint
+		ports  []string
 		engine string
 		format string
 		out    string
@@ -35,11 +36,11 @@ The JSON form is documented in docs/decode-json.md.`,
 					engine = string(decode.EngineBPF)
 				}
 			}
-			udpPorts, err := parsePorts(ports)
+			udpPorts, auto, err := parsePortArgs(ports)
 			if err != nil {
 				return err
 			}
-			rep, err := decode.Files(args, decode.Options{Ports: udpPorts, Engine: decode.Engine(engine), OutDir: out})
+			rep, err := decode.Files(args, decode.Options{Ports: udpPorts, Auto: auto, Engine: decode.Engine(engine), OutDir: out})
 			if err != nil {
 				return err
 			}
@@ -50,11 +51,29 @@ The JSON form is documented in docs/decode-json.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.UintSliceVarP(&ports, "port", "p", nil, "UDP destination port carrying Jmirror (repeatable; default 30030)")
+	f.StringSliceVarP(&ports, "port", "p", nil, `UDP destination port carrying Jmirror (repeatable; default 30030), or "auto": every port where Jmirror-looking traffic is found`)
 	f.StringVar(&engine, "engine", "", "bpf (the XDP program; default when root) or go")
 	f.StringVar(&format, "format", "table", "table or json")
 	f.StringVar(&out, "out", "", "write one pcapng per (mid, sid) under this directory")
 	return cmd
+}
+
+// parsePortArgs reads decode's --port values: port numbers, or "auto".
+func parsePortArgs(in []string) (ports []uint16, auto bool, err error) {
+	var nums []uint
+	for _, s := range in {
+		if s == "auto" {
+			auto = true
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return nil, false, fmt.Errorf("--port %q: not a UDP port (1-65535) or auto", s)
+		}
+		nums = append(nums, uint(n))
+	}
+	ports, err = parsePorts(nums)
+	return ports, auto, err
 }
 
 // parsePorts checks --port values are usable UDP ports.

@@ -795,3 +795,31 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// Port discovery live: Jmirror sent to a port jmxdp does not decode is
+// counted as a candidate for that port, and still reaches the host's stack
+// (a plain UDP listener on it gets every datagram).
+func TestCandidatePortReachesHost(t *testing.T) {
+	e := newEnv(t)
+	d := e.start(t, e.config())
+	const port = 6502
+	_, count := udpListener(t, e.lab.HostAddr.Addr(), port)
+	var frames [][]byte
+	for i := range 12 {
+		frames = append(frames, e.mirror(t, e.lab.RouterAddr.Addr(), 3, 4, port, i))
+	}
+	e.send(t, frames)
+	if got := count(12, 3*time.Second); got != 12 {
+		t.Errorf("the UDP listener on port %d got %d of 12 datagrams", port, got)
+	}
+	cands, err := d.Program().Maps.Candidates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cands) != 1 || cands[0].Port != port || cands[0].Packets != 12 {
+		t.Errorf("candidates %+v, want port %d with 12 packets", cands, port)
+	}
+	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
+		t.Errorf("%d frames decoded on a port not configured", c)
+	}
+}

@@ -218,6 +218,10 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 
 	s := e.sender(t)
 	frames := framesOf(pkts)
+	// And a router sending to a port nobody configured (port discovery).
+	for i := range 20 {
+		frames = append(frames, e.mirror(t, dn.RouterA, 77, 1, 6502, i))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})

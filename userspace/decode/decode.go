@@ -23,8 +23,12 @@ const (
 
 // Options control a decode.
 type Options struct {
-	Ports  []uint16 // default {30030}
-	Engine Engine   // default bpf
+	Ports []uint16 // default {30030}
+	// Auto adds every candidate port (Jmirror-looking traffic on a port
+	// not decoded) to Ports: a first pass over the files with the Go
+	// decoder finds them.
+	Auto   bool
+	Engine Engine // default bpf
 	// OutDir, if set, receives one pcapng file per (mid, sid).
 	OutDir string
 	// MaxStreams sizes the kernel stream table for the bpf engine.
@@ -36,6 +40,7 @@ type Options struct {
 type engine interface {
 	process(frame []byte) error
 	result() ([]maps.Stream, maps.Counters, error)
+	candidates() ([]maps.Candidate, error)
 	close() error
 }
 
@@ -45,7 +50,8 @@ func (g *goEngine) process(frame []byte) error { g.e.Process(frame); return nil 
 func (g *goEngine) result() ([]maps.Stream, maps.Counters, error) {
 	return g.e.Streams(), g.e.Counters(), nil
 }
-func (g *goEngine) close() error { return nil }
+func (g *goEngine) candidates() ([]maps.Candidate, error) { return g.e.Candidates(), nil }
+func (g *goEngine) close() error                          { return nil }
 
 type bpfEngine struct{ p *loader.Program }
 
@@ -61,7 +67,8 @@ func (b *bpfEngine) result() ([]maps.Stream, maps.Counters, error) {
 	c, err := b.p.Maps.Counters()
 	return s, c, err
 }
-func (b *bpfEngine) close() error { return b.p.Close() }
+func (b *bpfEngine) candidates() ([]maps.Candidate, error) { return b.p.Maps.Candidates() }
+func (b *bpfEngine) close() error                          { return b.p.Close() }
 
 func newEngine(opts Options) (engine, error) {
 	switch opts.Engine {
@@ -94,6 +101,13 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 	}
 	if len(opts.Ports) == 0 {
 		opts.Ports = []uint16{loader.DefaultPort}
+	}
+	if opts.Auto {
+		found, err := discoverPorts(paths, opts.Ports)
+		if err != nil {
+			return nil, err
+		}
+		opts.Ports = append(opts.Ports, found...)
 	}
 	opts.Ports = slices.Compact(slices.Sorted(slices.Values(opts.Ports)))
 	if opts.Engine == "" {
@@ -129,10 +143,33 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 	}
 	rep = &Report{Streams: streamReports(streams), Totals: totalsFrom(counters), Engine: string(opts.Engine), Ports: opts.Ports}
 	rep.Totals.Skipped = skipped
+	cands, err := eng.candidates()
+	if err != nil {
+		return nil, err
+	}
+	rep.CandidatePorts = candidateReports(cands)
 	if out != nil {
 		out.finish(rep)
 	}
 	return rep, nil
+}
+
+// discoverPorts is --port auto's first pass: the Go decoder (the kernel's
+// rules) over every file, reporting the ports with Jmirror-looking traffic.
+func discoverPorts(paths []string, ports []uint16) ([]uint16, error) {
+	eng := &goEngine{jmirror.NewEngine(jmirror.Config{Ports: ports}, nil)}
+	var skipped uint64
+	for _, path := range paths {
+		if _, err := decodeFile(path, eng, nil, &skipped); err != nil {
+			return nil, err
+		}
+	}
+	cands, _ := eng.candidates()
+	out := make([]uint16, 0, len(cands))
+	for _, c := range cands {
+		out = append(out, c.Port)
+	}
+	return out, nil
 }
 
 func decodeFile(path string, eng engine, out *outWriter, skipped *uint64) (int, error) {

@@ -21,6 +21,25 @@ type Report struct {
 	Engine  string         `json:"engine"`
 	Ports   []uint16       `json:"ports"`
 	Files   []string       `json:"files,omitempty"` // pcapng files written by --out
+	// CandidatePorts: Jmirror-looking traffic on ports that were not
+	// decoded (port discovery), by port; [] when there is none.
+	CandidatePorts []CandidatePort `json:"candidate_ports"`
+}
+
+// CandidatePort is a port that carried Jmirror-looking traffic without
+// being decoded.
+type CandidatePort struct {
+	Port    uint16 `json:"port"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+func candidateReports(cs []maps.Candidate) []CandidatePort {
+	out := make([]CandidatePort, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, CandidatePort{Port: c.Port, Packets: c.Packets, Bytes: c.Bytes})
+	}
+	return out
 }
 
 // StreamReport is one (mid, sid), summed over the routers sending it.
@@ -165,6 +184,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if t.Skipped > 0 {
 		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 3520 bytes, outside what XDP sees in one buffer\n", t.Skipped)
+	}
+	for _, c := range r.CandidatePorts {
+		fmt.Fprintf(w, "hint: %d Jmirror-looking packets to UDP port %d, which was not decoded: add --port %d, or use --port auto\n",
+			c.Packets, c.Port, c.Port)
 	}
 	if len(r.Files) > 0 {
 		fmt.Fprintf(w, "wrote %d packets to %d files", t.Written, len(r.Files))

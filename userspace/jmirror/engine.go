@@ -47,20 +47,24 @@ type Result struct {
 	Verdict Verdict
 	Action  maps.Action // for ClassJmirror and ClassFragTracked
 	Header  Header
+	// Candidate: not decoded, but Jmirror-looking traffic on a port that
+	// is not configured (port discovery).
+	Candidate bool
 }
 
 // Engine runs frames through the program's logic, keeping the state the
 // kernel keeps in maps. Unlike the kernel's LRU tables it never evicts:
 // the stream and fragment tables grow with the input.
 type Engine struct {
-	cfg       Config
-	ports     map[uint16]bool
-	policy    map[policyKey]maps.Action
-	streams   map[maps.StreamKey]*maps.StreamStats
-	frags     map[FragKey]fragEntry
-	untrusted map[netip.Addr]uint64
-	counters  maps.Counters
-	clock     func() time.Duration
+	cfg        Config
+	ports      map[uint16]bool
+	policy     map[policyKey]maps.Action
+	streams    map[maps.StreamKey]*maps.StreamStats
+	frags      map[FragKey]fragEntry
+	untrusted  map[netip.Addr]uint64
+	candidates map[uint16]maps.Candidate
+	counters   maps.Counters
+	clock      func() time.Duration
 }
 
 // NewEngine returns an engine with empty state. clock stands in for
@@ -71,13 +75,14 @@ func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 		clock = func() time.Duration { return time.Since(start) }
 	}
 	e := &Engine{
-		cfg:       cfg,
-		ports:     make(map[uint16]bool),
-		policy:    make(map[policyKey]maps.Action),
-		streams:   make(map[maps.StreamKey]*maps.StreamStats),
-		frags:     make(map[FragKey]fragEntry),
-		untrusted: make(map[netip.Addr]uint64),
-		clock:     clock,
+		cfg:        cfg,
+		ports:      make(map[uint16]bool),
+		policy:     make(map[policyKey]maps.Action),
+		streams:    make(map[maps.StreamKey]*maps.StreamStats),
+		frags:      make(map[FragKey]fragEntry),
+		untrusted:  make(map[netip.Addr]uint64),
+		candidates: make(map[uint16]maps.Candidate),
+		clock:      clock,
 	}
 	for _, p := range cfg.Ports {
 		e.ports[p] = true
@@ -169,6 +174,14 @@ func (e *Engine) Process(frame []byte) Result {
 	if !h.UDP || !e.ports[h.Port] {
 		forget()
 		e.count(maps.StatNotJmirror, 1)
+		if Lookalike(frame, h) {
+			e.count(maps.StatCandidate, 1)
+			c := e.candidates[h.Port]
+			c.Packets++
+			c.Bytes += uint64(h.UDPLen - MinUDPLen)
+			e.candidates[h.Port] = c
+			r.Candidate = true
+		}
 		return r
 	}
 	if !e.trusted(h.Router) {
@@ -232,6 +245,18 @@ func (e *Engine) Streams() []maps.Stream {
 		out = append(out, maps.Stream{StreamKey: k, StreamStats: *v})
 	}
 	maps.SortStreams(out)
+	return out
+}
+
+// Candidates returns the ports with Jmirror-looking traffic that were not
+// decoded, by port.
+func (e *Engine) Candidates() []maps.Candidate {
+	out := make([]maps.Candidate, 0, len(e.candidates))
+	for p, c := range e.candidates {
+		c.Port = p
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b maps.Candidate) int { return int(a.Port) - int(b.Port) })
 	return out
 }
 

@@ -220,6 +220,13 @@ var (
 	famUntrustedRouters = newFamily("jmxdp_untrusted_routers", gauge,
 		"Sources outside the allowlist that sent Jmirror (entries in jm_untrusted).")
 
+	// Kernel: jm_candidates (port discovery).
+	famCandidatePackets = newFamily("jmxdp_candidate_port_packets_total", counter,
+		"Jmirror-looking packets to a UDP port jmxdp does not decode (jm_candidates): a router probably sends to a port missing from the configuration. Bounded: the ports with the most packets, the rest in port=\"other\".",
+		"port")
+	famCandidatePorts = newFamily("jmxdp_candidate_ports", gauge,
+		"UDP ports not decoded on which Jmirror-looking traffic was seen.")
+
 	// Maps.
 	famMapEntries = newFamily("jmxdp_map_entries", gauge,
 		"Entries in a BPF map.", "map")
@@ -308,16 +315,20 @@ var (
 
 // Sources of scrape errors.
 const (
-	srcCounters  = "jm_stats"
-	srcStreams   = "jm_streams"
-	srcUntrusted = "jm_untrusted"
-	srcFrags     = "jm_frags"
-	srcPolicy    = "jm_policy"
-	srcAllowlist = "jm_allowlist"
-	srcLink      = "link"
+	srcCounters   = "jm_stats"
+	srcStreams    = "jm_streams"
+	srcUntrusted  = "jm_untrusted"
+	srcFrags      = "jm_frags"
+	srcPolicy     = "jm_policy"
+	srcAllowlist  = "jm_allowlist"
+	srcCandidates = "jm_candidates"
+	srcLink       = "link"
 )
 
-var errorSources = []string{srcCounters, srcStreams, srcUntrusted, srcFrags, srcPolicy, srcAllowlist, srcLink}
+var errorSources = []string{srcCounters, srcStreams, srcUntrusted, srcFrags, srcPolicy, srcAllowlist, srcCandidates, srcLink}
+
+// maxCandidatePorts bounds jmxdp_candidate_port_packets_total's series.
+const maxCandidatePorts = 20
 
 // frameClasses are the counters of jm_stats that partition the frames.
 var frameClasses = []maps.Stat{
@@ -593,6 +604,22 @@ func (c *Collector) collectMaps(ch chan<- prometheus.Metric, fail func(string)) 
 		fail(srcAllowlist)
 	} else {
 		c.emitMap(ch, srcAllowlist, len(prefixes), c.maxEntries[srcAllowlist])
+	}
+	if cands, err := m.Candidates(); err != nil {
+		fail(srcCandidates)
+	} else {
+		emit(ch, famCandidatePorts, float64(len(cands)))
+		top := newTop[uint16](maxCandidatePorts, byPackets, func(a, b uint16) int { return int(a) - int(b) })
+		for _, cp := range cands {
+			top.add(ranked[uint16]{cp.Port, tally{packets: cp.Packets, bytes: cp.Bytes}})
+		}
+		named, rest, folded := top.result()
+		for _, r := range named {
+			emit(ch, famCandidatePackets, float64(r.packets), strconv.Itoa(int(r.key)))
+		}
+		if folded > 0 {
+			emit(ch, famCandidatePackets, float64(rest.packets), Other)
+		}
 	}
 }
 

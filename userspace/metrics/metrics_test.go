@@ -242,6 +242,8 @@ func newTestbed(t *testing.T) *testbed {
 	tb.run(t, gen.NotJmirrorTCPSyn(router1, collector, 40000, 22), pass)
 	tb.run(t, gen.NotJmirrorICMPEcho(router1, collector, 1, 1, 56), pass)
 	tb.run(t, gen.NotJmirrorUDP(router1, collector, 53, 53, []byte("not jmirror")), pass)
+	// Jmirror to a port not decoded: passed, and a discovery candidate.
+	send(gen.Mirror{Router: router1, Collector: collector, MID: 5, SID: 5, Port: 6502, Inner: inner(t, 128)}, 2, pass)
 	// Malformed: UDP length 12 (< 16), and beyond the frame.
 	m := gen.Mirror{Router: router1, Collector: collector, MID: 1, SID: 10, Inner: inner(t, 128)}
 	short := mirrorFrames(t, m)[0]
@@ -305,7 +307,7 @@ func TestCollector(t *testing.T) {
 
 	// Kernel counters.
 	checkFamily(t, got, "jmxdp_frames_total", map[string]float64{
-		"class=not_jmirror": 4, "class=jmirror": 18, "class=malformed_short": 1, "class=malformed_truncated": 1,
+		"class=not_jmirror": 6, "class=jmirror": 18, "class=malformed_short": 1, "class=malformed_truncated": 1,
 		"class=untrusted": 6, "class=frag_tracked": nf - 1, "class=frag_unmatched": 1,
 	})
 	ctr, err := tb.prog.Maps.Counters()
@@ -436,8 +438,10 @@ func TestCollector(t *testing.T) {
 	}
 	checkFamily(t, got, "jmxdp_scrape_errors_total", map[string]float64{
 		"source=jm_stats": 0, "source=jm_streams": 0, "source=jm_untrusted": 0, "source=jm_frags": 0,
-		"source=jm_policy": 0, "source=jm_allowlist": 0, "source=link": 0,
+		"source=jm_policy": 0, "source=jm_allowlist": 0, "source=jm_candidates": 0, "source=link": 0,
 	})
+	checkFamily(t, got, "jmxdp_candidate_port_packets_total", map[string]float64{"port=6502": 2})
+	checkFamily(t, got, "jmxdp_candidate_ports", map[string]float64{"": 1})
 	if len(got.family("jmxdp_scrape_duration_seconds")) != 1 {
 		t.Error("no scrape duration")
 	}
