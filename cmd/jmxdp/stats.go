@@ -21,6 +21,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/filter"
 	"github.com/spf13/cobra"
 )
 
@@ -36,6 +37,8 @@ type statsOpts struct {
 	interval time.Duration
 	top      int
 	samples  int // hidden: stop after this many samples (tests)
+	filter   string
+	flt      *filter.Filter // --filter compiled; nil: every stream
 }
 
 // clearScreen moves the cursor home and clears the terminal.
@@ -44,7 +47,7 @@ const clearScreen = "\x1b[H\x1b[2J"
 func newStatsCmd() *cobra.Command {
 	var o statsOpts
 	cmd := &cobra.Command{
-		Use:   "stats --iface IF [--watch [--interval 1s]] [--top N] [--format table|json] [--pin-dir D]",
+		Use:   "stats --iface IF [--watch [--interval 1s]] [--top N] [--filter EXPR] [--format table|json] [--pin-dir D]",
 		Short: "Show the kernel's counters and the busiest streams of an instance (--watch: rates)",
 		Long: `stats reads the maps pinned by the jmxdp instance on an interface (running, or
 left attached, or stopped with its maps still pinned) and prints the frames by
@@ -52,7 +55,10 @@ reason, the Jmirror packets and bytes, the actions taken, and the top N streams
 by bytes, with the untrusted sources if any. --watch samples every --interval
 and redraws the screen with rates (packets/s, bits/s) computed from the last two
 samples, until Ctrl-C; the first screen comes after one interval. --format json
-prints one JSON document per sample (one line each with --watch).`,
+prints one JSON document per sample (one line each with --watch). --filter EXPR
+shows only the streams that match it (docs/filters.md), each entry of the
+kernel's stream table (one router's share of a stream) on its own, e.g.
+--filter 'mid == 0x3039 and router in 64.230.0.0/16'; --top applies after it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(cmd); err != nil {
@@ -70,6 +76,7 @@ prints one JSON document per sample (one line each with --watch).`,
 	f.BoolVarP(&o.watch, "watch", "w", false, "sample every --interval and show rates until Ctrl-C")
 	f.DurationVar(&o.interval, "interval", time.Second, "sampling interval with --watch")
 	f.IntVar(&o.top, "top", 20, "streams (and untrusted sources) to show, busiest first; 0: all")
+	f.StringVar(&o.filter, "filter", "", "show only the streams matching this expression, e.g. 'mid == 0x3039 and packets > 100' (docs/filters.md)")
 	f.IntVar(&o.samples, "samples", 0, "with --watch, stop after this many samples (0: until Ctrl-C)")
 	f.MarkHidden("samples")
 	return cmd
@@ -81,6 +88,13 @@ func (o *statsOpts) check(cmd *cobra.Command) error {
 	}
 	if err := checkFormat(o.format); err != nil {
 		return err
+	}
+	if cmd.Flags().Changed("filter") {
+		flt, err := filter.Compile(o.filter)
+		if err != nil {
+			return err
+		}
+		o.flt = flt
 	}
 	set := cmd.Flags().Changed
 	switch {
@@ -106,11 +120,13 @@ type sample struct {
 	counters  maps.Counters
 	streams   []maps.Stream
 	untrusted []maps.UntrustedSource
-	capacity  uint32
-	settings  maps.Settings
-	ports     []uint16
-	rules     int
-	allow     int
+	// candidates: Jmirror-looking traffic on ports not decoded.
+	candidates []maps.Candidate
+	capacity   uint32
+	settings   maps.Settings
+	ports      []uint16
+	rules      int
+	allow      int
 }
 
 // readSample opens the pinned maps afresh, so that a watch follows an
@@ -132,6 +148,9 @@ func readSample(iface, dir string) (*sample, error) {
 		return nil, err
 	}
 	if s.untrusted, err = p.Untrusted(); err != nil {
+		return nil, err
+	}
+	if s.candidates, err = p.Candidates(); err != nil {
 		return nil, err
 	}
 	if s.settings, err = p.Settings(); err != nil {
@@ -214,12 +233,13 @@ func (s *sample) ago(t time.Duration) time.Duration {
 	return s.coarse - t
 }
 
-// topStreams sorts the streams, busiest first, and keeps top (0: all).
+// topStreams sorts the streams that match f (nil: all), busiest first, and
+// keeps top (0: all).
 // Without rates busiest is most bytes; with rates, most bits/s, then most
 // bytes. Ties fall back to packets, then (mid, sid, router): the order is
 // the same for the same counts.
-func topStreams(s *sample, r *rates, top int) []maps.Stream {
-	out := slices.Clone(s.streams)
+func topStreams(s *sample, r *rates, top int, f *filter.Filter) []maps.Stream {
+	out := matchingStreams(s, f)
 	slices.SortStableFunc(out, func(a, b maps.Stream) int {
 		if r != nil {
 			if c := cmp.Compare(r.streams[b.StreamKey][1], r.streams[a.StreamKey][1]); c != 0 {
@@ -231,6 +251,22 @@ func topStreams(s *sample, r *rates, top int) []maps.Stream {
 	})
 	if top > 0 && len(out) > top {
 		out = out[:top]
+	}
+	return out
+}
+
+// matchingStreams is a copy of the sample's streams that match f (nil:
+// all). Each is one router's entry of the stream table, filtered on its
+// own: router is that router, packets and bytes its share.
+func matchingStreams(s *sample, f *filter.Filter) []maps.Stream {
+	if f == nil {
+		return slices.Clone(s.streams)
+	}
+	var out []maps.Stream
+	for _, st := range s.streams {
+		if f.Match(filter.StreamOf(st)) {
+			out = append(out, st)
+		}
 	}
 	return out
 }
@@ -319,6 +355,7 @@ var statsOrder = []struct {
 	{maps.StatActionCapture, false}, {maps.StatActionCount, false}, {maps.StatActionPass, false},
 	{maps.StatCaptureFailed, false},
 	{maps.StatFragFirst, false}, {maps.StatStreamNew, false}, {maps.StatVersionNonzero, false},
+	{maps.StatCandidate, false},
 }
 
 // jsonObject is a JSON object whose keys keep their order.
@@ -401,6 +438,15 @@ type statsJSON struct {
 	Streams         []statsStreamJSON    `json:"streams"`
 	UntrustedTotal  int                  `json:"untrusted_total"`
 	Untrusted       []statsUntrustedJSON `json:"untrusted"`
+	CandidatePorts  []statsCandidateJSON `json:"candidate_ports"`
+}
+
+// statsCandidateJSON is a port not decoded that carried Jmirror-looking
+// traffic (port discovery).
+type statsCandidateJSON struct {
+	Port    uint16 `json:"port"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 func evicted(s *sample) uint64 {
@@ -420,6 +466,10 @@ func statsDocument(o statsOpts, dir string, s *sample, r *rates) statsJSON {
 		},
 		StreamsTotal: len(s.streams), Streams: []statsStreamJSON{},
 		UntrustedTotal: len(s.untrusted), Untrusted: []statsUntrustedJSON{},
+		CandidatePorts: []statsCandidateJSON{},
+	}
+	for _, c := range s.candidates {
+		doc.CandidatePorts = append(doc.CandidatePorts, statsCandidateJSON{Port: c.Port, Packets: c.Packets, Bytes: c.Bytes})
 	}
 	if doc.Settings.Ports == nil {
 		doc.Settings.Ports = []uint16{}
@@ -439,7 +489,7 @@ func statsDocument(o statsOpts, dir string, s *sample, r *rates) statsJSON {
 		}
 		doc.Rates = append(doc.Rates, jsonField{"jmirror_bits", r.counters[maps.StatJmirrorBytes] * 8})
 	}
-	for _, st := range topStreams(s, r, o.top) {
+	for _, st := range topStreams(s, r, o.top, o.flt) {
 		j := statsStreamJSON{
 			Router: st.Router.String(), MID: st.MID, SID: st.SID, Packets: st.Packets, Bytes: st.Bytes,
 			Inner: innerJSON{st.Inner[maps.InnerIPv4], st.Inner[maps.InnerIPv6], st.Inner[maps.InnerPPP],
@@ -542,12 +592,16 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 	writeAligned(w, rows, "lrr")
 	fmt.Fprintf(w, "streams: %d in a table of %d (%d evicted)\n", len(s.streams), s.capacity, evicted(s))
 
-	top := topStreams(s, r, o.top)
+	top := topStreams(s, r, o.top, o.flt)
 	by := "bytes"
 	if r != nil {
 		by = "bit rate"
 	}
-	fmt.Fprintf(w, "\nSTREAMS: %d of %d, by %s\n", len(top), len(s.streams), by)
+	if o.flt != nil {
+		fmt.Fprintf(w, "\nSTREAMS: %d of %d matching %s, by %s\n", len(top), len(matchingStreams(s, o.flt)), o.flt, by)
+	} else {
+		fmt.Fprintf(w, "\nSTREAMS: %d of %d, by %s\n", len(top), len(s.streams), by)
+	}
 	head = []string{"ROUTER", "MID", "SID", "PACKETS", "BYTES"}
 	align := "lrrrr"
 	if r != nil {
@@ -589,6 +643,14 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 			rows = append(rows, append(row, agoString(s.ago(u.LastSeen))))
 		}
 		writeAligned(w, rows, align)
+	}
+	if len(s.candidates) > 0 {
+		fmt.Fprintf(w, "\nCANDIDATE PORTS: Jmirror-looking traffic to ports not decoded (passed to the host; add them to ports:)\n")
+		rows = [][]string{{"PORT", "PACKETS", "BYTES"}}
+		for _, c := range s.candidates {
+			rows = append(rows, []string{fmt.Sprint(c.Port), fmt.Sprint(c.Packets), fmt.Sprint(c.Bytes)})
+		}
+		writeAligned(w, rows, "rrr")
 	}
 }
 

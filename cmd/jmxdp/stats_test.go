@@ -100,7 +100,7 @@ func TestStatsCounts(t *testing.T) {
 	a := testMirror{"10.0.0.1", 7, 1, 0, 40}    // policy count
 	b := testMirror{"10.0.0.2", 8, 2, 0, 100}   // capture: no socket, capture_failed
 	u := testMirror{"192.0.2.66", 9, 9, 0, 10}  // untrusted
-	n := testMirror{"10.0.0.1", 7, 1, 9999, 10} // not a Jmirror port
+	n := testMirror{"10.0.0.1", 7, 1, 9999, 10} // a port not decoded: a discovery candidate
 	la, lb := runFrames(t, p, a, 3), runFrames(t, p, b, 5)
 	runFrames(t, p, u, 2)
 	runFrames(t, p, n, 1)
@@ -118,7 +118,7 @@ func TestStatsCounts(t *testing.T) {
 		"frames": 11, "not_jmirror": 1, "jmirror": 8, "jmirror_bytes": float64(3*la + 5*lb),
 		"malformed_short": 0, "malformed_truncated": 0, "untrusted": 2, "frag_tracked": 0, "frag_unmatched": 0,
 		"action_capture": 5, "action_count": 3, "action_pass": 0, "capture_failed": 5,
-		"frag_first": 0, "stream_new": 2, "version_nonzero": 0,
+		"frag_first": 0, "stream_new": 2, "version_nonzero": 0, "candidate": 1,
 		"streams": 2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
 	}
 	for k, v := range want {
@@ -307,5 +307,35 @@ func TestStatsWatchStops(t *testing.T) {
 	}
 	if n := strings.Count(b.String(), "\n"); n < 2 {
 		t.Errorf("%d samples in 300ms at 50ms", n)
+	}
+}
+
+// Port discovery in stats: Jmirror to a port not decoded shows as a
+// candidate port, in the table and the JSON.
+func TestStatsCandidatePorts(t *testing.T) {
+	p, base := statsProgram(t, "jmxcand0")
+	runFrames(t, p, testMirror{router: "10.0.0.9", mid: 8, sid: 8, port: 6502, payload: 40}, 3)
+	out, err := run(t, "stats", "--iface", "jmxcand0", "--pin-dir", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "CANDIDATE PORTS") || !strings.Contains(out, "6502") {
+		t.Errorf("table:\n%s", out)
+	}
+	out, err = run(t, "stats", "--iface", "jmxcand0", "--pin-dir", base, "--format", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		CandidatePorts []struct {
+			Port    uint16 `json:"port"`
+			Packets uint64 `json:"packets"`
+		} `json:"candidate_ports"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.CandidatePorts) != 1 || doc.CandidatePorts[0].Port != 6502 || doc.CandidatePorts[0].Packets != 3 {
+		t.Errorf("candidate_ports %+v", doc.CandidatePorts)
 	}
 }

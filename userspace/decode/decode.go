@@ -10,6 +10,7 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
+	"github.com/jmxdp/jmxdp/userspace/filter"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 )
 
@@ -34,6 +35,9 @@ type Options struct {
 	// MaxStreams sizes the kernel stream table for the bpf engine.
 	MaxStreams uint32
 	Logger     *slog.Logger
+	// Filter, if set, keeps the report's matching streams, and --out
+	// writes only their files (filter.go).
+	Filter *filter.Filter
 }
 
 // engine is one way to run frames through the data path.
@@ -125,6 +129,9 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 			return nil, err
 		}
 		defer func() { err = errors.Join(err, out.close()) }()
+		if err = out.useFilter(opts.Filter); err != nil {
+			return nil, err
+		}
 	}
 
 	var skipped uint64
@@ -142,12 +149,16 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 		return nil, err
 	}
 	rep = &Report{Streams: streamReports(streams), Totals: totalsFrom(counters), Engine: string(opts.Engine), Ports: opts.Ports}
+	rep.StreamsTotal = len(rep.Streams)
 	rep.Totals.Skipped = skipped
 	cands, err := eng.candidates()
 	if err != nil {
 		return nil, err
 	}
 	rep.CandidatePorts = candidateReports(cands)
+	if err := applyFilter(rep, opts.Filter, out); err != nil {
+		return nil, err
+	}
 	if out != nil {
 		out.finish(rep)
 	}

@@ -27,6 +27,10 @@ type outWriter struct {
 	// fragmented counts Jmirror first fragments, reassembled the datagrams
 	// written from fragments: the difference never made it to a file.
 	fragmented, reassembled uint64
+	// keep, if set, says which streams to write; stage, if set, is where
+	// to write them until a filter decides (filter.go).
+	keep  func(mid, sid uint32) bool
+	stage string
 }
 
 type streamID struct{ mid, sid uint32 }
@@ -85,10 +89,13 @@ func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header, class jmirror.Cl
 }
 
 func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
+	if o.keep != nil && !o.keep(h.MID, h.SID) {
+		return nil
+	}
 	id := streamID{h.MID, h.SID}
 	w, ok := o.files[id]
 	if !ok {
-		path := StreamPath(o.dir, h.MID, h.SID)
+		path := StreamPath(o.target(), h.MID, h.SID)
 		var err error
 		if w, err = pcapng.Create(path, h.MID, h.SID); err != nil {
 			return fmt.Errorf("create stream file: %w", err)
@@ -124,6 +131,9 @@ func (o *outWriter) close() error {
 	var errs []error
 	for _, w := range o.files {
 		errs = append(errs, w.Close())
+	}
+	if o.stage != "" {
+		errs = append(errs, os.RemoveAll(o.stage))
 	}
 	return errors.Join(errs...)
 }

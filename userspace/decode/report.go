@@ -24,6 +24,11 @@ type Report struct {
 	// CandidatePorts: Jmirror-looking traffic on ports that were not
 	// decoded (port discovery), by port; [] when there is none.
 	CandidatePorts []CandidatePort `json:"candidate_ports"`
+	// Filter is --filter as given; StreamsTotal counts the streams before
+	// it (Streams holds the matching ones). Without a filter, Filter is
+	// absent and StreamsTotal = len(Streams).
+	Filter       string `json:"filter,omitempty"`
+	StreamsTotal int    `json:"streams_total"`
 }
 
 // CandidatePort is a port that carried Jmirror-looking traffic without
