@@ -581,10 +581,16 @@ func policyDel(t *target, r maps.PolicyRule) (*changeJSON[ruleJSON], error) {
 }
 
 func newPolicyListCmd() *cobra.Command {
+	return newListCmd("List the rules of the instance (or of the config file when nothing is pinned)", policyList)
+}
+
+// newListCmd is `policy list` and `allowlist list`: open the instance (or
+// the file) and print with list.
+func newListCmd(short string, list func(*cobra.Command, *target, string) error) *cobra.Command {
 	var f editFlags
 	cmd := &cobra.Command{
 		Use:   "list --iface IF [--config FILE] [--format table|json]",
-		Short: "List the rules of the instance (or of the config file when nothing is pinned)",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
@@ -595,7 +601,7 @@ func newPolicyListCmd() *cobra.Command {
 				return err
 			}
 			defer t.Close()
-			return policyList(cmd, t, f.format)
+			return list(cmd, t, f.format)
 		},
 	}
 	f.add(cmd)
@@ -923,26 +929,7 @@ func applyAllow(m *maps.Pinned, add bool, before, todo []netip.Prefix, s maps.Se
 }
 
 func newAllowListCmd() *cobra.Command {
-	var f editFlags
-	cmd := &cobra.Command{
-		Use:   "list --iface IF [--config FILE] [--format table|json]",
-		Short: "List the allowed router prefixes (of the config file when nothing is pinned)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.check(); err != nil {
-				return err
-			}
-			t, err := f.open(cmd)
-			if err != nil {
-				return err
-			}
-			defer t.Close()
-			return allowList(cmd, t, f.format)
-		},
-	}
-	f.add(cmd)
-	cmd.Flags().Lookup("config").Usage = "config file: listed when nothing is pinned, else compared with the instance"
-	return cmd
+	return newListCmd("List the allowed router prefixes (of the config file when nothing is pinned)", allowList)
 }
 
 func allowList(cmd *cobra.Command, t *target, format string) error {
