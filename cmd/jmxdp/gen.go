@@ -1,13 +1,19 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/spf13/cobra"
@@ -15,7 +21,8 @@ import (
 
 func newGenCmd() *cobra.Command {
 	cfg := gen.DefaultDemo()
-	var out, iface, netnsName string
+	tcfg := gen.DefaultTraffic()
+	var out, iface, netnsName, model, imix, format string
 	var rate float64
 	var duration time.Duration
 	var loops int
@@ -27,7 +34,27 @@ routers sharing an id, outer IPv6, VLAN tags, fragments and non-Jmirror noise, t
 same bytes for the same seed. --out writes it as a pcap; --iface sends it from an
 interface (in --netns if given), --loops times or for --duration, at --rate
 frames/s (0: as fast as it goes). The frames are addressed to the lab's host end
-(203.0.113.10, see jmxdp lab up).`,
+(203.0.113.10, see jmxdp lab up).
+
+--model selects what is generated:
+  demo     (the default) the hand-made demo above: --intercepts, --sessions,
+           --packets per session, --seed, --port.
+  traffic  a statistical model for tests and benchmarks: --packets-total
+           datagrams over --intercepts x --sessions streams (stream i sent by
+           router i mod --routers, outer IPv4 192.0.2.x), inner sizes drawn
+           from --imix (SIZE:WEIGHT,...; default simple IMIX 64:7,576:4,1400:1),
+           inner kinds 60% IPv4, 30% IPv6, 10% PPP, a --fragments share of
+           datagrams made larger than MTU 1500 and sent as two IPv4 fragments,
+           a --malformed share with a short or too long UDP length, and
+           --noise non-Jmirror frames per datagram. Timestamps start at
+           2025-01-06 09:00 UTC, 100000 frames/s.
+Without --model, setting any of --packets-total, --routers, --imix,
+--fragments, --malformed or --noise selects traffic.
+
+--format json prints what was generated (both models) as JSON: streams with
+mid, sid, packets, bytes, routers and inner kinds, as jmxdp decode --format json
+reports them, and totals (frames, jmirror, not_jmirror, malformed, fragments,
+fragmented_datagrams).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (out == "") == (iface == "") {
@@ -36,12 +63,56 @@ frames/s (0: as fast as it goes). The frames are addressed to the lab's host end
 			if rate < 0 || loops < 0 || duration < 0 {
 				return errors.New("--rate, --loops and --duration cannot be negative")
 			}
-			pkts, sum, err := gen.Demo(cfg)
+			if format != "text" && format != "json" {
+				return fmt.Errorf("--format %q: want text or json", format)
+			}
+			if model == "" {
+				model = "demo"
+				for _, name := range trafficFlags {
+					if cmd.Flags().Changed(name) {
+						model = "traffic"
+					}
+				}
+			}
+			var (
+				pkts []gen.Packet
+				sum  gen.Summary
+				err  error
+				port = cfg.Port
+			)
+			switch model {
+			case "demo":
+				pkts, sum, err = gen.Demo(cfg)
+			case "traffic":
+				if cmd.Flags().Changed("imix") {
+					if tcfg.Sizes, err = parseIMIX(imix); err != nil {
+						return err
+					}
+				}
+				tcfg.Seed = uint64(cfg.Seed)
+				tcfg.Intercepts, tcfg.SessionsPer, tcfg.Port = cfg.Intercepts, cfg.SessionsPer, cfg.Port
+				pkts, sum, err = gen.Traffic(tcfg)
+			default:
+				return fmt.Errorf("--model %q: want demo or traffic", model)
+			}
 			if err != nil {
 				return fmt.Errorf("generate: %w", err)
 			}
+			report := func(what string) error {
+				if format == "json" {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(summaryJSON(model, port, sum))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d frames, %d Jmirror datagrams in %d streams, %d malformed, %d non-Jmirror, %d later fragments (port %d)\n",
+					what, sum.Frames, sum.JmirrorDatagrams, len(sum.Streams), sum.Malformed, sum.NotJmirror, sum.Fragments, port)
+				return nil
+			}
 			if iface != "" {
-				return transmit(cmd, pkts, iface, netnsName, send.Options{Rate: rate, Duration: duration, Loops: loops})
+				if err := report("generated"); err != nil {
+					return err
+				}
+				return transmit(cmd, pkts, iface, netnsName, send.Options{Rate: rate, Duration: duration, Loops: loops}, format == "json")
 			}
 			f, err := os.OpenFile(out, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 			if err != nil {
@@ -54,9 +125,7 @@ frames/s (0: as fast as it goes). The frames are addressed to the lab's host end
 			if err := f.Close(); err != nil {
 				return fmt.Errorf("close %s: %w", out, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d frames, %d Jmirror datagrams in %d streams, %d non-Jmirror, %d later fragments (port %d)\n",
-				out, sum.Frames, sum.JmirrorDatagrams, len(sum.Streams), sum.NotJmirror, sum.Fragments, cfg.Port)
-			return nil
+			return report("wrote " + out)
 		},
 	}
 	f := cmd.Flags()
@@ -71,10 +140,94 @@ frames/s (0: as fast as it goes). The frames are addressed to the lab's host end
 	f.IntVar(&cfg.SessionsPer, "sessions", cfg.SessionsPer, "sessions (sid) per intercept")
 	f.IntVar(&cfg.PacketsPer, "packets", cfg.PacketsPer, "packets per session")
 	f.Uint16Var(&cfg.Port, "port", cfg.Port, "UDP destination port")
+	f.StringVar(&model, "model", "", "demo or traffic (default demo, traffic if a traffic flag is set)")
+	f.StringVar(&format, "format", "text", "text or json (the summary of what was generated)")
+	f.IntVar(&tcfg.Packets, "packets-total", tcfg.Packets, "traffic: total Jmirror datagrams")
+	f.IntVar(&tcfg.Routers, "routers", tcfg.Routers, "traffic: routers sending the streams")
+	f.StringVar(&imix, "imix", "64:7,576:4,1400:1", "traffic: inner size mix, SIZE:WEIGHT,...")
+	f.Float64Var(&tcfg.FragmentRatio, "fragments", tcfg.FragmentRatio, "traffic: share of datagrams sent as IPv4 fragments")
+	f.Float64Var(&tcfg.MalformedRatio, "malformed", tcfg.MalformedRatio, "traffic: share of malformed datagrams")
+	f.Float64Var(&tcfg.NoiseRatio, "noise", tcfg.NoiseRatio, "traffic: non-Jmirror frames per datagram")
 	return cmd
 }
 
-func transmit(cmd *cobra.Command, pkts []gen.Packet, iface, netnsName string, opt send.Options) error {
+// trafficFlags select the traffic model when --model is not given.
+var trafficFlags = []string{"packets-total", "routers", "imix", "fragments", "malformed", "noise"}
+
+// parseIMIX reads SIZE:WEIGHT,... into a size mix.
+func parseIMIX(s string) ([]gen.SizeWeight, error) {
+	var out []gen.SizeWeight
+	for _, part := range strings.Split(s, ",") {
+		size, weight, ok := strings.Cut(strings.TrimSpace(part), ":")
+		sz, err1 := strconv.Atoi(size)
+		w, err2 := strconv.Atoi(weight)
+		if !ok || err1 != nil || err2 != nil || sz < 0 || w < 0 {
+			return nil, fmt.Errorf("--imix %q: want SIZE:WEIGHT,... with non-negative integers", s)
+		}
+		out = append(out, gen.SizeWeight{Size: sz, Weight: w})
+	}
+	return out, nil
+}
+
+// genSummary is the JSON form of a gen.Summary; streams and routers have the
+// shape and order of jmxdp decode's report.
+type genSummary struct {
+	Model   string                `json:"model"`
+	Port    uint16                `json:"port"`
+	Streams []decode.StreamReport `json:"streams"`
+	Totals  genTotals             `json:"totals"`
+}
+
+type genTotals struct {
+	Frames              int    `json:"frames"`
+	Jmirror             int    `json:"jmirror"`
+	JmirrorBytes        uint64 `json:"jmirror_bytes"`
+	NotJmirror          int    `json:"not_jmirror"`
+	Malformed           int    `json:"malformed"`
+	Fragments           int    `json:"fragments"`
+	FragmentedDatagrams int    `json:"fragmented_datagrams"`
+}
+
+func summaryJSON(model string, port uint16, sum gen.Summary) genSummary {
+	out := genSummary{Model: model, Port: port, Streams: []decode.StreamReport{}, Totals: genTotals{
+		Frames: sum.Frames, Jmirror: sum.JmirrorDatagrams, NotJmirror: sum.NotJmirror,
+		Malformed: sum.Malformed, Fragments: sum.Fragments, FragmentedDatagrams: sum.Fragmented,
+	}}
+	for id, c := range sum.Streams {
+		s := decode.StreamReport{MID: id.MID, SID: id.SID, Packets: c.Packets, Bytes: c.Bytes, Routers: []decode.RouterReport{},
+			Inner: decode.InnerReport{IPv4: c.Inner[gen.KindIPv4], IPv6: c.Inner[gen.KindIPv6], PPP: c.Inner[gen.KindPPP],
+				Unknown: c.Inner[gen.KindUnknown], Empty: c.Inner[gen.KindEmpty]}}
+		routers := make([]netip.Addr, 0, len(c.ByRouter))
+		for r := range c.ByRouter {
+			routers = append(routers, r)
+		}
+		slices.SortFunc(routers, func(a, b netip.Addr) int { return a.Compare(b) })
+		for _, r := range routers {
+			s.Routers = append(s.Routers, decode.RouterReport{Addr: r.String(), Packets: c.ByRouter[r][0], Bytes: c.ByRouter[r][1]})
+		}
+		out.Streams = append(out.Streams, s)
+		out.Totals.JmirrorBytes += c.Bytes
+	}
+	slices.SortFunc(out.Streams, func(a, b decode.StreamReport) int {
+		if a.MID != b.MID {
+			return cmpU32(a.MID, b.MID)
+		}
+		return cmpU32(a.SID, b.SID)
+	})
+	return out
+}
+
+func cmpU32(a, b uint32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func transmit(cmd *cobra.Command, pkts []gen.Packet, iface, netnsName string, opt send.Options, quiet bool) error {
 	if opt.Duration == 0 && opt.Loops == 0 {
 		opt.Loops = 1
 	}
@@ -90,6 +243,10 @@ func transmit(cmd *cobra.Command, pkts []gen.Packet, iface, netnsName string, op
 	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := s.Run(ctx, frames, opt)
-	fmt.Fprintf(cmd.OutOrStdout(), "sent %d frames (%d bytes) on %s in %s\n", rep.Sent, rep.Bytes, iface, rep.Elapsed.Round(time.Millisecond))
+	w := cmd.OutOrStdout()
+	if quiet { // stdout holds the JSON summary
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprintf(w, "sent %d frames (%d bytes) on %s in %s\n", rep.Sent, rep.Bytes, iface, rep.Elapsed.Round(time.Millisecond))
 	return err
 }

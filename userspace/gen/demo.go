@@ -96,6 +96,7 @@ type Summary struct {
 	NotJmirror       int // noise frames, including a non-Jmirror fragment
 	Fragments        int // non-first fragments of Jmirror datagrams
 	Fragmented       int // Jmirror datagrams sent as fragments
+	Malformed        int // malformed Jmirror datagrams (Traffic), in no stream
 }
 
 // Add counts one Jmirror datagram; decoders' tests can use it to build the
