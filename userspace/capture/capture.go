@@ -267,6 +267,9 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 	defer c.ringsWG.Done()
 	var cur *batch
 	var started time.Time // when cur got its first frame
+	// drops collects this round's dropped frames by stream, handed over
+	// once per round: the ring loop takes no lock per frame.
+	drops := make(map[writer.Key]int)
 	handOver := func() {
 		if cur != nil && len(cur.frames) > 0 {
 			c.work <- cur
@@ -289,9 +292,11 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 				handOver() // idle: nothing more is coming soon
 			}
 		}
+		// Counted per round, not per frame: one atomic add each.
+		var frames, bytes, dropped uint64
 		q.sock.ReceiveCopyMeta(metaLen, func(meta, data []byte) {
-			q.frames.Add(1)
-			q.bytes.Add(uint64(len(data)))
+			frames++
+			bytes += uint64(len(data))
 			if cur != nil && len(cur.buf)+len(data) > cap(cur.buf) {
 				handOver()
 			}
@@ -299,8 +304,8 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 				select {
 				case cur = <-c.free:
 				default:
-					q.dropped.Add(1)
-					c.dropUpstream(data)
+					dropped++
+					drops[dropKey(data)]++
 					return
 				}
 			}
@@ -314,6 +319,13 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 			cur.buf = append(cur.buf, data...)
 			cur.frames = append(cur.frames, ref)
 		})
+		q.frames.Add(frames)
+		q.bytes.Add(bytes)
+		if dropped > 0 {
+			q.dropped.Add(dropped)
+			c.addDrops(drops)
+			clear(drops)
+		}
 		// A batch fills across rounds, so that a trickle of frames does
 		// not use up the pool one frame a batch; batchLinger bounds how
 		// long its first frame waits.
@@ -331,16 +343,23 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 	}
 }
 
-// dropUpstream attributes a frame the ring loop could not queue to its
-// stream when it can tell (a later fragment cannot say).
-func (c *Capture) dropUpstream(frame []byte) {
+// dropKey attributes a frame the ring loop could not queue to its stream
+// when it can tell (a later fragment cannot say: the zero key).
+func dropKey(frame []byte) writer.Key {
 	h, class := jmirror.Decode(frame, anyPort)
-	k := writer.Key{}
 	if class == jmirror.ClassJmirror && !h.LaterFragment {
-		k = writer.Key{MID: h.MID, SID: h.SID}
+		return writer.Key{MID: h.MID, SID: h.SID}
 	}
+	return writer.Key{}
+}
+
+// addDrops hands a round's drops to the decode loop, which reports them to
+// the sink.
+func (c *Capture) addDrops(drops map[writer.Key]int) {
 	c.dropMu.Lock()
-	c.drops[k]++
+	for k, n := range drops {
+		c.drops[k] += n
+	}
 	c.dropMu.Unlock()
 }
 
