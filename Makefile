@@ -36,9 +36,12 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Each benchmark iteration runs 10000 frames through jmxdp and as many through
-# a trivial XDP_PASS program, alternating; x_pass is the ratio.
-bench:
+# `jmxdp bench` (full mode; see docs/bench.md) writes docs/bench/<date>.json
+# and .md. Then the Go benchmark: each iteration runs 10000 frames through
+# jmxdp and as many through a trivial XDP_PASS program, alternating; x_pass
+# is the ratio.
+bench: build
+	$(BIN) bench --out docs/bench
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./loader
 
 # The main job on an embedded default. As root: the live demo (a veth lab,

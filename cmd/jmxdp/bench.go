@@ -1,0 +1,54 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jmxdp/jmxdp/userspace/bench"
+	"github.com/spf13/cobra"
+)
+
+func newBenchCmd() *cobra.Command {
+	var short bool
+	var runs int
+	var format, out string
+	cmd := &cobra.Command{
+		Use:   "bench [--short] [--runs N] [--format table|json] [--out DIR]",
+		Short: "Measure jmxdp against baselines run alongside (XDP_PASS, tshark) and report ratios",
+		Long: `bench measures, in one run and as ratios to a baseline measured alongside:
+the XDP program's ns/frame against a trivial XDP_PASS program (root), offline
+decoding with the Go and BPF (root) engines against tshark, and the writer's
+peak RSS and open files with 100k concurrent streams. Each figure is the
+median of --runs runs. --short is the quick CI mode (20k frames, 5k streams,
+one run). See docs/bench.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "table" && format != "json" {
+				return errors.New("--format must be table or json")
+			}
+			if runs < 0 {
+				return errors.New("--runs must not be negative")
+			}
+			res, err := bench.Run(bench.Options{Short: short, Runs: runs, Progress: cmd.ErrOrStderr()})
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				j, md, err := res.WriteFiles(out)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "bench: wrote %s and %s\n", j, md)
+			}
+			if format == "json" {
+				return res.WriteJSON(cmd.OutOrStdout())
+			}
+			return res.WriteTable(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVar(&short, "short", false, "quick mode: 20k frames, 5k streams, 1 run unless --runs")
+	cmd.Flags().IntVar(&runs, "runs", 0, "runs per figure, the median is reported (default 5, short mode 1)")
+	cmd.Flags().StringVar(&format, "format", "table", "output format: table or json")
+	cmd.Flags().StringVar(&out, "out", "", "also write DIR/<YYYY-MM-DD>.json and .md")
+	return cmd
+}
