@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -12,18 +11,6 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
-
-// runLab runs jmxdp with args in process, returning its output.
-func runLab(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := newRootCmd()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	return out.String(), err
-}
 
 // labArgs are the flags that make `jmxdp lab up` build cfg's lab.
 func labArgs(cfg lab.Config, up bool) []string {
@@ -43,7 +30,7 @@ func TestLabUpDown(t *testing.T) {
 		}
 	})
 	up := append([]string{"lab", "up"}, labArgs(cfg, true)...)
-	out, err := runLab(t, up...)
+	out, err := run(t, up...)
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
@@ -67,14 +54,14 @@ func TestLabUpDown(t *testing.T) {
 		t.Errorf("pin: %v", err)
 	}
 
-	_, err = runLab(t, up...)
+	_, err = run(t, up...)
 	if !errors.Is(err, lab.ErrExists) || !strings.Contains(err.Error(), "jmxdp lab down --name "+cfg.Name) {
 		t.Errorf("second lab up: %v", err)
 	}
 
 	down := append([]string{"lab", "down"}, labArgs(cfg, false)...)
 	for range 2 {
-		out, err = runLab(t, down...)
+		out, err = run(t, down...)
 		if err != nil || !strings.Contains(out, "lab "+cfg.Name+" is down") {
 			t.Fatalf("lab down: %v\n%s", err, out)
 		}
@@ -95,7 +82,7 @@ func TestLabNotRoot(t *testing.T) {
 	labGeteuid = func() int { return 1000 }
 	defer func() { labGeteuid = saved }()
 	for _, args := range [][]string{{"lab", "up"}, {"lab", "down"}, {"lab", "up", "--name", "x"}} {
-		_, err := runLab(t, args...)
+		_, err := run(t, args...)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), "needs root") || !strings.Contains(err.Error(), "sudo") {
 			t.Errorf("jmxdp %s as a user: %v", strings.Join(args, " "), err)
@@ -120,7 +107,7 @@ func TestLabBadArguments(t *testing.T) {
 		{[]string{"lab", "down", "--name", "a/b"}, "lab name"},
 		{[]string{"lab", "down", "--bogus"}, "unknown flag"},
 	} {
-		_, err := runLab(t, c.args...)
+		_, err := run(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("jmxdp %s: error %v, want %q", strings.Join(c.args, " "), err, c.want)
 		}

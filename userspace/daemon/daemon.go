@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"path/filepath"
-	"slices"
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
@@ -225,7 +223,6 @@ func (d *Daemon) effectiveConfig() (loader.Config, error) {
 				"removed", gone, "added", added)
 		}
 	}
-	slices.SortFunc(lc.Allowlist, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
 	return lc, nil
 }
 
