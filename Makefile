@@ -15,7 +15,7 @@ build:
 # Rebuild the bpf2go objects with the clang pinned in bpf/gen.go (clang-19). The committed ones are
 # what `go build` uses: no clang needed to build jmxdp.
 generate:
-	BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I/usr/include/$(MULTIARCH)" $(GO) generate ./bpf/
+	BPF2GO_CFLAGS="-O2 -g -Wall -Werror -I/usr/include/$(MULTIARCH)" $(GO) generate ./bpf/...
 
 # CI: the committed objects must be what the pinned clang makes of the C.
 check-generate: generate
