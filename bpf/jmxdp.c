@@ -182,37 +182,74 @@ static __always_inline __u32 classify_inner(const __u8 *inner, void *data_end,
 	return JM_INNER_UNKNOWN;
 }
 
-static __always_inline void count_stream(struct jm_counters *c,
-					 struct jm_packet *p)
+static __always_inline __u32 policy_gen(void)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&jm_policy_gen, &zero);
+
+	return gen ? *gen : 0;
+}
+
+static __always_inline __u64 policy_cache_word(__u32 gen, __u32 action)
+{
+	return ((__u64)gen << JM_POLICY_CACHE_GEN_SHIFT) |
+	       JM_POLICY_CACHE_VALID | action;
+}
+
+/*
+ * Count the datagram into its stream and return the stream's action. The
+ * action is cached in the stream's entry under the policy generation read
+ * first, before any policy lookup: a rule written after that read comes with
+ * a new generation, so a stale cached action is used at most by frames that
+ * raced the change, never after it.
+ */
+static __always_inline __u32 count_stream(struct jm_counters *c,
+					  const struct jm_settings *cfg,
+					  struct jm_packet *p)
 {
 	struct jm_stream_value *v, nv = {};
 	__u32 kind = p->inner_kind;
+	__u32 gen = policy_gen();
 	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 cached;
+	__u32 action;
 
 	if (kind >= JM_INNER_MAX)
 		kind = JM_INNER_UNKNOWN;
 
 	v = bpf_map_lookup_elem(&jm_streams, &p->key);
 	if (!v) {
-		nv.packets = 1;
+		action = lookup_action(cfg, p->key.mid, p->key.sid);
 		nv.bytes = p->inner_len;
 		nv.first_seen_ns = now;
 		nv.last_seen_ns = now;
 		nv.inner[kind] = 1;
+		nv.policy_cache = policy_cache_word(gen, action);
 		if (bpf_map_update_elem(&jm_streams, &p->key, &nv,
 					BPF_NOEXIST) == 0) {
 			stat_add(c, JM_STAT_STREAM_NEW, 1);
-			return;
+			return action;
 		}
 		/* Another CPU inserted it first: add to its entry. */
 		v = bpf_map_lookup_elem(&jm_streams, &p->key);
 		if (!v)
-			return;
+			return action;
 	}
-	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, p->inner_len);
 	__sync_fetch_and_add(&v->inner[kind], 1);
 	v->last_seen_ns = now;
+
+	cached = v->policy_cache;
+	if ((cached & JM_POLICY_CACHE_VALID) &&
+	    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
+		action = cached & JM_POLICY_CACHE_ACTION_MASK;
+		if (action > JM_ACTION_PASS)
+			action = JM_ACTION_PASS;
+		return action;
+	}
+	action = lookup_action(cfg, p->key.mid, p->key.sid);
+	v->policy_cache = policy_cache_word(gen, action);
+	return action;
 }
 
 /* Later fragments carry no UDP header: they follow their first fragment. */
@@ -406,8 +443,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	p.inner_len = udp_len - JM_MIN_UDP_LEN;
 	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
 
-	action = lookup_action(&cfg, p.key.mid, p.key.sid);
-	count_stream(c, &p);
+	action = count_stream(c, &cfg, &p);
 	stat_add(c, JM_STAT_JMIRROR, 1);
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
 	if (p.version)

@@ -129,11 +129,12 @@ type JmxdpJmStreamKey struct {
 
 type JmxdpJmStreamValue struct {
 	_           structs.HostLayout
-	Packets     uint64
+	Reserved    uint64
 	Bytes       uint64
 	FirstSeenNs uint64
 	LastSeenNs  uint64
 	Inner       [5]uint64
+	PolicyCache uint64
 }
 
 type JmxdpJmUntrustedValue struct {
@@ -158,6 +159,7 @@ const (
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmPolicy            = "jm_policy"
+	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
 	JmxdpMapJmStats             = "jm_stats"
 	JmxdpMapJmStreams           = "jm_streams"
@@ -227,6 +229,7 @@ type JmxdpMapSpecs struct {
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
+	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
 	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
 	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
@@ -270,6 +273,7 @@ type JmxdpMaps struct {
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
+	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
 	JmStats      *ebpf.Map `ebpf:"jm_stats"`
 	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
@@ -284,6 +288,7 @@ func (m *JmxdpMaps) Close() error {
 		m.JmConfig,
 		m.JmFrags,
 		m.JmPolicy,
+		m.JmPolicyGen,
 		m.JmPorts,
 		m.JmStats,
 		m.JmStreams,

@@ -23,12 +23,16 @@ func streamKeyFromBPF(k *bpf.JmxdpJmStreamKey) StreamKey {
 
 func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
 	s := StreamStats{
-		Packets:   v.Packets,
 		Bytes:     v.Bytes,
 		FirstSeen: time.Duration(v.FirstSeenNs),
 		LastSeen:  time.Duration(v.LastSeenNs),
 	}
 	copy(s.Inner[:], v.Inner[:])
+	// The program counts each frame once, in its kind (see struct
+	// jm_stream_value).
+	for _, n := range v.Inner {
+		s.Packets += n
+	}
 	return s
 }
 

@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -207,6 +208,27 @@ func (m *Maps) SetSettings(s Settings) error {
 	if err := m.m.JmConfig.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
+	// The default action is part of what the program caches per stream.
+	return m.newPolicyGeneration()
+}
+
+// newPolicyGeneration retires the actions the program cached per stream:
+// call it after every change to the policy or the default action. The
+// value is random rather than incremented, so two processes changing the
+// policy at once cannot both write the same next value and leave a cache
+// filled in between looking current.
+func (m *Maps) newPolicyGeneration() error {
+	var cur uint32
+	if err := m.m.JmPolicyGen.Lookup(uint32(0), &cur); err != nil {
+		return fmt.Errorf("read policy generation: %w", err)
+	}
+	next := rand.Uint32()
+	for next == cur {
+		next = rand.Uint32()
+	}
+	if err := m.m.JmPolicyGen.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("write policy generation: %w", err)
+	}
 	return nil
 }
 
@@ -219,17 +241,20 @@ func (m *Maps) PutPolicy(r PolicyRule) error {
 	if err := m.m.JmPolicy.Put(&k, &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}); err != nil {
 		return fmt.Errorf("put policy %v: %w", r, err)
 	}
-	return nil
+	return m.newPolicyGeneration()
 }
 
 // DeletePolicy removes the rule for r's (MID, SID/AnySID); its Action is
 // ignored. Deleting an absent rule is not an error.
 func (m *Maps) DeletePolicy(r PolicyRule) error {
 	k := policyKeyToBPF(r)
-	if err := m.m.JmPolicy.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := m.m.JmPolicy.Delete(&k); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
 		return fmt.Errorf("delete policy %v: %w", r, err)
 	}
-	return nil
+	return m.newPolicyGeneration()
 }
 
 // Policies lists the rules, sorted by (mid, any-sid first, sid).

@@ -30,7 +30,7 @@ func OpenPinned(dir string) (*Pinned, error) {
 		m    **ebpf.Map
 	}{
 		{"jm_allowlist", &objs.JmAllowlist}, {"jm_candidates", &objs.JmCandidates}, {"jm_config", &objs.JmConfig}, {"jm_frags", &objs.JmFrags},
-		{"jm_policy", &objs.JmPolicy}, {"jm_ports", &objs.JmPorts}, {"jm_stats", &objs.JmStats},
+		{"jm_policy", &objs.JmPolicy}, {"jm_policy_gen", &objs.JmPolicyGen}, {"jm_ports", &objs.JmPorts}, {"jm_stats", &objs.JmStats},
 		{"jm_streams", &objs.JmStreams}, {"jm_untrusted", &objs.JmUntrusted}, {"jm_xsks", &objs.JmXsks},
 	}
 	for _, t := range targets {

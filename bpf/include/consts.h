@@ -68,4 +68,10 @@
  * wrote from stale bytes when a driver has no metadata support. */
 #define JM_META_MAGIC 0x4a4d5844U
 
+/* jm_stream_value.policy_cache: a valid mark and the action in the low
+ * 32 bits, the policy generation in the high 32. */
+#define JM_POLICY_CACHE_VALID 0x80000000U
+#define JM_POLICY_CACHE_ACTION_MASK 0xffU
+#define JM_POLICY_CACHE_GEN_SHIFT 32
+
 #endif /* JMXDP_CONSTS_H */

@@ -46,6 +46,16 @@ struct {
 	__type(value, struct jm_settings);
 } jm_config SEC(".maps");
 
+/* The policy generation: userspace writes a fresh value after every change
+ * to jm_policy or jm_config, which retires every action cached in the
+ * stream table (jm_stream_value.policy_cache) at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} jm_policy_gen SEC(".maps");
+
 /* Trusted router prefixes; consulted only when jm_config says it is in use. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

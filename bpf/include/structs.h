@@ -64,11 +64,18 @@ struct jm_stream_key {
 };
 
 struct jm_stream_value {
-	__u64 packets;
+	/* Was the packet count. A stream's packets are the sum of inner[]:
+	 * one atomic add per frame fewer. Kept so the layout stays. */
+	__u64 reserved;
 	__u64 bytes; /* mirrored-packet bytes: UDP length - 16 */
 	__u64 first_seen_ns; /* CLOCK_MONOTONIC_COARSE: jiffy resolution */
 	__u64 last_seen_ns;
-	__u64 inner[JM_INNER_MAX];
+	__u64 inner[JM_INNER_MAX]; /* packets by kind; their sum is the packets */
+	/* The stream's action as last looked up, so that most frames skip the
+	 * policy lookups: JM_POLICY_CACHE_VALID | action in the low word, the
+	 * jm_policy_gen it was looked up under in the high word. Written in one
+	 * store, so a reader never sees half of it. 0: nothing cached. */
+	__u64 policy_cache;
 };
 
 enum jm_policy_scope {

@@ -58,7 +58,7 @@ func fill(b *testing.B, m *ebpf.Map, n int) {
 	for i := range n {
 		r := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).As16()
 		keys = append(keys, bpf.JmxdpJmStreamKey{Router: r, Mid: uint32(i % 1000), Sid: uint32(i)})
-		vals = append(vals, bpf.JmxdpJmStreamValue{Packets: uint64(i), Bytes: uint64(i) * 100, LastSeenNs: uint64(i)})
+		vals = append(vals, bpf.JmxdpJmStreamValue{Inner: [5]uint64{uint64(i)}, Bytes: uint64(i) * 100, LastSeenNs: uint64(i)})
 		if len(keys) == chunk {
 			flush()
 		}

@@ -1,0 +1,67 @@
+package loader_test
+
+import (
+	"testing"
+
+	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// The program caches each stream's action in its stream entry. Every change
+// to the policy or the default action must reach the very next frame of a
+// stream whose action is cached, whichever rule it adds or removes.
+func TestPolicyCacheFollowsEveryChange(t *testing.T) {
+	p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
+	f := frame(t, mirror(7, 1, ipv4Echo()))
+	steps := []struct {
+		name   string
+		change func() error
+		want   loader.Verdict
+	}{
+		{"default count", func() error { return nil }, drop},
+		{"cached count", func() error { return nil }, drop},
+		{"mid rule pass", func() error { return p.Maps.PutPolicy(maps.PolicyRule{MID: 7, AnySID: true, Action: maps.ActionPass}) }, pass},
+		{"exact rule count", func() error { return p.Maps.PutPolicy(maps.PolicyRule{MID: 7, SID: 1, Action: maps.ActionCount}) }, drop},
+		{"exact rule replaced by pass", func() error { return p.Maps.PutPolicy(maps.PolicyRule{MID: 7, SID: 1, Action: maps.ActionPass}) }, pass},
+		{"exact rule deleted, mid rule pass", func() error { return p.Maps.DeletePolicy(maps.PolicyRule{MID: 7, SID: 1}) }, pass},
+		{"mid rule count", func() error { return p.Maps.PutPolicy(maps.PolicyRule{MID: 7, AnySID: true, Action: maps.ActionCount}) }, drop},
+		{"mid rule deleted, default count", func() error { return p.Maps.DeletePolicy(maps.PolicyRule{MID: 7, AnySID: true}) }, drop},
+		{"default pass", func() error { return p.Maps.SetSettings(maps.Settings{DefaultAction: maps.ActionPass}) }, pass},
+		{"another stream's rule", func() error { return p.Maps.PutPolicy(maps.PolicyRule{MID: 8, AnySID: true, Action: maps.ActionCount}) }, pass},
+	}
+	var gen uint32
+	for i, s := range steps {
+		if err := s.change(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		v, err := p.Run(f)
+		if err != nil {
+			t.Fatalf("%s: run: %v", s.name, err)
+		}
+		if v != s.want {
+			t.Fatalf("step %d (%s): verdict %v, want %v", i, s.name, v, s.want)
+		}
+		// The entry must hold the action just applied under the current
+		// generation: that is what the next frame reuses.
+		if err := p.Objects().JmPolicyGen.Lookup(uint32(0), &gen); err != nil {
+			t.Fatal(err)
+		}
+		var sv bpf.JmxdpJmStreamValue
+		key := bpf.JmxdpJmStreamKey{Router: router1.As16(), Mid: 7, Sid: 1}
+		if err := p.Objects().JmStreams.Lookup(&key, &sv); err != nil {
+			t.Fatalf("%s: stream entry: %v", s.name, err)
+		}
+		wantAction := uint32(bpf.JmxdpJmActionJM_ACTION_COUNT)
+		if s.want == pass {
+			wantAction = uint32(bpf.JmxdpJmActionJM_ACTION_PASS)
+		}
+		const valid = 1 << 31
+		if got := uint32(sv.PolicyCache); got != valid|wantAction || uint32(sv.PolicyCache>>32) != gen {
+			t.Fatalf("%s: policy_cache %#x, want action %d valid under generation %#x", s.name, sv.PolicyCache, wantAction, gen)
+		}
+		if sv.Inner[maps.InnerIPv4] != uint64(i+1) {
+			t.Fatalf("%s: stream packets %d, want %d", s.name, sv.Inner[maps.InnerIPv4], i+1)
+		}
+	}
+}
