@@ -16,6 +16,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/send"
+	"github.com/jmxdp/jmxdp/userspace/xmit"
 	"github.com/spf13/cobra"
 )
 
@@ -26,6 +27,7 @@ func newGenCmd() *cobra.Command {
 	var rate float64
 	var duration time.Duration
 	var loops int
+	var fast fastFlags
 	cmd := &cobra.Command{
 		Use:   "gen (--out FILE.pcap | --iface IF [--netns NS]) [flags]",
 		Short: "Generate Jmirror traffic (several intercepts, every inner kind): to a pcap, or sent on an interface",
@@ -54,11 +56,27 @@ Without --model, setting any of --packets-total, --routers, --imix,
 --format json prints what was generated (both models) as JSON: streams with
 mid, sid, packets, bytes, routers and inner kinds, as jmxdp decode --format json
 reports them, and totals (frames, jmirror, not_jmirror, malformed, fragments,
-fragmented_datagrams).`,
+fragmented_datagrams).
+
+--fast (with --iface) transmits with XDP instead of a socket, as xdp-trafficgen
+does: the kernel sends copies of template frames at up to several million frames/s
+(BPF_PROG_TEST_RUN in live-frames mode; needs root and a driver with XDP
+transmit: on a veth, the peer must have an XDP program attached, as jmxdp run
+does). Only unfragmented Jmirror frames of the model whose UDP checksum is 0 are
+usable as templates (not fragments, malformed datagrams, outer IPv6 or noise);
+each frame sent is stamped with the next of --intercepts x --sessions ids
+from --base-mid and --base-sid, sessions varying fastest. It stops after --count
+frames, --duration, or --loops x the number of templates frames (one pass by
+default); --rate defaults to 0 (as fast as possible). It prints the frames sent;
+with --format json, {"sent", "elapsed_seconds", "rate_pps", ...} instead of the
+summary.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (out == "") == (iface == "") {
 				return errors.New("give one of --out FILE or --iface IF")
+			}
+			if fast.on && iface == "" {
+				return errors.New("--fast transmits: give --iface IF (not --out)")
 			}
 			if rate < 0 || loops < 0 || duration < 0 {
 				return errors.New("--rate, --loops and --duration cannot be negative")
@@ -108,6 +126,14 @@ fragmented_datagrams).`,
 					what, sum.Frames, sum.JmirrorDatagrams, len(sum.Streams), sum.Malformed, sum.NotJmirror, sum.Fragments, port)
 				return nil
 			}
+			if fast.on {
+				if !cmd.Flags().Changed("rate") {
+					rate = 0
+				}
+				return transmitFast(cmd, pkts, port, iface, netnsName, fast, xmit.Options{
+					Intercepts: cfg.Intercepts, Sessions: cfg.SessionsPer, Rate: rate, Duration: duration,
+				}, loops, format == "json")
+			}
 			if iface != "" {
 				if err := report("generated"); err != nil {
 					return err
@@ -148,6 +174,11 @@ fragmented_datagrams).`,
 	f.Float64Var(&tcfg.FragmentRatio, "fragments", tcfg.FragmentRatio, "traffic: share of datagrams sent as IPv4 fragments")
 	f.Float64Var(&tcfg.MalformedRatio, "malformed", tcfg.MalformedRatio, "traffic: share of malformed datagrams")
 	f.Float64Var(&tcfg.NoiseRatio, "noise", tcfg.NoiseRatio, "traffic: non-Jmirror frames per datagram")
+	f.BoolVar(&fast.on, "fast", false, "transmit with XDP (BPF_PROG_TEST_RUN live frames) from the model's Jmirror frames as templates")
+	f.Uint64Var(&fast.count, "count", 0, "fast: frames to send (0: --duration or --loops)")
+	f.Uint32Var(&fast.baseMID, "base-mid", 1, "fast: first intercept id stamped")
+	f.Uint32Var(&fast.baseSID, "base-sid", 1, "fast: first session id stamped")
+	f.IntVar(&fast.threads, "threads", 1, "fast: sending threads")
 	return cmd
 }
 
@@ -248,5 +279,60 @@ func transmit(cmd *cobra.Command, pkts []gen.Packet, iface, netnsName string, op
 		w = cmd.ErrOrStderr()
 	}
 	fmt.Fprintf(w, "sent %d frames (%d bytes) on %s in %s\n", rep.Sent, rep.Bytes, iface, rep.Elapsed.Round(time.Millisecond))
+	return err
+}
+
+// fastFlags are gen's --fast options.
+type fastFlags struct {
+	on               bool
+	count            uint64
+	baseMID, baseSID uint32
+	threads          int
+}
+
+// fastReport is gen --fast --format json's output.
+type fastReport struct {
+	Sent       uint64  `json:"sent"`
+	Elapsed    float64 `json:"elapsed_seconds"`
+	Rate       float64 `json:"rate_pps"`
+	Templates  int     `json:"templates"`
+	Intercepts int     `json:"intercepts"`
+	Sessions   int     `json:"sessions"`
+}
+
+// transmitFast sends with xmit, the model's usable Jmirror frames (to port)
+// as templates.
+func transmitFast(cmd *cobra.Command, pkts []gen.Packet, port uint16, iface, netnsName string, ff fastFlags, opt xmit.Options, loops int, jsonOut bool) error {
+	for _, p := range pkts {
+		if dport, err := xmit.CheckTemplate(p.Data); err == nil && dport == port {
+			opt.Templates = append(opt.Templates, p.Data)
+		}
+	}
+	if len(opt.Templates) == 0 {
+		return fmt.Errorf("--fast: none of the %d generated frames is an unfragmented Jmirror frame to port %d with UDP checksum 0", len(pkts), port)
+	}
+	opt.Iface, opt.Netns = iface, netnsName
+	opt.BaseMID, opt.BaseSID, opt.Threads = ff.baseMID, ff.baseSID, ff.threads
+	opt.Packets = ff.count
+	if loops > 0 {
+		opt.Packets = uint64(loops) * uint64(len(opt.Templates))
+	}
+	if opt.Packets == 0 && opt.Duration == 0 {
+		opt.Packets = uint64(len(opt.Templates)) // one pass
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	st, err := xmit.Run(ctx, opt)
+	if jsonOut {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(fastReport{Sent: st.Sent, Elapsed: st.Elapsed.Seconds(), Rate: st.Rate(),
+			Templates: len(opt.Templates), Intercepts: opt.Intercepts, Sessions: opt.Sessions}); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+	} else {
+		fmt.Fprintf(cmd.OutOrStdout(), "sent %d frames on %s in %s (%.0f frames/s) from %d templates over %d x %d streams\n",
+			st.Sent, iface, st.Elapsed.Round(time.Millisecond), st.Rate(), len(opt.Templates), opt.Intercepts, opt.Sessions)
+	}
 	return err
 }

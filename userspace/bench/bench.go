@@ -172,12 +172,17 @@ func Run(opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("program cost: %w", err)
 	}
+	fmt.Fprintln(opts.Progress, "bench: line rate")
+	lr, err := lineRate(opts)
+	if err != nil {
+		return nil, fmt.Errorf("line rate: %w", err)
+	}
 	fmt.Fprintln(opts.Progress, "bench: offline decode")
 	dc, err := offlineDecode(opts, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("offline decode: %w", err)
 	}
-	res.Sections = []Section{pc, dc, sc}
+	res.Sections = []Section{pc, lr, dc, sc}
 	for i := range res.Sections {
 		for j := range res.Sections[i].Figures {
 			res.Sections[i].Figures[j].check()
