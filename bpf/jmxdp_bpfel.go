@@ -166,6 +166,7 @@ const (
 	JmxdpMapJmUntrusted         = "jm_untrusted"
 	JmxdpMapJmXsks              = "jm_xsks"
 	JmxdpProgJmxdp              = "jmxdp"
+	JmxdpProgXdpCountFloor      = "xdp_count_floor"
 	JmxdpProgXdpPass            = "xdp_pass"
 	JmxdpVarJmActionUnused      = "jm_action_unused"
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
@@ -216,8 +217,9 @@ type JmxdpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type JmxdpProgramSpecs struct {
-	Jmxdp   *ebpf.ProgramSpec `ebpf:"jmxdp"`
-	XdpPass *ebpf.ProgramSpec `ebpf:"xdp_pass"`
+	Jmxdp         *ebpf.ProgramSpec `ebpf:"jmxdp"`
+	XdpCountFloor *ebpf.ProgramSpec `ebpf:"xdp_count_floor"`
+	XdpPass       *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
 
 // JmxdpMapSpecs contains maps before they are loaded into the kernel.
@@ -312,13 +314,15 @@ type JmxdpVariables struct {
 //
 // It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type JmxdpPrograms struct {
-	Jmxdp   *ebpf.Program `ebpf:"jmxdp"`
-	XdpPass *ebpf.Program `ebpf:"xdp_pass"`
+	Jmxdp         *ebpf.Program `ebpf:"jmxdp"`
+	XdpCountFloor *ebpf.Program `ebpf:"xdp_count_floor"`
+	XdpPass       *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *JmxdpPrograms) Close() error {
 	return _JmxdpClose(
 		p.Jmxdp,
+		p.XdpCountFloor,
 		p.XdpPass,
 	)
 }

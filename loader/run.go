@@ -82,6 +82,14 @@ func (p *Program) BenchmarkPass(frame []byte, repeat int) (Verdict, time.Duratio
 	return benchmark(p.objs.XdpPass, frame, repeat)
 }
 
+// BenchmarkCountFloor is Benchmark for xdp_count_floor, loaded with jmxdp:
+// only the stream-table lookup, atomic adds and timestamp of counting, on a
+// key made of the frame's first bytes. It writes that key into the stream
+// table: use it on a program that serves no traffic.
+func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (Verdict, time.Duration, error) {
+	return benchmark(p.objs.XdpCountFloor, frame, repeat)
+}
+
 func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Duration, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxFrameLen {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
