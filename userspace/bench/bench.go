@@ -182,7 +182,12 @@ func Run(opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("offline decode: %w", err)
 	}
-	res.Sections = []Section{pc, lr, dc, sc}
+	fmt.Fprintln(opts.Progress, "bench: capture to disk")
+	cd, err := captureToDisk(opts, tmp)
+	if err != nil {
+		return nil, fmt.Errorf("capture to disk: %w", err)
+	}
+	res.Sections = []Section{pc, lr, cd, dc, sc}
 	for i := range res.Sections {
 		for j := range res.Sections[i].Figures {
 			res.Sections[i].Figures[j].check()

@@ -49,7 +49,8 @@ type Config struct {
 	Queues []uint32
 	// ZeroCopy asks for zero-copy where the driver offers it.
 	ZeroCopy bool
-	// FramesPerQueue is each socket's UMEM size in frames (default 4096).
+	// FramesPerQueue is each socket's UMEM size in frames, and the size of
+	// its RX and fill rings (default DefaultFramesPerQueue).
 	FramesPerQueue int
 	// QueueMemory bounds the frame bytes waiting for the sink (default
 	// 64 MiB).
@@ -75,6 +76,11 @@ const (
 	tickEvery = 100 * time.Millisecond
 	// DefaultQueueMemory is the default bound on queued frame bytes.
 	DefaultQueueMemory = 64 << 20
+	// DefaultFramesPerQueue: 16384 frames of 2 KiB, 32 MiB per queue, what
+	// tcpdump -B 32768 gives its ring. The rings hold every frame, so the
+	// kernel can keep delivering for as long as a ring loop is not scheduled
+	// (16 ms at 1M frames/s), not just for a 2048-entry ring's worth.
+	DefaultFramesPerQueue = 16384
 )
 
 // frameRef is one frame in a batch slab.
@@ -179,6 +185,9 @@ func Start(cfg Config, xsks XSKMap, sink Sink) (*Capture, error) {
 	if cfg.QueueMemory <= 0 {
 		cfg.QueueMemory = DefaultQueueMemory
 	}
+	if cfg.FramesPerQueue <= 0 {
+		cfg.FramesPerQueue = DefaultFramesPerQueue
+	}
 	ifc, err := net.InterfaceByName(cfg.Ifname)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w", cfg.Ifname, err)
@@ -208,7 +217,8 @@ func Start(cfg Config, xsks XSKMap, sink Sink) (*Capture, error) {
 		c.free <- &batch{buf: make([]byte, 0, batchBytes)}
 	}
 	for _, q := range queues {
-		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue, ZeroCopy: cfg.ZeroCopy})
+		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue,
+			RxSize: cfg.FramesPerQueue, FillSize: cfg.FramesPerQueue, ZeroCopy: cfg.ZeroCopy})
 		if err != nil {
 			c.closeSockets()
 			return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", cfg.Ifname, q, err)

@@ -128,7 +128,7 @@ func Default() Config {
 		Capture: Capture{
 			XDPMode:        "auto",
 			ZeroCopy:       true,
-			FramesPerQueue: 4096,
+			FramesPerQueue: 16384,
 			QueueMemory:    64 << 20,
 			MaxStreams:     1 << 20,
 			PinDir:         DefaultPinDir,

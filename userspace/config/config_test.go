@@ -46,7 +46,7 @@ func TestDefault(t *testing.T) {
 		Ports:         []uint16{30030},
 		DefaultAction: maps.ActionCapture,
 		Output:        Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: 512},
-		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 4096, QueueMemory: 64 << 20,
+		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 16384, QueueMemory: 64 << 20,
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
 		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 20},
