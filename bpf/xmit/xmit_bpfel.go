@@ -28,6 +28,7 @@ const (
 	XmitMapXmitStats  = "xmit_stats"
 	XmitProgJmxdpXmit = "jmxdp_xmit"
 	XmitProgXdpDrop   = "xdp_drop"
+	XmitProgXdpPass   = "xdp_pass"
 	XmitVarBaseMid    = "base_mid"
 	XmitVarBaseSid    = "base_sid"
 	XmitVarIfindexOut = "ifindex_out"
@@ -79,6 +80,7 @@ type XmitSpecs struct {
 type XmitProgramSpecs struct {
 	JmxdpXmit *ebpf.ProgramSpec `ebpf:"jmxdp_xmit"`
 	XdpDrop   *ebpf.ProgramSpec `ebpf:"xdp_drop"`
+	XdpPass   *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
 
 // XmitMapSpecs contains maps before they are loaded into the kernel.
@@ -145,12 +147,14 @@ type XmitVariables struct {
 type XmitPrograms struct {
 	JmxdpXmit *ebpf.Program `ebpf:"jmxdp_xmit"`
 	XdpDrop   *ebpf.Program `ebpf:"xdp_drop"`
+	XdpPass   *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *XmitPrograms) Close() error {
 	return _XmitClose(
 		p.JmxdpXmit,
 		p.XdpDrop,
+		p.XdpPass,
 	)
 }
 

@@ -70,7 +70,7 @@ func (s *Socket) frame(d unix.XDPDesc) []byte {
 }
 
 // ReceiveCopy calls fn for every frame on the RX ring, at most one ring's
-// worth, and returns how many there were. data is valid only during fn:
+// worth (frames arriving meanwhile included), and returns how many there were. data is valid only during fn:
 // fn copies what it keeps, so that the frames go straight back to the
 // fill ring, in one batch, and the ring never waits on the caller's I/O.
 func (s *Socket) ReceiveCopy(fn func(data []byte)) int {
@@ -87,23 +87,37 @@ func (s *Socket) ReceiveCopyMeta(metaLen int, fn func(meta, data []byte)) int {
 	if s.closed {
 		return 0
 	}
-	n := s.rx.avail(s.rx.size)
-	for i := range n {
-		d := s.rx.at(i)
-		if b := s.frame(d); b != nil {
-			var meta []byte
-			if base := d.Addr &^ s.frameMask; metaLen > 0 && d.Addr-base >= uint64(metaLen) {
-				meta = s.umem[d.Addr-uint64(metaLen) : d.Addr : d.Addr]
-			}
-			fn(meta, b)
-			clear(meta)
+	// Frames go back to the fill ring every copyChunk frames, not after the
+	// whole ring: a burst arriving while a full ring is being copied would
+	// otherwise find the fill ring empty and be dropped.
+	var total uint32
+	for total < s.rx.size {
+		n := s.rx.avail(min(copyChunk, s.rx.size-total))
+		if n == 0 {
+			break
 		}
-		s.reclaim(d.Addr)
+		for i := range n {
+			d := s.rx.at(i)
+			if b := s.frame(d); b != nil {
+				var meta []byte
+				if base := d.Addr &^ s.frameMask; metaLen > 0 && d.Addr-base >= uint64(metaLen) {
+					meta = s.umem[d.Addr-uint64(metaLen) : d.Addr : d.Addr]
+				}
+				fn(meta, b)
+				clear(meta)
+			}
+			s.reclaim(d.Addr)
+		}
+		s.rx.release(n)
+		s.refill()
+		total += n
 	}
-	s.rx.release(n)
-	s.refill()
-	return int(n)
+	return int(total)
 }
+
+// copyChunk is how many frames ReceiveCopyMeta copies between two refills
+// of the fill ring.
+const copyChunk = 64
 
 // Receive moves up to len(batch) received frames into batch and returns
 // how many. The frames stay the caller's, readable with Frame, until they

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +27,9 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/udprecv"
 	"github.com/jmxdp/jmxdp/userspace/writer"
+	"github.com/jmxdp/jmxdp/userspace/xmit"
 )
 
 // SectionCapture is live capture to per-stream files: jmxdp against what
@@ -41,14 +42,21 @@ const SectionCapture = "capture_to_disk"
 const (
 	captureStreams      = 1000 // 100 intercepts x 10 sessions
 	captureStreamsShort = 50   // 10 x 5
-	// capturePool frames are generated once and sent over and over.
-	capturePool      = 200_000
-	capturePoolShort = 5_000
+	// The sender: xmit (BPF_PROG_TEST_RUN live frames) on CPU
+	// captureSenderCPU, in bursts of at most captureBurst frames from up to
+	// captureThreads threads (a live-frames call sleeps tens of ms after
+	// its burst, so a rate needs threads), one thread per
+	// captureThreadRate frames/s asked.
+	captureSenderCPU  = 0
+	captureBurst      = 1024
+	captureThreads    = 64
+	captureThreadRate = 20_000
 	// Each paced step lasts about this long.
 	captureStepTime      = 2 * time.Second
 	captureStepTimeShort = 500 * time.Millisecond
 	// captureFastFrames is what the as-fast-as-possible step sends.
-	captureFastFrames = 2_000_000
+	captureFastFrames      = 2_000_000
+	captureFastFramesShort = 10_000
 	// captureMaxRuns caps the runs of this section in full mode: each run
 	// climbs six ladders (about two minutes here); more would take the
 	// section past six minutes. No run starts after captureRunBudget.
@@ -72,7 +80,7 @@ const (
 
 // Offered rates in frames/s; 0 is as fast as the sender goes.
 var (
-	captureRates      = []float64{50e3, 100e3, 200e3, 400e3, 800e3, 0}
+	captureRates      = []float64{100e3, 200e3, 400e3, 800e3, 1600e3, 0}
 	captureRatesShort = []float64{5e3, 10e3}
 )
 
@@ -131,9 +139,9 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 			runs = captureMaxRuns
 		}
 	}
-	rates, streams, pool, stepTime := captureRates, captureStreams, capturePool, captureStepTime
+	rates, streams, stepTime := captureRates, captureStreams, captureStepTime
 	if opts.Short {
-		rates, streams, pool, stepTime = captureRatesShort, captureStreamsShort, capturePoolShort, captureStepTimeShort
+		rates, streams, stepTime = captureRatesShort, captureStreamsShort, captureStepTimeShort
 	}
 	capped := ""
 	if !opts.Short && runs > captureMaxRuns {
@@ -152,14 +160,14 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		}
 	}()
 	cb.lab = l
-	if cb.pool, err = captureFrames(l, streams, pool); err != nil {
+	if cb.templates, err = captureTemplates(l); err != nil {
 		return sec, err
 	}
-	cb.sender, err = l.Sender()
-	if err != nil {
-		return sec, fmt.Errorf("capture sender: %w", err)
+	cb.intercepts = 10
+	if streams >= 100 {
+		cb.intercepts = streams / 10
 	}
-	defer cb.sender.Close()
+	cb.sessions = streams / cb.intercepts
 
 	// The daemon's maps are pinned per run of the bench, removed after.
 	pinDir := filepath.Join(loader.BPFFSRoot, "jmxdp-bench-"+l.Name)
@@ -172,6 +180,18 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		systems = append(systems, &tcpdumpSystem{bin: bin, iface: l.HostIface})
 	}
 	systems = append(systems, &udprecvSystem{addr: netip.AddrPortFrom(l.HostAddr.Addr(), gen.DefaultPort)})
+
+	// The sender and the kernel's receive path (veth receives in the
+	// sender's softirq) get captureSenderCPU; every receiver, this process's
+	// threads and the tcpdump it starts (inheriting it), the other CPUs: as
+	// an operator keeps a capture process off the NIC's interrupt CPU.
+	if runtime.NumCPU() > 1 {
+		unpin, err := pinProcess(receiverCPUs())
+		if err != nil {
+			return sec, err
+		}
+		defer unpin()
+	}
 
 	dirs, undo, skipped, err := captureDirs(tmp)
 	defer undo()
@@ -208,13 +228,14 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		}
 	}
 
-	sec.Note = fmt.Sprintf("veth lab, frames sent from its router end with sendmmsg (AF_PACKET), %d streams (gen.Traffic, simple IMIX, no fragments), "+
+	sec.Note = fmt.Sprintf("veth lab, frames sent from its router end by xmit (BPF_PROG_TEST_RUN live frames, as jmxdp gen --fast) pinned to CPU %d, in bursts of at most %d frames from up to %d threads (one per %dk frames/s asked), "+
+		"%d streams of IPv4 Jmirror frames (mirrored packets of simple IMIX sizes); the receivers (this process's other threads, tcpdump) are pinned to the other CPUs; the receivers that are not XDP programs get the frames through xdp_pass on the host end, as from a NIC driver; "+
 		"offered rates %s frames/s for about %v each, each ladder stopped after its first lossy step; loss-free rate = the highest achieved offered rate "+
 		"with every packet in a file (median of %d run(s)%s). jmxdp: `jmxdp run` (daemon, default capture policy) on the host end; "+
 		"tcpdump: tcpdump %s, then `jmxdp decode --out` (in process) splits the file per stream; udprecv: a Go UDP collector "+
 		"(recvmmsg, SO_RCVBUFFORCE 32 MiB) writing through jmxdp's own writer. Writers: max_open_files %d. Outer UDP checksums are 0, as routers send "+
 		"them, so the host's stack does not verify them in software. The disk directory goes through the page cache (%s). %s",
-		streams, rateList(rates), stepTime, done, capped, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
+		captureSenderCPU, captureBurst, captureThreads, captureThreadRate/1000, streams, rateList(rates), stepTime, done, capped, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
 		dirsNote(dirs), captureTable(dirs, systems, results))
 
 	for _, d := range dirs {
@@ -225,13 +246,15 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 
 // captureBench is what the ladders share.
 type captureBench struct {
-	opts     Options
-	lab      *lab.Lab
-	sender   *send.Sender
-	pool     [][]byte
-	rates    []float64
-	stepTime time.Duration
-	seq      int
+	opts Options
+	lab  *lab.Lab
+	// templates are the frames xmit stamps with intercepts x sessions
+	// streams.
+	templates            [][]byte
+	intercepts, sessions int
+	rates                []float64
+	stepTime             time.Duration
+	seq                  int
 }
 
 // captureDir is one place the files go.
@@ -319,30 +342,26 @@ func dirsNote(dirs []captureDir) string {
 	return strings.Join(s, "; ")
 }
 
-// captureFrames generates the traffic and addresses it to the lab's host
-// end, so its stack accepts it for udprecv.
-func captureFrames(l *lab.Lab, streams, n int) ([][]byte, error) {
-	cfg := gen.DefaultTraffic()
-	cfg.Intercepts = 10
-	if streams >= 100 {
-		cfg.Intercepts = streams / 10
-	}
-	cfg.SessionsPer = streams / cfg.Intercepts
-	cfg.Routers = 1
-	cfg.Packets = n
-	cfg.FragmentRatio, cfg.MalformedRatio, cfg.NoiseRatio = 0, 0, 0
-	pkts, _, err := gen.Traffic(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("capture traffic: %w", err)
-	}
-	frames := make([][]byte, len(pkts))
-	for i, p := range pkts {
-		if err := readdress(p.Data, l); err != nil {
-			return nil, fmt.Errorf("capture traffic frame %d: %w", i, err)
+// captureTemplates are xmit's templates: Jmirror frames from the lab's
+// router end to its host end, mirrored IPv4 packets of simple IMIX sizes
+// in its proportions (64:7, 576:4, 1400:1). xmit cycles over them call by
+// call and stamps each copy with the next stream.
+func captureTemplates(l *lab.Lab) ([][]byte, error) {
+	var out [][]byte
+	for _, size := range gen.SimpleIMIX() {
+		inner := gen.InnerIPv4ICMPEcho(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1, 1, size.Size-28)
+		f, err := gen.Mirror{DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(), MID: 1, SID: 1, Inner: inner}.Frame()
+		if err != nil {
+			return nil, fmt.Errorf("capture template: %w", err)
 		}
-		frames[i] = p.Data
+		if err := readdress(f, l); err != nil {
+			return nil, fmt.Errorf("capture template: %w", err)
+		}
+		for range size.Weight {
+			out = append(out, f)
+		}
 	}
-	return frames, nil
+	return out, nil
 }
 
 // readdress rewrites an untagged Ethernet/IPv4 frame in place: from the
@@ -412,28 +431,46 @@ func prefixed(pre, s, post string) string {
 // step runs one step: start sys, send, let it finish, count.
 func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captureStep, error) {
 	st := captureStep{Rate: rate}
-	n := captureFastFrames
+	n := uint64(captureFastFrames)
 	if rate > 0 {
-		n = int(rate * cb.stepTime.Seconds())
+		n = uint64(rate * cb.stepTime.Seconds())
 	}
 	if cb.opts.Short && rate == 0 {
-		n = len(cb.pool)
+		n = captureFastFramesShort
 	}
-	// Whole passes over the pool, or a part of it.
-	frames, loops := cb.pool, max(1, (n+len(cb.pool)/2)/len(cb.pool))
-	if n < len(cb.pool) {
-		frames, loops = cb.pool[:max(n, 1)], 1
+	// xmit's frames reach a veth's other end only through an XDP program
+	// there: jmxdp itself, or xdp_pass for the receivers that are not XDP.
+	if sys.name() != "jmxdp" {
+		pass, err := xmit.AttachPass(cb.lab.HostIface)
+		if err != nil {
+			return st, err
+		}
+		defer pass.Close()
 	}
 	if err := sys.start(out); err != nil {
 		return st, err
+	}
+	xo := xmit.Options{
+		Iface: cb.lab.RouterIface, Netns: cb.lab.Name, Templates: cb.templates,
+		Intercepts: cb.intercepts, Sessions: cb.sessions, BaseMID: 1, BaseSID: 1,
+		Rate: rate, Packets: n, CPUs: []int{captureSenderCPU},
+	}
+	if rate > 0 {
+		xo.MaxBurst = captureBurst
+		xo.Threads = min(captureThreads, max(1, int(rate/captureThreadRate)+1))
 	}
 	// Bounded by twice the step's nominal time, plus slack for a slow box.
 	limit := 2*cb.stepTime + 10*time.Second
 	if rate == 0 {
 		limit = 30 * time.Second
 	}
+	// The sending threads are this process's, locked to their OS threads
+	// and in and out of long system calls: give them Ps of their own, so
+	// that the in-process receivers (the daemon, udprecv) are not left
+	// waiting for one. The sending threads are pinned to their CPU anyway.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU() + max(xo.Threads, 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	rep, err := cb.sender.Run(ctx, frames, send.Options{Rate: rate, Loops: loops})
+	rep, err := xmit.Run(ctx, xo)
 	cancel()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		sys.abort()
@@ -868,7 +905,7 @@ func captureFigures(dir string, res map[string]*captureLadders, systems []captur
 	}
 	bound := func(sys string, clean bool) string {
 		if clean {
-			return "≥: " + sys + " never lost a packet; this is the most the sender offered (sendmmsg, sharing 2 cores with the receiver). "
+			return "≥: " + sys + " never lost a packet; this is the most the sender offered (xmit, sharing the machine with the receiver). "
 		}
 		return sys + ": the highest offered rate before the first loss. "
 	}
@@ -896,4 +933,50 @@ func captureFigures(dir string, res map[string]*captureLadders, systems []captur
 		figs = append(figs, g)
 	}
 	return figs
+}
+
+// pinProcess sets the CPU affinity of every thread of this process to
+// cpus, and returns a function that gives them back all CPUs. Threads made
+// later inherit the affinity of the thread that makes them.
+func pinProcess(cpus []int) (undo func(), err error) {
+	var set, all unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	for c := range runtime.NumCPU() {
+		all.Set(c)
+	}
+	apply := func(s *unix.CPUSet) error {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			// A thread may have exited since the listing.
+			if err := unix.SchedSetaffinity(tid, s); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("set CPU affinity of thread %d: %w", tid, err)
+			}
+		}
+		return nil
+	}
+	if err := apply(&set); err != nil {
+		apply(&all)
+		return func() {}, err
+	}
+	return func() { apply(&all) }, nil
+}
+
+// receiverCPUs are the CPUs other than the sender's.
+func receiverCPUs() []int {
+	var out []int
+	for c := range runtime.NumCPU() {
+		if c != captureSenderCPU {
+			out = append(out, c)
+		}
+	}
+	return out
 }

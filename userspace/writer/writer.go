@@ -182,8 +182,8 @@ type stream struct {
 	drops          [NumDropReasons]uint64
 	filesCompleted uint64
 	lastWrite      atomic.Int64 // unix ns, Manager clock; 0 = never
-	lastSeen       int64 // last Write or Drop
-	lastName       int64 // name time of the newest file: names only increase
+	lastSeen       int64        // last Write or Drop
+	lastName       int64        // name time of the newest file: names only increase
 	cur            *curFile
 
 	// Fault state: set while the stream waits to retry.

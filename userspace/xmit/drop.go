@@ -24,27 +24,39 @@ type Drop struct {
 // AttachDrop attaches xdp_drop to ifname (in the caller's network
 // namespace) in driver mode: the baseline is only meaningful natively.
 func AttachDrop(ifname string) (*Drop, error) {
+	return attach(ifname, xmitbpf.XmitProgXdpDrop)
+}
+
+// AttachPass attaches xdp_pass to ifname in driver mode, so that frames
+// xmit sends to a veth reach the host's stack on the other end (veth takes
+// redirected frames only when the receiving end runs an XDP program).
+// Close detaches it.
+func AttachPass(ifname string) (*Drop, error) {
+	return attach(ifname, xmitbpf.XmitProgXdpPass)
+}
+
+func attach(ifname, name string) (*Drop, error) {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return nil, fmt.Errorf("xdp_drop: interface %q: %w", ifname, err)
+		return nil, fmt.Errorf("%s: interface %q: %w", name, ifname, err)
 	}
 	_ = rlimit.RemoveMemlock()
 	spec, err := xmitbpf.LoadXmit()
 	if err != nil {
-		return nil, fmt.Errorf("xdp_drop: read embedded BPF object: %w", err)
+		return nil, fmt.Errorf("%s: read embedded BPF object: %w", name, err)
 	}
-	ps := spec.Programs[xmitbpf.XmitProgXdpDrop]
+	ps := spec.Programs[name]
 	if ps == nil {
-		return nil, errors.New("xdp_drop: not in the BPF object")
+		return nil, fmt.Errorf("%s: not in the BPF object", name)
 	}
 	prog, err := ebpf.NewProgram(ps)
 	if err != nil {
-		return nil, fmt.Errorf("xdp_drop: load: %w", err)
+		return nil, fmt.Errorf("%s: load: %w", name, err)
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 	if err != nil {
 		prog.Close()
-		return nil, fmt.Errorf("xdp_drop: attach to %s in driver mode: %w", ifname, err)
+		return nil, fmt.Errorf("%s: attach to %s in driver mode: %w", name, ifname, err)
 	}
 	return &Drop{prog: prog, link: l}, nil
 }

@@ -87,6 +87,15 @@ type Options struct {
 	Threads int
 	// Batch is the kernel's batch size; 0 means DefaultBatch.
 	Batch int
+	// MaxBurst caps the frames of one call (0: no cap). A call sends at
+	// full speed, so with Rate set this is the burst a receiver sees; each
+	// call also costs a fixed tens of milliseconds asleep, so a small cap
+	// needs more Threads to reach Rate.
+	MaxBurst int
+	// CPUs, if set, are the only CPUs the sending threads run on; frames
+	// sent to a veth are received on the sending CPU (softirq), so this
+	// also keeps the receive path there, off the other CPUs.
+	CPUs []int
 }
 
 // Stream is one (mid, sid).
@@ -239,8 +248,8 @@ func (o *Options) validate() error {
 		return errors.New("no interface")
 	case len(o.Templates) == 0:
 		return errors.New("no template frames")
-	case o.Intercepts < 0 || o.Sessions < 0 || o.Threads < 0 || o.Batch < 0:
-		return errors.New("intercepts, sessions, threads and batch cannot be negative")
+	case o.Intercepts < 0 || o.Sessions < 0 || o.Threads < 0 || o.Batch < 0 || o.MaxBurst < 0:
+		return errors.New("intercepts, sessions, threads, batch and burst cannot be negative")
 	case uint64(o.BaseMID)+uint64(o.Intercepts)-1 > MaxMID:
 		return fmt.Errorf("intercept ids %d + %d exceed 30 bits", o.BaseMID, o.Intercepts)
 	case uint64(o.BaseSID)+uint64(o.Sessions)-1 > math.MaxUint32:
@@ -407,8 +416,20 @@ func (r *runner) claim(n uint64) uint64 {
 func (r *runner) loop(ctx context.Context, t int) error {
 	// The thread's CPU time measures the calls: keep to one thread.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	o := r.opts
+	if len(o.CPUs) > 0 {
+		// Stays locked: a goroutine that ends locked takes its thread
+		// with it, so no other goroutine inherits the pinning.
+		var set unix.CPUSet
+		for _, c := range o.CPUs {
+			set.Set(c)
+		}
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pin sending thread to CPUs %v: %w", o.CPUs, err)
+		}
+	} else {
+		defer runtime.UnlockOSThread()
+	}
 	rate := o.Rate / float64(o.Threads) // this thread's share
 	var (
 		speed float64       // frames per CPU second
@@ -456,6 +477,9 @@ func (r *runner) loop(ctx context.Context, t int) error {
 		if rate > 0 {
 			// Bursts of at most callTarget's worth at the asked rate.
 			n = min(n, uint64(max(1, rate*callTarget.Seconds())))
+		}
+		if o.MaxBurst > 0 {
+			n = min(n, uint64(o.MaxBurst))
 		}
 		if n = r.claim(n); n == 0 {
 			return nil
