@@ -167,6 +167,11 @@ func Run(opts Options) (*Result, error) {
 	os.RemoveAll(filepath.Join(tmp, "streams"))
 	runtime.GC()
 	debug.FreeOSMemory()
+	fmt.Fprintln(opts.Progress, "bench: stream table")
+	st, err := streamTable(opts)
+	if err != nil {
+		return nil, fmt.Errorf("stream table: %w", err)
+	}
 	fmt.Fprintln(opts.Progress, "bench: program cost")
 	pc, err := programCost(opts)
 	if err != nil {
@@ -187,7 +192,7 @@ func Run(opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture to disk: %w", err)
 	}
-	res.Sections = []Section{pc, lr, cd, dc, sc}
+	res.Sections = []Section{pc, lr, cd, dc, sc, st}
 	for i := range res.Sections {
 		for j := range res.Sections[i].Figures {
 			res.Sections[i].Figures[j].check()

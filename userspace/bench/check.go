@@ -14,7 +14,7 @@ func (r *Result) Validate() error {
 	if r.Timestamp.IsZero() || r.Machine.Kernel == "" || r.Machine.CPUs <= 0 || r.Machine.GoVersion == "" || r.Runs <= 0 {
 		errs = append(errs, fmt.Errorf("incomplete header: %v %+v runs %d", r.Timestamp, r.Machine, r.Runs))
 	}
-	want := map[string]int{SectionProgram: 4, SectionLineRate: 1, SectionCapture: 2, SectionDecode: 2, SectionScale: 2}
+	want := map[string]int{SectionProgram: 4, SectionLineRate: 1, SectionCapture: 2, SectionDecode: 2, SectionScale: 2, SectionStreamTable: 3}
 	for _, s := range r.Sections {
 		n, ok := want[s.Name]
 		if !ok {

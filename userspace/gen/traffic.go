@@ -239,6 +239,10 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 	}
 	noiseN := 0
 	var payload []byte // scratch for inner payloads
+	// Unfragmented datagrams, nearly all of them, are built in place in
+	// shared chunks rather than through Mirror.Frames' copies.
+	var frameArena arena
+	var one [1][]byte
 	for n := range cfg.Packets {
 		s := &streams[rng.IntN(len(streams))]
 		ri := s.router
@@ -259,8 +263,11 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 			IPID: ipids[ri], MTU: TrafficMTU,
 		}
 		ipids[ri]++
-		frames, err := m.Frames()
-		if err != nil {
+		var frames [][]byte
+		if outerLen := ipv4HeaderLen + udpHeaderLen + HeaderLen + len(inner); outerLen <= m.MTU {
+			one[0] = frameArena.mirrorFrame(&m, outerLen)
+			frames = one[:]
+		} else if frames, err = m.Frames(); err != nil {
 			return nil, Summary{}, fmt.Errorf("traffic datagram %d: %w", n, err)
 		}
 		if malformed {
@@ -370,4 +377,50 @@ func (s *trafficStream) trafficInner(rng *rand.Rand, kind InnerKind, size int, p
 		return InnerPPP(proto, ip), payload
 	}
 	return ip, payload
+}
+
+// arena hands out frames carved from shared chunks: one allocation per
+// chunk instead of one per frame. Each frame's capacity ends where it
+// does, so an append to one cannot write into the next.
+type arena struct{ buf []byte }
+
+const arenaChunk = 1 << 20
+
+func (a *arena) take(n int) []byte {
+	if len(a.buf) < n {
+		a.buf = make([]byte, max(arenaChunk, n))
+	}
+	b := a.buf[:n:n]
+	a.buf = a.buf[n:]
+	return b
+}
+
+// mirrorFrame builds the frame Mirror.Frames would for m as Traffic makes
+// it (outer IPv4 without options, no VLAN, UDP checksum 0, default TTL,
+// unfragmented: outerLen, the IPv4 packet's length, is within the MTU),
+// byte for byte, in the arena.
+func (a *arena) mirrorFrame(m *Mirror, outerLen int) []byte {
+	b := a.take(max(ethHeaderLen+outerLen, MinFrameLen)) // zeroed: the padding
+	copy(b[0:6], m.DstMAC)
+	copy(b[6:12], m.SrcMAC)
+	binary.BigEndian.PutUint16(b[12:14], EtherTypeIPv4)
+	ip := b[ethHeaderLen : ethHeaderLen+outerLen]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:4], uint16(outerLen))
+	binary.BigEndian.PutUint16(ip[4:6], m.IPID)
+	ip[8] = m.ttl()
+	ip[9] = protoUDP
+	src, dst := m.Router.As4(), m.Collector.As4()
+	copy(ip[12:16], src[:])
+	copy(ip[16:20], dst[:])
+	binary.BigEndian.PutUint16(ip[10:12], checksum(ip[:ipv4HeaderLen], 0))
+	u := ip[ipv4HeaderLen:]
+	sport, dport := m.ports()
+	binary.BigEndian.PutUint16(u[0:2], sport)
+	binary.BigEndian.PutUint16(u[2:4], dport)
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(u)))
+	h := m.Header()
+	copy(u[8:16], h[:])
+	copy(u[16:], m.Inner)
+	return b
 }

@@ -2,10 +2,16 @@ package gen_test
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -289,5 +295,63 @@ func TestTrafficRatios(t *testing.T) {
 		if c.got < c.want*0.9 || c.got > c.want*1.1 {
 			t.Errorf("%s: %.4f per datagram, want %.4f", c.name, c.got, c.want)
 		}
+	}
+}
+
+// trafficHash digests everything Traffic returns: each packet's time and
+// bytes, and the summary with its streams in a fixed order.
+func trafficHash(t testing.TB, cfg gen.TrafficConfig) string {
+	t.Helper()
+	pkts, sum, err := gen.Traffic(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	var n [8]byte
+	for _, p := range pkts {
+		binary.BigEndian.PutUint64(n[:], uint64(p.Time.UnixNano()))
+		h.Write(n[:])
+		binary.BigEndian.PutUint64(n[:], uint64(len(p.Data)))
+		h.Write(n[:])
+		h.Write(p.Data)
+	}
+	ids := slices.SortedFunc(maps.Keys(sum.Streams), func(a, b gen.StreamID) int {
+		return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID))
+	})
+	fmt.Fprintf(h, "%d %d %d %d %d %d\n", sum.Frames, sum.JmirrorDatagrams, sum.Fragmented, sum.Fragments, sum.Malformed, sum.NotJmirror)
+	for _, id := range ids {
+		fmt.Fprintf(h, "%v %v\n", id, sum.Streams[id])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestTrafficGolden pins Traffic's output for fixed configurations: the
+// hashes were computed before frames were built into shared buffers, so a
+// faster builder must produce the very same bytes.
+func TestTrafficGolden(t *testing.T) {
+	big := trafficTestConfig()
+	big.Seed = 11
+	big.Routers = 300 // past 254: routers from 198.18.0.0/15
+	big.Intercepts, big.SessionsPer = 40, 10
+	// Sizes above the MTU from the user's mix, so that some malformed
+	// datagrams are fragmented too.
+	big.Sizes = []gen.SizeWeight{{Size: 0, Weight: 1}, {Size: 64, Weight: 5}, {Size: 1490, Weight: 2}, {Size: 4000, Weight: 1}}
+	big.Kinds = []gen.KindWeight{{Kind: gen.KindIPv4, Weight: 1}, {Kind: gen.KindIPv6, Weight: 1}, {Kind: gen.KindPPP, Weight: 1}}
+	big.MalformedRatio = 0.1
+	big.NoiseRatio = 2.5
+	for _, c := range []struct {
+		name string
+		cfg  gen.TrafficConfig
+		want string
+	}{
+		{"test", trafficTestConfig(), "45a66155cb097c3c4259f135f7303e48afadbe62330e7f3d7d0656c5712deee1"},
+		{"default", gen.DefaultTraffic(), "af51b29fb7cb5616aa865074d800938061cc30869ce0367ff117d6dac6efd33c"},
+		{"big", big, "752d9d7184afbeeb8b444128dd7859070cb315de4e8cb50a5bda83a8b379421a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := trafficHash(t, c.cfg); got != c.want {
+				t.Errorf("hash %s, want %s", got, c.want)
+			}
+		})
 	}
 }

@@ -15,7 +15,9 @@ import (
 )
 
 // BenchmarkCollect is one scrape of a full stream table: the cost of
-// reading it is what a scrape costs.
+// reading it is what a scrape costs. "scrape" reuses one collector, as a
+// server does; "first" makes a new one for every scrape, so it includes
+// growing the buffer the collector keeps between scrapes.
 //
 //	go test -run - -bench Collect -benchmem ./userspace/metrics
 func BenchmarkCollect(b *testing.B) {
@@ -28,15 +30,30 @@ func BenchmarkCollect(b *testing.B) {
 			}
 			defer p.Close()
 			fill(b, p.Objects().JmStreams, n)
-			c := metrics.NewCollector(metrics.Source{Maps: p.Maps}, metrics.Options{})
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(c)
-			b.ResetTimer()
-			for range b.N {
+			newReg := func() *prometheus.Registry {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(metrics.NewCollector(metrics.Source{Maps: p.Maps}, metrics.Options{}))
+				return reg
+			}
+			gather := func(b *testing.B, reg *prometheus.Registry) {
 				if _, err := reg.Gather(); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.Run("scrape", func(b *testing.B) {
+				b.ReportAllocs()
+				reg := newReg()
+				gather(b, reg) // the collector's buffer is grown once
+				for b.Loop() {
+					gather(b, reg)
+				}
+			})
+			b.Run("first", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					gather(b, newReg())
+				}
+			})
 		})
 	}
 }

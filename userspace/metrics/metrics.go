@@ -356,6 +356,9 @@ type Collector struct {
 
 	mu     sync.Mutex // one collection at a time: each reads every map
 	errors map[string]uint64
+	// recs is collectStreams' buffer, kept between scrapes (under mu) so
+	// that a scrape of a large table does not allocate it again.
+	recs []streamRec
 }
 
 // NewCollector returns a Collector reading src.
@@ -395,10 +398,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			c.collectCounters(ch, &ctr)
 		}
-		if streams, err := c.src.Maps.Streams(); err != nil {
+		if err := c.collectStreams(ch); err != nil {
 			fail(srcStreams)
-		} else {
-			c.collectStreams(ch, streams)
 		}
 		c.collectMaps(ch, fail)
 	}
@@ -460,15 +461,48 @@ func (c clock) unix(mono time.Duration) float64 {
 	return float64(c.wall.Add(-c.age(mono)).UnixNano()) / 1e9
 }
 
+// streamRec is what collectStreams keeps of a stream table entry, a third
+// of a maps.Stream: its (mid, sid) as one sortable word, and its counts.
+type streamRec struct {
+	id             uint64 // mid<<32 | sid
+	packets, bytes uint64
+	lastSeen       time.Duration
+}
+
 // collectStreams sums the stream table per intercept, per (mid, sid) and
-// per router. Streams come sorted by (mid, sid, router), so the entries of
-// an intercept or a stream are adjacent: each sum is finished when the run
-// ends and offered to a bounded top-N, and memory stays O(N + routers)
-// whatever the size of the table.
-func (c *Collector) collectStreams(ch chan<- prometheus.Metric, streams []maps.Stream) {
-	if !slices.IsSortedFunc(streams, cmpStream) {
-		maps.SortStreams(streams)
+// per router. The table is read in batches (maps.EachStream), never copied
+// whole: per router sums go to a map (routers are few), and each entry is
+// kept as a small record that is then sorted by (mid, sid), so that the
+// entries of an intercept or a stream are adjacent: each sum is finished
+// when its run ends and offered to a bounded top-N. Nothing is emitted if
+// the table cannot be read.
+func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
+	routers := map[netip.Addr]*tally{}
+	recs := c.recs[:0]
+	err := c.src.Maps.EachStream(func(s maps.Stream) {
+		if len(recs) == cap(recs) {
+			// Double: append's slower growth for large slices would
+			// allocate five times the final size on a first scrape.
+			recs = slices.Grow(recs, max(len(recs), 4096))
+		}
+		recs = append(recs, streamRec{id: uint64(s.MID)<<32 | uint64(s.SID), packets: s.Packets, bytes: s.Bytes, lastSeen: s.LastSeen})
+		r := routers[s.Router]
+		if r == nil {
+			r = new(tally)
+			routers[s.Router] = r
+		}
+		r.add(&s)
+	})
+	// Keep the buffer for the next scrape, unless the table shrank a lot.
+	if cap(recs) <= 4*len(recs)+1024 {
+		c.recs = recs[:0]
+	} else {
+		c.recs = nil
 	}
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b streamRec) int { return cmp.Compare(a.id, b.id) })
 	// Read after the table: every last_seen is then in the past.
 	clk := readClock()
 	nMids, nStreams := c.opts.MaxIntercepts, c.opts.TopStreams
@@ -477,45 +511,39 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric, streams []maps.S
 	}
 	mids := newTop[uint32](nMids, byBytes, cmp.Compare[uint32])
 	sids := newTop[streamID](nStreams, byBytes, cmpStreamID)
-	routers := map[netip.Addr]*tally{}
 	active := 0
 	var mid ranked[uint32]
 	var sid ranked[streamID]
-	for i := range streams {
-		s := &streams[i]
-		if clk.mono != 0 && clk.age(s.LastSeen) <= c.opts.ActiveWindow {
+	for i := range recs {
+		s := &recs[i]
+		if clk.mono != 0 && clk.age(s.lastSeen) <= c.opts.ActiveWindow {
 			active++
 		}
-		if i == 0 || s.MID != mid.key {
+		t := tally{packets: s.packets, bytes: s.bytes, lastSeen: s.lastSeen}
+		if m := uint32(s.id >> 32); i == 0 || m != mid.key {
 			if i > 0 {
 				mids.add(mid)
 			}
-			mid = ranked[uint32]{key: s.MID}
+			mid = ranked[uint32]{key: m}
 		}
-		mid.add(s)
-		if id := (streamID{s.MID, s.SID}); i == 0 || id != sid.key {
+		mid.merge(t)
+		if id := (streamID{uint32(s.id >> 32), uint32(s.id)}); i == 0 || id != sid.key {
 			if i > 0 {
 				sids.add(sid)
 			}
 			sid = ranked[streamID]{key: id}
 		}
-		sid.add(s)
-		r := routers[s.Router]
-		if r == nil {
-			r = new(tally)
-			routers[s.Router] = r
-		}
-		r.add(s)
+		sid.merge(t)
 	}
-	if len(streams) > 0 {
+	if len(recs) > 0 {
 		mids.add(mid)
 		sids.add(sid)
 	}
-	emit(ch, famStreams, float64(len(streams)))
+	emit(ch, famStreams, float64(len(recs)))
 	emit(ch, famStreamsActive, float64(active))
 	emit(ch, famIntercepts, float64(mids.count))
 	emit(ch, famRouters, float64(len(routers)))
-	c.emitMap(ch, srcStreams, len(streams), c.src.Maps.StreamCapacity())
+	c.emitMap(ch, srcStreams, len(recs), c.src.Maps.StreamCapacity())
 
 	if !c.opts.HideIDs {
 		named, rest, folded := mids.result()
@@ -555,10 +583,14 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric, streams []maps.S
 		emit(ch, famRouterPackets, float64(rest.packets), Other)
 		emit(ch, famRouterBytes, float64(rest.bytes), Other)
 	}
+	return nil
 }
 
-func cmpStream(a, b maps.Stream) int {
-	return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID), a.Router.Compare(b.Router))
+// merge adds another tally to t.
+func (t *tally) merge(o tally) {
+	t.packets += o.packets
+	t.bytes += o.bytes
+	t.lastSeen = max(t.lastSeen, o.lastSeen)
 }
 
 func (c *Collector) emitMap(ch chan<- prometheus.Metric, name string, entries int, capacity uint32) {
