@@ -179,6 +179,7 @@ summary.`,
 	f.Uint32Var(&fast.baseMID, "base-mid", 1, "fast: first intercept id stamped")
 	f.Uint32Var(&fast.baseSID, "base-sid", 1, "fast: first session id stamped")
 	f.IntVar(&fast.threads, "threads", 1, "fast: sending threads")
+	f.IntVar(&fast.burst, "burst", 0, "fast: at most this many frames per call, sent back to back (0: about 200 ms worth); with --rate, smaller bursts need more --threads")
 	return cmd
 }
 
@@ -288,6 +289,7 @@ type fastFlags struct {
 	count            uint64
 	baseMID, baseSID uint32
 	threads          int
+	burst            int
 }
 
 // fastReport is gen --fast --format json's output.
@@ -312,7 +314,7 @@ func transmitFast(cmd *cobra.Command, pkts []gen.Packet, port uint16, iface, net
 		return fmt.Errorf("--fast: none of the %d generated frames is an unfragmented Jmirror frame to port %d with UDP checksum 0", len(pkts), port)
 	}
 	opt.Iface, opt.Netns = iface, netnsName
-	opt.BaseMID, opt.BaseSID, opt.Threads = ff.baseMID, ff.baseSID, ff.threads
+	opt.BaseMID, opt.BaseSID, opt.Threads, opt.MaxBurst = ff.baseMID, ff.baseSID, ff.threads, ff.burst
 	opt.Packets = ff.count
 	if loops > 0 {
 		opt.Packets = uint64(loops) * uint64(len(opt.Templates))

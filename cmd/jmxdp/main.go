@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/jmxdp/jmxdp/userspace/bench"
 	"github.com/spf13/cobra"
 )
 
@@ -40,6 +41,9 @@ func newRootCmd() *cobra.Command {
 }
 
 func main() {
+	// `jmxdp bench` re-executes jmxdp as its traffic sender: play that part
+	// if this is such a process.
+	bench.RunChildIfAsked()
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "jmxdp:", err)
 		var ee *exitError

@@ -42,15 +42,16 @@ const SectionCapture = "capture_to_disk"
 const (
 	captureStreams      = 1000 // 100 intercepts x 10 sessions
 	captureStreamsShort = 50   // 10 x 5
-	// The sender: xmit (BPF_PROG_TEST_RUN live frames) on CPU
-	// captureSenderCPU, in bursts of at most captureBurst frames from up to
-	// captureThreads threads (a live-frames call sleeps tens of ms after
-	// its burst, so a rate needs threads), one thread per
-	// captureThreadRate frames/s asked.
-	captureSenderCPU  = 0
-	captureBurst      = 1024
-	captureThreads    = 64
-	captureThreadRate = 20_000
+	// The sender: xmit (BPF_PROG_TEST_RUN live frames) in a process of its
+	// own on CPU captureSenderCPU, from captureThreads threads, in bursts of
+	// captureBurst frames or a captureCalls-th of a second's worth, the
+	// larger. A live-frames call ends with a sleep of tens of ms in the
+	// kernel, and concurrent calls queue for part of it: measured here, 16
+	// threads make about 175 calls a second and more threads fewer.
+	captureSenderCPU = 0
+	captureBurst     = 1024
+	captureThreads   = 16
+	captureCalls     = 150
 	// Each paced step lasts about this long.
 	captureStepTime      = 2 * time.Second
 	captureStepTimeShort = 500 * time.Millisecond
@@ -228,14 +229,14 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		}
 	}
 
-	sec.Note = fmt.Sprintf("veth lab, frames sent from its router end by xmit (BPF_PROG_TEST_RUN live frames, as jmxdp gen --fast) pinned to CPU %d, in bursts of at most %d frames from up to %d threads (one per %dk frames/s asked), "+
+	sec.Note = fmt.Sprintf("veth lab, frames sent from its router end by xmit (BPF_PROG_TEST_RUN live frames, as jmxdp gen --fast) in a process of its own pinned to CPU %d, in bursts of %d frames or 1/%d s worth (the larger) from %d threads, "+
 		"%d streams of IPv4 Jmirror frames (mirrored packets of simple IMIX sizes); the receivers (this process's other threads, tcpdump) are pinned to the other CPUs; the receivers that are not XDP programs get the frames through xdp_pass on the host end, as from a NIC driver; "+
 		"offered rates %s frames/s for about %v each, each ladder stopped after its first lossy step; loss-free rate = the highest achieved offered rate "+
 		"with every packet in a file (median of %d run(s)%s). jmxdp: `jmxdp run` (daemon, default capture policy) on the host end; "+
 		"tcpdump: tcpdump %s, then `jmxdp decode --out` (in process) splits the file per stream; udprecv: a Go UDP collector "+
 		"(recvmmsg, SO_RCVBUFFORCE 32 MiB) writing through jmxdp's own writer. Writers: max_open_files %d. Outer UDP checksums are 0, as routers send "+
 		"them, so the host's stack does not verify them in software. The disk directory goes through the page cache (%s). %s",
-		captureSenderCPU, captureBurst, captureThreads, captureThreadRate/1000, streams, rateList(rates), stepTime, done, capped, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
+		captureSenderCPU, captureBurst, captureCalls, captureThreads, streams, rateList(rates), stepTime, done, capped, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
 		dirsNote(dirs), captureTable(dirs, systems, results))
 
 	for _, d := range dirs {
@@ -456,21 +457,18 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 		Rate: rate, Packets: n, CPUs: []int{captureSenderCPU},
 	}
 	if rate > 0 {
-		xo.MaxBurst = captureBurst
-		xo.Threads = min(captureThreads, max(1, int(rate/captureThreadRate)+1))
+		// Pacing is by bursts, and each live-frames call sleeps tens of ms
+		// after its burst: many threads, each with its share of the rate.
+		xo.MaxBurst = max(captureBurst, int(rate/captureCalls))
+		xo.Threads = captureThreads
 	}
 	// Bounded by twice the step's nominal time, plus slack for a slow box.
 	limit := 2*cb.stepTime + 10*time.Second
 	if rate == 0 {
 		limit = 30 * time.Second
 	}
-	// The sending threads are this process's, locked to their OS threads
-	// and in and out of long system calls: give them Ps of their own, so
-	// that the in-process receivers (the daemon, udprecv) are not left
-	// waiting for one. The sending threads are pinned to their CPU anyway.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU() + max(xo.Threads, 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	rep, err := xmit.Run(ctx, xo)
+	rep, err := sendFromChild(ctx, xo, []int{captureSenderCPU})
 	cancel()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		sys.abort()
