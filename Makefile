@@ -36,13 +36,15 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# `jmxdp bench` (full mode; see docs/bench.md) writes docs/bench/<date>.json
-# and .md. Then the Go benchmark: each iteration runs 10000 frames through
-# jmxdp and as many through a trivial XDP_PASS program, alternating; x_pass
-# is the ratio.
+# `jmxdp bench` (full mode, about 12 minutes, as root; see docs/bench.md)
+# writes docs/bench/<date>.json and .md. Then the Go benchmark: each
+# iteration runs 10000 frames through jmxdp and as many through a trivial
+# XDP_PASS program, alternating; x_pass is the ratio. (BenchmarkStreamTable,
+# the table at several fill levels, is left to `go test -bench StreamTable
+# -benchtime 3x ./loader`: it fills a 1M-entry table per case.)
 bench: build
 	$(BIN) bench --out docs/bench
-	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./loader
+	$(GO) test -run '^$$' -bench Program -benchtime 20x -count 5 ./loader
 
 # The main job on an embedded default. As root: the live demo (a veth lab,
 # jmxdp attached to it, a few seconds of generated Jmirror traffic, the

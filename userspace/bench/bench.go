@@ -167,6 +167,17 @@ func Run(opts Options) (*Result, error) {
 	os.RemoveAll(filepath.Join(tmp, "streams"))
 	runtime.GC()
 	debug.FreeOSMemory()
+	// Capture next, while the process is still small: its receivers (the
+	// daemon, udprecv) run in it, and a heap grown by the later sections
+	// (the decode section's 1M frames) would give them garbage collection
+	// work that is not theirs.
+	fmt.Fprintln(opts.Progress, "bench: capture to disk")
+	cd, err := captureToDisk(opts, tmp)
+	if err != nil {
+		return nil, fmt.Errorf("capture to disk: %w", err)
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
 	fmt.Fprintln(opts.Progress, "bench: stream table")
 	st, err := streamTable(opts)
 	if err != nil {
@@ -186,11 +197,6 @@ func Run(opts Options) (*Result, error) {
 	dc, err := offlineDecode(opts, tmp)
 	if err != nil {
 		return nil, fmt.Errorf("offline decode: %w", err)
-	}
-	fmt.Fprintln(opts.Progress, "bench: capture to disk")
-	cd, err := captureToDisk(opts, tmp)
-	if err != nil {
-		return nil, fmt.Errorf("capture to disk: %w", err)
 	}
 	res.Sections = []Section{pc, lr, cd, dc, sc, st}
 	for i := range res.Sections {

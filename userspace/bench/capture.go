@@ -27,6 +27,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab"
+	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/udprecv"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 	"github.com/jmxdp/jmxdp/userspace/xmit"
@@ -467,6 +468,7 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 	if rate == 0 {
 		limit = 30 * time.Second
 	}
+	refused0 := cb.vethRefused()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	rep, err := sendFromChild(ctx, xo, []int{captureSenderCPU})
 	cancel()
@@ -480,6 +482,11 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 	}
 	if err := sys.finish(rep.Sent, &st); err != nil {
 		return st, err
+	}
+	// Frames the host end's veth ring had no room for: the receiving
+	// host's kernel did not keep up (a NIC's RX ring overflowing).
+	if r := cb.vethRefused() - refused0; r > 0 {
+		st.Lost = strings.Join(append([]string{fmt.Sprintf("veth ring %d", r)}, nonEmpty(st.Lost)...), ", ")
 	}
 	if st.Sent > 0 {
 		st.Loss = 1 - float64(min(st.Written, st.Sent))/float64(st.Sent)
@@ -977,4 +984,27 @@ func receiverCPUs() []int {
 		}
 	}
 	return out
+}
+
+// vethRefused is how many frames the router end's veth could not hand to
+// the host end (its XDP transmit errors): lost before any receiver.
+func (cb *captureBench) vethRefused() uint64 {
+	var st map[string]uint64
+	if err := netns.Do(cb.lab.Name, func() (err error) { st, err = xmit.DeviceStats(cb.lab.RouterIface); return err }); err != nil {
+		return 0
+	}
+	var n uint64
+	for k, v := range st {
+		if strings.HasPrefix(k, "tx_queue_") && strings.HasSuffix(k, "_xdp_xmit_errors") {
+			n += v
+		}
+	}
+	return n
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
