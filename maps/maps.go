@@ -23,39 +23,6 @@ func New(m *bpf.JmxdpMaps) *Maps { return &Maps{m: m} }
 
 const batchSize = 4096
 
-// readAll reads a map in batches, falling back to iteration on kernels or
-// map types without batch support. fn sees each key/value once.
-func readAll[K, V any](mp *ebpf.Map, fn func(*K, *V)) error {
-	keys := make([]K, batchSize)
-	vals := make([]V, batchSize)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
-		for i := 0; i < n; i++ {
-			fn(&keys[i], &vals[i])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("batch read %s: %w", mapName(mp), err)
-		}
-	}
-	var k K
-	var v V
-	it := mp.Iterate()
-	for it.Next(&k, &v) {
-		fn(&k, &v)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", mapName(mp), err)
-	}
-	return nil
-}
-
 func mapName(mp *ebpf.Map) string {
 	if info, err := mp.Info(); err == nil && info.Name != "" {
 		return info.Name
@@ -384,14 +351,17 @@ func (m *Maps) Candidates() ([]Candidate, error) {
 // restarts from the first bucket when the key it stands on was deleted
 // (an LRU eviction), so there keys already seen are skipped.
 func (m *Maps) EachStream(fn func(Stream)) error {
-	return readEach(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
+	return readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
 		fn(Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
 	})
 }
 
-// readEach is readAll for maps whose fallback iteration may repeat keys:
-// it remembers the keys it gave, on that path only.
-func readEach[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
+// readAll reads a map in batches through one reused buffer, falling back
+// to per-key iteration on kernels or map types without batch support. fn
+// sees each key once: a batch read returns a key at most once (see
+// EachStream), and the fallback, which restarts from the first bucket when
+// its current key is deleted (an LRU eviction), skips keys it has given.
+func readAll[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
 	keys := make([]K, batchSize)
 	vals := make([]V, batchSize)
 	var cursor ebpf.MapBatchCursor
