@@ -431,6 +431,11 @@ func (r *runner) loop(ctx context.Context, t int) error {
 		defer runtime.UnlockOSThread()
 	}
 	rate := o.Rate / float64(o.Threads) // this thread's share
+	// phase, in frames of this thread: t/Threads of a burst.
+	phase := 0.0
+	if o.MaxBurst > 0 {
+		phase = float64(t) / float64(o.Threads) * float64(o.MaxBurst)
+	}
 	var (
 		speed float64       // frames per CPU second
 		sleep time.Duration // the last call's wall time beyond its CPU time
@@ -448,8 +453,11 @@ func (r *runner) loop(ctx context.Context, t int) error {
 			return nil
 		}
 		if rate > 0 {
-			// Frame n of this thread is due at start + n/rate.
-			due := r.start.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+			// Frame n of this thread is due at start + n/rate, shifted by
+			// the thread's share of one burst's interval: threads that all
+			// burst at the same instants would hand the receiver Threads
+			// bursts at once.
+			due := r.start.Add(time.Duration((float64(sent) + phase) / rate * float64(time.Second)))
 			if !r.deadline.IsZero() && due.After(r.deadline) {
 				return nil
 			}
