@@ -54,7 +54,7 @@ const runbookURL = "https://github.com/jmxdp/jmxdp/blob/main/docs/operating.md"
 
 // requiredCaps are the capabilities `jmxdp run` needs, and all it gets,
 // in the systemd unit and in the DaemonSet.
-var requiredCaps = []string{"BPF", "IPC_LOCK", "NET_ADMIN", "NET_RAW", "PERFMON"}
+var requiredCaps = []string{"BPF", "IPC_LOCK", "NET_ADMIN", "NET_RAW", "PERFMON", "SYS_NICE"}
 
 // metricsPort is metrics.addr's port in the deployment files.
 const metricsPort = "9877"

@@ -15,9 +15,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
@@ -74,6 +77,8 @@ const (
 	pollTimeout = 100 * time.Millisecond
 	// tickEvery paces the sink's housekeeping and fragment expiry.
 	tickEvery = 100 * time.Millisecond
+	// ringLoopNice is the nice value of the ring loops' threads.
+	ringLoopNice = -10
 	// DefaultQueueMemory is the default bound on queued frame bytes.
 	DefaultQueueMemory = 64 << 20
 	// DefaultFramesPerQueue: 16384 frames of 2 KiB, 32 MiB per queue, what
@@ -275,6 +280,16 @@ func (c *Capture) closeSockets() error {
 // the socket is out of the XSKMAP by then, so nothing new arrives.
 func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 	defer c.ringsWG.Done()
+	// The ring loop is the one part that must keep up with the wire: the
+	// UMEM only holds frames_per_queue frames until it runs. Its own OS
+	// thread, scheduled ahead of the decode loop and the writers (best
+	// effort: raising priority needs CAP_SYS_NICE), so that a busy CPU
+	// delays the disk, which has the queue to absorb it, and not the rings.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), ringLoopNice); err != nil {
+		c.log.Debug("ring loop keeps the default priority", "queue", q.id, "err", err)
+	}
 	var cur *batch
 	var started time.Time // when cur got its first frame
 	// drops collects this round's dropped frames by stream, handed over
