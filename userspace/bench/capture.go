@@ -455,7 +455,7 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 	xo := xmit.Options{
 		Iface: cb.lab.RouterIface, Netns: cb.lab.Name, Templates: cb.templates,
 		Intercepts: cb.intercepts, Sessions: cb.sessions, BaseMID: 1, BaseSID: 1,
-		Rate: rate, Packets: n, CPUs: []int{captureSenderCPU},
+		Rate: rate, Packets: n,
 	}
 	if rate > 0 {
 		// Pacing is by bursts, and each live-frames call sleeps tens of ms
@@ -486,7 +486,7 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 	// Frames the host end's veth ring had no room for: the receiving
 	// host's kernel did not keep up (a NIC's RX ring overflowing).
 	if r := cb.vethRefused() - refused0; r > 0 {
-		st.Lost = strings.Join(append([]string{fmt.Sprintf("veth ring %d", r)}, nonEmpty(st.Lost)...), ", ")
+		st.Lost = prefixed("", st.Lost, ", ") + fmt.Sprintf("veth ring %d", r)
 	}
 	if st.Sent > 0 {
 		st.Loss = 1 - float64(min(st.Written, st.Sent))/float64(st.Sent)
@@ -941,15 +941,16 @@ func captureFigures(dir string, res map[string]*captureLadders, systems []captur
 }
 
 // pinProcess sets the CPU affinity of every thread of this process to
-// cpus, and returns a function that gives them back all CPUs. Threads made
-// later inherit the affinity of the thread that makes them.
+// cpus, and returns a function that gives them back the calling thread's
+// affinity as it was. Threads made later inherit the affinity of the thread
+// that makes them.
 func pinProcess(cpus []int) (undo func(), err error) {
 	var set, all unix.CPUSet
 	for _, c := range cpus {
 		set.Set(c)
 	}
-	for c := range runtime.NumCPU() {
-		all.Set(c)
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		return func() {}, fmt.Errorf("read CPU affinity: %w", err)
 	}
 	apply := func(s *unix.CPUSet) error {
 		tasks, err := os.ReadDir("/proc/self/task")
@@ -1000,11 +1001,4 @@ func (cb *captureBench) vethRefused() uint64 {
 		}
 	}
 	return n
-}
-
-func nonEmpty(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return []string{s}
 }

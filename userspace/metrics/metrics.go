@@ -464,9 +464,8 @@ func (c clock) unix(mono time.Duration) float64 {
 // streamRec is what collectStreams keeps of a stream table entry, a third
 // of a maps.Stream: its (mid, sid) as one sortable word, and its counts.
 type streamRec struct {
-	id             uint64 // mid<<32 | sid
-	packets, bytes uint64
-	lastSeen       time.Duration
+	id uint64 // mid<<32 | sid
+	tally
 }
 
 // collectStreams sums the stream table per intercept, per (mid, sid) and
@@ -485,13 +484,14 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 			// allocate five times the final size on a first scrape.
 			recs = slices.Grow(recs, max(len(recs), 4096))
 		}
-		recs = append(recs, streamRec{id: uint64(s.MID)<<32 | uint64(s.SID), packets: s.Packets, bytes: s.Bytes, lastSeen: s.LastSeen})
+		t := tally{packets: s.Packets, bytes: s.Bytes, lastSeen: s.LastSeen}
+		recs = append(recs, streamRec{id: uint64(s.MID)<<32 | uint64(s.SID), tally: t})
 		r := routers[s.Router]
 		if r == nil {
 			r = new(tally)
 			routers[s.Router] = r
 		}
-		r.add(&s)
+		r.merge(t)
 	})
 	// Keep the buffer for the next scrape, unless the table shrank a lot.
 	if cap(recs) <= 4*len(recs)+1024 {
@@ -519,21 +519,20 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 		if clk.mono != 0 && clk.age(s.lastSeen) <= c.opts.ActiveWindow {
 			active++
 		}
-		t := tally{packets: s.packets, bytes: s.bytes, lastSeen: s.lastSeen}
 		if m := uint32(s.id >> 32); i == 0 || m != mid.key {
 			if i > 0 {
 				mids.add(mid)
 			}
 			mid = ranked[uint32]{key: m}
 		}
-		mid.merge(t)
+		mid.merge(s.tally)
 		if id := (streamID{uint32(s.id >> 32), uint32(s.id)}); i == 0 || id != sid.key {
 			if i > 0 {
 				sids.add(sid)
 			}
 			sid = ranked[streamID]{key: id}
 		}
-		sid.merge(t)
+		sid.merge(s.tally)
 	}
 	if len(recs) > 0 {
 		mids.add(mid)
@@ -584,13 +583,6 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 		emit(ch, famRouterBytes, float64(rest.bytes), Other)
 	}
 	return nil
-}
-
-// merge adds another tally to t.
-func (t *tally) merge(o tally) {
-	t.packets += o.packets
-	t.bytes += o.bytes
-	t.lastSeen = max(t.lastSeen, o.lastSeen)
 }
 
 func (c *Collector) emitMap(ch chan<- prometheus.Metric, name string, entries int, capacity uint32) {

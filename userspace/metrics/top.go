@@ -5,8 +5,6 @@ import (
 	"container/heap"
 	"slices"
 	"time"
-
-	"github.com/jmxdp/jmxdp/maps"
 )
 
 // tally is a sum of stream table entries (or of other counts, in packets).
@@ -15,10 +13,11 @@ type tally struct {
 	lastSeen       time.Duration // CLOCK_MONOTONIC_COARSE
 }
 
-func (t *tally) add(s *maps.Stream) {
-	t.packets += s.Packets
-	t.bytes += s.Bytes
-	t.lastSeen = max(t.lastSeen, s.LastSeen)
+// merge adds another tally to t.
+func (t *tally) merge(o tally) {
+	t.packets += o.packets
+	t.bytes += o.bytes
+	t.lastSeen = max(t.lastSeen, o.lastSeen)
 }
 
 func byBytes(t tally) uint64   { return t.bytes }

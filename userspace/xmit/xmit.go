@@ -92,10 +92,6 @@ type Options struct {
 	// call also costs a fixed tens of milliseconds asleep, so a small cap
 	// needs more Threads to reach Rate.
 	MaxBurst int
-	// CPUs, if set, are the only CPUs the sending threads run on; frames
-	// sent to a veth are received on the sending CPU (softirq), so this
-	// also keeps the receive path there, off the other CPUs.
-	CPUs []int
 }
 
 // Stream is one (mid, sid).
@@ -416,20 +412,8 @@ func (r *runner) claim(n uint64) uint64 {
 func (r *runner) loop(ctx context.Context, t int) error {
 	// The thread's CPU time measures the calls: keep to one thread.
 	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	o := r.opts
-	if len(o.CPUs) > 0 {
-		// Stays locked: a goroutine that ends locked takes its thread
-		// with it, so no other goroutine inherits the pinning.
-		var set unix.CPUSet
-		for _, c := range o.CPUs {
-			set.Set(c)
-		}
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			return fmt.Errorf("pin sending thread to CPUs %v: %w", o.CPUs, err)
-		}
-	} else {
-		defer runtime.UnlockOSThread()
-	}
 	rate := o.Rate / float64(o.Threads) // this thread's share
 	// phase, in frames of this thread: t/Threads of a burst.
 	phase := 0.0
