@@ -123,10 +123,12 @@ static __always_inline int drop_untrusted(struct jm_counters *c,
 	return XDP_DROP;
 }
 
-/* Stamp the receive time in front of a frame headed for AF_XDP. A driver
- * without metadata support refuses the adjustment; userspace then uses its
- * own clock. Invalidates every packet pointer: call it last. */
-static __always_inline void stamp_meta(struct xdp_md *ctx)
+/* Write what the parse found, and the receive time, in front of a frame
+ * headed for AF_XDP. A driver without metadata support refuses the
+ * adjustment; userspace then parses the frame itself and uses its own
+ * clock. Invalidates every packet pointer: call it last. */
+static __always_inline void stamp_meta(struct xdp_md *ctx,
+				       const struct jm_xsk_meta *info)
 {
 	struct jm_xsk_meta *meta;
 
@@ -135,20 +137,21 @@ static __always_inline void stamp_meta(struct xdp_md *ctx)
 	meta = (void *)(long)ctx->data_meta;
 	if ((void *)(meta + 1) > (void *)(long)ctx->data)
 		return;
+	*meta = *info;
 	meta->rx_ns = bpf_ktime_get_ns();
 	meta->magic = JM_META_MAGIC;
-	meta->flags = 0;
 }
 
 static __always_inline int apply_action(struct xdp_md *ctx,
-					struct jm_counters *c, __u32 action)
+					struct jm_counters *c, __u32 action,
+					const struct jm_xsk_meta *info)
 {
 	int ret;
 
 	switch (action) {
 	case JM_ACTION_CAPTURE:
 		stat_add(c, JM_STAT_ACTION_CAPTURE, 1);
-		stamp_meta(ctx);
+		stamp_meta(ctx, info);
 		/* Falls back to XDP_PASS when no socket serves this queue. */
 		ret = bpf_redirect_map(&jm_xsks, ctx->rx_queue_index, XDP_PASS);
 		if (ret != XDP_REDIRECT)
@@ -259,6 +262,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 {
 	struct jm_frag_key fk = { .saddr = iph->saddr, .daddr = iph->daddr,
 				  .id = iph->id, .proto = iph->protocol };
+	struct jm_xsk_meta info = { .flags = JM_META_LATER_FRAG };
 	struct jm_frag_value *fv;
 	__u8 router[JM_ADDR_LEN];
 
@@ -272,7 +276,10 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		return drop_untrusted(c, router);
 	}
 	stat_add(c, JM_STAT_FRAG_TRACKED, 1);
-	return apply_action(ctx, c, fv->action);
+	info.mid = fv->mid;
+	info.sid = fv->sid;
+	info.l3_off = (void *)iph - (void *)(long)ctx->data;
+	return apply_action(ctx, c, fv->action, &info);
 }
 
 /* A first fragment that turns out not to be Jmirror must not leave a stale
@@ -381,14 +388,16 @@ static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
 }
 
 /*
- * UDP and Jmirror. ip_end is the end offset of the IP packet (or fragment)
- * per its header; fk is set for a first fragment.
+ * UDP and Jmirror. l3_off is where the outer IP header starts, ip_end the
+ * end offset of the IP packet (or fragment) per its header; fk is set for a
+ * first fragment.
  */
 static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
-				      struct hdr_cursor *nh, __u64 ip_end,
-				      const __u8 *router,
+				      struct hdr_cursor *nh, __u64 l3_off,
+				      __u64 ip_end, const __u8 *router,
 				      struct jm_frag_key *fk, int outer_v4)
 {
+	struct jm_xsk_meta info = {};
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct jm_settings cfg;
@@ -452,7 +461,15 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
 		record_fragment(fk, p.key.mid, p.key.sid, action);
 	}
-	return apply_action(ctx, c, action);
+	info.mid = p.key.mid;
+	info.sid = p.key.sid;
+	info.inner_len = p.inner_len;
+	info.inner_off = nh->pos - data;
+	info.l3_off = l3_off;
+	info.inner_kind = p.inner_kind;
+	info.flags = (outer_v4 ? 0 : JM_META_OUTER_V6) |
+		     (fk ? JM_META_FIRST_FRAG : 0);
+	return apply_action(ctx, c, action, &info);
 
 not_jmirror:
 	forget_fragment(fk);
@@ -491,7 +508,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 	}
 	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
 	addr_from_v4(router, iph->saddr);
-	return handle_udp(ctx, c, nh, ip_end, router,
+	return handle_udp(ctx, c, nh, (void *)iph - data, ip_end, router,
 			  (frag & JM_IP_MF) ? &fk : NULL, 1);
 }
 
@@ -509,7 +526,8 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 		return pass_not_jmirror(c);
 	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
 	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
-	return handle_udp(ctx, c, nh, ip_end, router, NULL, 0);
+	return handle_udp(ctx, c, nh, (void *)ip6h - data, ip_end, router,
+			  NULL, 0);
 }
 
 SEC("xdp")

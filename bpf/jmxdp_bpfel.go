@@ -144,10 +144,17 @@ type JmxdpJmUntrustedValue struct {
 }
 
 type JmxdpJmXskMeta struct {
-	_     structs.HostLayout
-	RxNs  uint64
-	Magic uint32
-	Flags uint32
+	_         structs.HostLayout
+	RxNs      uint64
+	Mid       uint32
+	Sid       uint32
+	InnerLen  uint32
+	InnerOff  uint16
+	L3Off     uint16
+	InnerKind uint8
+	Flags     uint8
+	Reserved  uint16
+	Magic     uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -67,6 +67,10 @@
 /* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
  * wrote from stale bytes when a driver has no metadata support. */
 #define JM_META_MAGIC 0x4a4d5844U
+/* struct jm_xsk_meta.flags */
+#define JM_META_OUTER_V6 0x1U   /* the outer header is IPv6 (else IPv4) */
+#define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 datagram */
+#define JM_META_LATER_FRAG 0x4U /* a later fragment: only mid and sid are set */
 
 /* jm_stream_value.policy_cache: a valid mark and the action in the low
  * 32 bits, the policy generation in the high 32. */

@@ -136,13 +136,22 @@ struct jm_candidate_value {
 	__u64 bytes; /* what would be mirrored-packet bytes: UDP length - 16 */
 };
 
-/* XDP metadata in front of a captured frame, for the AF_XDP reader: the
- * receive time, taken in the kernel before any queueing, so that files carry
- * when the frame arrived and not when userspace got round to it. */
+/* XDP metadata in front of a captured frame, for the AF_XDP reader: what
+ * the program learnt parsing it, so that userspace never parses the frame
+ * again, and the receive time, taken in the kernel before any queueing, so
+ * that files carry when the frame arrived and not when userspace got round
+ * to it. bpf_xdp_adjust_meta takes at most 32 bytes: this is all of them. */
 struct jm_xsk_meta {
-	__u64 rx_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
-	__u32 magic; /* JM_META_MAGIC: this program wrote the metadata */
-	__u32 flags; /* reserved, 0 */
+	__u64 rx_ns;     /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 mid;       /* the stream, also for a later fragment */
+	__u32 sid;
+	__u32 inner_len; /* mirrored-packet bytes: UDP length - 16 (a fragmented datagram's whole) */
+	__u16 inner_off; /* where the mirrored packet starts in the frame */
+	__u16 l3_off;    /* where the outer IP header starts: the router is its source */
+	__u8 inner_kind; /* enum jm_inner */
+	__u8 flags;      /* JM_META_* */
+	__u16 reserved;  /* 0 */
+	__u32 magic;     /* JM_META_MAGIC: this program wrote the metadata */
 };
 
 #endif /* JMXDP_STRUCTS_H */

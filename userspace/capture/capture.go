@@ -30,10 +30,13 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
-// Sink takes decapsulated mirrored packets; writer.Manager is one. It is
-// called from a single goroutine.
+// Sink takes decapsulated mirrored packets; writer.Manager is one. Each
+// sink is called from a single goroutine: its shard's.
 type Sink interface {
-	Write(k writer.Key, ts time.Time, router netip.Addr, kind pcapng.LinkKind, data []byte) bool
+	// SetClock gives the time of the batch about to be written.
+	SetClock(now time.Time)
+	// WriteAt writes a packet received at ns (nanoseconds since 1970).
+	WriteAt(k writer.Key, ns uint64, router netip.Addr, kind pcapng.LinkKind, data []byte) bool
 	Drop(k writer.Key, reason writer.DropReason, n int)
 	Tick()
 }
@@ -55,7 +58,7 @@ type Config struct {
 	// FramesPerQueue is each socket's UMEM size in frames, and the size of
 	// its RX and fill rings (default DefaultFramesPerQueue).
 	FramesPerQueue int
-	// QueueMemory bounds the frame bytes waiting for the sink (default
+	// QueueMemory bounds the frame bytes waiting for the sinks (default
 	// 64 MiB).
 	QueueMemory int64
 	Reassembly  reasm.Config
@@ -64,18 +67,22 @@ type Config struct {
 
 const (
 	// metaLen is sizeof(struct jm_xsk_meta): bpf/include/structs.h.
-	metaLen = 16
+	metaLen = 32
 	// metaMagic is JM_META_MAGIC (bpf/include/consts.h).
 	metaMagic = 0x4a4d5844
+	// The flags of struct jm_xsk_meta (JM_META_*).
+	metaOuterV6  = 0x1
+	metaFirstFrg = 0x2
+	metaLaterFrg = 0x4
 	// batchBytes is the size of one batch slab: large enough to amortise
 	// the channel send, small enough that the pool bounds memory finely.
 	batchBytes = 256 << 10
 	// batchLinger bounds how long a frame waits in a batch that is not
-	// full before the batch goes to the decode loop.
+	// full before the batch goes to its writer.
 	batchLinger = 2 * time.Millisecond
 	// pollTimeout bounds how long a ring loop takes to notice a stop.
 	pollTimeout = 100 * time.Millisecond
-	// tickEvery paces the sink's housekeeping and fragment expiry.
+	// tickEvery paces the sinks' housekeeping and fragment expiry.
 	tickEvery = 100 * time.Millisecond
 	// ringLoopNice is the nice value of the ring loops' threads.
 	ringLoopNice = -10
@@ -88,10 +95,16 @@ const (
 	DefaultFramesPerQueue = 16384
 )
 
-// frameRef is one frame in a batch slab.
+// frameRef is one packet in a batch slab: the mirrored packet alone, with
+// what the XDP program's metadata said of it; or, for fragments and frames
+// without metadata (slow), the whole frame, which the writer decodes.
 type frameRef struct {
 	off, len int
 	mono     int64 // CLOCK_MONOTONIC ns from the kernel; 0 if it gave none
+	key      writer.Key
+	router   netip.Addr
+	kind     pcapng.LinkKind
+	slow     bool
 }
 
 type batch struct {
@@ -101,13 +114,67 @@ type batch struct {
 
 func (b *batch) reset() { b.buf = b.buf[:0]; b.frames = b.frames[:0] }
 
+// meta is struct jm_xsk_meta, read from the bytes in front of a frame.
+type meta struct {
+	rxNs     uint64
+	mid, sid uint32
+	innerLen uint32
+	innerOff uint16
+	l3Off    uint16
+	kind     uint8
+	flags    uint8
+	magic    uint32
+}
+
+func readMeta(b []byte) (meta, bool) {
+	if len(b) != metaLen {
+		return meta{}, false
+	}
+	ne := binary.NativeEndian
+	m := meta{
+		rxNs:     ne.Uint64(b[0:]),
+		mid:      ne.Uint32(b[8:]),
+		sid:      ne.Uint32(b[12:]),
+		innerLen: ne.Uint32(b[16:]),
+		innerOff: ne.Uint16(b[20:]),
+		l3Off:    ne.Uint16(b[22:]),
+		kind:     b[24],
+		flags:    b[25],
+		magic:    ne.Uint32(b[28:]),
+	}
+	return m, m.magic == metaMagic
+}
+
+// router reads the outer source address where the metadata says the IP
+// header starts.
+func (m *meta) router(frame []byte) (netip.Addr, bool) {
+	off := int(m.l3Off)
+	if m.flags&metaOuterV6 != 0 {
+		if off+24 > len(frame) {
+			return netip.Addr{}, false
+		}
+		return netip.AddrFrom16([16]byte(frame[off+8 : off+24])), true
+	}
+	if off+16 > len(frame) {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(frame[off+12 : off+16])), true
+}
+
+func kindOf(k uint8) pcapng.LinkKind {
+	if k > uint8(maps.InnerEmpty) {
+		return pcapng.LinkUnknown
+	}
+	return pcapng.KindOf(maps.Inner(k))
+}
+
 // QueueStats describe one RX queue's socket.
 type QueueStats struct {
 	Queue    uint32
 	Mode     string // zerocopy or copy
 	Frames   uint64 // frames taken off the RX ring
 	Bytes    uint64
-	Dropped  uint64 // frames dropped because the batch pool was empty (sink too slow)
+	Dropped  uint64 // frames dropped because the batch pool was empty (writers too slow)
 	Kernel   afxdp.Stats
 	KernelOK bool // false if XDP_STATISTICS could not be read
 }
@@ -115,17 +182,23 @@ type QueueStats struct {
 // Stats describe the pipeline.
 type Stats struct {
 	Queues []QueueStats
-	// Written/Refused: packets the sink accepted, or dropped itself.
+	// Writers is the number of writer shards.
+	Writers int
+	// Written/Refused: packets the sinks accepted, or dropped themselves.
 	Written, Refused uint64
 	// QueueDrops: frames dropped for want of a free batch (all queues).
 	QueueDrops uint64
+	// RingDrops: frames the kernel could not put on an RX ring (its
+	// XDP_STATISTICS rx_dropped and rx_ring_full, all queues).
+	RingDrops uint64
 	// Unexpected: frames that reached the sockets but are not Jmirror by
 	// the userspace decoder (should stay 0: the program only redirects
 	// Jmirror).
 	Unexpected uint64
-	// NoTimestamp: frames without the kernel's receive time (the driver
-	// has no XDP metadata), stamped with the time userspace saw them.
-	NoTimestamp uint64
+	// NoMetadata: frames without the program's metadata (the driver has
+	// no XDP metadata), decoded in userspace and stamped with the time
+	// userspace saw them.
+	NoMetadata uint64
 	// Fragments: outer IPv4 fragments received; Reassembly their outcome.
 	Fragments  uint64
 	Reassembly reasm.Stats
@@ -154,36 +227,48 @@ func (q *queue) refreshStats(force bool) {
 	}
 }
 
+// shard is one writer goroutine with its sink: it owns the streams whose
+// key hashes to it, so no lock is shared across shards per packet, and a
+// stream's packets keep their order of arrival on each queue.
+type shard struct {
+	sink Sink
+	work chan *batch
+
+	// dropMu guards drops: frames the ring loops dropped, per stream,
+	// handed to the sink by the shard's goroutine.
+	dropMu sync.Mutex
+	drops  map[writer.Key]int
+
+	reasmMu sync.Mutex // Stats reads the reassembler
+	reasm   *reasm.Reassembler
+}
+
 // Capture is a running capture.
 type Capture struct {
 	cfg    Config
 	log    *slog.Logger
 	xsks   XSKMap
-	sink   Sink
+	shards []*shard
 	queues []*queue
 
-	work chan *batch
 	free chan *batch
 
-	// dropMu guards drops: frames the ring loops dropped, per stream,
-	// handed to the sink by the decode loop (the sink is single-threaded).
-	dropMu sync.Mutex
-	drops  map[writer.Key]int
-
-	written, refused, unexpected, noTS, fragments atomic.Uint64
-	reasmMu                                       sync.Mutex
-	reasm                                         *reasm.Reassembler
+	written, refused, unexpected, noMeta, fragments atomic.Uint64
 
 	cancel   context.CancelFunc
 	ringsWG  sync.WaitGroup
-	decodeWG sync.WaitGroup
+	shardsWG sync.WaitGroup
 	stopOnce sync.Once
 	stopErr  error
 }
 
 // Start opens one AF_XDP socket per queue, registers each in xsks and
-// starts the loops. Stop ends them.
-func Start(cfg Config, xsks XSKMap, sink Sink) (*Capture, error) {
+// starts the loops: one ring loop per queue, one writer goroutine per sink
+// (the streams are spread over the sinks by key). Stop ends them.
+func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
+	if len(sinks) == 0 {
+		return nil, errors.New("capture: no sink")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -207,16 +292,21 @@ func Start(cfg Config, xsks XSKMap, sink Sink) (*Capture, error) {
 			queues = append(queues, uint32(q))
 		}
 	}
-	nb := max(int(cfg.QueueMemory/batchBytes), 2*len(queues))
+	// Each ring loop holds a batch per shard while it fills them.
+	nb := max(int(cfg.QueueMemory/batchBytes), 2*len(queues)*len(sinks))
 	c := &Capture{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		xsks:  xsks,
-		sink:  sink,
-		work:  make(chan *batch, nb),
-		free:  make(chan *batch, nb),
-		drops: make(map[writer.Key]int),
-		reasm: reasm.New(cfg.Reassembly),
+		cfg:  cfg,
+		log:  cfg.Logger,
+		xsks: xsks,
+		free: make(chan *batch, nb),
+	}
+	for _, sk := range sinks {
+		c.shards = append(c.shards, &shard{
+			sink:  sk,
+			work:  make(chan *batch, nb),
+			drops: make(map[writer.Key]int),
+			reasm: reasm.New(cfg.Reassembly),
+		})
 	}
 	for range nb {
 		c.free <- &batch{buf: make([]byte, 0, batchBytes)}
@@ -241,15 +331,17 @@ func Start(cfg Config, xsks XSKMap, sink Sink) (*Capture, error) {
 		c.ringsWG.Add(1)
 		go c.ringLoop(ctx, q)
 	}
-	c.decodeWG.Add(1)
-	go c.decodeLoop()
+	for _, sh := range c.shards {
+		c.shardsWG.Add(1)
+		go c.shardLoop(sh)
+	}
 	return c, nil
 }
 
 // Stop takes the sockets out of the XSKMAP (the program falls back to
 // XDP_PASS from then on), drains what their rings still hold, lets the
-// decode loop finish every queued frame, and closes the sockets. The sink
-// is the caller's to close afterwards.
+// writers finish every queued frame, and closes the sockets. The sinks
+// are the caller's to close afterwards.
 func (c *Capture) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
@@ -260,8 +352,10 @@ func (c *Capture) Stop() error {
 		}
 		c.cancel()
 		c.ringsWG.Wait()
-		close(c.work)
-		c.decodeWG.Wait()
+		for _, sh := range c.shards {
+			close(sh.work)
+		}
+		c.shardsWG.Wait()
 		errs = append(errs, c.closeSockets())
 		c.stopErr = errors.Join(errs...)
 	})
@@ -276,37 +370,148 @@ func (c *Capture) closeSockets() error {
 	return errors.Join(errs...)
 }
 
+// shardOf spreads the streams over the shards.
+func (c *Capture) shardOf(k writer.Key) int {
+	if len(c.shards) == 1 {
+		return 0
+	}
+	h := (uint64(k.MID)<<32 | uint64(k.SID)) * 0x9e3779b97f4a7c15
+	return int((h >> 32) % uint64(len(c.shards)))
+}
+
+// ring is a ring loop's state: the batch it fills for each shard.
+type ring struct {
+	c       *Capture
+	q       *queue
+	cur     []*batch
+	started []time.Time // when cur[i] got its first frame
+	// drops collects this round's dropped frames by stream, handed over
+	// once per round: the ring loop takes no lock per frame.
+	drops           []map[writer.Key]int
+	frames, bytes   uint64
+	dropped, noMeta uint64
+	oldest          time.Time // the oldest first frame of any cur batch
+	pending         int       // batches with frames
+}
+
+// handOver sends shard i's batch to its writer.
+func (r *ring) handOver(i int) {
+	if b := r.cur[i]; b != nil && len(b.frames) > 0 {
+		r.c.shards[i].work <- b
+		r.cur[i] = nil
+		r.pending--
+	}
+}
+
+func (r *ring) handOverAll() {
+	for i := range r.cur {
+		r.handOver(i)
+	}
+}
+
+// lingerDue hands over the batches whose first frame waited batchLinger.
+func (r *ring) lingerDue(now time.Time) {
+	if r.pending == 0 {
+		return
+	}
+	for i, b := range r.cur {
+		if b != nil && len(b.frames) > 0 && now.Sub(r.started[i]) >= batchLinger {
+			r.handOver(i)
+		}
+	}
+}
+
+// add copies one packet (n bytes of data at from) into shard i's batch;
+// false if no batch was free.
+func (r *ring) add(i int, data []byte, ref frameRef) bool {
+	b := r.cur[i]
+	if b != nil && len(b.buf)+len(data) > cap(b.buf) {
+		r.handOver(i)
+		b = nil
+	}
+	if b == nil {
+		select {
+		case b = <-r.c.free:
+		default:
+			return false
+		}
+		r.cur[i] = b
+		r.pending++
+	}
+	if len(b.frames) == 0 {
+		r.started[i] = time.Now()
+	}
+	ref.off, ref.len = len(b.buf), len(data)
+	b.buf = append(b.buf, data...)
+	b.frames = append(b.frames, ref)
+	return true
+}
+
+// frame takes one frame off the ring: with the program's metadata, only
+// the mirrored packet is copied, with its stream, router, kind and time.
+func (r *ring) frame(mb, data []byte) {
+	r.frames++
+	r.bytes += uint64(len(data))
+	m, ok := readMeta(mb)
+	var ref frameRef
+	pkt := data
+	switch {
+	case !ok:
+		r.noMeta++
+		ref.slow = true
+		if h, class := jmirror.Decode(data, anyPort); class == jmirror.ClassJmirror && !h.FirstFragment && !h.LaterFragment {
+			ref.key = writer.Key{MID: h.MID, SID: h.SID}
+		} else {
+			ref.key = writer.Key{} // fragments without metadata: one shard reassembles them all
+		}
+	case m.flags&(metaFirstFrg|metaLaterFrg) != 0:
+		ref.slow, ref.mono = true, int64(m.rxNs)
+		ref.key = writer.Key{MID: m.mid, SID: m.sid}
+	default:
+		end := int(m.innerOff) + int(m.innerLen)
+		router, rok := m.router(data)
+		if !rok || end > len(data) {
+			ref.slow = true // cannot happen with this program: decode it
+			ref.key = dropKey(data)
+			break
+		}
+		ref.mono = int64(m.rxNs)
+		ref.key = writer.Key{MID: m.mid, SID: m.sid}
+		ref.router, ref.kind = router, kindOf(m.kind)
+		pkt = data[m.innerOff:end]
+	}
+	i := r.c.shardOf(ref.key)
+	if !r.add(i, pkt, ref) {
+		r.dropped++
+		r.drops[i][ref.key]++
+	}
+}
+
 // ringLoop empties one socket. After a stop it drains the ring once more:
 // the socket is out of the XSKMAP by then, so nothing new arrives.
 func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 	defer c.ringsWG.Done()
 	// The ring loop is the one part that must keep up with the wire: the
 	// UMEM only holds frames_per_queue frames until it runs. Its own OS
-	// thread, scheduled ahead of the decode loop and the writers (best
-	// effort: raising priority needs CAP_SYS_NICE), so that a busy CPU
-	// delays the disk, which has the queue to absorb it, and not the rings.
+	// thread, scheduled ahead of the writers (best effort: raising
+	// priority needs CAP_SYS_NICE), so that a busy CPU delays the disk,
+	// which has the queue to absorb it, and not the rings.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), ringLoopNice); err != nil {
 		c.log.Debug("ring loop keeps the default priority", "queue", q.id, "err", err)
 	}
-	var cur *batch
-	var started time.Time // when cur got its first frame
-	// drops collects this round's dropped frames by stream, handed over
-	// once per round: the ring loop takes no lock per frame.
-	drops := make(map[writer.Key]int)
-	handOver := func() {
-		if cur != nil && len(cur.frames) > 0 {
-			c.work <- cur
-			cur = nil
-		}
+	r := &ring{c: c, q: q, cur: make([]*batch, len(c.shards)), started: make([]time.Time, len(c.shards))}
+	for range c.shards {
+		r.drops = append(r.drops, make(map[writer.Key]int))
 	}
+	frame := r.frame
 	for {
 		stopping := ctx.Err() != nil
 		if !stopping {
 			timeout := pollTimeout
-			if cur != nil && len(cur.frames) > 0 {
-				timeout = max(batchLinger-time.Since(started), 0)
+			if r.pending > 0 {
+				timeout = batchLinger
 			}
 			ready, err := q.sock.Poll(timeout)
 			if err != nil {
@@ -314,62 +519,40 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 				return
 			}
 			if !ready {
-				handOver() // idle: nothing more is coming soon
+				r.handOverAll() // idle: nothing more is coming soon
 			}
 		}
+		r.frames, r.bytes, r.dropped, r.noMeta = 0, 0, 0, 0
+		q.sock.ReceiveCopyMeta(metaLen, frame)
 		// Counted per round, not per frame: one atomic add each.
-		var frames, bytes, dropped uint64
-		q.sock.ReceiveCopyMeta(metaLen, func(meta, data []byte) {
-			frames++
-			bytes += uint64(len(data))
-			if cur != nil && len(cur.buf)+len(data) > cap(cur.buf) {
-				handOver()
-			}
-			if cur == nil {
-				select {
-				case cur = <-c.free:
-				default:
-					dropped++
-					drops[dropKey(data)]++
-					return
+		q.frames.Add(r.frames)
+		q.bytes.Add(r.bytes)
+		if r.noMeta > 0 {
+			c.noMeta.Add(r.noMeta)
+		}
+		if r.dropped > 0 {
+			q.dropped.Add(r.dropped)
+			for i, d := range r.drops {
+				if len(d) > 0 {
+					c.shards[i].addDrops(d)
+					clear(d)
 				}
 			}
-			if len(cur.frames) == 0 {
-				started = time.Now()
-			}
-			ref := frameRef{off: len(cur.buf), len: len(data)}
-			if len(meta) == metaLen && binary.NativeEndian.Uint32(meta[8:12]) == metaMagic {
-				ref.mono = int64(binary.NativeEndian.Uint64(meta[0:8]))
-			}
-			cur.buf = append(cur.buf, data...)
-			cur.frames = append(cur.frames, ref)
-		})
-		q.frames.Add(frames)
-		q.bytes.Add(bytes)
-		if dropped > 0 {
-			q.dropped.Add(dropped)
-			c.addDrops(drops)
-			clear(drops)
 		}
 		// A batch fills across rounds, so that a trickle of frames does
 		// not use up the pool one frame a batch; batchLinger bounds how
 		// long its first frame waits.
-		if cur != nil && len(cur.frames) > 0 && time.Since(started) >= batchLinger {
-			handOver()
-		}
+		r.lingerDue(time.Now())
 		q.refreshStats(stopping)
 		if stopping {
-			handOver()
-			if cur != nil {
-				c.free <- cur
-			}
+			r.handOverAll()
 			return
 		}
 	}
 }
 
-// dropKey attributes a frame the ring loop could not queue to its stream
-// when it can tell (a later fragment cannot say: the zero key).
+// dropKey attributes a frame without metadata to its stream when it can
+// tell (a later fragment cannot say: the zero key).
 func dropKey(frame []byte) writer.Key {
 	h, class := jmirror.Decode(frame, anyPort)
 	if class == jmirror.ClassJmirror && !h.LaterFragment {
@@ -378,90 +561,110 @@ func dropKey(frame []byte) writer.Key {
 	return writer.Key{}
 }
 
-// addDrops hands a round's drops to the decode loop, which reports them to
-// the sink.
-func (c *Capture) addDrops(drops map[writer.Key]int) {
-	c.dropMu.Lock()
+// addDrops hands a round's drops to the shard's goroutine, which reports
+// them to the sink.
+func (sh *shard) addDrops(drops map[writer.Key]int) {
+	sh.dropMu.Lock()
 	for k, n := range drops {
-		c.drops[k] += n
+		sh.drops[k] += n
 	}
-	c.dropMu.Unlock()
+	sh.dropMu.Unlock()
 }
 
 // anyPort accepts every port: the program already decided these frames
 // are Jmirror, with the port set it had at the time.
 func anyPort(uint16) bool { return true }
 
-func (c *Capture) decodeLoop() {
-	defer c.decodeWG.Done()
+func (c *Capture) shardLoop(sh *shard) {
+	defer c.shardsWG.Done()
 	clk := newClock()
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	for {
 		select {
-		case b, ok := <-c.work:
+		case b, ok := <-sh.work:
 			if !ok {
-				c.housekeeping(clk)
+				c.housekeeping(sh, clk)
 				return
 			}
-			c.decodeBatch(b, clk)
+			c.writeBatch(sh, b, clk)
 			b.reset()
 			c.free <- b
 		case <-tick.C:
-			c.housekeeping(clk)
+			c.housekeeping(sh, clk)
 		}
 	}
 }
 
-func (c *Capture) housekeeping(clk *clock) {
+func (c *Capture) housekeeping(sh *shard, clk *clock) {
 	clk.refresh()
-	c.dropMu.Lock()
-	drops := c.drops
+	sh.dropMu.Lock()
+	drops := sh.drops
 	if len(drops) > 0 {
-		c.drops = make(map[writer.Key]int)
+		sh.drops = make(map[writer.Key]int)
 	}
-	c.dropMu.Unlock()
+	sh.dropMu.Unlock()
 	for k, n := range drops {
-		c.sink.Drop(k, writer.DropQueue, n)
+		sh.sink.Drop(k, writer.DropQueue, n)
 	}
-	c.reasmMu.Lock()
-	c.reasm.Expire(time.Now())
-	c.reasmMu.Unlock()
-	c.sink.Tick()
+	sh.reasmMu.Lock()
+	sh.reasm.Expire(time.Now())
+	sh.reasmMu.Unlock()
+	sh.sink.Tick()
 }
 
-func (c *Capture) decodeBatch(b *batch, clk *clock) {
-	for _, f := range b.frames {
+// writeBatch hands a batch's packets to the sink: the clock is read and
+// converted once for the batch, and a packet with metadata goes to the
+// sink as it is, without being parsed again.
+func (c *Capture) writeBatch(sh *shard, b *batch, clk *clock) {
+	now := time.Now()
+	sh.sink.SetClock(now)
+	nowNs := uint64(now.UnixNano())
+	var written, refused uint64
+	for i := range b.frames {
+		f := &b.frames[i]
 		data := b.buf[f.off : f.off+f.len]
-		ts := clk.wall(f.mono)
-		if f.mono == 0 {
-			c.noTS.Add(1)
+		ns := nowNs
+		if f.mono != 0 {
+			ns = uint64(f.mono + clk.offset)
 		}
-		c.frame(ts, data)
+		if f.slow {
+			c.frameSlow(sh, ns, data)
+			continue
+		}
+		if sh.sink.WriteAt(f.key, ns, f.router, f.kind, data) {
+			written++
+		} else {
+			refused++
+		}
 	}
+	c.written.Add(written)
+	c.refused.Add(refused)
 }
 
-func (c *Capture) frame(ts time.Time, data []byte) {
+// frameSlow decodes a frame the program gave no usable metadata for, or a
+// fragment, which is reassembled.
+func (c *Capture) frameSlow(sh *shard, ns uint64, data []byte) {
 	h, class := jmirror.Decode(data, anyPort)
 	if h.FirstFragment || h.LaterFragment {
-		c.fragment(ts, data, h)
+		c.fragment(sh, ns, data, h)
 		return
 	}
 	if class != jmirror.ClassJmirror {
 		c.unexpected.Add(1)
 		return
 	}
-	c.write(ts, data, h)
+	c.write(sh, ns, data, h)
 }
 
 // fragment feeds an outer IPv4 fragment to the reassembler and writes the
 // datagram it completes, stamped with its last fragment's time (as the
 // kernel's defragmenter and tshark do).
-func (c *Capture) fragment(ts time.Time, data []byte, h jmirror.Header) {
+func (c *Capture) fragment(sh *shard, ns uint64, data []byte, h jmirror.Header) {
 	c.fragments.Add(1)
-	c.reasmMu.Lock()
-	dgram, complete, err := c.reasm.Add(time.Now(), data[h.IPOffset:])
-	c.reasmMu.Unlock()
+	sh.reasmMu.Lock()
+	dgram, complete, err := sh.reasm.Add(time.Now(), data[h.IPOffset:])
+	sh.reasmMu.Unlock()
 	if err != nil || !complete {
 		return // counted by the reassembler
 	}
@@ -473,12 +676,12 @@ func (c *Capture) fragment(ts time.Time, data []byte, h jmirror.Header) {
 		c.unexpected.Add(1)
 		return
 	}
-	c.write(ts, frame, rh)
+	c.write(sh, ns, frame, rh)
 }
 
-func (c *Capture) write(ts time.Time, frame []byte, h jmirror.Header) {
+func (c *Capture) write(sh *shard, ns uint64, frame []byte, h jmirror.Header) {
 	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if c.sink.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), inner) {
+	if sh.sink.WriteAt(writer.Key{MID: h.MID, SID: h.SID}, ns, h.Router, pcapng.KindOf(h.Inner), inner) {
 		c.written.Add(1)
 	} else {
 		c.refused.Add(1)
@@ -488,20 +691,23 @@ func (c *Capture) write(ts time.Time, frame []byte, h jmirror.Header) {
 // Stats reads the pipeline's counters and each socket's XDP_STATISTICS.
 // Safe to call while the capture runs.
 func (c *Capture) Stats() Stats {
-	var s Stats
+	s := Stats{Writers: len(c.shards)}
 	for _, q := range c.queues {
 		qs := QueueStats{Queue: q.id, Mode: q.mode, Frames: q.frames.Load(), Bytes: q.bytes.Load(), Dropped: q.dropped.Load()}
 		if ks := q.kstats.Load(); ks != nil {
 			qs.Kernel, qs.KernelOK = *ks, true
+			s.RingDrops += ks.RxDropped + ks.RxRingFull
 		}
 		s.QueueDrops += qs.Dropped
 		s.Queues = append(s.Queues, qs)
 	}
 	s.Written, s.Refused = c.written.Load(), c.refused.Load()
-	s.Unexpected, s.NoTimestamp, s.Fragments = c.unexpected.Load(), c.noTS.Load(), c.fragments.Load()
-	c.reasmMu.Lock()
-	s.Reassembly = c.reasm.Stats()
-	c.reasmMu.Unlock()
+	s.Unexpected, s.NoMetadata, s.Fragments = c.unexpected.Load(), c.noMeta.Load(), c.fragments.Load()
+	for _, sh := range c.shards {
+		sh.reasmMu.Lock()
+		s.Reassembly.Add(sh.reasm.Stats())
+		sh.reasmMu.Unlock()
+	}
 	return s
 }
 

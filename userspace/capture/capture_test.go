@@ -29,7 +29,10 @@ type slowSink struct {
 	ts      []time.Time
 }
 
-func (s *slowSink) Write(k writer.Key, ts time.Time, _ netip.Addr, _ pcapng.LinkKind, _ []byte) bool {
+func (s *slowSink) SetClock(time.Time) {}
+
+func (s *slowSink) WriteAt(k writer.Key, ns uint64, _ netip.Addr, _ pcapng.LinkKind, _ []byte) bool {
+	ts := time.Unix(0, int64(ns))
 	time.Sleep(s.delay)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,8 +198,8 @@ func TestStopDrainsAndTimestamps(t *testing.T) {
 		t.Fatalf("after Stop: %d written, %d dropped, want all %d written", w, d, len(frames))
 	}
 	cs := c.Stats()
-	if cs.NoTimestamp != 0 {
-		t.Errorf("%d frames without the kernel's timestamp", cs.NoTimestamp)
+	if cs.NoMetadata != 0 {
+		t.Errorf("%d frames without the kernel's timestamp", cs.NoMetadata)
 	}
 	for i, ts := range sink.ts {
 		if ts.Before(before.Add(-50*time.Millisecond)) || ts.After(after.Add(50*time.Millisecond)) {

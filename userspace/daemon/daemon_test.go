@@ -389,7 +389,7 @@ func TestCaptureGeneratedTraffic(t *testing.T) {
 	settle(t, d, len(pkts))
 	after := time.Now()
 	cs := d.Capture().Stats()
-	if cs.NoTimestamp != 0 || cs.Unexpected != 0 || cs.QueueDrops != 0 {
+	if cs.NoMetadata != 0 || cs.Unexpected != 0 || cs.QueueDrops != 0 {
 		t.Errorf("capture stats %+v: want every frame stamped by the kernel, Jmirror, and kept", cs)
 	}
 	if cs.Reassembly.Reassembled != uint64(sum.Fragmented) {

@@ -256,7 +256,7 @@ var (
 	famCaptureUnexpected = newFamily("jmxdp_capture_unexpected_frames_total", counter,
 		"Frames that reached the AF_XDP sockets but are not Jmirror by the userspace decoder (should stay 0).")
 	famCaptureNoTimestamp = newFamily("jmxdp_capture_frames_without_timestamp_total", counter,
-		"Captured frames without the kernel's receive time (the driver has no XDP metadata), stamped when userspace saw them.")
+		"Captured frames without the program's metadata (the driver has no XDP metadata): decoded in userspace and stamped when userspace saw them.")
 
 	// Reassembly.
 	famReasmFragments = newFamily("jmxdp_reassembly_fragments_total", counter,
@@ -290,6 +290,10 @@ var (
 		"trigger")
 	famWriterEvictions = newFamily("jmxdp_writer_evictions_total", counter,
 		"Files closed to stay under output.max_open_files (reopened to append when their stream sends again).")
+	famWriterFlushes = newFamily("jmxdp_writer_flushes_total", counter,
+		"Stream buffers written to their files, by why: full (or the file closed), age (older than output.flush_interval), memory (output.buffer_memory reached).", "why")
+	famWriterBufferBytes = newFamily("jmxdp_writer_buffer_bytes", gauge,
+		"Memory the streams' write buffers hold now (bounded by output.buffer_memory).")
 	famWriterOpen = newFamily("jmxdp_writer_open_files", gauge,
 		"Stream files open now.")
 	famWriterStreams = newFamily("jmxdp_writer_streams", gauge,
@@ -662,7 +666,7 @@ func (c *Collector) collectCapture(ch chan<- prometheus.Metric, s capture.Stats)
 		}
 	}
 	emit(ch, famCaptureUnexpected, float64(s.Unexpected))
-	emit(ch, famCaptureNoTimestamp, float64(s.NoTimestamp))
+	emit(ch, famCaptureNoTimestamp, float64(s.NoMetadata))
 	c.collectReassembly(ch, s.Reassembly)
 }
 
@@ -694,6 +698,10 @@ func (c *Collector) collectWriter(ch chan<- prometheus.Metric, s writer.Stats) {
 	emit(ch, famWriterRotations, float64(s.RotationsSize), "size")
 	emit(ch, famWriterRotations, float64(s.RotationsAge), "age")
 	emit(ch, famWriterEvictions, float64(s.Evictions))
+	emit(ch, famWriterFlushes, float64(s.Flushes-s.FlushesAge-s.FlushesMemory), "full")
+	emit(ch, famWriterFlushes, float64(s.FlushesAge), "age")
+	emit(ch, famWriterFlushes, float64(s.FlushesMemory), "memory")
+	emit(ch, famWriterBufferBytes, float64(s.BufferBytes))
 	emit(ch, famWriterOpen, float64(s.OpenFiles))
 	emit(ch, famWriterStreams, float64(s.Streams))
 	emit(ch, famWriterFaults, float64(s.Faults))

@@ -264,7 +264,7 @@ func fakeCapture() capture.Stats {
 				Kernel: afxdp.Stats{RxDropped: 3, RxInvalidDescs: 4, RxRingFull: 5, RxFillRingEmptyDescs: 6}},
 			{Queue: 3, Mode: "copy", Frames: 7, Bytes: 700, Dropped: 0}, // XDP_STATISTICS unreadable
 		},
-		QueueDrops: 2, Unexpected: 1, NoTimestamp: 9, Fragments: 12,
+		QueueDrops: 2, Unexpected: 1, NoMetadata: 9, Fragments: 12,
 		Reassembly: reasm.Stats{Fragments: 12, Reassembled: 4, Timeouts: 1, Evicted: 2, Overlaps: 3,
 			TooBig: 5, Malformed: 6, Pending: 7, PendingBytes: 8000},
 	}

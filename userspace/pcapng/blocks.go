@@ -3,7 +3,6 @@ package pcapng
 import (
 	"encoding/binary"
 	"fmt"
-	"time"
 )
 
 // The pcapng blocks jmxdp writes, little-endian, in the layout pcapgo's
@@ -61,6 +60,10 @@ func sectionComment(mid, sid uint32) string {
 	return fmt.Sprintf("Jmirror mid=%d sid=%d", mid, sid)
 }
 
+func shbLen(mid, sid uint32) int {
+	return shbFixed + optLen(appName) + optLen(sectionComment(mid, sid)) + 4
+}
+
 // appendSHB appends the section header of stream (mid, sid).
 func appendSHB(b []byte, mid, sid uint32) []byte {
 	comment := sectionComment(mid, sid)
@@ -115,24 +118,34 @@ func appendIDB(b []byte, k ifaceKey) []byte {
 	return appendU32(b, uint32(n))
 }
 
+// epbLen is the size of an enhanced packet block; comment "" is none (and
+// no options at all).
 func epbLen(dataLen int, comment string) int {
+	if comment == "" {
+		return epbFixed + dataLen + pad4(dataLen)
+	}
 	return epbFixed + dataLen + pad4(dataLen) + optLen(comment) + 4
 }
 
-// appendEPB appends an enhanced packet block with an opt_comment.
-func appendEPB(b []byte, ifid uint32, ts time.Time, data []byte, comment string) []byte {
+// appendEPB appends an enhanced packet block, with an opt_comment unless
+// comment is "": the fixed part in one store, then the data in one copy.
+func appendEPB(b []byte, ifid uint32, ns uint64, data []byte, comment string) []byte {
 	n := epbLen(len(data), comment)
-	ns := uint64(ts.UnixNano())
-	b = appendU32(b, blockEPB)
-	b = appendU32(b, uint32(n))
-	b = appendU32(b, ifid)
-	b = appendU32(b, uint32(ns>>32))
-	b = appendU32(b, uint32(ns))
-	b = appendU32(b, uint32(len(data)))
-	b = appendU32(b, uint32(len(data)))
+	var h [28]byte
+	le := binary.LittleEndian
+	le.PutUint32(h[0:], blockEPB)
+	le.PutUint32(h[4:], uint32(n))
+	le.PutUint32(h[8:], ifid)
+	le.PutUint32(h[12:], uint32(ns>>32))
+	le.PutUint32(h[16:], uint32(ns))
+	le.PutUint32(h[20:], uint32(len(data)))
+	le.PutUint32(h[24:], uint32(len(data)))
+	b = append(b, h[:]...)
 	b = append(b, data...)
 	b = append(b, zeros[:pad4(len(data))]...)
-	b = appendOpt(b, optComment, comment)
-	b = endOpts(b)
+	if comment != "" {
+		b = appendOpt(b, optComment, comment)
+		b = endOpts(b)
+	}
 	return appendU32(b, uint32(n))
 }

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
@@ -89,6 +90,15 @@ const (
 // otherwise.
 const DefaultBufferSize = 64 << 10
 
+// minBufClass is the smallest buffer a Writer takes: a stream that sends a
+// packet a second holds no more than this between two flushes.
+const minBufClass = 4 << 10
+
+// ErrNeedsFile is returned by WritePacket on a suspended Writer whose
+// buffer cannot take the packet: Reopen it (or Flush after Reopen) first.
+// Nothing changed.
+var ErrNeedsFile = errors.New("pcapng: buffer full and the file is closed")
+
 // Options tune CreateWith, AppendWith and Resume. The zero value is what
 // Create and Append use.
 type Options struct {
@@ -99,6 +109,13 @@ type Options struct {
 	// Exclusive makes CreateWith fail, with an error matching fs.ErrExist,
 	// when the file exists (O_EXCL) instead of truncating it.
 	Exclusive bool
+	// NoPacketComments leaves out the per-packet "router=<address>"
+	// comment: the packet's interface already names its router (if_name,
+	// if_description), and the comment costs 20-44 bytes a packet.
+	NoPacketComments bool
+	// Memory, if set, is added every buffer's capacity while the Writer
+	// holds it, so that the owner of many Writers can bound their total.
+	Memory *atomic.Int64
 }
 
 func (o Options) bufSize() int {
@@ -116,7 +133,9 @@ type WriteError struct {
 	// nil) but never written, plus the packet of the failing WritePacket
 	// call, if it was one.
 	Lost int
-	Err  error
+	// Bytes is the size of the write that failed: what did not fit.
+	Bytes int
+	Err   error
 }
 
 func (e *WriteError) Error() string {
@@ -150,14 +169,23 @@ type iface struct {
 // and the Writer back to it.
 type Writer struct {
 	path     string
-	f        file
+	f        file // nil while suspended
 	mid, sid uint32
 	bufSize  int
-	buf      []byte // nil until the first block
+	// class is the capacity of the next buffer taken: it doubles, up to
+	// bufSize, each time a buffer fills, and halves each time Flush finds
+	// one less than a quarter full, so that a slow stream holds little.
+	class    int
+	buf      []byte // nil until the first block, and after each flush
+	comments bool
+	mem      *atomic.Int64
 	ifaces   map[ifaceKey]*iface
 	ifList   []ifaceKey // by interface id
-	packets  uint64     // accepted: written or buffered
-	bytes    uint64
+	// last is the interface of the previous packet: most streams have one.
+	lastKey ifaceKey
+	last    *iface
+	packets uint64 // accepted: written or buffered
+	bytes   uint64
 
 	// Committed: what the file holds.
 	off      int64
@@ -172,38 +200,77 @@ type Writer struct {
 	closed    bool
 }
 
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, DefaultBufferSize)
-	return &b
-}}
+// bufPools hold buffers by power-of-two capacity, from minBufClass up.
+var bufPools [16]sync.Pool
 
-func (w *Writer) ensureBuf() {
+func poolOf(c int) *sync.Pool {
+	if c < minBufClass || c&(c-1) != 0 {
+		return nil
+	}
+	i := 0
+	for n := minBufClass; n < c; n <<= 1 {
+		i++
+	}
+	if i >= len(bufPools) {
+		return nil
+	}
+	return &bufPools[i]
+}
+
+// ensureBuf takes a buffer of at least need bytes (a block larger than
+// the class gets a buffer of its own).
+func (w *Writer) ensureBuf(need int) {
 	if w.buf != nil {
 		return
 	}
-	if w.bufSize == DefaultBufferSize {
-		w.buf = (*bufPool.Get().(*[]byte))[:0]
-		return
+	c := max(w.class, need)
+	if p := poolOf(c); p != nil {
+		if b, ok := p.Get().(*[]byte); ok {
+			w.buf = (*b)[:0]
+		}
 	}
-	w.buf = make([]byte, 0, w.bufSize)
+	if w.buf == nil {
+		w.buf = make([]byte, 0, c)
+	}
+	if w.mem != nil {
+		w.mem.Add(int64(cap(w.buf)))
+	}
 }
 
 func (w *Writer) releaseBuf() {
-	if cap(w.buf) == DefaultBufferSize {
+	if w.buf == nil {
+		return
+	}
+	if w.mem != nil {
+		w.mem.Add(-int64(cap(w.buf)))
+	}
+	if p := poolOf(cap(w.buf)); p != nil {
 		b := w.buf[:0]
-		bufPool.Put(&b)
+		p.Put(&b)
 	}
 	w.buf = nil
 }
 
+// limit is how far the buffer fills before it is written out.
+func (w *Writer) limit() int {
+	if w.buf != nil {
+		return max(cap(w.buf), w.class)
+	}
+	return w.class
+}
+
 func newWriter(f file, path string, mid, sid uint32, o Options) *Writer {
+	bs := o.bufSize()
 	return &Writer{
-		path:    path,
-		f:       f,
-		mid:     mid,
-		sid:     sid,
-		bufSize: o.bufSize(),
-		ifaces:  make(map[ifaceKey]*iface),
+		path:     path,
+		f:        f,
+		mid:      mid,
+		sid:      sid,
+		bufSize:  bs,
+		class:    min(bs, minBufClass),
+		comments: !o.NoPacketComments,
+		mem:      o.Memory,
+		ifaces:   make(map[ifaceKey]*iface),
 	}
 }
 
@@ -306,47 +373,80 @@ func CheckPacket(ts time.Time, router netip.Addr, kind LinkKind, n int) error {
 // is still valid, and the packets it had not received, this one included,
 // are lost. Other errors (closed Writer, invalid packet) change nothing.
 func (w *Writer) WritePacket(ts time.Time, router netip.Addr, kind LinkKind, data []byte) error {
-	if w.closed {
-		return fmt.Errorf("write %s: writer is closed", w.path)
-	}
 	if err := CheckPacket(ts, router, kind, len(data)); err != nil {
 		return fmt.Errorf("write %s: %w", w.path, err)
 	}
+	return w.WritePacketAt(uint64(ts.UnixNano()), router, kind, data)
+}
+
+// WritePacketAt is WritePacket with the time in nanoseconds since 1970,
+// for callers that convert their clock once per batch. The caller has
+// checked the packet (CheckPacket, or a source that cannot be wrong):
+// only a closed Writer, an invalid router or kind or a packet longer than
+// MaxPacketLen are refused here.
+//
+// On a suspended Writer (see Suspend) the packet goes to the buffer if it
+// fits; if it does not, WritePacketAt returns ErrNeedsFile and changes
+// nothing.
+func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data []byte) error {
+	if w.closed {
+		return fmt.Errorf("write %s: writer is closed", w.path)
+	}
+	if len(data) > MaxPacketLen || kind > LinkPPPHDLC || !router.IsValid() {
+		return fmt.Errorf("write %s: %w", w.path, CheckPacket(time.Unix(0, 0), router, kind, len(data)))
+	}
 	if w.torn {
+		if w.f == nil {
+			return ErrNeedsFile
+		}
 		if err := w.retruncate(); err != nil {
 			return &WriteError{Lost: 1, Err: err}
 		}
 	}
-	router = router.Unmap()
 	key := ifaceKey{router, kind}
-	ifc := w.ifaces[key]
-	comment := ""
+	ifc := w.last
+	if ifc == nil || w.lastKey != key {
+		ifc = w.lookupIface(key)
+	}
 	need := 0
+	comment := ""
 	if ifc == nil {
-		comment = "router=" + router.String()
-		need += idbLen(key)
-	} else {
+		need += idbLen(ifaceKey{router.Unmap(), kind})
+	} else if w.comments {
 		comment = ifc.comment
 	}
+	if ifc == nil && w.comments {
+		comment = "router=" + router.Unmap().String()
+	}
 	need += epbLen(len(data), comment)
-	if len(w.buf) > 0 && len(w.buf)+need > w.bufSize {
+	if w.off == 0 && len(w.buf) == 0 {
+		need += shbLen(w.mid, w.sid)
+	}
+	if len(w.buf) > 0 && len(w.buf)+need > w.limit() {
+		if w.f == nil {
+			return ErrNeedsFile
+		}
+		w.class = min(w.class*2, w.bufSize) // filled: the next one is larger
 		if werr := w.flush(); werr != nil {
 			werr.Lost++ // this packet never made it into the buffer
 			return werr
 		}
 	}
-	w.ensureBuf()
+	w.ensureBuf(need)
 	w.ensureSHB()
 	if ifc == nil {
-		ifc = &iface{index: uint32(len(w.ifList)), comment: comment}
-		w.ifaces[key] = ifc
-		w.ifList = append(w.ifList, key)
-		w.buf = appendIDB(w.buf, key)
+		ukey := ifaceKey{router.Unmap(), kind}
+		ifc = &iface{index: uint32(len(w.ifList)), comment: "router=" + ukey.router.String()}
+		w.ifaces[ukey] = ifc
+		w.ifList = append(w.ifList, ukey)
+		w.buf = appendIDB(w.buf, ukey)
 	}
-	w.buf = appendEPB(w.buf, ifc.index, ts, data, ifc.comment)
+	w.lastKey, w.last = key, ifc
+	w.buf = appendEPB(w.buf, ifc.index, ns, data, comment)
 	w.packets++
 	w.bytes += uint64(len(data))
-	if len(w.buf) >= w.bufSize {
+	if len(w.buf) >= w.bufSize && w.f != nil {
+		w.class = w.bufSize
 		if werr := w.flush(); werr != nil {
 			return werr
 		}
@@ -354,11 +454,20 @@ func (w *Writer) WritePacket(ts time.Time, router netip.Addr, kind LinkKind, dat
 	return nil
 }
 
+// lookupIface finds the interface of key, whose router may be
+// IPv4-mapped; nil if it has none yet.
+func (w *Writer) lookupIface(key ifaceKey) *iface {
+	if ifc := w.ifaces[key]; ifc != nil || !key.router.Is4In6() {
+		return ifc
+	}
+	return w.ifaces[ifaceKey{key.router.Unmap(), key.kind}]
+}
+
 // ensureSHB starts the buffer with the section header if the file has
 // nothing yet (or all of it was rolled back).
 func (w *Writer) ensureSHB() {
 	if w.off == 0 && len(w.buf) == 0 {
-		w.ensureBuf()
+		w.ensureBuf(shbLen(w.mid, w.sid))
 		w.buf = appendSHB(w.buf, w.mid, w.sid)
 	}
 }
@@ -371,13 +480,13 @@ func (w *Writer) flush() *WriteError {
 	}
 	if _, err := w.f.WriteAt(w.buf, w.off); err != nil {
 		lost := int(w.packets - w.cPackets)
-		return &WriteError{Lost: lost, Err: w.rollback(err)}
+		n := len(w.buf)
+		return &WriteError{Lost: lost, Bytes: n, Err: w.rollback(err)}
 	}
 	w.off += int64(len(w.buf))
-	w.buf = w.buf[:0]
-	if cap(w.buf) > 2*w.bufSize {
-		w.buf = nil // grown by a packet larger than the buffer
-	}
+	// The buffer goes back to its pool: a stream between two flushes
+	// holds none.
+	w.releaseBuf()
 	w.cIfaces = len(w.ifList)
 	w.cPackets, w.cBytes = w.packets, w.bytes
 	return nil
@@ -386,7 +495,8 @@ func (w *Writer) flush() *WriteError {
 // rollback forgets the buffer and truncates off whatever part of it reached
 // the file.
 func (w *Writer) rollback(cause error) error {
-	w.buf = w.buf[:0]
+	w.releaseBuf()
+	w.last = nil
 	for _, k := range w.ifList[w.cIfaces:] {
 		delete(w.ifaces, k)
 	}
@@ -413,14 +523,92 @@ func (w *Writer) Flush() error {
 	if w.closed {
 		return nil
 	}
+	if w.f == nil {
+		if len(w.buf) == 0 && w.off > 0 {
+			return nil
+		}
+		return ErrNeedsFile
+	}
 	if w.torn {
 		// The buffer is empty: WritePacket takes nothing while torn.
 		return w.retruncate()
+	}
+	if n := len(w.buf); n > 0 && n < w.limit()/4 {
+		w.class = max(w.class/2, min(w.bufSize, minBufClass)) // a slow stream
 	}
 	w.ensureSHB()
 	if werr := w.flush(); werr != nil {
 		return werr
 	}
+	return nil
+}
+
+// Suspend flushes the buffer and closes the file, keeping the Writer's
+// state: WritePacket then fills a new buffer until it is full, and Reopen
+// opens the file again. Suspending a suspended Writer does nothing. If the
+// flush fails the file is rolled back, as for WritePacket, and closed all
+// the same.
+func (w *Writer) Suspend() error {
+	if w.closed || w.f == nil {
+		return nil
+	}
+	var errs []error
+	if err := w.Flush(); err != nil {
+		errs = append(errs, err)
+		if w.torn {
+			if err := w.retruncate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	w.releaseBuf()
+	if err := w.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close %s: %w", w.path, err))
+	}
+	w.f = nil
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// Suspended reports whether the file is closed (Suspend) and the Writer not.
+func (w *Writer) Suspended() bool { return w.f == nil && !w.closed }
+
+// Reopen opens a suspended Writer's file again, to append at the size it
+// had. A file that is longer (a failed write left a tail that could not be
+// cut off) is truncated back, counted in Recovered; one that is shorter or
+// gone is an error (matching fs.ErrNotExist if gone), and the Writer stays
+// suspended.
+func (w *Writer) Reopen() error {
+	if w.closed {
+		return fmt.Errorf("reopen %s: writer is closed", w.path)
+	}
+	if w.f != nil {
+		return nil
+	}
+	f, err := os.OpenFile(w.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if fi.Size() < w.off {
+		f.Close()
+		return fmt.Errorf("reopen %s: %d bytes, %d written: %w", w.path, fi.Size(), w.off, ErrIncomplete)
+	}
+	if fi.Size() > w.off {
+		if err := f.Truncate(w.off); err != nil {
+			f.Close()
+			return fmt.Errorf("truncate %s to %d bytes: %w", w.path, w.off, err)
+		}
+		w.recovered += fi.Size() - w.off
+	}
+	w.f = f
+	w.torn = false
 	return nil
 }
 
@@ -432,6 +620,20 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	var errs []error
+	if w.f == nil {
+		// Suspended: whatever is buffered needs the file back.
+		if len(w.buf) == 0 && w.off > 0 {
+			w.closed = true
+			return nil
+		}
+		if err := w.Reopen(); err != nil {
+			w.closed = true
+			lost := int(w.packets - w.cPackets)
+			w.releaseBuf()
+			w.packets, w.bytes = w.cPackets, w.cBytes
+			return &WriteError{Lost: lost, Err: err}
+		}
+	}
 	if w.torn {
 		if err := w.retruncate(); err != nil {
 			errs = append(errs, err)
@@ -530,4 +732,47 @@ func (w *Writer) restore(size int64, ifaces []ifaceKey, packets, bytes uint64) {
 	w.cIfaces = len(ifaces)
 	w.packets, w.cPackets = packets, packets
 	w.bytes, w.cBytes = bytes, bytes
+}
+
+// Restart moves a suspended Writer whose file is gone (deleted behind its
+// back) to a new file at path, created as CreateWith does with Exclusive:
+// the packets still in the buffer go there, after a section header and the
+// interfaces they use, so they are not lost with the old file. The old
+// file's packets are no longer counted in Packets.
+func (w *Writer) Restart(path string) error {
+	if w.closed || w.f != nil {
+		return fmt.Errorf("restart %s: writer not suspended", w.path)
+	}
+	if err := mkdirAll(filepath.Dir(path)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return fmt.Errorf("create pcapng file: %w", err)
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("set mode of %s: %w", path, err)
+	}
+	// The interfaces the old file held, then what the buffer holds: its
+	// blocks keep their interface ids.
+	prefix := appendSHB(nil, w.mid, w.sid)
+	for _, k := range w.ifList[:w.cIfaces] {
+		prefix = appendIDB(prefix, k)
+	}
+	old := w.buf
+	w.buf = nil
+	w.ensureBuf(len(prefix) + len(old))
+	w.buf = append(append(w.buf, prefix...), old...)
+	if old != nil {
+		w.buf, old = old[:0], w.buf // release the old buffer, keep the new
+		w.releaseBuf()
+		w.buf = old
+	}
+	w.path, w.f, w.off, w.torn, w.recovered = path, f, 0, false, 0
+	w.packets -= w.cPackets
+	w.bytes -= w.cBytes
+	w.cPackets, w.cBytes, w.cIfaces = 0, 0, 0
+	return nil
 }

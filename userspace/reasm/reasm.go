@@ -372,3 +372,16 @@ func checksum(b []byte) uint16 {
 	}
 	return ^uint16(sum)
 }
+
+// Add adds o's counts to s: the totals of several reassemblers.
+func (s *Stats) Add(o Stats) {
+	s.Fragments += o.Fragments
+	s.Reassembled += o.Reassembled
+	s.Timeouts += o.Timeouts
+	s.Evicted += o.Evicted
+	s.Overlaps += o.Overlaps
+	s.TooBig += o.TooBig
+	s.Malformed += o.Malformed
+	s.Pending += o.Pending
+	s.PendingBytes += o.PendingBytes
+}

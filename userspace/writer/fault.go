@@ -21,6 +21,21 @@ import (
 // meanwhile. Clearing a condition lets every stream waiting on it resume at
 // once.
 
+// errNoSpace is ENOSPC's condition kind.
+var errNoSpace = syscall.ENOSPC.Error()
+
+// roomFor reports whether the output file system has room for n bytes:
+// a full disk's condition ends only when the write that failed would now
+// fit, so that probes of one packet into the last free bytes do not make
+// it flap between "full" and "works again".
+func (m *Manager) roomFor(n int) bool {
+	var st syscall.Statfs_t
+	if n <= 0 || syscall.Statfs(m.cfg.Dir, &st) != nil {
+		return true // cannot tell: trust the write that worked
+	}
+	return st.Bavail*uint64(st.Bsize) >= uint64(n)
+}
+
 func lostOf(err error) int {
 	var werr *pcapng.WriteError
 	if errors.As(err, &werr) {
@@ -59,6 +74,10 @@ func (m *Manager) fault(s *stream, now time.Time, err error, lost int) {
 	}
 	c.dropped += uint64(lost)
 	c.lastFault = now
+	var werr *pcapng.WriteError
+	if errors.As(err, &werr) {
+		s.failedBytes = werr.Bytes
+	}
 	s.fault, s.faultEpoch, s.probe = c, c.epoch, false
 	s.retryAt = now.Add(m.cfg.RetryInterval).UnixNano()
 }

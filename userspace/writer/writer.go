@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -84,8 +85,8 @@ type Config struct {
 	// (since its first packet), even when the stream has gone quiet; 0
 	// means never.
 	RotateAge time.Duration
-	// MaxOpen is the most files open at once; the least recently written
-	// is closed to open another. Default 512.
+	// MaxOpen is the most files open at once; the least recently flushed
+	// is closed to open another. 0: DefaultMaxOpen(), from RLIMIT_NOFILE.
 	MaxOpen int
 	// FlushInterval: Tick writes out buffered packets that have waited
 	// this long. Default 1s.
@@ -94,9 +95,18 @@ type Config struct {
 	// without touching the disk until this much time has passed, then the
 	// next packet retries. Default 1s.
 	RetryInterval time.Duration
-	// BufferSize is each open file's buffer; default
-	// pcapng.DefaultBufferSize (64 KiB).
+	// BufferSize is the largest buffer a stream holds between two writes
+	// to its file; default pcapng.DefaultBufferSize (64 KiB). A stream
+	// starts with 4 KiB and doubles on each buffer it fills.
 	BufferSize int
+	// BufferMemory bounds the buffers of all streams together: beyond it,
+	// the buffers that have waited longest are written out early. Default
+	// DefaultBufferMemory.
+	BufferMemory int64
+	// PacketComments adds a "router=<address>" comment to every packet.
+	// Off by default: each router has its own interface in the file,
+	// named after it.
+	PacketComments bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the few lines the Manager logs; nil discards them.
@@ -123,6 +133,12 @@ type Stats struct {
 	// Evictions counts files closed to stay under MaxOpen, Reopens files
 	// reopened to append after that.
 	Evictions, Reopens uint64
+	// Flushes counts buffers written to files: when full, when older than
+	// FlushInterval (FlushesAge), or early because BufferMemory was
+	// reached (FlushesMemory).
+	Flushes, FlushesAge, FlushesMemory uint64
+	// BufferBytes is the memory the streams' buffers hold now.
+	BufferBytes int64
 	// OpenFiles is the number of files open now, Streams the number of
 	// streams the Manager remembers.
 	OpenFiles, Streams int
@@ -154,16 +170,17 @@ type StreamStats struct {
 }
 
 const (
-	defaultMaxOpen  = 512
-	defaultInterval = time.Second
-	minIdle         = 10 * time.Minute
-	sweepEvery      = time.Minute
-	nameLayout      = "20060102T150405.000000000Z"
-	partExt         = ".part"
-	fileExt         = ".pcapng"
-	maxSuffix       = 1000
-	lockName        = ".jmxdp-writer.lock"
-	maxUnrenamed    = 10000
+	// DefaultBufferMemory is Config.BufferMemory's default.
+	DefaultBufferMemory = 256 << 20
+	defaultInterval     = time.Second
+	minIdle             = 10 * time.Minute
+	sweepEvery          = time.Minute
+	nameLayout          = "20060102T150405.000000000Z"
+	partExt             = ".part"
+	fileExt             = ".pcapng"
+	maxSuffix           = 1000
+	lockName            = ".jmxdp-writer.lock"
+	maxUnrenamed        = 10000
 )
 
 type rotation int
@@ -191,28 +208,38 @@ type stream struct {
 	faultEpoch uint32
 	probe      bool  // the next write is flushed at once to test the disk
 	retryAt    int64 // unix ns
+	// failedBytes is the size of the write that failed last.
+	failedBytes int
 }
 
-// curFile is a stream's current (.part) file, open or not.
+// curFile is a stream's current (.part) file and its writer, which keeps
+// buffering while the file is closed (suspended): the file is only open
+// to be written to, and at most MaxOpen are.
 type curFile struct {
 	s       *stream
+	w       *pcapng.Writer
 	start   time.Time // Manager clock at creation: age is measured from it
 	name    int64     // the time in the name, unix ns
 	suffix  int       // -N on a name clash
-	of      *openFile // nil while closed (evicted)
-	st      pcapng.State
 	heapIdx int
+
+	// open: in the LRU list of open files.
+	open       bool
+	prev, next *curFile
+	// dirtySince is when the buffer got its oldest packet (unix ns), 0
+	// if it is empty.
+	dirtySince int64
+
+	seenPkts  uint64 // committed packets already counted
+	seenBytes uint64
+	pending   uint64 // accepted, not committed
 }
 
-// openFile is a file with its writer and buffer; at most MaxOpen exist.
-type openFile struct {
-	c          *curFile
-	w          *pcapng.Writer
-	prev, next *openFile // LRU list, most recent first
-	dirtySince time.Time
-	seenPkts   uint64 // committed packets already counted
-	seenBytes  uint64
-	pending    uint64 // accepted, not committed
+// dirtyEntry is a buffer in the order it became dirty; stale once the
+// buffer was written (since no longer matches).
+type dirtyEntry struct {
+	c     *curFile
+	since int64
 }
 
 // faultCond is a kind of write fault ("no space left on device"), logged
@@ -226,19 +253,28 @@ type faultCond struct {
 	lastFault time.Time
 }
 
-// Manager writes the streams' files. Write, Drop, Tick and Close must be
-// called from one goroutine; Stats and Streams may be called from any.
+// Manager writes the streams' files. Write, WriteAt, SetClock, Drop, Tick
+// and Close must be called from one goroutine; Stats and Streams may be
+// called from any.
 //
-// Per-stream state is small (no buffer unless the file is open). A stream
-// that has no current file and has seen no packet for twice RotateAge (at
-// least 10 minutes) is forgotten: its StreamStats counters restart if it
-// comes back; the totals in Stats do not.
+// A packet goes to its stream's buffer with no system call. A file is only
+// written to when its buffer is full, older than FlushInterval, or
+// BufferMemory is reached, and only then opened if it was closed to stay
+// under MaxOpen: with more streams than open files, a reopen costs one
+// open per buffer, not one per packet.
+//
+// A stream that has no current file and has seen no packet for twice
+// RotateAge (at least 10 minutes) is forgotten: its StreamStats counters
+// restart if it comes back; the totals in Stats do not.
 type Manager struct {
 	cfg       Config
 	log       *slog.Logger
 	now       func() time.Time
 	idleLimit time.Duration
 	opts      pcapng.Options
+	// clock is the time SetClock gave, used by WriteAt: one clock read a
+	// batch, not one a packet. Zero: read now.
+	clock time.Time
 
 	// mu guards what Stats and Streams read: the streams map, the
 	// counters in stream and in totals, and stream.cur. The writer
@@ -246,11 +282,19 @@ type Manager struct {
 	mu      sync.Mutex
 	streams map[Key]*stream
 	totals  Stats
-	// buffered is Stats.Buffered, outside mu: it changes with every
-	// packet, and a lock per packet cost the writer a tenth of its time.
+	// pending is the packets accepted and not yet in a file, kept by the
+	// writer goroutine; buffered is its copy for Stats, published once a
+	// batch (SetClock), a Write or a Tick: an atomic add per packet cost
+	// the writer a tenth of its time, a lock more.
+	pending  int64
 	buffered atomic.Int64
+	// memory is what the buffers hold (pcapng.Options.Memory).
+	memory atomic.Int64
 
-	lruHead, lruTail *openFile
+	lruHead, lruTail *curFile
+	open             int
+	dirty            []dirtyEntry // FIFO from dirtyHead
+	dirtyHead        int
 	ages             ageHeap
 	conds            map[string]*faultCond
 	unrenamed        []string // completed .part files whose rename failed
@@ -269,17 +313,20 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("writer: no output directory")
 	}
-	if cfg.RotateSize < 0 || cfg.RotateAge < 0 || cfg.FlushInterval < 0 || cfg.RetryInterval < 0 || cfg.MaxOpen < 0 || cfg.BufferSize < 0 {
+	if cfg.RotateSize < 0 || cfg.RotateAge < 0 || cfg.FlushInterval < 0 || cfg.RetryInterval < 0 || cfg.MaxOpen < 0 || cfg.BufferSize < 0 || cfg.BufferMemory < 0 {
 		return nil, errors.New("writer: negative size, interval or count in config")
 	}
 	if cfg.MaxOpen == 0 {
-		cfg.MaxOpen = defaultMaxOpen
+		cfg.MaxOpen = DefaultMaxOpen()
 	}
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = defaultInterval
 	}
 	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = defaultInterval
+	}
+	if cfg.BufferMemory == 0 {
+		cfg.BufferMemory = DefaultBufferMemory
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -292,10 +339,10 @@ func New(cfg Config) (*Manager, error) {
 		log:       cfg.Logger,
 		now:       cfg.Now,
 		idleLimit: max(2*cfg.RotateAge, minIdle),
-		opts:      pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: true},
 		streams:   make(map[Key]*stream),
 		conds:     make(map[string]*faultCond),
 	}
+	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: true, NoPacketComments: !cfg.PacketComments, Memory: &m.memory}
 	if err := pcapng.MkdirAll(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
@@ -333,10 +380,47 @@ func (m *Manager) takeLock() error {
 	return nil
 }
 
+// Config returns the configuration in force, defaults filled in.
+func (m *Manager) Config() Config { return m.cfg }
+
+// SetClock sets the time WriteAt takes as now until the next call: the
+// caller reads the clock once for a batch of packets. The zero time makes
+// WriteAt read the clock itself again.
+func (m *Manager) SetClock(now time.Time) {
+	m.clock = now
+	m.publish()
+}
+
+func (m *Manager) publish() {
+	if m.buffered.Load() != m.pending {
+		m.buffered.Store(m.pending)
+	}
+}
+
 // Write writes one packet of stream k. It returns false if the packet was
 // dropped (and counted). It does not block on anything but the file system
 // and never panics on any input.
 func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.LinkKind, data []byte) bool {
+	if err := pcapng.CheckPacket(ts, router, kind, len(data)); err != nil {
+		if m.closed {
+			return m.WriteAt(k, 0, router, kind, data) // counted as closed
+		}
+		s := m.get(k)
+		s.lastSeen = m.now().UnixNano()
+		m.invalid(s, err)
+		return false
+	}
+	saved := m.clock
+	m.clock = time.Time{}
+	ok := m.WriteAt(k, uint64(ts.UnixNano()), router, kind, data)
+	m.clock = saved
+	m.publish()
+	return ok
+}
+
+// WriteAt is Write with the packet's time in nanoseconds since 1970, and
+// now taken from SetClock: the capture's per-packet path.
+func (m *Manager) WriteAt(k Key, ns uint64, router netip.Addr, kind pcapng.LinkKind, data []byte) bool {
 	if m.closed {
 		m.mu.Lock()
 		m.totals.Drops[DropClosed]++
@@ -346,16 +430,14 @@ func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.Link
 		m.mu.Unlock()
 		return false
 	}
-	now := m.now()
+	now := m.clock
+	if now.IsZero() {
+		now = m.now()
+	}
 	s := m.get(k)
 	s.lastSeen = now.UnixNano()
-	if err := pcapng.CheckPacket(ts, router, kind, len(data)); err != nil {
-		m.count(s, DropInvalid, 1)
-		if !m.invalidLogged {
-			m.invalidLogged = true
-			m.log.Warn("dropping invalid packets (logged once; counted as drops of reason invalid)",
-				"mid", k.MID, "sid", k.SID, "error", err)
-		}
+	if len(data) > pcapng.MaxPacketLen || kind > pcapng.LinkPPPHDLC || !router.IsValid() || ns > math.MaxInt64 {
+		m.invalid(s, pcapng.CheckPacket(time.Unix(0, int64(min(ns, math.MaxInt64))), router, kind, len(data)))
 		return false
 	}
 	if s.fault != nil && !m.retryDue(s, now) {
@@ -370,43 +452,73 @@ func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.Link
 			return false
 		}
 	}
-	of, err := m.open(s, now)
-	if err != nil {
-		m.fault(s, now, err, 1)
-		return false
+	c := s.cur
+	if c == nil {
+		var err error
+		if c, err = m.create(s, now); err != nil {
+			m.fault(s, now, err, 1)
+			return false
+		}
 	}
-	if err := of.w.WritePacket(ts, router, kind, data); err != nil {
-		m.sync(of)
+	err := c.w.WritePacketAt(ns, router, kind, data)
+	if errors.Is(err, pcapng.ErrNeedsFile) {
+		// The buffer is full and the file closed: open it to write the
+		// buffer out, then the packet goes to a fresh one.
+		if rerr := m.reopen(c, now); rerr != nil {
+			m.fault(s, now, rerr, 1)
+			return false
+		}
+		c = s.cur // a new file if the old one vanished
+		err = c.w.WritePacketAt(ns, router, kind, data)
+	}
+	if err != nil {
+		m.sync(c)
 		var werr *pcapng.WriteError
 		if errors.As(err, &werr) {
 			m.fault(s, now, err, werr.Lost)
+		} else if errors.Is(err, pcapng.ErrNeedsFile) {
+			m.fault(s, now, err, 1)
 		} else {
-			m.count(s, DropInvalid, 1) // CheckPacket let it through: should not happen
+			m.count(s, DropInvalid, 1) // checked above: should not happen
 		}
 		return false
 	}
 	if s.probe {
 		// The first packet after a fault: write it out now to learn
 		// whether the disk works again.
-		if err := of.w.Flush(); err != nil {
-			m.sync(of)
+		if err := m.flushFile(c, now); err != nil {
 			m.fault(s, now, err, lostOf(err))
 			return false
 		}
-		m.clearFault(s, now)
+		if s.fault != nil && s.fault.kind == errNoSpace && !m.roomFor(s.failedBytes) {
+			// One packet fitted, a buffer would not: still full. Wait
+			// again rather than flap between "full" and "works again".
+			s.probe = false
+			s.retryAt = now.Add(m.cfg.RetryInterval).UnixNano()
+		} else {
+			m.clearFault(s, now)
+			s.failedBytes = 0
+		}
 	}
-	m.syncWrote(of, now.UnixNano())
-	if of.w.Buffered() == 0 {
-		of.dirtySince = time.Time{}
-	} else if of.dirtySince.IsZero() {
-		of.dirtySince = now
-	}
-	if m.cfg.RotateSize > 0 && of.w.Size() >= m.cfg.RotateSize {
+	m.syncWrote(c, now)
+	if m.cfg.RotateSize > 0 && c.w.Size() >= m.cfg.RotateSize {
 		if lost, _ := m.finalize(s, now, rotSize); lost > 0 {
 			return false // this packet was the last one buffered: lost
 		}
 	}
+	if m.memory.Load() > m.cfg.BufferMemory {
+		m.flushOldest(now)
+	}
 	return true
+}
+
+func (m *Manager) invalid(s *stream, err error) {
+	m.count(s, DropInvalid, 1)
+	if !m.invalidLogged {
+		m.invalidLogged = true
+		m.log.Warn("dropping invalid packets (logged once; counted as drops of reason invalid)",
+			"mid", s.key.MID, "sid", s.key.SID, "error", err)
+	}
 }
 
 // Drop counts n packets of stream k dropped upstream for reason.
@@ -432,7 +544,7 @@ func (m *Manager) Drop(k Key, reason DropReason, n int) {
 }
 
 // Tick does the periodic work; call it every 100 ms to 1 s: completes the
-// files older than RotateAge (open or not), flushes buffers older than
+// files older than RotateAge (open or not), writes out buffers older than
 // FlushInterval, retries failed renames and forgets long-idle streams.
 func (m *Manager) Tick() {
 	if m.closed {
@@ -448,17 +560,22 @@ func (m *Manager) Tick() {
 			m.finalize(c.s, now, rotAge)
 		}
 	}
-	var next *openFile
-	for of := m.lruHead; of != nil; of = next {
-		next = of.next
-		if of.w.Buffered() == 0 || now.Sub(of.dirtySince) < m.cfg.FlushInterval {
-			continue
+	limit := now.Add(-m.cfg.FlushInterval).UnixNano()
+	for n := len(m.dirty); n > 0 && m.dirtyHead < len(m.dirty); n-- {
+		e := m.dirty[m.dirtyHead]
+		if e.c.dirtySince == e.since && e.since > limit {
+			break // the oldest buffer is not due: nor is any after it
 		}
-		err := of.w.Flush()
-		m.sync(of)
-		of.dirtySince = time.Time{}
-		if err != nil {
-			m.fault(of.c.s, now, err, lostOf(err))
+		m.popDirty()
+		if e.c.dirtySince != e.since || e.c.s.cur != e.c {
+			continue // written out meanwhile
+		}
+		if err := m.flushFile(e.c, now); err != nil {
+			m.fault(e.c.s, now, err, lostOf(err))
+		} else {
+			m.mu.Lock()
+			m.totals.FlushesAge++
+			m.mu.Unlock()
 		}
 	}
 	if len(m.unrenamed) > 0 && now.Sub(m.lastRenameRetry) >= m.cfg.RetryInterval {
@@ -470,6 +587,60 @@ func (m *Manager) Tick() {
 		m.sweep(now)
 		m.expireConditions(now)
 	}
+	m.publish()
+}
+
+// flushOldest writes out the buffers that have waited longest until the
+// buffers hold a quarter less than BufferMemory.
+func (m *Manager) flushOldest(now time.Time) {
+	target := m.cfg.BufferMemory - m.cfg.BufferMemory/4
+	for n := len(m.dirty); n > 0 && m.dirtyHead < len(m.dirty) && m.memory.Load() > target; n-- {
+		e := m.popDirty()
+		if e.c.dirtySince != e.since || e.c.s.cur != e.c {
+			continue
+		}
+		if err := m.flushFile(e.c, now); err != nil {
+			m.fault(e.c.s, now, err, lostOf(err))
+			continue
+		}
+		m.mu.Lock()
+		m.totals.FlushesMemory++
+		m.mu.Unlock()
+	}
+}
+
+func (m *Manager) popDirty() dirtyEntry {
+	e := m.dirty[m.dirtyHead]
+	m.dirty[m.dirtyHead] = dirtyEntry{}
+	m.dirtyHead++
+	if m.dirtyHead == len(m.dirty) {
+		m.dirty, m.dirtyHead = m.dirty[:0], 0
+	} else if m.dirtyHead >= 1024 && m.dirtyHead*2 >= len(m.dirty) {
+		// Compact: the queue's storage stays proportional to what it holds.
+		n := copy(m.dirty, m.dirty[m.dirtyHead:])
+		clear(m.dirty[n:])
+		m.dirty, m.dirtyHead = m.dirty[:n], 0
+	}
+	return e
+}
+
+// flushFile writes c's buffer to its file, opening it if need be.
+func (m *Manager) flushFile(c *curFile, now time.Time) error {
+	if c.w.Buffered() == 0 && !c.w.Suspended() {
+		return nil
+	}
+	if c.w.Suspended() {
+		if c.w.Buffered() == 0 {
+			return nil
+		}
+		if err := m.reopen(c, now); err != nil {
+			return err
+		}
+		c = c.s.cur // a new file if the old one vanished
+	}
+	err := c.w.Flush()
+	m.sync(c)
+	return err
 }
 
 // Close writes out and completes (renames) every file. Write drops packets
@@ -495,6 +666,7 @@ func (m *Manager) Close() error {
 	for _, p := range m.unrenamed {
 		errs = append(errs, fmt.Errorf("%s left unfinished (.part)", p))
 	}
+	m.publish()
 	m.closed = true
 	if m.lock != nil {
 		m.lock.Close()
@@ -516,6 +688,7 @@ func (m *Manager) Stats() Stats {
 	st := m.totals
 	st.Streams = len(m.streams)
 	st.Buffered = uint64(max(m.buffered.Load(), 0))
+	st.BufferBytes = m.memory.Load()
 	return st
 }
 
@@ -569,25 +742,27 @@ func (m *Manager) count(s *stream, r DropReason, n uint64) {
 	m.mu.Unlock()
 }
 
-// sync counts what of's writer committed since the last sync and updates
-// the buffered count.
-func (m *Manager) sync(of *openFile) { m.syncWrote(of, 0) }
+// sync counts what c's writer committed since the last sync, updates the
+// buffered count and the buffer's age.
+func (m *Manager) sync(c *curFile) { m.syncWrote(c, time.Time{}) }
 
-// syncWrote is sync that also sets the stream's last write time, if
-// lastWrite is not 0.
+// syncWrote is sync after a packet was accepted at now (not zero): it also
+// sets the stream's last write time and starts the buffer's age.
 //
-// Most packets only join the file's buffer: that needs no lock, which is
-// taken only when the buffer went to the file.
-func (m *Manager) syncWrote(of *openFile, lastWrite int64) {
-	c, b := of.w.Committed()
-	pend := of.w.Packets() - c
-	dp, db := c-of.seenPkts, b-of.seenBytes
-	s := of.c.s
-	if lastWrite != 0 {
-		s.lastWrite.Store(lastWrite)
+// Most packets only join the buffer: that needs no lock, which is taken
+// only when the buffer went to the file.
+func (m *Manager) syncWrote(c *curFile, now time.Time) {
+	committed, b := c.w.Committed()
+	pend := c.w.Packets() - committed
+	dp, db := committed-c.seenPkts, b-c.seenBytes
+	s := c.s
+	if !now.IsZero() {
+		if ns := now.UnixNano(); s.lastWrite.Load() != ns {
+			s.lastWrite.Store(ns)
+		}
 	}
-	if pend != of.pending {
-		m.buffered.Add(int64(pend) - int64(of.pending))
+	if pend != c.pending {
+		m.pending += int64(pend) - int64(c.pending)
 	}
 	if dp != 0 || db != 0 {
 		m.mu.Lock()
@@ -595,9 +770,21 @@ func (m *Manager) syncWrote(of *openFile, lastWrite int64) {
 		s.bytes += db
 		m.totals.Packets += dp
 		m.totals.Bytes += db
+		m.totals.Flushes++
 		m.mu.Unlock()
+		c.dirtySince = 0 // the buffer went out: what is left is new
 	}
-	of.seenPkts, of.seenBytes, of.pending = c, b, pend
+	c.seenPkts, c.seenBytes, c.pending = committed, b, pend
+	if c.w.Buffered() == 0 {
+		c.dirtySince = 0
+	} else if c.dirtySince == 0 {
+		t := now
+		if t.IsZero() {
+			t = m.now()
+		}
+		c.dirtySince = t.UnixNano()
+		m.dirty = append(m.dirty, dirtyEntry{c, c.dirtySince})
+	}
 }
 
 // partPath is c's file name while it is written.
@@ -617,127 +804,161 @@ func (m *Manager) streamDir(k Key) string {
 	return filepath.Join(m.cfg.Dir, fmt.Sprintf("mid-%d", k.MID), fmt.Sprintf("sid-%d", k.SID))
 }
 
-// open returns s's open file, reopening or creating it, and marks it most
-// recently used.
-func (m *Manager) open(s *stream, now time.Time) (*openFile, error) {
-	if c := s.cur; c != nil && c.of != nil {
-		if m.lruHead != c.of {
-			m.lruRemove(c.of)
-			m.lruPush(c.of)
-		}
-		return c.of, nil
-	}
-	for i := 0; m.totals.OpenFiles >= m.cfg.MaxOpen && m.lruTail != nil && i < m.cfg.MaxOpen+1; i++ {
+// makeRoom closes the least recently used open files until another can
+// be opened.
+func (m *Manager) makeRoom(now time.Time) {
+	for i := 0; m.open >= m.cfg.MaxOpen && m.lruTail != nil && i < m.cfg.MaxOpen+1; i++ {
 		m.evict(m.lruTail, now)
 	}
-	var w *pcapng.Writer
-	if c := s.cur; c != nil {
-		var err error
-		w, err = pcapng.Resume(m.partPath(c), c.st, m.opts)
-		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, pcapng.ErrIncomplete) {
-				return nil, err
-			}
-			// Deleted behind our back (or nothing in it): start afresh.
-			m.log.Warn("current stream file vanished or is empty; starting a new one",
-				"file", m.partPath(c), "error", err)
-			if errors.Is(err, pcapng.ErrIncomplete) {
-				os.Remove(m.partPath(c))
-			}
-			m.dropCur(s)
-			w = nil
-		} else {
-			if r := w.Recovered(); r > 0 {
-				m.log.Warn("cut a torn tail off a stream file on reopening it", "file", w.Path(), "bytes", r)
-			}
-			m.mu.Lock()
-			m.totals.Reopens++
-			m.mu.Unlock()
-		}
-	}
-	if w == nil {
-		var err error
-		if w, err = m.create(s, now); err != nil {
-			return nil, err
-		}
-	}
-	c, b := w.Committed()
-	of := &openFile{c: s.cur, w: w, seenPkts: c, seenBytes: b}
-	s.cur.of = of
-	m.lruPush(of)
-	m.mu.Lock()
-	m.totals.OpenFiles++
-	m.mu.Unlock()
-	return of, nil
 }
 
-// create makes s's next file, named by the time now (later than its
-// previous file's) and a -N suffix if that name is taken.
-func (m *Manager) create(s *stream, now time.Time) (*pcapng.Writer, error) {
+// reopen opens c's closed file again (closing others to stay under
+// MaxOpen) and marks it most recently used. If the file vanished, the
+// stream goes on in a new file, which takes what c still buffers.
+func (m *Manager) reopen(c *curFile, now time.Time) error {
+	if c.open {
+		m.touch(c)
+		return nil
+	}
+	m.makeRoom(now)
+	err := c.w.Reopen()
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, pcapng.ErrIncomplete) {
+			return err
+		}
+		// Deleted behind our back (or cut short): start afresh.
+		m.log.Warn("current stream file vanished or was cut short; starting a new one",
+			"file", m.partPath(c), "error", err)
+		if errors.Is(err, pcapng.ErrIncomplete) {
+			os.Remove(m.partPath(c))
+		}
+		return m.restart(c, now)
+	}
+	if r := c.w.Recovered(); r > 0 {
+		m.log.Warn("cut a torn tail off a stream file on reopening it", "file", m.partPath(c), "bytes", r)
+	}
+	m.mu.Lock()
+	m.totals.Reopens++
+	m.mu.Unlock()
+	m.lruPush(c)
+	return nil
+}
+
+// restart moves the stream of c, whose file is gone, to a new file that
+// takes c's writer and buffer.
+func (m *Manager) restart(c *curFile, now time.Time) error {
+	s := c.s
+	nc, part, err := m.claimName(s, now)
+	if err != nil {
+		return err
+	}
+	for tries := 0; ; tries++ {
+		err = c.w.Restart(part)
+		if !errors.Is(err, fs.ErrExist) || tries >= maxSuffix {
+			break
+		}
+		nc.suffix++
+		part = m.partPath(nc)
+	}
+	if err != nil {
+		return err
+	}
+	m.dropCur(s)
+	nc.w = c.w
+	nc.pending, c.pending = c.pending, 0
+	m.adopt(s, nc)
+	m.sync(nc)
+	return nil
+}
+
+// claimName names s's next file by the time now (later than its previous
+// file's) and the first -N suffix whose final name is free.
+func (m *Manager) claimName(s *stream, now time.Time) (*curFile, string, error) {
 	name := now.UnixNano()
 	if name <= s.lastName {
 		name = s.lastName + 1
 	}
 	c := &curFile{s: s, start: now, name: name, heapIdx: -1}
 	for suffix := 0; suffix < maxSuffix; suffix++ {
-		final := m.finalPath(c, suffix)
-		if _, err := os.Lstat(final); err == nil {
+		if _, err := os.Lstat(m.finalPath(c, suffix)); err == nil {
 			continue
 		}
-		w, err := pcapng.CreateWith(final+partExt, s.key.MID, s.key.SID, m.opts)
+		c.suffix = suffix
+		return c, m.partPath(c), nil
+	}
+	return nil, "", fmt.Errorf("create a file in %s: %d names taken", m.streamDir(s.key), maxSuffix)
+}
+
+// adopt makes c, whose file was just created and is open, s's current file.
+func (m *Manager) adopt(s *stream, c *curFile) {
+	s.lastName = c.name
+	m.mu.Lock()
+	s.cur = c
+	m.totals.FilesCreated++
+	m.mu.Unlock()
+	if m.cfg.RotateAge > 0 {
+		heap.Push(&m.ages, c)
+	}
+	m.lruPush(c)
+}
+
+// create makes s's next file and opens it.
+func (m *Manager) create(s *stream, now time.Time) (*curFile, error) {
+	m.makeRoom(now)
+	c, part, err := m.claimName(s, now)
+	if err != nil {
+		return nil, err
+	}
+	for suffix := c.suffix; suffix < maxSuffix; suffix++ {
+		c.suffix = suffix
+		part = m.partPath(c)
+		if suffix > 0 {
+			if _, err := os.Lstat(m.finalPath(c, suffix)); err == nil {
+				continue
+			}
+		}
+		w, err := pcapng.CreateWith(part, s.key.MID, s.key.SID, m.opts)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		c.suffix = suffix
-		s.lastName = name
-		m.mu.Lock()
-		s.cur = c
-		m.totals.FilesCreated++
-		m.mu.Unlock()
-		if m.cfg.RotateAge > 0 {
-			heap.Push(&m.ages, c)
-		}
-		return w, nil
+		c.w = w
+		m.adopt(s, c)
+		return c, nil
 	}
 	return nil, fmt.Errorf("create a file in %s: %d names taken", m.streamDir(s.key), maxSuffix)
 }
 
-// evict closes the least recently used file; it stays .part and is
-// reopened by the stream's next packet.
-func (m *Manager) evict(of *openFile, now time.Time) {
-	c := of.c
+// evict writes out an open file's buffer and closes it; it stays .part and
+// is reopened when its stream's buffer next needs writing.
+func (m *Manager) evict(c *curFile, now time.Time) {
 	s := c.s
-	err := m.closeFile(of)
+	err := m.closeFile(c)
 	m.mu.Lock()
 	m.totals.Evictions++
 	m.mu.Unlock()
 	if err != nil {
 		m.fault(s, now, err, lostOf(err))
 	}
-	if c.st.Packets() == 0 {
+	if c.w.Packets() == 0 && s.cur == c {
 		// Nothing in it (all lost): do not keep an empty file.
 		m.removeCur(s)
 	}
 }
 
-// closeFile closes an open file, keeping its state for Resume.
-func (m *Manager) closeFile(of *openFile) error {
-	err := of.w.Close()
-	m.sync(of)
-	m.lruRemove(of)
-	of.c.st = of.w.State()
-	of.c.of = nil
-	m.mu.Lock()
-	m.totals.OpenFiles--
-	m.mu.Unlock()
+// closeFile suspends an open file: buffer written out, file closed.
+func (m *Manager) closeFile(c *curFile) error {
+	err := c.w.Suspend()
+	m.sync(c)
+	m.lruRemove(c)
 	return err
 }
 
-// finalize completes s's current file: closes it, renames it to .pcapng, or
-// removes it if it holds no packet. It returns the packets lost closing it.
+// finalize completes s's current file: writes out its buffer, closes it,
+// renames it to .pcapng, or removes it if it holds no packet. It returns
+// the packets lost closing it.
 func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) {
 	c := s.cur
 	if c == nil {
@@ -745,14 +966,26 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 	}
 	var lost int
 	var errs []error
-	if c.of != nil {
-		if err := m.closeFile(c.of); err != nil {
-			lost = lostOf(err)
-			m.fault(s, now, err, lost)
-			errs = append(errs, err)
+	if c.w.Suspended() && c.w.Buffered() > 0 {
+		// Else Close tries once more, and counts what is lost.
+		if err := m.reopen(c, now); err == nil {
+			c = s.cur // a new one if the file had vanished
 		}
 	}
-	if c.st.Packets() == 0 {
+	if err := c.w.Close(); err != nil {
+		l := lostOf(err)
+		lost += l
+		m.fault(s, now, err, l)
+		errs = append(errs, err)
+	}
+	m.sync(c)
+	if c.pending > 0 {
+		// Lost with the buffer: not counted by a WriteError.
+		m.pending -= int64(c.pending)
+		c.pending = 0
+	}
+	m.lruRemove(c)
+	if c.w.Packets() == 0 {
 		m.removeCur(s)
 		return lost, errors.Join(errs...)
 	}
@@ -799,7 +1032,8 @@ func (m *Manager) rename(part string, c *curFile) (string, error) {
 	return "", fmt.Errorf("rename %s: %d names taken", part, maxSuffix)
 }
 
-// dropCur forgets s's current file (already closed).
+// dropCur forgets s's current file (closed or not: its writer is then
+// someone else's).
 func (m *Manager) dropCur(s *stream) {
 	c := s.cur
 	if c == nil {
@@ -808,6 +1042,8 @@ func (m *Manager) dropCur(s *stream) {
 	if c.heapIdx >= 0 {
 		heap.Remove(&m.ages, c.heapIdx)
 	}
+	m.lruRemove(c)
+	c.dirtySince = 0
 	m.mu.Lock()
 	s.cur = nil
 	m.mu.Unlock()
@@ -815,7 +1051,9 @@ func (m *Manager) dropCur(s *stream) {
 
 // removeCur deletes s's current file, which holds no packet.
 func (m *Manager) removeCur(s *stream) {
-	if err := os.Remove(m.partPath(s.cur)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	c := s.cur
+	c.w.Close()
+	if err := os.Remove(m.partPath(c)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		m.log.Warn("cannot remove an empty stream file", "error", err)
 	} else {
 		m.mu.Lock()
@@ -880,29 +1118,66 @@ func (m *Manager) sweep(now time.Time) {
 
 // LRU list of open files, most recently used at the head.
 
-func (m *Manager) lruPush(of *openFile) {
-	of.prev, of.next = nil, m.lruHead
-	if m.lruHead != nil {
-		m.lruHead.prev = of
+func (m *Manager) lruPush(c *curFile) {
+	if c.open {
+		m.touch(c)
+		return
 	}
-	m.lruHead = of
+	c.open = true
+	c.prev, c.next = nil, m.lruHead
+	if m.lruHead != nil {
+		m.lruHead.prev = c
+	}
+	m.lruHead = c
 	if m.lruTail == nil {
-		m.lruTail = of
+		m.lruTail = c
+	}
+	m.open++
+	m.mu.Lock()
+	m.totals.OpenFiles = m.open
+	m.mu.Unlock()
+}
+
+// touch moves an open file to the head.
+func (m *Manager) touch(c *curFile) {
+	if m.lruHead == c {
+		return
+	}
+	m.unlink(c)
+	c.prev, c.next = nil, m.lruHead
+	if m.lruHead != nil {
+		m.lruHead.prev = c
+	}
+	m.lruHead = c
+	if m.lruTail == nil {
+		m.lruTail = c
 	}
 }
 
-func (m *Manager) lruRemove(of *openFile) {
-	if of.prev != nil {
-		of.prev.next = of.next
-	} else if m.lruHead == of {
-		m.lruHead = of.next
+func (m *Manager) unlink(c *curFile) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if m.lruHead == c {
+		m.lruHead = c.next
 	}
-	if of.next != nil {
-		of.next.prev = of.prev
-	} else if m.lruTail == of {
-		m.lruTail = of.prev
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if m.lruTail == c {
+		m.lruTail = c.prev
 	}
-	of.prev, of.next = nil, nil
+	c.prev, c.next = nil, nil
+}
+
+func (m *Manager) lruRemove(c *curFile) {
+	if !c.open {
+		return
+	}
+	m.unlink(c)
+	c.open = false
+	m.open--
+	m.mu.Lock()
+	m.totals.OpenFiles = m.open
+	m.mu.Unlock()
 }
 
 // ageHeap orders current files by start, oldest first.

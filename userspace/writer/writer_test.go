@@ -347,27 +347,44 @@ func ourFDs(t testing.TB, dir string) int {
 	return n
 }
 
+// TestLRU keeps 4 files open for 50 streams. A packet only joins its
+// stream's buffer; a buffer is written out by Tick (FlushInterval is 1 ns
+// here), which reopens the file and closes the least recently used one:
+// one open a buffer, not one a packet.
 func TestLRU(t *testing.T) {
 	old := syscall.Umask(0o222) // must not leak into modes
 	defer syscall.Umask(old)
 	dir := outDir(t)
-	m := newManager(t, Config{Dir: dir, MaxOpen: 4})
-	const nstreams, rounds = 50, 20
+	m := newManager(t, Config{Dir: dir, MaxOpen: 4, FlushInterval: time.Nanosecond})
+	const nstreams, rounds, perRound = 50, 20, 5
 	keys := make([]Key, nstreams)
 	for i := range keys {
 		keys[i] = Key{MID: uint32(i % 3), SID: uint32(1000 + i)}
 	}
 	maxFDs := 0
 	t0 := time.Now()
+	seq := 0
 	for r := 0; r < rounds; r++ {
-		for _, k := range keys {
-			if !write(t, m, k, t0.Add(time.Duration(r)), r, 120) {
-				t.Fatalf("%v round %d dropped", k, r)
+		for p := 0; p < perRound; p++ {
+			for _, k := range keys {
+				if !write(t, m, k, t0.Add(time.Duration(seq)), r*perRound+p, 120) {
+					t.Fatalf("%v round %d dropped", k, r)
+				}
+				seq++
+				maxFDs = max(maxFDs, ourFDs(t, dir))
 			}
-			maxFDs = max(maxFDs, ourFDs(t, dir))
 		}
-		if r == 0 || r == rounds-1 {
-			m.Tick()
+		before := m.Stats()
+		time.Sleep(time.Millisecond) // every buffer is older than 1 ns
+		m.Tick()
+		maxFDs = max(maxFDs, ourFDs(t, dir))
+		if st := m.Stats(); r > 0 && (st.Reopens-before.Reopens < nstreams-4 || st.Reopens-before.Reopens > nstreams) {
+			t.Errorf("round %d: %d reopens to write %d buffers of %d packets", r, st.Reopens-before.Reopens, nstreams, perRound)
+		}
+		// Tick wrote out every buffer, but those of the files it closed
+		// to open others: those went out as the file closed.
+		if st := m.Stats(); st.Buffered != 0 || st.FlushesAge-before.FlushesAge < nstreams-4 || st.Flushes-before.Flushes < nstreams {
+			t.Errorf("round %d: after Tick %+v", r, st)
 		}
 	}
 	if maxFDs > 4 {
@@ -377,8 +394,12 @@ func TestLRU(t *testing.T) {
 		t.Error("counted no open file: the check is broken")
 	}
 	st := m.Stats()
-	if st.OpenFiles != 4 || st.Evictions < nstreams*(rounds-1) || st.Reopens < nstreams*(rounds-1) || st.FilesCreated != nstreams {
+	if st.OpenFiles != 4 || st.Evictions < nstreams*(rounds-1) || st.Reopens < (nstreams-4)*(rounds-1) || st.FilesCreated != nstreams {
 		t.Errorf("stats %+v", st)
+	}
+	// One open a buffer: never one a packet.
+	if st.Reopens > nstreams*rounds {
+		t.Errorf("%d reopens for %d buffers", st.Reopens, nstreams*rounds)
 	}
 	// Open or not, each stream has one .part file and no .pcapng yet.
 	if p := parts(t, dir); len(p) != nstreams {
@@ -406,7 +427,7 @@ func TestLRU(t *testing.T) {
 		if len(files) != 1 {
 			t.Fatalf("%v: files %v", k, files)
 		}
-		if got := readSeqs(t, files[0], k); !slices.Equal(got, upTo(rounds)) {
+		if got := readSeqs(t, files[0], k); !slices.Equal(got, upTo(rounds*perRound)) {
 			t.Errorf("%v: %v", k, got)
 		}
 		if m := permOf(t, files[0]); m != 0o600 {
@@ -418,10 +439,10 @@ func TestLRU(t *testing.T) {
 			}
 		}
 	}
-	if n := tsharkCount(t, completed(t, dir, keys[7])[0]); n != rounds {
-		t.Errorf("tshark reads %d packets, want %d", n, rounds)
+	if n := tsharkCount(t, completed(t, dir, keys[7])[0]); n != rounds*perRound {
+		t.Errorf("tshark reads %d packets, want %d", n, rounds*perRound)
 	}
-	if st := m.Stats(); st.Packets != nstreams*rounds || st.Buffered != 0 || st.FilesCompleted != nstreams {
+	if st := m.Stats(); st.Packets != nstreams*rounds*perRound || st.Buffered != 0 || st.FilesCompleted != nstreams || st.BufferBytes != 0 {
 		t.Errorf("stats after Close %+v", st)
 	}
 }
@@ -429,9 +450,11 @@ func TestLRU(t *testing.T) {
 // abandon simulates a crash: buffers are written (as the kernel would have
 // them) but no file is closed, completed or truncated, and the lock goes.
 func (m *Manager) abandon(t *testing.T) {
-	for of := m.lruHead; of != nil; of = of.next {
-		if err := of.w.Flush(); err != nil {
-			t.Fatal(err)
+	for _, s := range m.streams {
+		if c := s.cur; c != nil {
+			if err := m.flushFile(c, m.now()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	m.lock.Close()
