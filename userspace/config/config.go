@@ -30,6 +30,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 // Config is the whole configuration of `jmxdp run`.
@@ -68,7 +70,14 @@ type Output struct {
 	Dir          string
 	RotateSize   int64         // bytes; 0 = never rotate by size
 	RotateAge    time.Duration // 0 = never rotate by age
-	MaxOpenFiles int
+	MaxOpenFiles int           // default: from RLIMIT_NOFILE (writer.DefaultMaxOpen)
+	// FlushInterval bounds how long a packet waits in its stream's buffer.
+	FlushInterval time.Duration
+	// BufferSize is the largest buffer of one stream, BufferMemory the
+	// bound on all of them.
+	BufferSize     int64
+	BufferMemory   int64
+	PacketComments bool // a router= comment on every packet
 }
 
 // Capture is how frames are taken off the NIC.
@@ -79,6 +88,7 @@ type Capture struct {
 	FramesPerQueue int      // UMEM frames per socket, a power of two
 	QueueMemory    int64    // bytes of frames waiting for the writers
 	MaxStreams     uint32   // entries of the kernel's stream table
+	Writers        int      // writer goroutines; 0 = one per queue, at most one per CPU
 	PinDir         string   // maps and link are pinned under PinDir/Interface
 	KeepAttached   bool     // leave the program attached on exit
 }
@@ -110,6 +120,10 @@ const (
 	DefaultTopStreams = 20
 	MaxTopStreams     = 1000
 	MinFramesPerQueue = 64
+	// minBufferSize is output.buffer_size's floor: one jumbo packet fits.
+	minBufferSize = 16 << 10
+	// maxWriters bounds capture.writers.
+	maxWriters        = 256
 	MaxFramesPerQueue = 65536
 )
 
@@ -120,10 +134,13 @@ func Default() Config {
 		Ports:         []uint16{DefaultPort},
 		DefaultAction: maps.ActionCapture,
 		Output: Output{
-			Dir:          DefaultOutputDir,
-			RotateSize:   256 << 20,
-			RotateAge:    15 * time.Minute,
-			MaxOpenFiles: 512,
+			Dir:           DefaultOutputDir,
+			RotateSize:    256 << 20,
+			RotateAge:     15 * time.Minute,
+			MaxOpenFiles:  writer.DefaultMaxOpen(),
+			FlushInterval: time.Second,
+			BufferSize:    pcapng.DefaultBufferSize,
+			BufferMemory:  writer.DefaultBufferMemory,
 		},
 		Capture: Capture{
 			XDPMode:        "auto",
@@ -313,6 +330,9 @@ func (c *Config) check(requireIface bool) []*Error {
 	bad("output.rotate_size", checkRange(o.RotateSize, 0, maxInt64))
 	bad("output.rotate_age", checkDuration(o.RotateAge, 0))
 	bad("output.max_open_files", checkRange(int64(o.MaxOpenFiles), 1, maxInt32))
+	bad("output.flush_interval", checkDuration(o.FlushInterval, time.Millisecond))
+	bad("output.buffer_size", checkRange(o.BufferSize, minBufferSize, pcapng.MaxPacketLen*4))
+	bad("output.buffer_memory", checkRange(o.BufferMemory, o.BufferSize, maxInt64))
 
 	cp := &c.Capture
 	if cp.Queues != nil && len(cp.Queues) == 0 {
@@ -330,6 +350,7 @@ func (c *Config) check(requireIface bool) []*Error {
 	bad("capture.frames_per_queue", checkFrames(int64(cp.FramesPerQueue)))
 	bad("capture.queue_memory", checkRange(cp.QueueMemory, 1, maxInt64))
 	bad("capture.max_streams", checkRange(int64(cp.MaxStreams), 1, maxUint32))
+	bad("capture.writers", checkRange(int64(cp.Writers), 0, maxWriters))
 	bad("capture.pin_dir", checkAbsPath(cp.PinDir))
 
 	r := &c.Reassembly

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 func examplePath() string { return filepath.Join(testenv.RepoRoot(), "docs", "jmxdp.example.yaml") }
@@ -45,7 +46,8 @@ func TestDefault(t *testing.T) {
 	want := Config{
 		Ports:         []uint16{30030},
 		DefaultAction: maps.ActionCapture,
-		Output:        Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: 512},
+		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: writer.DefaultMaxOpen(),
+			FlushInterval: time.Second, BufferSize: 64 << 10, BufferMemory: 256 << 20},
 		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 16384, QueueMemory: 64 << 20,
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
@@ -86,9 +88,10 @@ func TestExample(t *testing.T) {
 			netip.MustParsePrefix("198.51.100.7/32"),
 		},
 		AllowlistSet: true,
-		Output:       Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 1 << 30, RotateAge: time.Hour, MaxOpenFiles: 1024},
+		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 1 << 30, RotateAge: time.Hour, MaxOpenFiles: 1024,
+			FlushInterval: 500 * time.Millisecond, BufferSize: 32 << 10, BufferMemory: 512 << 20, PacketComments: true},
 		Capture: Capture{Queues: nil, XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 8192, QueueMemory: 256 << 20,
-			MaxStreams: 262144, PinDir: "/sys/fs/bpf/jmxdp", KeepAttached: true},
+			MaxStreams: 262144, Writers: 2, PinDir: "/sys/fs/bpf/jmxdp", KeepAttached: true},
 		Reassembly: Reassembly{MaxDatagrams: 8192, MaxMemory: 128 << 20, Timeout: 20 * time.Second},
 		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 50},
 	}
@@ -336,8 +339,8 @@ func TestRefusals(t *testing.T) {
 		{"scalar document", "hello\n", 1, "", "must be a mapping of keys"},
 		{"second document", "interface: eth0\n---\nports: [1]\n", 2, "", "second YAML document"},
 		{"unknown key", "interface: eth0\nport: [6502]\n", 2, "port", "unknown key (" + known + ")"},
-		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files)"},
-		{"unknown capture key", "capture:\n  queus: all\n", 2, "capture.queus", "known: queues, xdp_mode, zero_copy, frames_per_queue, queue_memory, max_streams, pin_dir, keep_attached"},
+		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files, flush_interval, buffer_size, buffer_memory, packet_comments)"},
+		{"unknown capture key", "capture:\n  queus: all\n", 2, "capture.queus", "known: queues, xdp_mode, zero_copy, frames_per_queue, queue_memory, max_streams, writers, pin_dir, keep_attached"},
 		{"unknown reassembly key", "reassembly: {timeout: 1s, max_frags: 3}\n", 1, "reassembly.max_frags", "known: max_datagrams, max_memory, timeout"},
 		{"unknown metrics key", "metrics:\n  listen: :1\n", 2, "metrics.listen", "known: addr"},
 		{"unknown rule key", "policy:\n  - {mid: 1, action: pass}\n  - {mid: 2, action: pass, sd: 3}\n", 3, "policy[1].sd", "unknown key (known: mid, sid, action)"},

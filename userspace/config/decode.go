@@ -18,8 +18,8 @@ import (
 var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
-	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files"}
-	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "pin_dir", "keep_attached"}
+	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments"}
+	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
 	metricsKeys    = []string{"addr", "top_streams", "hide_ids"}
 )
@@ -446,6 +446,14 @@ func (d *decoder) output(n *yaml.Node, path string, o *Output) {
 			set(&o.RotateAge)(d.duration(v, path, 0))
 		case "max_open_files":
 			setInt(&o.MaxOpenFiles)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 1, maxInt32) }))
+		case "flush_interval":
+			set(&o.FlushInterval)(d.duration(v, path, time.Millisecond))
+		case "buffer_size":
+			set(&o.BufferSize)(d.size(v, path, minBufferSize))
+		case "buffer_memory":
+			set(&o.BufferMemory)(d.size(v, path, minBufferSize))
+		case "packet_comments":
+			set(&o.PacketComments)(d.boolean(v, path))
 		}
 	})
 }
@@ -465,6 +473,8 @@ func (d *decoder) capture(n *yaml.Node, path string, c *Capture) {
 			set(&c.QueueMemory)(d.size(v, path, 1))
 		case "max_streams":
 			setInt(&c.MaxStreams)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 1, maxUint32) }))
+		case "writers":
+			setInt(&c.Writers)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 0, maxWriters) }))
 		case "pin_dir":
 			set(&c.PinDir)(d.str(v, path, checkAbsPath))
 		case "keep_attached":

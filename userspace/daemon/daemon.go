@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/afxdp"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -25,7 +27,7 @@ type Daemon struct {
 	cfg      config.Config
 	log      *slog.Logger
 	prog     *loader.Program
-	sink     *writer.Manager
+	sink     *writer.Group
 	capture  *capture.Capture
 	metrics  *metrics.Server
 	version  string
@@ -33,6 +35,8 @@ type Daemon struct {
 	mode     loader.Mode
 	reused   bool
 	stopped  bool
+	// final is the Account taken at Stop, before the maps closed.
+	final *Account
 }
 
 // Option adjusts Start.
@@ -85,15 +89,27 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	log.Info("configured", "ports", lc.Ports, "default_action", lc.DefaultAction,
 		"policy_rules", len(lc.Policies), "allowlist_prefixes", len(lc.Allowlist), "pin_dir", pinDir)
 
-	d.sink, err = writer.New(writer.Config{
-		Dir:        cfg.Output.Dir,
-		RotateSize: cfg.Output.RotateSize,
-		RotateAge:  cfg.Output.RotateAge,
-		MaxOpen:    cfg.Output.MaxOpenFiles,
-		Logger:     log,
-	})
+	writers, err := d.writers()
 	if err != nil {
 		return fail(err)
+	}
+	d.sink, err = writer.NewGroup(writer.Config{
+		Dir:            cfg.Output.Dir,
+		RotateSize:     cfg.Output.RotateSize,
+		RotateAge:      cfg.Output.RotateAge,
+		MaxOpen:        cfg.Output.MaxOpenFiles,
+		FlushInterval:  cfg.Output.FlushInterval,
+		BufferSize:     int(cfg.Output.BufferSize),
+		BufferMemory:   cfg.Output.BufferMemory,
+		PacketComments: cfg.Output.PacketComments,
+		Logger:         log,
+	}, writers)
+	if err != nil {
+		return fail(err)
+	}
+	var sinks []capture.Sink
+	for _, m := range d.sink.Shards() {
+		sinks = append(sinks, m)
 	}
 	// Sockets first, attachment second: a frame the program redirects
 	// before its queue has a socket only falls back to the stack.
@@ -109,7 +125,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 			Timeout:      cfg.Reassembly.Timeout,
 		},
 		Logger: log,
-	}, prog.Maps, d.sink)
+	}, prog.Maps, sinks...)
 	if err != nil {
 		return fail(err)
 	}
@@ -122,8 +138,26 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 			return fail(err)
 		}
 	}
-	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir)
+	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
+		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
 	return d, nil
+}
+
+// writers is how many writer goroutines to run: capture.writers, or one
+// per RX queue served, at most one per CPU.
+func (d *Daemon) writers() (int, error) {
+	if d.cfg.Capture.Writers > 0 {
+		return d.cfg.Capture.Writers, nil
+	}
+	n := len(d.cfg.Capture.Queues)
+	if d.cfg.Capture.Queues == nil {
+		q, err := afxdp.RxQueues(d.cfg.Interface)
+		if err != nil {
+			return 0, err
+		}
+		n = q
+	}
+	return max(1, min(n, runtime.NumCPU())), nil
 }
 
 // serveMetrics starts /metrics, /healthz and /readyz. The collector reads
@@ -269,6 +303,9 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	if d.sink != nil {
 		errs = append(errs, d.sink.Close())
 	}
+	if d.capture != nil && d.sink != nil && d.prog != nil {
+		d.logAccount()
+	}
 	if d.prog != nil {
 		if !keepAttached {
 			errs = append(errs, d.prog.Detach())
@@ -281,11 +318,82 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	return errors.Join(errs...)
 }
 
+// Account is where every frame the program redirected to AF_XDP went:
+// written, or dropped under a named reason. Frames and packets are the
+// same but for fragments: a fragmented datagram is several frames and one
+// packet.
+type Account struct {
+	// Redirected: frames the program handed to AF_XDP (capture actions,
+	// less those with no socket on their queue), since the pinned
+	// counters began: across restarts, unlike the rest.
+	Redirected uint64
+	// Received: frames taken off the RX rings by this run.
+	Received uint64
+	// Written: packets in files. Fragments: frames of fragmented
+	// datagrams (their outcome is the reassembler's).
+	Written, Fragments uint64
+	// Drops by reason: ring (the kernel found the RX ring full or no
+	// fill buffer: XDP_STATISTICS), queue (capture.queue_memory full),
+	// and the writers' reasons (disk, invalid, closed, ...).
+	RingDrops, QueueDrops uint64
+	WriterDrops           map[string]uint64
+}
+
+// Account reads the conservation figures (after Stop, those Stop took).
+// After Stop, Received =
+// Written + QueueDrops + the writer drops + Fragments (less what
+// reassembly made of them), exactly.
+func (d *Daemon) Account() (Account, error) {
+	if d.final != nil {
+		return *d.final, nil
+	}
+	c, err := d.prog.Maps.Counters()
+	if err != nil {
+		return Account{}, err
+	}
+	cs, ws := d.capture.Stats(), d.sink.Stats()
+	a := Account{
+		Redirected:  c[maps.StatActionCapture] - c[maps.StatCaptureFailed],
+		Written:     ws.Packets,
+		Fragments:   cs.Fragments,
+		RingDrops:   cs.RingDrops,
+		QueueDrops:  cs.QueueDrops,
+		WriterDrops: map[string]uint64{},
+	}
+	for _, q := range cs.Queues {
+		a.Received += q.Frames
+	}
+	for r := writer.DropReason(0); r < writer.NumDropReasons; r++ {
+		if r != writer.DropQueue && ws.Drops[r] > 0 {
+			a.WriterDrops[r.String()] = ws.Drops[r]
+		}
+	}
+	return a, nil
+}
+
+// logAccount is the stop line: where the frames went, by reason.
+func (d *Daemon) logAccount() {
+	a, err := d.Account()
+	if err != nil {
+		d.log.Warn("cannot read the counters for the stop summary", "err", err)
+		return
+	}
+	d.final = &a
+	args := []any{"redirected_since_pinned", a.Redirected, "received", a.Received, "written", a.Written,
+		"fragments", a.Fragments, "dropped_ring", a.RingDrops, "dropped_queue", a.QueueDrops}
+	for r := writer.DropReason(0); r < writer.NumDropReasons; r++ {
+		if n, ok := a.WriterDrops[r.String()]; ok {
+			args = append(args, "dropped_"+r.String(), n)
+		}
+	}
+	d.log.Info("capture stopped", args...)
+}
+
 // Program is the loaded program and its maps.
 func (d *Daemon) Program() *loader.Program { return d.prog }
 
-// Writer is the per-stream file manager.
-func (d *Daemon) Writer() *writer.Manager { return d.sink }
+// Writer is the per-stream file writers.
+func (d *Daemon) Writer() *writer.Group { return d.sink }
 
 // Capture is the AF_XDP pipeline.
 func (d *Daemon) Capture() *capture.Capture { return d.capture }

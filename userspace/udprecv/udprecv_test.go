@@ -38,7 +38,7 @@ type sent struct {
 func listen(t *testing.T, addr string) (*Receiver, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "streams")
-	r, err := Listen(Config{Addr: netip.MustParseAddrPort(addr), Writer: writer.Config{Dir: dir}})
+	r, err := Listen(Config{Addr: netip.MustParseAddrPort(addr), Writer: writer.Config{Dir: dir, PacketComments: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

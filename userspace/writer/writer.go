@@ -111,6 +111,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the few lines the Manager logs; nil discards them.
 	Logger *slog.Logger
+
+	// shard: a Group's Manager after the first, which took the lock and
+	// completed what an earlier run left.
+	shard bool
 }
 
 // Stats are the Manager's totals.
@@ -354,10 +358,12 @@ func New(cfg Config) (*Manager, error) {
 		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
 			"dir", cfg.Dir, "mode", fmt.Sprintf("%o", fi.Mode().Perm()))
 	}
-	if err := m.takeLock(); err != nil {
-		return nil, err
+	if !cfg.shard {
+		if err := m.takeLock(); err != nil {
+			return nil, err
+		}
+		m.recover()
 	}
-	m.recover()
 	now := m.now()
 	m.lastSweep, m.lastRenameRetry = now, now
 	return m, nil
