@@ -160,7 +160,9 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 		return nil, err
 	}
 	if out != nil {
-		out.finish(rep)
+		if err := out.finish(rep); err != nil {
+			return nil, err
+		}
 	}
 	return rep, nil
 }

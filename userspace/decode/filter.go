@@ -102,26 +102,32 @@ func (o *outWriter) settle(rep *Report) error {
 	if o.stage == "" {
 		return nil
 	}
+	if err := o.complete(); err != nil {
+		return err
+	}
 	paths := make(map[streamID]string)
 	var written uint64
+	perStream := make(map[streamID]uint64)
+	if o.m != nil {
+		for _, ss := range o.m.Streams() {
+			perStream[streamID{ss.Key.MID, ss.Key.SID}] = ss.Packets
+		}
+	}
 	for _, s := range rep.Streams {
 		id := streamID{s.MID, s.SID}
-		w, ok := o.files[id]
+		staged, ok := o.paths[id]
 		if !ok {
 			continue // no packet of it could be written: fragments not reassembled
-		}
-		if err := w.Close(); err != nil {
-			return err
 		}
 		path := StreamPath(o.dir, s.MID, s.SID)
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return fmt.Errorf("output directory: %w", err)
 		}
-		if err := os.Rename(o.paths[id], path); err != nil {
+		if err := os.Rename(staged, path); err != nil {
 			return fmt.Errorf("move stream file into place: %w", err)
 		}
 		paths[id] = path
-		written += w.Packets()
+		written += perStream[id]
 	}
 	o.paths, o.written = paths, written
 	return nil

@@ -4,23 +4,28 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
-// outWriter turns frames into per-stream pcapng files, as the live writers
-// do with captured frames: decode each frame, reassemble outer IPv4
-// fragments, write the mirrored packet.
+// outWriter turns frames into per-stream pcapng files with the live
+// capture's writers (writer.Manager in SingleFile mode: per-stream buffers,
+// a bounded number of open files): decode each frame, reassemble outer
+// IPv4 fragments, write the mirrored packet.
 type outWriter struct {
-	dir     string
-	ports   []uint16
-	files   map[streamID]*pcapng.Writer
+	dir   string
+	ports []uint16
+	// m is made at the first packet, under target(); streams are the
+	// streams given to it.
+	m       *writer.Manager
+	streams map[streamID]bool
 	paths   map[streamID]string
 	reasm   *reasm.Reassembler
 	written uint64
@@ -31,13 +36,15 @@ type outWriter struct {
 	// to write them until a filter decides (filter.go).
 	keep  func(mid, sid uint32) bool
 	stage string
+	// completed: m is closed, paths and written are final.
+	completed bool
 }
 
 type streamID struct{ mid, sid uint32 }
 
 // StreamPath is where a stream's file lives under dir.
 func StreamPath(dir string, mid, sid uint32) string {
-	return filepath.Join(dir, fmt.Sprintf("mid-%d", mid), fmt.Sprintf("sid-%d.pcapng", sid))
+	return writer.SingleFilePath(dir, writer.Key{MID: mid, SID: sid})
 }
 
 func newOutWriter(dir string, ports []uint16) (*outWriter, error) {
@@ -45,11 +52,11 @@ func newOutWriter(dir string, ports []uint16) (*outWriter, error) {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
 	return &outWriter{
-		dir:   dir,
-		ports: ports,
-		files: make(map[streamID]*pcapng.Writer),
-		paths: make(map[streamID]string),
-		reasm: reasm.New(reasm.Config{}),
+		dir:     dir,
+		ports:   ports,
+		streams: make(map[streamID]bool),
+		paths:   make(map[streamID]string),
+		reasm:   reasm.New(reasm.Config{}),
 	}, nil
 }
 
@@ -92,27 +99,68 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 	if o.keep != nil && !o.keep(h.MID, h.SID) {
 		return nil
 	}
-	id := streamID{h.MID, h.SID}
-	w, ok := o.files[id]
-	if !ok {
-		path := StreamPath(o.target(), h.MID, h.SID)
-		var err error
-		if w, err = pcapng.Create(path, h.MID, h.SID); err != nil {
-			return fmt.Errorf("create stream file: %w", err)
+	if o.m == nil {
+		// A capture's file is read back by tools that expect the
+		// router on each packet: decode keeps the per-packet comment.
+		m, err := writer.New(writer.Config{Dir: o.target(), SingleFile: true, PacketComments: true})
+		if err != nil {
+			return fmt.Errorf("stream files: %w", err)
 		}
-		o.files[id] = w
-		o.paths[id] = path
+		o.m = m
 	}
+	id := streamID{h.MID, h.SID}
+	o.streams[id] = true
 	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if err := w.WritePacket(ts, h.Router, pcapng.KindOf(h.Inner), inner); err != nil {
-		return fmt.Errorf("write mid %d sid %d: %w", h.MID, h.SID, err)
+	if !o.m.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), inner) {
+		return fmt.Errorf("write mid %d sid %d: %s", h.MID, h.SID, o.failure())
 	}
-	o.written++
+	return nil
+}
+
+// failure says why the writer dropped a packet.
+func (o *outWriter) failure() string {
+	st := o.m.Stats()
+	var why []string
+	for r := writer.DropReason(0); r < writer.NumDropReasons; r++ {
+		if st.Drops[r] > 0 {
+			why = append(why, fmt.Sprintf("%d packets dropped (%s)", st.Drops[r], r))
+		}
+	}
+	if len(why) == 0 {
+		return "dropped"
+	}
+	return strings.Join(why, ", ")
+}
+
+// complete closes the writer: every file written out and renamed into
+// place under target(), paths and written set.
+func (o *outWriter) complete() error {
+	if o.completed {
+		return nil
+	}
+	o.completed = true
+	if o.m == nil {
+		return nil
+	}
+	err := o.m.Close()
+	for _, ss := range o.m.Streams() {
+		if ss.Packets == 0 {
+			continue
+		}
+		o.written += ss.Packets
+		o.paths[streamID{ss.Key.MID, ss.Key.SID}] = StreamPath(o.target(), ss.Key.MID, ss.Key.SID)
+	}
+	if err != nil {
+		return fmt.Errorf("stream files: %w", err)
+	}
 	return nil
 }
 
 // finish records the files in the report.
-func (o *outWriter) finish(rep *Report) {
+func (o *outWriter) finish(rep *Report) error {
+	if err := o.complete(); err != nil {
+		return err
+	}
 	for i := range rep.Streams {
 		s := &rep.Streams[i]
 		s.File = o.paths[streamID{s.MID, s.SID}]
@@ -123,15 +171,14 @@ func (o *outWriter) finish(rep *Report) {
 	slices.Sort(rep.Files)
 	rep.Totals.Written = o.written
 	rep.Totals.ReassemblyFailed = o.fragmented - o.reassembled
+	return nil
 }
 
-// close flushes and closes every file, whatever errors some of them give,
-// so nothing already decoded is lost.
+// close completes every file, whatever errors some of them give, so
+// nothing already decoded is lost, and removes the staging directory.
 func (o *outWriter) close() error {
 	var errs []error
-	for _, w := range o.files {
-		errs = append(errs, w.Close())
-	}
+	errs = append(errs, o.complete())
 	if o.stage != "" {
 		errs = append(errs, os.RemoveAll(o.stage))
 	}

@@ -112,6 +112,13 @@ type Config struct {
 	// Logger receives the few lines the Manager logs; nil discards them.
 	Logger *slog.Logger
 
+	// SingleFile writes each stream to one file for the whole run,
+	// DIR/mid-<mid>/sid-<sid>.pcapng, as `jmxdp decode --out` does: written
+	// as .part, renamed over an existing file of that name by Close; no
+	// rotation (RotateSize and RotateAge are ignored), no lock file and no
+	// recovery of an earlier run's .part files.
+	SingleFile bool
+
 	// shard: a Group's Manager after the first, which took the lock and
 	// completed what an earlier run left.
 	shard bool
@@ -335,6 +342,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SingleFile {
+		cfg.RotateSize, cfg.RotateAge = 0, 0
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -346,7 +356,7 @@ func New(cfg Config) (*Manager, error) {
 		streams:   make(map[Key]*stream),
 		conds:     make(map[string]*faultCond),
 	}
-	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: true, NoPacketComments: !cfg.PacketComments, Memory: &m.memory}
+	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: !cfg.SingleFile, NoPacketComments: !cfg.PacketComments, Memory: &m.memory}
 	if err := pcapng.MkdirAll(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
@@ -358,7 +368,7 @@ func New(cfg Config) (*Manager, error) {
 		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
 			"dir", cfg.Dir, "mode", fmt.Sprintf("%o", fi.Mode().Perm()))
 	}
-	if !cfg.shard {
+	if !cfg.shard && !cfg.SingleFile {
 		if err := m.takeLock(); err != nil {
 			return nil, err
 		}
@@ -799,11 +809,19 @@ func (m *Manager) partPath(c *curFile) string {
 }
 
 func (m *Manager) finalPath(c *curFile, suffix int) string {
+	if m.cfg.SingleFile {
+		return SingleFilePath(m.cfg.Dir, c.s.key)
+	}
 	name := time.Unix(0, c.name).UTC().Format(nameLayout)
 	if suffix > 0 {
 		name += fmt.Sprintf("-%d", suffix)
 	}
 	return filepath.Join(m.streamDir(c.s.key), name+fileExt)
+}
+
+// SingleFilePath is where a SingleFile Manager writes stream k under dir.
+func SingleFilePath(dir string, k Key) string {
+	return filepath.Join(dir, fmt.Sprintf("mid-%d", k.MID), fmt.Sprintf("sid-%d%s", k.SID, fileExt))
 }
 
 func (m *Manager) streamDir(k Key) string {
@@ -885,6 +903,9 @@ func (m *Manager) claimName(s *stream, now time.Time) (*curFile, string, error) 
 		name = s.lastName + 1
 	}
 	c := &curFile{s: s, start: now, name: name, heapIdx: -1}
+	if m.cfg.SingleFile {
+		return c, m.partPath(c), nil // one name, replaced
+	}
 	for suffix := 0; suffix < maxSuffix; suffix++ {
 		if _, err := os.Lstat(m.finalPath(c, suffix)); err == nil {
 			continue
@@ -918,7 +939,7 @@ func (m *Manager) create(s *stream, now time.Time) (*curFile, error) {
 	for suffix := c.suffix; suffix < maxSuffix; suffix++ {
 		c.suffix = suffix
 		part = m.partPath(c)
-		if suffix > 0 {
+		if suffix > 0 && !m.cfg.SingleFile {
 			if _, err := os.Lstat(m.finalPath(c, suffix)); err == nil {
 				continue
 			}
@@ -1025,6 +1046,10 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 // rename gives the .part file its final name, without replacing a file of
 // that name: another suffix is taken then.
 func (m *Manager) rename(part string, c *curFile) (string, error) {
+	if m.cfg.SingleFile {
+		final := m.finalPath(c, 0)
+		return final, os.Rename(part, final)
+	}
 	for suffix := c.suffix; suffix < c.suffix+maxSuffix; suffix++ {
 		final := m.finalPath(c, suffix)
 		if _, err := os.Lstat(final); err == nil {
