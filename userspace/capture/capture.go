@@ -74,14 +74,25 @@ const (
 	metaOuterV6  = 0x1
 	metaFirstFrg = 0x2
 	metaLaterFrg = 0x4
-	// batchBytes is the size of one batch slab: large enough to amortise
-	// the channel send, small enough that the pool bounds memory finely.
+	// batchBytes is the size of one batch slab: large enough that a
+	// writer wakes up a few hundred times a second at 100 MB/s, small
+	// enough to stay in cache between the ring loop's copy and the
+	// writer's (the pool hands out the batch it got back last).
 	batchBytes = 256 << 10
 	// batchLinger bounds how long a frame waits in a batch that is not
-	// full before the batch goes to its writer.
-	batchLinger = 2 * time.Millisecond
-	// pollTimeout bounds how long a ring loop takes to notice a stop.
-	pollTimeout = 100 * time.Millisecond
+	// full before the batch goes to its writer (then to its stream's
+	// buffer, which flush_interval bounds).
+	batchLinger = 10 * time.Millisecond
+	// maxCoalesce is the longest a ring loop sleeps after a round that
+	// found a few frames, to let more arrive instead of waking for every
+	// few: the kernel wakes a poller for each NAPI batch (tens of frames),
+	// and those wake-ups were the biggest cost of a ring loop.
+	maxCoalesce = time.Millisecond
+	// pollTimeout bounds how long a ring loop takes to notice a stop, and
+	// how long it blocks in poll(2): under 10 ms, after which the Go
+	// runtime's sysmon takes the thread's P back and then wakes every 20
+	// us for a while (it was a tenth of the capture's CPU time).
+	pollTimeout = 5 * time.Millisecond
 	// tickEvery paces the sinks' housekeeping and fragment expiry.
 	tickEvery = 100 * time.Millisecond
 	// ringLoopNice is the nice value of the ring loops' threads.
@@ -94,6 +105,32 @@ const (
 	// (16 ms at 1M frames/s), not just for a 2048-entry ring's worth.
 	DefaultFramesPerQueue = 16384
 )
+
+// pool is the free batches, last in first out: the batch a writer just
+// gave back is still in cache when a ring loop fills it again. One lock a
+// batch, not a packet.
+type pool struct {
+	mu    sync.Mutex
+	stack []*batch
+}
+
+func (p *pool) get() *batch {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.stack)
+	if n == 0 {
+		return nil
+	}
+	b := p.stack[n-1]
+	p.stack = p.stack[:n-1]
+	return b
+}
+
+func (p *pool) put(b *batch) {
+	p.mu.Lock()
+	p.stack = append(p.stack, b)
+	p.mu.Unlock()
+}
 
 // frameRef is one packet in a batch slab: the mirrored packet alone, with
 // what the XDP program's metadata said of it; or, for fragments and frames
@@ -251,7 +288,7 @@ type Capture struct {
 	shards []*shard
 	queues []*queue
 
-	free chan *batch
+	free pool
 
 	written, refused, unexpected, noMeta, fragments atomic.Uint64
 
@@ -298,7 +335,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		cfg:  cfg,
 		log:  cfg.Logger,
 		xsks: xsks,
-		free: make(chan *batch, nb),
+		free: pool{stack: make([]*batch, 0, nb)},
 	}
 	for _, sk := range sinks {
 		c.shards = append(c.shards, &shard{
@@ -309,7 +346,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		})
 	}
 	for range nb {
-		c.free <- &batch{buf: make([]byte, 0, batchBytes)}
+		c.free.put(&batch{buf: make([]byte, 0, batchBytes)})
 	}
 	for _, q := range queues {
 		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue,
@@ -324,6 +361,12 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 			return nil, fmt.Errorf("register AF_XDP socket of queue %d: %w", q, err)
 		}
 		c.log.Info("AF_XDP socket ready", "iface", cfg.Ifname, "queue", q, "mode", s.Mode())
+	}
+	// A ring loop blocked in poll(2) holds its P: without one to spare
+	// for each, the runtime's sysmon takes it back (and hands it over)
+	// every time, tens of thousands of times a second.
+	if want := len(c.queues) + len(c.shards); runtime.GOMAXPROCS(0) < want {
+		runtime.GOMAXPROCS(want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -390,8 +433,11 @@ type ring struct {
 	drops           []map[writer.Key]int
 	frames, bytes   uint64
 	dropped, noMeta uint64
-	oldest          time.Time // the oldest first frame of any cur batch
-	pending         int       // batches with frames
+	pending         int // batches with frames
+	// ringSize is the RX ring's size; lastRound when the previous round
+	// ended (coalesce).
+	ringSize  int
+	lastRound time.Time
 }
 
 // handOver sends shard i's batch to its writer.
@@ -430,9 +476,7 @@ func (r *ring) add(i int, data []byte, ref frameRef) bool {
 		b = nil
 	}
 	if b == nil {
-		select {
-		case b = <-r.c.free:
-		default:
+		if b = r.c.free.get(); b == nil {
 			return false
 		}
 		r.cur[i] = b
@@ -501,7 +545,8 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), ringLoopNice); err != nil {
 		c.log.Debug("ring loop keeps the default priority", "queue", q.id, "err", err)
 	}
-	r := &ring{c: c, q: q, cur: make([]*batch, len(c.shards)), started: make([]time.Time, len(c.shards))}
+	r := &ring{c: c, q: q, cur: make([]*batch, len(c.shards)), started: make([]time.Time, len(c.shards)),
+		ringSize: c.cfg.FramesPerQueue}
 	for range c.shards {
 		r.drops = append(r.drops, make(map[writer.Key]int))
 	}
@@ -511,7 +556,7 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 		if !stopping {
 			timeout := pollTimeout
 			if r.pending > 0 {
-				timeout = batchLinger
+				timeout = min(batchLinger, pollTimeout)
 			}
 			ready, err := q.sock.Poll(timeout)
 			if err != nil {
@@ -523,7 +568,7 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 			}
 		}
 		r.frames, r.bytes, r.dropped, r.noMeta = 0, 0, 0, 0
-		q.sock.ReceiveCopyMeta(metaLen, frame)
+		n := q.sock.ReceiveCopyMeta(metaLen, frame)
 		// Counted per round, not per frame: one atomic add each.
 		q.frames.Add(r.frames)
 		q.bytes.Add(r.bytes)
@@ -542,13 +587,36 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 		// A batch fills across rounds, so that a trickle of frames does
 		// not use up the pool one frame a batch; batchLinger bounds how
 		// long its first frame waits.
-		r.lingerDue(time.Now())
+		now := time.Now()
+		r.lingerDue(now)
 		q.refreshStats(stopping)
 		if stopping {
 			r.handOverAll()
 			return
 		}
+		r.coalesce(n, now)
 	}
+}
+
+// coalesce sleeps after a round that found n frames, if they were few,
+// for as long as a quarter of the ring takes to fill at the rate they came
+// (at most maxCoalesce): fewer wake-ups, and never a ring that overflows
+// for it.
+func (r *ring) coalesce(n int, now time.Time) {
+	last := r.lastRound
+	r.lastRound = now
+	quarter := r.ringSize / 4
+	if n == 0 || n >= quarter || last.IsZero() {
+		return
+	}
+	d := maxCoalesce
+	if el := now.Sub(last); el > 0 {
+		// n frames came in el: a quarter ring takes el*quarter/n.
+		d = min(d, time.Duration(int64(el)*int64(quarter)/int64(n)))
+	}
+	ts := unix.NsecToTimespec(int64(d))
+	unix.Nanosleep(&ts, nil)
+	r.lastRound = time.Now()
 }
 
 // dropKey attributes a frame without metadata to its stream when it can
@@ -589,7 +657,7 @@ func (c *Capture) shardLoop(sh *shard) {
 			}
 			c.writeBatch(sh, b, clk)
 			b.reset()
-			c.free <- b
+			c.free.put(b)
 		case <-tick.C:
 			c.housekeeping(sh, clk)
 		}

@@ -168,36 +168,43 @@ type iface struct {
 // and the interfaces and packets it holds); a failed write rolls the file
 // and the Writer back to it.
 type Writer struct {
-	path     string
-	f        file // nil while suspended
-	mid, sid uint32
-	bufSize  int
+	// What every packet touches comes first, in two cache lines: with
+	// thousands of streams, a packet's Writer is rarely in cache.
+	buf []byte // nil until the first block, and after each flush
+	f   file   // nil while suspended
+	// lastIdx is the interface id of the previous packet (-1: none yet),
+	// lastKey its key: most streams have one.
+	lastKey ifaceKey
+	lastIdx int
+	packets uint64 // accepted: written or buffered
+	bytes   uint64
+	off     int64 // committed: the file's size
+	bufSize int
 	// class is the capacity of the next buffer taken: it doubles, up to
 	// bufSize, each time a buffer fills, and halves each time Flush finds
 	// one less than a quarter full, so that a slow stream holds little.
 	class    int
-	buf      []byte // nil until the first block, and after each flush
 	comments bool
-	mem      *atomic.Int64
-	ifaces   map[ifaceKey]*iface
-	ifList   []ifaceKey // by interface id
-	// last is the interface of the previous packet: most streams have one.
-	lastKey ifaceKey
-	last    *iface
-	packets uint64 // accepted: written or buffered
-	bytes   uint64
+	// torn is set when a failed write could not be truncated off; the
+	// truncation is retried before anything else is written.
+	torn   bool
+	closed bool
 
-	// Committed: what the file holds.
-	off      int64
+	path     string
+	mid, sid uint32
+	mem      *atomic.Int64
+	// ifList are the interfaces by id, ifcs theirs; ifaces indexes them
+	// once there are more than ifaceScan.
+	ifList []ifaceKey
+	ifcs   []*iface
+	ifaces map[ifaceKey]*iface
+
+	// Committed: what the file holds (and off).
 	cIfaces  int
 	cPackets uint64
 	cBytes   uint64
 
-	// torn is set when a failed write could not be truncated off; the
-	// truncation is retried before anything else is written.
-	torn      bool
 	recovered int64
-	closed    bool
 }
 
 // bufPools hold buffers by power-of-two capacity, from minBufClass up.
@@ -260,8 +267,14 @@ func (w *Writer) limit() int {
 }
 
 func newWriter(f file, path string, mid, sid uint32, o Options) *Writer {
+	w := new(Writer)
+	initWriter(w, f, path, mid, sid, o)
+	return w
+}
+
+func initWriter(w *Writer, f file, path string, mid, sid uint32, o Options) {
 	bs := o.bufSize()
-	return &Writer{
+	*w = Writer{
 		path:     path,
 		f:        f,
 		mid:      mid,
@@ -270,7 +283,25 @@ func newWriter(f file, path string, mid, sid uint32, o Options) *Writer {
 		class:    min(bs, minBufClass),
 		comments: !o.NoPacketComments,
 		mem:      o.Memory,
-		ifaces:   make(map[ifaceKey]*iface),
+		lastIdx:  -1,
+	}
+}
+
+// addIface appends an interface (its key unmapped).
+func (w *Writer) addIface(k ifaceKey, ifc *iface) {
+	w.ifList = append(w.ifList, k)
+	w.ifcs = append(w.ifcs, ifc)
+	if w.ifaces == nil && len(w.ifList) > ifaceScan {
+		w.ifaces = make(map[ifaceKey]*iface, 2*len(w.ifList))
+		for i, k := range w.ifList {
+			if _, dup := w.ifaces[k]; !dup {
+				w.ifaces[k] = w.ifcs[i]
+			}
+		}
+	} else if w.ifaces != nil {
+		if _, dup := w.ifaces[k]; !dup {
+			w.ifaces[k] = ifc
+		}
 	}
 }
 
@@ -285,8 +316,20 @@ func Create(path string, mid, sid uint32) (*Writer, error) {
 
 // CreateWith is Create with options.
 func CreateWith(path string, mid, sid uint32, o Options) (*Writer, error) {
-	if err := mkdirAll(filepath.Dir(path)); err != nil {
+	w := new(Writer)
+	if err := CreateIn(w, path, mid, sid, o); err != nil {
 		return nil, err
+	}
+	return w, nil
+}
+
+// CreateIn is CreateWith into a Writer the caller allocated (zero, or
+// closed): a caller keeping thousands of streams puts each one's Writer
+// next to its own state, which the per-packet path then finds in cache
+// together.
+func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
+	if err := mkdirAll(filepath.Dir(path)); err != nil {
+		return err
 	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	if o.Exclusive {
@@ -294,15 +337,16 @@ func CreateWith(path string, mid, sid uint32, o Options) (*Writer, error) {
 	}
 	f, err := os.OpenFile(path, flags, fileMode)
 	if err != nil {
-		return nil, fmt.Errorf("create pcapng file: %w", err)
+		return fmt.Errorf("create pcapng file: %w", err)
 	}
 	// O_CREATE's mode is filtered by the umask and ignored for an existing
 	// file, so set it explicitly.
 	if err := f.Chmod(fileMode); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("set mode of %s: %w", path, err)
+		return fmt.Errorf("set mode of %s: %w", path, err)
 	}
-	return newWriter(f, path, mid, sid, o), nil
+	initWriter(w, f, path, mid, sid, o)
+	return nil
 }
 
 // mkdirAll is os.MkdirAll that gives the directories it creates mode 0700
@@ -404,19 +448,22 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 		}
 	}
 	key := ifaceKey{router, kind}
-	ifc := w.last
-	if ifc == nil || w.lastKey != key {
-		ifc = w.lookupIface(key)
+	idx := w.lastIdx
+	if idx < 0 || w.lastKey != key {
+		idx = -1
+		if ifc := w.lookupIface(key); ifc != nil {
+			idx = int(ifc.index)
+		}
 	}
 	need := 0
 	comment := ""
-	if ifc == nil {
+	if idx < 0 {
 		need += idbLen(ifaceKey{router.Unmap(), kind})
+		if w.comments {
+			comment = "router=" + router.Unmap().String()
+		}
 	} else if w.comments {
-		comment = ifc.comment
-	}
-	if ifc == nil && w.comments {
-		comment = "router=" + router.Unmap().String()
+		comment = w.ifcs[idx].comment
 	}
 	need += epbLen(len(data), comment)
 	if w.off == 0 && len(w.buf) == 0 {
@@ -434,15 +481,14 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 	}
 	w.ensureBuf(need)
 	w.ensureSHB()
-	if ifc == nil {
+	if idx < 0 {
 		ukey := ifaceKey{router.Unmap(), kind}
-		ifc = &iface{index: uint32(len(w.ifList)), comment: "router=" + ukey.router.String()}
-		w.ifaces[ukey] = ifc
-		w.ifList = append(w.ifList, ukey)
+		idx = len(w.ifList)
+		w.addIface(ukey, &iface{index: uint32(idx), comment: "router=" + ukey.router.String()})
 		w.buf = appendIDB(w.buf, ukey)
 	}
-	w.lastKey, w.last = key, ifc
-	w.buf = appendEPB(w.buf, ifc.index, ns, data, comment)
+	w.lastKey, w.lastIdx = key, idx
+	w.buf = appendEPB(w.buf, uint32(idx), ns, data, comment)
 	w.packets++
 	w.bytes += uint64(len(data))
 	if len(w.buf) >= w.bufSize && w.f != nil {
@@ -457,11 +503,22 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 // lookupIface finds the interface of key, whose router may be
 // IPv4-mapped; nil if it has none yet.
 func (w *Writer) lookupIface(key ifaceKey) *iface {
-	if ifc := w.ifaces[key]; ifc != nil || !key.router.Is4In6() {
-		return ifc
+	key.router = key.router.Unmap()
+	if w.ifaces == nil {
+		// A few interfaces (routers x kinds): a scan is cheaper than
+		// hashing the key.
+		for i, k := range w.ifList {
+			if k == key {
+				return w.ifcs[i]
+			}
+		}
+		return nil
 	}
-	return w.ifaces[ifaceKey{key.router.Unmap(), key.kind}]
+	return w.ifaces[key]
 }
+
+// ifaceScan is how many interfaces lookupIface scans rather than hashes.
+const ifaceScan = 16
 
 // ensureSHB starts the buffer with the section header if the file has
 // nothing yet (or all of it was rolled back).
@@ -496,11 +553,14 @@ func (w *Writer) flush() *WriteError {
 // the file.
 func (w *Writer) rollback(cause error) error {
 	w.releaseBuf()
-	w.last = nil
+	w.lastIdx = -1
 	for _, k := range w.ifList[w.cIfaces:] {
-		delete(w.ifaces, k)
+		if w.ifaces != nil && w.ifaces[k] != nil && w.ifaces[k].index >= uint32(w.cIfaces) {
+			delete(w.ifaces, k)
+		}
 	}
 	w.ifList = w.ifList[:w.cIfaces]
+	w.ifcs = w.ifcs[:w.cIfaces]
 	w.packets, w.bytes = w.cPackets, w.cBytes
 	w.torn = true
 	if err := w.retruncate(); err != nil {
@@ -723,11 +783,13 @@ func (w *Writer) State() State {
 // restore sets the committed (and accepted) state.
 func (w *Writer) restore(size int64, ifaces []ifaceKey, packets, bytes uint64) {
 	w.off = size
-	w.ifList = ifaces
+	w.ifList, w.ifcs, w.ifaces = nil, nil, nil
 	for i, k := range ifaces {
-		if _, dup := w.ifaces[k]; !dup {
-			w.ifaces[k] = &iface{index: uint32(i), comment: "router=" + k.router.String()}
+		ifc := w.lookupIface(k) // a file may name a (router, kind) twice: the first wins
+		if ifc == nil {
+			ifc = &iface{index: uint32(i), comment: "router=" + k.router.String()}
 		}
+		w.addIface(k, ifc)
 	}
 	w.cIfaces = len(ifaces)
 	w.packets, w.cPackets = packets, packets
