@@ -88,6 +88,9 @@ const (
 	// few: the kernel wakes a poller for each NAPI batch (tens of frames),
 	// and those wake-ups were the biggest cost of a ring loop.
 	maxCoalesce = time.Millisecond
+	// yieldEvery is how often a ring loop goes through the Go scheduler:
+	// under sysmon's 10 ms preemption period.
+	yieldEvery = 5 * time.Millisecond
 	// pollTimeout bounds how long a ring loop takes to notice a stop, and
 	// how long it blocks in poll(2): under 10 ms, after which the Go
 	// runtime's sysmon takes the thread's P back and then wakes every 20
@@ -362,10 +365,13 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		}
 		c.log.Info("AF_XDP socket ready", "iface", cfg.Ifname, "queue", q, "mode", s.Mode())
 	}
-	// A ring loop blocked in poll(2) holds its P: without one to spare
-	// for each, the runtime's sysmon takes it back (and hands it over)
-	// every time, tens of thousands of times a second.
-	if want := len(c.queues) + len(c.shards); runtime.GOMAXPROCS(0) < want {
+	// A ring loop blocked in poll(2) or asleep holds its P. Unless a P is
+	// idle, the runtime's sysmon takes back any P in a syscall for more
+	// than 20 us, and then polls every 20 us: tens of thousands of wake-ups
+	// a second, a sixth of the capture's CPU time when its process is
+	// pinned to one CPU (GOMAXPROCS 1). One P for each ring loop and each
+	// writer, and one spare.
+	if want := len(c.queues) + len(c.shards) + 1; runtime.GOMAXPROCS(0) < want {
 		runtime.GOMAXPROCS(want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -551,6 +557,7 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 		r.drops = append(r.drops, make(map[writer.Key]int))
 	}
 	frame := r.frame
+	var lastYield time.Time
 	for {
 		stopping := ctx.Err() != nil
 		if !stopping {
@@ -595,6 +602,14 @@ func (c *Capture) ringLoop(ctx context.Context, q *queue) {
 			return
 		}
 		r.coalesce(n, now)
+		// A ring loop never blocks in the scheduler (only in poll(2) and
+		// nanosleep(2)), so the runtime's sysmon would find its P on the
+		// same scheduling tick every 10 ms, preempt it and then poll every
+		// 20 us. Yielding once in a while keeps it asleep.
+		if now.Sub(lastYield) >= yieldEvery {
+			runtime.Gosched()
+			lastYield = now
+		}
 	}
 }
 

@@ -120,8 +120,9 @@ const (
 	DefaultTopStreams = 20
 	MaxTopStreams     = 1000
 	MinFramesPerQueue = 64
-	// minBufferSize is output.buffer_size's floor: one jumbo packet fits.
-	minBufferSize = 16 << 10
+	// minBufferSize is output.buffer_size's floor (a larger packet gets a
+	// buffer of its own size).
+	minBufferSize = 8 << 10
 	// maxWriters bounds capture.writers.
 	maxWriters        = 256
 	MaxFramesPerQueue = 65536
@@ -139,7 +140,7 @@ func Default() Config {
 			RotateAge:     15 * time.Minute,
 			MaxOpenFiles:  writer.DefaultMaxOpen(),
 			FlushInterval: time.Second,
-			BufferSize:    pcapng.DefaultBufferSize,
+			BufferSize:    writer.DefaultBufferSize,
 			BufferMemory:  writer.DefaultBufferMemory,
 		},
 		Capture: Capture{

@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 		Ports:         []uint16{30030},
 		DefaultAction: maps.ActionCapture,
 		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: writer.DefaultMaxOpen(),
-			FlushInterval: time.Second, BufferSize: 64 << 10, BufferMemory: 256 << 20},
+			FlushInterval: time.Second, BufferSize: 16 << 10, BufferMemory: 256 << 20},
 		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 16384, QueueMemory: 64 << 20,
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
