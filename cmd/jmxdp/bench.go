@@ -8,19 +8,29 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// jmxdp is the program `jmxdp bench` runs as `jmxdp run` in its capture
+// section: this executable, re-executed, whose main must then run the
+// command line it is given (in this package's test binary too, which is
+// why it is said here and not in main).
+func init() { bench.SetMain(main) }
+
 func newBenchCmd() *cobra.Command {
 	var short bool
 	var runs int
 	var format, out string
+	var only []string
 	cmd := &cobra.Command{
-		Use:   "bench [--short] [--runs N] [--format table|json] [--out DIR]",
+		Use:   "bench [--short] [--runs N] [--only SECTION,...] [--format table|json] [--out DIR]",
 		Short: "Measure jmxdp against baselines run alongside (XDP_PASS, tshark) and report ratios",
 		Long: `bench measures, in one run and as ratios to a baseline measured alongside:
 the XDP program's ns/frame against a trivial XDP_PASS program (root), offline
 decoding with the Go and BPF (root) engines against tshark, and the writer's
-peak RSS and open files with 100k concurrent streams. Each figure is the
-median of --runs runs. --short is the quick CI mode (20k frames, 5k streams,
-one run). See docs/bench.md.`,
+peak RSS and open files with 100k concurrent streams, and live capture to
+disk (CPU per frame written and loss-free rates) against tcpdump -w and a
+recvmmsg collector. Each figure is the median of --runs runs. --short is the
+quick CI mode (20k frames, 5k streams, one run). --only runs some sections
+(program_cost, line_rate, capture_to_disk, offline_decode, scale,
+stream_table). See docs/bench.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "table" && format != "json" {
@@ -29,7 +39,10 @@ one run). See docs/bench.md.`,
 			if runs < 0 {
 				return errors.New("--runs must not be negative")
 			}
-			res, err := bench.Run(bench.Options{Short: short, Runs: runs, Progress: cmd.ErrOrStderr()})
+			if err := bench.CheckOnly(only); err != nil {
+				return fmt.Errorf("--only: %w", err)
+			}
+			res, err := bench.Run(bench.Options{Short: short, Runs: runs, Only: only, Progress: cmd.ErrOrStderr()})
 			if err != nil {
 				return err
 			}
@@ -48,6 +61,7 @@ one run). See docs/bench.md.`,
 	}
 	cmd.Flags().BoolVar(&short, "short", false, "quick mode: 20k frames, 5k streams, 1 run unless --runs")
 	cmd.Flags().IntVar(&runs, "runs", 0, "runs per figure, the median is reported (default 5, short mode 1)")
+	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these sections (comma-separated or repeated; default all)")
 	cmd.Flags().StringVar(&format, "format", "table", "output format: table or json")
 	cmd.Flags().StringVar(&out, "out", "", "also write DIR/<YYYY-MM-DD>.json and .md")
 	return cmd

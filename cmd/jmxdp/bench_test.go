@@ -34,6 +34,10 @@ func TestBenchShortJSON(t *testing.T) {
 	if err := res.Validate(); err != nil {
 		t.Error(err)
 	}
+	// As root the capture section ran this test binary as `jmxdp run`.
+	if os.Geteuid() == 0 && !hasFigure(res, bench.SectionCapture, "cpu_100_jmxdp") {
+		t.Errorf("no jmxdp figure in the capture section: %+v", res.Sections)
+	}
 	base := filepath.Join(dir, res.Timestamp.Format(time.DateOnly))
 	b, err := os.ReadFile(base + ".json")
 	if err != nil {
@@ -56,4 +60,34 @@ func TestBenchBadFormat(t *testing.T) {
 	if _, err := run(t, "bench", "--format", "xml"); err == nil {
 		t.Fatal("--format xml accepted")
 	}
+}
+
+// --only runs the sections named and refuses names that are none.
+func TestBenchOnly(t *testing.T) {
+	out, err := run(t, "bench", "--short", "--only", "scale", "--format", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	// run mixes stderr's progress into out: the JSON starts at "{".
+	var res bench.Result
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(res.Sections) != 1 || res.Sections[0].Name != bench.SectionScale {
+		t.Errorf("sections %+v", res.Sections)
+	}
+	if _, err := run(t, "bench", "--only", "nosuch"); err == nil || !strings.Contains(err.Error(), "no section") {
+		t.Errorf("--only nosuch: %v", err)
+	}
+}
+
+func hasFigure(res bench.Result, section, name string) bool {
+	for _, s := range res.Sections {
+		for _, f := range s.Figures {
+			if s.Name == section && f.Name == name {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1,6 +1,8 @@
 // Package bench measures jmxdp next to baselines run on the same machine in
 // the same run, and reports ratios: the program's per-frame cost against a
-// trivial XDP_PASS program, offline decoding against tshark, and the
+// trivial XDP_PASS program, counting at line rate against XDP_DROP, live
+// capture to disk (CPU per frame written, loss-free rates) against tcpdump
+// -w and a recvmmsg collector, offline decoding against tshark, and the
 // writer's memory and open files with many concurrent streams. See
 // docs/bench.md.
 package bench
@@ -17,6 +19,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
@@ -41,6 +44,25 @@ type Options struct {
 	Tshark string
 	// Progress, if set, receives a line as each step starts.
 	Progress io.Writer
+	// Only, if not empty, names the sections to run (Sections); the others
+	// are left out of the result.
+	Only []string
+	// Jmxdp is the jmxdp binary the capture section runs as `jmxdp run`;
+	// "" means this executable, when it is jmxdp (SetMain).
+	Jmxdp string
+}
+
+// Sections are the section names, in the order of a report.
+var Sections = []string{SectionProgram, SectionLineRate, SectionCapture, SectionDecode, SectionScale, SectionStreamTable}
+
+// CheckOnly refuses names in only that are not sections.
+func CheckOnly(only []string) error {
+	for _, n := range only {
+		if !slices.Contains(Sections, n) {
+			return fmt.Errorf("no section %q (sections: %s)", n, strings.Join(Sections, ", "))
+		}
+	}
+	return nil
 }
 
 // Sizes of the inputs.
@@ -139,6 +161,9 @@ const (
 // when not root, and the tshark comparison when tshark is missing.
 func Run(opts Options) (*Result, error) {
 	start := time.Now()
+	if err := CheckOnly(opts.Only); err != nil {
+		return nil, err
+	}
 	if opts.Runs <= 0 {
 		opts.Runs = 5
 		if opts.Short {
@@ -157,48 +182,45 @@ func Run(opts Options) (*Result, error) {
 	if opts.Short {
 		res.Mode = "short"
 	}
-	// Scale first: the process is at its smallest, so its peak RSS is the
-	// writer's and not the decode section's capture.
-	fmt.Fprintln(opts.Progress, "bench: scale")
-	sc, err := scale(opts, filepath.Join(tmp, "streams"))
-	if err != nil {
-		return nil, fmt.Errorf("scale: %w", err)
+	want := func(name string) bool { return len(opts.Only) == 0 || slices.Contains(opts.Only, name) }
+	// The order they run in: scale first, while the process is at its
+	// smallest, so its peak RSS is the writer's and not the decode
+	// section's capture. Capture next: every receiver it measures is a
+	// process of its own, but this process still starts them and splits
+	// tcpdump's files, better done before the heap has grown.
+	order := []struct {
+		name, progress string
+		run            func() (Section, error)
+	}{
+		{SectionScale, "scale", func() (Section, error) {
+			defer os.RemoveAll(filepath.Join(tmp, "streams"))
+			return scale(opts, filepath.Join(tmp, "streams"))
+		}},
+		{SectionCapture, "capture to disk", func() (Section, error) { return captureToDisk(opts, tmp) }},
+		{SectionStreamTable, "stream table", func() (Section, error) { return streamTable(opts) }},
+		{SectionProgram, "program cost", func() (Section, error) { return programCost(opts) }},
+		{SectionLineRate, "line rate", func() (Section, error) { return lineRate(opts) }},
+		{SectionDecode, "offline decode", func() (Section, error) { return offlineDecode(opts, tmp) }},
 	}
-	os.RemoveAll(filepath.Join(tmp, "streams"))
-	runtime.GC()
-	debug.FreeOSMemory()
-	// Capture next, while the process is still small: its receivers (the
-	// daemon, udprecv) run in it, and a heap grown by the later sections
-	// (the decode section's 1M frames) would give them garbage collection
-	// work that is not theirs.
-	fmt.Fprintln(opts.Progress, "bench: capture to disk")
-	cd, err := captureToDisk(opts, tmp)
-	if err != nil {
-		return nil, fmt.Errorf("capture to disk: %w", err)
+	got := map[string]Section{}
+	for _, o := range order {
+		if !want(o.name) {
+			continue
+		}
+		fmt.Fprintln(opts.Progress, "bench: "+o.progress)
+		sec, err := o.run()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", o.progress, err)
+		}
+		got[o.name] = sec
+		runtime.GC()
+		debug.FreeOSMemory()
 	}
-	runtime.GC()
-	debug.FreeOSMemory()
-	fmt.Fprintln(opts.Progress, "bench: stream table")
-	st, err := streamTable(opts)
-	if err != nil {
-		return nil, fmt.Errorf("stream table: %w", err)
+	for _, name := range Sections {
+		if sec, ok := got[name]; ok {
+			res.Sections = append(res.Sections, sec)
+		}
 	}
-	fmt.Fprintln(opts.Progress, "bench: program cost")
-	pc, err := programCost(opts)
-	if err != nil {
-		return nil, fmt.Errorf("program cost: %w", err)
-	}
-	fmt.Fprintln(opts.Progress, "bench: line rate")
-	lr, err := lineRate(opts)
-	if err != nil {
-		return nil, fmt.Errorf("line rate: %w", err)
-	}
-	fmt.Fprintln(opts.Progress, "bench: offline decode")
-	dc, err := offlineDecode(opts, tmp)
-	if err != nil {
-		return nil, fmt.Errorf("offline decode: %w", err)
-	}
-	res.Sections = []Section{pc, lr, cd, dc, sc, st}
 	for i := range res.Sections {
 		for j := range res.Sections[i].Figures {
 			res.Sections[i].Figures[j].check()

@@ -29,7 +29,11 @@ func TestMedian(t *testing.T) {
 // TestShortRun runs the short mode end to end and checks every section is
 // there with positive figures. No timing is asserted.
 func TestShortRun(t *testing.T) {
-	res, err := Run(Options{Short: true, TempDir: t.TempDir()})
+	opts := Options{Short: true, TempDir: t.TempDir()}
+	if isRoot() {
+		opts.Jmxdp = jmxdpBinary(t)
+	}
+	res, err := Run(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,5 +66,39 @@ func TestValidateCatchesGaps(t *testing.T) {
 	r.Sections = []Section{{Name: SectionScale, Figures: []Figure{{Name: "x", Value: 1, Baseline: 0, Ratio: 1}}}}
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "baseline 0") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A run of some sections has those and no other.
+func TestRunOnly(t *testing.T) {
+	res, err := Run(Options{Short: true, TempDir: t.TempDir(), Only: []string{SectionScale}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Sections) != 1 || res.Sections[0].Name != SectionScale {
+		t.Fatalf("sections %+v", res.Sections)
+	}
+	if _, err := Run(Options{Short: true, Only: []string{"nosuch"}}); err == nil {
+		t.Fatal("unknown section accepted")
+	}
+}
+
+// The Met column says how far a missed target is.
+func TestMetString(t *testing.T) {
+	yes, no := true, false
+	for _, c := range []struct {
+		f    Figure
+		want string
+	}{
+		{Figure{}, "-"},
+		{Figure{Ratio: 0.5, Target: &Target{On: "ratio", Op: "<=", Bound: 1}, Met: &yes}, "met"},
+		{Figure{Ratio: 1.3, Target: &Target{On: "ratio", Op: "<=", Bound: 1}, Met: &no}, "missed by 30%"},
+		{Figure{Ratio: 1.05, Target: &Target{On: "ratio", Op: "<=", Bound: 1}, Met: &no}, "missed by 5.0%"},
+		{Figure{Ratio: 0.1, Target: &Target{On: "ratio", Op: ">=", Bound: 3}, Met: &no}, "missed by 30.00x"},
+		{Figure{Value: 1234, Unit: "frames", Target: &Target{On: "value", Op: "<=", Bound: 0}, Met: &no}, "missed by 1234 frames"},
+	} {
+		if got := metString(c.f); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.f, got, c.want)
+		}
 	}
 }

@@ -6,40 +6,32 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/loader"
-	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
-	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/netns"
-	"github.com/jmxdp/jmxdp/userspace/udprecv"
-	"github.com/jmxdp/jmxdp/userspace/writer"
 	"github.com/jmxdp/jmxdp/userspace/xmit"
 )
 
 // SectionCapture is live capture to per-stream files: jmxdp against what
-// an operator would otherwise run (tcpdump then a split per stream, or a
-// userspace UDP collector), as the highest offered rate each writes
-// without losing a packet.
+// an operator would otherwise run (tcpdump -w, or a userspace UDP
+// collector), as the CPU time each spends per frame written on the same
+// traffic, and as the highest offered rate each writes without losing a
+// packet.
 const SectionCapture = "capture_to_disk"
 
-// Sizes of the capture section.
+// Sizes of the capture section's loss-free ladders.
 const (
 	captureStreams      = 1000 // 100 intercepts x 10 sessions
 	captureStreamsShort = 50   // 10 x 5
@@ -59,15 +51,15 @@ const (
 	// captureFastFrames is what the as-fast-as-possible step sends.
 	captureFastFrames      = 2_000_000
 	captureFastFramesShort = 10_000
-	// captureMaxRuns caps the runs of this section in full mode: each run
-	// climbs six ladders (about two minutes here); more would take the
-	// section past six minutes. No run starts after captureRunBudget.
+	// captureMaxRuns caps the ladder runs in full mode: a run climbs six
+	// ladders and the sender's (about two minutes here). No run starts
+	// after captureRunBudget (counted from the first ladder), which keeps
+	// the section, CPU cases included, under about eight minutes.
 	captureMaxRuns   = 3
-	captureRunBudget = 4 * time.Minute
-	// captureMaxOpen is the writers' max_open_files for both jmxdp and
+	captureRunBudget = 150 * time.Second
+	// captureMaxOpen is the ladders' max_open_files for both jmxdp and
 	// udprecv: above the stream count, as an operator expecting 1000
-	// streams would set it (the default 512 would make both evict and
-	// reopen files all the time).
+	// streams would set it, whatever RLIMIT_NOFILE gives.
 	captureMaxOpen = 2048
 	// captureTmpfsSize holds the biggest step's files (tcpdump's capture
 	// and its split: about 1.7 GB at 2M frames).
@@ -78,6 +70,10 @@ const (
 	// tcpdumpSettle outlasts libpcap's TPACKET_V3 block timeout (tcpdump
 	// asks for 1 s): a partly filled block reaches tcpdump only then.
 	tcpdumpSettle = 1500 * time.Millisecond
+	// xmitCallWorth is the most of its rate one xmit call sends at once
+	// (xmit.Options.Rate): a thread's bursts are at most its share of the
+	// rate times this.
+	xmitCallWorth = 200 * time.Millisecond
 )
 
 // Offered rates in frames/s; 0 is as fast as the sender goes.
@@ -92,7 +88,7 @@ func TcpdumpArgs(iface, file string) []string {
 	return []string{"-i", iface, "-w", file, "-B", "32768", "-n", "udp dst port " + strconv.Itoa(int(gen.DefaultPort))}
 }
 
-// captureStep is one step of a ladder: what was offered and what ended up
+// captureStep is one run of a receiver: what was offered and what ended up
 // in files.
 type captureStep struct {
 	Rate    float64 // asked for, frames/s; 0: as fast as possible
@@ -105,21 +101,29 @@ type captureStep struct {
 	Lost string
 	// SplitRate is tcpdump's split per stream, frames/s (0 otherwise).
 	SplitRate float64
-	Streams   int // streams with a file
+	Streams   int // files with packets
+	// CPU is the receiver process's user + system time (wait4), Lifetime
+	// the time from its start to the signal that stopped it.
+	CPU, Lifetime time.Duration
 }
 
-// captureStepHook, if set, sees every step (tests).
+// captureStepHook, if set, sees every ladder step (tests).
 var captureStepHook func(dir, system string, st captureStep)
 
-// captureSystem is one way of getting the mirror port into per-stream
-// files.
+// captureSystem is one way of getting the mirror port into files.
 type captureSystem interface {
 	name() string
+	// passThrough: the system receives through the host's stack, so the
+	// host end needs xdp_pass (veth only takes redirected frames when its
+	// receiving end runs XDP), as a NIC driver hands frames up.
+	passThrough() bool
 	// start makes the system ready to receive, writing under out.
 	start(out string) error
-	// finish waits (bounded) until what was sent has been dealt with,
-	// stops, and counts the packets in the files.
-	finish(sent uint64, st *captureStep) error
+	// drain waits (bounded) until what was sent has been dealt with.
+	drain(sent uint64)
+	// stop stops the system and counts the packets in its files:
+	// Written, Streams, Lost and CPU.
+	stop(st *captureStep) error
 	// abort stops without counting.
 	abort()
 }
@@ -171,22 +175,21 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 	}
 	cb.sessions = streams / cb.intercepts
 
-	// The daemon's maps are pinned per run of the bench, removed after.
-	pinDir := filepath.Join(loader.BPFFSRoot, "jmxdp-bench-"+l.Name)
-	defer os.RemoveAll(pinDir)
-
-	systems := []captureSystem{&jmxdpSystem{lab: l, pinDir: pinDir}}
-	if bin, err := exec.LookPath("tcpdump"); err != nil {
-		sec.Skipped = append(sec.Skipped, "tcpdump not found: no tcpdump baseline")
-	} else {
-		systems = append(systems, &tcpdumpSystem{bin: bin, iface: l.HostIface})
+	exe, why := jmxdpExecutable(opts)
+	if why != "" {
+		sec.Skipped = append(sec.Skipped, "jmxdp: "+why)
 	}
-	systems = append(systems, &udprecvSystem{addr: netip.AddrPortFrom(l.HostAddr.Addr(), gen.DefaultPort)})
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		tcpdump = ""
+		sec.Skipped = append(sec.Skipped, "tcpdump not found: no tcpdump baseline")
+	}
+	addr := netip.AddrPortFrom(l.HostAddr.Addr(), gen.DefaultPort)
 
 	// The sender and the kernel's receive path (veth receives in the
-	// sender's softirq) get captureSenderCPU; every receiver, this process's
-	// threads and the tcpdump it starts (inheriting it), the other CPUs: as
-	// an operator keeps a capture process off the NIC's interrupt CPU.
+	// sender's softirq) get captureSenderCPU; every receiver (a process of
+	// its own, started pinned) and this process the other CPUs: as an
+	// operator keeps a capture process off the NIC's interrupt CPU.
 	if runtime.NumCPU() > 1 {
 		unpin, err := pinProcess(receiverCPUs())
 		if err != nil {
@@ -202,7 +205,41 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 	}
 	sec.Skipped = append(sec.Skipped, skipped...)
 
+	// CPU per frame written: every receiver on the same traffic, on the
+	// tmpfs (the disk's speed is not the receivers' cost).
+	def := config.Default().Output
+	var cpuSystems []captureSystem
+	if exe != "" {
+		cpuSystems = append(cpuSystems, &jmxdpSystem{lab: l, exe: exe})
+	}
+	if tcpdump != "" {
+		cpuSystems = append(cpuSystems, &tcpdumpSystem{bin: tcpdump, iface: l.HostIface})
+	}
+	cpuSystems = append(cpuSystems, &udprecvSystem{addr: addr, maxOpen: def.MaxOpenFiles, rotateSize: def.RotateSize, rotateAge: def.RotateAge})
+	cpuRes, err := cb.cpuCases(dirs[0], cpuSystems)
+	if err != nil {
+		return sec, fmt.Errorf("CPU per frame: %w", err)
+	}
+
+	// The sender's own ceiling, at the CPU cases' settings and at the
+	// ladders'.
+	ceil, ceilPlan, err := cb.cpuCeiling()
+	if err != nil {
+		return sec, fmt.Errorf("sender ceiling: %w", err)
+	}
+
+	// The loss-free ladders.
+	var systems []captureSystem
+	if exe != "" {
+		systems = append(systems, &jmxdpSystem{lab: l, exe: exe, maxOpen: captureMaxOpen, scrape: true})
+	}
+	if tcpdump != "" {
+		systems = append(systems, &tcpdumpSystem{bin: tcpdump, iface: l.HostIface, split: true})
+	}
+	systems = append(systems, &udprecvSystem{addr: addr, maxOpen: captureMaxOpen, rotateSize: def.RotateSize, rotateAge: def.RotateAge})
+	sender := &dropSystem{iface: l.HostIface}
 	results := map[string]map[string]*captureLadders{}
+	senderLad := &captureLadders{}
 	began := time.Now()
 	done := 0
 	for run := range runs {
@@ -211,6 +248,11 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 			break
 		}
 		done++
+		steps, err := cb.ladder(dirs[0], sender, run)
+		if err != nil {
+			return sec, fmt.Errorf("sender into xdp_drop: %w", err)
+		}
+		senderLad.add(steps)
 		for _, d := range dirs {
 			if results[d.name] == nil {
 				results[d.name] = map[string]*captureLadders{}
@@ -230,23 +272,46 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		}
 	}
 
-	sec.Note = fmt.Sprintf("veth lab, frames sent from its router end by xmit (BPF_PROG_TEST_RUN live frames, as jmxdp gen --fast) in a process of its own pinned to CPU %d, in bursts of %d frames or 1/%d s worth (the larger) from %d threads, "+
-		"%d streams of IPv4 Jmirror frames (mirrored packets of simple IMIX sizes); the receivers (this process's other threads, tcpdump) are pinned to the other CPUs; the receivers that are not XDP programs get the frames through xdp_pass on the host end, as from a NIC driver; "+
+	sec.Note = cb.cpuNote(cpuRes) + " " + fmt.Sprintf("Loss-free ladders: veth lab, frames sent from its router end by xmit (BPF_PROG_TEST_RUN live frames, as jmxdp gen --fast) in a process of its own pinned to CPU %d, in bursts of %d frames or 1/%d s worth (the larger) from %d threads, "+
+		"%d streams of IPv4 Jmirror frames (mirrored packets of simple IMIX sizes); every receiver is a process of its own pinned to the other CPUs; the receivers that are not XDP programs get the frames through xdp_pass on the host end, as from a NIC driver; "+
 		"offered rates %s frames/s for about %v each, each ladder stopped after its first lossy step; loss-free rate = the highest achieved offered rate "+
-		"with every packet in a file (median of %d run(s)%s). jmxdp: `jmxdp run` (daemon, default capture policy) on the host end; "+
-		"tcpdump: tcpdump %s, then `jmxdp decode --out` (in process) splits the file per stream; udprecv: a Go UDP collector "+
-		"(recvmmsg, SO_RCVBUFFORCE 32 MiB) writing through jmxdp's own writer. Writers: max_open_files %d. Outer UDP checksums are 0, as routers send "+
+		"with every packet in a file (median of %d run(s)%s). jmxdp: `jmxdp run --max-open-files %d` on the host end (default capture policy); "+
+		"tcpdump: tcpdump %s, then `jmxdp decode --out` (in the bench process) splits the file per stream; udprecv: a Go UDP collector "+
+		"(recvmmsg, SO_RCVBUFFORCE 32 MiB) writing through jmxdp's own writer (MaxOpen %d); sender: the same sends into xdp_drop on the host end, the sender's own ceiling. Outer UDP checksums are 0, as routers send "+
 		"them, so the host's stack does not verify them in software. The disk directory goes through the page cache (%s). %s",
-		captureSenderCPU, captureBurst, captureCalls, captureThreads, streams, rateList(rates), stepTime, done, capped, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
-		dirsNote(dirs), captureTable(dirs, systems, results))
+		captureSenderCPU, captureBurst, captureCalls, captureThreads, streams, rateList(rates), stepTime, done, capped, captureMaxOpen, strings.Join(TcpdumpArgs(l.HostIface, "FILE"), " "), captureMaxOpen,
+		dirsNote(dirs), captureTable(dirs, systems, results, senderLad))
 
+	sec.Figures = append(sec.Figures, cpuFigures(cpuRes)...)
+	asked := cpuCasesFull[0].rate
+	if opts.Short {
+		asked = cpuCasesShort[0].rate
+	}
+	sec.Figures = append(sec.Figures, ceilingFigures(ceil, ceilPlan, asked, senderLad, rates)...)
 	for _, d := range dirs {
-		sec.Figures = append(sec.Figures, captureFigures(d.name, results[d.name], systems)...)
+		sec.Figures = append(sec.Figures, captureFigures(d.name, results[d.name], systems, senderLad)...)
 	}
 	return sec, nil
 }
 
-// captureBench is what the ladders share.
+// jmxdpExecutable is the jmxdp binary the section runs as `jmxdp run`:
+// Options.Jmxdp, else this executable when it is jmxdp (SetMain). why says
+// why there is none.
+func jmxdpExecutable(opts Options) (exe, why string) {
+	if opts.Jmxdp != "" {
+		return opts.Jmxdp, ""
+	}
+	if mainFunc == nil {
+		return "", "this program is not jmxdp (no bench.SetMain) and Options.Jmxdp is not set"
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", "find this executable: " + err.Error()
+	}
+	return exe, ""
+}
+
+// captureBench is what the runs share.
 type captureBench struct {
 	opts Options
 	lab  *lab.Lab
@@ -257,6 +322,9 @@ type captureBench struct {
 	rates                []float64
 	stepTime             time.Duration
 	seq                  int
+	// nofile, if not 0, is the RLIMIT_NOFILE receivers start with;
+	// nofileGot the one they got (withNofile).
+	nofile, nofileGot uint64
 }
 
 // captureDir is one place the files go.
@@ -405,7 +473,7 @@ func (cb *captureBench) ladder(d captureDir, sys captureSystem, run int) ([]capt
 	for _, rate := range cb.rates {
 		cb.seq++
 		out := filepath.Join(d.path, fmt.Sprintf("%s-%d", sys.name(), cb.seq))
-		st, err := cb.step(sys, out, rate)
+		st, err := cb.step(sys, out, cb.ladderPlan(rate))
 		os.RemoveAll(out)
 		if err != nil {
 			return steps, err
@@ -430,47 +498,83 @@ func prefixed(pre, s, post string) string {
 	return pre + s + post
 }
 
-// step runs one step: start sys, send, let it finish, count.
-func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captureStep, error) {
-	st := captureStep{Rate: rate}
-	n := uint64(captureFastFrames)
-	if rate > 0 {
-		n = uint64(rate * cb.stepTime.Seconds())
+// sendPlan is what the sender sends in one step.
+type sendPlan struct {
+	rate                 float64 // frames/s; 0: as fast as possible
+	frames               uint64
+	burst, threads       int // 0: xmit's defaults (no cap, one thread)
+	intercepts, sessions int
+}
+
+// ladderPlan is a ladder step at rate: pacing is by bursts, and each
+// live-frames call sleeps tens of ms after its burst, so many threads,
+// each with its share of the rate, in bursts of captureBurst or
+// 1/captureCalls s worth.
+func (cb *captureBench) ladderPlan(rate float64) sendPlan {
+	p := sendPlan{rate: rate, frames: uint64(rate * cb.stepTime.Seconds()), intercepts: cb.intercepts, sessions: cb.sessions}
+	switch {
+	case rate > 0:
+		p.burst, p.threads = max(captureBurst, int(rate/captureCalls)), captureThreads
+	case cb.opts.Short:
+		p.frames = captureFastFramesShort
+	default:
+		p.frames = captureFastFrames
 	}
-	if cb.opts.Short && rate == 0 {
-		n = captureFastFramesShort
+	return p
+}
+
+// options are xmit's options for p.
+func (cb *captureBench) options(p sendPlan) xmit.Options {
+	return xmit.Options{
+		Iface: cb.lab.RouterIface, Netns: cb.lab.Name, Templates: cb.templates,
+		Intercepts: p.intercepts, Sessions: p.sessions, BaseMID: 1, BaseSID: 1,
+		Rate: p.rate, Packets: p.frames, MaxBurst: p.burst, Threads: p.threads,
 	}
-	// xmit's frames reach a veth's other end only through an XDP program
-	// there: jmxdp itself, or xdp_pass for the receivers that are not XDP.
-	if sys.name() != "jmxdp" {
+}
+
+// sendLimit bounds a send: twice its nominal time plus slack for a slow
+// box, or 30 s as fast as possible.
+func sendLimit(p sendPlan) time.Duration {
+	if p.rate <= 0 {
+		return 30 * time.Second
+	}
+	return 2*time.Duration(float64(p.frames)/p.rate*float64(time.Second)) + 10*time.Second
+}
+
+// startSystem attaches xdp_pass for a system that needs it and starts the
+// system with cb.nofile. release detaches; call it once the system stopped.
+func (cb *captureBench) startSystem(sys captureSystem, out string) (release func(), err error) {
+	release = func() {}
+	if sys.passThrough() {
 		pass, err := xmit.AttachPass(cb.lab.HostIface)
 		if err != nil {
-			return st, err
+			return release, err
 		}
-		defer pass.Close()
+		release = func() { pass.Close() }
 	}
-	if err := sys.start(out); err != nil {
+	got, err := withNofile(cb.nofile, func() error { return sys.start(out) })
+	if err != nil {
+		release()
+		return func() {}, err
+	}
+	if cb.nofile > 0 {
+		cb.nofileGot = got
+	}
+	return release, nil
+}
+
+// step runs one step: start sys, send p, let it finish, stop, count.
+func (cb *captureBench) step(sys captureSystem, out string, p sendPlan) (captureStep, error) {
+	st := captureStep{Rate: p.rate}
+	t0 := time.Now()
+	release, err := cb.startSystem(sys, out)
+	defer release()
+	if err != nil {
 		return st, err
 	}
-	xo := xmit.Options{
-		Iface: cb.lab.RouterIface, Netns: cb.lab.Name, Templates: cb.templates,
-		Intercepts: cb.intercepts, Sessions: cb.sessions, BaseMID: 1, BaseSID: 1,
-		Rate: rate, Packets: n,
-	}
-	if rate > 0 {
-		// Pacing is by bursts, and each live-frames call sleeps tens of ms
-		// after its burst: many threads, each with its share of the rate.
-		xo.MaxBurst = max(captureBurst, int(rate/captureCalls))
-		xo.Threads = captureThreads
-	}
-	// Bounded by twice the step's nominal time, plus slack for a slow box.
-	limit := 2*cb.stepTime + 10*time.Second
-	if rate == 0 {
-		limit = 30 * time.Second
-	}
 	refused0 := cb.vethRefused()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	rep, err := sendFromChild(ctx, xo, []int{captureSenderCPU})
+	ctx, cancel := context.WithTimeout(context.Background(), sendLimit(p))
+	rep, err := sendFromChild(ctx, cb.options(p), []int{captureSenderCPU})
 	cancel()
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		sys.abort()
@@ -480,7 +584,10 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 	if rep.Elapsed > 0 {
 		st.Offered = float64(rep.Sent) / rep.Elapsed.Seconds()
 	}
-	if err := sys.finish(rep.Sent, &st); err != nil {
+	sys.drain(rep.Sent)
+	st.Lifetime = time.Since(t0)
+	if err := sys.stop(&st); err != nil {
+		sys.abort()
 		return st, err
 	}
 	// Frames the host end's veth ring had no room for: the receiving
@@ -492,7 +599,29 @@ func (cb *captureBench) step(sys captureSystem, out string, rate float64) (captu
 		st.Loss = 1 - float64(min(st.Written, st.Sent))/float64(st.Sent)
 	}
 	if st.Written > st.Sent {
-		return st, fmt.Errorf("%d packets in the files, %d sent: traffic from elsewhere on the lab?", st.Written, st.Sent)
+		return st, fmt.Errorf("%s: %d packets in the files, %d sent: traffic from elsewhere on the lab?", sys.name(), st.Written, st.Sent)
+	}
+	return st, nil
+}
+
+// idle runs sys as step does, without traffic, until lifetime has passed
+// since its start, and stops it: the CPU it spends doing nothing.
+func (cb *captureBench) idle(sys captureSystem, out string, lifetime time.Duration) (captureStep, error) {
+	var st captureStep
+	t0 := time.Now()
+	release, err := cb.startSystem(sys, out)
+	defer release()
+	if err != nil {
+		return st, err
+	}
+	time.Sleep(lifetime - time.Since(t0))
+	st.Lifetime = time.Since(t0)
+	if err := sys.stop(&st); err != nil {
+		sys.abort()
+		return st, err
+	}
+	if st.Written > 0 {
+		return st, fmt.Errorf("%s: %d packets in the files of an idle run: traffic from elsewhere on the lab?", sys.name(), st.Written)
 	}
 	return st, nil
 }
@@ -507,282 +636,6 @@ func waitQuiet(want uint64, quiet time.Duration, progress func() uint64) {
 		if p := progress(); p != last {
 			last, since = p, time.Now()
 		}
-	}
-}
-
-// jmxdpSystem is `jmxdp run` on the lab's host end.
-type jmxdpSystem struct {
-	lab    *lab.Lab
-	pinDir string
-	d      *daemon.Daemon
-	// The kernel's counters at start: they continue across restarts (the
-	// maps stay pinned).
-	base jmmaps.Counters
-}
-
-func (j *jmxdpSystem) name() string { return "jmxdp" }
-
-func (j *jmxdpSystem) start(out string) error {
-	cfg := config.Default()
-	cfg.Interface = j.lab.HostIface
-	cfg.Ports, cfg.PortsSet = []uint16{gen.DefaultPort}, true
-	cfg.DefaultAction, cfg.DefaultActionSet = jmmaps.ActionCapture, true
-	cfg.Output.Dir = out
-	cfg.Output.MaxOpenFiles = captureMaxOpen
-	cfg.Capture.PinDir = j.pinDir
-	cfg.Capture.MaxStreams = 1 << 16
-	cfg.Metrics.Addr = ""
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("daemon config: %w", err)
-	}
-	d, err := daemon.Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return fmt.Errorf("start daemon: %w", err)
-	}
-	c, err := d.Counters()
-	if err != nil {
-		d.Stop()
-		return fmt.Errorf("daemon counters: %w", err)
-	}
-	j.d, j.base = d, c
-	return nil
-}
-
-func (j *jmxdpSystem) finish(sent uint64, st *captureStep) error {
-	d := j.d
-	j.d = nil
-	// Every frame through the program, then every frame the sockets took
-	// through the writers.
-	waitQuiet(sent, captureSettle, func() uint64 {
-		c, err := d.Counters()
-		if err != nil {
-			return 0
-		}
-		return c[jmmaps.StatFrames] - j.base[jmmaps.StatFrames]
-	})
-	waitQuiet(sent, captureSettle, func() uint64 {
-		cs := d.Capture().Stats()
-		return cs.Written + cs.Refused + cs.QueueDrops + cs.Unexpected
-	})
-	cs := d.Capture().Stats()
-	var ring uint64
-	for _, q := range cs.Queues {
-		ring += q.Kernel.RxRingFull + q.Kernel.RxDropped
-	}
-	c, cerr := d.Counters()
-	if err := d.Stop(); err != nil {
-		return fmt.Errorf("stop daemon: %w", err)
-	}
-	ws := d.Writer().Stats()
-	st.Written, st.Streams = ws.Packets, int(ws.FilesCompleted)
-	var lost []string
-	if cs.QueueDrops > 0 {
-		lost = append(lost, fmt.Sprintf("queue %d", cs.QueueDrops))
-	}
-	if ring > 0 {
-		lost = append(lost, fmt.Sprintf("AF_XDP ring %d", ring))
-	}
-	if f := c[jmmaps.StatCaptureFailed] - j.base[jmmaps.StatCaptureFailed]; cerr == nil && f > 0 {
-		lost = append(lost, fmt.Sprintf("capture_failed %d", f))
-	}
-	// Queue drops are also counted by the writer (as reason queue).
-	if drops := sumDrops(ws.Drops[:]) - ws.Drops[writer.DropQueue]; drops > 0 {
-		lost = append(lost, fmt.Sprintf("writer %d", drops))
-	}
-	st.Lost = strings.Join(lost, ", ")
-	return nil
-}
-
-func (j *jmxdpSystem) abort() {
-	if j.d != nil {
-		j.d.Stop()
-		j.d = nil
-	}
-}
-
-// tcpdumpSystem is tcpdump on the host end, then the split per stream.
-type tcpdumpSystem struct {
-	bin, iface string
-	cmd        *exec.Cmd
-	file, out  string
-	stderr     *lineBuffer
-}
-
-func (t *tcpdumpSystem) name() string { return "tcpdump" }
-
-func (t *tcpdumpSystem) start(out string) error {
-	if err := os.MkdirAll(out, 0o700); err != nil {
-		return fmt.Errorf("tcpdump output: %w", err)
-	}
-	t.out, t.file = out, filepath.Join(out, "mirror.pcap")
-	t.stderr = &lineBuffer{ready: make(chan struct{})}
-	t.cmd = exec.Command(t.bin, TcpdumpArgs(t.iface, t.file)...)
-	t.cmd.Stderr = t.stderr
-	if err := t.cmd.Start(); err != nil {
-		return fmt.Errorf("start tcpdump: %w", err)
-	}
-	// "listening on": the capture socket is open and filtering.
-	select {
-	case <-t.stderr.ready:
-		return nil
-	case <-time.After(10 * time.Second):
-		t.abort()
-		return fmt.Errorf("tcpdump did not start listening within 10s: %s", t.stderr.String())
-	}
-}
-
-var tcpdumpStat = regexp.MustCompile(`(?m)^(\d+) packets? (captured|received by filter|dropped by kernel)`)
-
-func (t *tcpdumpSystem) finish(sent uint64, st *captureStep) error {
-	// tcpdump reports nothing while it runs: its file stops growing once
-	// its ring is drained.
-	waitQuiet(^uint64(0), tcpdumpSettle, func() uint64 {
-		fi, err := os.Stat(t.file)
-		if err != nil {
-			return 0
-		}
-		return uint64(fi.Size())
-	})
-	if err := t.stop(); err != nil {
-		return err
-	}
-	counts := map[string]uint64{}
-	for _, m := range tcpdumpStat.FindAllStringSubmatch(t.stderr.String(), -1) {
-		counts[m[2]], _ = strconv.ParseUint(m[1], 10, 64)
-	}
-	if _, ok := counts["captured"]; !ok {
-		return fmt.Errorf("tcpdump printed no statistics: %s", t.stderr.String())
-	}
-	if k := counts["dropped by kernel"]; k > 0 {
-		st.Lost = fmt.Sprintf("dropped by kernel %d", k)
-	}
-	t0 := time.Now()
-	rep, err := decode.Files([]string{t.file}, decode.Options{
-		Ports: []uint16{gen.DefaultPort}, Engine: decode.EngineGo,
-		OutDir: filepath.Join(t.out, "streams"), Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		return fmt.Errorf("split tcpdump's file: %w", err)
-	}
-	if dt := time.Since(t0).Seconds(); dt > 0 {
-		st.SplitRate = float64(rep.Totals.Frames) / dt
-	}
-	st.Written, st.Streams = rep.Totals.Written, len(rep.Files)
-	return nil
-}
-
-// stop interrupts tcpdump (it then writes out its buffer and prints its
-// statistics) and waits for it, killing it after 10 s.
-func (t *tcpdumpSystem) stop() error {
-	cmd := t.cmd
-	t.cmd = nil
-	if cmd == nil {
-		return nil
-	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return fmt.Errorf("interrupt tcpdump: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("tcpdump: %w: %s", err, t.stderr.String())
-		}
-		return nil
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("tcpdump did not exit within 10s of SIGINT")
-	}
-}
-
-func (t *tcpdumpSystem) abort() {
-	if t.cmd != nil {
-		t.cmd.Process.Kill()
-		t.cmd.Wait()
-		t.cmd = nil
-	}
-}
-
-// lineBuffer keeps a process's stderr (the first 64 KiB) and closes ready
-// when "listening on" appears.
-type lineBuffer struct {
-	mu    sync.Mutex
-	b     []byte
-	ready chan struct{}
-	once  sync.Once
-}
-
-func (l *lineBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := 64<<10 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	if strings.Contains(string(l.b), "listening on") {
-		l.once.Do(func() { close(l.ready) })
-	}
-	return len(p), nil
-}
-
-func (l *lineBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.TrimSpace(string(l.b))
-}
-
-// udprecvSystem is the Go UDP collector on the host end's address.
-type udprecvSystem struct {
-	addr netip.AddrPort
-	r    *udprecv.Receiver
-}
-
-func (u *udprecvSystem) name() string { return "udprecv" }
-
-func (u *udprecvSystem) start(out string) error {
-	def := config.Default().Output
-	r, err := udprecv.Listen(udprecv.Config{Addr: u.addr, Writer: writer.Config{
-		Dir: out, RotateSize: def.RotateSize, RotateAge: def.RotateAge, MaxOpen: captureMaxOpen,
-	}})
-	if err != nil {
-		return err
-	}
-	u.r = r
-	return nil
-}
-
-func (u *udprecvSystem) finish(sent uint64, st *captureStep) error {
-	r := u.r
-	u.r = nil
-	waitQuiet(sent, captureSettle, func() uint64 {
-		s := r.Stats()
-		return s.Datagrams + s.KernelDrops
-	})
-	// Close writes what is still queued on the socket.
-	if err := r.Close(); err != nil {
-		return err
-	}
-	s := r.Stats()
-	ws := r.Writer().Stats()
-	st.Written, st.Streams = ws.Packets, int(ws.FilesCompleted)
-	var lost []string
-	if s.KernelDrops > 0 {
-		lost = append(lost, fmt.Sprintf("socket drops %d", s.KernelDrops))
-	}
-	if n := s.Malformed + s.Truncated + s.Refused; n > 0 {
-		lost = append(lost, fmt.Sprintf("malformed/truncated/refused %d", n))
-	}
-	st.Lost = strings.Join(lost, ", ")
-	return nil
-}
-
-func (u *udprecvSystem) abort() {
-	if u.r != nil {
-		u.r.Close()
-		u.r = nil
 	}
 }
 
@@ -847,7 +700,10 @@ func (c *captureLadders) summary() string {
 			}
 			streams = max(streams, st.Streams)
 		}
-		p := fmt.Sprintf("%s→%.0fk loss %.4f, %.0fk pkt/s written to %d streams", rateName(steps[0].Rate), median(off)/1e3, median(loss), median(wr)/1e3, streams)
+		p := fmt.Sprintf("%s→%.0fk loss %.4f, %.0fk pkt/s written", rateName(steps[0].Rate), median(off)/1e3, median(loss), median(wr)/1e3)
+		if streams > 0 {
+			p += fmt.Sprintf(" to %d streams", streams)
+		}
 		if len(steps) > 1 {
 			p += fmt.Sprintf(" (%d runs)", len(steps))
 		}
@@ -878,8 +734,9 @@ func rateList(rs []float64) string {
 	return strings.Join(s, ", ")
 }
 
-// captureTable is the loss at each offered rate, per directory and system.
-func captureTable(dirs []captureDir, systems []captureSystem, res map[string]map[string]*captureLadders) string {
+// captureTable is the loss at each offered rate, per directory and system,
+// then what the sender offered into xdp_drop.
+func captureTable(dirs []captureDir, systems []captureSystem, res map[string]map[string]*captureLadders, sender *captureLadders) string {
 	var b strings.Builder
 	b.WriteString("Asked rate→achieved offered rate, median loss, written packets/s:")
 	for _, d := range dirs {
@@ -891,12 +748,26 @@ func captureTable(dirs []captureDir, systems []captureSystem, res map[string]map
 			}
 		}
 	}
+	fmt.Fprintf(&b, " [sender into xdp_drop, the sender's ceiling; written = reached the host end] %s.", sender.summary())
 	return b.String()
+}
+
+// offeredAt is the median achieved offered rate of the ladders' i-th
+// step.
+func (c *captureLadders) offeredAt(i int) float64 {
+	if c == nil {
+		return 0
+	}
+	var off []float64
+	for _, st := range c.byRate[i] {
+		off = append(off, st.Offered)
+	}
+	return median(off)
 }
 
 // captureFigures are a directory's figures: jmxdp's loss-free rate against
 // the better baseline, then each baseline's against jmxdp.
-func captureFigures(dir string, res map[string]*captureLadders, systems []captureSystem) []Figure {
+func captureFigures(dir string, res map[string]*captureLadders, systems []captureSystem, sender *captureLadders) []Figure {
 	jm, jmClean := res["jmxdp"].lossFreeRate()
 	var bestName string
 	var best float64
@@ -908,19 +779,23 @@ func captureFigures(dir string, res map[string]*captureLadders, systems []captur
 			best, bestName = v, s.name()
 		}
 	}
+	ceiling := 0.0
+	if sender != nil {
+		ceiling = sender.offeredAt(len(sender.byRate) - 1)
+	}
 	bound := func(sys string, clean bool) string {
 		if clean {
-			return "≥: " + sys + " never lost a packet; this is the most the sender offered (xmit, sharing the machine with the receiver). "
+			return fmt.Sprintf("≥: %s never lost a packet; this is the most the sender offered (into xdp_drop it reaches %.0f kpps as fast as it goes). ", sys, ceiling/1e3)
 		}
 		return sys + ": the highest offered rate before the first loss. "
 	}
 	f := Figure{
 		Name: "capture_lossfree_" + dir, Unit: "kpps", Value: jm / 1e3, Baseline: best / 1e3, BaselineName: bestName,
-		RatioDesc: "jmxdp/" + bestName, Target: &Target{On: "ratio", Op: ">=", Bound: 3},
-		Note: bound("jmxdp", jmClean) + res["jmxdp"].summary(),
+		RatioDesc: "jmxdp/" + bestName, Note: bound("jmxdp", jmClean) + res["jmxdp"].summary(),
 	}
-	if best > 0 {
+	if best > 0 && res["jmxdp"] != nil {
 		f.Ratio = jm / best
+		f.Target = &Target{On: "ratio", Op: ">=", Bound: 3}
 	}
 	figs := []Figure{f}
 	for _, s := range systems {

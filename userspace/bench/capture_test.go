@@ -4,19 +4,23 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
-// TestCaptureShort runs the capture section's short mode: every system
-// climbs its ladder on tmpfs and disk; figures are positive, losses are
-// fractions, and no system has more packets in its files than were sent.
-// No rate is asserted.
+// TestCaptureShort runs the capture section's short mode: every receiver
+// (each a process of its own) takes the CPU case's traffic and climbs its
+// ladder on tmpfs and disk, and the sender its ladder into xdp_drop;
+// figures are there and not negative, losses are fractions, every receiver
+// wrote something in the CPU case, and no system has more packets in its
+// files than were sent. No rate or CPU time is asserted.
 func TestCaptureShort(t *testing.T) {
 	testenv.RequireRoot(t)
 	var mu sync.Mutex
@@ -37,7 +41,9 @@ func TestCaptureShort(t *testing.T) {
 	}
 	t.Cleanup(func() { captureStepHook = nil })
 	tmp := t.TempDir()
-	sec, err := captureToDisk(Options{Short: true, Runs: 1}, tmp)
+	var progress strings.Builder
+	sec, err := captureToDisk(Options{Short: true, Runs: 1, Jmxdp: jmxdpBinary(t), Progress: &progress}, tmp)
+	t.Logf("progress:\n%s", progress.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +53,14 @@ func TestCaptureShort(t *testing.T) {
 	if sec.Name != SectionCapture {
 		t.Errorf("section %q", sec.Name)
 	}
-	for _, want := range []string{"tmpfs/jmxdp", "tmpfs/udprecv", "disk/jmxdp", "disk/udprecv"} {
+	for _, want := range []string{"tmpfs/jmxdp", "tmpfs/udprecv", "disk/jmxdp", "disk/udprecv", "tmpfs/sender"} {
 		if seen[want] == 0 {
 			t.Errorf("no step of %s", want)
 		}
 	}
-	names := map[string]bool{}
+	names := map[string]Figure{}
 	for _, f := range sec.Figures {
-		names[f.Name] = true
+		names[f.Name] = f
 		t.Logf("%s: %.1f %s, baseline %.1f (%s), ratio %.2f; %s", f.Name, f.Value, f.Unit, f.Baseline, f.BaselineName, f.Ratio, f.Note)
 		// A loss-free rate is 0 when a system lost at the lowest rate (a
 		// busy runner): a finding, not a failure. Negative or NaN is a bug.
@@ -62,9 +68,36 @@ func TestCaptureShort(t *testing.T) {
 			t.Errorf("figure %s: value %v baseline %v ratio %v", f.Name, f.Value, f.Baseline, f.Ratio)
 		}
 	}
-	for _, want := range []string{"capture_lossfree_tmpfs", "capture_lossfree_disk"} {
-		if !names[want] {
+	for _, want := range []string{"capture_lossfree_tmpfs", "capture_lossfree_disk", "cpu_100_jmxdp", "cpu_100_udprecv", "loss_100_jmxdp",
+		"sender_ceiling", "sender_ceiling_burst8192"} {
+		if _, ok := names[want]; !ok {
 			t.Errorf("no figure %s", want)
+		}
+	}
+	// The CPU case: jmxdp wrote (lost less than it was sent), and so did
+	// tcpdump and udprecv (their figures' notes say "N written").
+	if f, ok := names["loss_100_jmxdp"]; ok && !(f.Baseline > 0 && f.Value < f.Baseline) {
+		t.Errorf("jmxdp wrote nothing in the CPU case: %+v", f)
+	}
+	for _, name := range []string{"jmxdp", "tcpdump", "udprecv"} {
+		if name == "tcpdump" && !strings.Contains(sec.Note, "tcpdump") {
+			continue
+		}
+		if m := regexp.MustCompile(name + ` \d+ ns/frame \(CPU [0-9.]+ s - idle [0-9.]+ s over [0-9.]+ s[^;]*; offered [0-9.]+ kpps, (\d+) sent, (\d+) written`).FindStringSubmatch(sec.Note); m == nil {
+			t.Errorf("no CPU figures for %s in the note", name)
+		} else if m[2] == "0" {
+			t.Errorf("%s wrote nothing in the CPU case: %s", name, m[0])
+		}
+	}
+	if f, ok := names["sender_ceiling_burst8192"]; ok && !(f.Value > 0) {
+		t.Errorf("sender ceiling %+v", f)
+	}
+	// No jmxdp instance is left pinned.
+	if ents, err := os.ReadDir(config.DefaultPinDir); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "jmxc") {
+				t.Errorf("pinned maps left in %s/%s", config.DefaultPinDir, e.Name())
+			}
 		}
 	}
 	t.Logf("note: %s", sec.Note)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -82,14 +83,39 @@ func (r *Result) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
+// metString is "met", "missed by ..." or "-" (no target).
 func metString(f Figure) string {
 	switch {
-	case f.Met == nil:
+	case f.Met == nil || f.Target == nil:
 		return "-"
 	case *f.Met:
-		return "yes"
+		return "met"
 	}
-	return "NO"
+	return "missed by " + f.Target.missedBy(f.Value, f.Ratio, f.Unit)
+}
+
+// missedBy says how far x (the value or the ratio, as t is on) is from
+// the bound: a percentage or a factor when both are positive, else the
+// difference (in unit for a value).
+func (t Target) missedBy(value, ratio float64, unit string) string {
+	x, u := ratio, ""
+	if t.On == "value" {
+		x, u = value, " "+unit
+	}
+	if t.Bound > 0 && x > 0 {
+		f := x / t.Bound
+		if t.Op == ">=" {
+			f = t.Bound / x
+		}
+		switch p := (f - 1) * 100; {
+		case p < 10:
+			return fmt.Sprintf("%.1f%%", p)
+		case f < 2:
+			return fmt.Sprintf("%.0f%%", p)
+		}
+		return num(f) + "x"
+	}
+	return num(math.Abs(x-t.Bound)) + u
 }
 
 func targetString(f Figure) string {
