@@ -92,7 +92,7 @@ const DefaultBufferSize = 64 << 10
 
 // minBufClass is the smallest buffer a Writer takes: a stream that sends a
 // packet a second holds no more than this between two flushes.
-const minBufClass = 4 << 10
+const minBufClass = 1 << 10
 
 // ErrNeedsFile is returned by WritePacket on a suspended Writer whose
 // buffer cannot take the packet: Reopen it (or Flush after Reopen) first.

@@ -97,7 +97,7 @@ type Config struct {
 	RetryInterval time.Duration
 	// BufferSize is the largest buffer a stream holds between two writes
 	// to its file; default DefaultBufferSize. A stream
-	// starts with 4 KiB and doubles on each buffer it fills.
+	// starts with 1 KiB and doubles on each buffer it fills.
 	BufferSize int
 	// BufferMemory bounds the buffers of all streams together: beyond it,
 	// the buffers that have waited longest are written out early. Default
