@@ -1183,14 +1183,7 @@ func (m *Manager) lruPush(c *curFile) {
 		return
 	}
 	c.open = true
-	c.prev, c.next = nil, m.lruHead
-	if m.lruHead != nil {
-		m.lruHead.prev = c
-	}
-	m.lruHead = c
-	if m.lruTail == nil {
-		m.lruTail = c
-	}
+	m.pushFront(c)
 	m.open++
 	m.mu.Lock()
 	m.totals.OpenFiles = m.open
@@ -1203,6 +1196,11 @@ func (m *Manager) touch(c *curFile) {
 		return
 	}
 	m.unlink(c)
+	m.pushFront(c)
+}
+
+// pushFront links an unlinked file at the head.
+func (m *Manager) pushFront(c *curFile) {
 	c.prev, c.next = nil, m.lruHead
 	if m.lruHead != nil {
 		m.lruHead.prev = c
