@@ -116,6 +116,11 @@ type Options struct {
 	// Memory, if set, is added every buffer's capacity while the Writer
 	// holds it, so that the owner of many Writers can bound their total.
 	Memory *atomic.Int64
+	// DirReady says the caller made the file's directory (mode 0700), and
+	// UmaskKeepsMode that the process's umask leaves 0600 alone: CreateIn
+	// then skips the directory walk and the chmod, which are most of the
+	// system calls of a new stream's file.
+	DirReady, UmaskKeepsMode bool
 }
 
 func (o Options) bufSize() int {
@@ -328,8 +333,10 @@ func CreateWith(path string, mid, sid uint32, o Options) (*Writer, error) {
 // next to its own state, which the per-packet path then finds in cache
 // together.
 func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
-	if err := mkdirAll(filepath.Dir(path)); err != nil {
-		return err
+	if !o.DirReady {
+		if err := mkdirAll(filepath.Dir(path)); err != nil {
+			return err
+		}
 	}
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	if o.Exclusive {
@@ -340,10 +347,13 @@ func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
 		return fmt.Errorf("create pcapng file: %w", err)
 	}
 	// O_CREATE's mode is filtered by the umask and ignored for an existing
-	// file, so set it explicitly.
-	if err := f.Chmod(fileMode); err != nil {
-		f.Close()
-		return fmt.Errorf("set mode of %s: %w", path, err)
+	// file, so set it explicitly (unless the file is new, O_EXCL, and the
+	// umask keeps 0600).
+	if !(o.Exclusive && o.UmaskKeepsMode) {
+		if err := f.Chmod(fileMode); err != nil {
+			f.Close()
+			return fmt.Errorf("set mode of %s: %w", path, err)
+		}
 	}
 	initWriter(w, f, path, mid, sid, o)
 	return nil

@@ -1,6 +1,10 @@
 package writer
 
-import "golang.org/x/sys/unix"
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // fdReserve is what DefaultMaxOpen leaves of RLIMIT_NOFILE for everything
 // but stream files: sockets, BPF maps and links, the metrics server, logs.
@@ -28,4 +32,13 @@ func DefaultMaxOpen() int {
 	n := int64(min(lim.Cur, 1<<30))
 	reserve := max(int64(fdReserve), n/8)
 	return int(max(n-reserve, minMaxOpen))
+}
+
+// umaskKeepsMode reports whether the process's umask leaves the owner's
+// bits alone, so that 0700 directories and 0600 files come out as asked.
+// Reading the umask means setting it: done once, when a Manager starts.
+func umaskKeepsMode() bool {
+	old := syscall.Umask(0o077)
+	syscall.Umask(old)
+	return old&0o700 == 0
 }

@@ -233,6 +233,9 @@ type stream struct {
 	// failedBytes is the size of the write that failed last.
 	failedBytes int
 
+	// dirReady: the stream's directory exists (made by this Manager).
+	dirReady bool
+
 	// curStore is where the stream's current file lives when it is free
 	// (almost always): one allocation for the stream, its file and its
 	// Writer, which a packet then finds in neighbouring cache lines
@@ -333,7 +336,10 @@ type Manager struct {
 	lastRenameRetry  time.Time
 	invalidLogged    bool
 	closed           bool
-	lock             *os.File
+	// umaskKeepsMode: the umask at New left 0700 and 0600 alone, so new
+	// directories and files need no chmod.
+	umaskKeepsMode bool
+	lock           *os.File
 }
 
 // New makes a Manager writing under cfg.Dir. It takes a lock on the
@@ -379,7 +385,9 @@ func New(cfg Config) (*Manager, error) {
 		streams:   make(map[Key]*stream),
 		conds:     make(map[string]*faultCond),
 	}
-	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: !cfg.SingleFile, NoPacketComments: !cfg.PacketComments, Memory: &m.memory}
+	m.umaskKeepsMode = umaskKeepsMode()
+	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: !cfg.SingleFile, NoPacketComments: !cfg.PacketComments, Memory: &m.memory,
+		UmaskKeepsMode: m.umaskKeepsMode}
 	if err := pcapng.MkdirAll(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
@@ -960,10 +968,23 @@ func (m *Manager) create(s *stream, now time.Time) (*curFile, error) {
 	if s.cur == target {
 		target = new(curFile) // cannot happen: create is for a stream without a file
 	}
-	c, part, err := m.claimName(s, now, target)
+	fresh, err := m.streamDirReady(s)
 	if err != nil {
 		return nil, err
 	}
+	var c *curFile
+	var part string
+	if fresh {
+		// A directory made just now holds no file: no name to check.
+		name := max(now.UnixNano(), s.lastName+1)
+		c = target
+		*c = curFile{s: s, start: now, name: name, heapIdx: -1}
+		part = m.partPath(c)
+	} else if c, part, err = m.claimName(s, now, target); err != nil {
+		return nil, err
+	}
+	opts := m.opts
+	opts.DirReady = true
 	for suffix := c.suffix; suffix < maxSuffix; suffix++ {
 		c.suffix = suffix
 		part = m.partPath(c)
@@ -972,7 +993,14 @@ func (m *Manager) create(s *stream, now time.Time) (*curFile, error) {
 				continue
 			}
 		}
-		err := pcapng.CreateIn(&c.wStore, part, s.key.MID, s.key.SID, m.opts)
+		err := pcapng.CreateIn(&c.wStore, part, s.key.MID, s.key.SID, opts)
+		if errors.Is(err, fs.ErrNotExist) && s.dirReady {
+			// The directory went away behind our back: make it again.
+			s.dirReady = false
+			if _, err = m.streamDirReady(s); err == nil {
+				err = pcapng.CreateIn(&c.wStore, part, s.key.MID, s.key.SID, opts)
+			}
+		}
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
@@ -984,6 +1012,39 @@ func (m *Manager) create(s *stream, now time.Time) (*curFile, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("create a file in %s: %d names taken", m.streamDir(s.key), maxSuffix)
+}
+
+// streamDirReady makes s's directory if this Manager has not yet, and
+// says whether it made it now (so it is empty). Its parent, mid-<mid>, is
+// made by the first stream of the mid: a new stream costs one mkdir, not a
+// walk of stats up the tree and a chmod for each directory.
+func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
+	if s.dirReady {
+		return false, nil
+	}
+	dir := filepath.Dir(m.partPath(&curFile{s: s}))
+	if !m.umaskKeepsMode {
+		if err := pcapng.MkdirAll(dir); err != nil {
+			return false, err
+		}
+		s.dirReady = true
+		return false, nil
+	}
+	err = os.Mkdir(dir, 0o700)
+	switch {
+	case err == nil:
+		fresh = true
+	case errors.Is(err, fs.ErrExist):
+		// An earlier run's, or SingleFile's shared mid directory.
+	case errors.Is(err, fs.ErrNotExist):
+		if err := pcapng.MkdirAll(dir); err != nil {
+			return false, err
+		}
+	default:
+		return false, fmt.Errorf("create directory: %w", err)
+	}
+	s.dirReady = true
+	return fresh && !m.cfg.SingleFile, nil
 }
 
 // evict writes out an open file's buffer and closes it; it stays .part and

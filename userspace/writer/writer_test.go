@@ -1059,3 +1059,30 @@ func BenchmarkWriteAt(b *testing.B) {
 		})
 	}
 }
+
+// A stream's directory removed behind the writer's back (a consumer
+// cleaning up) is made again for the stream's next file.
+func TestStreamDirRemoved(t *testing.T) {
+	dir := outDir(t)
+	m := newManager(t, Config{Dir: dir, RotateSize: 1})
+	k := Key{4, 5}
+	ts := time.Now()
+	if !write(t, m, k, ts, 0, 100) { // completes its file at once (RotateSize 1)
+		t.Fatal("first write dropped")
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "mid-4")); err != nil {
+		t.Fatal(err)
+	}
+	if !write(t, m, k, ts, 1, 100) {
+		t.Fatalf("write after the directory went: %+v", m.Streams())
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := streamSeqs(t, dir, k); !slices.Equal(got, []int{1}) {
+		t.Errorf("files hold %v", got)
+	}
+	if p := permOf(t, streamDirOf(dir, k)); p != 0o700 {
+		t.Errorf("remade directory mode %o", p)
+	}
+}
