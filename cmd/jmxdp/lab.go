@@ -24,6 +24,9 @@ namespace of its own, with a trivial XDP program attached (pinned under
 /sys/fs/bpf/jmxdp-lab/NAME) so that XDP can redirect frames into it; send
 generated traffic from there. The default addresses and MAC are those the
 generated demo traffic uses (collector 203.0.113.10, 02:00:00:00:00:02).
+The host end gets its address without a prefix route (noprefixroute) and a
+host route (/32) to the router end only: the lab never shadows real hosts
+in its range in the root namespace.
 
 The lab stays until 'jmxdp lab down'. Both need root.`,
 		Args: cobra.NoArgs,

@@ -299,12 +299,17 @@ func Up(cfg Config) (*Lab, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// The host end is in the caller's namespace: a connected route for the
+	// lab's prefix would shadow real hosts in that range for as long as
+	// the lab lives. It gets its address with no prefix route, and a host
+	// route to the router end only.
 	for _, args := range [][]string{
-		{"addr", "add", cfg.HostAddr.String(), "dev", cfg.HostIface},
+		{"addr", "add", cfg.HostAddr.String(), "dev", cfg.HostIface, "noprefixroute"},
 		{"-n", cfg.Name, "addr", "add", cfg.RouterAddr.String(), "dev", cfg.RouterIface},
 		{"-n", cfg.Name, "link", "set", "dev", "lo", "up"},
 		{"-n", cfg.Name, "link", "set", "dev", cfg.RouterIface, "up"},
 		{"link", "set", "dev", cfg.HostIface, "up"},
+		{"route", "add", netip.PrefixFrom(cfg.RouterAddr.Addr(), 32).String(), "dev", cfg.HostIface},
 	} {
 		if err := ip(args...); err != nil {
 			return fail(err)

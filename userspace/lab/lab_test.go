@@ -196,6 +196,12 @@ func TestUp(t *testing.T) {
 	if len(addrs) != 1 || addrs[0].String() != l.HostAddr.String() {
 		t.Errorf("host end addresses %v, want only %v (IPv6 off)", addrs, l.HostAddr)
 	}
+	// No prefix route in the root namespace (it would shadow real hosts
+	// in the lab's range): a host route to the router end only.
+	routes := strings.TrimSpace(cmdOut(t, "ip", "-4", "route", "show", "dev", l.HostIface))
+	if routes != l.RouterAddr.Addr().String()+" scope link" {
+		t.Errorf("routes via the host end:\n%s\nwant only a host route to %v", routes, l.RouterAddr.Addr())
+	}
 	// Router end: not here, but in the namespace, with xdp_pass.
 	if _, err := net.InterfaceByName(l.RouterIface); err == nil {
 		t.Errorf("router end %s is in the root namespace", l.RouterIface)
