@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/jmxdp/jmxdp/bpf"
 )
 
 // AttachPinned attaches the program to ifname with its link pinned at path,
@@ -91,20 +95,20 @@ func (p *Program) takeOver(ifc *net.Interface, path string) (link.Link, error) {
 
 // DetachPinned detaches the program whose link is pinned at path and
 // removes the pin. Nothing pinned there is not an error.
-func DetachPinned(path string) error {
+func DetachPinned(path string) (bool, error) {
 	l, err := link.LoadPinnedLink(path, nil)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("open pinned link %s: %w", path, err)
+		return false, fmt.Errorf("open pinned link %s: %w", path, err)
 	}
 	defer l.Close()
 	if err := l.Unpin(); err != nil {
-		return fmt.Errorf("unpin %s: %w", path, err)
+		return false, fmt.Errorf("unpin %s: %w", path, err)
 	}
 	// Closing the last reference detaches the program.
-	return nil
+	return true, nil
 }
 
 // XDP_ATTACHED_* from linux/if_link.h, which x/sys/unix does not name.
@@ -177,4 +181,55 @@ func nestedU8(b []byte, typ uint16) uint8 {
 		b = b[min((l+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(b)):]
 	}
 	return 0
+}
+
+// LinkPinName is the pinned XDP link's file in a pin directory.
+const LinkPinName = "link"
+
+// PurgePinned removes what jmxdp pins in dir: its maps, by name, and the
+// link. Nothing else: no recursive delete, nothing outside dir (dir itself
+// is resolved first and must be a directory on bpffs), and dir is removed
+// only if that leaves it empty. It returns the names removed; none is not
+// an error.
+func PurgePinned(dir string) ([]string, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pin directory %s: %w", dir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(real, &st); err != nil {
+		return nil, fmt.Errorf("pin directory %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return nil, fmt.Errorf("pin directory %s is not on bpffs: refusing to remove anything there", dir)
+	}
+	spec, err := bpf.LoadJmxdp()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded BPF object: %w", err)
+	}
+	names := []string{LinkPinName}
+	for name := range spec.Maps {
+		if name != "" && name[0] != '.' {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var removed []string
+	for _, name := range names {
+		err := os.Remove(filepath.Join(real, name))
+		switch {
+		case err == nil:
+			removed = append(removed, name)
+		case errors.Is(err, os.ErrNotExist):
+		default:
+			return removed, fmt.Errorf("remove pinned %s: %w", name, err)
+		}
+	}
+	if err := os.Remove(real); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+		return removed, fmt.Errorf("remove pin directory %s: %w", dir, err)
+	}
+	return removed, nil
 }

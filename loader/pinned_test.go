@@ -136,14 +136,14 @@ func TestDetachPinnedAndStaleLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Close()
-	if err := loader.DetachPinned(linkPath); err != nil {
-		t.Fatal(err)
+	if detached, err := loader.DetachPinned(linkPath); err != nil || !detached {
+		t.Fatalf("DetachPinned = %v, %v", detached, err)
 	}
 	if attachedProgID(t, veth) != 0 {
 		t.Fatal("DetachPinned left the program attached")
 	}
-	if err := loader.DetachPinned(linkPath); err != nil {
-		t.Fatalf("nothing pinned is not an error: %v", err)
+	if detached, err := loader.DetachPinned(linkPath); err != nil || detached {
+		t.Fatalf("nothing pinned: DetachPinned = %v, %v; want false, nil", detached, err)
 	}
 
 	// A link pinned for another interface is stale for this one.

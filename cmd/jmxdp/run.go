@@ -278,16 +278,29 @@ func newDetachCmd() *cobra.Command {
 			if iface == "" {
 				return errors.New("--iface is required")
 			}
+			if err := checkIfaceName(iface); err != nil {
+				return fmt.Errorf("--iface: %w", err)
+			}
 			dir := daemon.PinDir(pinDir, iface)
-			if err := loader.DetachPinned(daemon.LinkPin(dir)); err != nil {
+			detached, err := loader.DetachPinned(daemon.LinkPin(dir))
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "detached from %s\n", iface)
+			if detached {
+				fmt.Fprintf(cmd.OutOrStdout(), "detached from %s\n", iface)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing to detach on %s: no pinned link in %s\n", iface, dir)
+			}
 			if purge {
-				if err := os.RemoveAll(dir); err != nil {
+				removed, err := loader.PurgePinned(dir)
+				if err != nil {
 					return fmt.Errorf("remove pinned maps: %w", err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed pinned maps in %s: counters start from zero next run\n", dir)
+				if len(removed) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "no pinned maps in %s\n", dir)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "removed %d pinned objects in %s: counters start from zero next run\n", len(removed), dir)
+				}
 			}
 			return nil
 		},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,5 +131,45 @@ func TestRunBinarySIGTERM(t *testing.T) {
 	}
 	if o, _ := exec.Command("ip", "-d", "link", "show", l.HostIface).CombinedOutput(); strings.Contains(string(o), "prog/xdp") {
 		t.Error("still attached after SIGTERM")
+	}
+}
+
+// detach validates --iface before it builds a path from it, says when
+// there was nothing to detach, and --purge removes only what jmxdp pins
+// (issue 19 item 1, issue 13 item 4).
+func TestDetachRefusesPathsAndSaysNothing(t *testing.T) {
+	testenv.RequireRoot(t)
+	base := filepath.Join(loader.BPFFSRoot, fmt.Sprintf("jmxdp-test-detach-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(base) })
+	// An instance's pin dir with something that is not jmxdp's beside it.
+	dir := filepath.Join(base, "jmxdt0")
+	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	foreign := filepath.Join(dir, "not-jmxdp")
+	if err := os.Mkdir(foreign, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"..", ".", "a/b", "../../..", "sixteen-chars-xx"} {
+		if _, err := run(t, "detach", "--iface", bad, "--purge", "--pin-dir", dir); err == nil || !strings.Contains(err.Error(), "interface name") {
+			t.Errorf("detach --iface %q: %v", bad, err)
+		}
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Fatalf("a refused detach removed something: %v", err)
+	}
+	out, err := run(t, "detach", "--iface", "jmxdt0", "--pin-dir", base)
+	if err != nil || !strings.Contains(out, "nothing to detach") {
+		t.Errorf("detach of what was never attached: %q, %v", out, err)
+	}
+	out, err = run(t, "detach", "--iface", "jmxdt0", "--purge", "--pin-dir", base)
+	if err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("purge: %q, %v", out, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) != 1 || ents[0].Name() != "not-jmxdp" {
+		t.Errorf("after purge the pin dir holds %v (%v), want only what jmxdp did not pin", ents, err)
 	}
 }

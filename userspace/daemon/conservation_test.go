@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/xmit"
@@ -178,5 +180,29 @@ func TestBurstDefaultConfig(t *testing.T) {
 	}
 	if got := countFilePackets(t, e.out); got != a.Written {
 		t.Errorf("files hold %d packets, want %d", got, a.Written)
+	}
+}
+
+// A mistyped interface is refused before anything is pinned or created
+// (issue 13, item 3): no pinned maps, no output directory, no lock file.
+func TestUnknownInterfaceLeavesNothing(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Interface = e.lab.HostIface + "x"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.Start(cfg, nil)
+	if err == nil {
+		d.Stop()
+		t.Fatal("started on an interface that does not exist")
+	}
+	if !strings.Contains(err.Error(), cfg.Interface) {
+		t.Errorf("error %q does not name the interface", err)
+	}
+	for _, p := range []string{e.pinDir, e.out} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is there after a refused start (%v)", p, err)
+		}
 	}
 }

@@ -62,6 +62,11 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if cfg.Interface == "" {
 		return nil, errors.New("no interface: set --iface or `interface:` in the config")
 	}
+	// Before anything is pinned or created: a mistyped name must leave
+	// no maps under the pin dir and no output directory behind.
+	if _, err := net.InterfaceByName(cfg.Interface); err != nil {
+		return nil, fmt.Errorf("interface %q: %w (nothing was pinned or created)", cfg.Interface, err)
+	}
 	if err := cfg.CheckOutputDir(); err != nil {
 		return nil, err
 	}
