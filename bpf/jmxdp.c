@@ -142,21 +142,26 @@ static __always_inline void stamp_meta(struct xdp_md *ctx,
 	meta->magic = JM_META_MAGIC;
 }
 
-static __always_inline int apply_action(struct xdp_md *ctx,
-					struct jm_counters *c, __u32 action,
-					const struct jm_xsk_meta *info)
+/* The capture action: info is the metadata for userspace, built by the
+ * caller only for captured frames. */
+static __always_inline int capture(struct xdp_md *ctx, struct jm_counters *c,
+				   const struct jm_xsk_meta *info)
 {
 	int ret;
 
+	stat_add(c, JM_STAT_ACTION_CAPTURE, 1);
+	stamp_meta(ctx, info);
+	/* Falls back to XDP_PASS when no socket serves this queue. */
+	ret = bpf_redirect_map(&jm_xsks, ctx->rx_queue_index, XDP_PASS);
+	if (ret != XDP_REDIRECT)
+		stat_add(c, JM_STAT_CAPTURE_FAILED, 1);
+	return ret;
+}
+
+/* The other actions. */
+static __always_inline int apply_action(struct jm_counters *c, __u32 action)
+{
 	switch (action) {
-	case JM_ACTION_CAPTURE:
-		stat_add(c, JM_STAT_ACTION_CAPTURE, 1);
-		stamp_meta(ctx, info);
-		/* Falls back to XDP_PASS when no socket serves this queue. */
-		ret = bpf_redirect_map(&jm_xsks, ctx->rx_queue_index, XDP_PASS);
-		if (ret != XDP_REDIRECT)
-			stat_add(c, JM_STAT_CAPTURE_FAILED, 1);
-		return ret;
 	case JM_ACTION_COUNT:
 		stat_add(c, JM_STAT_ACTION_COUNT, 1);
 		return XDP_DROP;
@@ -262,7 +267,6 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 {
 	struct jm_frag_key fk = { .saddr = iph->saddr, .daddr = iph->daddr,
 				  .id = iph->id, .proto = iph->protocol };
-	struct jm_xsk_meta info = { .flags = JM_META_LATER_FRAG };
 	struct jm_frag_value *fv;
 	__u8 router[JM_ADDR_LEN];
 
@@ -276,10 +280,17 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		return drop_untrusted(c, router);
 	}
 	stat_add(c, JM_STAT_FRAG_TRACKED, 1);
-	info.mid = fv->mid;
-	info.sid = fv->sid;
-	info.l3_off = (void *)iph - (void *)(long)ctx->data;
-	return apply_action(ctx, c, fv->action, &info);
+	if (fv->action == JM_ACTION_CAPTURE) {
+		struct jm_xsk_meta info = {
+			.mid = fv->mid,
+			.sid = fv->sid,
+			.l3_off = (void *)iph - (void *)(long)ctx->data,
+			.flags = JM_META_LATER_FRAG,
+		};
+
+		return capture(ctx, c, &info);
+	}
+	return apply_action(c, fv->action);
 }
 
 /* A first fragment that turns out not to be Jmirror must not leave a stale
@@ -397,7 +408,6 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 				      __u64 ip_end, const __u8 *router,
 				      struct jm_frag_key *fk, int outer_v4)
 {
-	struct jm_xsk_meta info = {};
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct jm_settings cfg;
@@ -461,15 +471,21 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
 		record_fragment(fk, p.key.mid, p.key.sid, action);
 	}
-	info.mid = p.key.mid;
-	info.sid = p.key.sid;
-	info.inner_len = p.inner_len;
-	info.inner_off = nh->pos - data;
-	info.l3_off = l3_off;
-	info.inner_kind = p.inner_kind;
-	info.flags = (outer_v4 ? 0 : JM_META_OUTER_V6) |
-		     (fk ? JM_META_FIRST_FRAG : 0);
-	return apply_action(ctx, c, action, &info);
+	if (action == JM_ACTION_CAPTURE) {
+		struct jm_xsk_meta info = {
+			.mid = p.key.mid,
+			.sid = p.key.sid,
+			.inner_len = p.inner_len,
+			.inner_off = nh->pos - data,
+			.l3_off = l3_off,
+			.inner_kind = p.inner_kind,
+			.flags = (outer_v4 ? 0 : JM_META_OUTER_V6) |
+				 (fk ? JM_META_FIRST_FRAG : 0),
+		};
+
+		return capture(ctx, c, &info);
+	}
+	return apply_action(c, action);
 
 not_jmirror:
 	forget_fragment(fk);

@@ -120,6 +120,14 @@ func (p *proc) kill() {
 	}
 }
 
+// killProc kills *pp, if any, and forgets it: every system's abort.
+func killProc(pp **proc) {
+	if *pp != nil {
+		(*pp).kill()
+		*pp = nil
+	}
+}
+
 // cpu is the process's user + system time from wait4, after it exited.
 func (p *proc) cpu() time.Duration {
 	st := p.cmd.ProcessState
@@ -501,10 +509,7 @@ func (j *jmxdpSystem) abort() {
 		j.pins.Close()
 		j.pins = nil
 	}
-	if j.p != nil {
-		j.p.kill()
-		j.p = nil
-	}
+	killProc(&j.p)
 	j.purge()
 }
 
@@ -620,10 +625,7 @@ func (u *udprecvSystem) stop(st *captureStep) error {
 }
 
 func (u *udprecvSystem) abort() {
-	if u.p != nil {
-		u.p.kill()
-		u.p = nil
-	}
+	killProc(&u.p)
 }
 
 // tcpdumpSystem is tcpdump -w on the host end. In the ladders its file is
@@ -714,10 +716,7 @@ func (t *tcpdumpSystem) stop(st *captureStep) error {
 }
 
 func (t *tcpdumpSystem) abort() {
-	if t.p != nil {
-		t.p.kill()
-		t.p = nil
-	}
+	killProc(&t.p)
 }
 
 // lineBuffer keeps a process's stderr (the first 64 KiB) and closes ready

@@ -322,15 +322,9 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w", cfg.Ifname, err)
 	}
-	queues := cfg.Queues
-	if queues == nil {
-		n, err := afxdp.RxQueues(cfg.Ifname)
-		if err != nil {
-			return nil, err
-		}
-		for q := range n {
-			queues = append(queues, uint32(q))
-		}
+	queues, err := Queues(cfg.Ifname, cfg.Queues)
+	if err != nil {
+		return nil, err
 	}
 	// Each ring loop holds a batch per shard while it fills them.
 	nb := max(int(cfg.QueueMemory/batchBytes), 2*len(queues)*len(sinks))
@@ -385,6 +379,22 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		go c.shardLoop(sh)
 	}
 	return c, nil
+}
+
+// Queues are the RX queues a capture with Config.Queues set to queues
+// serves on ifname: those, or all of the interface's when nil.
+func Queues(ifname string, queues []uint32) ([]uint32, error) {
+	if queues != nil {
+		return queues, nil
+	}
+	n, err := afxdp.RxQueues(ifname)
+	if err != nil {
+		return nil, err
+	}
+	for q := range n {
+		queues = append(queues, uint32(q))
+	}
+	return queues, nil
 }
 
 // Stop takes the sockets out of the XSKMAP (the program falls back to
@@ -508,12 +518,7 @@ func (r *ring) frame(mb, data []byte) {
 	switch {
 	case !ok:
 		r.noMeta++
-		ref.slow = true
-		if h, class := jmirror.Decode(data, anyPort); class == jmirror.ClassJmirror && !h.FirstFragment && !h.LaterFragment {
-			ref.key = writer.Key{MID: h.MID, SID: h.SID}
-		} else {
-			ref.key = writer.Key{} // fragments without metadata: one shard reassembles them all
-		}
+		ref.slow, ref.key = true, slowKey(data)
 	case m.flags&(metaFirstFrg|metaLaterFrg) != 0:
 		ref.slow, ref.mono = true, int64(m.rxNs)
 		ref.key = writer.Key{MID: m.mid, SID: m.sid}
@@ -521,8 +526,8 @@ func (r *ring) frame(mb, data []byte) {
 		end := int(m.innerOff) + int(m.innerLen)
 		router, rok := m.router(data)
 		if !rok || end > len(data) {
-			ref.slow = true // cannot happen with this program: decode it
-			ref.key = dropKey(data)
+			// Cannot happen with this program: decode it.
+			ref.slow, ref.key = true, slowKey(data)
 			break
 		}
 		ref.mono = int64(m.rxNs)
@@ -634,11 +639,13 @@ func (r *ring) coalesce(n int, now time.Time) {
 	r.lastRound = time.Now()
 }
 
-// dropKey attributes a frame without metadata to its stream when it can
-// tell (a later fragment cannot say: the zero key).
-func dropKey(frame []byte) writer.Key {
+// slowKey is the stream of a frame the program gave no usable metadata
+// for, by decoding it; the zero key for a fragment, so that all fragments
+// without metadata go to one shard, which reassembles them (a later
+// fragment cannot say its stream).
+func slowKey(frame []byte) writer.Key {
 	h, class := jmirror.Decode(frame, anyPort)
-	if class == jmirror.ClassJmirror && !h.LaterFragment {
+	if class == jmirror.ClassJmirror && !h.FirstFragment && !h.LaterFragment {
 		return writer.Key{MID: h.MID, SID: h.SID}
 	}
 	return writer.Key{}

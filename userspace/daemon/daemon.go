@@ -14,7 +14,6 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/afxdp"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -67,6 +66,9 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 		return nil, fmt.Errorf("interface %q: %w (nothing was pinned or created)", cfg.Interface, err)
 	}
+	if err := writer.RaiseNoFile(); err != nil {
+		log.Warn("keeping the open-file limit", "err", err)
+	}
 	if err := cfg.CheckOutputDir(); err != nil {
 		return nil, err
 	}
@@ -94,10 +96,11 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	log.Info("configured", "ports", lc.Ports, "default_action", lc.DefaultAction,
 		"policy_rules", len(lc.Policies), "allowlist_prefixes", len(lc.Allowlist), "pin_dir", pinDir)
 
-	writers, err := d.writers()
+	queues, err := capture.Queues(cfg.Interface, cfg.Capture.Queues)
 	if err != nil {
 		return fail(err)
 	}
+	writers := d.writers(len(queues))
 	d.sink, err = writer.NewGroup(writer.Config{
 		Dir:            cfg.Output.Dir,
 		RotateSize:     cfg.Output.RotateSize,
@@ -120,7 +123,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	// before its queue has a socket only falls back to the stack.
 	d.capture, err = capture.Start(capture.Config{
 		Ifname:         cfg.Interface,
-		Queues:         cfg.Capture.Queues,
+		Queues:         queues,
 		ZeroCopy:       cfg.Capture.ZeroCopy,
 		FramesPerQueue: cfg.Capture.FramesPerQueue,
 		QueueMemory:    cfg.Capture.QueueMemory,
@@ -148,21 +151,13 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	return d, nil
 }
 
-// writers is how many writer goroutines to run: capture.writers, or one
-// per RX queue served, at most one per CPU.
-func (d *Daemon) writers() (int, error) {
+// writers is how many writer goroutines to run for queues RX queues:
+// capture.writers, or one per queue, at most one per CPU.
+func (d *Daemon) writers(queues int) int {
 	if d.cfg.Capture.Writers > 0 {
-		return d.cfg.Capture.Writers, nil
+		return d.cfg.Capture.Writers
 	}
-	n := len(d.cfg.Capture.Queues)
-	if d.cfg.Capture.Queues == nil {
-		q, err := afxdp.RxQueues(d.cfg.Interface)
-		if err != nil {
-			return 0, err
-		}
-		n = q
-	}
-	return max(1, min(n, runtime.NumCPU())), nil
+	return max(1, min(queues, runtime.NumCPU()))
 }
 
 // serveMetrics starts /metrics, /healthz and /readyz. The collector reads

@@ -107,12 +107,6 @@ func (o *outWriter) settle(rep *Report) error {
 	}
 	paths := make(map[streamID]string)
 	var written uint64
-	perStream := make(map[streamID]uint64)
-	if o.m != nil {
-		for _, ss := range o.m.Streams() {
-			perStream[streamID{ss.Key.MID, ss.Key.SID}] = ss.Packets
-		}
-	}
 	for _, s := range rep.Streams {
 		id := streamID{s.MID, s.SID}
 		staged, ok := o.paths[id]
@@ -127,7 +121,7 @@ func (o *outWriter) settle(rep *Report) error {
 			return fmt.Errorf("move stream file into place: %w", err)
 		}
 		paths[id] = path
-		written += perStream[id]
+		written += o.packets[id]
 	}
 	o.paths, o.written = paths, written
 	return nil

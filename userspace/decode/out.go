@@ -22,11 +22,12 @@ import (
 type outWriter struct {
 	dir   string
 	ports []uint16
-	// m is made at the first packet, under target(); streams are the
-	// streams given to it.
-	m       *writer.Manager
-	streams map[streamID]bool
+	// m is made at the first packet, under target().
+	m *writer.Manager
+	// paths and packets: each stream's file and what it holds, once m is
+	// closed (complete).
 	paths   map[streamID]string
+	packets map[streamID]uint64
 	reasm   *reasm.Reassembler
 	written uint64
 	// fragmented counts Jmirror first fragments, reassembled the datagrams
@@ -54,8 +55,8 @@ func newOutWriter(dir string, ports []uint16) (*outWriter, error) {
 	return &outWriter{
 		dir:     dir,
 		ports:   ports,
-		streams: make(map[streamID]bool),
 		paths:   make(map[streamID]string),
+		packets: make(map[streamID]uint64),
 		reasm:   reasm.New(reasm.Config{}),
 	}, nil
 }
@@ -108,8 +109,6 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 		}
 		o.m = m
 	}
-	id := streamID{h.MID, h.SID}
-	o.streams[id] = true
 	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
 	if !o.m.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), inner) {
 		return fmt.Errorf("write mid %d sid %d: %s", h.MID, h.SID, o.failure())
@@ -147,8 +146,10 @@ func (o *outWriter) complete() error {
 		if ss.Packets == 0 {
 			continue
 		}
+		id := streamID{ss.Key.MID, ss.Key.SID}
 		o.written += ss.Packets
-		o.paths[streamID{ss.Key.MID, ss.Key.SID}] = StreamPath(o.target(), ss.Key.MID, ss.Key.SID)
+		o.packets[id] = ss.Packets
+		o.paths[id] = StreamPath(o.target(), ss.Key.MID, ss.Key.SID)
 	}
 	if err != nil {
 		return fmt.Errorf("stream files: %w", err)

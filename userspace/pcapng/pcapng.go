@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -250,17 +251,22 @@ func (w *Writer) ensureBuf(need int) {
 }
 
 func (w *Writer) releaseBuf() {
-	if w.buf == nil {
+	w.putBuf(w.buf)
+	w.buf = nil
+}
+
+// putBuf gives a buffer of this Writer's back to its pool.
+func (w *Writer) putBuf(b []byte) {
+	if b == nil {
 		return
 	}
 	if w.mem != nil {
-		w.mem.Add(-int64(cap(w.buf)))
+		w.mem.Add(-int64(cap(b)))
 	}
-	if p := poolOf(cap(w.buf)); p != nil {
-		b := w.buf[:0]
+	if p := poolOf(cap(b)); p != nil {
+		b = b[:0]
 		p.Put(&b)
 	}
-	w.buf = nil
 }
 
 // limit is how far the buffer fills before it is written out.
@@ -401,16 +407,29 @@ func MkdirAll(dir string) error { return mkdirAll(dir) }
 // CheckPacket reports whether WritePacket would take a packet of n bytes
 // with these attributes; it says nothing about the file.
 func CheckPacket(ts time.Time, router netip.Addr, kind LinkKind, n int) error {
+	return CheckPacketAt(Nanos(ts), router, kind, n)
+}
+
+// Nanos is ts in the nanoseconds since 1970 that WritePacketAt takes, or
+// an out-of-range value (which CheckPacketAt refuses) for a time pcapng
+// cannot hold: before 1970, or after 2262, where time.UnixNano ends.
+func Nanos(ts time.Time) uint64 {
+	if ts.Before(time.Unix(0, 0)) || ts.After(time.Unix(0, math.MaxInt64)) {
+		return math.MaxUint64
+	}
+	return uint64(ts.UnixNano())
+}
+
+// CheckPacketAt is CheckPacket with the time as WritePacketAt takes it.
+func CheckPacketAt(ns uint64, router netip.Addr, kind LinkKind, n int) error {
 	if !router.IsValid() {
 		return errors.New("invalid router address")
 	}
-	if _, err := kind.LinkType(); err != nil {
-		return err
+	if kind > LinkPPPHDLC {
+		return fmt.Errorf("unknown link kind %d", uint8(kind))
 	}
-	// pcapng timestamps are unsigned nanoseconds since 1970 and
-	// time.UnixNano is only defined up to 2262.
-	if ts.Before(time.Unix(0, 0)) || ts.After(time.Unix(0, 1<<63-1)) {
-		return fmt.Errorf("timestamp %v out of pcapng range", ts)
+	if ns > math.MaxInt64 {
+		return errors.New("timestamp out of pcapng range (1970 to 2262)")
 	}
 	if n > MaxPacketLen {
 		return fmt.Errorf("packet of %d bytes, longer than %d", n, MaxPacketLen)
@@ -427,17 +446,12 @@ func CheckPacket(ts time.Time, router netip.Addr, kind LinkKind, n int) error {
 // is still valid, and the packets it had not received, this one included,
 // are lost. Other errors (closed Writer, invalid packet) change nothing.
 func (w *Writer) WritePacket(ts time.Time, router netip.Addr, kind LinkKind, data []byte) error {
-	if err := CheckPacket(ts, router, kind, len(data)); err != nil {
-		return fmt.Errorf("write %s: %w", w.path, err)
-	}
-	return w.WritePacketAt(uint64(ts.UnixNano()), router, kind, data)
+	return w.WritePacketAt(Nanos(ts), router, kind, data)
 }
 
 // WritePacketAt is WritePacket with the time in nanoseconds since 1970,
-// for callers that convert their clock once per batch. The caller has
-// checked the packet (CheckPacket, or a source that cannot be wrong):
-// only a closed Writer, an invalid router or kind or a packet longer than
-// MaxPacketLen are refused here.
+// for callers that convert their clock once per batch. What CheckPacketAt
+// refuses, and a closed Writer, change nothing and return an error.
 //
 // On a suspended Writer (see Suspend) the packet goes to the buffer if it
 // fits; if it does not, WritePacketAt returns ErrNeedsFile and changes
@@ -446,8 +460,8 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 	if w.closed {
 		return fmt.Errorf("write %s: writer is closed", w.path)
 	}
-	if len(data) > MaxPacketLen || kind > LinkPPPHDLC || !router.IsValid() {
-		return fmt.Errorf("write %s: %w", w.path, CheckPacket(time.Unix(0, 0), router, kind, len(data)))
+	if err := CheckPacketAt(ns, router, kind, len(data)); err != nil {
+		return fmt.Errorf("write %s: %w", w.path, err)
 	}
 	if w.torn {
 		if w.f == nil {
@@ -837,11 +851,7 @@ func (w *Writer) Restart(path string) error {
 	w.buf = nil
 	w.ensureBuf(len(prefix) + len(old))
 	w.buf = append(append(w.buf, prefix...), old...)
-	if old != nil {
-		w.buf, old = old[:0], w.buf // release the old buffer, keep the new
-		w.releaseBuf()
-		w.buf = old
-	}
+	w.putBuf(old)
 	w.path, w.f, w.off, w.torn, w.recovered = path, f, 0, false, 0
 	w.packets -= w.cPackets
 	w.bytes -= w.cBytes

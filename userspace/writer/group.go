@@ -44,10 +44,6 @@ func NewGroup(cfg Config, n int) (*Group, error) {
 // Shards are the group's Managers.
 func (g *Group) Shards() []*Manager { return g.shards }
 
-// Config is the first Manager's configuration (MaxOpen and BufferMemory
-// are each Manager's share).
-func (g *Group) Config() Config { return g.shards[0].Config() }
-
 // Stats adds up the Managers' totals. Safe for concurrent use.
 func (g *Group) Stats() Stats {
 	var t Stats

@@ -1,6 +1,7 @@
 package writer
 
 import (
+	"fmt"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -14,24 +15,34 @@ const fdReserve = 256
 const minMaxOpen = 64
 
 // DefaultMaxOpen is MaxOpen when the config leaves it 0: RLIMIT_NOFILE's
-// soft limit, first raised to the hard limit, less a reserve for the
-// process's other descriptors (an eighth of the limit, at least 256). Go
-// raises the soft limit at start too; this does it explicitly, so that the
-// figure is the one in force.
+// hard limit, which RaiseNoFile makes the soft one at start, less a
+// reserve for the process's other descriptors (an eighth of the limit, at
+// least 256). It reads the limit and changes nothing.
 func DefaultMaxOpen() int {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return minMaxOpen * 8
 	}
-	if lim.Cur < lim.Max {
-		raised := unix.Rlimit{Cur: lim.Max, Max: lim.Max}
-		if unix.Setrlimit(unix.RLIMIT_NOFILE, &raised) == nil {
-			lim = raised
-		}
-	}
-	n := int64(min(lim.Cur, 1<<30))
+	n := int64(min(lim.Max, 1<<30))
 	reserve := max(int64(fdReserve), n/8)
 	return int(max(n-reserve, minMaxOpen))
+}
+
+// RaiseNoFile raises RLIMIT_NOFILE's soft limit to its hard limit: what
+// `jmxdp run` does at start. (Go's runtime does it too when a program
+// starts; this makes the figure in force explicit.)
+func RaiseNoFile() error {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Cur >= lim.Max {
+		return nil
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim.Max, Max: lim.Max}); err != nil {
+		return fmt.Errorf("raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+	}
+	return nil
 }
 
 // umaskKeepsMode reports whether the process's umask leaves the owner's

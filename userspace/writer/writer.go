@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -182,8 +181,8 @@ type StreamStats struct {
 }
 
 const (
-	// DefaultBufferSize is Config.BufferSize's default: measured on the
-	// capture bench, 16 KiB buffers cost 10-15% less CPU a frame than
+	// DefaultBufferSize is Config.BufferSize's default: measured by hand
+	// (docs/bench.md), 16 KiB buffers cost 12-14% less CPU than
 	// 64 KiB ones at 100 and at 3000 streams (the buffers being written to
 	// stay in cache; one write a 16 KiB costs less than the misses), and
 	// 8 KiB ones more (twice the writes).
@@ -427,9 +426,6 @@ func (m *Manager) takeLock() error {
 	return nil
 }
 
-// Config returns the configuration in force, defaults filled in.
-func (m *Manager) Config() Config { return m.cfg }
-
 // SetClock sets the time WriteAt takes as now until the next call: the
 // caller reads the clock once for a batch of packets. The zero time makes
 // WriteAt read the clock itself again.
@@ -448,19 +444,7 @@ func (m *Manager) publish() {
 // dropped (and counted). It does not block on anything but the file system
 // and never panics on any input.
 func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.LinkKind, data []byte) bool {
-	if err := pcapng.CheckPacket(ts, router, kind, len(data)); err != nil {
-		if m.closed {
-			return m.WriteAt(k, 0, router, kind, data) // counted as closed
-		}
-		s := m.get(k)
-		s.lastSeen = m.now().UnixNano()
-		m.invalid(s, err)
-		return false
-	}
-	saved := m.clock
-	m.clock = time.Time{}
-	ok := m.WriteAt(k, uint64(ts.UnixNano()), router, kind, data)
-	m.clock = saved
+	ok := m.write(k, pcapng.Nanos(ts), router, kind, data, m.now())
 	m.publish()
 	return ok
 }
@@ -468,6 +452,14 @@ func (m *Manager) Write(k Key, ts time.Time, router netip.Addr, kind pcapng.Link
 // WriteAt is Write with the packet's time in nanoseconds since 1970, and
 // now taken from SetClock: the capture's per-packet path.
 func (m *Manager) WriteAt(k Key, ns uint64, router netip.Addr, kind pcapng.LinkKind, data []byte) bool {
+	now := m.clock
+	if now.IsZero() {
+		now = m.now()
+	}
+	return m.write(k, ns, router, kind, data, now)
+}
+
+func (m *Manager) write(k Key, ns uint64, router netip.Addr, kind pcapng.LinkKind, data []byte, now time.Time) bool {
 	if m.closed {
 		m.mu.Lock()
 		m.totals.Drops[DropClosed]++
@@ -477,14 +469,10 @@ func (m *Manager) WriteAt(k Key, ns uint64, router netip.Addr, kind pcapng.LinkK
 		m.mu.Unlock()
 		return false
 	}
-	now := m.clock
-	if now.IsZero() {
-		now = m.now()
-	}
 	s := m.get(k)
 	s.lastSeen = now.UnixNano()
-	if len(data) > pcapng.MaxPacketLen || kind > pcapng.LinkPPPHDLC || !router.IsValid() || ns > math.MaxInt64 {
-		m.invalid(s, pcapng.CheckPacket(time.Unix(0, int64(min(ns, math.MaxInt64))), router, kind, len(data)))
+	if err := pcapng.CheckPacketAt(ns, router, kind, len(data)); err != nil {
+		m.invalid(s, err)
 		return false
 	}
 	if s.fault != nil && !m.retryDue(s, now) {
@@ -554,7 +542,7 @@ func (m *Manager) WriteAt(k Key, ns uint64, router netip.Addr, kind pcapng.LinkK
 		}
 	}
 	if m.memory.Load() > m.cfg.BufferMemory {
-		m.flushOldest(now)
+		m.relieveMemory(now)
 	}
 	return true
 }
@@ -607,24 +595,9 @@ func (m *Manager) Tick() {
 			m.finalize(c.s, now, rotAge)
 		}
 	}
+	// Oldest first: once one is not due, nor is any after it.
 	limit := now.Add(-m.cfg.FlushInterval).UnixNano()
-	for n := len(m.dirty); n > 0 && m.dirtyHead < len(m.dirty); n-- {
-		e := m.dirty[m.dirtyHead]
-		if e.c.dirtySince == e.since && e.since > limit {
-			break // the oldest buffer is not due: nor is any after it
-		}
-		m.popDirty()
-		if e.c.dirtySince != e.since || e.c.s.cur != e.c {
-			continue // written out meanwhile
-		}
-		if err := m.flushFile(e.c, now); err != nil {
-			m.fault(e.c.s, now, err, lostOf(err))
-		} else {
-			m.mu.Lock()
-			m.totals.FlushesAge++
-			m.mu.Unlock()
-		}
-	}
+	m.flushOldest(now, func(e dirtyEntry) bool { return e.since <= limit }, &m.totals.FlushesAge)
 	if len(m.unrenamed) > 0 && now.Sub(m.lastRenameRetry) >= m.cfg.RetryInterval {
 		m.lastRenameRetry = now
 		m.retryRenames()
@@ -637,13 +610,18 @@ func (m *Manager) Tick() {
 	m.publish()
 }
 
-// flushOldest writes out the buffers that have waited longest until the
-// buffers hold a quarter less than BufferMemory.
-func (m *Manager) flushOldest(now time.Time) {
-	target := m.cfg.BufferMemory - m.cfg.BufferMemory/4
-	for n := len(m.dirty); n > 0 && m.dirtyHead < len(m.dirty) && m.memory.Load() > target; n-- {
-		e := m.popDirty()
-		if e.c.dirtySince != e.since || e.c.s.cur != e.c {
+// flushOldest writes out the buffers that have waited longest, for as long
+// as due says so of the oldest, counting them in *count. Entries whose
+// buffer went out meanwhile are dropped on the way.
+func (m *Manager) flushOldest(now time.Time, due func(dirtyEntry) bool, count *uint64) {
+	for n := len(m.dirty); n > 0 && m.dirtyHead < len(m.dirty); n-- {
+		e := m.dirty[m.dirtyHead]
+		live := e.c.dirtySince == e.since && e.c.s.cur == e.c
+		if live && !due(e) {
+			return
+		}
+		m.popDirty()
+		if !live {
 			continue
 		}
 		if err := m.flushFile(e.c, now); err != nil {
@@ -651,9 +629,16 @@ func (m *Manager) flushOldest(now time.Time) {
 			continue
 		}
 		m.mu.Lock()
-		m.totals.FlushesMemory++
+		*count++
 		m.mu.Unlock()
 	}
+}
+
+// relieveMemory writes out the buffers that have waited longest until
+// they hold a quarter less than BufferMemory.
+func (m *Manager) relieveMemory(now time.Time) {
+	target := m.cfg.BufferMemory - m.cfg.BufferMemory/4
+	m.flushOldest(now, func(dirtyEntry) bool { return m.memory.Load() > target }, &m.totals.FlushesMemory)
 }
 
 func (m *Manager) popDirty() dirtyEntry {
@@ -673,13 +658,10 @@ func (m *Manager) popDirty() dirtyEntry {
 
 // flushFile writes c's buffer to its file, opening it if need be.
 func (m *Manager) flushFile(c *curFile, now time.Time) error {
-	if c.w.Buffered() == 0 && !c.w.Suspended() {
+	if c.w.Buffered() == 0 {
 		return nil
 	}
 	if c.w.Suspended() {
-		if c.w.Buffered() == 0 {
-			return nil
-		}
 		if err := m.reopen(c, now); err != nil {
 			return err
 		}
