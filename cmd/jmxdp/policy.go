@@ -16,6 +16,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/configedit"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/spf13/cobra"
 )
 
@@ -30,6 +31,7 @@ type editFlags struct {
 	iface      string
 	configPath string
 	pinDir     string
+	runDir     string
 	format     string
 }
 
@@ -37,7 +39,8 @@ func (f *editFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.iface, "iface", "i", "", "interface of the instance (required)")
 	fl.StringVarP(&f.configPath, "config", "c", "", "also write the change into this config file (jmxdp run --config)")
-	fl.StringVar(&f.pinDir, "pin-dir", "", "bpffs directory of pinned maps (default: the config file's capture.pin_dir, else "+config.DefaultPinDir+")")
+	fl.StringVar(&f.pinDir, "pin-dir", "", "bpffs directory of pinned maps (default: the config file's capture.pin_dir, else the running instance's, else "+config.DefaultPinDir+")")
+	addRunDirFlag(cmd, &f.runDir)
 	fl.StringVar(&f.format, "format", "table", "table or json")
 }
 
@@ -49,6 +52,7 @@ type target struct {
 	pinned   *maps.Pinned // nil: nothing pinned there
 	attached bool         // a pinned XDP link: the program runs
 	file     *configedit.File
+	state    *runstate.State // the running instance's state file, when it told where the maps are
 }
 
 func (t *target) Close() {
@@ -108,10 +112,17 @@ func (f *editFlags) open(cmd *cobra.Command) (*target, error) {
 		t.file = file
 		base = file.Config().Capture.PinDir
 	}
-	if cmd.Flags().Changed("pin-dir") {
-		base = f.pinDir
-	}
 	t.dir = daemon.PinDir(base, f.iface)
+	if cmd.Flags().Changed("pin-dir") {
+		t.dir = daemon.PinDir(f.pinDir, f.iface)
+	} else if f.configPath == "" {
+		// Where the running instance said it pinned its maps.
+		dir, st, err := instanceDir(cmd, f.iface, f.pinDir, "", f.runDir)
+		if err != nil {
+			return nil, err
+		}
+		t.dir, t.state = dir, st
+	}
 	pinned, err := openPinned(t.dir)
 	switch {
 	case errors.Is(err, maps.ErrNotPinned):
@@ -126,6 +137,17 @@ func (f *editFlags) open(cmd *cobra.Command) (*target, error) {
 		t.attached = lerr == nil
 	}
 	return t, nil
+}
+
+// liveOnlyNote says that a change made to the instance only is undone at
+// its next start, which applies the config (file and flags) and never
+// what the pinned maps held.
+func liveOnlyNote(t *target, key string) string {
+	n := "not written to a config file: live until the next start, which applies the config's " + key + " (give --config FILE to keep it)"
+	if s := stateNote(t.state); s != "" {
+		n += "; " + s
+	}
+	return n
 }
 
 func noInstance(iface, dir string, hintConfig bool) error {
@@ -451,7 +473,7 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		c.Instance.Unchanged = append(c.Instance.Unchanged, item)
 	}
 	if t.pinned != nil && t.file == nil {
-		c.Instance.Notes = append(c.Instance.Notes, "not written to a config file: a restart with a config file that sets policy: replaces it (give --config FILE to keep it there too)")
+		c.Instance.Notes = append(c.Instance.Notes, liveOnlyNote(t, "policy"))
 	}
 
 	if fileChanged {
@@ -549,7 +571,7 @@ func policyDel(t *target, r maps.PolicyRule) (*changeJSON[ruleJSON], error) {
 	} else if t.file != nil {
 		c.Config.Unchanged = append(c.Config.Unchanged, toRuleJSON(r))
 		if !fileHasKey {
-			c.Config.Notes = append(c.Config.Notes, fmt.Sprintf("%s has no policy key: a restart with it keeps the instance's policy, so there is nothing to delete there", t.file.Name()))
+			c.Config.Notes = append(c.Config.Notes, fmt.Sprintf("%s has no policy key: a start with it applies no rules, so there is nothing to delete there", t.file.Name()))
 		} else {
 			c.Config.Notes = append(c.Config.Notes, fmt.Sprintf("%s had no rule for %s", t.file.Name(), ruleKeyString(r)))
 		}
@@ -564,7 +586,7 @@ func policyDel(t *target, r maps.PolicyRule) (*changeJSON[ruleJSON], error) {
 		c.Instance.Notes = append(c.Instance.Notes, fmt.Sprintf("the %s had no rule for %s", t.instanceName(), ruleKeyString(r)))
 	}
 	if t.pinned != nil && t.file == nil {
-		c.Instance.Notes = append(c.Instance.Notes, "not written to a config file: a restart with a config file whose policy: has this rule brings it back (give --config FILE to delete it there too)")
+		c.Instance.Notes = append(c.Instance.Notes, liveOnlyNote(t, "policy"))
 	}
 	if inFile {
 		if err := saveConfig(t.file); err != nil {
@@ -646,7 +668,7 @@ func policyList(cmd *cobra.Command, t *target, format string) error {
 		})
 		source = t.file.Name()
 		if !cfg.PolicySet {
-			source += " (no policy key: a start keeps the pinned policy)"
+			source += " (no policy key: a start applies no rules)"
 		}
 	}
 	if format == "json" {
@@ -840,7 +862,7 @@ func allowChange(t *target, op string, prefixes []netip.Prefix) (*changeJSON[pre
 			}
 		}
 	} else if t.file != nil && !add && !fileHasKey {
-		c.Config.Notes = append(c.Config.Notes, fmt.Sprintf("%s has no allowlist key: a restart with it keeps the instance's allowlist, so there is nothing to delete there", t.file.Name()))
+		c.Config.Notes = append(c.Config.Notes, fmt.Sprintf("%s has no allowlist key: a start with it accepts any router, so there is nothing to delete there", t.file.Name()))
 	}
 
 	undo, err := applyAllow(t.pinned, add, inst, instTodo, settings)
@@ -848,7 +870,7 @@ func allowChange(t *target, op string, prefixes []netip.Prefix) (*changeJSON[pre
 		return nil, err
 	}
 	if t.pinned != nil && t.file == nil {
-		c.Instance.Notes = append(c.Instance.Notes, "not written to a config file: a restart with a config file that sets allowlist: replaces it (give --config FILE to keep it there too)")
+		c.Instance.Notes = append(c.Instance.Notes, liveOnlyNote(t, "allowlist"))
 	}
 	if t.pinned != nil && !add && len(instTodo) > 0 && len(inst) == len(instTodo) {
 		c.Instance.Notes = append([]string{"the instance's allowlist is now empty: it accepts Jmirror from any source"}, c.Instance.Notes...)
@@ -958,7 +980,7 @@ func allowList(cmd *cobra.Command, t *target, format string) error {
 			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 		})
 		if !cfg.AllowlistSet {
-			source += " (no allowlist key: a start keeps the pinned allowlist)"
+			source += " (no allowlist key: a start accepts any router)"
 		}
 	}
 	if format == "json" {

@@ -50,9 +50,12 @@ func newRunCmd() *cobra.Command {
 		Long: `run attaches jmxdp's XDP program to an interface, counts every Jmirror stream in
 the kernel and writes the streams whose policy is "capture" to per-stream pcapng
 files under --out (see docs/output.md for the layout). Maps and the XDP link are
-pinned under PIN_DIR/IFACE, so a restart continues the counters and keeps the
-policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
---keep-attached). The config file is documented in docs/config.md; flags override it.`,
+pinned under PIN_DIR/IFACE, so a restart continues the counters; ports, policy,
+allowlist and default action are set from the config at every start (a key left
+out takes its default). One run per interface: a second one is refused before it
+changes anything. SIGHUP reloads the config file (docs/operating.md); SIGINT or
+SIGTERM flushes and closes every file, then detaches (unless --keep-attached).
+The config file is documented in docs/config.md; flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd)
@@ -64,7 +67,13 @@ policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runDaemon(ctx, cfg, f.statusEvery, slog.Default())
+			// HUP reloads the config file; without this, a HUP (a reload
+			// by hand, a dropped SSH session) kills the process uncleanly.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := func() (config.Config, error) { return f.config(cmd) }
+			return runDaemon(ctx, cfg, runOpts{statusEvery: f.statusEvery, configPath: f.configPath, hup: hup, reload: reload}, slog.Default())
 		},
 	}
 	fl := cmd.Flags()
@@ -211,19 +220,31 @@ func buildVersion() (version, revision string) {
 }
 
 // runDaemon runs until ctx ends, logging a status line every statusEvery.
-func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration, log *slog.Logger) error {
-	d, err := daemon.Start(cfg, log, daemon.WithBuild(buildVersion()))
+// runOpts are runDaemon's: the status period, and the reload on HUP.
+type runOpts struct {
+	statusEvery time.Duration
+	configPath  string
+	hup         <-chan os.Signal
+	// reload reads the config file again, with the command line's flags
+	// over it, and validates it.
+	reload func() (config.Config, error)
+}
+
+func runDaemon(ctx context.Context, cfg config.Config, o runOpts, log *slog.Logger) error {
+	d, err := daemon.Start(cfg, log, daemon.WithBuild(buildVersion()), daemon.WithConfigPath(o.configPath))
 	if err != nil {
 		return err
 	}
 	var tick <-chan time.Time
-	if statusEvery > 0 {
-		t := time.NewTicker(statusEvery)
+	if o.statusEvery > 0 {
+		t := time.NewTicker(o.statusEvery)
 		defer t.Stop()
 		tick = t.C
 	}
 	for {
 		select {
+		case <-o.hup:
+			reloadDaemon(d, o, log)
 		case <-ctx.Done():
 			log.Info("stopping: flushing and closing files")
 			if err := d.Stop(); err != nil {
@@ -236,6 +257,32 @@ func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration
 			logStatus(d, log)
 		}
 	}
+}
+
+// reloadDaemon is a HUP: read the config file again and apply it. An
+// invalid file changes nothing: the daemon keeps running on the old one
+// and the log names the file, line and key.
+func reloadDaemon(d *daemon.Daemon, o runOpts, log *slog.Logger) {
+	if o.configPath == "" {
+		log.Warn("SIGHUP: started without --config, nothing to reload")
+		return
+	}
+	log.Info("SIGHUP: reloading the config file", "file", o.configPath)
+	cfg, err := o.reload()
+	if err != nil {
+		log.Error("reload refused: keeping the running configuration", "file", o.configPath, "err", err)
+		return
+	}
+	changes, err := d.Reload(cfg)
+	if err != nil {
+		log.Error("reload failed: keeping the running configuration", "file", o.configPath, "err", err)
+		return
+	}
+	if len(changes) == 0 {
+		log.Info("reloaded: no change", "file", o.configPath)
+		return
+	}
+	log.Info("reloaded", "file", o.configPath, "changes", strings.Join(changes, "; "))
 }
 
 func logStatus(d *daemon.Daemon, log *slog.Logger) {
@@ -268,7 +315,7 @@ func logStatus(d *daemon.Daemon, log *slog.Logger) {
 
 // newDetachCmd removes what `run --keep-attached` leaves behind.
 func newDetachCmd() *cobra.Command {
-	var iface, pinDir string
+	var iface, pinDir, runDir string
 	var purge bool
 	cmd := &cobra.Command{
 		Use:   "detach --iface IF",
@@ -281,7 +328,10 @@ func newDetachCmd() *cobra.Command {
 			if err := checkIfaceName(iface); err != nil {
 				return fmt.Errorf("--iface: %w", err)
 			}
-			dir := daemon.PinDir(pinDir, iface)
+			dir, _, err := instanceDir(cmd, iface, pinDir, "", runDir)
+			if err != nil {
+				return err
+			}
 			detached, err := loader.DetachPinned(daemon.LinkPin(dir))
 			if err != nil {
 				return err
@@ -306,7 +356,8 @@ func newDetachCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&iface, "iface", "i", "", "interface")
-	cmd.Flags().StringVar(&pinDir, "pin-dir", config.Default().Capture.PinDir, "bpffs directory of pinned maps and links")
+	cmd.Flags().StringVar(&pinDir, "pin-dir", config.Default().Capture.PinDir, "bpffs directory of pinned maps and links (default: the running or last instance's, from its state file)")
+	addRunDirFlag(cmd, &runDir)
 	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the pinned maps (counters and policy)")
 	return cmd
 }

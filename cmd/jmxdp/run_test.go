@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
@@ -173,3 +176,124 @@ func TestDetachRefusesPathsAndSaysNothing(t *testing.T) {
 		t.Errorf("after purge the pin dir holds %v (%v), want only what jmxdp did not pin", ents, err)
 	}
 }
+
+// SIGHUP reloads the config file: the daemon logs what changed and applies
+// it (a new port); an invalid file is refused with its file, line and key,
+// and the daemon goes on with the old config; SIGTERM still stops it
+// cleanly, every file completed and the program detached (issue 13, bug 2).
+func TestRunBinarySIGHUPReloads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	testenv.RequireRoot(t)
+	l := labtest.New(t, "jxh")
+	bin := filepath.Join(t.TempDir(), "jmxdp")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
+	t.Cleanup(func() { os.RemoveAll(pin) })
+	file := filepath.Join(t.TempDir(), "jmxdp.yaml")
+	base := "interface: " + l.HostIface + "\noutput:\n  dir: " + out + "\ncapture:\n  pin_dir: " + pin + "\n  max_streams: 4096\nmetrics:\n  addr: \"\"\n"
+	if err := os.WriteFile(file, []byte(base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "run", "--config", file)
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log:\n%s", what, stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitLog("msg=capturing")
+	ports := func() []uint16 {
+		t.Helper()
+		m, err := maps.OpenPinned(filepath.Join(pin, l.HostIface))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		p, err := m.Ports()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if err := os.WriteFile(file, []byte(base+"ports: [30030, 30099]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("msg=reloaded")
+	if !strings.Contains(stderr.String(), "ports: [30030] -> [30030 30099]") {
+		t.Errorf("reload log does not say what changed:\n%s", stderr.String())
+	}
+	if p := ports(); !slices.Equal(p, []uint16{30030, 30099}) {
+		t.Errorf("ports after reload %v", p)
+	}
+	// An invalid file: refused with file:line: key, nothing changes.
+	if err := os.WriteFile(file, []byte(base+"ports: [30030, 70000]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("reload refused")
+	if want := filepath.Base(file) + ":9: ports[1]: 70000"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("refusal does not name %q:\n%s", want, stderr.String())
+	}
+	if p := ports(); !slices.Equal(p, []uint16{30030, 30099}) {
+		t.Errorf("ports after a refused reload %v", p)
+	}
+	// Still capturing, on the reloaded port.
+	s, err := l.Sender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var frames [][]byte
+	for i := range 10 {
+		m := gen.Mirror{SrcMAC: l.RouterMAC, DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(), Port: 30099,
+			MID: 9, SID: 9, Inner: gen.InnerIPv4ICMPEcho(l.RouterAddr.Addr(), l.HostAddr.Addr(), 1, uint16(i), 32)}
+		f, err := m.Frame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	if _, err := s.Send(frames); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after HUPs and TERM: %v\n%s", err, stderr.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "mid-9", "sid-9", "*.pcapng"))
+	parts, _ := filepath.Glob(filepath.Join(out, "*", "*", "*.part"))
+	if len(files) != 1 || len(parts) != 0 {
+		t.Errorf("files %v, in progress %v:\n%s", files, parts, stderr.String())
+	}
+	if o, _ := exec.Command("ip", "-d", "link", "show", l.HostIface).CombinedOutput(); strings.Contains(string(o), "prog/xdp") {
+		t.Error("still attached after SIGTERM")
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for the child's writes and the test's reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -32,6 +32,9 @@ import (
 type statsOpts struct {
 	iface    string
 	pinDir   string
+	config   string // --config: the pin dir from its capture.pin_dir
+	runDir   string
+	dir      string // PIN_DIR/IFACE, resolved by check
 	format   string
 	watch    bool
 	interval time.Duration
@@ -71,7 +74,9 @@ kernel's stream table (one router's share of a stream) on its own, e.g.
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.iface, "iface", "i", "", "interface of the instance (required)")
-	f.StringVar(&o.pinDir, "pin-dir", config.DefaultPinDir, "bpffs directory of pinned maps")
+	f.StringVar(&o.pinDir, "pin-dir", config.DefaultPinDir, "bpffs directory of pinned maps (default: the config file's capture.pin_dir, else the running instance's)")
+	f.StringVarP(&o.config, "config", "c", "", "the instance's config file (jmxdp run --config): its capture.pin_dir")
+	addRunDirFlag(cmd, &o.runDir)
 	f.StringVar(&o.format, "format", "table", "table or json")
 	f.BoolVarP(&o.watch, "watch", "w", false, "sample every --interval and show rates until Ctrl-C")
 	f.DurationVar(&o.interval, "interval", time.Second, "sampling interval with --watch")
@@ -96,6 +101,11 @@ func (o *statsOpts) check(cmd *cobra.Command) error {
 		}
 		o.flt = flt
 	}
+	dir, _, err := instanceDir(cmd, o.iface, o.pinDir, o.config, o.runDir)
+	if err != nil {
+		return err
+	}
+	o.dir = dir
 	set := cmd.Flags().Changed
 	switch {
 	case o.top < 0:
@@ -288,7 +298,7 @@ func topUntrusted(s *sample, r *rates, top int) []maps.UntrustedSource {
 }
 
 func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
-	dir := daemon.PinDir(o.pinDir, o.iface)
+	dir := o.dir
 	emit := func(s *sample, r *rates) error {
 		if o.format == "json" {
 			doc := statsDocument(o, dir, s, r)

@@ -301,7 +301,7 @@ func TestStatsWatchStops(t *testing.T) {
 	defer cancel()
 	var b bytes.Buffer
 	start := time.Now()
-	err := runStats(ctx, &b, statsOpts{iface: "jmst2", pinDir: base, format: "json", watch: true, interval: 50 * time.Millisecond})
+	err := runStats(ctx, &b, statsOpts{iface: "jmst2", pinDir: base, dir: filepath.Join(base, "jmst2"), format: "json", watch: true, interval: 50 * time.Millisecond})
 	if err != nil || time.Since(start) > 5*time.Second {
 		t.Fatalf("watch: %v after %v", err, time.Since(start))
 	}

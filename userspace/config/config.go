@@ -36,11 +36,10 @@ import (
 
 // Config is the whole configuration of `jmxdp run`.
 //
-// The *Set fields say whether the file named the key. They matter for state
-// that outlives the process in pinned maps: with PolicySet false the
-// running (or pinned) instance keeps its policy, with PolicySet true the file
-// is authoritative and an empty list clears it. A flag that overrides one of
-// these fields must set the matching *Set field too.
+// The *Set fields say whether the file named the key (a flag that overrides
+// one of these fields sets it too). A start applies the values either way,
+// defaults included, never what pinned maps hold; the editing commands use
+// the *Set fields to know whether the file has the key.
 type Config struct {
 	// Interface is the NIC to attach to (flag --iface). It has no default:
 	// Validate refuses an empty one.

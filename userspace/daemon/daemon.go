@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
@@ -18,22 +20,30 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 // Daemon is a running capture on one interface.
 type Daemon struct {
-	cfg      config.Config
-	log      *slog.Logger
-	prog     *loader.Program
-	sink     *writer.Group
-	capture  *capture.Capture
-	metrics  *metrics.Server
-	version  string
-	revision string
-	mode     loader.Mode
-	reused   bool
-	stopped  bool
+	cfg     config.Config
+	log     *slog.Logger
+	prog    *loader.Program
+	sink    *writer.Group
+	capture *capture.Capture
+	metrics *metrics.Server
+	// collector is the metrics collector, for a reload's new options.
+	collector *metrics.Collector
+	version   string
+	revision  string
+	mode      loader.Mode
+	reused    bool
+	stopped   bool
+	// runDir holds the per-interface lock and state file (runstate).
+	runDir string
+	lock   *runstate.Lock
+	// configPath is the file cfg came from, for the state file.
+	configPath string
 	// final is the Account taken at Stop, before the maps closed.
 	final *Account
 }
@@ -46,6 +56,21 @@ func WithBuild(version, revision string) Option {
 	return func(d *Daemon) { d.version, d.revision = version, revision }
 }
 
+// WithRunDir puts the per-interface lock and state file in dir instead of
+// runstate.DefaultDir (tests).
+func WithRunDir(dir string) Option { return func(d *Daemon) { d.runDir = dir } }
+
+// WithConfigPath records the config file the configuration came from, so
+// that `stats`, `policy` and `allowlist` find it through the state file.
+func WithConfigPath(path string) Option {
+	return func(d *Daemon) {
+		if abs, err := filepath.Abs(path); err == nil && path != "" {
+			path = abs
+		}
+		d.configPath = path
+	}
+}
+
 // PinDir is where the maps and the link of ifname are pinned.
 func PinDir(base, ifname string) string { return filepath.Join(base, ifname) }
 
@@ -54,6 +79,11 @@ func LinkPin(pinDir string) string { return filepath.Join(pinDir, "link") }
 
 // Start brings the daemon up. cfg must have passed Validate. On error,
 // whatever was set up is undone, except that pinned maps stay.
+//
+// A start that is refused because another `jmxdp run` holds the interface
+// changes nothing: the per-interface lock is taken before the maps are
+// opened, so the running instance's ports, policy and settings are never
+// touched by a second start.
 func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
@@ -66,26 +96,34 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 		return nil, fmt.Errorf("interface %q: %w (nothing was pinned or created)", cfg.Interface, err)
 	}
-	if err := writer.RaiseNoFile(); err != nil {
-		log.Warn("keeping the open-file limit", "err", err)
-	}
-	if err := cfg.CheckOutputDir(); err != nil {
-		return nil, err
-	}
-	d := &Daemon{cfg: cfg, log: log, version: "dev"}
+	d := &Daemon{cfg: cfg, log: log, version: "dev", runDir: runstate.DefaultDir}
 	for _, o := range opts {
 		o(d)
 	}
-	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
-	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
+	lock, err := runstate.Acquire(d.runDir, cfg.Interface)
 	if err != nil {
+		if errors.Is(err, runstate.ErrBusy) {
+			return nil, fmt.Errorf("%s is already captured by a running jmxdp: %w; nothing was changed (stop it first, or change it live with jmxdp policy/allowlist)", cfg.Interface, err)
+		}
 		return nil, err
 	}
-	d.prog = prog
+	d.lock = lock
 	fail := func(err error) (*Daemon, error) {
 		d.teardown(false)
 		return nil, err
 	}
+	if err := writer.RaiseNoFile(); err != nil {
+		log.Warn("keeping the open-file limit", "err", err)
+	}
+	if err := cfg.CheckOutputDir(); err != nil {
+		return fail(err)
+	}
+	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
+	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
+	if err != nil {
+		return fail(err)
+	}
+	d.prog = prog
 	lc, err := d.effectiveConfig()
 	if err != nil {
 		return fail(err)
@@ -146,6 +184,10 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 			return fail(err)
 		}
 	}
+	if err := d.lock.Write(runstate.State{PID: os.Getpid(), Iface: cfg.Interface, PinDir: pinDir, Config: d.configPath,
+		Out: cfg.Output.Dir, Metrics: d.MetricsAddr(), Started: time.Now().UTC()}); err != nil {
+		log.Warn("cannot write the run-state file: stats, policy and allowlist need --pin-dir or --config to find this instance", "err", err)
+	}
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
 	return d, nil
@@ -163,25 +205,40 @@ func (d *Daemon) writers(queues int) int {
 // serveMetrics starts /metrics, /healthz and /readyz. The collector reads
 // the maps and the pipeline's counters at scrape time.
 func (d *Daemon) serveMetrics() error {
-	opts := metrics.FromConfig(d.cfg.Metrics)
-	opts.Version, opts.Revision = d.version, d.revision
-	col := metrics.NewCollector(metrics.Source{
-		Maps:          d.prog.Maps,
-		Iface:         d.cfg.Interface,
-		Capture:       d.capture.Stats,
-		Writer:        d.sink.Stats,
-		WriterStreams: d.sink.Streams,
-	}, opts)
-	reg, err := metrics.NewRegistry(col)
+	srv, col, err := d.newMetrics(d.cfg)
 	if err != nil {
 		return err
 	}
-	d.metrics, err = metrics.NewServer(d.cfg.Metrics.Addr, reg, d.ready)
-	if err != nil {
-		return fmt.Errorf("metrics endpoint: %w", err)
-	}
-	d.log.Info("serving metrics", "addr", d.metrics.Addr())
+	d.metrics, d.collector = srv, col
 	return nil
+}
+
+// metricsOptions are the collector's options for cfg.
+func (d *Daemon) metricsOptions(cfg config.Config) metrics.Options {
+	opts := metrics.FromConfig(cfg.Metrics)
+	opts.Version, opts.Revision = d.version, d.revision
+	return opts
+}
+
+// newMetrics makes a collector and an endpoint for cfg.Metrics.
+func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collector, error) {
+	col := metrics.NewCollector(metrics.Source{
+		Maps:          d.prog.Maps,
+		Iface:         cfg.Interface,
+		Capture:       d.capture.Stats,
+		Writer:        d.sink.Stats,
+		WriterStreams: d.sink.Streams,
+	}, d.metricsOptions(cfg))
+	reg, err := metrics.NewRegistry(col)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := metrics.NewServer(cfg.Metrics.Addr, reg, d.ready)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics endpoint: %w", err)
+	}
+	d.log.Info("serving metrics", "addr", srv.Addr())
+	return srv, col, nil
 }
 
 // ready is /readyz: the program is attached and the capture running.
@@ -208,54 +265,50 @@ func (d *Daemon) MetricsAddr() string {
 	return d.metrics.Addr()
 }
 
-// effectiveConfig is the program configuration: what the config sets, and
-// for what it leaves unset, what the pinned maps already hold (a fresh
-// map holds the defaults), so a restart keeps live changes.
+// effectiveConfig is the program configuration: what the config file and
+// the flags set, and for every key they leave out, its documented default.
+// Nothing is inherited from the pinned maps: a value a stale instance left
+// there (a default_action set by a refused start, a port from another
+// config) must not silently outlive it. What the pinned maps held and the
+// config does not is logged, so a live change that was never saved to the
+// file is not lost without a word.
 func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	m := d.prog.Maps
 	cfg := d.cfg
-	var lc loader.Config
-	var err error
-	if cfg.PortsSet {
-		lc.Ports = cfg.Ports
-	} else if lc.Ports, err = m.Ports(); err != nil {
+	lc := loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist}
+	pinnedPorts, err := m.Ports()
+	if err != nil {
 		return lc, err
 	}
-	if len(lc.Ports) == 0 {
-		lc.Ports = cfg.Ports // fresh map: the default
+	if gone, added := diffCount(pinnedPorts, lc.Ports); gone > 0 && len(pinnedPorts) > 0 {
+		d.log.Warn("the pinned maps listened on ports the config does not name: they are removed",
+			"pinned", pinnedPorts, "config", lc.Ports, "removed", gone, "added", added)
 	}
 	settings, err := m.Settings()
 	if err != nil {
 		return lc, err
 	}
-	lc.DefaultAction = settings.DefaultAction
-	if cfg.DefaultActionSet {
-		lc.DefaultAction = cfg.DefaultAction
+	// A fresh map holds the zero Settings; only a value someone set is
+	// worth a word.
+	if settings != (maps.Settings{}) && settings.DefaultAction != lc.DefaultAction {
+		d.log.Warn("the pinned default_action differs from the config's: the config's applies",
+			"pinned", settings.DefaultAction, "config", lc.DefaultAction)
 	}
 	pinnedPolicy, err := m.Policies()
 	if err != nil {
 		return lc, err
 	}
-	lc.Policies = pinnedPolicy
-	if cfg.PolicySet {
-		lc.Policies = cfg.Policy
-		if gone, added := diffCount(pinnedPolicy, cfg.Policy); gone > 0 {
-			// Rules set live without --config are undone: say so.
-			d.log.Warn("the config file's policy replaces the pinned one: rules set live and not in the file are removed",
-				"removed", gone, "added", added)
-		}
+	if gone, added := diffCount(pinnedPolicy, lc.Policies); gone > 0 {
+		d.log.Warn("pinned policy rules that the config does not have are removed (rules set live without --config)",
+			"removed", gone, "added", added)
 	}
 	pinnedAllow, err := m.Allowlist()
 	if err != nil {
 		return lc, err
 	}
-	lc.Allowlist = pinnedAllow
-	if cfg.AllowlistSet {
-		lc.Allowlist = cfg.Allowlist
-		if gone, added := diffCount(pinnedAllow, cfg.Allowlist); gone > 0 {
-			d.log.Warn("the config file's allowlist replaces the pinned one: prefixes added live and not in the file are removed",
-				"removed", gone, "added", added)
-		}
+	if gone, added := diffCount(pinnedAllow, lc.Allowlist); gone > 0 {
+		d.log.Warn("pinned allowlist prefixes that the config does not have are removed (prefixes added live without --config)",
+			"removed", gone, "added", added)
 	}
 	return lc, nil
 }
@@ -315,6 +368,9 @@ func (d *Daemon) teardown(keepAttached bool) error {
 		}
 		errs = append(errs, d.prog.Close())
 	}
+	// Last: the next start must not begin while this one still holds
+	// the interface.
+	errs = append(errs, d.lock.Release())
 	return errors.Join(errs...)
 }
 

@@ -40,6 +40,7 @@ type env struct {
 	pinDir string
 	out    string
 	logs   *syncBuffer
+	runDir string // the per-interface lock and state file (runstate)
 }
 
 type syncBuffer struct {
@@ -66,7 +67,7 @@ func newEnv(t *testing.T) *env {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	return &env{lab: l, pinDir: pin, out: out, logs: &syncBuffer{}}
+	return &env{lab: l, pinDir: pin, out: out, logs: &syncBuffer{}, runDir: t.TempDir()}
 }
 
 // config is a small daemon config for the lab.
@@ -88,7 +89,7 @@ func (e *env) start(t *testing.T, cfg config.Config) *daemon.Daemon {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	d, err := daemon.Start(cfg, slog.New(slog.NewTextHandler(io.MultiWriter(e.logs, testWriter{t}), nil)))
+	d, err := daemon.Start(cfg, slog.New(slog.NewTextHandler(io.MultiWriter(e.logs, testWriter{t}), nil)), daemon.WithRunDir(e.runDir))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -637,7 +638,7 @@ func TestOtherTrafficReachesHost(t *testing.T) {
 
 // Restarts with traffic flowing: the kernel's counters never go back, the
 // program keeps counting while the daemon is down with keep_attached, and
-// the policy from the first run is kept by a run whose config has none.
+// the policy that the config file holds applies again.
 func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
@@ -686,6 +687,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 
 	cfg2 := e.config()
 	cfg2.Capture.KeepAttached = false // this run detaches when it stops
+	cfg2.Policy, cfg2.PolicySet = cfg.Policy, true
 	d2 := e.start(t, cfg2)
 	check(d2, "after restart")
 	prev := last

@@ -118,3 +118,11 @@ func (s *Server) Close() error {
 	})
 	return s.err
 }
+
+// SetOptions replaces the options that the next scrape uses (a reload of
+// the config file). A scrape in progress finishes with the old ones.
+func (c *Collector) SetOptions(o Options) {
+	c.mu.Lock()
+	c.opts = o.withDefaults()
+	c.mu.Unlock()
+}

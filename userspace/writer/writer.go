@@ -339,6 +339,8 @@ type Manager struct {
 	// directories and files need no chmod.
 	umaskKeepsMode bool
 	lock           *os.File
+	// pendingRotation is a SetRotation that the next Tick applies.
+	pendingRotation atomic.Pointer[rotationChange]
 }
 
 // New makes a Manager writing under cfg.Dir. It takes a lock on the
@@ -432,6 +434,9 @@ func (m *Manager) takeLock() error {
 func (m *Manager) SetClock(now time.Time) {
 	m.clock = now
 	m.publish()
+	if m.pendingRotation.Load() != nil { // a reload: one load a batch
+		m.applyRotation()
+	}
 }
 
 func (m *Manager) publish() {
@@ -585,6 +590,7 @@ func (m *Manager) Tick() {
 	if m.closed {
 		return
 	}
+	m.applyRotation()
 	now := m.now()
 	if m.cfg.RotateAge > 0 {
 		for n := len(m.ages); n > 0 && len(m.ages) > 0; n-- {

@@ -1,0 +1,162 @@
+package daemon_test
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	jmmaps "github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/runstate"
+)
+
+// A second `jmxdp run` on an interface that a running instance holds is
+// refused before it opens the maps: the running instance keeps its ports,
+// default action and policy, and goes on capturing (issue 13, bug 1).
+func TestRefusedStartChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 7, AnySID: true, Action: jmmaps.ActionCapture}}, true
+	d := e.start(t, cfg)
+	ports0, err := d.Program().Maps.Ports()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set0, err := d.Program().Maps.Settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol0, err := d.Program().Maps.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bad := e.config(40000)
+	bad.DefaultAction, bad.DefaultActionSet = jmmaps.ActionCount, true
+	bad.Policy, bad.PolicySet = nil, true
+	if err := bad.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	d2, err := daemon.Start(bad, slog.New(slog.NewTextHandler(&logs, nil)), daemon.WithRunDir(e.runDir))
+	if err == nil {
+		d2.Stop()
+		t.Fatal("a second start on the same interface was accepted")
+	}
+	if !errors.Is(err, runstate.ErrBusy) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("refusal: %v", err)
+	}
+	ports, _ := d.Program().Maps.Ports()
+	set, _ := d.Program().Maps.Settings()
+	pol, _ := d.Program().Maps.Policies()
+	if !slices.Equal(ports, ports0) || set != set0 || !slices.Equal(pol, pol0) {
+		t.Errorf("the refused start changed the running instance: ports %v -> %v, settings %+v -> %+v, policy %v -> %v",
+			ports0, ports, set0, set, pol0, pol)
+	}
+	// The running instance still captures on its own port.
+	router := e.lab.RouterAddr.Addr()
+	var frames [][]byte
+	for i := range 20 {
+		frames = append(frames, e.mirror(t, router, 7, 1, gen.DefaultPort, i))
+	}
+	e.send(t, frames)
+	waitFor(t, "capture by the running instance", func() bool { return d.Writer().Stats().Packets >= 20 })
+	if n := counter(t, d, jmmaps.StatActionPass) + counter(t, d, jmmaps.StatActionCount); n != 0 {
+		t.Errorf("%d frames counted or passed: the refused start's settings leaked in", n)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Once the first one stopped, the same config starts.
+	d3 := e.start(t, bad)
+	if err := d3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A key the config does not set takes its documented default on start,
+// whatever a stale pinned map holds: a default_action and ports left by
+// an earlier run with another config are not inherited (issue 13, bug 1).
+func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
+	e := newEnv(t)
+	first := e.config(40000, 40001)
+	first.DefaultAction, first.DefaultActionSet = jmmaps.ActionCount, true
+	first.Policy, first.PolicySet = []jmmaps.PolicyRule{{MID: 9, SID: 9, Action: jmmaps.ActionPass}}, true
+	d := e.start(t, first)
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The maps stay pinned with the first run's values.
+	maps, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := maps.Settings(); s.DefaultAction != jmmaps.ActionCount {
+		t.Fatalf("pinned default action %v, want count (the test's premise)", s.DefaultAction)
+	}
+	maps.Close()
+
+	plain := e.config() // sets neither ports, default_action nor policy
+	d2 := e.start(t, plain)
+	m := d2.Program().Maps
+	ports, _ := m.Ports()
+	set, _ := m.Settings()
+	pol, _ := m.Policies()
+	if !slices.Equal(ports, []uint16{gen.DefaultPort}) {
+		t.Errorf("ports %v, want the default [%d]", ports, gen.DefaultPort)
+	}
+	if set.DefaultAction != jmmaps.ActionCapture {
+		t.Errorf("default action %v, want capture (the default)", set.DefaultAction)
+	}
+	if len(pol) != 0 {
+		t.Errorf("policy %v, want none (the config sets none)", pol)
+	}
+	logs := e.logs.String()
+	for _, want := range []string{"pinned default_action differs", "ports the config does not name", "pinned policy rules"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	// And it captures with them.
+	router := e.lab.RouterAddr.Addr()
+	var frames [][]byte
+	for i := range 10 {
+		frames = append(frames, e.mirror(t, router, 3, 3, gen.DefaultPort, i))
+	}
+	e.send(t, frames)
+	waitFor(t, "capture with the default action", func() bool { return d2.Writer().Stats().Packets >= 10 })
+}
+
+// The state file names the running instance's pin dir and config; after a
+// stop it is still there, no longer running.
+func TestRunStateFile(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	d, err := daemon.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.WithRunDir(e.runDir),
+		daemon.WithConfigPath("/etc/jmxdp/test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	st, running, err := runstate.Read(e.runDir, e.lab.HostIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !running || st.PinDir != daemon.PinDir(e.pinDir, e.lab.HostIface) || st.Config != "/etc/jmxdp/test.yaml" || st.Out != e.out {
+		t.Errorf("state %+v running=%v", st, running)
+	}
+	if time.Since(st.Started) > time.Minute {
+		t.Errorf("started %v", st.Started)
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, running, err := runstate.Read(e.runDir, e.lab.HostIface); err != nil || running {
+		t.Errorf("after a stop: running=%v err=%v, want the state file, not running", running, err)
+	}
+}

@@ -1,0 +1,155 @@
+// Package runstate is what a running `jmxdp run` leaves under /run/jmxdp:
+// a lock per interface, taken before anything is pinned or written, so a
+// second start on the same interface is refused without touching the
+// running instance; and a small state file naming the instance's pin
+// directory and config file, so that `stats`, `policy`, `allowlist` and
+// `detach` find an instance whose pin dir came from its config file.
+//
+// The lock is an flock on IFACE.lock: the kernel drops it when the process
+// dies, however it dies, so a crash never leaves a start refused. The
+// state file IFACE.json is written once the instance runs and stays after
+// it stops, as the pinned maps do: a stopped instance's is still where
+// its maps are, and commands use it only for that.
+package runstate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultDir is where the locks and state files live: a tmpfs that a
+// reboot empties, as it empties bpffs.
+const DefaultDir = "/run/jmxdp"
+
+// State is what the state file holds.
+type State struct {
+	PID     int       `json:"pid"`
+	Iface   string    `json:"iface"`
+	PinDir  string    `json:"pin_dir"`          // PIN_DIR/IFACE
+	Config  string    `json:"config,omitempty"` // absolute path; "" without --config
+	Out     string    `json:"out"`
+	Metrics string    `json:"metrics,omitempty"`
+	Started time.Time `json:"started"`
+}
+
+// ErrBusy is returned by Acquire when another process holds the lock.
+var ErrBusy = errors.New("another jmxdp run holds this interface")
+
+// Lock is a held per-interface lock.
+type Lock struct {
+	dir, iface string
+	f          *os.File
+}
+
+func lockPath(dir, iface string) string  { return filepath.Join(dir, iface+".lock") }
+func statePath(dir, iface string) string { return filepath.Join(dir, iface+".json") }
+
+// Acquire takes iface's lock in dir without waiting. When another process
+// holds it, the error wraps ErrBusy and names that process's pid (from
+// the lock file) where it can.
+func Acquire(dir, iface string) (*Lock, error) {
+	if iface == "" || strings.ContainsRune(iface, '/') || iface == "." || iface == ".." {
+		return nil, fmt.Errorf("run state: invalid interface name %q", iface)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("run state: %w", err)
+	}
+	path := lockPath(dir, iface)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("run state: open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			holder := ""
+			if b, rerr := os.ReadFile(path); rerr == nil {
+				if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+					holder = fmt.Sprintf(" (pid %d)", pid)
+				}
+			}
+			return nil, fmt.Errorf("%s%s: %w", path, holder, ErrBusy)
+		}
+		return nil, fmt.Errorf("run state: lock %s: %w", path, err)
+	}
+	// The holder's pid, for the refusal message of the next start.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Lock{dir: dir, iface: iface, f: f}, nil
+}
+
+// Write records s as the interface's state file (atomically: a reader
+// sees the old file or the new one).
+func (l *Lock) Write(s State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := statePath(l.dir, l.iface)
+	tmp, err := os.CreateTemp(l.dir, "."+l.iface+".json.*")
+	if err != nil {
+		return fmt.Errorf("run state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("run state: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("run state: write %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("run state: %w", err)
+	}
+	return nil
+}
+
+// Release drops the lock. The state file stays, as the pinned maps do:
+// `detach` after a run with keep_attached, or `policy` on a stopped
+// instance, still finds them; Read says it is no longer running. The
+// lock file stays too: removing it would race with a start that just
+// opened it and would then lock a file nobody else can see.
+func (l *Lock) Release() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing drops the flock
+	l.f = nil
+	return err
+}
+
+// Read returns iface's state file in dir. It wraps os.ErrNotExist when
+// there is none. Running says whether the process that wrote it is alive
+// and still holds the lock.
+func Read(dir, iface string) (s State, running bool, err error) {
+	b, err := os.ReadFile(statePath(dir, iface))
+	if err != nil {
+		return s, false, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, false, fmt.Errorf("run state %s: %w", statePath(dir, iface), err)
+	}
+	return s, held(dir, iface), nil
+}
+
+// held says whether some process holds iface's lock, by trying to take it.
+func held(dir, iface string) bool {
+	f, err := os.OpenFile(lockPath(dir, iface), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}

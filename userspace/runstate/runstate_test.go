@@ -1,0 +1,132 @@
+package runstate
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
+)
+
+func TestSecondAcquireIsRefusedWithThePID(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	l, err := Acquire(dir, "eth9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Acquire(dir, "eth9")
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Acquire: %v, want ErrBusy", err)
+	}
+	if want := "pid " + strconv.Itoa(os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Errorf("refusal %q does not name the holder (%s)", err, want)
+	}
+	// Another interface is independent.
+	other, err := Acquire(dir, "eth10")
+	if err != nil {
+		t.Fatalf("another interface: %v", err)
+	}
+	other.Release()
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Acquire(dir, "eth9")
+	if err != nil {
+		t.Fatalf("after Release: %v", err)
+	}
+	l2.Release()
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("run dir mode %o, want 700", fi.Mode().Perm())
+	}
+}
+
+func TestStateFileRoundTripAndKeptOnRelease(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(dir, "veth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := State{PID: os.Getpid(), Iface: "veth0", PinDir: "/sys/fs/bpf/x/veth0", Config: "/etc/jmxdp/jmxdp.yaml",
+		Out: "/var/lib/jmxdp/streams", Metrics: "127.0.0.1:9877", Started: time.Now().UTC().Truncate(time.Second)}
+	if err := l.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	got, running, err := Read(dir, "veth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !running {
+		t.Error("Read: running = false while the lock is held")
+	}
+	if got != want {
+		t.Errorf("Read = %+v, want %+v", got, want)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "veth0.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %o, want 600", fi.Mode().Perm())
+	}
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	// Kept, for the commands that look for a stopped instance's maps.
+	got, running, err = Read(dir, "veth0")
+	if err != nil || running || got != want {
+		t.Errorf("Read after Release: %+v running=%v err=%v; want the same state, not running", got, running, err)
+	}
+}
+
+func TestLockDiesWithItsProcess(t *testing.T) {
+	flock := testenv.Tool(t, "flock")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "eth1.lock")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command(flock, "--exclusive", path, "sleep", "30")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Process.Kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for !held(dir, "eth1") {
+		if time.Now().After(deadline) {
+			t.Fatal("flock never took the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := Acquire(dir, "eth1"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Acquire while another process holds it: %v", err)
+	}
+	// SIGKILL: no cleanup runs, the kernel drops the lock. flock(1) runs
+	// sleep as a child that inherits the descriptor, so kill both.
+	exec.Command("pkill", "-KILL", "-P", strconv.Itoa(holder.Process.Pid)).Run()
+	holder.Process.Kill()
+	holder.Wait()
+	l, err := Acquire(dir, "eth1")
+	if err != nil {
+		t.Fatalf("Acquire after the holder was killed: %v", err)
+	}
+	l.Release()
+}
+
+func TestAcquireRefusesBadNames(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"", ".", "..", "a/b", "../x"} {
+		if l, err := Acquire(dir, name); err == nil {
+			l.Release()
+			t.Errorf("Acquire(%q) accepted", name)
+		}
+	}
+}
