@@ -206,17 +206,10 @@ func PurgePinned(dir string) ([]string, error) {
 	if st.Type != unix.BPF_FS_MAGIC {
 		return nil, fmt.Errorf("pin directory %s is not on bpffs: refusing to remove anything there", dir)
 	}
-	spec, err := bpf.LoadJmxdp()
+	names, err := pinNames()
 	if err != nil {
-		return nil, fmt.Errorf("read embedded BPF object: %w", err)
+		return nil, err
 	}
-	names := []string{LinkPinName}
-	for name := range spec.Maps {
-		if name != "" && name[0] != '.' {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
 	var removed []string
 	for _, name := range names {
 		err := os.Remove(filepath.Join(real, name))
@@ -232,4 +225,88 @@ func PurgePinned(dir string) ([]string, error) {
 		return removed, fmt.Errorf("remove pin directory %s: %w", dir, err)
 	}
 	return removed, nil
+}
+
+// PinSnapshot is what a pin directory held before a start: a failed start
+// removes what it created (its maps, the link, the directories) and keeps
+// what was there, an earlier instance's counters and policy.
+type PinSnapshot struct {
+	dir     string
+	had     map[string]bool // names of jmxdp's objects already pinned
+	created []string        // directories that did not exist, deepest last
+}
+
+// SnapshotPins records which of jmxdp's objects are pinned in dir and
+// which of dir's directories exist.
+func SnapshotPins(dir string) (PinSnapshot, error) {
+	s := PinSnapshot{dir: dir, had: map[string]bool{}}
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return s, fmt.Errorf("pin directory %s: %w", dir, err)
+		}
+		s.created = append([]string{d}, s.created...)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	names, err := pinNames()
+	if err != nil {
+		return s, err
+	}
+	for _, name := range names {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			s.had[name] = true
+		}
+	}
+	return s, nil
+}
+
+// Undo removes the objects pinned in the directory since the snapshot,
+// by name, then the directories the snapshot did not find, if empty. It
+// returns the names it removed.
+func (s PinSnapshot) Undo() ([]string, error) {
+	if s.dir == "" {
+		return nil, nil
+	}
+	names, err := pinNames()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, name := range names {
+		if s.had[name] {
+			continue
+		}
+		switch err := os.Remove(filepath.Join(s.dir, name)); {
+		case err == nil:
+			removed = append(removed, name)
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, fmt.Errorf("remove pinned %s: %w", name, err))
+		}
+	}
+	for i := len(s.created) - 1; i >= 0; i-- {
+		if err := os.Remove(s.created[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			break // not empty: someone else's now
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// pinNames are the names jmxdp pins: its maps and the link.
+func pinNames() ([]string, error) {
+	spec, err := bpf.LoadJmxdp()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded BPF object: %w", err)
+	}
+	names := []string{LinkPinName}
+	for name := range spec.Maps {
+		if name != "" && name[0] != '.' {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }

@@ -42,6 +42,9 @@ type Daemon struct {
 	// runDir holds the per-interface lock and state file (runstate).
 	runDir string
 	lock   *runstate.Lock
+	// pins is the pin dir before this start, undone if the start fails.
+	pins   *loader.PinSnapshot
+	failed bool // Start failed: teardown undoes pins
 	// configPath is the file cfg came from, for the state file.
 	configPath string
 	// final is the Account taken at Stop, before the maps closed.
@@ -109,6 +112,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	}
 	d.lock = lock
 	fail := func(err error) (*Daemon, error) {
+		d.failed = true
 		d.teardown(false)
 		return nil, err
 	}
@@ -119,6 +123,14 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		return fail(err)
 	}
 	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
+	// A start that fails must not leave maps behind (up to 180 MiB of
+	// kernel memory with a 1M-stream table): what it pinned goes, what an
+	// earlier instance pinned stays.
+	pins, err := loader.SnapshotPins(pinDir)
+	if err != nil {
+		return fail(err)
+	}
+	d.pins = &pins
 	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
 	if err != nil {
 		return fail(err)
@@ -367,6 +379,14 @@ func (d *Daemon) teardown(keepAttached bool) error {
 				"iface", d.cfg.Interface)
 		}
 		errs = append(errs, d.prog.Close())
+	}
+	if d.failed && d.pins != nil {
+		// Closed above: now the pins are the only references.
+		if removed, err := d.pins.Undo(); err != nil {
+			d.log.Warn("a failed start could not remove what it pinned", "err", err)
+		} else if len(removed) > 0 {
+			d.log.Info("a failed start removed the maps it had pinned", "objects", len(removed))
+		}
 	}
 	// Last: the next start must not begin while this one still holds
 	// the interface.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 // A second `jmxdp run` on an interface that a running instance holds is
@@ -158,5 +160,56 @@ func TestRunStateFile(t *testing.T) {
 	}
 	if _, running, err := runstate.Read(e.runDir, e.lab.HostIface); err != nil || running {
 		t.Errorf("after a stop: running=%v err=%v, want the state file, not running", running, err)
+	}
+}
+
+// A start that fails after loading (here: another writer holds the output
+// directory) removes the maps it pinned, and keeps those an earlier
+// instance pinned, with their counters (issue 19, item 6).
+func TestFailedStartRemovesWhatItPinned(t *testing.T) {
+	e := newEnv(t)
+	holder, err := writer.New(writer.Config{Dir: e.out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.WithRunDir(e.runDir))
+	if err == nil {
+		d.Stop()
+		t.Fatal("started while another writer holds the output directory")
+	}
+	if _, serr := os.Stat(e.pinDir); !errors.Is(serr, os.ErrNotExist) {
+		entries, _ := os.ReadDir(daemon.PinDir(e.pinDir, e.lab.HostIface))
+		t.Errorf("pin dir left after a failed first start (%v): %v", serr, entries)
+	}
+	holder.Close()
+
+	// An instance that ran leaves its maps; a failed start keeps them.
+	d = e.start(t, cfg)
+	router := e.lab.RouterAddr.Addr()
+	e.send(t, [][]byte{e.mirror(t, router, 1, 1, gen.DefaultPort, 0)})
+	waitFor(t, "a counted frame", func() bool { return counter(t, d, jmmaps.StatJmirror) >= 1 })
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	holder, err = writer.New(writer.Config{Dir: e.out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if d, err := daemon.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemon.WithRunDir(e.runDir)); err == nil {
+		d.Stop()
+		t.Fatal("started while another writer holds the output directory")
+	}
+	m, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	if err != nil {
+		t.Fatalf("the earlier instance's maps are gone after a failed start: %v", err)
+	}
+	defer m.Close()
+	if c, err := m.Counters(); err != nil || c[jmmaps.StatJmirror] < 1 {
+		t.Errorf("the earlier instance's counters: %v %v", c[jmmaps.StatJmirror], err)
 	}
 }
