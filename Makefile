@@ -5,7 +5,7 @@ BIN       := bin/jmxdp
 DEMO_OUT  := demo-out
 FUZZTIME  ?= 20s
 
-.PHONY: all build generate check-generate test test-short bench demo vet fmt clean
+.PHONY: all build generate check-generate deps test test-short bench demo vet fmt clean
 
 all: build
 
@@ -22,16 +22,29 @@ check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go output differs from the committed files: run 'make generate' and commit"; exit 1; }
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet ./... ./.ci ./.ci/testsummary
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Tests that load BPF or make namespaces need root; they skip otherwise
-# (and fail when CI=true).
+# The Debian packages the build checks and the tests need (.ci/deps: only
+# what is missing, no upgrades). Not root, it lists what is missing and the
+# command to run.
+deps:
+	@.ci/deps
+
+# Tests that load BPF or make namespaces need root, others a tool or the real
+# captures ($JMXDP_TESTDATA); they skip otherwise (and fail when CI=true).
+# As root, missing packages are installed first; not root, a warning says
+# which. The fuzz run comes first so that the last thing printed is the
+# summary of the skipped and failed tests (.ci/testsummary, built rather
+# than `go run`, which would turn go test's exit status into 1). ./...
+# leaves out dot-directories: .ci's own tests are named.
 test:
-	$(GO) test -count=1 -timeout 20m ./...
+	@if [ "$$(id -u)" = 0 ]; then .ci/deps; else .ci/deps --warn; fi
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./userspace/jmirror
+	@$(GO) build -o bin/testsummary ./.ci/testsummary
+	bin/testsummary $(GO) test -count=1 -timeout 20m -json ./... ./.ci ./.ci/testsummary
 
 test-short:
 	$(GO) test -short -count=1 ./...

@@ -570,7 +570,9 @@ func TestOtherTrafficReachesHost(t *testing.T) {
 	e := newEnv(t)
 	d := e.start(t, e.config())
 	host := e.lab.HostAddr.Addr()
-	if out, err := exec.Command("ip", "netns", "exec", e.lab.Name, "ping", "-c", "3", "-i", "0.2", "-W", "2", host.String()).CombinedOutput(); err != nil {
+	if ping, err := exec.LookPath("ping"); err != nil {
+		testenv.PartSkip(t, "ping not installed: ICMP to the host not checked")
+	} else if out, err := exec.Command("ip", "netns", "exec", e.lab.Name, ping, "-c", "3", "-i", "0.2", "-W", "2", host.String()).CombinedOutput(); err != nil {
 		t.Errorf("ping the host through jmxdp: %v\n%s", err, out)
 	}
 	ln, err := net.Listen("tcp4", netip.AddrPortFrom(host, 0).String())
