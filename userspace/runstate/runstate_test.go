@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +96,9 @@ func TestLockDiesWithItsProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	holder := exec.Command(flock, "--exclusive", path, "sleep", "30")
+	// Its own process group: flock(1) runs sleep as a child that inherits
+	// the locked descriptor, and both must die.
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +113,8 @@ func TestLockDiesWithItsProcess(t *testing.T) {
 	if _, err := Acquire(dir, "eth1"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("Acquire while another process holds it: %v", err)
 	}
-	// SIGKILL: no cleanup runs, the kernel drops the lock. flock(1) runs
-	// sleep as a child that inherits the descriptor, so kill both.
-	exec.Command("pkill", "-KILL", "-P", strconv.Itoa(holder.Process.Pid)).Run()
-	holder.Process.Kill()
+	// SIGKILL: no cleanup runs, the kernel drops the lock.
+	syscall.Kill(-holder.Process.Pid, syscall.SIGKILL)
 	holder.Wait()
 	l, err := Acquire(dir, "eth1")
 	if err != nil {
