@@ -59,6 +59,7 @@ func (t *target) Close() {
 	if t.pinned != nil {
 		t.pinned.Close()
 	}
+	t.file.Close() // the file's edit lock
 }
 
 // instanceName names the pinned instance in messages.
@@ -98,14 +99,20 @@ func (f *editFlags) check() error {
 
 // open loads the config file (if any) and the pinned maps (if any): at
 // least one must be there.
-func (f *editFlags) open(cmd *cobra.Command) (*target, error) {
+func (f *editFlags) open(cmd *cobra.Command) (_ *target, err error) {
 	t := &target{iface: f.iface}
+	defer func() {
+		if err != nil {
+			t.Close() // the file's edit lock, the maps
+		}
+	}()
 	base := config.DefaultPinDir
 	if f.configPath != "" {
 		file, err := configedit.Load(f.configPath)
 		if err != nil {
 			return nil, err
 		}
+		t.file = file
 		if ifc := file.Config().Interface; ifc != "" && ifc != f.iface {
 			return nil, fmt.Errorf("%s configures interface %s, not %s", f.configPath, ifc, f.iface)
 		}

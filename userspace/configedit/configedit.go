@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -310,15 +311,71 @@ type File struct {
 	perm os.FileMode
 	uid  int
 	gid  int
+	lock *os.File // held from Load to Close; nil where none can be made
 }
 
-// Load reads and checks the file at path. It must exist: a misspelt path
-// must not quietly become a new file that nothing reads.
-func Load(path string) (*File, error) {
+// lockWait bounds how long Load waits for another editor of the file.
+const lockWait = 30 * time.Second
+
+// lockFile takes an exclusive lock on .NAME.lock next to the config file,
+// waiting up to lockWait for another `policy`/`allowlist --config` run. A
+// lock on the file itself would not do: Save replaces it by a rename, and
+// a waiter would then hold a lock on the old inode. Where the directory
+// is read-only (a Kubernetes ConfigMap) there is no lock, and Save fails
+// on its own.
+func lockFile(real string) (*os.File, error) {
+	dir, base := filepath.Split(real)
+	path := filepath.Join(dir, "."+base+".lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("config lock %s: %w (another jmxdp policy or allowlist run is editing the file)", path, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Close releases the file's edit lock. Another editor's Load waits for it.
+func (f *File) Close() error {
+	if f == nil || f.lock == nil {
+		return nil
+	}
+	err := f.lock.Close()
+	f.lock = nil
+	return err
+}
+
+// Load reads and checks the file at path, and holds its edit lock until
+// Close: concurrent editors (policy add --config from two shells) take
+// turns, each reading what the other saved, so no change is lost. It must
+// exist: a misspelt path must not quietly become a new file that nothing
+// reads.
+func Load(path string) (f *File, err error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	lock, err := lockFile(real)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && lock != nil {
+			lock.Close()
+		}
+	}()
 	st, err := os.Stat(real)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -334,7 +391,7 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{Doc: doc, path: real, perm: st.Mode().Perm(), uid: -1, gid: -1}
+	f = &File{Doc: doc, path: real, perm: st.Mode().Perm(), uid: -1, gid: -1, lock: lock}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		f.uid, f.gid = int(sys.Uid), int(sys.Gid)
 	}
