@@ -45,6 +45,10 @@ type Daemon struct {
 	// pins is the pin dir before this start, undone if the start fails.
 	pins   *loader.PinSnapshot
 	failed bool // Start failed: teardown undoes pins
+	// The accounting checkpoints (checkpoint.go).
+	redirectedAtStart, previousLost  uint64
+	cpStop, cpDone                   chan struct{}
+	checkpointFailed, checkpointsRan bool
 	// configPath is the file cfg came from, for the state file.
 	configPath string
 	// final is the Account taken at Stop, before the maps closed.
@@ -136,6 +140,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		return fail(err)
 	}
 	d.prog = prog
+	d.checkPreviousRun()
 	lc, err := d.effectiveConfig()
 	if err != nil {
 		return fail(err)
@@ -200,6 +205,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		Out: cfg.Output.Dir, Metrics: d.MetricsAddr(), Started: time.Now().UTC()}); err != nil {
 		log.Warn("cannot write the run-state file: stats, policy and allowlist need --pin-dir or --config to find this instance", "err", err)
 	}
+	d.startCheckpoints()
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
 	return d, nil
@@ -358,6 +364,7 @@ func (d *Daemon) Stop() error {
 
 func (d *Daemon) teardown(keepAttached bool) error {
 	d.stopped = true
+	d.haltCheckpoints()
 	var errs []error
 	if d.metrics != nil {
 		errs = append(errs, d.metrics.Close())
@@ -370,6 +377,9 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	}
 	if d.capture != nil && d.sink != nil && d.prog != nil {
 		d.logAccount()
+		if d.checkpointsRan {
+			d.checkpoint(true) // everything is accounted
+		}
 	}
 	if d.prog != nil {
 		if !keepAttached {

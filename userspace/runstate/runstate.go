@@ -46,6 +46,7 @@ var ErrBusy = errors.New("another jmxdp run holds this interface")
 type Lock struct {
 	dir, iface string
 	f          *os.File
+	acct       *os.File // the checkpoint, open once
 }
 
 func lockPath(dir, iface string) string  { return filepath.Join(dir, iface+".lock") }
@@ -121,9 +122,14 @@ func (l *Lock) Release() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	err := l.f.Close() // closing drops the flock
+	var errs []error
+	if l.acct != nil {
+		errs = append(errs, l.acct.Close())
+		l.acct = nil
+	}
+	errs = append(errs, l.f.Close()) // closing drops the flock
 	l.f = nil
-	return err
+	return errors.Join(errs...)
 }
 
 // Read returns iface's state file in dir. It wraps os.ErrNotExist when
@@ -152,4 +158,119 @@ func held(dir, iface string) bool {
 	}
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return false
+}
+
+// Checkpoint is the running instance's accounting of the frames the
+// kernel redirected to it, rewritten in place every checkpoint period and
+// once more at a clean stop. After a SIGKILL or a crash, the next start
+// compares it with the kernel's redirect counter, which survives in the
+// pinned maps, and reports what went missing (frames in the rings, the
+// queue and the buffers when the process died), rather than losing them
+// without a trace.
+type Checkpoint struct {
+	Clean bool // written by a clean stop
+	Time  time.Time
+	// RedirectedAtStart and Redirected are the kernel's redirect counter
+	// (since the maps were pinned) when the run started and at this
+	// checkpoint.
+	RedirectedAtStart, Redirected uint64
+	// Received frames off the rings; RingDrops the kernel dropped on a
+	// full ring; Written packets in files; Dropped counted drops
+	// (queue and writer); Fragments frames of fragmented datagrams.
+	Received, RingDrops, Written, Dropped, Fragments uint64
+}
+
+const (
+	checkpointMagic = 0x6a6d6370 // "jmcp"
+	checkpointSize  = 4 + 4 + 8 + 8*8
+)
+
+func accountPath(dir, iface string) string { return filepath.Join(dir, iface+".account") }
+
+func (c Checkpoint) marshal() []byte {
+	b := make([]byte, checkpointSize)
+	le := func(off int, v uint64) {
+		for i := range 8 {
+			b[off+i] = byte(v >> (8 * i))
+		}
+	}
+	le(0, checkpointMagic)
+	if c.Clean {
+		b[4] = 1
+	}
+	for i, v := range []uint64{uint64(c.Time.UnixNano()), c.RedirectedAtStart, c.Redirected, c.Received, c.RingDrops, c.Written, c.Dropped, c.Fragments} {
+		le(8+8*i, v)
+	}
+	return b
+}
+
+func unmarshalCheckpoint(b []byte) (Checkpoint, error) {
+	if len(b) != checkpointSize {
+		return Checkpoint{}, fmt.Errorf("%d bytes, want %d", len(b), checkpointSize)
+	}
+	get := func(off int) uint64 {
+		var v uint64
+		for i := range 8 {
+			v |= uint64(b[off+i]) << (8 * i)
+		}
+		return v
+	}
+	if uint32(get(0)) != checkpointMagic {
+		return Checkpoint{}, errors.New("bad magic")
+	}
+	v := make([]uint64, 8)
+	for i := range v {
+		v[i] = get(8 + 8*i)
+	}
+	return Checkpoint{Clean: b[4] == 1, Time: time.Unix(0, int64(v[0])).UTC(), RedirectedAtStart: v[1], Redirected: v[2],
+		Received: v[3], RingDrops: v[4], Written: v[5], Dropped: v[6], Fragments: v[7]}, nil
+}
+
+// ReadCheckpoint returns the last checkpoint of the run before this one
+// on iface (wrapping os.ErrNotExist when there is none). Call it before
+// the first WriteCheckpoint.
+func ReadCheckpoint(dir, iface string) (Checkpoint, error) {
+	b, err := os.ReadFile(accountPath(dir, iface))
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	c, err := unmarshalCheckpoint(b)
+	if err != nil {
+		return c, fmt.Errorf("checkpoint %s: %w", accountPath(dir, iface), err)
+	}
+	return c, nil
+}
+
+// WriteCheckpoint overwrites the checkpoint in place: one pwrite of a
+// fixed-size record, which a kill cannot tear (the write completes or
+// not).
+func (l *Lock) WriteCheckpoint(c Checkpoint) error {
+	if l.acct == nil {
+		f, err := os.OpenFile(accountPath(l.dir, l.iface), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		l.acct = f
+	}
+	if _, err := l.acct.WriteAt(c.marshal(), 0); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Unaccounted is, for a run that did not stop cleanly, the frames the
+// kernel redirected to it that its last checkpoint does not account for:
+// redirectedNow is the kernel's counter at the next start. It includes the
+// frames written or dropped after the last checkpoint, at most one
+// checkpoint period's worth, so it is an upper bound of what was lost.
+func (c Checkpoint) Unaccounted(redirectedNow uint64) uint64 {
+	if redirectedNow < c.RedirectedAtStart {
+		return 0 // the counters were reset (maps replaced)
+	}
+	redirected := redirectedNow - c.RedirectedAtStart
+	accounted := c.RingDrops + c.Written + c.Dropped + c.Fragments
+	if accounted >= redirected {
+		return 0
+	}
+	return redirected - accounted
 }

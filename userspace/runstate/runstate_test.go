@@ -116,6 +116,10 @@ func TestLockDiesWithItsProcess(t *testing.T) {
 	// SIGKILL: no cleanup runs, the kernel drops the lock.
 	syscall.Kill(-holder.Process.Pid, syscall.SIGKILL)
 	holder.Wait()
+	// sleep, flock's child, is not ours to wait for: give it a moment.
+	for deadline := time.Now().Add(5 * time.Second); held(dir, "eth1") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	l, err := Acquire(dir, "eth1")
 	if err != nil {
 		t.Fatalf("Acquire after the holder was killed: %v", err)
@@ -130,5 +134,41 @@ func TestAcquireRefusesBadNames(t *testing.T) {
 			l.Release()
 			t.Errorf("Acquire(%q) accepted", name)
 		}
+	}
+}
+
+func TestCheckpointRoundTripAndUnaccounted(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadCheckpoint(dir, "eth1"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("no checkpoint yet: %v", err)
+	}
+	l, err := Acquire(dir, "eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	cp := Checkpoint{Time: time.Unix(1700000000, 5).UTC(), RedirectedAtStart: 1000, Redirected: 1900,
+		Received: 880, RingDrops: 20, Written: 850, Dropped: 10, Fragments: 5}
+	for _, c := range []Checkpoint{{Clean: true, Written: 1 << 40}, cp} { // the second overwrites in place
+		if err := l.WriteCheckpoint(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ReadCheckpoint(dir, "eth1")
+	if err != nil || got != cp {
+		t.Fatalf("ReadCheckpoint = %+v, %v; want %+v", got, err, cp)
+	}
+	// 1000 redirected to the run; 885 accounted (20 + 850 + 10 + 5).
+	if n := cp.Unaccounted(2000); n != 115 {
+		t.Errorf("Unaccounted(2000) = %d, want 115", n)
+	}
+	if n := cp.Unaccounted(500); n != 0 {
+		t.Errorf("after a counter reset: %d, want 0", n)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "eth2.account"), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadCheckpoint(dir, "eth2"); err == nil {
+		t.Error("a garbage checkpoint was accepted")
 	}
 }
