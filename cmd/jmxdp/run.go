@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +39,7 @@ type runFlags struct {
 	maxStreams    uint32
 	metricsAddr   string
 	statusEvery   time.Duration
+	checkConfig   bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -56,6 +56,9 @@ policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd)
+			if f.checkConfig {
+				return reportConfig(cmd, f.configPath, cfg, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -85,6 +88,7 @@ policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
 	fl.Uint32Var(&f.maxStreams, "max-streams", 0, "size of the kernel's stream table")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", `host:port for /metrics ("" in the file disables)`)
 	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
+	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the config and flags, print the effective config and exit (no root needed)")
 	return cmd
 }
 
@@ -191,31 +195,16 @@ func parseQueues(s string) ([]uint32, error) {
 	return out, nil
 }
 
-// buildVersion is what jmxdp_build_info reports: the module version and
-// the VCS revision Go stamped into the binary.
-func buildVersion() (version, revision string) {
-	version = "dev"
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return version, ""
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		version = v
-	}
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" {
-			revision = s.Value
-		}
-	}
-	return version, revision
-}
-
 // runDaemon runs until ctx ends, logging a status line every statusEvery.
 func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration, log *slog.Logger) error {
+	notify := newNotifier(log)
 	d, err := daemon.Start(cfg, log, daemon.WithBuild(buildVersion()))
 	if err != nil {
 		return err
 	}
+	// Attached and capturing: systemd (Type=notify) starts what is ordered
+	// after jmxdp only now.
+	notifyErr(log, notify.Ready(readyStatus(cfg)))
 	var tick <-chan time.Time
 	if statusEvery > 0 {
 		t := time.NewTicker(statusEvery)
@@ -226,6 +215,7 @@ func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration
 		select {
 		case <-ctx.Done():
 			log.Info("stopping: flushing and closing files")
+			notifyErr(log, notify.Stopping("stopping: flushing and closing files"))
 			if err := d.Stop(); err != nil {
 				return fmt.Errorf("stop: %w", err)
 			}
@@ -234,6 +224,7 @@ func runDaemon(ctx context.Context, cfg config.Config, statusEvery time.Duration
 			return nil
 		case <-tick:
 			logStatus(d, log)
+			notifyErr(log, notify.Status(statusLine(d, cfg)))
 		}
 	}
 }
