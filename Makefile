@@ -4,13 +4,33 @@ MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu
 BIN       := bin/jmxdp
 DEMO_OUT  := demo-out
 FUZZTIME  ?= 20s
+# What `jmxdp version` and jmxdp_build_info report (main.version,
+# main.revision); without them the binary falls back on Go's VCS stamp.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+IMAGE     ?= ghcr.io/jmxdp/jmxdp
+DEB_OUT   ?= bin
 
 .PHONY: all build generate check-generate deps test test-short bench demo vet fmt clean
 
 all: build
 
+# A static binary (no cgo, no interpreter, no shared libraries): the
+# container image has no libc, and the .deb depends on nothing.
 build:
-	$(GO) build -o $(BIN) ./cmd/jmxdp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/jmxdp
+
+.PHONY: deb image
+
+# bin/jmxdp_<version>_<arch>.deb: the binary, the systemd unit, the example
+# config as a conffile and the docs (deploy/deb/build.sh; needs dpkg-deb).
+deb: build
+	BIN=$(BIN) VERSION=$(VERSION) ARCH=$$($(GO) env GOARCH) OUT=$(DEB_OUT) deploy/deb/build.sh
+
+# The container image the DaemonSet names (needs docker and the network).
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) .
 
 # Rebuild the bpf2go objects with the clang pinned in bpf/gen.go (clang-19). The committed ones are
 # what `go build` uses: no clang needed to build jmxdp.

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +39,7 @@ type runFlags struct {
 	maxStreams    uint32
 	metricsAddr   string
 	statusEvery   time.Duration
+	checkConfig   bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -59,6 +59,9 @@ The config file is documented in docs/config.md; flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := f.config(cmd)
+			if f.checkConfig {
+				return reportConfig(cmd, f.configPath, cfg, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -94,6 +97,7 @@ The config file is documented in docs/config.md; flags override it.`,
 	fl.Uint32Var(&f.maxStreams, "max-streams", 0, "size of the kernel's stream table")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", `host:port for /metrics ("" in the file disables)`)
 	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
+	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the config and flags, print the effective config and exit (no root needed)")
 	return cmd
 }
 
@@ -200,26 +204,6 @@ func parseQueues(s string) ([]uint32, error) {
 	return out, nil
 }
 
-// buildVersion is what jmxdp_build_info reports: the module version and
-// the VCS revision Go stamped into the binary.
-func buildVersion() (version, revision string) {
-	version = "dev"
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return version, ""
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		version = v
-	}
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" {
-			revision = s.Value
-		}
-	}
-	return version, revision
-}
-
-// runDaemon runs until ctx ends, logging a status line every statusEvery.
 // runOpts are runDaemon's: the status period, and the reload on HUP.
 type runOpts struct {
 	statusEvery time.Duration
@@ -230,11 +214,17 @@ type runOpts struct {
 	reload func() (config.Config, error)
 }
 
+// runDaemon runs until ctx ends, logging a status line every statusEvery
+// and reloading the config file on HUP.
 func runDaemon(ctx context.Context, cfg config.Config, o runOpts, log *slog.Logger) error {
+	notify := newNotifier(log)
 	d, err := daemon.Start(cfg, log, daemon.WithBuild(buildVersion()), daemon.WithConfigPath(o.configPath))
 	if err != nil {
 		return err
 	}
+	// Attached and capturing: systemd (Type=notify) starts what is ordered
+	// after jmxdp only now.
+	notifyErr(log, notify.Ready(readyStatus(cfg)))
 	var tick <-chan time.Time
 	if o.statusEvery > 0 {
 		t := time.NewTicker(o.statusEvery)
@@ -244,9 +234,13 @@ func runDaemon(ctx context.Context, cfg config.Config, o runOpts, log *slog.Logg
 	for {
 		select {
 		case <-o.hup:
+			notifyErr(log, notify.Reloading("reloading "+o.configPath))
 			reloadDaemon(d, o, log)
+			// Whether applied or refused, the daemon runs on a config.
+			notifyErr(log, notify.Ready(readyStatus(d.Config())))
 		case <-ctx.Done():
 			log.Info("stopping: flushing and closing files")
+			notifyErr(log, notify.Stopping("stopping: flushing and closing files"))
 			if err := d.Stop(); err != nil {
 				return fmt.Errorf("stop: %w", err)
 			}
@@ -255,6 +249,7 @@ func runDaemon(ctx context.Context, cfg config.Config, o runOpts, log *slog.Logg
 			return nil
 		case <-tick:
 			logStatus(d, log)
+			notifyErr(log, notify.Status(statusLine(d, d.Config())))
 		}
 	}
 }

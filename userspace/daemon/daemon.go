@@ -475,6 +475,9 @@ func (d *Daemon) logAccount() {
 	d.log.Info("capture stopped", args...)
 }
 
+// Config is the configuration the daemon runs on (after any Reload).
+func (d *Daemon) Config() config.Config { return d.cfg }
+
 // Program is the loaded program and its maps.
 func (d *Daemon) Program() *loader.Program { return d.prog }
 
