@@ -63,3 +63,13 @@ demo: build
 
 clean:
 	rm -rf bin $(DEMO_OUT)
+
+# Alert rules for your Prometheus's targets: `make alerts SELECTOR='job="x",cluster="y"'`
+# writes bin/alerts.yaml. Without SELECTOR it rewrites the committed
+# deploy/prometheus/alerts.yaml from alerts.yaml.tmpl (edit the template, not the rules).
+.PHONY: alerts
+ALERTS_OUT = $(if $(SELECTOR),bin/alerts.yaml,deploy/prometheus/alerts.yaml)
+alerts:
+	@mkdir -p bin
+	$(GO) run ./deploy/prometheus/gen $(if $(SELECTOR),-selector '$(SELECTOR)') -o $(ALERTS_OUT)
+	@echo "wrote $(ALERTS_OUT)"

@@ -42,6 +42,7 @@ func repo(elem ...string) string { return filepath.Join(append([]string{".."}, e
 var (
 	dashboardPath = repo("dashboards", "jmxdp.json")
 	alertsPath    = repo("deploy", "prometheus", "alerts.yaml")
+	alertTestPath = repo("deploy", "prometheus", "alerts_test.yaml")
 	promCfgPath   = repo("deploy", "prometheus", "prometheus.example.yml")
 	unitPath      = repo("deploy", "systemd", "jmxdp.service")
 	daemonSetPath = repo("deploy", "kubernetes", "daemonset.yaml")
@@ -423,9 +424,11 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("%s: %s: %v", where, r.Expr, err)
 			}
 			checkSelectors(t, where, r.Expr, sels, known)
+			// The generator's default selector is on every selector (up
+			// without it would alert on every target Prometheus scrapes).
 			for _, vs := range sels {
-				if vs.Name == "up" && !hasMatcher(vs, "job", "jmxdp") {
-					t.Errorf("%s: %s selects up without job=\"jmxdp\": it would alert on every target", where, vs)
+				if !hasMatcher(vs, "job", "jmxdp") {
+					t.Errorf("%s: %s lacks the target selector job=\"jmxdp\" (write <<sel>> in alerts.yaml.tmpl)", where, vs)
 				}
 			}
 			if r.Alert == "" {
@@ -486,10 +489,74 @@ func TestPromtool(t *testing.T) {
 		// rule_files in the config are relative to it: this checks the rules
 		// again, as Prometheus would load them.
 		{"check", "config", promCfgPath},
+		// Every alert against series it must and must not fire on
+		// (TestAlertTestsCoverEveryAlert checks that each has both).
+		{"test", "rules", alertTestPath},
 	} {
 		out, err := exec.Command(promtool, args...).CombinedOutput()
 		if err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// TestAlertTestsCoverEveryAlert checks that alerts_test.yaml has, for
+// every alert of alerts.yaml, a case where it fires and one where it does
+// not, and no case for an alert that does not exist.
+func TestAlertTestsCoverEveryAlert(t *testing.T) {
+	raw, err := os.ReadFile(alertTestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			Name       string `yaml:"name"`
+			AlertTests []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []any  `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal(raw, &tests); err != nil {
+		t.Fatalf("%s: %v", alertTestPath, err)
+	}
+	if !slices.Contains(tests.RuleFiles, filepath.Base(alertsPath)) {
+		t.Errorf("%s: rule_files %v does not load %s", alertTestPath, tests.RuleFiles, filepath.Base(alertsPath))
+	}
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, tg := range tests.Tests {
+		for _, at := range tg.AlertTests {
+			if len(at.ExpAlerts) > 0 {
+				fires[at.Alertname] = true
+			} else {
+				quiet[at.Alertname] = true
+			}
+		}
+	}
+	alerts := map[string]bool{}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			alerts[r.Alert] = true
+			if !fires[r.Alert] {
+				t.Errorf("%s: no case where %s fires", alertTestPath, r.Alert)
+			}
+			if !quiet[r.Alert] {
+				t.Errorf("%s: no case where %s does not fire", alertTestPath, r.Alert)
+			}
+		}
+	}
+	for name := range fires {
+		if !alerts[name] {
+			t.Errorf("%s: a case for %s, which is not an alert of %s", alertTestPath, name, alertsPath)
+		}
+	}
+	for name := range quiet {
+		if !alerts[name] {
+			t.Errorf("%s: a case for %s, which is not an alert of %s", alertTestPath, name, alertsPath)
 		}
 	}
 }
