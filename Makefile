@@ -73,3 +73,10 @@ alerts:
 	@mkdir -p bin
 	$(GO) run ./deploy/prometheus/gen $(if $(SELECTOR),-selector '$(SELECTOR)') -o $(ALERTS_OUT)
 	@echo "wrote $(ALERTS_OUT)"
+
+# docs/img/dashboard.png, the README's picture: the live demo scraped by a real
+# Prometheus, its jmxdp console rendered by headless Chromium (as root;
+# apt-get install prometheus chromium-headless-shell fonts-dejavu-core).
+.PHONY: screenshot
+screenshot: build
+	sh dashboards/screenshot.sh
