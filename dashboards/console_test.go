@@ -152,7 +152,6 @@ func TestConsoleServes(t *testing.T) {
 func TestScreenshotCheck(t *testing.T) {
 	testenv.Tool(t, "prometheus")
 	testenv.Tool(t, "promtool")
-	testenv.Tool(t, "curl")
 	out, err := exec.Command("sh", screenshotPath, "--check").CombinedOutput()
 	if err != nil {
 		t.Fatalf("screenshot.sh --check: %v\n%s", err, out)

@@ -27,7 +27,7 @@ check=false
 need() { command -v "$1" >/dev/null 2>&1 || { echo "screenshot: $1 not installed (apt-get install $2)" >&2; exit 1; }; }
 need prometheus prometheus
 need promtool prometheus
-need curl curl
+$check || need curl curl
 $check || need chromium-headless-shell chromium-headless-shell
 
 # The console library (prom.lib) ships with Prometheus: Debian puts it
