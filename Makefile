@@ -96,3 +96,20 @@ demo: build
 
 clean:
 	rm -rf bin $(DEMO_OUT)
+
+# Alert rules for your Prometheus's targets: `make alerts SELECTOR='job="x",cluster="y"'`
+# writes bin/alerts.yaml. Without SELECTOR it rewrites the committed
+# deploy/prometheus/alerts.yaml from alerts.yaml.tmpl (edit the template, not the rules).
+.PHONY: alerts
+ALERTS_OUT = $(if $(SELECTOR),bin/alerts.yaml,deploy/prometheus/alerts.yaml)
+alerts:
+	@mkdir -p bin
+	$(GO) run ./deploy/prometheus/gen $(if $(SELECTOR),-selector '$(SELECTOR)') -o $(ALERTS_OUT)
+	@echo "wrote $(ALERTS_OUT)"
+
+# docs/img/dashboard.png, the README's picture: the live demo scraped by a real
+# Prometheus, its jmxdp console rendered by headless Chromium (as root;
+# apt-get install prometheus chromium-headless-shell fonts-dejavu-core).
+.PHONY: screenshot
+screenshot: build
+	sh dashboards/screenshot.sh

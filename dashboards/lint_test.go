@@ -42,6 +42,7 @@ func repo(elem ...string) string { return filepath.Join(append([]string{".."}, e
 var (
 	dashboardPath = repo("dashboards", "jmxdp.json")
 	alertsPath    = repo("deploy", "prometheus", "alerts.yaml")
+	alertTestPath = repo("deploy", "prometheus", "alerts_test.yaml")
 	promCfgPath   = repo("deploy", "prometheus", "prometheus.example.yml")
 	unitPath      = repo("deploy", "systemd", "jmxdp.service")
 	daemonSetPath = repo("deploy", "kubernetes", "daemonset.yaml")
@@ -61,8 +62,20 @@ const metricsPort = "9877"
 
 var promql = parser.NewParser(parser.Options{})
 
-// testInstance stands for the $instance variable.
-const testInstance = "capture-1.example.net:9877"
+// testInstance, testJob and testCluster stand for the $instance, $job and
+// $cluster variables.
+const (
+	testInstance = "capture-1.example.net:9877"
+	testJob      = "jmxdp-test-job"
+	testCluster  = "eu-test-1"
+)
+
+// selectorVars are the variables every panel's selector must match by, as
+// label=~"$label" (the node_exporter mixin's job and cluster, and the
+// instance), and what each is replaced with.
+var selectorVars = []struct{ label, value string }{
+	{"job", testJob}, {"cluster", testCluster}, {"instance", testInstance},
+}
 
 // grafanaVars replaces Grafana's variables as Grafana would before a query
 // reaches Prometheus. Longer names come first where one is a prefix of
@@ -74,6 +87,8 @@ var grafanaVars = strings.NewReplacer(
 	"${__range_s}", "21600", "$__range_s", "21600",
 	"${__range}", "6h", "$__range", "6h",
 	"${instance}", testInstance, "$instance", testInstance,
+	"${job}", testJob, "$job", testJob,
+	"${cluster}", testCluster, "$cluster", testCluster,
 )
 
 // dashboardRanges are the range selectors a dashboard query may use:
@@ -138,9 +153,10 @@ func hasMatcher(vs *parser.VectorSelector, name, value string) bool {
 type dashQuery struct {
 	where string
 	expr  string
-	// filtered: the query must select by instance (panels and annotations;
-	// not the instance variable's own query).
-	filtered bool
+	// by: the variables (labels of selectorVars) that every selector of
+	// the query must match by: all of them in panels and annotations; in a
+	// variable's query, those of the variables before it.
+	by []string
 }
 
 func loadDashboard(t *testing.T) map[string]any {
@@ -219,7 +235,7 @@ func dashboardQueries(t *testing.T, dash map[string]any) []dashQuery {
 		for _, tg := range targets {
 			tm, _ := tg.(map[string]any)
 			if expr := str(tm, "expr"); expr != "" {
-				qs = append(qs, dashQuery{fmt.Sprintf("panel %q target %s", str(p, "title"), str(tm, "refId")), expr, true})
+				qs = append(qs, dashQuery{fmt.Sprintf("panel %q target %s", str(p, "title"), str(tm, "refId")), expr, allVars()})
 			}
 		}
 	})
@@ -228,7 +244,7 @@ func dashboardQueries(t *testing.T, dash map[string]any) []dashQuery {
 		for _, a := range list {
 			am, _ := a.(map[string]any)
 			if expr := str(am, "expr"); expr != "" {
-				qs = append(qs, dashQuery{fmt.Sprintf("annotation %q", str(am, "name")), expr, true})
+				qs = append(qs, dashQuery{fmt.Sprintf("annotation %q", str(am, "name")), expr, allVars()})
 			}
 		}
 	}
@@ -239,17 +255,33 @@ func dashboardQueries(t *testing.T, dash map[string]any) []dashQuery {
 			if str(vm, "type") != "query" {
 				continue
 			}
+			var by []string
+			for _, sv := range selectorVars {
+				if sv.label == str(vm, "name") {
+					break
+				}
+				by = append(by, sv.label)
+			}
 			if expr := variableExpr(variableQuery(vm)); expr != "" {
-				qs = append(qs, dashQuery{fmt.Sprintf("variable %q", str(vm, "name")), expr, false})
+				qs = append(qs, dashQuery{fmt.Sprintf("variable %q", str(vm, "name")), expr, by})
 			}
 		}
 	}
 	return qs
 }
 
+func allVars() []string {
+	var out []string
+	for _, sv := range selectorVars {
+		out = append(out, sv.label)
+	}
+	return out
+}
+
 // TestDashboardQueries parses every PromQL expression of the dashboard,
 // checks that it selects only metrics jmxdp exports, each filtered by the
-// instance variable, and that rates use Grafana's intervals.
+// job, cluster and instance variables, and that rates use Grafana's
+// intervals.
 func TestDashboardQueries(t *testing.T) {
 	dash := loadDashboard(t)
 	known := knownMetrics()
@@ -278,12 +310,11 @@ func TestDashboardQueries(t *testing.T) {
 		for _, n := range checkSelectors(t, q.where, q.expr, sels, known) {
 			used[n] = true
 		}
-		if !q.filtered {
-			continue
-		}
 		for _, vs := range sels {
-			if !hasMatcher(vs, "instance", testInstance) {
-				t.Errorf("%s: %s: %s is not filtered by instance=~\"$instance\"", q.where, q.expr, vs)
+			for _, sv := range selectorVars {
+				if slices.Contains(q.by, sv.label) && !hasMatcher(vs, sv.label, sv.value) {
+					t.Errorf("%s: %s: %s is not filtered by %s=~\"$%s\"", q.where, q.expr, vs, sv.label, sv.label)
+				}
 			}
 		}
 	}
@@ -322,12 +353,36 @@ func TestDashboardStructure(t *testing.T) {
 	if ds := vars["datasource"]; ds == nil || str(ds, "type") != "datasource" || str(ds, "query") != "prometheus" {
 		t.Errorf("no datasource variable of type datasource for prometheus: %v", ds)
 	}
-	if inst := vars["instance"]; inst == nil || str(inst, "type") != "query" {
-		t.Errorf("no instance query variable: %v", inst)
-	} else if q := strings.Join(strings.Fields(variableQuery(inst)), ""); q != "label_values(jmxdp_build_info,instance)" {
-		t.Errorf("instance variable queries %q, want label_values(jmxdp_build_info, instance)", variableQuery(inst))
-	} else if !usesDatasourceVar(inst["datasource"]) {
-		t.Errorf("instance variable's datasource is %v, want ${datasource}", inst["datasource"])
+	// job, cluster and instance, in that order after the data source, each
+	// from jmxdp_build_info and narrowed by those before it, as in the
+	// node_exporter mixin. cluster is optional: All (.*) also matches
+	// series without the label.
+	order := []string{}
+	for _, v := range list {
+		order = append(order, str(v.(map[string]any), "name"))
+	}
+	if want := []string{"datasource", "job", "cluster", "instance"}; !slices.Equal(order, want) {
+		t.Errorf("variables %v, want %v", order, want)
+	}
+	for name, want := range map[string]string{
+		"job":      `label_values(jmxdp_build_info,job)`,
+		"cluster":  `label_values(jmxdp_build_info{job=~"$job"},cluster)`,
+		"instance": `label_values(jmxdp_build_info{job=~"$job",cluster=~"$cluster"},instance)`,
+	} {
+		v := vars[name]
+		if v == nil || str(v, "type") != "query" {
+			t.Errorf("no %s query variable: %v", name, v)
+			continue
+		}
+		if q := strings.Join(strings.Fields(variableQuery(v)), ""); q != want {
+			t.Errorf("%s variable queries %q, want %s", name, variableQuery(v), want)
+		}
+		if !usesDatasourceVar(v["datasource"]) {
+			t.Errorf("%s variable's datasource is %v, want ${datasource}", name, v["datasource"])
+		}
+	}
+	if c := vars["cluster"]; c != nil && (c["includeAll"] != true || str(c, "allValue") != ".*") {
+		t.Errorf("cluster variable: includeAll %v, allValue %q; want true and .* (optional: All matches series without a cluster label)", c["includeAll"], str(c, "allValue"))
 	}
 
 	ids := map[float64]string{}
@@ -423,9 +478,11 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("%s: %s: %v", where, r.Expr, err)
 			}
 			checkSelectors(t, where, r.Expr, sels, known)
+			// The generator's default selector is on every selector (up
+			// without it would alert on every target Prometheus scrapes).
 			for _, vs := range sels {
-				if vs.Name == "up" && !hasMatcher(vs, "job", "jmxdp") {
-					t.Errorf("%s: %s selects up without job=\"jmxdp\": it would alert on every target", where, vs)
+				if !hasMatcher(vs, "job", "jmxdp") {
+					t.Errorf("%s: %s lacks the target selector job=\"jmxdp\" (write <<sel>> in alerts.yaml.tmpl)", where, vs)
 				}
 			}
 			if r.Alert == "" {
@@ -486,10 +543,74 @@ func TestPromtool(t *testing.T) {
 		// rule_files in the config are relative to it: this checks the rules
 		// again, as Prometheus would load them.
 		{"check", "config", promCfgPath},
+		// Every alert against series it must and must not fire on
+		// (TestAlertTestsCoverEveryAlert checks that each has both).
+		{"test", "rules", alertTestPath},
 	} {
 		out, err := exec.Command(promtool, args...).CombinedOutput()
 		if err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// TestAlertTestsCoverEveryAlert checks that alerts_test.yaml has, for
+// every alert of alerts.yaml, a case where it fires and one where it does
+// not, and no case for an alert that does not exist.
+func TestAlertTestsCoverEveryAlert(t *testing.T) {
+	raw, err := os.ReadFile(alertTestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			Name       string `yaml:"name"`
+			AlertTests []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []any  `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal(raw, &tests); err != nil {
+		t.Fatalf("%s: %v", alertTestPath, err)
+	}
+	if !slices.Contains(tests.RuleFiles, filepath.Base(alertsPath)) {
+		t.Errorf("%s: rule_files %v does not load %s", alertTestPath, tests.RuleFiles, filepath.Base(alertsPath))
+	}
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, tg := range tests.Tests {
+		for _, at := range tg.AlertTests {
+			if len(at.ExpAlerts) > 0 {
+				fires[at.Alertname] = true
+			} else {
+				quiet[at.Alertname] = true
+			}
+		}
+	}
+	alerts := map[string]bool{}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			alerts[r.Alert] = true
+			if !fires[r.Alert] {
+				t.Errorf("%s: no case where %s fires", alertTestPath, r.Alert)
+			}
+			if !quiet[r.Alert] {
+				t.Errorf("%s: no case where %s does not fire", alertTestPath, r.Alert)
+			}
+		}
+	}
+	for name := range fires {
+		if !alerts[name] {
+			t.Errorf("%s: a case for %s, which is not an alert of %s", alertTestPath, name, alertsPath)
+		}
+	}
+	for name := range quiet {
+		if !alerts[name] {
+			t.Errorf("%s: a case for %s, which is not an alert of %s", alertTestPath, name, alertsPath)
 		}
 	}
 }

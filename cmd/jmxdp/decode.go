@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/filter"
@@ -12,7 +11,7 @@ import (
 
 func newDecodeCmd() *cobra.Command {
 	var (
-		ports  []string
+		ports  = portList{allowAuto: true}
 		engine string
 		format string
 		out    string
@@ -46,11 +45,7 @@ The JSON form is documented in docs/decode-json.md.`,
 			if err != nil {
 				return err
 			}
-			udpPorts, auto, err := parsePortArgs(ports)
-			if err != nil {
-				return err
-			}
-			rep, err := decode.Files(args, decode.Options{Ports: udpPorts, Auto: auto, Engine: decode.Engine(engine), OutDir: out, Filter: flt})
+			rep, err := decode.Files(args, decode.Options{Ports: ports.ports, Auto: ports.auto, Engine: decode.Engine(engine), OutDir: out, Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -67,7 +62,7 @@ The JSON form is documented in docs/decode-json.md.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVarP(&ports, "port", "p", nil, `UDP destination port carrying Jmirror (repeatable; default 30030), or "auto": every port where Jmirror-looking traffic is found`)
+	f.VarP(&ports, "port", "p", `UDP destination ports carrying Jmirror, repeatable or comma-separated (default 30030); "auto": every port where Jmirror-looking traffic is found`)
 	f.StringVar(&engine, "engine", "", "bpf (the XDP program; default when root) or go")
 	f.StringVar(&format, "format", "table", "table or json")
 	f.StringVar(&out, "out", "", "write one pcapng per (mid, sid) under this directory")
@@ -81,34 +76,4 @@ func compileFilter(cmd *cobra.Command, expr string) (*filter.Filter, error) {
 		return nil, nil
 	}
 	return filter.Compile(expr)
-}
-
-// parsePortArgs reads decode's --port values: port numbers, or "auto".
-func parsePortArgs(in []string) (ports []uint16, auto bool, err error) {
-	var nums []uint
-	for _, s := range in {
-		if s == "auto" {
-			auto = true
-			continue
-		}
-		n, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return nil, false, fmt.Errorf("--port %q: not a UDP port (1-65535) or auto", s)
-		}
-		nums = append(nums, uint(n))
-	}
-	ports, err = parsePorts(nums)
-	return ports, auto, err
-}
-
-// parsePorts checks --port values are usable UDP ports.
-func parsePorts(in []uint) ([]uint16, error) {
-	out := make([]uint16, 0, len(in))
-	for _, p := range in {
-		if p == 0 || p > 65535 {
-			return nil, fmt.Errorf("--port %d: not a UDP port (1-65535)", p)
-		}
-		out = append(out, uint16(p))
-	}
-	return out, nil
 }

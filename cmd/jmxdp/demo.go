@@ -34,6 +34,7 @@ func newDemoCmd() *cobra.Command {
 	var out string
 	var duration time.Duration
 	var rate float64
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "demo [--out DIR]",
 		Short: "Live demo: capture generated Jmirror traffic on a veth lab into per-stream pcapng files",
@@ -50,16 +51,17 @@ per-stream table and the files written, and removes the lab. The files stay in
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runDemo(ctx, cmd.OutOrStdout(), out, duration, rate)
+			return runDemo(ctx, cmd.OutOrStdout(), out, duration, rate, metricsAddr)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", "demo-out", "output directory")
 	cmd.Flags().DurationVar(&duration, "duration", 3*time.Second, "how long to send")
 	cmd.Flags().Float64Var(&rate, "rate", 2000, "frames per second")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics on this host:port while the demo runs (dashboards/screenshot.sh scrapes it)")
 	return cmd
 }
 
-func runDemo(ctx context.Context, w io.Writer, out string, duration time.Duration, rate float64) (err error) {
+func runDemo(ctx context.Context, w io.Writer, out string, duration time.Duration, rate float64, metricsAddr string) (err error) {
 	log := slog.Default()
 	lc := lab.Default()
 	if err := lab.Down(lc); err != nil {
@@ -84,7 +86,7 @@ func runDemo(ctx context.Context, w io.Writer, out string, duration time.Duratio
 	cfg.Output.Dir = filepath.Join(out, "streams")
 	cfg.Capture.PinDir = demoPinDir
 	cfg.Capture.MaxStreams = 1 << 16
-	cfg.Metrics.Addr = ""
+	cfg.Metrics.Addr = metricsAddr
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -135,11 +137,22 @@ func runDemo(ctx context.Context, w io.Writer, out string, duration time.Duratio
 	}
 	ws := d.Writer().Stats()
 	printStreams(w, streams)
-	fmt.Fprintf(w, "\nkernel: %d frames, %d Jmirror, %d not Jmirror (passed to the host), %d captured, %d capture failures\n",
-		counters[maps.StatFrames], counters[maps.StatJmirror], counters[maps.StatNotJmirror],
-		counters[maps.StatActionCapture], counters[maps.StatCaptureFailed])
+	fmt.Fprintf(w, "\n%s\n", kernelLine(counters))
 	fmt.Fprintf(w, "writers: %d packets in %d files\n\n", ws.Packets, ws.FilesCompleted)
 	return printFiles(w, cfg.Output.Dir)
+}
+
+// kernelLine sums up the kernel's counters. Captured counts frames, every
+// fragment of a datagram, while Jmirror counts each datagram once (at its
+// first fragment): with fragments, captured exceeds Jmirror, and the line
+// says by what.
+func kernelLine(c maps.Counters) string {
+	line := fmt.Sprintf("kernel: %d frames, %d Jmirror, %d not Jmirror (passed to the host), %d captured",
+		c[maps.StatFrames], c[maps.StatJmirror], c[maps.StatNotJmirror], c[maps.StatActionCapture])
+	if n := c[maps.StatFragTracked]; n > 0 {
+		line += fmt.Sprintf(" (frames: the %d later fragments of fragmented datagrams count here, not in Jmirror, which counts each datagram once)", n)
+	}
+	return line + fmt.Sprintf(", %d capture failures", c[maps.StatCaptureFailed])
 }
 
 // waitDrained waits (up to 5 s) until the pipeline has taken every frame

@@ -81,8 +81,13 @@ summary.`,
 			if rate < 0 || loops < 0 || duration < 0 {
 				return errors.New("--rate, --loops and --duration cannot be negative")
 			}
-			if format != "text" && format != "json" {
-				return fmt.Errorf("--format %q: want text or json", format)
+			switch format {
+			case "table", "json":
+			case "text": // gen's name for table before the commands agreed on table|json
+				fmt.Fprintln(cmd.ErrOrStderr(), "jmxdp gen: --format text is deprecated: use --format table")
+				format = "table"
+			default:
+				return fmt.Errorf("--format %q: want table or json", format)
 			}
 			if model == "" {
 				model = "demo"
@@ -167,7 +172,7 @@ summary.`,
 	f.IntVar(&cfg.PacketsPer, "packets", cfg.PacketsPer, "packets per session")
 	f.Uint16Var(&cfg.Port, "port", cfg.Port, "UDP destination port")
 	f.StringVar(&model, "model", "", "demo or traffic (default demo, traffic if a traffic flag is set)")
-	f.StringVar(&format, "format", "text", "text or json (the summary of what was generated)")
+	f.StringVar(&format, "format", "table", "table or json (the summary of what was generated)")
 	f.IntVar(&tcfg.Packets, "packets-total", tcfg.Packets, "traffic: total Jmirror datagrams")
 	f.IntVar(&tcfg.Routers, "routers", tcfg.Routers, "traffic: routers sending the streams")
 	f.StringVar(&imix, "imix", "64:7,576:4,1400:1", "traffic: inner size mix, SIZE:WEIGHT,...")

@@ -24,7 +24,7 @@ import (
 type runFlags struct {
 	configPath    string
 	iface         string
-	ports         []uint
+	ports         portList
 	out           string
 	defaultAction string
 	allow         []string
@@ -82,7 +82,7 @@ The config file is documented in docs/config.md; flags override it.`,
 	fl := cmd.Flags()
 	fl.StringVarP(&f.configPath, "config", "c", "", "YAML config file (docs/config.md)")
 	fl.StringVarP(&f.iface, "iface", "i", "", "interface to attach to")
-	fl.UintSliceVarP(&f.ports, "port", "p", nil, "UDP destination port carrying Jmirror (repeatable; default 30030)")
+	fl.VarP(&f.ports, "port", "p", "UDP destination ports carrying Jmirror, repeatable or comma-separated (default: the config file's ports, else 30030)")
 	fl.StringVarP(&f.out, "out", "o", "", "output directory for the pcapng files")
 	fl.StringVar(&f.defaultAction, "default-action", "", "action for streams without a rule: capture, count or pass")
 	fl.StringSliceVar(&f.allow, "allow", nil, "router prefix allowed to send Jmirror (repeatable; none: any)")
@@ -116,11 +116,7 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 		cfg.Interface = f.iface
 	}
 	if set("port") {
-		ports, err := parsePorts(f.ports)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Ports, cfg.PortsSet = ports, true
+		cfg.Ports, cfg.PortsSet = f.ports.ports, true
 	}
 	if set("out") {
 		cfg.Output.Dir = f.out

@@ -259,6 +259,8 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 				"$__interval", "2s", "${__interval}", "2s",
 				"$__range", "1m", "${__range}", "1m",
 				"${instance}", instance, "$instance", instance,
+				// The dashboard's job and cluster variables: this job, and All.
+				"${job}", "jmxdp", "$job", "jmxdp", "${cluster}", ".*", "$cluster", ".*",
 			).Replace(expr)
 			// Rates are judged over the window with traffic.
 			if r := prom.query(t, q); len(r) == 0 {
@@ -295,6 +297,13 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	r := prom.query(t, `sum(jmxdp_untrusted_packets_total)`)
 	if len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] || c[jmmaps.StatUntrusted] == 0 {
 		t.Errorf("untrusted packets: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	}
+	// The unlabelled totals the alerts use agree with the kernel.
+	if r := prom.query(t, `jmxdp_untrusted_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] {
+		t.Errorf("untrusted total: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	}
+	if r := prom.query(t, `jmxdp_candidate_port_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatCandidate] || c[jmmaps.StatCandidate] < 20 {
+		t.Errorf("candidate port total: Prometheus %v, kernel %d (20 sent to port 6502)", r, c[jmmaps.StatCandidate])
 	}
 	// The rules loaded and evaluate: Prometheus lists them.
 	resp, err := http.Get(prom.url + "/api/v1/rules")

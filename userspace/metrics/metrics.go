@@ -140,15 +140,16 @@ func (o Options) withDefaults() Options {
 
 // family is one metric family the Collector can export.
 type family struct {
-	name string
-	typ  prometheus.ValueType
-	desc *prometheus.Desc
+	name   string
+	typ    prometheus.ValueType
+	desc   *prometheus.Desc
+	labels []string
 }
 
 var families []*family
 
 func newFamily(name string, typ prometheus.ValueType, help string, labels ...string) *family {
-	f := &family{name: name, typ: typ, desc: prometheus.NewDesc(name, help, labels, nil)}
+	f := &family{name: name, typ: typ, desc: prometheus.NewDesc(name, help, labels, nil), labels: labels}
 	families = append(families, f)
 	return f
 }
@@ -217,6 +218,15 @@ var (
 	famUntrustedPackets = newFamily("jmxdp_untrusted_packets_total", counter,
 		"Frames dropped because their source is outside the allowlist, by source (jm_untrusted). Bounded: the sources with the most packets, the rest in router=\"other\".",
 		"router")
+	// The unlabelled totals of the two families above and below: a
+	// labelled series appears only with its first packet, so increase()
+	// never sees a one-off burst from a new source or port; these exist
+	// at 0 from the start and never go down (kernel counters in jm_stats,
+	// not sums over an LRU map). `_all_total`: a family cannot have series
+	// with and without the label, and the shared stem keeps each total
+	// next to its breakdown.
+	famUntrustedAll = newFamily("jmxdp_untrusted_packets_all_total", counter,
+		"Frames dropped because their source is outside the allowlist, from every source (the kernel's counter; the same frames as jmxdp_frames_total{class=\"untrusted\"}). Exists at 0 from the start: alert on it, not on the per-router series.")
 	famUntrustedRouters = newFamily("jmxdp_untrusted_routers", gauge,
 		"Sources outside the allowlist that sent Jmirror (entries in jm_untrusted).")
 
@@ -224,6 +234,8 @@ var (
 	famCandidatePackets = newFamily("jmxdp_candidate_port_packets_total", counter,
 		"Jmirror-looking packets to a UDP port jmxdp does not decode (jm_candidates): a router probably sends to a port missing from the configuration. Bounded: the ports with the most packets, the rest in port=\"other\".",
 		"port")
+	famCandidateAll = newFamily("jmxdp_candidate_port_packets_all_total", counter,
+		"Jmirror-looking packets to a UDP port jmxdp does not decode, on every such port (the kernel's counter). Exists at 0 from the start: alert on it, not on the per-port series.")
 	famCandidatePorts = newFamily("jmxdp_candidate_ports", gauge,
 		"UDP ports not decoded on which Jmirror-looking traffic was seen.")
 
@@ -349,6 +361,24 @@ func Names() []string {
 	return out
 }
 
+// Family describes a metric family the Collector can export, for tests
+// that check what a scrape, a dashboard or a rule file does with it.
+type Family struct {
+	Name    string
+	Counter bool     // else a gauge
+	Labels  []string // label names; none for a single series
+}
+
+// Families lists every metric family the Collector can export, in the
+// order of docs/metrics.md.
+func Families() []Family {
+	out := make([]Family, len(families))
+	for i, f := range families {
+		out[i] = Family{Name: f.name, Counter: f.typ == counter, Labels: slices.Clone(f.labels)}
+	}
+	return out
+}
+
 // Collector is a prometheus.Collector over a Source.
 type Collector struct {
 	src  Source
@@ -439,6 +469,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 	emit(ch, famFragments, v(maps.StatFragFirst), "first")
 	emit(ch, famFragments, v(maps.StatFragTracked), "tracked")
 	emit(ch, famFragments, v(maps.StatFragUnmatched), "unmatched")
+	emit(ch, famUntrustedAll, v(maps.StatUntrusted))
+	emit(ch, famCandidateAll, v(maps.StatCandidate))
 }
 
 // clock converts CLOCK_MONOTONIC_COARSE readings, as the stream table holds

@@ -374,6 +374,7 @@ func TestCollector(t *testing.T) {
 		"router=198.18.0.1": 3, "router=198.18.0.2": 2, "router=other": 1,
 	})
 	checkFamily(t, got, "jmxdp_untrusted_routers", map[string]float64{"": 3})
+	checkFamily(t, got, "jmxdp_untrusted_packets_all_total", map[string]float64{"": 3 + 2 + 1})
 
 	// Maps.
 	checkFamily(t, got, "jmxdp_map_entries", map[string]float64{
@@ -442,6 +443,7 @@ func TestCollector(t *testing.T) {
 	})
 	checkFamily(t, got, "jmxdp_candidate_port_packets_total", map[string]float64{"port=6502": 2})
 	checkFamily(t, got, "jmxdp_candidate_ports", map[string]float64{"": 1})
+	checkFamily(t, got, "jmxdp_candidate_port_packets_all_total", map[string]float64{"": 2})
 	if len(got.family("jmxdp_scrape_duration_seconds")) != 1 {
 		t.Error("no scrape duration")
 	}
