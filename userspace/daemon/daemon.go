@@ -16,8 +16,10 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -29,6 +31,8 @@ type Daemon struct {
 	sink     *writer.Group
 	capture  *capture.Capture
 	metrics  *metrics.Server
+	keeper   *retention.Keeper
+	handoff  *handoff.Runner
 	version  string
 	revision string
 	mode     loader.Mode
@@ -101,6 +105,9 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		return fail(err)
 	}
 	writers := d.writers(len(queues))
+	if err := d.startRetention(); err != nil {
+		return fail(err)
+	}
 	d.sink, err = writer.NewGroup(writer.Config{
 		Dir:            cfg.Output.Dir,
 		RotateSize:     cfg.Output.RotateSize,
@@ -111,10 +118,12 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		BufferMemory:   cfg.Output.BufferMemory,
 		PacketComments: cfg.Output.PacketComments,
 		Logger:         log,
+		OnComplete:     d.onComplete(),
 	}, writers)
 	if err != nil {
 		return fail(err)
 	}
+	d.startKeeper()
 	var sinks []capture.Sink
 	for _, m := range d.sink.Shards() {
 		sinks = append(sinks, m)
@@ -171,6 +180,8 @@ func (d *Daemon) serveMetrics() error {
 		Capture:       d.capture.Stats,
 		Writer:        d.sink.Stats,
 		WriterStreams: d.sink.Streams,
+		Retention:     d.retentionStats,
+		Handoff:       d.handoffStats,
 	}, opts)
 	reg, err := metrics.NewRegistry(col)
 	if err != nil {
@@ -303,6 +314,7 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	if d.sink != nil {
 		errs = append(errs, d.sink.Close())
 	}
+	errs = append(errs, d.stopRetention())
 	if d.capture != nil && d.sink != nil && d.prog != nil {
 		d.logAccount()
 	}
