@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/retention"
 )
 
 // The checks below are shared by the decoder, which adds the file position,
@@ -245,4 +247,17 @@ func (k ruleKey) String() string {
 		return fmt.Sprintf("mid %d, any sid", k.mid)
 	}
 	return fmt.Sprintf("mid %d sid %d", k.mid, k.sid)
+}
+
+func checkScope(s string) error {
+	_, err := retention.ParseScope(s)
+	return err
+}
+
+// checkArgv: an empty list is no command; otherwise handoff's rules.
+func checkArgv(argv []string) error {
+	if len(argv) == 0 {
+		return nil
+	}
+	return handoff.CheckArgv(argv)
 }

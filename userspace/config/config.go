@@ -30,7 +30,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -77,6 +79,18 @@ type Output struct {
 	BufferSize     int64
 	BufferMemory   int64
 	PacketComments bool // a router= comment on every packet
+	// MaxBytes and MaxAge bound the completed files (0 = no bound):
+	// beyond them the oldest are deleted, of each stream or of all
+	// (Retention: "all" or "stream").
+	MaxBytes  int64
+	MaxAge    time.Duration
+	Retention string
+	// OnComplete is a command (argv, no shell) run for each completed
+	// file; nil = none. At most OnCompleteWorkers at once, each for at
+	// most OnCompleteTimeout.
+	OnComplete        []string
+	OnCompleteWorkers int
+	OnCompleteTimeout time.Duration
 }
 
 // Capture is how frames are taken off the NIC.
@@ -127,6 +141,9 @@ const (
 	MaxFramesPerQueue = 65536
 )
 
+// maxHandoffWorkers bounds output.on_complete_workers.
+const maxHandoffWorkers = 1024
+
 // Default returns the configuration used for every key the file and the
 // flags leave out. No *Set field is true.
 func Default() Config {
@@ -141,6 +158,11 @@ func Default() Config {
 			FlushInterval: time.Second,
 			BufferSize:    writer.DefaultBufferSize,
 			BufferMemory:  writer.DefaultBufferMemory,
+
+			// No retention limit and no hand-off unless set.
+			Retention:         retention.All.String(),
+			OnCompleteWorkers: handoff.DefaultWorkers,
+			OnCompleteTimeout: handoff.DefaultTimeout,
 		},
 		Capture: Capture{
 			XDPMode:        "auto",
@@ -333,6 +355,14 @@ func (c *Config) check(requireIface bool) []*Error {
 	bad("output.flush_interval", checkDuration(o.FlushInterval, time.Millisecond))
 	bad("output.buffer_size", checkRange(o.BufferSize, minBufferSize, pcapng.MaxPacketLen*4))
 	bad("output.buffer_memory", checkRange(o.BufferMemory, o.BufferSize, maxInt64))
+	bad("output.max_bytes", checkRange(o.MaxBytes, 0, maxInt64))
+	bad("output.max_age", checkDuration(o.MaxAge, 0))
+	bad("output.retention", checkScope(o.Retention))
+	if o.OnComplete != nil {
+		bad("output.on_complete", checkArgv(o.OnComplete))
+	}
+	bad("output.on_complete_workers", checkRange(int64(o.OnCompleteWorkers), 1, maxHandoffWorkers))
+	bad("output.on_complete_timeout", checkDuration(o.OnCompleteTimeout, time.Millisecond))
 
 	cp := &c.Capture
 	if cp.Queues != nil && len(cp.Queues) == 0 {

@@ -47,7 +47,8 @@ func TestDefault(t *testing.T) {
 		Ports:         []uint16{30030},
 		DefaultAction: maps.ActionCapture,
 		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: writer.DefaultMaxOpen(),
-			FlushInterval: time.Second, BufferSize: 16 << 10, BufferMemory: 256 << 20},
+			FlushInterval: time.Second, BufferSize: 16 << 10, BufferMemory: 256 << 20,
+			Retention: "all", OnCompleteWorkers: 4, OnCompleteTimeout: 30 * time.Second},
 		Capture: Capture{XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 16384, QueueMemory: 64 << 20,
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
@@ -89,7 +90,8 @@ func TestExample(t *testing.T) {
 		},
 		AllowlistSet: true,
 		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 1 << 30, RotateAge: time.Hour, MaxOpenFiles: 1024,
-			FlushInterval: 500 * time.Millisecond, BufferSize: 32 << 10, BufferMemory: 512 << 20, PacketComments: true},
+			FlushInterval: 500 * time.Millisecond, BufferSize: 32 << 10, BufferMemory: 512 << 20, PacketComments: true,
+			Retention: "stream", OnCompleteWorkers: 8, OnCompleteTimeout: time.Minute},
 		Capture: Capture{Queues: nil, XDPMode: "auto", ZeroCopy: true, FramesPerQueue: 8192, QueueMemory: 256 << 20,
 			MaxStreams: 262144, Writers: 2, PinDir: "/sys/fs/bpf/jmxdp", KeepAttached: true},
 		Reassembly: Reassembly{MaxDatagrams: 8192, MaxMemory: 128 << 20, Timeout: 20 * time.Second},
@@ -161,6 +163,32 @@ func TestExampleAndDocsComplete(t *testing.T) {
 		leaf := k[strings.LastIndex(k, ".")+1:]
 		if !strings.Contains(string(md), "`"+leaf+"`") {
 			t.Errorf("docs/config.md does not document `%s`", leaf)
+		}
+	}
+}
+
+// TestRetentionAndHandoffKeys: the keys as an operator writes them; an
+// empty on_complete is no command.
+func TestRetentionAndHandoffKeys(t *testing.T) {
+	c, err := Parse([]byte("output:\n  max_bytes: 2TiB\n  max_age: 720h\n  retention: stream\n"+
+		"  on_complete: [/usr/local/bin/handoff, --file, \"{path}\"]\n  on_complete_workers: 2\n  on_complete_timeout: 1m30s\n"), "cfg.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Output
+	if o.MaxBytes != 2<<40 || o.MaxAge != 720*time.Hour || o.Retention != "stream" ||
+		!slices.Equal(o.OnComplete, []string{"/usr/local/bin/handoff", "--file", "{path}"}) ||
+		o.OnCompleteWorkers != 2 || o.OnCompleteTimeout != 90*time.Second {
+		t.Errorf("parsed %+v", o)
+	}
+	d := Default().Output
+	if d.MaxBytes != 0 || d.MaxAge != 0 || d.Retention != "all" || d.OnComplete != nil || d.OnCompleteWorkers != 4 || d.OnCompleteTimeout != 30*time.Second {
+		t.Errorf("defaults %+v", d)
+	}
+	for _, in := range []string{"output:\n  on_complete: []\n", "output:\n  on_complete:\n"} {
+		c, err := Parse([]byte(in), "cfg.yaml")
+		if err != nil || c.Output.OnComplete != nil {
+			t.Errorf("%q: %v, %q", in, err, c.Output.OnComplete)
 		}
 	}
 }
@@ -292,6 +320,12 @@ func TestValidate(t *testing.T) {
 		{"output.rotate_size", "-1 is negative", func(c *Config) { c.Output.RotateSize = -1 }},
 		{"output.rotate_age", "negative", func(c *Config) { c.Output.RotateAge = -time.Second }},
 		{"output.max_open_files", "0 is below the minimum 1", func(c *Config) { c.Output.MaxOpenFiles = 0 }},
+		{"output.max_bytes", "-1 is negative", func(c *Config) { c.Output.MaxBytes = -1 }},
+		{"output.max_age", "negative", func(c *Config) { c.Output.MaxAge = -time.Second }},
+		{"output.retention", `"streams" is not a retention scope (want all or stream)`, func(c *Config) { c.Output.Retention = "streams" }},
+		{"output.on_complete", "relative path", func(c *Config) { c.Output.OnComplete = []string{"bin/handoff"} }},
+		{"output.on_complete_workers", "0 is below the minimum 1", func(c *Config) { c.Output.OnCompleteWorkers = 0 }},
+		{"output.on_complete_timeout", "too short", func(c *Config) { c.Output.OnCompleteTimeout = 0 }},
 		{"capture.queues", "empty list", func(c *Config) { c.Capture.Queues = []uint32{} }},
 		{"capture.queues[2]", "duplicate queue 0", func(c *Config) { c.Capture.Queues = []uint32{0, 1, 0} }},
 		{"capture.xdp_mode", `"native" is not an XDP mode`, func(c *Config) { c.Capture.XDPMode = "native" }},
@@ -339,7 +373,7 @@ func TestRefusals(t *testing.T) {
 		{"scalar document", "hello\n", 1, "", "must be a mapping of keys"},
 		{"second document", "interface: eth0\n---\nports: [1]\n", 2, "", "second YAML document"},
 		{"unknown key", "interface: eth0\nport: [6502]\n", 2, "port", "unknown key (" + known + ")"},
-		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files, flush_interval, buffer_size, buffer_memory, packet_comments)"},
+		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files, flush_interval, buffer_size, buffer_memory, packet_comments, max_bytes, max_age, retention, on_complete, on_complete_workers, on_complete_timeout)"},
 		{"unknown capture key", "capture:\n  queus: all\n", 2, "capture.queus", "known: queues, xdp_mode, zero_copy, frames_per_queue, queue_memory, max_streams, writers, pin_dir, keep_attached"},
 		{"unknown reassembly key", "reassembly: {timeout: 1s, max_frags: 3}\n", 1, "reassembly.max_frags", "known: max_datagrams, max_memory, timeout"},
 		{"unknown metrics key", "metrics:\n  listen: :1\n", 2, "metrics.listen", "known: addr"},
@@ -433,6 +467,18 @@ func TestRefusals(t *testing.T) {
 		{"queue negative", "capture:\n  queues: [-1]\n", 2, "capture.queues[0]", "-1 is negative"},
 		{"pin_dir relative", "capture:\n  pin_dir: bpf/jmxdp\n", 2, "capture.pin_dir", `"bpf/jmxdp" is not an absolute path`},
 		{"output dir empty", "output:\n  dir: \"\"\n", 2, "output.dir", "empty path"},
+
+		// Retention and hand-off.
+		{"max_bytes fraction", "output:\n  max_bytes: 1.5TiB\n", 2, "output.max_bytes", "whole number"},
+		{"max_age no unit", "output:\n  max_age: 7\n", 2, "output.max_age", "7 has no unit"},
+		{"retention word", "output:\n  retention: oldest\n", 2, "output.retention", `"oldest" is not a retention scope (want all or stream)`},
+		{"on_complete string", "output:\n  on_complete: /usr/local/bin/handoff {path}\n", 2, "output.on_complete", "want a list: the program and its arguments, no shell"},
+		{"on_complete number", "output:\n  on_complete: [/bin/h, 3]\n", 2, "output.on_complete[1]", "want a string"},
+		{"on_complete relative", "output:\n  on_complete: [./handoff]\n", 2, "output.on_complete", `"./handoff" is a relative path`},
+		{"on_complete empty name", "output:\n  on_complete: [\"\", x]\n", 2, "output.on_complete", "no command"},
+		{"on_complete_workers zero", "output:\n  on_complete_workers: 0\n", 2, "output.on_complete_workers", "0 is below the minimum 1"},
+		{"on_complete_workers too many", "output:\n  on_complete_workers: 5000\n", 2, "output.on_complete_workers", "above the maximum 1024"},
+		{"on_complete_timeout zero", "output:\n  on_complete_timeout: 0\n", 2, "output.on_complete_timeout", "too short"},
 
 		// Interface and metrics.
 		{"interface too long", "interface: a-name-of-16-chr\n", 1, "interface", "not an interface name"},

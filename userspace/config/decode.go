@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
 )
 
 // The keys of each mapping, in the order of docs/config.md. Messages about
@@ -18,7 +19,7 @@ import (
 var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
-	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments"}
+	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
 	metricsKeys    = []string{"addr", "top_streams", "hide_ids"}
@@ -454,8 +455,46 @@ func (d *decoder) output(n *yaml.Node, path string, o *Output) {
 			set(&o.BufferMemory)(d.size(v, path, minBufferSize))
 		case "packet_comments":
 			set(&o.PacketComments)(d.boolean(v, path))
+		case "max_bytes":
+			set(&o.MaxBytes)(d.size(v, path, 0))
+		case "max_age":
+			set(&o.MaxAge)(d.duration(v, path, 0))
+		case "retention":
+			set(&o.Retention)(d.str(v, path, checkScope))
+		case "on_complete":
+			set(&o.OnComplete)(d.argv(v, path))
+		case "on_complete_workers":
+			setInt(&o.OnCompleteWorkers)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 1, maxHandoffWorkers) }))
+		case "on_complete_timeout":
+			set(&o.OnCompleteTimeout)(d.duration(v, path, time.Millisecond))
 		}
 	})
+}
+
+// argv reads a command line: a list of strings, the program first. No
+// value or an empty list is no command (nil).
+func (d *decoder) argv(n *yaml.Node, key string) ([]string, bool) {
+	items, ok := d.list(n, key, `a list: the program and its arguments, no shell (e.g. [/usr/local/bin/handoff, "{path}"])`)
+	if !ok || len(items) == 0 {
+		return nil, ok
+	}
+	argv := make([]string, 0, len(items))
+	for i, it := range items {
+		s, good := d.str(it, index(key, i), nil)
+		if !good {
+			ok = false
+			continue
+		}
+		argv = append(argv, s)
+	}
+	if !ok {
+		return nil, false
+	}
+	if err := handoff.CheckArgv(argv); err != nil {
+		d.fail(n, key, err)
+		return nil, false
+	}
+	return argv, true
 }
 
 func (d *decoder) capture(n *yaml.Node, path string, c *Capture) {

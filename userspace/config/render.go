@@ -69,6 +69,16 @@ func (c *Config) Marshal() ([]byte, error) {
 	o.add("buffer_size", size(c.Output.BufferSize))
 	o.add("buffer_memory", size(c.Output.BufferMemory))
 	o.add("packet_comments", boolean(c.Output.PacketComments))
+	o.add("max_bytes", size(c.Output.MaxBytes))
+	o.add("max_age", duration(c.Output.MaxAge))
+	o.add("retention", str(c.Output.Retention))
+	cmd := flowSeq() // [] : no hand-off command
+	for _, a := range c.Output.OnComplete {
+		cmd.Content = append(cmd.Content, str(a))
+	}
+	o.add("on_complete", cmd)
+	o.add("on_complete_workers", integer(int64(c.Output.OnCompleteWorkers)))
+	o.add("on_complete_timeout", duration(c.Output.OnCompleteTimeout))
 	top.add("output", o.n)
 
 	cp := newMapping()

@@ -18,8 +18,10 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
@@ -32,6 +34,8 @@ type Daemon struct {
 	sink    *writer.Group
 	capture *capture.Capture
 	metrics *metrics.Server
+	keeper  *retention.Keeper
+	handoff *handoff.Runner
 	// collector is the metrics collector, for a reload's new options.
 	collector *metrics.Collector
 	version   string
@@ -156,6 +160,9 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		return fail(err)
 	}
 	writers := d.writers(len(queues))
+	if err := d.startRetention(); err != nil {
+		return fail(err)
+	}
 	d.sink, err = writer.NewGroup(writer.Config{
 		Dir:            cfg.Output.Dir,
 		RotateSize:     cfg.Output.RotateSize,
@@ -166,10 +173,12 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		BufferMemory:   cfg.Output.BufferMemory,
 		PacketComments: cfg.Output.PacketComments,
 		Logger:         log,
+		OnComplete:     d.onComplete(),
 	}, writers)
 	if err != nil {
 		return fail(err)
 	}
+	d.startKeeper()
 	var sinks []capture.Sink
 	for _, m := range d.sink.Shards() {
 		sinks = append(sinks, m)
@@ -246,6 +255,8 @@ func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collec
 		Capture:       d.capture.Stats,
 		Writer:        d.sink.Stats,
 		WriterStreams: d.sink.Streams,
+		Retention:     d.retentionStats,
+		Handoff:       d.handoffStats,
 	}, d.metricsOptions(cfg))
 	reg, err := metrics.NewRegistry(col)
 	if err != nil {
@@ -375,6 +386,7 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	if d.sink != nil {
 		errs = append(errs, d.sink.Close())
 	}
+	errs = append(errs, d.stopRetention())
 	if d.capture != nil && d.sink != nil && d.prog != nil {
 		d.logAccount()
 		if d.checkpointsRan {

@@ -52,7 +52,9 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -71,6 +73,11 @@ type Source struct {
 	// WriterStreams returns the writers' per-stream counters, for the
 	// streams with the most drops; nil: none.
 	WriterStreams func() []writer.StreamStats
+	// Retention returns the retention counters, Handoff the on_complete
+	// ones; nil leaves their families out. The daemon gives both, at 0
+	// when the feature is off.
+	Retention func() retention.Stats
+	Handoff   func() handoff.Stats
 }
 
 // Options tune what the Collector exports.
@@ -445,6 +452,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.WriterStreams != nil && !c.opts.HideIDs && c.opts.TopStreams > 0 {
 		c.collectWriterStreams(ch, c.src.WriterStreams())
+	}
+	if c.src.Retention != nil {
+		c.collectRetention(ch, c.src.Retention())
+	}
+	if c.src.Handoff != nil {
+		c.collectHandoff(ch, c.src.Handoff())
 	}
 	emit(ch, famBuildInfo, 1, c.opts.Version, c.opts.Revision, runtime.Version())
 	c.collectAttached(ch, fail)

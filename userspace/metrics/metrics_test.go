@@ -293,6 +293,7 @@ func fullSource(tb *testbed) metrics.Source {
 	return metrics.Source{
 		Maps: tb.prog.Maps, Iface: "lo", Ifindex: 1,
 		Capture: fakeCapture, Writer: fakeWriter, WriterStreams: fakeWriterStreams,
+		Retention: fakeRetention, Handoff: fakeHandoff,
 	}
 }
 

@@ -209,12 +209,14 @@ func (m *Manager) recover() {
 			}
 			continue
 		}
-		if _, err := renameNoClobber(part, strings.TrimSuffix(part, partExt)); err != nil {
+		final, err := renameNoClobber(part, strings.TrimSuffix(part, partExt))
+		if err != nil {
 			m.log.Warn("cannot complete an unfinished file of an earlier run", "error", err)
 			failed++
 			continue
 		}
 		done++
+		m.completed(final, -1, time.Time{}) // the earlier run's time
 	}
 	m.mu.Lock()
 	m.totals.RecoveredFiles += uint64(done)

@@ -118,9 +118,45 @@ type Config struct {
 	// recovery of an earlier run's .part files.
 	SingleFile bool
 
+	// OnComplete, if set, is called with each file the Manager completes
+	// (renamed to .pcapng: by rotation, by Close, by a retried rename, or
+	// recovered at start from an earlier run), right after the rename, on
+	// the goroutine that writes (a capture goroutine): it must not block.
+	// Hand the file to a bounded queue and return.
+	OnComplete func(Completed)
+
 	// shard: a Group's Manager after the first, which took the lock and
 	// completed what an earlier run left.
 	shard bool
+}
+
+// Completed is a file a Manager has completed, for Config.OnComplete.
+type Completed struct {
+	// Path is the .pcapng file, under Config.Dir.
+	Path string
+	// Size is its size in bytes.
+	Size int64
+	// Time is when it was completed (Manager clock), or, for a file
+	// completed late (an earlier run's, a retried rename), when it was
+	// last written (its modification time).
+	Time time.Time
+}
+
+// completed tells Config.OnComplete about a file renamed to path. A size
+// below 0 or a zero time is read from the file: a file completed late
+// (recovered, or its rename retried) was last written earlier.
+func (m *Manager) completed(path string, size int64, at time.Time) {
+	if m.cfg.OnComplete == nil {
+		return
+	}
+	if size < 0 || at.IsZero() {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return // gone already: nothing to hand on
+		}
+		size, at = fi.Size(), fi.ModTime()
+	}
+	m.cfg.OnComplete(Completed{Path: path, Size: size, Time: at})
 }
 
 // Stats are the Manager's totals.
@@ -1116,6 +1152,7 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 		}
 		m.mu.Unlock()
 		m.log.Debug("stream file complete", "file", final)
+		m.completed(final, c.w.Size(), now)
 	}
 	return lost, errors.Join(errs...)
 }
@@ -1184,6 +1221,7 @@ func (m *Manager) retryRenames() {
 		m.totals.FilesCompleted++
 		m.mu.Unlock()
 		m.log.Debug("stream file complete", "file", got)
+		m.completed(got, -1, time.Time{})
 	}
 	m.unrenamed = left
 }

@@ -1086,3 +1086,61 @@ func TestStreamDirRemoved(t *testing.T) {
 		t.Errorf("remade directory mode %o", p)
 	}
 }
+
+// TestOnComplete: the hook hears of every file completed, after its
+// rename, with its final size: by rotation, by Close, and the .part files
+// of an earlier run completed at start. Never of a .part.
+func TestOnComplete(t *testing.T) {
+	dir := outDir(t)
+	var mu sync.Mutex
+	var got []Completed
+	hook := func(c Completed) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, c)
+		if strings.HasSuffix(c.Path, partExt) {
+			t.Errorf("hook given a .part: %s", c.Path)
+		}
+		fi, err := os.Lstat(c.Path)
+		if err != nil || fi.Size() != c.Size {
+			t.Errorf("hook given %s of %d bytes before it exists so: %v, %v", c.Path, c.Size, fi, err)
+		}
+	}
+	clk := newClock()
+	m := newManager(t, Config{Dir: dir, RotateSize: 5000, Now: clk.Now, OnComplete: hook})
+	k1, k2 := Key{1, 1}, Key{2, 7}
+	for i := range 100 {
+		write(t, m, k1, clk.Now(), i, 200)
+		if i < 10 {
+			write(t, m, k2, clk.Now(), i, 200)
+		}
+		clk.Advance(time.Millisecond)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := append(completed(t, dir, k1), completed(t, dir, k2)...)
+	var paths []string
+	for _, c := range got {
+		paths = append(paths, c.Path)
+		if c.Time.After(clk.Now()) {
+			t.Errorf("%s completed at %v, after the clock", c.Path, c.Time)
+		}
+	}
+	slices.Sort(paths)
+	slices.Sort(want)
+	if len(want) < 4 || !slices.Equal(paths, want) {
+		t.Fatalf("hook heard of %q, want every completed file %q", paths, want)
+	}
+
+	// An earlier run's .part, completed at start.
+	m1 := newManager(t, Config{Dir: dir})
+	write(t, m1, k2, clk.Now(), 99, 300)
+	m1.abandon(t)
+	left := parts(t, dir)
+	got = nil
+	newManager(t, Config{Dir: dir, OnComplete: hook})
+	if len(left) != 1 || len(got) != 1 || got[0].Path != strings.TrimSuffix(left[0], partExt) {
+		t.Errorf("recovery: .part %v, hook heard of %+v", left, got)
+	}
+}
