@@ -347,7 +347,7 @@ func newDetachCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&iface, "iface", "i", "", "interface")
-	cmd.Flags().StringVar(&pinDir, "pin-dir", config.Default().Capture.PinDir, "bpffs directory of pinned maps and links (default: the running or last instance's, from its state file)")
+	cmd.Flags().StringVar(&pinDir, "pin-dir", "", "bpffs directory of pinned maps and links (default: the running or last instance's, from its state file, else "+config.DefaultPinDir+")")
 	addRunDirFlag(cmd, &runDir)
 	cmd.Flags().BoolVar(&purge, "purge", false, "also remove the pinned maps (counters and policy)")
 	return cmd

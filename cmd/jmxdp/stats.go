@@ -74,7 +74,7 @@ kernel's stream table (one router's share of a stream) on its own, e.g.
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.iface, "iface", "i", "", "interface of the instance (required)")
-	f.StringVar(&o.pinDir, "pin-dir", config.DefaultPinDir, "bpffs directory of pinned maps (default: the config file's capture.pin_dir, else the running instance's)")
+	f.StringVar(&o.pinDir, "pin-dir", "", "bpffs directory of pinned maps (default: the config file's capture.pin_dir, else the running instance's, else "+config.DefaultPinDir+")")
 	f.StringVarP(&o.config, "config", "c", "", "the instance's config file (jmxdp run --config): its capture.pin_dir")
 	addRunDirFlag(cmd, &o.runDir)
 	f.StringVar(&o.format, "format", "table", "table or json")
