@@ -16,10 +16,17 @@ import (
 // touching the disk until RetryInterval has passed; the next packet then
 // probes: it is written and flushed at once. The fault's kind (the errno's
 // text, such as "no space left on device") is a condition logged once when it
-// appears and once when a probe succeeds again (or, if nothing probes, when
-// it has not been seen for the idle limit), with the packets dropped
-// meanwhile. Clearing a condition lets every stream waiting on it resume at
-// once.
+// appears, and once when it is over, with the packets dropped meanwhile. A
+// successful probe lets every stream waiting on the condition resume at
+// once, but the condition (and the jmxdp_writer_faults gauge) stays until
+// writes have succeeded for recoverHold with no new fault: on a nearly full
+// disk, where writes fail and succeed by turns, the gauge holds and the log
+// has two lines, not two a second. A condition nothing probes ends when it
+// has not been seen for the idle limit.
+
+// recoverHold is how long writes must succeed before a fault condition is
+// over.
+const recoverHold = 10 * time.Second
 
 // errNoSpace is ENOSPC's condition kind.
 var errNoSpace = syscall.ENOSPC.Error()
@@ -74,6 +81,7 @@ func (m *Manager) fault(s *stream, now time.Time, err error, lost int) {
 	}
 	c.dropped += uint64(lost)
 	c.lastFault = now
+	c.okSince = time.Time{} // a fault during the hold starts it again
 	var werr *pcapng.WriteError
 	if errors.As(err, &werr) {
 		s.failedBytes = werr.Bytes
@@ -105,17 +113,32 @@ func (m *Manager) dropFaulted(s *stream, n int) {
 	}
 }
 
-// clearFault ends s's fault after a successful probe, and its condition.
+// clearFault ends s's fault after a successful probe. Its condition's other
+// streams resume at once; the condition itself ends after recoverHold of
+// success (settleConditions).
 func (m *Manager) clearFault(s *stream, now time.Time) {
 	c := s.fault
 	s.fault, s.probe = nil, false
 	if c != nil && c.active && c.epoch == s.faultEpoch {
-		m.endCondition(c, now, "writing stream files works again")
+		c.epoch++ // the waiting streams resume without probing
+		if c.okSince.IsZero() {
+			c.okSince = now
+		}
+	}
+}
+
+// settleConditions ends the conditions whose writes have succeeded for
+// recoverHold since the last fault.
+func (m *Manager) settleConditions(now time.Time) {
+	for _, c := range m.conds {
+		if c.active && !c.okSince.IsZero() && now.Sub(c.okSince) >= recoverHold && now.Sub(c.lastFault) >= recoverHold {
+			m.endCondition(c, now, "writing stream files works again")
+		}
 	}
 }
 
 func (m *Manager) endCondition(c *faultCond, now time.Time, msg string) {
-	c.active = false
+	c.active, c.okSince = false, time.Time{}
 	c.epoch++
 	m.mu.Lock()
 	m.totals.Faults--

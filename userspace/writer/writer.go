@@ -320,6 +320,7 @@ type faultCond struct {
 	dropped   uint64
 	since     time.Time
 	lastFault time.Time
+	okSince   time.Time // a probe succeeded then, and nothing failed since; zero: failing
 }
 
 // Manager writes the streams' files. Write, WriteAt, SetClock, Drop, Tick
@@ -643,6 +644,9 @@ func (m *Manager) Tick() {
 	if len(m.unrenamed) > 0 && now.Sub(m.lastRenameRetry) >= m.cfg.RetryInterval {
 		m.lastRenameRetry = now
 		m.retryRenames()
+	}
+	if len(m.conds) > 0 {
+		m.settleConditions(now)
 	}
 	if now.Sub(m.lastSweep) >= sweepEvery || now.Before(m.lastSweep) {
 		m.lastSweep = now

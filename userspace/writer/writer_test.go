@@ -573,6 +573,12 @@ func TestFaultRetry(t *testing.T) {
 	if !write(t, m, bad, ts, 11, 100) {
 		t.Fatal("write after the retry failed")
 	}
+	// The condition holds until writes have succeeded for recoverHold.
+	if st := m.Stats(); st.Faults != 1 || len(logs.lines("INFO")) != 0 {
+		t.Errorf("condition over at the first success: stats %+v, info %q", st, logs.lines("INFO"))
+	}
+	clk.Advance(recoverHold)
+	m.Tick()
 	if st := m.Stats(); st.Faults != 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -588,6 +594,63 @@ func TestFaultRetry(t *testing.T) {
 	}
 	if got := streamSeqs(t, dir, bad); !slices.Equal(got, []int{10, 11}) {
 		t.Errorf("bad stream: %v", got)
+	}
+}
+
+// On a disk that fails and works by turns (a nearly full one), the fault
+// condition does not flap: one warning, the gauge held at 1 throughout, and
+// one "works again" once writes have succeeded for recoverHold (issue 19
+// item 8).
+func TestFaultDoesNotFlap(t *testing.T) {
+	dir := outDir(t)
+	clk := newClock()
+	var logs logBuf
+	// Every packet completes its file, so every write creates one: a file
+	// where the stream's directory goes makes the create fail.
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, RetryInterval: time.Second, RotateSize: 1, Logger: logs.logger()})
+	k := Key{7, 1}
+	obstacle := filepath.Join(dir, "mid-7")
+	ts := clk.Now()
+	seq := 0
+	failures := 0
+	for round := range 12 { // 12 s of a disk that fails and works by turns
+		os.RemoveAll(obstacle)
+		os.WriteFile(obstacle, nil, 0o600)
+		seq++
+		if !write(t, m, k, ts, seq, 100) {
+			failures++
+		}
+		os.Remove(obstacle)
+		clk.Advance(1100 * time.Millisecond)
+		seq++
+		if !write(t, m, k, ts, seq, 100) {
+			t.Fatalf("round %d: the probe failed", round)
+		}
+		m.Tick()
+		if st := m.Stats(); st.Faults != 1 {
+			t.Fatalf("round %d: fault gauge %d, want it held at 1", round, st.Faults)
+		}
+	}
+	if failures != 12 {
+		t.Fatalf("%d of 12 writes failed: the test's premise", failures)
+	}
+	if w, i := logs.lines("WARN"), logs.lines("INFO"); len(w) != 1 || len(i) != 0 {
+		t.Fatalf("a flapping disk logged %d warnings and %d recoveries: %q %q", len(w), len(i), w, i)
+	}
+	// Then it works for recoverHold: over, logged once.
+	for range 11 {
+		clk.Advance(time.Second)
+		seq++
+		if !write(t, m, k, ts, seq, 100) {
+			t.Fatal("write failed with nothing in the way")
+		}
+		m.Tick()
+	}
+	if st := m.Stats(); st.Faults != 0 {
+		t.Errorf("fault gauge %d after %v of success", st.Faults, recoverHold)
+	}
+	if i := logs.lines("INFO"); len(i) != 1 || !strings.Contains(i[0], "works again") || !strings.Contains(i[0], "dropped=12") {
+		t.Errorf("recovery lines %q", i)
 	}
 }
 
@@ -767,6 +830,8 @@ func testDiskFull(t *testing.T, cfg Config) {
 			t.Fatalf("write %d after freeing space failed", i)
 		}
 	}
+	clk.Advance(recoverHold)
+	m.Tick()
 	info := logs.lines("INFO")
 	if len(info) != 1 || !strings.Contains(info[0], "works again") {
 		t.Fatalf("info lines: %q", info)
