@@ -102,6 +102,32 @@ static __always_inline int source_trusted(const struct jm_settings *cfg,
 	return bpf_map_lookup_elem(&jm_allowlist, &key) != NULL;
 }
 
+/*
+ * An IPv6 address that embeds an IPv4 one: IPv4-mapped (::ffff:0:0/96) or
+ * IPv4-compatible (::/96, which holds :: and ::1 too). Neither may be a
+ * source on the wire (RFC 4291 2.5.5, RFC 6890), and a mapped one is, byte
+ * for byte, the key of the IPv4 router it names: accepting it would let
+ * anyone who can send IPv6 pass as that router.
+ */
+static __always_inline int v4_embedded(const __u8 *a)
+{
+	__u32 w[3];
+
+	__builtin_memcpy(w, a, sizeof(w));
+	return w[0] == 0 && w[1] == 0 &&
+	       (w[2] == 0 || w[2] == bpf_htonl(0xffff));
+}
+
+/* Such a source is counted on its own and in the untrusted total, but not
+ * in jm_untrusted by address: there a mapped one would read back as the
+ * IPv4 router. */
+static __always_inline int drop_v4_embedded(struct jm_counters *c)
+{
+	stat_add(c, JM_STAT_UNTRUSTED_MAPPED, 1);
+	stat_add(c, JM_STAT_UNTRUSTED, 1);
+	return XDP_DROP;
+}
+
 static __always_inline int drop_untrusted(struct jm_counters *c,
 					  const __u8 *router)
 {
@@ -435,6 +461,11 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 			note_candidate(c, port, udp_len);
 		goto not_jmirror;
 	}
+
+	/* Before the allowlist, and whether or not there is one: never a
+	 * router, whatever the allowlist names. */
+	if (!outer_v4 && v4_embedded(router))
+		return drop_v4_embedded(c);
 
 	cfg = load_settings();
 	if (!source_trusted(&cfg, router)) {

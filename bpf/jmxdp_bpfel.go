@@ -41,7 +41,7 @@ type JmxdpJmCandidateValue struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [17]uint64
+	Count [18]uint64
 }
 
 type JmxdpJmFragKey struct {
@@ -117,7 +117,8 @@ const (
 	JmxdpJmStatJM_STAT_STREAM_NEW          JmxdpJmStat = 14
 	JmxdpJmStatJM_STAT_VERSION_NONZERO     JmxdpJmStat = 15
 	JmxdpJmStatJM_STAT_CANDIDATE           JmxdpJmStat = 16
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 17
+	JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED    JmxdpJmStat = 17
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 18
 )
 
 type JmxdpJmStreamKey struct {

@@ -22,7 +22,15 @@ var (
 	subB      = netip.MustParseAddr("10.0.0.2")
 	sub6A     = netip.MustParseAddr("2001:db8:1::1")
 	sub6B     = netip.MustParseAddr("2001:db8:1::2")
+	// The IPv6 form of an IPv4 router: 16 bytes, never unmapped.
+	mappedRouter = netip.AddrFrom16(netip.MustParseAddr("203.0.113.1").As16())
 )
+
+// v4EmbeddedSources are IPv6 sources that embed IPv4: mapped,
+// compatible, unspecified and loopback.
+func v4EmbeddedSources() []netip.Addr {
+	return []netip.Addr{mappedRouter, netip.MustParseAddr("::203.0.113.1"), netip.IPv6Unspecified(), netip.IPv6Loopback()}
+}
 
 func loadProgram(t testing.TB, cfg loader.Config) *loader.Program {
 	t.Helper()
@@ -384,6 +392,43 @@ func datapathCases() []datapathCase {
 				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatUntrusted: 2, maps.StatNotJmirror: 1},
 			streams: []streamWant{{k1(50, 1), 1, el, inner(maps.InnerIPv4)},
 				{maps.StreamKey{Router: router6, MID: 50, SID: 2}, 1, el, inner(maps.InnerIPv4)}},
+		},
+		{
+			name: "IPv6 sources that embed IPv4 (mapped, compatible, ::, ::1) are never a router, allowlist or not",
+			cfg:  loader.Config{DefaultAction: maps.ActionPass},
+			frames: func(t *testing.T) [][]byte {
+				var out [][]byte
+				for _, a := range v4EmbeddedSources() {
+					m := gen.Mirror{Router: a, Collector: coll6, MID: 70, SID: 1, Inner: echo}
+					out = append(out, frame(t, m))
+				}
+				// Malformed from such a source is dropped too, before the
+				// length checks, as for any untrusted sender.
+				short := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 70, SID: 1, Inner: echo}
+				out = append(out, setUDPLen(short, frame(t, short), 12))
+				// The IPv4 router itself is unaffected.
+				real := mirror(70, 1, echo)
+				real.Router = mappedRouter.Unmap()
+				return append(out, frame(t, real))
+			},
+			verdicts: []loader.Verdict{drop, drop, drop, drop, drop, pass},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatUntrusted: 5, maps.StatUntrustedMapped: 5,
+				maps.StatJmirror: 1, maps.StatJmirrorBytes: el, maps.StatActionPass: 1, maps.StatStreamNew: 1},
+			streams: []streamWant{{maps.StreamKey{Router: mappedRouter.Unmap(), MID: 70, SID: 1}, 1, el, inner(maps.InnerIPv4)}},
+		},
+		{
+			name: "an IPv4-mapped source is refused even when the allowlist names its IPv4 router",
+			cfg: loader.Config{DefaultAction: maps.ActionPass, Allowlist: []netip.Prefix{
+				netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("2001:db8::/64")}},
+			frames: func(t *testing.T) [][]byte {
+				m := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 71, SID: 1, Inner: echo}
+				other := m
+				other.Port = 9999 // not decoded: not Jmirror, passed as before
+				return [][]byte{frame(t, m), frame(t, other)}
+			},
+			verdicts: []loader.Verdict{drop, pass},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatUntrusted: 1, maps.StatUntrustedMapped: 1,
+				maps.StatNotJmirror: 1, maps.StatCandidate: 1},
 		},
 		{
 			name: "fragments of an untrusted datagram are all dropped",

@@ -115,6 +115,16 @@ func TestDifferential(t *testing.T) {
 					t.Errorf("corpus produced no frame of class %v (classes: %v)", cl, classes)
 				}
 			}
+			// Sources that embed IPv4 must have been refused by both (the
+			// counters agree), and none may be a stream's router.
+			if prev[maps.StatUntrustedMapped] == 0 {
+				t.Errorf("corpus produced no frame from an IPv4-embedding IPv6 source")
+			}
+			for _, s := range ks {
+				if maps.IPv4Embedded(s.Router) {
+					t.Errorf("stream %v has an IPv4-embedding IPv6 router", s.StreamKey)
+				}
+			}
 			t.Logf("%d frames, %d streams, classes %v", len(corpus), len(ks), classes)
 		})
 	}

@@ -116,8 +116,9 @@ func (p *Program) Configure(cfg Config) error {
 		}
 	}
 	for _, a := range cfg.Allowlist {
-		if !a.IsValid() {
-			return fmt.Errorf("allowlist: invalid prefix %v", a)
+		// Before any change: a refused allowlist changes nothing.
+		if err := maps.CheckAllowPrefix(a); err != nil {
+			return fmt.Errorf("allowlist: %w", err)
 		}
 	}
 	settings := maps.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
@@ -212,6 +213,8 @@ func TestPinnedMapMigration(t *testing.T) {
 	for i := range vals {
 		vals[i] = make([]byte, old.ValueSize())
 		vals[i][8*int(maps.StatFrames)] = 7 // every CPU saw 7 frames
+		// The old layout's last counter: 17 counters before untrusted_mapped.
+		vals[i][8*int(maps.StatCandidate)] = 5
 	}
 	if err := old.Put(uint32(0), vals); err != nil {
 		t.Fatal(err)
@@ -252,6 +255,10 @@ func TestPinnedMapMigration(t *testing.T) {
 	if c[maps.StatFrames] != uint64(7*ncpu) {
 		t.Errorf("migrated frame counter %d, want %d", c[maps.StatFrames], 7*ncpu)
 	}
+	if c[maps.StatCandidate] != uint64(5*ncpu) || c[maps.StatUntrustedMapped] != 0 {
+		t.Errorf("migrated candidate %d, untrusted_mapped %d; want %d and 0 (the appended counter starts at zero)",
+			c[maps.StatCandidate], c[maps.StatUntrustedMapped], 5*ncpu)
+	}
 	log := logs.String()
 	for _, want := range []string{"map=jm_streams", "map=jm_stats", "migrated", "map=jm_policy", "cannot be migrated"} {
 		if !strings.Contains(log, want) {
@@ -264,5 +271,12 @@ func TestPinnedMapMigration(t *testing.T) {
 	}
 	if v, err := p.Run(f); err != nil || v != loader.VerdictDrop {
 		t.Errorf("count rule after migration: %v %v", v, err)
+	}
+	// The appended counter counts in the migrated map.
+	if _, err := p.Run(frame(t, gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 1, SID: 2, Inner: ipv4Echo()})); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := p.Maps.Counters(); err != nil || c[maps.StatUntrustedMapped] != 1 || c[maps.StatFrames] != uint64(7*ncpu)+2 {
+		t.Errorf("after migration: untrusted_mapped %d, frames %d (%v); want 1 and %d", c[maps.StatUntrustedMapped], c[maps.StatFrames], err, 7*ncpu+2)
 	}
 }

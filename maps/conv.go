@@ -11,6 +11,9 @@ import (
 // Addresses are 16 bytes in the kernel, IPv4 as IPv4-mapped IPv6.
 func addrTo16(a netip.Addr) [16]byte { return a.As16() }
 
+// addrFrom16 unmaps: the program never keys an IPv6 source in
+// ::ffff:0:0/96 (it drops those, see IPv4Embedded), so such a key is an
+// IPv4 router.
 func addrFrom16(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
 
 func streamKeyToBPF(k StreamKey) bpf.JmxdpJmStreamKey {

@@ -241,8 +241,8 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 // AddAllow adds a trusted router prefix. The allowlist only takes effect
 // once Settings.AllowlistEnabled is set (the loader does it when non-empty).
 func (m *Maps) AddAllow(p netip.Prefix) error {
-	if !p.IsValid() {
-		return fmt.Errorf("invalid prefix %v", p)
+	if err := CheckAllowPrefix(p); err != nil {
+		return fmt.Errorf("add allowlist prefix: %w", err)
 	}
 	k := allowKey(p)
 	if err := m.m.JmAllowlist.Put(&k, uint32(1)); err != nil {

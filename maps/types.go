@@ -93,7 +93,11 @@ const (
 	StatStreamNew          = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_NEW)
 	StatVersionNonzero     = Stat(bpf.JmxdpJmStatJM_STAT_VERSION_NONZERO)
 	StatCandidate          = Stat(bpf.JmxdpJmStatJM_STAT_CANDIDATE)
-	NumStats               = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// StatUntrustedMapped counts Jmirror datagrams over IPv6 from a source
+	// that embeds an IPv4 address (IPv4-mapped or -compatible): dropped,
+	// and counted in StatUntrusted too.
+	StatUntrustedMapped = Stat(bpf.JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED)
+	NumStats            = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -101,6 +105,7 @@ var statNames = [NumStats]string{
 	"malformed_truncated", "frag_first", "frag_tracked", "frag_unmatched",
 	"untrusted", "action_capture", "action_count", "action_pass",
 	"capture_failed", "stream_new", "version_nonzero", "candidate",
+	"untrusted_mapped",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded

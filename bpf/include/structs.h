@@ -48,10 +48,14 @@ enum jm_stat {
 	JM_STAT_STREAM_NEW = 14,      /* entries inserted in the stream table */
 	JM_STAT_VERSION_NONZERO = 15, /* Jmirror datagrams with V != 0 */
 	JM_STAT_CANDIDATE = 16,       /* not_jmirror frames that look like Jmirror on a port not decoded */
-	JM_STAT_MAX = 17,
+	/* Outer IPv6 from an address that embeds IPv4 (::ffff:0:0/96, ::/96):
+	 * dropped, and also counted in UNTRUSTED. */
+	JM_STAT_UNTRUSTED_MAPPED = 17,
+	JM_STAT_MAX = 18,
 };
 
-/* A router address: IPv6, or IPv4-mapped. */
+/* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
+ * IPv4-mapped is never a router (see v4_embedded), so the two never meet. */
 struct jm_addr {
 	__u8 addr[JM_ADDR_LEN];
 };

@@ -87,6 +87,8 @@ func TestPolicyAllowlistStatsRefuseBadInput(t *testing.T) {
 		{allow("router1"), "is not an address or prefix"},
 		{allow("fe80::1%eth0"), "is not an address or prefix"},
 		{allow("::ffff:192.0.2.0/120"), "IPv4-mapped"},
+		{allow("::ffff:203.0.113.1"), "name an IPv4 router as IPv4 (e.g. 203.0.113.1/32)"},
+		{allow("::/0"), "would also accept every IPv4 router"},
 		{allow("192.0.2.7", "192.0.2.7/32"), "given twice"},
 		{allow("192.0.2.0/24"), nothing},
 		{[]string{"allowlist", "del", "--iface", "eth0", "--pin-dir", pin, "192.0.2.0/24"}, nothing},

@@ -365,7 +365,7 @@ var statsOrder = []struct {
 	{maps.StatActionCapture, false}, {maps.StatActionCount, false}, {maps.StatActionPass, false},
 	{maps.StatCaptureFailed, false},
 	{maps.StatFragFirst, false}, {maps.StatStreamNew, false}, {maps.StatVersionNonzero, false},
-	{maps.StatCandidate, false},
+	{maps.StatCandidate, false}, {maps.StatUntrustedMapped, false},
 }
 
 // jsonObject is a JSON object whose keys keep their order.

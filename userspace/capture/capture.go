@@ -186,14 +186,17 @@ func readMeta(b []byte) (meta, bool) {
 }
 
 // router reads the outer source address where the metadata says the IP
-// header starts.
+// header starts. An IPv6 source stays 16 bytes, and one that embeds an
+// IPv4 address is refused (the program drops those, so a frame with one is
+// not the program's: decoding it counts it as unexpected).
 func (m *meta) router(frame []byte) (netip.Addr, bool) {
 	off := int(m.l3Off)
 	if m.flags&metaOuterV6 != 0 {
 		if off+24 > len(frame) {
 			return netip.Addr{}, false
 		}
-		return netip.AddrFrom16([16]byte(frame[off+8 : off+24])), true
+		a := netip.AddrFrom16([16]byte(frame[off+8 : off+24]))
+		return a, !maps.IPv4Embedded(a)
 	}
 	if off+16 > len(frame) {
 		return netip.Addr{}, false

@@ -113,7 +113,8 @@ func checkPrefix(p netip.Prefix) error {
 	if m := p.Masked(); m != p {
 		return fmt.Errorf("%v has host bits set; did you mean %v?", p, m)
 	}
-	return nil
+	// No IPv6 form of an IPv4 router (docs/operating.md, Security).
+	return maps.CheckAllowPrefix(p)
 }
 
 // parsePrefix reads a prefix, or an address as a prefix of that one host.
@@ -122,7 +123,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return p, checkPrefix(p)
 	}
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		return netip.PrefixFrom(a, a.BitLen()), nil
+		p := netip.PrefixFrom(a, a.BitLen())
+		return p, checkPrefix(p)
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix (e.g. 192.0.2.0/24, 2001:db8::/32)", s)
 }

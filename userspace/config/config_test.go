@@ -312,6 +312,9 @@ func TestValidate(t *testing.T) {
 			c.Allowlist = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}
 		}},
 		{"allowlist[0]", "not a valid prefix", func(c *Config) { c.Allowlist = []netip.Prefix{{}} }},
+		{"allowlist[0]", "IPv4-mapped", func(c *Config) {
+			c.Allowlist = []netip.Prefix{netip.MustParsePrefix("::ffff:203.0.113.1/128")}
+		}},
 		{"allowlist[1]", "duplicate prefix", func(c *Config) {
 			p := netip.MustParsePrefix("10.0.0.0/8")
 			c.Allowlist = []netip.Prefix{p, p}
@@ -437,6 +440,12 @@ func TestRefusals(t *testing.T) {
 		{"host bits", "allowlist:\n  - 10.0.0.0/8\n  - 192.0.2.1/24\n", 3, "allowlist[1]", "192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?"},
 		{"host bits v6", "allowlist: [\"2001:db8::1/32\"]\n", 1, "allowlist[0]", "2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?"},
 		{"zone", "allowlist: [\"fe80::1%eth0\"]\n", 1, "allowlist[0]", "not an address or prefix"},
+		// No IPv6 form of an IPv4 router (issue 19 item 2), as an address or a prefix.
+		{"v4-mapped address", "allowlist: [\"::ffff:203.0.113.1\"]\n", 1, "allowlist[0]", "IPv4-mapped IPv6 prefix, which no router sends from: name an IPv4 router as IPv4 (e.g. 203.0.113.1/32)"},
+		{"v4-mapped prefix", "allowlist:\n  - 10.0.0.0/8\n  - \"::ffff:192.0.2.0/120\"\n", 3, "allowlist[1]", "(e.g. 192.0.2.0/24)"},
+		{"v4-compatible", "allowlist: [\"::203.0.113.1\"]\n", 1, "allowlist[0]", "a.b.c.d/32"},
+		{"loopback v6", "allowlist: [\"::1\"]\n", 1, "allowlist[0]", "in ::/96"},
+		{"covers every v4", "allowlist: [\"::/0\"]\n", 1, "allowlist[0]", "would also accept every IPv4 router"},
 		{"duplicate prefix", "allowlist: [10.0.0.0/8, 10.0.0.0/8]\n", 1, "allowlist[1]", "duplicate prefix 10.0.0.0/8 (same as allowlist[0] at line 1)"},
 
 		// Sizes, durations, numbers.

@@ -208,6 +208,12 @@ func TestEditExample(t *testing.T) {
 		if err := d.AddAllow(netip.MustParsePrefix("10.0.0.1/8")); err == nil || !strings.Contains(err.Error(), "did you mean 10.0.0.0/8") {
 			t.Errorf("host bits: %v", err)
 		}
+		if err := d.AddAllow(netip.MustParsePrefix("::ffff:203.0.113.1/128")); err == nil || !strings.Contains(err.Error(), "203.0.113.1/32") {
+			t.Errorf("IPv4-mapped: %v", err)
+		}
+		if _, err := ParsePrefix("::ffff:203.0.113.1"); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
+			t.Errorf("ParsePrefix of an IPv4-mapped address: %v", err)
+		}
 		if err := d.AddPolicy(maps.PolicyRule{MID: 1 << 30, Action: maps.ActionCount}); err == nil {
 			t.Error("mid beyond 30 bits accepted")
 		}

@@ -97,6 +97,10 @@ type Totals struct {
 	// Written and ReassemblyFailed describe --out.
 	Written          uint64 `json:"written,omitempty"`
 	ReassemblyFailed uint64 `json:"reassembly_failed,omitempty"`
+
+	// UntrustedMapped: of Untrusted, the datagrams over IPv6 from a source
+	// that embeds an IPv4 address, which is never a router.
+	UntrustedMapped uint64 `json:"untrusted_mapped"`
 }
 
 func totalsFrom(c maps.Counters) Totals {
@@ -113,6 +117,7 @@ func totalsFrom(c maps.Counters) Totals {
 		FragmentsTracked:    c[maps.StatFragTracked],
 		FragmentsUnmatched:  c[maps.StatFragUnmatched],
 		Untrusted:           c[maps.StatUntrusted],
+		UntrustedMapped:     c[maps.StatUntrustedMapped],
 		VersionNonzero:      c[maps.StatVersionNonzero],
 	}
 }
@@ -181,6 +186,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "frames %d: jmirror %d (%d bytes mirrored), not jmirror %d, malformed %d (short %d, truncated %d), later fragments %d (tracked %d, unmatched %d), untrusted %d\n",
 		t.Frames, t.Jmirror, t.JmirrorBytes, t.NotJmirror, t.Malformed, t.MalformedShort, t.MalformedTruncated,
 		t.Fragments, t.FragmentsTracked, t.FragmentsUnmatched, t.Untrusted)
+	if t.UntrustedMapped > 0 {
+		fmt.Fprintf(w, "warning: %d Jmirror datagrams from IPv6 sources that embed an IPv4 address (::ffff:0:0/96, ::/96) dropped: never a router\n", t.UntrustedMapped)
+	}
 	if t.FragmentedDatagrams > 0 {
 		fmt.Fprintf(w, "fragmented Jmirror datagrams: %d\n", t.FragmentedDatagrams)
 	}

@@ -30,6 +30,11 @@ const (
 	CorpusMutPort           = "mutant-port"
 	CorpusMutProto          = "mutant-proto"
 	CorpusMutFragFlags      = "mutant-frag-flags"
+
+	// A valid Jmirror datagram over IPv6 from a source that embeds an IPv4
+	// address (IPv4-mapped, IPv4-compatible, :: or ::1), which is never a
+	// router.
+	CorpusV4Embedded = "v4-embedded-source"
 )
 
 // CorpusFrame is one corpus frame and how it was made, for failure messages.
@@ -65,6 +70,8 @@ func CorpusLabeled(seed int64, n int, ports []uint16) []CorpusFrame {
 		switch r := c.rng.IntN(100); {
 		case r < 28:
 			out = append(out, CorpusFrame{CorpusJmirror, c.valid(c.mirror())})
+		case r < 30:
+			out = append(out, CorpusFrame{CorpusV4Embedded, c.valid(c.v4Embedded())})
 		case r < 40:
 			out = append(out, c.fragments()...)
 		case r < 55:
@@ -113,6 +120,25 @@ func (c *corpusGen) addr6() netip.Addr {
 		binary.BigEndian.PutUint64(a[8:], c.rng.Uint64())
 	}
 	return netip.AddrFrom16(a)
+}
+
+// v4Embedded is a valid mirror over IPv6 whose source embeds an IPv4
+// address, often one of addr4's routers: what a forger sends to pass as an
+// IPv4 router the kernel keys as ::ffff:a.b.c.d.
+func (c *corpusGen) v4Embedded() Mirror {
+	m := c.mirror()
+	a := c.addr4().As16()
+	switch c.rng.IntN(4) {
+	case 0: // IPv4-compatible ::a.b.c.d
+		a[10], a[11] = 0, 0
+	case 1:
+		a = netip.IPv6Unspecified().As16()
+	case 2:
+		a = netip.IPv6Loopback().As16()
+	} // else IPv4-mapped ::ffff:a.b.c.d
+	m.Router, m.Collector = netip.AddrFrom16(a), c.addr6()
+	m.IPOptions = nil
+	return m
 }
 
 func (c *corpusGen) vlans(n int) []VLAN {

@@ -993,6 +993,15 @@ func TestCorpus(t *testing.T) {
 			if udp.Payload[0]>>6 != 0 {
 				versions++
 			}
+		case CorpusV4Embedded:
+			p := decode(t, f.Data)
+			ip, ok := p.NetworkLayer().(*layers.IPv6)
+			if !ok || p.Layer(layers.LayerTypeUDP) == nil {
+				t.Fatalf("frame %d: not Jmirror over IPv6: %x", i, f.Data)
+			}
+			if src := ip.SrcIP.To16(); !bytes.Equal(src[:10], make([]byte, 10)) || !(src[10] == src[11] && (src[10] == 0 || src[10] == 0xff)) {
+				t.Errorf("frame %d: source %v embeds no IPv4 address", i, ip.SrcIP)
+			}
 		case CorpusFragment:
 			p := decode(t, f.Data)
 			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -1000,7 +1009,7 @@ func TestCorpus(t *testing.T) {
 			fragFrames = append(fragFrames, parseFrag(t, f.Data[off:off+int(ip.Length)]))
 		}
 	}
-	for _, k := range []string{CorpusJmirror, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly, CorpusNoise,
+	for _, k := range []string{CorpusJmirror, CorpusV4Embedded, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly, CorpusNoise,
 		CorpusMutFlip, CorpusMutTruncate, CorpusMutUDPLen, CorpusMutShortPayload, CorpusMutIPLen, CorpusMutIHL,
 		CorpusMutVLAN3, CorpusMutEtherType, CorpusMutPort, CorpusMutProto, CorpusMutFragFlags} {
 		if kinds[k] == 0 {

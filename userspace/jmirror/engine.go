@@ -184,6 +184,15 @@ func (e *Engine) Process(frame []byte) Result {
 		}
 		return r
 	}
+	if maps.IPv4Embedded(h.Router) {
+		// Never a router, allowlist or not; not in the untrusted table,
+		// where it would read back as the IPv4 router (as the kernel).
+		r.Class = ClassUntrusted
+		r.Verdict = VerdictDrop
+		e.count(maps.StatUntrustedMapped, 1)
+		e.count(maps.StatUntrusted, 1)
+		return r
+	}
 	if !e.trusted(h.Router) {
 		if h.FirstFragment {
 			e.frags[h.Frag] = fragEntry{untrusted: true}

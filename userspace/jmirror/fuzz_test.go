@@ -1,6 +1,7 @@
 package jmirror_test
 
 import (
+	"net/netip"
 	"os"
 	"testing"
 
@@ -20,6 +21,12 @@ var partition = []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalf
 // and requires the same verdict and counter changes.
 func FuzzDecode(f *testing.F) {
 	for _, fr := range gen.Corpus(7, 200, []uint16{30030}) {
+		f.Add(fr)
+	}
+	// The IPv6 form of an IPv4 router, which must never pass as it.
+	mapped := gen.Mirror{Router: netip.AddrFrom16(netip.MustParseAddr("203.0.113.1").As16()),
+		Collector: netip.MustParseAddr("2001:db8::100"), MID: 1, SID: 1, Inner: []byte{0x45}}
+	if fr, err := mapped.Frame(); err == nil {
 		f.Add(fr)
 	}
 	cfg := jmirror.Config{Ports: []uint16{30030}, DefaultAction: maps.ActionCapture}
@@ -57,6 +64,13 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("frame landed in %d classes (class %v)", moved, res.Class)
 		}
 		h, class := jmirror.Decode(frame, func(p uint16) bool { return p == 30030 })
+		if after[maps.StatUntrustedMapped] != before[maps.StatUntrustedMapped] &&
+			(res.Class != jmirror.ClassUntrusted || class != jmirror.ClassUntrusted || !maps.IPv4Embedded(h.Router)) {
+			t.Fatalf("untrusted_mapped counted for class %v, Decode %v, router %v", res.Class, class, h.Router)
+		}
+		if res.Class == jmirror.ClassJmirror && maps.IPv4Embedded(res.Header.Router) {
+			t.Fatalf("Jmirror from router %v, which embeds IPv4", res.Header.Router)
+		}
 		if res.Class == jmirror.ClassJmirror {
 			if class != jmirror.ClassJmirror || h.MID != res.Header.MID || h.SID != res.Header.SID || h.InnerLen != res.Header.InnerLen {
 				t.Fatalf("Decode disagrees with the engine: %+v vs %+v", h, res.Header)

@@ -144,6 +144,7 @@ func parseHeader(frame []byte) (h Header, ok bool) {
 		if ip[0]>>4 != 6 || ip[6] != protoUDP {
 			return h, false
 		}
+		// Kept 16 bytes, never unmapped: ::ffff:a.b.c.d is not a.b.c.d.
 		h.Router = netip.AddrFrom16([16]byte(ip[8:24]))
 		ipEnd = off + ipv6HeaderLen + int(binary.BigEndian.Uint16(ip[4:]))
 		off += ipv6HeaderLen
@@ -209,11 +210,16 @@ func ClassifyInner(b []byte, n int) maps.Inner {
 // Decode reads one frame statelessly: no allowlist and no fragment table.
 // It is what userspace applies to a frame it captured (or reassembled);
 // decoded says whether the port is one to decode. The class is
-// ClassJmirror when the header fields are valid.
+// ClassJmirror when the header fields are valid. An outer IPv6 source that
+// embeds an IPv4 address is ClassUntrusted, as in the kernel: it is never
+// a router, allowlist or not.
 func Decode(frame []byte, decoded func(port uint16) bool) (Header, Class) {
 	h, ok := parseHeader(frame)
 	if !ok || h.LaterFragment || !h.UDP || !decoded(h.Port) {
 		return h, ClassNotJmirror
+	}
+	if maps.IPv4Embedded(h.Router) {
+		return h, ClassUntrusted
 	}
 	c := h.lengthClass(frame)
 	if c == ClassJmirror {

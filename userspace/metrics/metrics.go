@@ -186,6 +186,7 @@ var (
 	famFragments = newFamily("jmxdp_fragments_total", counter,
 		"Outer IPv4 fragments in the kernel's fragment tracking: first (a fragmented Jmirror datagram's first fragment, recorded for the rest), tracked (a later fragment matched to its datagram's stream), unmatched (a later fragment matching nothing, passed).",
 		"outcome")
+	famUntrustedMapped = newFamily("jmxdp_untrusted_mapped_total", counter, "Jmirror datagrams over IPv6 from a source that embeds an IPv4 address (::ffff:0:0/96 or ::/96), which is never a router: dropped, and also in jmxdp_frames_total{class=\"untrusted\"}.")
 
 	// Kernel: jm_streams, summed at scrape time.
 	famInterceptPackets = newFamily("jmxdp_intercept_packets_total", counter,
@@ -479,6 +480,7 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 	emit(ch, famCaptureFailures, v(maps.StatCaptureFailed))
 	emit(ch, famStreamInserts, v(maps.StatStreamNew))
 	emit(ch, famVersionNonzero, v(maps.StatVersionNonzero))
+	emit(ch, famUntrustedMapped, v(maps.StatUntrustedMapped))
 	emit(ch, famFragments, v(maps.StatFragFirst), "first")
 	emit(ch, famFragments, v(maps.StatFragTracked), "tracked")
 	emit(ch, famFragments, v(maps.StatFragUnmatched), "unmatched")

@@ -364,5 +364,5 @@ func parseIDB(body []byte) (ifaceKey, error) {
 	if tsresol != 9 {
 		return ifaceKey{}, fmt.Errorf("%w: interface %q: timestamp resolution %d, want 9 (ns)", ErrNotOurs, name, tsresol)
 	}
-	return ifaceKey{router: router.Unmap(), kind: kind}, nil
+	return ifaceKey{router: router, kind: kind}, nil
 }

@@ -32,7 +32,7 @@ func samePackets(t *testing.T, got, want []pkt) {
 	}
 	for i, p := range want {
 		g := got[i]
-		if !g.ts.Equal(p.ts) || g.router != p.router.Unmap() || g.kind != p.kind || !bytes.Equal(g.data, p.data) {
+		if !g.ts.Equal(p.ts) || g.router != p.router || g.kind != p.kind || !bytes.Equal(g.data, p.data) {
 			t.Fatalf("packet %d: got %v %v %v %x\nwant %v %v %v %x", i+1, g.ts, g.router, g.kind, g.data, p.ts, p.router, p.kind, p.data)
 		}
 	}
@@ -77,8 +77,8 @@ func TestAppendRoundTrip(t *testing.T) {
 		}
 		got, nifs := readBack(t, path, testComment)
 		samePackets(t, got, pkts)
-		if nifs != 5 {
-			t.Errorf("split %d: %d interfaces, want 5 (existing ones reused)", split, nifs)
+		if nifs != 6 {
+			t.Errorf("split %d: %d interfaces, want 6 (existing ones reused)", split, nifs)
 		}
 		if split == 4 {
 			checkTshark(t, path, pkts)
@@ -103,8 +103,8 @@ func TestAppendRoundTrip(t *testing.T) {
 	}
 	got, nifs := readBack(t, path, testComment)
 	samePackets(t, got, pkts)
-	if nifs != 5 {
-		t.Errorf("%d interfaces, want 5", nifs)
+	if nifs != 6 {
+		t.Errorf("%d interfaces, want 6", nifs)
 	}
 	checkTshark(t, path, pkts)
 }
@@ -235,7 +235,7 @@ func TestAppendTornTail(t *testing.T) {
 			}
 			got, n := readBack(t, path, testComment)
 			samePackets(t, got, pkts)
-			if n != 5 {
+			if n != 6 {
 				t.Fatalf("cut at %d: %d interfaces", c, n)
 			}
 			if c > last.start && !tsharked {

@@ -482,9 +482,9 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 	need := 0
 	comment := ""
 	if idx < 0 {
-		need += idbLen(ifaceKey{router.Unmap(), kind})
+		need += idbLen(ifaceKey{router, kind})
 		if w.comments {
-			comment = "router=" + router.Unmap().String()
+			comment = "router=" + router.String()
 		}
 	} else if w.comments {
 		comment = w.ifcs[idx].comment
@@ -506,7 +506,7 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 	w.ensureBuf(need)
 	w.ensureSHB()
 	if idx < 0 {
-		ukey := ifaceKey{router.Unmap(), kind}
+		ukey := ifaceKey{router, kind}
 		idx = len(w.ifList)
 		w.addIface(ukey, &iface{index: uint32(idx), comment: "router=" + ukey.router.String()})
 		w.buf = appendIDB(w.buf, ukey)
@@ -524,10 +524,10 @@ func (w *Writer) WritePacketAt(ns uint64, router netip.Addr, kind LinkKind, data
 	return nil
 }
 
-// lookupIface finds the interface of key, whose router may be
-// IPv4-mapped; nil if it has none yet.
+// lookupIface finds the interface of key; nil if it has none yet. An
+// IPv4-mapped IPv6 router is not the IPv4 router: it gets an interface of
+// its own, never the IPv4 router's tag.
 func (w *Writer) lookupIface(key ifaceKey) *iface {
-	key.router = key.router.Unmap()
 	if w.ifaces == nil {
 		// A few interfaces (routers x kinds): a scan is cheaper than
 		// hashing the key.

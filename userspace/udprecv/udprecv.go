@@ -485,7 +485,10 @@ func sockaddrAddr(sa *unix.RawSockaddrInet6, n uint32) netip.Addr {
 		}
 	case unix.AF_INET6:
 		if n >= unix.SizeofSockaddrInet6 {
-			return netip.AddrFrom16(sa.Addr).Unmap()
+			// Not unmapped: a "udp6" socket is IPV6_V6ONLY, so this is an
+			// IPv6 packet, and Linux delivers one from ::ffff:a.b.c.d,
+			// which is not the IPv4 router a.b.c.d.
+			return netip.AddrFrom16(sa.Addr)
 		}
 	}
 	return netip.Addr{}
