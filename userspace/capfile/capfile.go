@@ -6,6 +6,7 @@ package capfile
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -53,20 +54,16 @@ const (
 	etherTypeIPv6 = 0x86dd
 )
 
-// packetReader is what pcapgo's classic and pcapng readers have in common.
-type packetReader interface {
-	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
-}
-
 // Reader reads frames from a capture file. It is not safe for concurrent use.
 type Reader struct {
 	path string
 	c    io.Closer
-	pr   packetReader
+	// Exactly one of classic (pcapgo's reader) and ng (ours, pcapng.go) is set.
+	classic *pcapgo.Reader
+	ng      *ngReader
 	// linkType is the file's link type for classic pcap; pcapng carries one
-	// per interface in each packet's capture info instead.
+	// per interface instead.
 	linkType layers.LinkType
-	ng       bool
 	n        int   // frames returned so far
 	err      error // sticky: once the file is bad, stay bad
 }
@@ -103,14 +100,11 @@ func newReader(path string, src io.Reader, c io.Closer) (*Reader, error) {
 	be := binary.BigEndian.Uint32(magic)
 	switch {
 	case le == magicPcapngSHB:
-		// WantMixedLinkType makes pcapgo hand us every packet with its own
-		// interface's link type instead of silently dropping the packets of
-		// interfaces that differ from the first one.
-		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		ng, err := newNgReader(br)
 		if err != nil {
-			return nil, fmt.Errorf("%s: pcapng section header: %w: truncated or corrupt", path, err)
+			return nil, fmt.Errorf("%s: %w: truncated or corrupt", path, err)
 		}
-		r.pr, r.ng = ng, true
+		r.ng = ng
 	case le == magicPcapMicroLE || be == magicPcapMicroLE || le == magicPcapNanoLE || be == magicPcapNanoLE:
 		pr, err := pcapgo.NewReader(br)
 		if err != nil {
@@ -121,7 +115,7 @@ func newReader(path string, src io.Reader, c io.Closer) (*Reader, error) {
 		if !supported(pr.LinkType()) {
 			return nil, fmt.Errorf("%s: %w", path, unsupported(pr.LinkType()))
 		}
-		r.pr, r.linkType = pr, pr.LinkType()
+		r.classic, r.linkType = pr, pr.LinkType()
 	case be>>16 == magicGzip:
 		return nil, fmt.Errorf("%s: gzip-compressed file, decompress it first (magic 0x%08x)", path, be)
 	default:
@@ -147,53 +141,65 @@ func (r *Reader) Next() (Frame, error) {
 
 func (r *Reader) next() (Frame, error) {
 	index := r.n + 1
-	data, ci, err := r.readPacket()
-	switch {
-	case err == io.EOF && (r.ng || ci.CaptureLength == 0):
-		// pcapgo reports io.EOF only at a record boundary for pcapng; for
-		// classic pcap, io.EOF after a record header with a non-zero length
-		// means the file ends where the packet bytes should be.
-		return Frame{}, io.EOF
-	case err == io.EOF:
-		err = io.ErrUnexpectedEOF
-		fallthrough
-	case err != nil:
-		return Frame{}, fmt.Errorf("%s: frame %d: %w: truncated or corrupt", r.path, index, err)
+	var (
+		data    []byte
+		ts      time.Time
+		origLen int
+		lt      = r.linkType
+	)
+	if r.ng != nil {
+		rec, err := r.ng.next()
+		var limit limitError
+		switch {
+		case err == io.EOF:
+			// Only at a block boundary: a block cut short is ErrUnexpectedEOF.
+			return Frame{}, io.EOF
+		case errors.As(err, &limit):
+			return Frame{}, fmt.Errorf("%s: frame %d: %w", r.path, index, err)
+		case err != nil:
+			return Frame{}, fmt.Errorf("%s: frame %d: %w: truncated or corrupt", r.path, index, err)
+		}
+		data, ts, origLen, lt = rec.data, rec.ts, rec.origLen, rec.lt
+	} else {
+		d, ci, err := r.readClassic()
+		switch {
+		case err == io.EOF && ci.CaptureLength == 0:
+			return Frame{}, io.EOF
+		case err == io.EOF:
+			// io.EOF after a record header with a non-zero length means
+			// the file ends where the packet bytes should be.
+			err = io.ErrUnexpectedEOF
+			fallthrough
+		case err != nil:
+			return Frame{}, fmt.Errorf("%s: frame %d: %w: truncated or corrupt", r.path, index, err)
+		}
+		data, ts, origLen = d, ci.Timestamp, ci.Length
 	}
 
-	lt := r.linkType
-	if r.ng {
-		var ok bool
-		if len(ci.AncillaryData) > 0 {
-			lt, ok = ci.AncillaryData[0].(layers.LinkType)
-		}
-		if !ok {
-			return Frame{}, fmt.Errorf("%s: frame %d: pcapng reader gave no link type", r.path, index)
-		}
-	}
 	eth, err := toEthernet(lt, data)
 	if err != nil {
 		return Frame{}, fmt.Errorf("%s: frame %d: %w", r.path, index, err)
 	}
 	r.n = index
 	return Frame{
-		Time:    ci.Timestamp,
+		Time:    ts,
 		Data:    eth,
-		OrigLen: ci.Length + len(eth) - len(data),
+		OrigLen: origLen + len(eth) - len(data),
 		Index:   index,
 	}, nil
 }
 
-// readPacket reads one record with pcapgo. pcapgo parses lengths and offsets
-// straight from the file; should a corrupt file ever hit a bug there, it
-// becomes a read error for that frame instead of taking the caller down.
-func (r *Reader) readPacket() (data []byte, ci gopacket.CaptureInfo, err error) {
+// readClassic reads one classic pcap record with pcapgo. pcapgo parses
+// lengths straight from the file (bounding the allocation by the bytes that
+// arrive); should a corrupt file ever hit a bug there, it becomes a read
+// error for that frame instead of taking the caller down.
+func (r *Reader) readClassic() (data []byte, ci gopacket.CaptureInfo, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			data, ci, err = nil, gopacket.CaptureInfo{}, fmt.Errorf("pcapgo: %v", p)
 		}
 	}()
-	return r.pr.ReadPacketData()
+	return r.classic.ReadPacketData()
 }
 
 // Close closes the file.
@@ -219,8 +225,9 @@ func unsupported(lt layers.LinkType) error {
 }
 
 // toEthernet turns one frame of link type lt into an Ethernet frame. data is
-// fresh from pcapgo, so Ethernet frames are returned without a copy; other
-// link types get a new buffer with a synthesized header carrying zero MACs.
+// fresh from the file reader, so Ethernet frames are returned without a copy;
+// other link types get a new buffer with a synthesized header carrying zero
+// MACs.
 // Payloads that are not IP keep whatever EtherType the link layer gave them
 // (or 0 for raw IP of an unknown version), so the frame count never changes
 // and a parser that looks for IP simply skips them.

@@ -383,7 +383,7 @@ func TestNotACapture(t *testing.T) {
 		{"text", []byte("hello, world\n"), ": not a pcap or pcapng file (magic 0x68656c6c)"},
 		{"gzip", []byte{0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0}, ": gzip-compressed file, decompress it first"},
 		{"pcap-header-cut", []byte{0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0}, ": pcap file header: unexpected EOF: truncated or corrupt"},
-		{"pcapng-header-cut", []byte{0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c}, ": pcapng section header: unexpected EOF: truncated or corrupt"},
+		{"pcapng-header-cut", []byte{0x0a, 0x0d, 0x0d, 0x0a, 0x1c, 0, 0, 0, 0x4d, 0x3c}, ": pcapng section header block at offset 0: unexpected EOF: truncated or corrupt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeFile(t, tc.data)
@@ -502,11 +502,30 @@ func FuzzReader(f *testing.F) {
 		_ = w.Flush()
 	}
 	f.Add(ng.Bytes())
+	// pcapng written by hand: every refusal of pcapng_test.go, and a file
+	// of sections in both byte orders with every packet block type.
+	for _, tc := range hostileCases() {
+		f.Add(tc.file)
+	}
+	valid, _ := validNg()
+	f.Add(valid.b)
+	few := &ngFile{}
+	few.shb(binary.BigEndian)
+	for range 4 {
+		few.idb(layers.LinkTypeRaw, 64, few.opt(optTSResol, []byte{0x80 | 10}))
+	}
+	few.epb(3, 1<<40, ipv6Packet, few.opt(1, []byte("x")))
+	few.block(blockSPB, append(binary.BigEndian.AppendUint32(nil, uint32(len(ipv4Packet))), ipv4Packet...))
+	few.shb(binary.LittleEndian)
+	few.idb(layers.LinkTypeLinuxSLL, 0)
+	few.block(blockPB, few.epbBody(0, 7, uint32(len(ipv4Packet)), 100, ipv4Packet))
+	f.Add(few.b)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := newReader("fuzz", bytes.NewReader(data), io.NopCloser(nil))
 		if err != nil {
 			return
 		}
+		frameBytes := 0
 		for n := 0; ; n++ {
 			fr, err := r.Next()
 			if err != nil {
@@ -517,6 +536,11 @@ func FuzzReader(f *testing.F) {
 			}
 			if n > len(data) {
 				t.Fatalf("%d frames from %d bytes", n, len(data))
+			}
+			// Every frame byte comes from the file, but the Ethernet
+			// header that replaces another link layer's.
+			if frameBytes += len(fr.Data) - ethHeaderLen; frameBytes > len(data) {
+				t.Fatalf("%d frame bytes from a %d-byte file", frameBytes, len(data))
 			}
 		}
 	})
