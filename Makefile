@@ -63,6 +63,7 @@ deps:
 test:
 	@if [ "$$(id -u)" = 0 ]; then .ci/deps; else .ci/deps --warn; fi
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./userspace/jmirror
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME) ./userspace/capfile
 	@$(GO) build -o bin/testsummary ./.ci/testsummary
 	bin/testsummary $(GO) test -count=1 -timeout 20m -json ./... ./.ci ./.ci/testsummary
 
