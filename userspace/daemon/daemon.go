@@ -154,6 +154,14 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	}
 	log.Info("configured", "ports", lc.Ports, "default_action", lc.DefaultAction,
 		"policy_rules", len(lc.Policies), "allowlist_prefixes", len(lc.Allowlist), "pin_dir", pinDir)
+	if len(lc.Allowlist) == 0 {
+		if ifc, err := net.InterfaceByName(cfg.Interface); err == nil && ifc.Flags&net.FlagLoopback == 0 {
+			// Anyone who can send to the port makes streams: files,
+			// memory and table entries.
+			log.Warn("no allowlist: any host that reaches this interface on a Jmirror port is taken for a router and gets its streams written; set allowlist: to the routers' addresses",
+				"iface", cfg.Interface, "ports", lc.Ports)
+		}
+	}
 
 	queues, err := capture.Queues(cfg.Interface, cfg.Capture.Queues)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -211,5 +212,28 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 	defer m.Close()
 	if c, err := m.Counters(); err != nil || c[jmmaps.StatJmirror] < 1 {
 		t.Errorf("the earlier instance's counters: %v %v", c[jmmaps.StatJmirror], err)
+	}
+}
+
+// A start with no allowlist on a non-loopback interface says so once; one
+// with an allowlist does not (issue 19 item 3).
+func TestNoAllowlistWarning(t *testing.T) {
+	e := newEnv(t)
+	d := e.start(t, e.config())
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(e.logs.String(), "no allowlist:"); n != 1 {
+		t.Errorf("%d no-allowlist warnings without an allowlist, want 1:\n%s", n, e.logs.String())
+	}
+	e.logs = &syncBuffer{}
+	cfg := e.config()
+	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{netip.PrefixFrom(e.lab.RouterAddr.Addr(), 32)}, true
+	d = e.start(t, cfg)
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(e.logs.String(), "no allowlist:") {
+		t.Errorf("warned with an allowlist:\n%s", e.logs.String())
 	}
 }
