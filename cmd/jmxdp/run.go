@@ -40,6 +40,7 @@ type runFlags struct {
 	maxStreams    uint32
 	metricsAddr   string
 	statusEvery   time.Duration
+	webConfig     string
 }
 
 func newRunCmd() *cobra.Command {
@@ -85,6 +86,7 @@ policy. SIGINT or SIGTERM flushes and closes every file, then detaches (unless
 	fl.Uint32Var(&f.maxStreams, "max-streams", 0, "size of the kernel's stream table")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", `host:port for /metrics ("" in the file disables)`)
 	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
+	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config for /metrics: TLS, client certificates, basic auth (metrics.web_config)")
 	return cmd
 }
 
@@ -166,6 +168,9 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 	}
 	if set("metrics-addr") {
 		cfg.Metrics.Addr = f.metricsAddr
+	}
+	if set("web.config.file") {
+		cfg.Metrics.WebConfig = f.webConfig
 	}
 	if cfg.Interface == "" {
 		return cfg, errors.New("no interface: set --iface or `interface:` in the config file")

@@ -16,6 +16,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/writer"
@@ -29,6 +30,7 @@ type Daemon struct {
 	sink     *writer.Group
 	capture  *capture.Capture
 	metrics  *metrics.Server
+	ids      *logid.Namer // nil: logs show ids
 	version  string
 	revision string
 	mode     loader.Mode
@@ -66,13 +68,34 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 		return nil, fmt.Errorf("interface %q: %w (nothing was pinned or created)", cfg.Interface, err)
 	}
+	if cfg.Metrics.Addr != "" {
+		if err := metrics.CheckWebConfig(cfg.Metrics.WebConfig); err != nil {
+			return nil, fmt.Errorf("metrics.web_config: %w (nothing was pinned or created)", err)
+		}
+	}
+	hide := cfg.Metrics.ChooseHideIDs()
+	cfg.Metrics.HideIDs = hide.Hide
+	if hide.Warn {
+		log.Warn("intercept ids are shown", "why", hide.Why)
+	} else {
+		log.Info("intercept ids in metrics and logs", "hidden", hide.Hide, "why", hide.Why)
+	}
 	if err := writer.RaiseNoFile(); err != nil {
 		log.Warn("keeping the open-file limit", "err", err)
 	}
 	if err := cfg.CheckOutputDir(); err != nil {
 		return nil, err
 	}
+	gid, err := cfg.Output.GID()
+	if err != nil {
+		return nil, err
+	}
 	d := &Daemon{cfg: cfg, log: log, version: "dev"}
+	if hide.Hide {
+		if d.ids, err = logid.Open(cfg.Output.Dir); err != nil {
+			return nil, err
+		}
+	}
 	for _, o := range opts {
 		o(d)
 	}
@@ -110,6 +133,8 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		BufferSize:     int(cfg.Output.BufferSize),
 		BufferMemory:   cfg.Output.BufferMemory,
 		PacketComments: cfg.Output.PacketComments,
+		Group:          gid,
+		IDs:            d.ids,
 		Logger:         log,
 	}, writers)
 	if err != nil {
@@ -176,7 +201,8 @@ func (d *Daemon) serveMetrics() error {
 	if err != nil {
 		return err
 	}
-	d.metrics, err = metrics.NewServer(d.cfg.Metrics.Addr, reg, d.ready)
+	d.metrics, err = metrics.NewServer(d.cfg.Metrics.Addr, reg, d.ready,
+		metrics.WithWebConfig(d.cfg.Metrics.WebConfig), metrics.WithLogger(d.log))
 	if err != nil {
 		return fmt.Errorf("metrics endpoint: %w", err)
 	}
@@ -315,7 +341,8 @@ func (d *Daemon) teardown(keepAttached bool) error {
 		}
 		errs = append(errs, d.prog.Close())
 	}
-	return errors.Join(errs...)
+	// The writer's errors name the files left unfinished.
+	return d.ids.Error(errors.Join(errs...))
 }
 
 // Account is where every frame the program redirected to AF_XDP went:
