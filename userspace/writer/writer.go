@@ -722,7 +722,8 @@ func (m *Manager) Close() error {
 		errs = append([]error{fmt.Errorf("%d packets lost writing the last buffers", lost)}, errs...)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("writer: close: %w", errors.Join(errs...))
+		// The errors name the files: with ids hidden, by their hash.
+		return m.cfg.IDs.Error(fmt.Errorf("writer: close: %w", errors.Join(errs...)))
 	}
 	return nil
 }
