@@ -137,6 +137,8 @@ func NewServer(addr string, reg *prometheus.Registry, ready func() error, opts .
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			// TLS handshake failures (scanners, plain HTTP to HTTPS).
+			ErrorLog: slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
 		},
 		done: make(chan struct{}),
 	}
