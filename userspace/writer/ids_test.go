@@ -221,7 +221,7 @@ func TestGroup(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{filepath.Join(dir, "mid-1"), streamDirOf(dir, a), streamDirOf(dir, Key{5, 5})} {
+	for _, p := range []string{dir, filepath.Join(dir, "mid-1"), streamDirOf(dir, a), streamDirOf(dir, Key{5, 5})} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

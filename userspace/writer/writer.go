@@ -401,15 +401,19 @@ func New(cfg Config) (*Manager, error) {
 	if err := pcapng.MkdirAllGroup(cfg.Dir, cfg.Group); err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
-	if cfg.Group != 0 {
-		// The setgid bit on it is what gives new files the group.
-		if err := m.fixDir(cfg.Dir); err != nil {
-			return nil, fmt.Errorf("writer: output directory: %w", err)
-		}
-	}
 	fi, err := os.Stat(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
+	}
+	if cfg.Group != 0 || fi.Mode()&os.ModeSetgid != 0 {
+		// With a group, the setgid bit on it is what gives new files
+		// the group; without, a run with a group left it: close it.
+		if err := m.fixDir(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("writer: output directory: %w", err)
+		}
+		if fi, err = os.Stat(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("writer: output directory: %w", err)
+		}
 	}
 	if others := fi.Mode().Perm() &^ m.dirMode.Perm(); others != 0 {
 		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
@@ -1039,6 +1043,17 @@ func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
 	case errors.Is(err, fs.ErrExist):
 		// An earlier run's, or SingleFile's shared mid directory.
 	case errors.Is(err, fs.ErrNotExist):
+		// The first stream of its mid: make the mid's directory, then
+		// this one (with a group, both take it from the output
+		// directory's setgid bit); the walk up the tree only if the
+		// output directory itself went.
+		perr := os.Mkdir(filepath.Dir(dir), m.dirMode.Perm())
+		if perr == nil || errors.Is(perr, fs.ErrExist) {
+			if err = os.Mkdir(dir, m.dirMode.Perm()); err == nil {
+				fresh = true
+				break
+			}
+		}
 		if err := pcapng.MkdirAllGroup(dir, m.cfg.Group); err != nil {
 			return false, err
 		}
