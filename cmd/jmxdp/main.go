@@ -49,7 +49,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&logFormat, "log-format", "text", "log format: text (key=value) or json (one object a line)")
 	pf.StringVar(&logLevel, "log-level", "info", "least severe messages logged: debug, info, warn or error")
 	root.AddCommand(newDecodeCmd(), newGenCmd(), newLabCmd(), newRunCmd(), newDetachCmd(), newDemoCmd(), newPolicyCmd(), newAllowlistCmd(), newStatsCmd(), newBenchCmd(),
-		newVersionCmd(), newConfigCmd())
+		newVersionCmd(), newConfigCmd(), newStreamHashCmd())
 	return root
 }
 

@@ -40,6 +40,7 @@ type runFlags struct {
 	metricsAddr   string
 	statusEvery   time.Duration
 	checkConfig   bool
+	webConfig     string
 }
 
 func newRunCmd() *cobra.Command {
@@ -98,6 +99,7 @@ The config file is documented in docs/config.md; flags override it.`,
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", `host:port for /metrics ("" in the file disables)`)
 	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the config and flags, print the effective config and exit (no root needed)")
+	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config for /metrics: TLS, client certificates, basic auth (metrics.web_config)")
 	return cmd
 }
 
@@ -175,6 +177,9 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 	}
 	if set("metrics-addr") {
 		cfg.Metrics.Addr = f.metricsAddr
+	}
+	if set("web.config.file") {
+		cfg.Metrics.WebConfig = f.webConfig
 	}
 	if cfg.Interface == "" {
 		return cfg, errors.New("no interface: set --iface or `interface:` in the config file")

@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -91,6 +92,10 @@ type Output struct {
 	OnComplete        []string
 	OnCompleteWorkers int
 	OnCompleteTimeout time.Duration
+	// Group is the group (name or number) given read access to the
+	// files (0640) and directories (0750); "" keeps them root-only
+	// (0600, 0700). CheckOutputDir resolves it.
+	Group string
 }
 
 // Capture is how frames are taken off the NIC.
@@ -119,9 +124,17 @@ type Metrics struct {
 	// TopStreams: per-stream series for this many (mid, sid) streams, those
 	// with the most bytes; 0 = none. At most MaxTopStreams.
 	TopStreams int
-	// HideIDs leaves mid and sid out of every label: no per-intercept or
-	// per-stream series, totals only.
-	HideIDs bool
+	// HideIDs leaves mid and sid out of every label (no per-intercept or
+	// per-stream series, totals only) and out of the logs, which name a
+	// stream by a hash instead (userspace/logid). HideIDsSet says the
+	// file set it; otherwise ChooseHideIDs decides.
+	HideIDs    bool
+	HideIDsSet bool
+	// WebConfig is an exporter-toolkit web configuration file (TLS,
+	// client certificates, basic auth) for the endpoint; "" serves plain
+	// HTTP to anyone. A relative path in the file is relative to the
+	// file's directory.
+	WebConfig string
 }
 
 // Defaults that other packages and the docs refer to.
@@ -214,7 +227,12 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Default(), fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, path)
+	c, err := Parse(data, path)
+	if err == nil && c.Metrics.WebConfig != "" && !filepath.IsAbs(c.Metrics.WebConfig) {
+		// As Prometheus does with the paths in its file.
+		c.Metrics.WebConfig = filepath.Join(filepath.Dir(path), c.Metrics.WebConfig)
+	}
+	return c, err
 }
 
 // yamlLine splits yaml.v3's syntax errors ("yaml: line 3: msg"), which are
@@ -395,7 +413,8 @@ func (c *Config) check(requireIface bool) []*Error {
 
 // CheckOutputDir makes sure files can be written in Output.Dir, creating it
 // and any missing parents with mode 0700 (the streams are intercepted
-// traffic). It refuses a path that is not a directory and a directory in
+// traffic), or 2750 and output.group's group. It refuses an unknown group,
+// a path that is not a directory and a directory in
 // which a file cannot be created, which it finds out by creating and
 // removing one: permission bits alone say nothing for root, and nothing
 // about read-only mounts.
@@ -407,10 +426,14 @@ func (c *Config) CheckOutputDir() error {
 	if dir == "" {
 		return fail("empty path")
 	}
+	gid, err := c.Output.GID()
+	if err != nil {
+		return err
+	}
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := pcapng.MkdirAllGroup(dir, gid); err != nil {
 			return fail("cannot create %s: %v", dir, err)
 		}
 	case err != nil:

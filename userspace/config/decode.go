@@ -19,10 +19,10 @@ import (
 var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
-	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout"}
+	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
-	metricsKeys    = []string{"addr", "top_streams", "hide_ids"}
+	metricsKeys    = []string{"addr", "top_streams", "hide_ids", "web_config"}
 )
 
 // decoder walks the yaml.Node tree of a file rather than letting yaml.v3
@@ -467,6 +467,8 @@ func (d *decoder) output(n *yaml.Node, path string, o *Output) {
 			setInt(&o.OnCompleteWorkers)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 1, maxHandoffWorkers) }))
 		case "on_complete_timeout":
 			set(&o.OnCompleteTimeout)(d.duration(v, path, time.Millisecond))
+		case "group":
+			set(&o.Group)(d.group(v, path))
 		}
 	})
 }
@@ -578,7 +580,29 @@ func (d *decoder) metrics(n *yaml.Node, path string, m *Metrics) {
 		case "top_streams":
 			setInt(&m.TopStreams)(d.integer(v, path, false, checkTopStreams))
 		case "hide_ids":
+			m.HideIDsSet = true
 			set(&m.HideIDs)(d.boolean(v, path))
+		case "web_config":
+			set(&m.WebConfig)(d.str(v, path, nil)) // "": none
 		}
 	})
+}
+
+// group reads output.group: a name, a number (quoted or not), or "" for
+// none. Whether it exists is CheckOutputDir's question (it reads the
+// system's groups).
+func (d *decoder) group(n *yaml.Node, key string) (string, bool) {
+	v := deref(n)
+	if !isScalar(v, "!!str", "!!int") {
+		d.failf(n, key, "want a group name or number, got %s", describe(v))
+		return "", false
+	}
+	if v.Value == "" {
+		return "", true
+	}
+	if err := checkGroupSyntax(v.Value); err != nil {
+		d.fail(n, key, err)
+		return "", false
+	}
+	return v.Value, true
 }

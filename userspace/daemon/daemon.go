@@ -19,6 +19,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
@@ -34,6 +35,7 @@ type Daemon struct {
 	sink    *writer.Group
 	capture *capture.Capture
 	metrics *metrics.Server
+	ids     *logid.Namer // nil: logs show ids
 	keeper  *retention.Keeper
 	handoff *handoff.Runner
 	// collector is the metrics collector, for a reload's new options.
@@ -107,6 +109,18 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 		return nil, fmt.Errorf("interface %q: %w (nothing was pinned or created)", cfg.Interface, err)
 	}
+	if cfg.Metrics.Addr != "" {
+		if err := metrics.CheckWebConfig(cfg.Metrics.WebConfig); err != nil {
+			return nil, fmt.Errorf("metrics.web_config: %w (nothing was pinned or created)", err)
+		}
+	}
+	hide := cfg.Metrics.ChooseHideIDs()
+	cfg.Metrics.HideIDs = hide.Hide
+	if hide.Warn {
+		log.Warn("intercept ids are shown", "why", hide.Why)
+	} else {
+		log.Info("intercept ids in metrics and logs", "hidden", hide.Hide, "why", hide.Why)
+	}
 	d := &Daemon{cfg: cfg, log: log, version: "dev", runDir: runstate.DefaultDir}
 	for _, o := range opts {
 		o(d)
@@ -129,6 +143,19 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	}
 	if err := cfg.CheckOutputDir(); err != nil {
 		return fail(err)
+	}
+	gid, err := cfg.Output.GID()
+	if err != nil {
+		return fail(err)
+	}
+	if hide.Hide {
+		if d.ids, err = logid.Open(cfg.Output.Dir); err != nil {
+			return fail(err)
+		}
+		// Whatever a package logs (a path, an error carrying one) names
+		// streams by their hash from here on.
+		log = slog.New(logid.Handler(d.ids, log.Handler()))
+		d.log = log
 	}
 	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
 	// A start that fails must not leave maps behind (up to 180 MiB of
@@ -180,6 +207,8 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		BufferSize:     int(cfg.Output.BufferSize),
 		BufferMemory:   cfg.Output.BufferMemory,
 		PacketComments: cfg.Output.PacketComments,
+		Group:          gid,
+		IDs:            d.ids,
 		Logger:         log,
 		OnComplete:     d.onComplete(),
 	}, writers)
@@ -270,7 +299,8 @@ func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collec
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := metrics.NewServer(cfg.Metrics.Addr, reg, d.ready)
+	srv, err := metrics.NewServer(cfg.Metrics.Addr, reg, d.ready,
+		metrics.WithWebConfig(cfg.Metrics.WebConfig), metrics.WithLogger(d.log))
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics endpoint: %w", err)
 	}
@@ -421,7 +451,8 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	// Last: the next start must not begin while this one still holds
 	// the interface.
 	errs = append(errs, d.lock.Release())
-	return errors.Join(errs...)
+	// The writer's errors name the files left unfinished.
+	return d.ids.Error(errors.Join(errs...))
 }
 
 // Account is where every frame the program redirected to AF_XDP went:

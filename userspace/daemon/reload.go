@@ -39,15 +39,36 @@ func (d *Daemon) Reload(cfg config.Config) (changes []string, err error) {
 	rotSize, rotAge, keep := cfg.Output.RotateSize, cfg.Output.RotateAge, cfg.Capture.KeepAttached
 	cfg.Output, cfg.Capture, cfg.Reassembly = old.Output, old.Capture, old.Reassembly
 	cfg.Output.RotateSize, cfg.Output.RotateAge, cfg.Capture.KeepAttached = rotSize, rotAge, keep
+	// hide_ids decides the logs' redaction, set up at start: a restart.
+	if hide := cfg.Metrics.ChooseHideIDs().Hide; hide != old.Metrics.HideIDs {
+		d.log.Warn("reload: this key needs a restart; keeping the running value", "key", "metrics.hide_ids")
+		changes = append(changes, "metrics.hide_ids: needs a restart, unchanged")
+	}
+	cfg.Metrics.HideIDs, cfg.Metrics.HideIDsSet = old.Metrics.HideIDs, old.Metrics.HideIDsSet
 
 	// Metrics first: a new address that cannot be bound is the likeliest
 	// failure, and nothing else has changed yet.
 	var oldServer *metrics.Server
 	if !reflect.DeepEqual(old.Metrics, cfg.Metrics) {
-		if old.Metrics.Addr != cfg.Metrics.Addr || d.collector == nil {
+		if old.Metrics.Addr != cfg.Metrics.Addr || old.Metrics.WebConfig != cfg.Metrics.WebConfig || d.collector == nil {
 			oldServer = d.metrics
 			if cfg.Metrics.Addr != "" {
+				if err := metrics.CheckWebConfig(cfg.Metrics.WebConfig); err != nil {
+					return nil, fmt.Errorf("reload: metrics.web_config: %w; nothing changed", err)
+				}
+				if oldServer != nil && old.Metrics.Addr == cfg.Metrics.Addr {
+					// The same port: the old endpoint must let go first.
+					oldServer.Close()
+					oldServer = nil
+				}
 				srv, col, err := d.newMetrics(cfg)
+				if err != nil && d.metrics != nil && old.Metrics.Addr == cfg.Metrics.Addr {
+					// Put the old one back.
+					if back, bcol, berr := d.newMetrics(old); berr == nil {
+						d.metrics, d.collector = back, bcol
+					}
+					return nil, fmt.Errorf("reload: %w; nothing changed", err)
+				}
 				if err != nil {
 					return nil, fmt.Errorf("reload: %w; nothing changed", err)
 				}

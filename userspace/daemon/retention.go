@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/retention"
@@ -18,7 +15,7 @@ import (
 // before startKeeper, called once the writers hold the directory's lock.
 func (d *Daemon) startRetention() error {
 	o := d.cfg.Output
-	attr := fileAttr(d.cfg.Metrics.HideIDs)
+	attr := func(p string) slog.Attr { return d.ids.Path("file", p) }
 	if len(o.OnComplete) > 0 {
 		var err error
 		d.handoff, err = handoff.New(handoff.Config{
@@ -110,15 +107,3 @@ func (d *Daemon) handoffStats() handoff.Stats {
 	return d.handoff.Stats()
 }
 
-// fileAttr names a stream file in the log: its path, or with hide_ids a
-// hash of its stream directory and its name (a timestamp), so that no id
-// reaches the log.
-func fileAttr(hideIDs bool) func(string) slog.Attr {
-	if !hideIDs {
-		return func(p string) slog.Attr { return slog.String("file", p) }
-	}
-	return func(p string) slog.Attr {
-		sum := sha256.Sum256([]byte(filepath.Dir(p)))
-		return slog.Group("file", "stream", hex.EncodeToString(sum[:8]), "name", filepath.Base(p))
-	}
-}

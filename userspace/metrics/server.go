@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // NewRegistry returns a registry holding cs and the Go runtime and process
@@ -39,8 +41,44 @@ type Server struct {
 	err  error
 }
 
+// ServerOption adjusts NewServer.
+type ServerOption func(*serverOptions)
+
+type serverOptions struct {
+	webConfig string
+	log       *slog.Logger
+}
+
+// WithWebConfig serves through an exporter-toolkit web configuration file
+// (TLS, client certificates, basic auth, HTTP headers; the format every
+// Prometheus exporter reads for --web.config.file). "" serves plain HTTP.
+// The toolkit reads the file again for every connection and request, so
+// a changed password or certificate applies without a restart.
+func WithWebConfig(path string) ServerOption {
+	return func(o *serverOptions) { o.webConfig = path }
+}
+
+// WithLogger receives the toolkit's lines (TLS on or off, failed
+// authentication); nil discards them.
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(o *serverOptions) { o.log = l }
+}
+
+// CheckWebConfig reads a web configuration file as NewServer would, with
+// its certificates, keys and password hashes: a start with a bad one fails
+// before anything else is done. "" is no file, which is fine.
+func CheckWebConfig(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("metrics web config %s: %w", path, err)
+	}
+	return nil
+}
+
 // NewServer listens on addr (host:port; port 0 picks one) and serves, until
-// Close:
+// Close, over TLS and behind authentication when WithWebConfig says so:
 //
 //   - /metrics: the registry's metrics (promhttp; a collector's error is
 //     served as far as it goes, not as a failed scrape);
@@ -48,10 +86,21 @@ type Server struct {
 //   - /readyz: 200 when ready returns nil (or ready is nil), else 503 with
 //     the error's text.
 //
-// It fails when it cannot listen, e.g. when the port is taken.
-func NewServer(addr string, reg *prometheus.Registry, ready func() error) (*Server, error) {
+// It fails when it cannot listen, e.g. when the port is taken, and on a
+// web configuration that CheckWebConfig refuses.
+func NewServer(addr string, reg *prometheus.Registry, ready func() error, opts ...ServerOption) (*Server, error) {
 	if reg == nil {
 		return nil, errors.New("metrics server: no registry")
+	}
+	o := serverOptions{}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	if err := CheckWebConfig(o.webConfig); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -88,12 +137,20 @@ func NewServer(addr string, reg *prometheus.Registry, ready func() error) (*Serv
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			// TLS handshake failures (scanners, plain HTTP to HTTPS).
+			ErrorLog: slog.NewLogLogger(o.log.Handler(), slog.LevelDebug),
 		},
 		done: make(chan struct{}),
 	}
+	noSocket := false
+	flags := &web.FlagConfig{
+		WebListenAddresses: &[]string{ln.Addr().String()},
+		WebSystemdSocket:   &noSocket,
+		WebConfigFile:      &o.webConfig,
+	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := web.Serve(ln, s.srv, flags, o.log); !errors.Is(err, http.ErrServerClosed) {
 			s.err = err
 		}
 	}()

@@ -85,7 +85,21 @@ const linkTypeUser0 layers.LinkType = 147
 const (
 	dirMode  = 0o700
 	fileMode = 0o600
+	// With a group (Options.GID): the group reads files and enters
+	// directories, and setgid directories hand their group to what is
+	// created in them, so a new file needs no chown.
+	groupDirMode  = 0o750 | os.ModeSetgid
+	groupFileMode = 0o640
 )
+
+// Modes returns the modes of the directories and files made for group gid
+// (0: none, root-only).
+func Modes(gid uint32) (dir, file os.FileMode) {
+	if gid != 0 {
+		return groupDirMode, groupFileMode
+	}
+	return dirMode, fileMode
+}
 
 // DefaultBufferSize is the Writer's buffer size unless Options say
 // otherwise.
@@ -122,6 +136,11 @@ type Options struct {
 	// then skips the directory walk and the chmod, which are most of the
 	// system calls of a new stream's file.
 	DirReady, UmaskKeepsMode bool
+	// GID, if not 0, is the group given read access: files get mode 0640
+	// and directories 0750 with the setgid bit, chowned to GID when made
+	// here (a file takes its directory's group). UmaskKeepsMode then
+	// means the umask leaves 0750 alone.
+	GID uint32
 }
 
 func (o Options) bufSize() int {
@@ -195,6 +214,7 @@ type Writer struct {
 	// truncation is retried before anything else is written.
 	torn   bool
 	closed bool
+	gid    uint32 // Options.GID, for Restart (in the bools' padding)
 
 	path     string
 	mid, sid uint32
@@ -293,6 +313,7 @@ func initWriter(w *Writer, f file, path string, mid, sid uint32, o Options) {
 		bufSize:  bs,
 		class:    min(bs, minBufClass),
 		comments: !o.NoPacketComments,
+		gid:      o.GID,
 		mem:      o.Memory,
 		lastIdx:  -1,
 	}
@@ -340,7 +361,7 @@ func CreateWith(path string, mid, sid uint32, o Options) (*Writer, error) {
 // together.
 func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
 	if !o.DirReady {
-		if err := mkdirAll(filepath.Dir(path)); err != nil {
+		if err := mkdirAll(filepath.Dir(path), o.GID); err != nil {
 			return err
 		}
 	}
@@ -348,15 +369,16 @@ func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
 	if o.Exclusive {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	}
-	f, err := os.OpenFile(path, flags, fileMode)
+	_, mode := Modes(o.GID)
+	f, err := os.OpenFile(path, flags, mode)
 	if err != nil {
 		return fmt.Errorf("create pcapng file: %w", err)
 	}
 	// O_CREATE's mode is filtered by the umask and ignored for an existing
 	// file, so set it explicitly (unless the file is new, O_EXCL, and the
-	// umask keeps 0600).
+	// umask keeps the mode).
 	if !(o.Exclusive && o.UmaskKeepsMode) {
-		if err := f.Chmod(fileMode); err != nil {
+		if err := f.Chmod(mode); err != nil {
 			f.Close()
 			return fmt.Errorf("set mode of %s: %w", path, err)
 		}
@@ -366,8 +388,10 @@ func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
 }
 
 // mkdirAll is os.MkdirAll that gives the directories it creates mode 0700
-// regardless of the umask and leaves existing ones alone.
-func mkdirAll(dir string) error {
+// (or, with a group, 2750 and that group) regardless of the umask and
+// leaves existing ones alone.
+func mkdirAll(dir string, gid uint32) error {
+	mode, _ := Modes(gid)
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
@@ -387,13 +411,19 @@ func mkdirAll(dir string) error {
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
 		d := missing[i]
-		if err := os.Mkdir(d, dirMode); err != nil {
+		if err := os.Mkdir(d, mode.Perm()); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				continue // created meanwhile by someone else: not ours to chmod
 			}
 			return fmt.Errorf("create directory: %w", err)
 		}
-		if err := os.Chmod(d, dirMode); err != nil {
+		if gid != 0 {
+			// Before the chmod: chown clears the setgid bit.
+			if err := os.Lchown(d, -1, int(gid)); err != nil {
+				return fmt.Errorf("set group of directory: %w", err)
+			}
+		}
+		if err := os.Chmod(d, mode); err != nil {
 			return fmt.Errorf("set mode of directory: %w", err)
 		}
 	}
@@ -402,7 +432,11 @@ func mkdirAll(dir string) error {
 
 // MkdirAll creates dir and its missing parents with mode 0700, whatever the
 // umask, leaving existing directories alone.
-func MkdirAll(dir string) error { return mkdirAll(dir) }
+func MkdirAll(dir string) error { return mkdirAll(dir, 0) }
+
+// MkdirAllGroup is MkdirAll for group gid (0: MkdirAll): the directories
+// it creates get mode 2750 and that group.
+func MkdirAllGroup(dir string, gid uint32) error { return mkdirAll(dir, gid) }
 
 // CheckPacket reports whether WritePacket would take a packet of n bytes
 // with these attributes; it says nothing about the file.
@@ -829,14 +863,15 @@ func (w *Writer) Restart(path string) error {
 	if w.closed || w.f != nil {
 		return fmt.Errorf("restart %s: writer not suspended", w.path)
 	}
-	if err := mkdirAll(filepath.Dir(path)); err != nil {
+	if err := mkdirAll(filepath.Dir(path), w.gid); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	_, mode := Modes(w.gid)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("create pcapng file: %w", err)
 	}
-	if err := f.Chmod(fileMode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		os.Remove(path)
 		return fmt.Errorf("set mode of %s: %w", path, err)

@@ -2,6 +2,7 @@ package writer
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,7 @@ func (m *Manager) fault(s *stream, now time.Time, err error, lost int) {
 		m.totals.Faults++
 		m.mu.Unlock()
 		m.log.Warn("writing stream files failed: dropping the packets of the failing streams and retrying (logged once until writes succeed again)",
-			"dir", m.cfg.Dir, "error", err, "retry", m.cfg.RetryInterval)
+			"dir", m.cfg.Dir, m.cfg.IDs.Err(err), "retry", m.cfg.RetryInterval)
 	}
 	c.dropped += uint64(lost)
 	c.lastFault = now
@@ -160,7 +161,7 @@ func (m *Manager) expireConditions(now time.Time) {
 func (m *Manager) recover() {
 	var parts []string
 	dirErr := func(dir string, err error) {
-		m.log.Warn("cannot look for unfinished files of an earlier run", "dir", dir, "error", err)
+		m.log.Warn("cannot look for unfinished files of an earlier run", m.cfg.IDs.Path("dir", dir), m.cfg.IDs.Err(err))
 	}
 	mids, err := os.ReadDir(m.cfg.Dir)
 	if err != nil {
@@ -172,6 +173,7 @@ func (m *Manager) recover() {
 			continue
 		}
 		midDir := filepath.Join(m.cfg.Dir, md.Name())
+		m.fixDirLogged(midDir)
 		sids, err := os.ReadDir(midDir)
 		if err != nil {
 			dirErr(midDir, err)
@@ -182,6 +184,7 @@ func (m *Manager) recover() {
 				continue
 			}
 			sidDir := filepath.Join(midDir, sd.Name())
+			m.fixDirLogged(sidDir)
 			files, err := os.ReadDir(sidDir)
 			if err != nil {
 				dirErr(sidDir, err)
@@ -204,7 +207,7 @@ func (m *Manager) recover() {
 		if errors.Is(err, pcapng.ErrIncomplete) {
 			// Created, crashed before the first write: nothing in it.
 			if err := os.Remove(part); err != nil {
-				m.log.Warn("cannot remove an empty unfinished file", "error", err)
+				m.log.Warn("cannot remove an empty unfinished file", m.cfg.IDs.Err(err))
 				failed++
 			} else {
 				removed++
@@ -212,20 +215,20 @@ func (m *Manager) recover() {
 			continue
 		}
 		if err != nil {
-			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", "error", err)
+			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", m.cfg.IDs.Err(err))
 			failed++
 			continue
 		}
 		cut += w.Recovered()
 		packets := w.Packets()
 		if err := w.Close(); err != nil {
-			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", "error", err)
+			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", m.cfg.IDs.Err(err))
 			failed++
 			continue
 		}
 		if packets == 0 {
 			if err := os.Remove(part); err != nil {
-				m.log.Warn("cannot remove an empty unfinished file", "error", err)
+				m.log.Warn("cannot remove an empty unfinished file", m.cfg.IDs.Err(err))
 				failed++
 			} else {
 				removed++
@@ -234,7 +237,7 @@ func (m *Manager) recover() {
 		}
 		final, err := renameNoClobber(part, strings.TrimSuffix(part, partExt))
 		if err != nil {
-			m.log.Warn("cannot complete an unfinished file of an earlier run", "error", err)
+			m.log.Warn("cannot complete an unfinished file of an earlier run", m.cfg.IDs.Err(err))
 			failed++
 			continue
 		}
@@ -247,4 +250,38 @@ func (m *Manager) recover() {
 	m.mu.Unlock()
 	m.log.Info("completed the unfinished files of an earlier run",
 		"dir", m.cfg.Dir, "found", len(parts), "completed", done, "removed_empty", removed, "failed", failed, "truncated_bytes", cut)
+}
+
+// fixDir gives a directory of the output the group and mode this Manager
+// makes directories with (Config.Group): an earlier run's may have
+// others. It costs a stat, and a chown or chmod only where they differ.
+func (m *Manager) fixDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if m.cfg.Group != 0 && ok && st.Gid != m.cfg.Group {
+		// chown clears the setgid bit: the chmod below sets it again.
+		if err := os.Lchown(dir, -1, int(m.cfg.Group)); err != nil {
+			return fmt.Errorf("set group of %s: %w", dir, err)
+		}
+		fi, err = os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+	}
+	const bits = os.ModePerm | os.ModeSetgid
+	if fi.Mode()&bits != m.dirMode&bits {
+		if err := os.Chmod(dir, m.dirMode); err != nil {
+			return fmt.Errorf("set mode of %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) fixDirLogged(dir string) {
+	if err := m.fixDir(dir); err != nil {
+		m.log.Warn("cannot set the mode of a stream directory of an earlier run", m.cfg.IDs.Err(err))
+	}
 }

@@ -2,6 +2,7 @@ package writer
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -45,11 +46,12 @@ func RaiseNoFile() error {
 	return nil
 }
 
-// umaskKeepsMode reports whether the process's umask leaves the owner's
-// bits alone, so that 0700 directories and 0600 files come out as asked.
+// umaskKeepsMode reports whether the process's umask leaves mode's
+// permission bits alone (0700, or 0750 with a group), so that directories
+// and files come out as asked.
 // Reading the umask means setting it: done once, when a Manager starts.
-func umaskKeepsMode() bool {
+func umaskKeepsMode(mode os.FileMode) bool {
 	old := syscall.Umask(0o077)
 	syscall.Umask(old)
-	return old&0o700 == 0
+	return os.FileMode(old)&mode == 0
 }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 )
 
@@ -77,6 +78,14 @@ type Config struct {
 	// Dir is the output directory. It is created (mode 0700) if missing;
 	// stream subdirectories are created with mode 0700, files 0600.
 	Dir string
+	// Group, if not 0, is the group given read access to the output:
+	// directories get mode 2750 (setgid: what is made in them takes their
+	// group) and that group, files 0640. Directories of an earlier run
+	// are brought to the modes of this one when New starts.
+	Group uint32
+	// IDs names streams in log lines; nil logs their ids and paths
+	// (logid).
+	IDs *logid.Namer
 	// RotateSize closes the current file of a stream once it reaches this
 	// many bytes; 0 means never.
 	RotateSize int64
@@ -372,9 +381,10 @@ type Manager struct {
 	lastRenameRetry  time.Time
 	invalidLogged    bool
 	closed           bool
-	// umaskKeepsMode: the umask at New left 0700 and 0600 alone, so new
-	// directories and files need no chmod.
+	// umaskKeepsMode: the umask at New left the modes of new directories
+	// and files (dirMode) alone, so they need no chmod.
 	umaskKeepsMode bool
+	dirMode        os.FileMode
 	lock           *os.File
 	// pendingRotation is a SetRotation that the next Tick applies.
 	pendingRotation atomic.Pointer[rotationChange]
@@ -423,17 +433,28 @@ func New(cfg Config) (*Manager, error) {
 		streams:   make(map[Key]*stream),
 		conds:     make(map[string]*faultCond),
 	}
-	m.umaskKeepsMode = umaskKeepsMode()
+	m.dirMode, _ = pcapng.Modes(cfg.Group)
+	m.umaskKeepsMode = umaskKeepsMode(m.dirMode.Perm())
 	m.opts = pcapng.Options{BufferSize: cfg.BufferSize, Exclusive: !cfg.SingleFile, NoPacketComments: !cfg.PacketComments, Memory: &m.memory,
-		UmaskKeepsMode: m.umaskKeepsMode}
-	if err := pcapng.MkdirAll(cfg.Dir); err != nil {
+		UmaskKeepsMode: m.umaskKeepsMode, GID: cfg.Group}
+	if err := pcapng.MkdirAllGroup(cfg.Dir, cfg.Group); err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
 	fi, err := os.Stat(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("writer: output directory: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if cfg.Group != 0 || fi.Mode()&os.ModeSetgid != 0 {
+		// With a group, the setgid bit on it is what gives new files
+		// the group; without, a run with a group left it: close it.
+		if err := m.fixDir(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("writer: output directory: %w", err)
+		}
+		if fi, err = os.Stat(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("writer: output directory: %w", err)
+		}
+	}
+	if others := fi.Mode().Perm() &^ m.dirMode.Perm(); others != 0 {
 		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
 			"dir", cfg.Dir, "mode", fmt.Sprintf("%o", fi.Mode().Perm()))
 	}
@@ -594,7 +615,7 @@ func (m *Manager) invalid(s *stream, err error) {
 	if !m.invalidLogged {
 		m.invalidLogged = true
 		m.log.Warn("dropping invalid packets (logged once; counted as drops of reason invalid)",
-			"mid", s.key.MID, "sid", s.key.SID, "error", err)
+			m.cfg.IDs.Stream(s.key.MID, s.key.SID), m.cfg.IDs.Err(err))
 	}
 }
 
@@ -751,7 +772,8 @@ func (m *Manager) Close() error {
 		errs = append([]error{fmt.Errorf("%d packets lost writing the last buffers", lost)}, errs...)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("writer: close: %w", errors.Join(errs...))
+		// The errors name the files: with ids hidden, by their hash.
+		return m.cfg.IDs.Error(fmt.Errorf("writer: close: %w", errors.Join(errs...)))
 	}
 	return nil
 }
@@ -912,14 +934,14 @@ func (m *Manager) reopen(c *curFile, now time.Time) error {
 		}
 		// Deleted behind our back (or cut short): start afresh.
 		m.log.Warn("current stream file vanished or was cut short; starting a new one",
-			"file", m.partPath(c), "error", err)
+			m.cfg.IDs.Path("file", m.partPath(c)), m.cfg.IDs.Err(err))
 		if errors.Is(err, pcapng.ErrIncomplete) {
 			os.Remove(m.partPath(c))
 		}
 		return m.restart(c, now)
 	}
 	if r := c.w.Recovered(); r > 0 {
-		m.log.Warn("cut a torn tail off a stream file on reopening it", "file", m.partPath(c), "bytes", r)
+		m.log.Warn("cut a torn tail off a stream file on reopening it", m.cfg.IDs.Path("file", m.partPath(c)), "bytes", r)
 	}
 	m.mu.Lock()
 	m.totals.Reopens++
@@ -1052,20 +1074,33 @@ func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
 	}
 	dir := filepath.Dir(m.partPath(&curFile{s: s}))
 	if !m.umaskKeepsMode {
-		if err := pcapng.MkdirAll(dir); err != nil {
+		if err := pcapng.MkdirAllGroup(dir, m.cfg.Group); err != nil {
 			return false, err
 		}
 		s.dirReady = true
 		return false, nil
 	}
-	err = os.Mkdir(dir, 0o700)
+	// With a group, the new directory takes it and the setgid bit from
+	// its parent.
+	err = os.Mkdir(dir, m.dirMode.Perm())
 	switch {
 	case err == nil:
 		fresh = true
 	case errors.Is(err, fs.ErrExist):
 		// An earlier run's, or SingleFile's shared mid directory.
 	case errors.Is(err, fs.ErrNotExist):
-		if err := pcapng.MkdirAll(dir); err != nil {
+		// The first stream of its mid: make the mid's directory, then
+		// this one (with a group, both take it from the output
+		// directory's setgid bit); the walk up the tree only if the
+		// output directory itself went.
+		perr := os.Mkdir(filepath.Dir(dir), m.dirMode.Perm())
+		if perr == nil || errors.Is(perr, fs.ErrExist) {
+			if err = os.Mkdir(dir, m.dirMode.Perm()); err == nil {
+				fresh = true
+				break
+			}
+		}
+		if err := pcapng.MkdirAllGroup(dir, m.cfg.Group); err != nil {
 			return false, err
 		}
 	default:
@@ -1155,7 +1190,7 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 			m.totals.RotationsAge++
 		}
 		m.mu.Unlock()
-		m.log.Debug("stream file complete", "file", final)
+		m.log.Debug("stream file complete", m.cfg.IDs.Path("file", final))
 		m.completed(final, c.w.Size(), now)
 	}
 	return lost, errors.Join(errs...)
@@ -1203,7 +1238,7 @@ func (m *Manager) removeCur(s *stream) {
 	c := s.cur
 	c.w.Close()
 	if err := os.Remove(m.partPath(c)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		m.log.Warn("cannot remove an empty stream file", "error", err)
+		m.log.Warn("cannot remove an empty stream file", m.cfg.IDs.Err(err))
 	} else {
 		m.mu.Lock()
 		m.totals.FilesRemoved++
@@ -1224,7 +1259,7 @@ func (m *Manager) retryRenames() {
 		m.mu.Lock()
 		m.totals.FilesCompleted++
 		m.mu.Unlock()
-		m.log.Debug("stream file complete", "file", got)
+		m.log.Debug("stream file complete", m.cfg.IDs.Path("file", got))
 		m.completed(got, -1, time.Time{})
 	}
 	m.unrenamed = left
