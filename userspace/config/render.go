@@ -79,6 +79,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	o.add("on_complete", cmd)
 	o.add("on_complete_workers", integer(int64(c.Output.OnCompleteWorkers)))
 	o.add("on_complete_timeout", duration(c.Output.OnCompleteTimeout))
+	o.add("group", str(c.Output.Group))
 	top.add("output", o.n)
 
 	cp := newMapping()
@@ -110,7 +111,14 @@ func (c *Config) Marshal() ([]byte, error) {
 	m := newMapping()
 	m.add("addr", str(c.Metrics.Addr))
 	m.add("top_streams", integer(int64(c.Metrics.TopStreams)))
-	m.add("hide_ids", boolean(c.Metrics.HideIDs))
+	if c.Metrics.HideIDsSet {
+		m.add("hide_ids", boolean(c.Metrics.HideIDs))
+	} else {
+		// Not set: decided at start from addr and web_config.
+		ch := c.Metrics.ChooseHideIDs()
+		m.comment(fmt.Sprintf("hide_ids: not set: %v at start (%s)", ch.Hide, ch.Why))
+	}
+	m.add("web_config", str(c.Metrics.WebConfig))
 	top.add("metrics", m.n)
 
 	var b bytes.Buffer

@@ -58,7 +58,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	edge.Capture.Writers = 3
 	edge.Reassembly.Timeout = 90 * time.Minute
 	edge.Metrics.Addr = ":9877"
-	edge.Metrics.HideIDs = true
+	edge.Metrics.HideIDs, edge.Metrics.HideIDsSet = true, true
 
 	empty := Default()
 	empty.Interface = "lo"
@@ -95,6 +95,10 @@ func TestMarshalEveryKey(t *testing.T) {
 	section := ""
 	have := map[string]bool{}
 	for _, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "# hide_ids: not set: ") {
+			have["metrics.hide_ids"] = true // decided at start: shown with its choice
+			continue
+		}
 		if l == "" || strings.HasPrefix(strings.TrimSpace(l), "#") {
 			continue
 		}

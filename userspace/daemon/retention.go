@@ -106,4 +106,3 @@ func (d *Daemon) handoffStats() handoff.Stats {
 	}
 	return d.handoff.Stats()
 }
-
