@@ -105,10 +105,14 @@ type Capture struct {
 	ZeroCopy       bool     // AF_XDP zero-copy where the driver offers it
 	FramesPerQueue int      // UMEM frames per socket, a power of two
 	QueueMemory    int64    // bytes of frames waiting for the writers
-	MaxStreams     uint32   // entries of the kernel's stream table
-	Writers        int      // writer goroutines; 0 = one per queue, at most one per CPU
-	PinDir         string   // maps and link are pinned under PinDir/Interface
-	KeepAttached   bool     // leave the program attached on exit
+	// MaxStreamMemory bounds the writers' per-stream state (about
+	// writer.StreamBytes a stream, buffers aside): beyond it the least
+	// recently seen streams are completed and forgotten.
+	MaxStreamMemory int64
+	MaxStreams      uint32 // entries of the kernel's stream table
+	Writers         int    // writer goroutines; 0 = one per queue, at most one per CPU
+	PinDir          string // maps and link are pinned under PinDir/Interface
+	KeepAttached    bool   // leave the program attached on exit
 }
 
 // Reassembly bounds the reassembly of fragmented outer IPv4 datagrams.
@@ -144,8 +148,11 @@ const (
 	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
 	DefaultMetrics    = "127.0.0.1:9877"
 	DefaultTopStreams = 20
-	MaxTopStreams     = 1000
-	MinFramesPerQueue = 64
+	// DefaultMaxStreamMemory: about 670k streams of state.
+	DefaultMaxStreamMemory = 512 << 20
+	minStreamMemory        = 1 << 20
+	MaxTopStreams          = 1000
+	MinFramesPerQueue      = 64
 	// minBufferSize is output.buffer_size's floor (a larger packet gets a
 	// buffer of its own size).
 	minBufferSize = 8 << 10
@@ -178,12 +185,13 @@ func Default() Config {
 			OnCompleteTimeout: handoff.DefaultTimeout,
 		},
 		Capture: Capture{
-			XDPMode:        "auto",
-			ZeroCopy:       true,
-			FramesPerQueue: 16384,
-			QueueMemory:    64 << 20,
-			MaxStreams:     1 << 20,
-			PinDir:         DefaultPinDir,
+			XDPMode:         "auto",
+			ZeroCopy:        true,
+			FramesPerQueue:  16384,
+			QueueMemory:     64 << 20,
+			MaxStreamMemory: DefaultMaxStreamMemory,
+			MaxStreams:      1 << 20,
+			PinDir:          DefaultPinDir,
 		},
 		Reassembly: Reassembly{
 			MaxDatagrams: 4096,
@@ -397,6 +405,7 @@ func (c *Config) check(requireIface bool) []*Error {
 	bad("capture.xdp_mode", checkXDPMode(cp.XDPMode))
 	bad("capture.frames_per_queue", checkFrames(int64(cp.FramesPerQueue)))
 	bad("capture.queue_memory", checkRange(cp.QueueMemory, 1, maxInt64))
+	bad("capture.max_stream_memory", checkRange(cp.MaxStreamMemory, minStreamMemory, maxInt64))
 	bad("capture.max_streams", checkRange(int64(cp.MaxStreams), 1, maxUint32))
 	bad("capture.writers", checkRange(int64(cp.Writers), 0, maxWriters))
 	bad("capture.pin_dir", checkAbsPath(cp.PinDir))

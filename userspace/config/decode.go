@@ -20,7 +20,7 @@ var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group"}
-	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
+	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
 	metricsKeys    = []string{"addr", "top_streams", "hide_ids", "web_config"}
 )
@@ -512,6 +512,8 @@ func (d *decoder) capture(n *yaml.Node, path string, c *Capture) {
 			setInt(&c.FramesPerQueue)(d.integer(v, path, false, checkFrames))
 		case "queue_memory":
 			set(&c.QueueMemory)(d.size(v, path, 1))
+		case "max_stream_memory":
+			set(&c.MaxStreamMemory)(d.size(v, path, minStreamMemory))
 		case "max_streams":
 			setInt(&c.MaxStreams)(d.integer(v, path, false, func(i int64) error { return checkRange(i, 1, maxUint32) }))
 		case "writers":

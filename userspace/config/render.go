@@ -96,6 +96,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	cp.add("zero_copy", boolean(c.Capture.ZeroCopy))
 	cp.add("frames_per_queue", integer(int64(c.Capture.FramesPerQueue)))
 	cp.add("queue_memory", size(c.Capture.QueueMemory))
+	cp.add("max_stream_memory", size(c.Capture.MaxStreamMemory))
 	cp.add("max_streams", integer(int64(c.Capture.MaxStreams)))
 	cp.add("writers", integer(int64(c.Capture.Writers)))
 	cp.add("pin_dir", str(c.Capture.PinDir))

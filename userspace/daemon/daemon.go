@@ -203,6 +203,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		RotateSize:     cfg.Output.RotateSize,
 		RotateAge:      cfg.Output.RotateAge,
 		MaxOpen:        cfg.Output.MaxOpenFiles,
+		MaxStreams:     int(cfg.Capture.MaxStreamMemory / writer.StreamBytes),
 		FlushInterval:  cfg.Output.FlushInterval,
 		BufferSize:     int(cfg.Output.BufferSize),
 		BufferMemory:   cfg.Output.BufferMemory,

@@ -310,6 +310,8 @@ var (
 		"trigger")
 	famWriterEvictions = newFamily("jmxdp_writer_evictions_total", counter,
 		"Files closed to stay under output.max_open_files (reopened to append when their stream sends again).")
+	famWriterStreamEvictions = newFamily("jmxdp_writer_stream_evictions_total", counter,
+		"Streams the writers forgot, their files completed, to stay under capture.max_stream_memory.")
 	famWriterFlushes = newFamily("jmxdp_writer_flushes_total", counter,
 		"Stream buffers written to their files, by why: full (or the file closed), age (older than output.flush_interval), memory (output.buffer_memory reached).", "why")
 	famWriterBufferBytes = newFamily("jmxdp_writer_buffer_bytes", gauge,
@@ -745,6 +747,7 @@ func (c *Collector) collectWriter(ch chan<- prometheus.Metric, s writer.Stats) {
 	emit(ch, famWriterRotations, float64(s.RotationsSize), "size")
 	emit(ch, famWriterRotations, float64(s.RotationsAge), "age")
 	emit(ch, famWriterEvictions, float64(s.Evictions))
+	emit(ch, famWriterStreamEvictions, float64(s.StreamEvictions))
 	emit(ch, famWriterFlushes, float64(s.Flushes-s.FlushesAge-s.FlushesMemory), "full")
 	emit(ch, famWriterFlushes, float64(s.FlushesAge), "age")
 	emit(ch, famWriterFlushes, float64(s.FlushesMemory), "memory")

@@ -272,7 +272,7 @@ func fakeCapture() capture.Stats {
 
 func fakeWriter() writer.Stats {
 	s := writer.Stats{Packets: 1000, Bytes: 123456, Buffered: 11, FilesCreated: 20, FilesCompleted: 18,
-		FilesRemoved: 1, RotationsSize: 10, RotationsAge: 8, Evictions: 4, OpenFiles: 2, Streams: 6, Faults: 1}
+		FilesRemoved: 1, RotationsSize: 10, RotationsAge: 8, Evictions: 4, StreamEvictions: 3, OpenFiles: 2, Streams: 6, Faults: 1}
 	for r := range s.Drops {
 		s.Drops[r] = uint64(10 + r)
 	}
@@ -420,6 +420,7 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_writer_files_removed_total", map[string]float64{"": 1})
 	checkFamily(t, got, "jmxdp_writer_rotations_total", map[string]float64{"trigger=size": 10, "trigger=age": 8})
 	checkFamily(t, got, "jmxdp_writer_evictions_total", map[string]float64{"": 4})
+	checkFamily(t, got, "jmxdp_writer_stream_evictions_total", map[string]float64{"": 3})
 	checkFamily(t, got, "jmxdp_writer_open_files", map[string]float64{"": 2})
 	checkFamily(t, got, "jmxdp_writer_streams", map[string]float64{"": 6})
 	checkFamily(t, got, "jmxdp_writer_faults", map[string]float64{"": 1})

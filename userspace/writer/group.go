@@ -27,6 +27,9 @@ func NewGroup(cfg Config, n int) (*Group, error) {
 	}
 	cfg.MaxOpen = max(cfg.MaxOpen/n, 1)
 	cfg.BufferMemory = max(cfg.BufferMemory/int64(n), 1)
+	if cfg.MaxStreams > 0 {
+		cfg.MaxStreams = max(cfg.MaxStreams/n, 1)
+	}
 	g := &Group{}
 	for i := range n {
 		c := cfg
@@ -61,6 +64,7 @@ func (g *Group) Stats() Stats {
 		t.RotationsSize += s.RotationsSize
 		t.RotationsAge += s.RotationsAge
 		t.Evictions += s.Evictions
+		t.StreamEvictions += s.StreamEvictions
 		t.Reopens += s.Reopens
 		t.Flushes += s.Flushes
 		t.FlushesAge += s.FlushesAge

@@ -96,6 +96,10 @@ type Config struct {
 	// MaxOpen is the most files open at once; the least recently flushed
 	// is closed to open another. 0: DefaultMaxOpen(), from RLIMIT_NOFILE.
 	MaxOpen int
+	// MaxStreams bounds the streams remembered at once (their state
+	// costs StreamBytes each): beyond it the least recently seen are
+	// completed and forgotten (Stats.StreamEvictions). 0: no bound.
+	MaxStreams int
 	// FlushInterval: Tick writes out buffered packets that have waited
 	// this long. Default 1s.
 	FlushInterval time.Duration
@@ -188,6 +192,9 @@ type Stats struct {
 	// Evictions counts files closed to stay under MaxOpen, Reopens files
 	// reopened to append after that.
 	Evictions, Reopens uint64
+	// StreamEvictions counts streams forgotten to stay under MaxStreams
+	// (their files completed first).
+	StreamEvictions uint64
 	// Flushes counts buffers written to files: when full, when older than
 	// FlushInterval (FlushesAge), or early because BufferMemory was
 	// reached (FlushesMemory).
@@ -251,6 +258,7 @@ const (
 	rotSize rotation = iota
 	rotAge
 	rotClose
+	rotEvict // the stream is forgotten to stay under MaxStreams
 )
 
 // stream is a stream's state. It must stay small: it lives as long as the
@@ -380,6 +388,7 @@ type Manager struct {
 	lastSweep        time.Time
 	lastRenameRetry  time.Time
 	invalidLogged    bool
+	evictLogged      bool
 	closed           bool
 	// umaskKeepsMode: the umask at New left the modes of new directories
 	// and files (dirMode) alone, so they need no chmod.
@@ -824,6 +833,9 @@ func (m *Manager) Streams() []StreamStats {
 func (m *Manager) get(k Key) *stream {
 	if s := m.streams[k]; s != nil {
 		return s
+	}
+	if m.cfg.MaxStreams > 0 && len(m.streams) >= m.cfg.MaxStreams {
+		m.evictStreams(m.now())
 	}
 	s := &stream{key: k}
 	m.mu.Lock()

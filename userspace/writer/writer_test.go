@@ -908,6 +908,11 @@ func TestMemory(t *testing.T) {
 	if st.Streams != n || st.OpenFiles != 8 {
 		t.Errorf("stats %+v", st)
 	}
+	// StreamBytes, which capture.max_stream_memory is divided by, must
+	// stay true.
+	if perStream := heap / int64(n); perStream > StreamBytes {
+		t.Errorf("%d bytes per stream: more than StreamBytes (%d), which sizes the max_stream_memory bound", perStream, StreamBytes)
+	}
 	runtime.KeepAlive(m)
 	t1 := time.Now()
 	if err := m.Close(); err != nil {
