@@ -11,11 +11,12 @@ import (
 
 func newDecodeCmd() *cobra.Command {
 	var (
-		ports  = portList{allowAuto: true}
-		engine string
-		format string
-		out    string
-		expr   string
+		ports          = portList{allowAuto: true}
+		engine         string
+		format         string
+		out            string
+		expr           string
+		allowUntrusted bool
 	)
 	cmd := &cobra.Command{
 		Use:   "decode [--port N ...] [--engine bpf|go] [--format table|json] [--out DIR] [--filter EXPR] FILE...",
@@ -45,7 +46,7 @@ The JSON form is documented in docs/decode-json.md.`,
 			if err != nil {
 				return err
 			}
-			rep, err := decode.Files(args, decode.Options{Ports: ports.ports, Auto: ports.auto, Engine: decode.Engine(engine), OutDir: out, Filter: flt})
+			rep, err := decode.Files(args, decode.Options{Ports: ports.ports, Auto: ports.auto, Engine: decode.Engine(engine), OutDir: out, AllowUntrustedOut: allowUntrusted, Filter: flt})
 			if err != nil {
 				return err
 			}
@@ -66,6 +67,7 @@ The JSON form is documented in docs/decode-json.md.`,
 	f.StringVar(&engine, "engine", "", "bpf (the XDP program; default when root) or go")
 	f.StringVar(&format, "format", "table", "table or json")
 	f.StringVar(&out, "out", "", "write one pcapng per (mid, sid) under this directory")
+	f.BoolVar(&allowUntrusted, "allow-untrusted-out", false, "write under --out even if another user owns it or can write it (links could be planted there)")
 	f.StringVar(&expr, "filter", "", "list (and with --out write) only the streams matching this expression, e.g. 'mid == 0x3039 and sid >= 100000' (docs/filters.md)")
 	return cmd
 }

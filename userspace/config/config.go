@@ -80,6 +80,9 @@ type Output struct {
 	BufferSize     int64
 	BufferMemory   int64
 	PacketComments bool // a router= comment on every packet
+	// AllowUntrustedDir writes into a Dir that another user owns or can
+	// write, where links could be planted (refused otherwise).
+	AllowUntrustedDir bool
 	// MaxBytes and MaxAge bound the completed files (0 = no bound):
 	// beyond them the oldest are deleted, of each stream or of all
 	// (Retention: "all" or "stream").

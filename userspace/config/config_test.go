@@ -379,7 +379,7 @@ func TestRefusals(t *testing.T) {
 		{"scalar document", "hello\n", 1, "", "must be a mapping of keys"},
 		{"second document", "interface: eth0\n---\nports: [1]\n", 2, "", "second YAML document"},
 		{"unknown key", "interface: eth0\nport: [6502]\n", 2, "port", "unknown key (" + known + ")"},
-		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files, flush_interval, buffer_size, buffer_memory, packet_comments, max_bytes, max_age, retention, on_complete, on_complete_workers, on_complete_timeout, group)"},
+		{"unknown output key", "output:\n  dir: /x\n  rotate: 1h\n", 3, "output.rotate", "unknown key (known: dir, rotate_size, rotate_age, max_open_files, flush_interval, buffer_size, buffer_memory, packet_comments, max_bytes, max_age, retention, on_complete, on_complete_workers, on_complete_timeout, group, allow_untrusted_dir)"},
 		{"unknown capture key", "capture:\n  queus: all\n", 2, "capture.queus", "known: queues, xdp_mode, zero_copy, frames_per_queue, queue_memory, max_stream_memory, max_streams, writers, pin_dir, keep_attached"},
 		{"unknown reassembly key", "reassembly: {timeout: 1s, max_frags: 3}\n", 1, "reassembly.max_frags", "known: max_datagrams, max_memory, timeout"},
 		{"unknown metrics key", "metrics:\n  listen: :1\n", 2, "metrics.listen", "known: addr"},

@@ -19,7 +19,7 @@ import (
 var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
-	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group"}
+	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group", "allow_untrusted_dir"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
 	metricsKeys    = []string{"addr", "top_streams", "hide_ids", "web_config"}
@@ -455,6 +455,8 @@ func (d *decoder) output(n *yaml.Node, path string, o *Output) {
 			set(&o.BufferMemory)(d.size(v, path, minBufferSize))
 		case "packet_comments":
 			set(&o.PacketComments)(d.boolean(v, path))
+		case "allow_untrusted_dir":
+			set(&o.AllowUntrustedDir)(d.boolean(v, path))
 		case "max_bytes":
 			set(&o.MaxBytes)(d.size(v, path, 0))
 		case "max_age":

@@ -80,6 +80,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	o.add("on_complete_workers", integer(int64(c.Output.OnCompleteWorkers)))
 	o.add("on_complete_timeout", duration(c.Output.OnCompleteTimeout))
 	o.add("group", str(c.Output.Group))
+	o.add("allow_untrusted_dir", boolean(c.Output.AllowUntrustedDir))
 	top.add("output", o.n)
 
 	cp := newMapping()

@@ -199,19 +199,21 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		return fail(err)
 	}
 	d.sink, err = writer.NewGroup(writer.Config{
-		Dir:            cfg.Output.Dir,
-		RotateSize:     cfg.Output.RotateSize,
-		RotateAge:      cfg.Output.RotateAge,
-		MaxOpen:        cfg.Output.MaxOpenFiles,
-		MaxStreams:     int(cfg.Capture.MaxStreamMemory / writer.StreamBytes),
-		FlushInterval:  cfg.Output.FlushInterval,
-		BufferSize:     int(cfg.Output.BufferSize),
-		BufferMemory:   cfg.Output.BufferMemory,
-		PacketComments: cfg.Output.PacketComments,
-		Group:          gid,
-		IDs:            d.ids,
-		Logger:         log,
-		OnComplete:     d.onComplete(),
+		Dir:        cfg.Output.Dir,
+		RotateSize: cfg.Output.RotateSize,
+		RotateAge:  cfg.Output.RotateAge,
+		MaxOpen:    cfg.Output.MaxOpenFiles,
+		MaxStreams: int(cfg.Capture.MaxStreamMemory / writer.StreamBytes),
+		// Checked by the writer, which refuses an untrusted Dir.
+		AllowUntrustedDir: cfg.Output.AllowUntrustedDir,
+		FlushInterval:     cfg.Output.FlushInterval,
+		BufferSize:        int(cfg.Output.BufferSize),
+		BufferMemory:      cfg.Output.BufferMemory,
+		PacketComments:    cfg.Output.PacketComments,
+		Group:             gid,
+		IDs:               d.ids,
+		Logger:            log,
+		OnComplete:        d.onComplete(),
 	}, writers)
 	if err != nil {
 		return fail(err)

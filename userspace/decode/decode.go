@@ -32,6 +32,9 @@ type Options struct {
 	Engine Engine // default bpf
 	// OutDir, if set, receives one pcapng file per (mid, sid).
 	OutDir string
+	// AllowUntrustedOut writes into an OutDir that another user owns or
+	// can write (refused otherwise: links could be planted there).
+	AllowUntrustedOut bool
 	// MaxStreams sizes the kernel stream table for the bpf engine.
 	MaxStreams uint32
 	Logger     *slog.Logger
@@ -125,7 +128,7 @@ func Files(paths []string, opts Options) (rep *Report, err error) {
 
 	var out *outWriter
 	if opts.OutDir != "" {
-		if out, err = newOutWriter(opts.OutDir, opts.Ports); err != nil {
+		if out, err = newOutWriter(opts.OutDir, opts.Ports, opts.AllowUntrustedOut); err != nil {
 			return nil, err
 		}
 		defer func() { err = errors.Join(err, out.close()) }()

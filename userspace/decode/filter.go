@@ -8,6 +8,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/filter"
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
 )
 
 // decode --filter: the report lists the streams that match, with the
@@ -114,7 +115,11 @@ func (o *outWriter) settle(rep *Report) error {
 			continue // no packet of it could be written: fragments not reassembled
 		}
 		path := StreamPath(o.dir, s.MID, s.SID)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		if err := pcapng.MkdirAll(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("output directory: %w", err)
+		}
+		// The rename must not follow a linked stream directory.
+		if err := pcapng.CheckNoLinks(o.dir, filepath.Dir(path)); err != nil {
 			return fmt.Errorf("output directory: %w", err)
 		}
 		if err := os.Rename(staged, path); err != nil {

@@ -20,8 +20,9 @@ import (
 // a bounded number of open files): decode each frame, reassemble outer
 // IPv4 fragments, write the mirrored packet.
 type outWriter struct {
-	dir   string
-	ports []uint16
+	dir            string
+	ports          []uint16
+	allowUntrusted bool // --allow-untrusted-out
 	// m is made at the first packet, under target().
 	m *writer.Manager
 	// paths and packets: each stream's file and what it holds, once m is
@@ -48,16 +49,22 @@ func StreamPath(dir string, mid, sid uint32) string {
 	return writer.SingleFilePath(dir, writer.Key{MID: mid, SID: sid})
 }
 
-func newOutWriter(dir string, ports []uint16) (*outWriter, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+func newOutWriter(dir string, ports []uint16, allowUntrusted bool) (*outWriter, error) {
+	if err := pcapng.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
+	// decode runs as root as often as not: a directory where another
+	// user can plant links would let them aim its writes.
+	if err := pcapng.CheckTrustedDir(dir); err != nil && !allowUntrusted {
+		return nil, fmt.Errorf("%w (--allow-untrusted-out writes there anyway)", err)
+	}
 	return &outWriter{
-		dir:     dir,
-		ports:   ports,
-		paths:   make(map[streamID]string),
-		packets: make(map[streamID]uint64),
-		reasm:   reasm.New(reasm.Config{}),
+		allowUntrusted: allowUntrusted,
+		dir:            dir,
+		ports:          ports,
+		paths:          make(map[streamID]string),
+		packets:        make(map[streamID]uint64),
+		reasm:          reasm.New(reasm.Config{}),
 	}, nil
 }
 
@@ -103,7 +110,7 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 	if o.m == nil {
 		// A capture's file is read back by tools that expect the
 		// router on each packet: decode keeps the per-packet comment.
-		m, err := writer.New(writer.Config{Dir: o.target(), SingleFile: true, PacketComments: true})
+		m, err := writer.New(writer.Config{Dir: o.target(), SingleFile: true, PacketComments: true, AllowUntrustedDir: o.allowUntrusted})
 		if err != nil {
 			return fmt.Errorf("stream files: %w", err)
 		}

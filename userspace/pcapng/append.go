@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // Errors of Append, matched with errors.Is; the returned errors say more.
@@ -51,7 +52,7 @@ func Append(path string) (*Writer, error) { return AppendWith(path, Options{}) }
 
 // AppendWith is Append with options (Exclusive is ignored).
 func AppendWith(path string, o Options) (*Writer, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err // *fs.PathError: "open PATH: ..."
 	}
@@ -69,7 +70,7 @@ func AppendWith(path string, o Options) (*Writer, error) {
 // off), the excess is cut off and counted in Recovered. If it is shorter, or
 // st is the zero State, Resume falls back to Append's full check.
 func Resume(path string, st State, o Options) (*Writer, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

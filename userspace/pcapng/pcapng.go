@@ -22,6 +22,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
@@ -365,9 +366,11 @@ func CreateIn(w *Writer, path string, mid, sid uint32, o Options) error {
 			return err
 		}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	// Never through a link: a root process must not write where a
+	// planted link points.
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
 	if o.Exclusive {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL | syscall.O_NOFOLLOW
 	}
 	_, mode := Modes(o.GID)
 	f, err := os.OpenFile(path, flags, mode)
@@ -705,7 +708,7 @@ func (w *Writer) Reopen() error {
 	if w.f != nil {
 		return nil
 	}
-	f, err := os.OpenFile(w.path, os.O_RDWR, 0)
+	f, err := os.OpenFile(w.path, os.O_RDWR|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
@@ -867,7 +870,7 @@ func (w *Writer) Restart(path string) error {
 		return err
 	}
 	_, mode := Modes(w.gid)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
 		return fmt.Errorf("create pcapng file: %w", err)
 	}

@@ -146,3 +146,30 @@ func TestMemoryBoundedAtOneMillionStreams(t *testing.T) {
 	}
 	runtime.KeepAlive(m)
 }
+
+// BufferMemory bounds what the streams' buffers hold: past it, the oldest
+// buffers go to their files early (FlushesMemory) and the bound holds.
+func TestBufferMemoryBound(t *testing.T) {
+	dir := outDir(t)
+	clk := newClock()
+	const bound = 64 << 10
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, BufferMemory: bound, BufferSize: 16 << 10})
+	ts := clk.Now()
+	for i := range 2000 {
+		if !write(t, m, Key{MID: 1, SID: uint32(i % 200)}, ts, i, 200) {
+			t.Fatalf("packet %d dropped", i)
+		}
+		if st := m.Stats(); st.BufferBytes > bound+16<<10 {
+			t.Fatalf("after %d packets the buffers hold %d bytes, over the %d bound (and one buffer)", i+1, st.BufferBytes, bound)
+		}
+	}
+	if st := m.Stats(); st.FlushesMemory == 0 {
+		t.Errorf("no early flush for memory: %+v", st)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Stats(); st.Packets != 2000 {
+		t.Errorf("%d packets written, want 2000", st.Packets)
+	}
+}

@@ -96,6 +96,10 @@ type Config struct {
 	// MaxOpen is the most files open at once; the least recently flushed
 	// is closed to open another. 0: DefaultMaxOpen(), from RLIMIT_NOFILE.
 	MaxOpen int
+	// AllowUntrustedDir writes into an output directory that another
+	// user owns or can write (pcapng.CheckTrustedDir), where links could
+	// be planted; refused otherwise.
+	AllowUntrustedDir bool
 	// MaxStreams bounds the streams remembered at once (their state
 	// costs StreamBytes each): beyond it the least recently seen are
 	// completed and forgotten (Stats.StreamEvictions). 0: no bound.
@@ -389,6 +393,8 @@ type Manager struct {
 	lastRenameRetry  time.Time
 	invalidLogged    bool
 	evictLogged      bool
+	// midOK: mids whose directory this Manager checked is no link.
+	midOK map[uint32]bool
 	closed           bool
 	// umaskKeepsMode: the umask at New left the modes of new directories
 	// and files (dirMode) alone, so they need no chmod.
@@ -463,6 +469,14 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("writer: output directory: %w", err)
 		}
 	}
+	if !cfg.shard {
+		if err := pcapng.CheckTrustedDir(cfg.Dir); err != nil {
+			if !cfg.AllowUntrustedDir {
+				return nil, fmt.Errorf("writer: %w (output.allow_untrusted_dir writes there anyway)", err)
+			}
+			m.log.Warn("writing into an output directory other users can change, as output.allow_untrusted_dir says", "err", err)
+		}
+	}
 	if others := fi.Mode().Perm() &^ m.dirMode.Perm(); others != 0 {
 		m.log.Warn("output directory is accessible to other users; intercepted traffic should not be",
 			"dir", cfg.Dir, "mode", fmt.Sprintf("%o", fi.Mode().Perm()))
@@ -480,7 +494,7 @@ func New(cfg Config) (*Manager, error) {
 
 func (m *Manager) takeLock() error {
 	path := filepath.Join(m.cfg.Dir, lockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("writer: lock file: %w", err)
 	}
@@ -1089,8 +1103,23 @@ func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
 		if err := pcapng.MkdirAllGroup(dir, m.cfg.Group); err != nil {
 			return false, err
 		}
+		if err := pcapng.CheckNoLinks(m.cfg.Dir, dir); err != nil {
+			return false, fmt.Errorf("create directory: %w", err)
+		}
 		s.dirReady = true
 		return false, nil
+	}
+	// The mid's directory once a run: a link planted in its place would
+	// take every stream of the mid out of the output directory.
+	if !m.midOK[s.key.MID] {
+		if err := pcapng.CheckNoLinks(m.cfg.Dir, filepath.Dir(dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// Named as the stream's directory, as mkdir would.
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = &fs.PathError{Op: "mkdir", Path: dir, Err: pe.Err}
+			}
+			return false, fmt.Errorf("create directory: %w", err)
+		}
 	}
 	// With a group, the new directory takes it and the setgid bit from
 	// its parent.
@@ -1099,7 +1128,11 @@ func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
 	case err == nil:
 		fresh = true
 	case errors.Is(err, fs.ErrExist):
-		// An earlier run's, or SingleFile's shared mid directory.
+		// An earlier run's, or SingleFile's shared mid directory: not
+		// a link.
+		if err := pcapng.CheckNoLinks(m.cfg.Dir, dir); err != nil {
+			return false, fmt.Errorf("create directory: %w", err)
+		}
 	case errors.Is(err, fs.ErrNotExist):
 		// The first stream of its mid: make the mid's directory, then
 		// this one (with a group, both take it from the output
@@ -1119,6 +1152,10 @@ func (m *Manager) streamDirReady(s *stream) (fresh bool, err error) {
 		return false, fmt.Errorf("create directory: %w", err)
 	}
 	s.dirReady = true
+	if m.midOK == nil {
+		m.midOK = make(map[uint32]bool)
+	}
+	m.midOK[s.key.MID] = true
 	return fresh && !m.cfg.SingleFile, nil
 }
 
