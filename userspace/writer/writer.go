@@ -394,8 +394,8 @@ type Manager struct {
 	invalidLogged    bool
 	evictLogged      bool
 	// midOK: mids whose directory this Manager checked is no link.
-	midOK map[uint32]bool
-	closed           bool
+	midOK  map[uint32]bool
+	closed bool
 	// umaskKeepsMode: the umask at New left the modes of new directories
 	// and files (dirMode) alone, so they need no chmod.
 	umaskKeepsMode bool
