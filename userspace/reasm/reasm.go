@@ -58,22 +58,21 @@ var (
 	ErrOverlap = errors.New("inconsistent overlapping IPv4 fragments")
 )
 
-// Stats are the Reassembler's counters.
+// Stats are the Reassembler's counters. Duplicates are fragments
+// discarded as exact copies, of data a pending datagram already has or of
+// a fragment of a datagram completed within Timeout (a copy of its first
+// fragment, say): never written twice, never left to time out.
 type Stats struct {
-	Fragments   uint64 // well-formed fragments received
-	Reassembled uint64 // datagrams completed
-	Timeouts    uint64 // datagrams dropped by Timeout
-	Evicted     uint64 // datagrams dropped to stay within MaxDatagrams or MaxBytes
-	Overlaps    uint64 // datagrams dropped for inconsistent fragments
-	TooBig      uint64 // datagrams dropped for exceeding 65535 bytes
-	Malformed   uint64 // packets refused as malformed
-	// Duplicates: fragments discarded as exact copies, of data a pending
-	// datagram already has or of a fragment of a datagram completed
-	// within Timeout (a copy of its first fragment, say): never written
-	// twice, never started again as a new datagram.
-	Duplicates   uint64
+	Fragments    uint64 // well-formed fragments received
+	Reassembled  uint64 // datagrams completed
+	Timeouts     uint64 // datagrams dropped by Timeout
+	Evicted      uint64 // datagrams dropped to stay within MaxDatagrams or MaxBytes
+	Overlaps     uint64 // datagrams dropped for inconsistent fragments
+	TooBig       uint64 // datagrams dropped for exceeding 65535 bytes
+	Malformed    uint64 // packets refused as malformed
 	Pending      uint64 // datagrams waiting for fragments now
 	PendingBytes uint64 // memory held for them now, in bytes
+	Duplicates   uint64 // fragments discarded as copies
 }
 
 type key struct {
