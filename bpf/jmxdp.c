@@ -47,6 +47,11 @@ static __always_inline int pass_not_jmirror(struct jm_counters *c)
 	return XDP_PASS;
 }
 
+static __always_inline __u64 min_u64(__u64 a, __u64 b)
+{
+	return a < b ? a : b;
+}
+
 static __always_inline void addr_from_v4(__u8 *dst, __be32 v4)
 {
 	__builtin_memset(dst, 0, JM_ADDR_LEN);
@@ -286,6 +291,50 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 	return action;
 }
 
+/* t lies within JM_FRAG_WINDOW_NS before now. Signed: a time another CPU
+ * wrote a jiffy ahead of this one's clock is recent, not 584 years old. */
+static __always_inline int recent(__u64 now, __u64 t)
+{
+	return t && (__s64)(now - t) < (__s64)JM_FRAG_WINDOW_NS;
+}
+
+/*
+ * Does the pair (router -> collector) send fragmented Jmirror that is all
+ * captured lately? Only then is a later fragment that arrives before its
+ * first held (redirected to userspace) rather than passed: a pair with a
+ * counted or passed stream would have its host-bound fragments taken, and
+ * other sources' fragments are never taken at all.
+ */
+static __always_inline int pair_holds(__u32 saddr, __u32 daddr, __u64 now)
+{
+	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
+	struct jm_pair_value *pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+
+	return pv && recent(now, pv->capture_ns) && !recent(now, pv->other_ns);
+}
+
+/* A Jmirror first fragment was counted with action: remember its pair. */
+static __always_inline void note_pair(__u32 saddr, __u32 daddr, __u32 action,
+				      __u64 now)
+{
+	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
+	struct jm_pair_value *pv, nv = {};
+
+	pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+	if (pv) {
+		if (action == JM_ACTION_CAPTURE)
+			pv->capture_ns = now;
+		else
+			pv->other_ns = now;
+		return;
+	}
+	if (action == JM_ACTION_CAPTURE)
+		nv.capture_ns = now;
+	else
+		nv.other_ns = now;
+	bpf_map_update_elem(&jm_frag_pairs, &pk, &nv, BPF_ANY);
+}
+
 /* Later fragments carry no UDP header: they follow their first fragment. */
 static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 						 struct jm_counters *c,
@@ -295,45 +344,137 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 				  .id = iph->id, .proto = iph->protocol };
 	struct jm_frag_value *fv;
 	__u8 router[JM_ADDR_LEN];
+	__u32 action, mid, sid;
 
 	fv = bpf_map_lookup_elem(&jm_frags, &fk);
 	if (!fv) {
+		/* Its first fragment has not come (or was evicted). XDP cannot
+		 * hold a frame: from a pair that sends only captured Jmirror,
+		 * userspace holds it until the first comes or the window ends;
+		 * anything else goes to the host untouched. */
+		if (fk.proto == IPPROTO_UDP &&
+		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
+			struct jm_xsk_meta info = {
+				.l3_off = (void *)iph - (void *)(long)ctx->data,
+				.flags = JM_META_LATER_FRAG | JM_META_HELD,
+			};
+
+			stat_add(c, JM_STAT_FRAG_HELD, 1);
+			return capture(ctx, c, &info);
+		}
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
 		return XDP_PASS;
 	}
-	if (fv->action == JM_ACTION_UNTRUSTED) {
+	/* Copies, not the map value pointer (see load_settings). */
+	action = fv->action;
+	mid = fv->mid;
+	sid = fv->sid;
+	if (action == JM_ACTION_UNTRUSTED) {
 		addr_from_v4(router, iph->saddr);
 		return drop_untrusted(c, router);
 	}
+	if (action == JM_ACTION_NOT_JMIRROR) {
+		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
+		return XDP_PASS;
+	}
 	stat_add(c, JM_STAT_FRAG_TRACKED, 1);
-	if (fv->action == JM_ACTION_CAPTURE) {
+	if (action == JM_ACTION_CAPTURE) {
 		struct jm_xsk_meta info = {
-			.mid = fv->mid,
-			.sid = fv->sid,
+			.mid = mid,
+			.sid = sid,
 			.l3_off = (void *)iph - (void *)(long)ctx->data,
 			.flags = JM_META_LATER_FRAG,
 		};
 
 		return capture(ctx, c, &info);
 	}
-	return apply_action(c, fv->action);
+	return apply_action(c, action);
 }
 
-/* A first fragment that turns out not to be Jmirror must not leave a stale
- * record for an earlier datagram that reused its IP id. */
+/*
+ * A first fragment that turns out not to be Jmirror (or malformed) must
+ * not leave a stale record for an earlier datagram that reused its IP id.
+ * From a pair whose early fragments are held it leaves a record that says
+ * so instead, so that its later fragments pass and are not held.
+ */
 static __always_inline void forget_fragment(struct jm_frag_key *fk)
 {
-	if (fk)
+	struct jm_frag_value fv = { .action = JM_ACTION_NOT_JMIRROR };
+
+	if (!fk)
+		return;
+	if (fk->proto == IPPROTO_UDP &&
+	    pair_holds(fk->saddr, fk->daddr, bpf_ktime_get_coarse_ns()))
+		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+	else
 		bpf_map_delete_elem(&jm_frags, fk);
 }
 
-static __always_inline void record_fragment(struct jm_frag_key *fk, __u32 mid,
-					    __u32 sid, __u32 action)
+static __always_inline void record_untrusted(struct jm_frag_key *fk)
 {
-	struct jm_frag_value fv = { .mid = mid, .sid = sid, .action = action };
+	struct jm_frag_value fv = { .action = JM_ACTION_UNTRUSTED };
 
 	if (fk)
 		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+}
+
+/*
+ * The fingerprint of a first fragment: FNV-1a over the first JM_FP_WORDS
+ * 8-byte words of the mirrored packet that lie both in the frame and in
+ * the first avail bytes (the IP packet's end and the mirrored packet's
+ * length). Bounded: a constant trip count, unrolled, every load checked
+ * against data_end. Loads are native (little-endian) order; the Go engine
+ * reads them little-endian too.
+ */
+static __always_inline __u64 fingerprint(const __u8 *inner, void *data_end,
+					 __u64 avail)
+{
+	__u64 h = JM_FP_SEED;
+	__u64 w;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < JM_FP_WORDS; i++) {
+		const __u8 *q = inner + i * 8;
+
+		if ((void *)(q + 8) > data_end || (__u64)(i + 1) * 8 > avail)
+			break;
+		__builtin_memcpy(&w, q, sizeof(w));
+		h = (h ^ w) * JM_FP_PRIME;
+	}
+	return h;
+}
+
+/* A copy of the first fragment recorded under its key: same stream,
+ * length and fingerprint, within the window of the first copy. */
+static __always_inline int first_copy(struct jm_frag_key *fk,
+				      const struct jm_packet *p, __u64 fp,
+				      __u64 now, __u32 *action)
+{
+	struct jm_frag_value *fv = bpf_map_lookup_elem(&jm_frags, fk);
+
+	if (!fv || fv->action > JM_ACTION_PASS || fv->mid != p->key.mid ||
+	    fv->sid != p->key.sid || fv->inner_len != p->inner_len ||
+	    fv->fingerprint != fp || !recent(now, fv->first_ns))
+		return 0;
+	*action = fv->action;
+	return 1;
+}
+
+static __always_inline void record_fragment(struct jm_frag_key *fk,
+					    const struct jm_packet *p,
+					    __u32 action, __u64 fp, __u64 now)
+{
+	struct jm_frag_value fv = {
+		.mid = p->key.mid,
+		.sid = p->key.sid,
+		.action = action,
+		.inner_len = p->inner_len,
+		.first_ns = now,
+		.fingerprint = fp,
+	};
+
+	bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
 }
 
 /* An IPv4 header without options whose checksum holds. */
@@ -441,7 +582,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	struct udphdr *udph;
 	struct jm_packet p;
 	__u32 *port_flags;
-	__u64 udp_off, limit;
+	__u64 udp_off, limit, now = 0, fp = 0;
 	__u32 port, word0, action;
 	int udp_len;
 
@@ -469,7 +610,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 
 	cfg = load_settings();
 	if (!source_trusted(&cfg, router)) {
-		record_fragment(fk, 0, 0, JM_ACTION_UNTRUSTED);
+		record_untrusted(fk);
 		return drop_untrusted(c, router);
 	}
 
@@ -493,6 +634,17 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	p.inner_len = udp_len - JM_MIN_UDP_LEN;
 	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
 
+	if (fk) {
+		now = bpf_ktime_get_coarse_ns();
+		fp = fingerprint(nh->pos, data_end,
+				 min_u64(limit - (nh->pos - data), p.inner_len));
+		if (first_copy(fk, &p, fp, now, &action)) {
+			/* Counted already: follows its datagram like a
+			 * later fragment, not counted again. */
+			stat_add(c, JM_STAT_FRAG_DUPLICATE, 1);
+			goto act;
+		}
+	}
 	action = count_stream(c, &cfg, &p);
 	stat_add(c, JM_STAT_JMIRROR, 1);
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
@@ -500,8 +652,10 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
 	if (fk) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
-		record_fragment(fk, p.key.mid, p.key.sid, action);
+		record_fragment(fk, &p, action, fp, now);
+		note_pair(fk->saddr, fk->daddr, action, now);
 	}
+act:
 	if (action == JM_ACTION_CAPTURE) {
 		struct jm_xsk_meta info = {
 			.mid = p.key.mid,

@@ -16,10 +16,11 @@ import (
 type JmxdpJmAction uint32
 
 const (
-	JmxdpJmActionJM_ACTION_CAPTURE   JmxdpJmAction = 0
-	JmxdpJmActionJM_ACTION_COUNT     JmxdpJmAction = 1
-	JmxdpJmActionJM_ACTION_PASS      JmxdpJmAction = 2
-	JmxdpJmActionJM_ACTION_UNTRUSTED JmxdpJmAction = 3
+	JmxdpJmActionJM_ACTION_CAPTURE     JmxdpJmAction = 0
+	JmxdpJmActionJM_ACTION_COUNT       JmxdpJmAction = 1
+	JmxdpJmActionJM_ACTION_PASS        JmxdpJmAction = 2
+	JmxdpJmActionJM_ACTION_UNTRUSTED   JmxdpJmAction = 3
+	JmxdpJmActionJM_ACTION_NOT_JMIRROR JmxdpJmAction = 4
 )
 
 type JmxdpJmAddr struct {
@@ -41,7 +42,7 @@ type JmxdpJmCandidateValue struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [18]uint64
+	Count [20]uint64
 }
 
 type JmxdpJmFragKey struct {
@@ -54,11 +55,15 @@ type JmxdpJmFragKey struct {
 }
 
 type JmxdpJmFragValue struct {
-	_      structs.HostLayout
-	Mid    uint32
-	Sid    uint32
-	Action uint32
-	Pad    uint32
+	_           structs.HostLayout
+	Mid         uint32
+	Sid         uint32
+	Action      uint32
+	Pad         uint32
+	InnerLen    uint32
+	Reserved    uint32
+	FirstNs     uint64
+	Fingerprint uint64
 }
 
 type JmxdpJmInner uint32
@@ -71,6 +76,18 @@ const (
 	JmxdpJmInnerJM_INNER_EMPTY   JmxdpJmInner = 4
 	JmxdpJmInnerJM_INNER_MAX     JmxdpJmInner = 5
 )
+
+type JmxdpJmPairKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+}
+
+type JmxdpJmPairValue struct {
+	_         structs.HostLayout
+	CaptureNs uint64
+	OtherNs   uint64
+}
 
 type JmxdpJmPolicyKey struct {
 	_     structs.HostLayout
@@ -118,7 +135,9 @@ const (
 	JmxdpJmStatJM_STAT_VERSION_NONZERO     JmxdpJmStat = 15
 	JmxdpJmStatJM_STAT_CANDIDATE           JmxdpJmStat = 16
 	JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED    JmxdpJmStat = 17
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 18
+	JmxdpJmStatJM_STAT_FRAG_DUPLICATE      JmxdpJmStat = 18
+	JmxdpJmStatJM_STAT_FRAG_HELD           JmxdpJmStat = 19
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 20
 )
 
 type JmxdpJmStreamKey struct {
@@ -165,6 +184,7 @@ const (
 	JmxdpMapJmAllowlist         = "jm_allowlist"
 	JmxdpMapJmCandidates        = "jm_candidates"
 	JmxdpMapJmConfig            = "jm_config"
+	JmxdpMapJmFragPairs         = "jm_frag_pairs"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
@@ -237,6 +257,7 @@ type JmxdpMapSpecs struct {
 	JmAllowlist  *ebpf.MapSpec `ebpf:"jm_allowlist"`
 	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
+	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
@@ -281,6 +302,7 @@ type JmxdpMaps struct {
 	JmAllowlist  *ebpf.Map `ebpf:"jm_allowlist"`
 	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
+	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
@@ -296,6 +318,7 @@ func (m *JmxdpMaps) Close() error {
 		m.JmAllowlist,
 		m.JmCandidates,
 		m.JmConfig,
+		m.JmFragPairs,
 		m.JmFrags,
 		m.JmPolicy,
 		m.JmPolicyGen,

@@ -107,8 +107,13 @@ func TestDifferential(t *testing.T) {
 				}
 			}
 			// The corpus must exercise every class, or agreement means little.
-			for cl := jmirror.ClassNotJmirror; cl <= jmirror.ClassFragUnmatched; cl++ {
+			// Early fragments are held only from pairs that send captured
+			// Jmirror alone: the default config's.
+			for cl := jmirror.ClassNotJmirror; cl <= jmirror.ClassFragHeld; cl++ {
 				if cl == jmirror.ClassUntrusted && len(c.cfg.Allowlist) == 0 {
+					continue
+				}
+				if cl == jmirror.ClassFragHeld && c.cfg.DefaultAction != maps.ActionCapture {
 					continue
 				}
 				if classes[cl] == 0 {

@@ -93,8 +93,13 @@ func TestFragmentTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := maps.FragKey{Src: router1, Dst: collector, ID: 0xbeef, Proto: 17}
-	if e, ok := fr[want]; !ok || e != (maps.FragEntry{MID: 20, SID: 21, Action: maps.ActionCount}) || len(fr) != 1 {
+	e, ok := fr[want]
+	if !ok || e.MID != 20 || e.SID != 21 || e.Action != maps.ActionCount || e.Untrusted || e.NotJmirror || len(fr) != 1 {
 		t.Fatalf("fragment table %+v, want %v -> mid 20 sid 21 count", fr, want)
+	}
+	// What tells a copy of this first fragment from another datagram.
+	if e.InnerLen != 3000 || e.FirstSeen == 0 || e.Fingerprint == 0 {
+		t.Errorf("fragment record %+v: want inner length 3000, a first-seen time and a fingerprint", e)
 	}
 }
 

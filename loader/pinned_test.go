@@ -2,6 +2,7 @@ package loader_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -199,12 +200,16 @@ func TestPinnedMapMigration(t *testing.T) {
 		}
 	}
 	p.Close()
-	// Fewer counters than today (value 8 bytes shorter).
+	// The counters of the release before frag_duplicate and frag_held: 18,
+	// two fewer than today (the value 16 bytes shorter).
 	spec, err := ebpf.LoadPinnedMap(filepath.Join(dir, "jm_stats"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: spec.ValueSize() - 8, MaxEntries: 1})
+	if spec.ValueSize() != 8*uint32(maps.NumStats) {
+		t.Fatalf("jm_stats value %d bytes, want %d", spec.ValueSize(), 8*maps.NumStats)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8 * uint32(maps.StatFragDuplicate), MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +218,9 @@ func TestPinnedMapMigration(t *testing.T) {
 	for i := range vals {
 		vals[i] = make([]byte, old.ValueSize())
 		vals[i][8*int(maps.StatFrames)] = 7 // every CPU saw 7 frames
-		// The old layout's last counter: 17 counters before untrusted_mapped.
 		vals[i][8*int(maps.StatCandidate)] = 5
+		// The old layout's last counter.
+		vals[i][8*int(maps.StatUntrustedMapped)] = 4
 	}
 	if err := old.Put(uint32(0), vals); err != nil {
 		t.Fatal(err)
@@ -225,6 +231,28 @@ func TestPinnedMapMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
+	// jm_frags before the duplicate check: a 16-byte value (mid, sid,
+	// action, pad), holding a datagram being captured.
+	frags, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 12, ValueSize: 16, MaxEntries: 16384})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fkey := []byte{192, 0, 2, 1, 198, 51, 100, 1, 0x12, 0x34, 17, 0}
+	fval := make([]byte, 16)
+	binary.NativeEndian.PutUint32(fval[0:], 77)
+	binary.NativeEndian.PutUint32(fval[4:], 88)
+	if err := frags.Put(fkey, fval); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "jm_frags"))
+	if err := frags.Pin(filepath.Join(dir, "jm_frags")); err != nil {
+		t.Fatal(err)
+	}
+	frags.Close()
+	// An older release had no jm_frag_pairs: created at the next start.
+	if err := os.Remove(filepath.Join(dir, "jm_frag_pairs")); err != nil {
+		t.Fatal(err)
+	}
 	pol, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: 16})
 	if err != nil {
 		t.Fatal(err)
@@ -255,12 +283,23 @@ func TestPinnedMapMigration(t *testing.T) {
 	if c[maps.StatFrames] != uint64(7*ncpu) {
 		t.Errorf("migrated frame counter %d, want %d", c[maps.StatFrames], 7*ncpu)
 	}
-	if c[maps.StatCandidate] != uint64(5*ncpu) || c[maps.StatUntrustedMapped] != 0 {
-		t.Errorf("migrated candidate %d, untrusted_mapped %d; want %d and 0 (the appended counter starts at zero)",
-			c[maps.StatCandidate], c[maps.StatUntrustedMapped], 5*ncpu)
+	if c[maps.StatCandidate] != uint64(5*ncpu) || c[maps.StatUntrustedMapped] != uint64(4*ncpu) ||
+		c[maps.StatFragDuplicate] != 0 || c[maps.StatFragHeld] != 0 {
+		t.Errorf("migrated candidate %d, untrusted_mapped %d, frag_duplicate %d, frag_held %d; want %d, %d, 0, 0 (appended counters start at zero)",
+			c[maps.StatCandidate], c[maps.StatUntrustedMapped], c[maps.StatFragDuplicate], c[maps.StatFragHeld], 5*ncpu, 4*ncpu)
+	}
+	// The fragment record kept its stream and action; its appended fields
+	// are zero, so no copy of its first fragment can match it.
+	fr, err := p.Maps.Fragments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fe, ok := fr[maps.FragKey{Src: router1, Dst: collector, ID: 0x1234, Proto: 17}]
+	if !ok || len(fr) != 1 || fe.MID != 77 || fe.SID != 88 || fe.Action != maps.ActionCapture || fe.FirstSeen != 0 || fe.Fingerprint != 0 {
+		t.Errorf("migrated fragments %+v, want mid 77 sid 88 capture, times zero", fr)
 	}
 	log := logs.String()
-	for _, want := range []string{"map=jm_streams", "map=jm_stats", "migrated", "map=jm_policy", "cannot be migrated"} {
+	for _, want := range []string{"map=jm_streams", "map=jm_stats", "map=jm_frags", "migrated", "map=jm_policy", "cannot be migrated"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
@@ -276,7 +315,17 @@ func TestPinnedMapMigration(t *testing.T) {
 	if _, err := p.Run(frame(t, gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 1, SID: 2, Inner: ipv4Echo()})); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := p.Maps.Counters(); err != nil || c[maps.StatUntrustedMapped] != 1 || c[maps.StatFrames] != uint64(7*ncpu)+2 {
-		t.Errorf("after migration: untrusted_mapped %d, frames %d (%v); want 1 and %d", c[maps.StatUntrustedMapped], c[maps.StatFrames], err, 7*ncpu+2)
+	if c, err := p.Maps.Counters(); err != nil || c[maps.StatUntrustedMapped] != uint64(4*ncpu)+1 || c[maps.StatFrames] != uint64(7*ncpu)+2 {
+		t.Errorf("after migration: untrusted_mapped %d, frames %d (%v); want %d and %d", c[maps.StatUntrustedMapped], c[maps.StatFrames], err, 4*ncpu+1, 7*ncpu+2)
+	}
+	// And so do the new ones: a first fragment twice.
+	first := frames(t, bigMirror(5, 6, 0x4321, 1))[0]
+	for range 2 {
+		if _, err := p.Run(first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := p.Maps.Counters(); err != nil || c[maps.StatFragDuplicate] != 1 || c[maps.StatFragFirst] != 1 {
+		t.Errorf("after migration: frag_duplicate %d, frag_first %d (%v); want 1 and 1", c[maps.StatFragDuplicate], c[maps.StatFragFirst], err)
 	}
 }

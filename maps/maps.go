@@ -297,9 +297,14 @@ func (m *Maps) Untrusted() ([]UntrustedSource, error) {
 func (m *Maps) Fragments() (map[FragKey]FragEntry, error) {
 	out := make(map[FragKey]FragEntry)
 	err := readAll(m.m.JmFrags, func(k *bpf.JmxdpJmFragKey, v *bpf.JmxdpJmFragValue) {
-		e := FragEntry{MID: v.Mid, SID: v.Sid, Action: Action(v.Action)}
-		if e.Action == actionUntrusted {
+		e := FragEntry{MID: v.Mid, SID: v.Sid, Action: Action(v.Action), InnerLen: v.InnerLen,
+			FirstSeen: time.Duration(v.FirstNs), Fingerprint: v.Fingerprint}
+		switch e.Action {
+		case actionUntrusted:
 			e.Untrusted = true
+			e.Action = 0
+		case actionNotJmirror:
+			e.NotJmirror = true
 			e.Action = 0
 		}
 		out[fragKeyFromBPF(k)] = e

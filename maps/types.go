@@ -21,6 +21,10 @@ const (
 	ActionPass    Action = Action(bpf.JmxdpJmActionJM_ACTION_PASS)
 	// actionUntrusted marks fragments of untrusted datagrams; never a policy.
 	actionUntrusted Action = Action(bpf.JmxdpJmActionJM_ACTION_UNTRUSTED)
+	// actionNotJmirror marks fragments of a datagram whose first fragment
+	// was not Jmirror, from a pair whose early fragments are held: its
+	// later fragments pass, never held. Never a policy.
+	actionNotJmirror Action = Action(bpf.JmxdpJmActionJM_ACTION_NOT_JMIRROR)
 )
 
 var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass"}
@@ -97,7 +101,14 @@ const (
 	// that embeds an IPv4 address (IPv4-mapped or -compatible): dropped,
 	// and counted in StatUntrusted too.
 	StatUntrustedMapped = Stat(bpf.JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED)
-	NumStats            = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// StatFragDuplicate counts copies of a first fragment already counted:
+	// given their datagram's action, not counted into the stream again.
+	StatFragDuplicate = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_DUPLICATE)
+	// StatFragHeld counts later fragments that came before their first,
+	// from a pair sending only captured fragmented Jmirror: redirected for
+	// userspace to hold until the first arrives.
+	StatFragHeld = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_HELD)
+	NumStats     = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -105,7 +116,7 @@ var statNames = [NumStats]string{
 	"malformed_truncated", "frag_first", "frag_tracked", "frag_unmatched",
 	"untrusted", "action_capture", "action_count", "action_pass",
 	"capture_failed", "stream_new", "version_nonzero", "candidate",
-	"untrusted_mapped",
+	"untrusted_mapped", "frag_duplicate", "frag_held",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
@@ -220,6 +231,14 @@ type FragEntry struct {
 	MID, SID  uint32
 	Action    Action
 	Untrusted bool
+	// NotJmirror: the first fragment was not Jmirror (its pair's early
+	// fragments are held, so its later ones need telling to pass).
+	NotJmirror bool
+	// InnerLen, FirstSeen (CLOCK_MONOTONIC_COARSE) and Fingerprint tell a
+	// copy of the first fragment from a new datagram reusing the IP id.
+	InnerLen    uint32
+	FirstSeen   time.Duration
+	Fingerprint uint64
 }
 
 // UntrustedSource is a source refused by the allowlist.

@@ -41,6 +41,7 @@
 #define JM_MAX_POLICIES 65536
 #define JM_MAX_ALLOWLIST 4096
 #define JM_MAX_FRAGS 16384
+#define JM_MAX_FRAG_PAIRS 4096
 #define JM_MAX_QUEUES 256
 #define JM_MAX_UNTRUSTED 4096
 #define JM_NUM_PORTS 65536
@@ -71,6 +72,26 @@
 #define JM_META_OUTER_V6 0x1U   /* the outer header is IPv6 (else IPv4) */
 #define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 datagram */
 #define JM_META_LATER_FRAG 0x4U /* a later fragment: only mid and sid are set */
+/* A later fragment whose first fragment has not been seen (held): mid and
+ * sid are 0, userspace keeps it until its first fragment arrives. */
+#define JM_META_HELD 0x8U
+
+/*
+ * Fragment tracking (docs/datapath.md, "Fragments out of order and
+ * duplicated"). JM_FRAG_WINDOW_NS is how long a first fragment's record
+ * makes a copy of it a duplicate, and how long a router -> collector pair
+ * that sent captured fragmented Jmirror has its early later fragments held
+ * for userspace: 30 s, the kernel's ipfrag_time and the default of
+ * reassembly.timeout.
+ */
+#define JM_FRAG_WINDOW_NS (30ULL * 1000000000ULL)
+/* A first fragment's fingerprint hashes the first JM_FP_WORDS 8-byte words
+ * of the mirrored packet (its headers: inner IP id, TCP sequence, UDP
+ * checksum...), those that lie in the frame and the mirrored packet. A
+ * constant trip count: the verifier sees at most 8 iterations, unrolled. */
+#define JM_FP_WORDS 8
+#define JM_FP_SEED 0xcbf29ce484222325ULL  /* FNV-1a 64 offset basis */
+#define JM_FP_PRIME 0x100000001b3ULL      /* FNV-1a 64 prime */
 
 /* jm_stream_value.policy_cache: a valid mark and the action in the low
  * 32 bits, the policy generation in the high 32. */

@@ -73,6 +73,17 @@ struct {
 	__type(value, struct jm_frag_value);
 } jm_frags SEC(".maps");
 
+/* Pairs that recently sent fragmented Jmirror: a later fragment that
+ * arrives before its first is held (redirected) only when its pair is
+ * here and sent only captured datagrams lately, so that other hosts'
+ * fragments are never taken from the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_FRAG_PAIRS);
+	__type(key, struct jm_pair_key);
+	__type(value, struct jm_pair_value);
+} jm_frag_pairs SEC(".maps");
+
 /* Sources refused by the allowlist, so operators can see who is sending. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -16,6 +16,10 @@ enum jm_action {
 	JM_ACTION_COUNT = 1,   /* count, then drop */
 	JM_ACTION_PASS = 2,    /* count, then hand to the kernel stack */
 	JM_ACTION_UNTRUSTED = 3, /* internal: fragments of an untrusted datagram */
+	/* internal: fragments of a datagram whose first fragment was not
+	 * Jmirror (or malformed), from a pair whose early fragments are held:
+	 * its later fragments pass as unmatched, never held. */
+	JM_ACTION_NOT_JMIRROR = 4,
 };
 
 /* Kind of the mirrored packet, from its first bytes. */
@@ -29,7 +33,9 @@ enum jm_inner {
 };
 
 /* Global per-CPU counters, by reason. Frames fall into exactly one of
- * NOT_JMIRROR, JMIRROR, MALFORMED_*, UNTRUSTED, FRAG_TRACKED, FRAG_UNMATCHED. */
+ * NOT_JMIRROR, JMIRROR, MALFORMED_*, UNTRUSTED, FRAG_TRACKED, FRAG_UNMATCHED,
+ * FRAG_DUPLICATE, FRAG_HELD. Append only: pinned jm_stats of an older size
+ * are migrated by index. */
 enum jm_stat {
 	JM_STAT_FRAMES = 0,
 	JM_STAT_NOT_JMIRROR = 1,
@@ -51,7 +57,14 @@ enum jm_stat {
 	/* Outer IPv6 from an address that embeds IPv4 (::ffff:0:0/96, ::/96):
 	 * dropped, and also counted in UNTRUSTED. */
 	JM_STAT_UNTRUSTED_MAPPED = 17,
-	JM_STAT_MAX = 18,
+	/* A copy of a first fragment already counted (same fragment key, same
+	 * stream, length and fingerprint, within JM_FRAG_WINDOW_NS): given its
+	 * datagram's action, not counted again. */
+	JM_STAT_FRAG_DUPLICATE = 18,
+	/* A later fragment before its first, from a pair that recently sent
+	 * only captured fragmented Jmirror: redirected for userspace to hold. */
+	JM_STAT_FRAG_HELD = 19,
+	JM_STAT_MAX = 20,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -122,6 +135,25 @@ struct jm_frag_value {
 	__u32 sid;
 	__u32 action;
 	__u32 pad;
+	/* Appended (issue 19): what tells a copy of the first fragment from
+	 * another datagram reusing the IP id. 0 in entries migrated from an
+	 * older layout: never a duplicate. */
+	__u32 inner_len;
+	__u32 reserved;
+	__u64 first_ns;    /* CLOCK_MONOTONIC_COARSE of the first copy */
+	__u64 fingerprint; /* of the mirrored packet's first bytes */
+};
+
+/* A router -> collector pair of outer IPv4 addresses that sends fragmented
+ * Jmirror, and when it last did with each kind of action. */
+struct jm_pair_key {
+	__u32 saddr;
+	__u32 daddr;
+};
+
+struct jm_pair_value {
+	__u64 capture_ns; /* last first fragment captured */
+	__u64 other_ns;   /* last first fragment counted or passed */
 };
 
 /* The per-CPU counters: one lookup per frame, indexed by enum jm_stat. */

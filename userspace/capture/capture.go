@@ -74,6 +74,9 @@ const (
 	metaOuterV6  = 0x1
 	metaFirstFrg = 0x2
 	metaLaterFrg = 0x4
+	// metaHeld (JM_META_HELD): a later fragment ahead of its first, for
+	// userspace to hold; mid and sid are 0.
+	metaHeld = 0x8
 	// batchBytes is the size of one batch slab: large enough that a
 	// writer wakes up a few hundred times a second at 100 MB/s, small
 	// enough to stay in cache between the ring loop's copy and the
@@ -245,6 +248,10 @@ type Stats struct {
 	// Fragments: outer IPv4 fragments received; Reassembly their outcome.
 	Fragments  uint64
 	Reassembly reasm.Stats
+	// Held: later fragments the program sent ahead of their first
+	// fragment, kept until it comes (then reassembled with it) or counted
+	// as expired or evicted.
+	Held reasm.HoldStats
 }
 
 type queue struct {
@@ -298,6 +305,16 @@ type Capture struct {
 
 	written, refused, unexpected, noMeta, fragments atomic.Uint64
 
+	// held keeps the later fragments that came before their first: only
+	// the first fragment names the stream, and so the shard whose
+	// reassembler takes them. Shared by the ring loops (a datagram's
+	// fragments may come on several queues), locked only on this path;
+	// heldN, the fragments held, lets a first fragment skip the lock when
+	// nothing is held.
+	holdMu sync.Mutex
+	held   *reasm.Holder
+	heldN  atomic.Int64
+
 	cancel   context.CancelFunc
 	ringsWG  sync.WaitGroup
 	shardsWG sync.WaitGroup
@@ -336,6 +353,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		log:  cfg.Logger,
 		xsks: xsks,
 		free: pool{stack: make([]*batch, 0, nb)},
+		held: reasm.NewHolder(cfg.Reassembly),
 	}
 	for _, sk := range sinks {
 		c.shards = append(c.shards, &shard{
@@ -414,6 +432,12 @@ func (c *Capture) Stop() error {
 		}
 		c.cancel()
 		c.ringsWG.Wait()
+		// Nothing arrives now: what is still held never gets its first
+		// fragment, and is counted as expired.
+		c.holdMu.Lock()
+		c.held.Expire(time.Now().Add(time.Hour))
+		c.heldN.Store(0)
+		c.holdMu.Unlock()
 		for _, sh := range c.shards {
 			close(sh.work)
 		}
@@ -522,9 +546,17 @@ func (r *ring) frame(mb, data []byte) {
 	case !ok:
 		r.noMeta++
 		ref.slow, ref.key = true, slowKey(data)
+	case m.flags&metaHeld != 0:
+		r.c.hold(data, &m)
+		return
 	case m.flags&(metaFirstFrg|metaLaterFrg) != 0:
 		ref.slow, ref.mono = true, int64(m.rxNs)
 		ref.key = writer.Key{MID: m.mid, SID: m.sid}
+		if m.flags&metaFirstFrg != 0 && r.c.heldN.Load() > 0 {
+			// Ahead of the first, so that the first, which came last,
+			// completes the datagram and stamps it.
+			r.release(data, &m, ref)
+		}
 	default:
 		end := int(m.innerOff) + int(m.innerLen)
 		router, rok := m.router(data)
@@ -543,6 +575,62 @@ func (r *ring) frame(mb, data []byte) {
 		r.dropped++
 		r.drops[i][ref.key]++
 	}
+}
+
+// fragKey is the datagram key of the IPv4 fragment at the metadata's l3Off.
+func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
+	off := int(m.l3Off)
+	if m.flags&metaOuterV6 != 0 || off > len(frame) {
+		return reasm.Key{}, false
+	}
+	return reasm.KeyOf(frame[off:])
+}
+
+// hold keeps a later fragment that came before its first (a copy: the
+// frame goes back to the fill ring).
+func (c *Capture) hold(frame []byte, m *meta) {
+	k, ok := fragKey(frame, m)
+	if !ok {
+		c.unexpected.Add(1) // cannot happen with this program
+		return
+	}
+	c.holdMu.Lock()
+	c.held.Hold(time.Now(), k, frame, int64(m.rxNs))
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
+}
+
+// release adds the fragments held for the datagram of a first fragment to
+// the batch of its stream's shard, ahead of it.
+func (r *ring) release(frame []byte, m *meta, ref frameRef) {
+	k, ok := fragKey(frame, m)
+	if !ok {
+		return
+	}
+	c := r.c
+	c.holdMu.Lock()
+	held := c.held.Take(k)
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
+	i := c.shardOf(ref.key)
+	for _, h := range held {
+		hr := ref
+		hr.mono = h.Stamp
+		if !r.add(i, h.Frame, hr) {
+			r.dropped++
+			r.drops[i][ref.key]++
+		}
+	}
+}
+
+func (c *Capture) expireHeld(now time.Time) {
+	if c.heldN.Load() == 0 {
+		return
+	}
+	c.holdMu.Lock()
+	c.held.Expire(now)
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
 }
 
 // ringLoop empties one socket. After a stop it drains the ring once more:
@@ -677,6 +765,12 @@ func (c *Capture) shardLoop(sh *shard) {
 		select {
 		case b, ok := <-sh.work:
 			if !ok {
+				// Stopped: no fragment comes any more. What is pending
+				// never completes, and is counted (timeouts, or
+				// duplicates for copies of completed datagrams).
+				sh.reasmMu.Lock()
+				sh.reasm.Expire(time.Now().Add(time.Hour))
+				sh.reasmMu.Unlock()
 				c.housekeeping(sh, clk)
 				return
 			}
@@ -703,6 +797,7 @@ func (c *Capture) housekeeping(sh *shard, clk *clock) {
 	sh.reasmMu.Lock()
 	sh.reasm.Expire(time.Now())
 	sh.reasmMu.Unlock()
+	c.expireHeld(time.Now())
 	sh.sink.Tick()
 }
 
@@ -801,6 +896,9 @@ func (c *Capture) Stats() Stats {
 		s.Reassembly.Add(sh.reasm.Stats())
 		sh.reasmMu.Unlock()
 	}
+	c.holdMu.Lock()
+	s.Held = c.held.Stats()
+	c.holdMu.Unlock()
 	return s
 }
 

@@ -31,9 +31,11 @@ type outWriter struct {
 	packets map[streamID]uint64
 	reasm   *reasm.Reassembler
 	written uint64
-	// fragmented counts Jmirror first fragments, reassembled the datagrams
-	// written from fragments: the difference never made it to a file.
+	// fragmented counts Jmirror first fragments (a copy of one within the
+	// reassembly timeout once: firsts), reassembled the datagrams written
+	// from fragments: the difference never made it to a file.
 	fragmented, reassembled uint64
+	firsts                  firstSeen
 	// keep, if set, says which streams to write; stage, if set, is where
 	// to write them until a filter decides (filter.go).
 	keep  func(mid, sid uint32) bool
@@ -85,7 +87,7 @@ func (o *outWriter) frame(f capfile.Frame) error {
 // datagram it completes, timestamped with its last fragment (as the
 // kernel's defragmenter and tshark do).
 func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header, class jmirror.Class) error {
-	if class == jmirror.ClassJmirror && h.FirstFragment {
+	if class == jmirror.ClassJmirror && h.FirstFragment && o.firsts.first(f.Time, h, f.Data) {
 		o.fragmented++
 	}
 	dgram, complete, err := o.reasm.Add(f.Time, f.Data[h.IPOffset:])
@@ -178,7 +180,9 @@ func (o *outWriter) finish(rep *Report) error {
 	}
 	slices.Sort(rep.Files)
 	rep.Totals.Written = o.written
-	rep.Totals.ReassemblyFailed = o.fragmented - o.reassembled
+	if o.fragmented > o.reassembled {
+		rep.Totals.ReassemblyFailed = o.fragmented - o.reassembled
+	}
 	return nil
 }
 
@@ -191,4 +195,48 @@ func (o *outWriter) close() error {
 		errs = append(errs, os.RemoveAll(o.stage))
 	}
 	return errors.Join(errs...)
+}
+
+// firstSeen tells a Jmirror first fragment from a copy of one, as the
+// kernel does (the fragment key, the stream, the mirrored length and the
+// fingerprint of its first bytes) but by capture time, within the
+// reassembly timeout: the reassembler discards such a copy, so it is not a
+// datagram that failed. Bounded by time: entries older than the timeout go.
+type firstSeen struct {
+	at    map[firstKey]time.Time
+	order []firstEntry
+}
+
+type firstKey struct {
+	frag     jmirror.FragKey
+	mid, sid uint32
+	innerLen int
+	fp       uint64
+}
+
+type firstEntry struct {
+	k  firstKey
+	at time.Time
+}
+
+// firstTimeout is the reassembler's default timeout, which decode uses.
+const firstTimeout = 30 * time.Second
+
+func (s *firstSeen) first(now time.Time, h jmirror.Header, frame []byte) bool {
+	if s.at == nil {
+		s.at = make(map[firstKey]time.Time)
+	}
+	for len(s.order) > 0 && now.Sub(s.order[0].at) >= firstTimeout {
+		if e := s.order[0]; s.at[e.k].Equal(e.at) {
+			delete(s.at, e.k)
+		}
+		s.order = s.order[1:]
+	}
+	k := firstKey{h.Frag, h.MID, h.SID, h.InnerLen, h.Fingerprint(frame)}
+	if t, ok := s.at[k]; ok && now.Sub(t) < firstTimeout {
+		return false
+	}
+	s.at[k] = now
+	s.order = append(s.order, firstEntry{k, now})
+	return true
 }

@@ -101,6 +101,12 @@ type Totals struct {
 	// UntrustedMapped: of Untrusted, the datagrams over IPv6 from a source
 	// that embeds an IPv4 address, which is never a router.
 	UntrustedMapped uint64 `json:"untrusted_mapped"`
+
+	// FragmentsDuplicate: copies of a first fragment already counted (in
+	// Fragments, not Jmirror); FragmentsHeld: later fragments ahead of
+	// their first that a live capture holds (in Fragments).
+	FragmentsDuplicate uint64 `json:"fragments_duplicate"`
+	FragmentsHeld      uint64 `json:"fragments_held"`
 }
 
 func totalsFrom(c maps.Counters) Totals {
@@ -109,7 +115,7 @@ func totalsFrom(c maps.Counters) Totals {
 		Jmirror:             c[maps.StatJmirror],
 		NotJmirror:          c[maps.StatNotJmirror],
 		Malformed:           c[maps.StatMalformedShort] + c[maps.StatMalformedTruncated],
-		Fragments:           c[maps.StatFragTracked] + c[maps.StatFragUnmatched],
+		Fragments:           c[maps.StatFragTracked] + c[maps.StatFragUnmatched] + c[maps.StatFragDuplicate] + c[maps.StatFragHeld],
 		JmirrorBytes:        c[maps.StatJmirrorBytes],
 		MalformedShort:      c[maps.StatMalformedShort],
 		MalformedTruncated:  c[maps.StatMalformedTruncated],
@@ -118,6 +124,8 @@ func totalsFrom(c maps.Counters) Totals {
 		FragmentsUnmatched:  c[maps.StatFragUnmatched],
 		Untrusted:           c[maps.StatUntrusted],
 		UntrustedMapped:     c[maps.StatUntrustedMapped],
+		FragmentsDuplicate:  c[maps.StatFragDuplicate],
+		FragmentsHeld:       c[maps.StatFragHeld],
 		VersionNonzero:      c[maps.StatVersionNonzero],
 	}
 }
@@ -185,12 +193,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\n%d streams; engine %s; ports %v\n", len(r.Streams), r.Engine, r.Ports)
 	fmt.Fprintf(w, "frames %d: jmirror %d (%d bytes mirrored), not jmirror %d, malformed %d (short %d, truncated %d), later fragments %d (tracked %d, unmatched %d), untrusted %d\n",
 		t.Frames, t.Jmirror, t.JmirrorBytes, t.NotJmirror, t.Malformed, t.MalformedShort, t.MalformedTruncated,
-		t.Fragments, t.FragmentsTracked, t.FragmentsUnmatched, t.Untrusted)
+		t.Fragments-t.FragmentsDuplicate, t.FragmentsTracked, t.FragmentsUnmatched, t.Untrusted)
 	if t.UntrustedMapped > 0 {
 		fmt.Fprintf(w, "warning: %d Jmirror datagrams from IPv6 sources that embed an IPv4 address (::ffff:0:0/96, ::/96) dropped: never a router\n", t.UntrustedMapped)
 	}
 	if t.FragmentedDatagrams > 0 {
 		fmt.Fprintf(w, "fragmented Jmirror datagrams: %d\n", t.FragmentedDatagrams)
+	}
+	if t.FragmentsDuplicate > 0 || t.FragmentsHeld > 0 {
+		fmt.Fprintf(w, "fragments: %d later ones ahead of their first (held by a live capture), %d copies of a first fragment (counted once, in no stream)\n",
+			t.FragmentsHeld, t.FragmentsDuplicate)
 	}
 	if t.VersionNonzero > 0 {
 		fmt.Fprintf(w, "warning: %d Jmirror headers have a non-zero version field\n", t.VersionNonzero)

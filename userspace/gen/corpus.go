@@ -18,18 +18,22 @@ const (
 	CorpusFragment          = "fragment"            // part of a complete set, in order or shuffled
 	CorpusFragmentOrphan    = "fragment-orphan"     // non-first fragments whose first never comes
 	CorpusFragmentFirstOnly = "fragment-first-only" // a first fragment whose rest never comes
-	CorpusNoise             = "noise"
-	CorpusMutFlip           = "mutant-flip"
-	CorpusMutTruncate       = "mutant-truncate"
-	CorpusMutUDPLen         = "mutant-udp-length"
-	CorpusMutShortPayload   = "mutant-short-payload" // consistent lengths, UDP payload < 8
-	CorpusMutIPLen          = "mutant-ip-length"
-	CorpusMutIHL            = "mutant-ihl"
-	CorpusMutVLAN3          = "mutant-vlan3"
-	CorpusMutEtherType      = "mutant-ethertype"
-	CorpusMutPort           = "mutant-port"
-	CorpusMutProto          = "mutant-proto"
-	CorpusMutFragFlags      = "mutant-frag-flags"
+	CorpusFragmentReversed  = "fragment-reversed"   // a complete set, last fragment first
+	// A complete set in which the first fragment (and sometimes another)
+	// arrives more than once: a datagram counted once however many copies.
+	CorpusFragmentDuplicated = "fragment-duplicated"
+	CorpusNoise              = "noise"
+	CorpusMutFlip            = "mutant-flip"
+	CorpusMutTruncate        = "mutant-truncate"
+	CorpusMutUDPLen          = "mutant-udp-length"
+	CorpusMutShortPayload    = "mutant-short-payload" // consistent lengths, UDP payload < 8
+	CorpusMutIPLen           = "mutant-ip-length"
+	CorpusMutIHL             = "mutant-ihl"
+	CorpusMutVLAN3           = "mutant-vlan3"
+	CorpusMutEtherType       = "mutant-ethertype"
+	CorpusMutPort            = "mutant-port"
+	CorpusMutProto           = "mutant-proto"
+	CorpusMutFragFlags       = "mutant-frag-flags"
 
 	// A valid Jmirror datagram over IPv6 from a source that embeds an IPv4
 	// address (IPv4-mapped, IPv4-compatible, :: or ::1), which is never a
@@ -277,8 +281,9 @@ func (c *corpusGen) valid(m Mirror) []byte {
 	return f
 }
 
-// fragments returns a fragmented IPv4 datagram: the whole set in order or
-// shuffled, only some non-first fragments, or only the first.
+// fragments returns a fragmented IPv4 datagram: the whole set in order,
+// shuffled, reversed or with copies of its first fragment, only some
+// non-first fragments, or only the first.
 func (c *corpusGen) fragments() []CorpusFrame {
 	m := c.mirror()
 	if !m.Router.Is4() {
@@ -298,11 +303,17 @@ func (c *corpusGen) fragments() []CorpusFrame {
 		panic("gen: corpus fragmentation failed: " + err.Error())
 	}
 	kind := CorpusFragment
-	switch r := c.rng.IntN(10); {
-	case r < 6:
-	case r < 8:
-		c.rng.Shuffle(len(frames), func(i, j int) { frames[i], frames[j] = frames[j], frames[i] })
+	switch r := c.rng.IntN(20); {
 	case r < 9:
+	case r < 12:
+		c.rng.Shuffle(len(frames), func(i, j int) { frames[i], frames[j] = frames[j], frames[i] })
+	case r < 14:
+		kind = CorpusFragmentReversed
+		slices.Reverse(frames)
+	case r < 16:
+		kind = CorpusFragmentDuplicated
+		frames = c.duplicated(frames)
+	case r < 18:
 		kind = CorpusFragmentOrphan
 		rest := frames[1:]
 		c.rng.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
@@ -316,6 +327,52 @@ func (c *corpusGen) fragments() []CorpusFrame {
 		out[i] = CorpusFrame{kind, f}
 	}
 	return out
+}
+
+// duplicated adds one or two copies of the first fragment, and sometimes a
+// copy of another, at random places after the original or before it; the
+// set is in order or reversed.
+func (c *corpusGen) duplicated(frames [][]byte) [][]byte {
+	if c.rng.IntN(2) == 0 {
+		slices.Reverse(frames)
+		frames = slices.Clone(frames)
+	}
+	first := slices.IndexFunc(frames, isFirstFragment)
+	copies := [][]byte{frames[first]}
+	if c.rng.IntN(2) == 0 {
+		copies = append(copies, frames[first])
+	}
+	if c.rng.IntN(3) == 0 {
+		copies = append(copies, frames[c.rng.IntN(len(frames))])
+	}
+	for _, f := range copies {
+		i := c.rng.IntN(len(frames) + 1)
+		frames = slices.Insert(frames, i, slices.Clone(f))
+	}
+	return frames
+}
+
+// isFirstFragment: an untagged IPv4 frame with MF set and offset 0.
+func isFirstFragment(f []byte) bool {
+	off := ipv4Offset(f)
+	return off > 0 && binary.BigEndian.Uint16(f[off+6:])&0x3fff == 0x2000
+}
+
+// ipv4Offset is where the IPv4 header starts behind up to two VLAN tags,
+// or -1 for a frame that is not IPv4.
+func ipv4Offset(f []byte) int {
+	off, et := 14, binary.BigEndian.Uint16(f[12:])
+	for range 2 {
+		if et != 0x8100 && et != 0x88a8 {
+			break
+		}
+		et = binary.BigEndian.Uint16(f[off+2:])
+		off += 4
+	}
+	if et != EtherTypeIPv4 {
+		return -1
+	}
+	return off
 }
 
 // noise returns a random non-Jmirror frame, sometimes VLAN-tagged.

@@ -948,6 +948,7 @@ func TestCorpus(t *testing.T) {
 	vlanCounts := map[int]int{}
 	var v4opts, v6, versions, checksummed int
 	var fragFrames []ipv4Frag
+	dupFirsts := map[string]int{}
 	for i, f := range labeled {
 		kinds[f.Kind]++
 		if len(f.Data) < 14 || len(f.Data) > 1514+4*3 {
@@ -1002,14 +1003,20 @@ func TestCorpus(t *testing.T) {
 			if src := ip.SrcIP.To16(); !bytes.Equal(src[:10], make([]byte, 10)) || !(src[10] == src[11] && (src[10] == 0 || src[10] == 0xff)) {
 				t.Errorf("frame %d: source %v embeds no IPv4 address", i, ip.SrcIP)
 			}
-		case CorpusFragment:
+		case CorpusFragmentDuplicated:
+			if isFirstFragment(f.Data) {
+				off := ipv4Offset(f.Data)
+				dupFirsts[string(f.Data[off+4:off+6])+string(f.Data[off+12:off+20])]++
+			}
+		case CorpusFragment, CorpusFragmentReversed:
 			p := decode(t, f.Data)
 			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 			off := l3Offset(p)
 			fragFrames = append(fragFrames, parseFrag(t, f.Data[off:off+int(ip.Length)]))
 		}
 	}
-	for _, k := range []string{CorpusJmirror, CorpusV4Embedded, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly, CorpusNoise,
+	for _, k := range []string{CorpusJmirror, CorpusV4Embedded, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly,
+		CorpusFragmentReversed, CorpusFragmentDuplicated, CorpusNoise,
 		CorpusMutFlip, CorpusMutTruncate, CorpusMutUDPLen, CorpusMutShortPayload, CorpusMutIPLen, CorpusMutIHL,
 		CorpusMutVLAN3, CorpusMutEtherType, CorpusMutPort, CorpusMutProto, CorpusMutFragFlags} {
 		if kinds[k] == 0 {
@@ -1023,6 +1030,16 @@ func TestCorpus(t *testing.T) {
 	}
 	if vlanCounts[0] == 0 || vlanCounts[1] == 0 || vlanCounts[2] == 0 || v4opts == 0 || v6 == 0 || versions == 0 || checksummed == 0 {
 		t.Errorf("valid frame mix: tags %v, %d IPv4 with options, %d IPv6, %d with V != 0, %d with UDP checksums", vlanCounts, v4opts, v6, versions, checksummed)
+	}
+
+	copied := 0
+	for _, n := range dupFirsts {
+		if n > 1 {
+			copied++
+		}
+	}
+	if copied == 0 {
+		t.Errorf("no duplicated set has its first fragment twice: %v", dupFirsts)
 	}
 
 	// Complete fragment sets reassemble into Jmirror datagrams.

@@ -36,10 +36,32 @@ type policyKey struct {
 }
 
 type fragEntry struct {
-	mid, sid  uint32
-	action    maps.Action
-	untrusted bool
+	mid, sid   uint32
+	action     maps.Action
+	untrusted  bool
+	notJmirror bool
+	// What tells a copy of the first fragment (a duplicate) from a new
+	// datagram reusing the IP id, as jm_frag_value.
+	innerLen    int
+	firstSeen   time.Duration
+	fingerprint uint64
 }
+
+// FragWindow is JM_FRAG_WINDOW_NS: how long a first fragment makes its
+// copies duplicates, and a pair that sent captured fragmented Jmirror has
+// its early later fragments held.
+const FragWindow = 30 * time.Second
+
+// pairKey is a router -> collector pair of outer IPv4 addresses.
+type pairKey struct{ src, dst [4]byte }
+
+// pairSeen is jm_pair_value: when the pair last sent a fragmented
+// datagram that was captured, and one that was not.
+type pairSeen struct{ capture, other time.Duration }
+
+// recent: t is set and within FragWindow before now (signed, as the
+// kernel: a t a little ahead of now is recent).
+func recent(now, t time.Duration) bool { return t != 0 && now-t < FragWindow }
 
 // Result is what the engine did with one frame.
 type Result struct {
@@ -61,6 +83,7 @@ type Engine struct {
 	policy     map[policyKey]maps.Action
 	streams    map[maps.StreamKey]*maps.StreamStats
 	frags      map[FragKey]fragEntry
+	pairs      map[pairKey]pairSeen
 	untrusted  map[netip.Addr]uint64
 	candidates map[uint16]maps.Candidate
 	counters   maps.Counters
@@ -68,11 +91,12 @@ type Engine struct {
 }
 
 // NewEngine returns an engine with empty state. clock stands in for
-// bpf_ktime_get_ns; nil means a monotonic reading of time.Now.
+// bpf_ktime_get_coarse_ns and must never read 0 (the kernel's clock runs
+// from boot); nil means a monotonic reading of time.Now.
 func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 	if clock == nil {
 		start := time.Now()
-		clock = func() time.Duration { return time.Since(start) }
+		clock = func() time.Duration { return time.Since(start) + time.Nanosecond }
 	}
 	e := &Engine{
 		cfg:        cfg,
@@ -80,6 +104,7 @@ func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 		policy:     make(map[policyKey]maps.Action),
 		streams:    make(map[maps.StreamKey]*maps.StreamStats),
 		frags:      make(map[FragKey]fragEntry),
+		pairs:      make(map[pairKey]pairSeen),
 		untrusted:  make(map[netip.Addr]uint64),
 		candidates: make(map[uint16]maps.Candidate),
 		clock:      clock,
@@ -118,6 +143,25 @@ func (e *Engine) lookupAction(mid, sid uint32) maps.Action {
 	return a.Sanitize()
 }
 
+// pairHolds: the pair sent captured fragmented Jmirror lately and nothing
+// else (pair_holds).
+func (e *Engine) pairHolds(k FragKey) bool {
+	p, ok := e.pairs[pairKey{k.Src, k.Dst}]
+	now := e.clock()
+	return ok && recent(now, p.capture) && !recent(now, p.other)
+}
+
+func (e *Engine) notePair(k FragKey, a maps.Action, now time.Duration) {
+	pk := pairKey{k.Src, k.Dst}
+	p := e.pairs[pk]
+	if a == maps.ActionCapture {
+		p.capture = now
+	} else {
+		p.other = now
+	}
+	e.pairs[pk] = p
+}
+
 func (e *Engine) apply(a maps.Action) Verdict {
 	e.count(maps.ActionStat(a), 1)
 	switch a {
@@ -151,7 +195,12 @@ func (e *Engine) Process(frame []byte) Result {
 	if h.LaterFragment {
 		fe, found := e.frags[h.Frag]
 		switch {
-		case !found:
+		case !found && h.Frag.Proto == protoUDP && e.pairHolds(h.Frag):
+			r.Class = ClassFragHeld
+			r.Action = maps.ActionCapture
+			e.count(maps.StatFragHeld, 1)
+			r.Verdict = e.apply(maps.ActionCapture)
+		case !found, fe.notJmirror:
 			r.Class = ClassFragUnmatched
 			e.count(maps.StatFragUnmatched, 1)
 		case fe.untrusted:
@@ -166,8 +215,15 @@ func (e *Engine) Process(frame []byte) Result {
 		}
 		return r
 	}
+	// forget: a first fragment that is not Jmirror leaves no stale record,
+	// or, from a pair whose early fragments are held, one saying so.
 	forget := func() {
-		if h.FirstFragment {
+		if !h.FirstFragment {
+			return
+		}
+		if h.Frag.Proto == protoUDP && e.pairHolds(h.Frag) {
+			e.frags[h.Frag] = fragEntry{notJmirror: true}
+		} else {
 			delete(e.frags, h.Frag)
 		}
 	}
@@ -214,6 +270,21 @@ func (e *Engine) Process(frame []byte) Result {
 	}
 	h.jmirrorFields(frame)
 	r.Header = h
+	var now time.Duration
+	var fp uint64
+	if h.FirstFragment {
+		now, fp = e.clock(), h.Fingerprint(frame)
+		fe, ok := e.frags[h.Frag]
+		if ok && !fe.untrusted && !fe.notJmirror && fe.mid == h.MID && fe.sid == h.SID &&
+			fe.innerLen == h.InnerLen && fe.fingerprint == fp && recent(now, fe.firstSeen) {
+			// A copy: its datagram is counted already.
+			r.Class = ClassFragDuplicate
+			r.Action = fe.action
+			e.count(maps.StatFragDuplicate, 1)
+			r.Verdict = e.apply(fe.action)
+			return r
+		}
+	}
 	r.Action = e.lookupAction(h.MID, h.SID)
 	e.countStream(&h)
 	e.count(maps.StatJmirror, 1)
@@ -223,7 +294,9 @@ func (e *Engine) Process(frame []byte) Result {
 	}
 	if h.FirstFragment {
 		e.count(maps.StatFragFirst, 1)
-		e.frags[h.Frag] = fragEntry{mid: h.MID, sid: h.SID, action: r.Action}
+		e.frags[h.Frag] = fragEntry{mid: h.MID, sid: h.SID, action: r.Action,
+			innerLen: h.InnerLen, firstSeen: now, fingerprint: fp}
+		e.notePair(h.Frag, r.Action, now)
 	}
 	r.Verdict = e.apply(r.Action)
 	return r

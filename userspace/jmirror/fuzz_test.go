@@ -13,7 +13,8 @@ import (
 
 // partition is the set of counters every frame lands in exactly once.
 var partition = []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort,
-	maps.StatMalformedTruncated, maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched}
+	maps.StatMalformedTruncated, maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
+	maps.StatFragDuplicate, maps.StatFragHeld}
 
 // FuzzDecode feeds arbitrary frames to the Go decoder: it must never panic,
 // must put each frame in exactly one class, and must agree with the

@@ -46,9 +46,15 @@ const (
 	ClassUntrusted
 	ClassFragTracked
 	ClassFragUnmatched
+	// ClassFragDuplicate: a copy of a first fragment already counted.
+	ClassFragDuplicate
+	// ClassFragHeld: a later fragment before its first, redirected for
+	// userspace to hold (its pair sends only captured Jmirror).
+	ClassFragHeld
 )
 
-var classNames = [...]string{"not_jmirror", "jmirror", "malformed_short", "malformed_truncated", "untrusted", "frag_tracked", "frag_unmatched"}
+var classNames = [...]string{"not_jmirror", "jmirror", "malformed_short", "malformed_truncated", "untrusted", "frag_tracked", "frag_unmatched",
+	"frag_duplicate", "frag_held"}
 
 func (c Class) String() string {
 	if c >= 0 && int(c) < len(classNames) {
@@ -187,6 +193,27 @@ func (h *Header) jmirrorFields(frame []byte) {
 	h.SID = binary.BigEndian.Uint32(j[4:])
 	h.InnerLen = h.UDPLen - MinUDPLen
 	h.Inner = ClassifyInner(frame[h.InnerOffset():], h.InnerLen)
+}
+
+// Fingerprint constants, as JM_FP_* in bpf/include/consts.h.
+const (
+	fpWords = 8
+	fpSeed  = 0xcbf29ce484222325
+	fpPrime = 0x100000001b3
+)
+
+// Fingerprint hashes the head of the mirrored packet as the kernel does for
+// a first fragment (FNV-1a over up to 8 little-endian 8-byte words that
+// lie in the frame, the IP packet and the mirrored packet): what tells a
+// copy of a first fragment from another datagram that reuses its IP id.
+func (h *Header) Fingerprint(frame []byte) uint64 {
+	off := h.InnerOffset()
+	avail := min(h.Limit-off, h.InnerLen, len(frame)-off)
+	fp := uint64(fpSeed)
+	for i := 0; i < fpWords && (i+1)*8 <= avail; i++ {
+		fp = (fp ^ binary.LittleEndian.Uint64(frame[off+i*8:])) * fpPrime
+	}
+	return fp
 }
 
 // ClassifyInner tells the kind of a mirrored packet of length n from the

@@ -288,6 +288,11 @@ var (
 		"Datagrams waiting for fragments now.")
 	famReasmPendingBytes = newFamily("jmxdp_reassembly_pending_bytes", gauge,
 		"Memory held for datagrams waiting for fragments now, in bytes.")
+	famReasmDuplicates = newFamily("jmxdp_reassembly_duplicate_fragments_total", counter,
+		"Fragments userspace reassembly discarded as exact copies (of data a pending datagram has, or of a datagram completed within the timeout): never written twice.")
+	famReasmHeld = newFamily("jmxdp_reassembly_held_fragments_total", counter,
+		"Later fragments the program sent ahead of their first fragment (frag_held), by outcome: held (taken), released (reassembled with their first), expired (no first within the timeout), evicted (max_datagrams or max_memory).",
+		"outcome")
 
 	// Writers.
 	famWriterPackets = newFamily("jmxdp_writer_packets_total", counter,
@@ -360,6 +365,7 @@ const maxCandidatePorts = 20
 var frameClasses = []maps.Stat{
 	maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
 	maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
+	maps.StatFragDuplicate, maps.StatFragHeld,
 }
 
 // Names lists every metric family name the Collector can export.
@@ -486,6 +492,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 	emit(ch, famFragments, v(maps.StatFragFirst), "first")
 	emit(ch, famFragments, v(maps.StatFragTracked), "tracked")
 	emit(ch, famFragments, v(maps.StatFragUnmatched), "unmatched")
+	emit(ch, famFragments, v(maps.StatFragDuplicate), "duplicate")
+	emit(ch, famFragments, v(maps.StatFragHeld), "held")
 	emit(ch, famUntrustedAll, v(maps.StatUntrusted))
 	emit(ch, famCandidateAll, v(maps.StatCandidate))
 }
@@ -717,6 +725,12 @@ func (c *Collector) collectCapture(ch chan<- prometheus.Metric, s capture.Stats)
 	emit(ch, famCaptureUnexpected, float64(s.Unexpected))
 	emit(ch, famCaptureNoTimestamp, float64(s.NoMetadata))
 	c.collectReassembly(ch, s.Reassembly)
+	for _, o := range []struct {
+		outcome string
+		v       uint64
+	}{{"held", s.Held.Held}, {"released", s.Held.Released}, {"expired", s.Held.Expired}, {"evicted", s.Held.Evicted}} {
+		emit(ch, famReasmHeld, float64(o.v), o.outcome)
+	}
 }
 
 func (c *Collector) collectReassembly(ch chan<- prometheus.Metric, r reasm.Stats) {
@@ -732,6 +746,7 @@ func (c *Collector) collectReassembly(ch chan<- prometheus.Metric, r reasm.Stats
 	}
 	emit(ch, famReasmPending, float64(r.Pending))
 	emit(ch, famReasmPendingBytes, float64(r.PendingBytes))
+	emit(ch, famReasmDuplicates, float64(r.Duplicates))
 }
 
 func (c *Collector) collectWriter(ch chan<- prometheus.Metric, s writer.Stats) {

@@ -252,8 +252,9 @@ func newTestbed(t *testing.T) *testbed {
 	long := mirrorFrames(t, m)[0]
 	binary.BigEndian.PutUint16(long[m.HeaderOffset()-4:], 4000)
 	tb.run(t, long, pass)
-	// A later fragment of a datagram never seen.
-	tb.run(t, gen.NotJmirrorIPv4Fragment(router1, collector, 999, 8, false, make([]byte, 64)), pass)
+	// A later fragment of a datagram never seen, from a source that sent
+	// no fragmented Jmirror (router1's would be held: frag_held).
+	tb.run(t, gen.NotJmirrorIPv4Fragment(netip.MustParseAddr("192.0.2.250"), collector, 999, 8, false, make([]byte, 64)), pass)
 	return tb
 }
 
@@ -266,7 +267,8 @@ func fakeCapture() capture.Stats {
 		},
 		QueueDrops: 2, Unexpected: 1, NoMetadata: 9, Fragments: 12,
 		Reassembly: reasm.Stats{Fragments: 12, Reassembled: 4, Timeouts: 1, Evicted: 2, Overlaps: 3,
-			TooBig: 5, Malformed: 6, Pending: 7, PendingBytes: 8000},
+			TooBig: 5, Malformed: 6, Pending: 7, PendingBytes: 8000, Duplicates: 9},
+		Held: reasm.HoldStats{Held: 10, Released: 6, Expired: 2, Evicted: 1, Pending: 1},
 	}
 }
 
@@ -310,6 +312,7 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_frames_total", map[string]float64{
 		"class=not_jmirror": 6, "class=jmirror": 18, "class=malformed_short": 1, "class=malformed_truncated": 1,
 		"class=untrusted": 6, "class=frag_tracked": nf - 1, "class=frag_unmatched": 1,
+		"class=frag_duplicate": 0, "class=frag_held": 0,
 	})
 	ctr, err := tb.prog.Maps.Counters()
 	if err != nil {
@@ -330,7 +333,7 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_stream_table_inserts_total", map[string]float64{"": 7})
 	checkFamily(t, got, "jmxdp_version_nonzero_total", map[string]float64{"": 1})
 	checkFamily(t, got, "jmxdp_fragments_total", map[string]float64{
-		"outcome=first": 1, "outcome=tracked": nf - 1, "outcome=unmatched": 1,
+		"outcome=first": 1, "outcome=tracked": nf - 1, "outcome=unmatched": 1, "outcome=duplicate": 0, "outcome=held": 0,
 	})
 
 	// Per intercept: the 3 with the most bytes, the rest (mids 3 and 4) summed.
@@ -407,6 +410,10 @@ func TestCollector(t *testing.T) {
 	})
 	checkFamily(t, got, "jmxdp_reassembly_pending_datagrams", map[string]float64{"": 7})
 	checkFamily(t, got, "jmxdp_reassembly_pending_bytes", map[string]float64{"": 8000})
+	checkFamily(t, got, "jmxdp_reassembly_duplicate_fragments_total", map[string]float64{"": 9})
+	checkFamily(t, got, "jmxdp_reassembly_held_fragments_total", map[string]float64{
+		"outcome=held": 10, "outcome=released": 6, "outcome=expired": 2, "outcome=evicted": 1,
+	})
 
 	// Writers, from the fake.
 	checkFamily(t, got, "jmxdp_writer_packets_total", map[string]float64{"": 1000})

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
 	"sort"
 	"time"
@@ -39,6 +40,11 @@ const (
 
 	flagMF     = 0x2000
 	offsetMask = 0x1fff
+
+	// maxDigests bounds what a datagram remembers of its fragments for
+	// telling later copies of them (45 fragments make a 64 KiB datagram at
+	// a 1500-byte MTU); a datagram of more is not remembered.
+	maxDigests = 64
 )
 
 // Errors returned by Add, wrapped with details; test with errors.Is.
@@ -52,7 +58,10 @@ var (
 	ErrOverlap = errors.New("inconsistent overlapping IPv4 fragments")
 )
 
-// Stats are the Reassembler's counters.
+// Stats are the Reassembler's counters. Duplicates are fragments
+// discarded as exact copies, of data a pending datagram already has or of
+// a fragment of a datagram completed within Timeout (a copy of its first
+// fragment, say): never written twice, never left to time out.
 type Stats struct {
 	Fragments    uint64 // well-formed fragments received
 	Reassembled  uint64 // datagrams completed
@@ -63,6 +72,7 @@ type Stats struct {
 	Malformed    uint64 // packets refused as malformed
 	Pending      uint64 // datagrams waiting for fragments now
 	PendingBytes uint64 // memory held for them now, in bytes
+	Duplicates   uint64 // fragments discarded as copies
 }
 
 type key struct {
@@ -88,6 +98,31 @@ type partial struct {
 	spans   []span        // received ranges: sorted, disjoint, not adjacent
 	total   int           // payload length, or -1 until the last fragment arrived
 	mem     int           // bytes charged to Reassembler.pendingBytes
+	digests []digest      // of each distinct fragment, nil past maxDigests
+	noDig   bool          // more than maxDigests fragments: not remembered
+	frags   int           // fragments taken (not counting duplicates)
+	// suspect: every fragment so far copies one of a datagram of this key
+	// completed within Timeout. Complete, expired or evicted, a suspect
+	// datagram is counted as duplicates, never written or lost.
+	suspect bool
+}
+
+// digest identifies one fragment: where it lies, whether more follow, and
+// a hash of its payload.
+type digest struct {
+	off, end int
+	mf       bool
+	sum      uint64
+}
+
+// done is a datagram completed within Timeout, remembered so that a copy
+// of one of its fragments is discarded rather than started again as a new
+// datagram that can only time out.
+type done struct {
+	key     key
+	at      time.Time
+	elem    *list.Element // in Reassembler.doneOrder
+	digests []digest
 }
 
 // Reassembler holds pending fragments. It is not safe for concurrent use.
@@ -97,6 +132,11 @@ type Reassembler struct {
 	order        *list.List // of *partial, oldest first
 	pendingBytes int
 	stats        Stats
+	// done and doneOrder (oldest first) remember at most MaxDatagrams
+	// completed datagrams for Timeout, about 40 bytes a fragment.
+	done      map[key]*done
+	doneOrder *list.List
+	seed      maphash.Seed
 }
 
 // New returns a Reassembler bounded by cfg.
@@ -110,7 +150,8 @@ func New(cfg Config) *Reassembler {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = defaultTimeout
 	}
-	return &Reassembler{cfg: cfg, pending: make(map[key]*partial), order: list.New()}
+	return &Reassembler{cfg: cfg, pending: make(map[key]*partial), order: list.New(),
+		done: make(map[key]*done), doneOrder: list.New(), seed: maphash.MakeSeed()}
 }
 
 // Stats returns the counters.
@@ -181,16 +222,26 @@ func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete 
 	}
 	r.stats.Fragments++
 
+	dg := digest{off: off, end: end, mf: mf, sum: maphash.Bytes(r.seed, payload)}
+	// A copy of a fragment of a datagram completed lately is most likely
+	// a duplicate, but it may be a new datagram that reuses the IP id with
+	// the same bytes there: it is kept, as a suspect, and discarded as a
+	// duplicate only if nothing else joins it (see partial.suspect).
+	copied := r.copyOfDone(k, dg)
 	d := r.pending[k]
 	if d == nil {
-		for len(r.pending) >= r.cfg.MaxDatagrams {
-			r.evict(r.order.Front().Value.(*partial))
-		}
-		d = &partial{key: k, created: now, total: -1}
-		d.elem = r.order.PushBack(d)
-		r.pending[k] = d
+		d = r.newPartial(k, now, copied)
 	}
-	if err := r.insert(d, off, payload, mf); err != nil {
+	wasSuspect := d.suspect
+	dup, err := r.insert(d, off, payload, mf)
+	if err != nil && wasSuspect && !copied {
+		// What was pending only copied the completed datagram; this
+		// fragment, which disagrees with it, starts a new one.
+		r.dropDuplicate(d)
+		d = r.newPartial(k, now, false)
+		dup, err = r.insert(d, off, payload, mf)
+	}
+	if err != nil {
 		r.drop(d)
 		r.stats.Overlaps++
 		return nil, false, err
@@ -204,8 +255,79 @@ func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete 
 			return nil, false, nil
 		}
 		d.header = append([]byte(nil), pkt[:hl]...)
+	} else if dup {
+		r.stats.Duplicates++
+		return nil, false, nil
 	}
-	return r.complete(d)
+	d.frags++
+	d.suspect = d.suspect && copied
+	d.remember(dg)
+	return r.complete(d, now)
+}
+
+func (r *Reassembler) newPartial(k key, now time.Time, suspect bool) *partial {
+	for len(r.pending) >= r.cfg.MaxDatagrams {
+		r.evict(r.order.Front().Value.(*partial))
+	}
+	d := &partial{key: k, created: now, total: -1, suspect: suspect}
+	d.elem = r.order.PushBack(d)
+	r.pending[k] = d
+	return d
+}
+
+// dropDuplicate forgets a pending datagram made only of copies of one
+// completed lately: its fragments were duplicates, not a loss.
+func (r *Reassembler) dropDuplicate(d *partial) {
+	r.stats.Duplicates += uint64(d.frags)
+	r.drop(d)
+}
+
+// remember keeps the digest of a fragment d took, for copies of it that
+// come after d is complete.
+func (d *partial) remember(dg digest) {
+	if d.noDig {
+		return
+	}
+	if len(d.digests) >= maxDigests {
+		d.digests, d.noDig = nil, true
+		return
+	}
+	d.digests = append(d.digests, dg)
+}
+
+// copyOfDone: a datagram of key k completed within Timeout had exactly
+// this fragment.
+func (r *Reassembler) copyOfDone(k key, dg digest) bool {
+	c := r.done[k]
+	if c == nil {
+		return false
+	}
+	for _, o := range c.digests {
+		if o == dg {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Reassembler) rememberDone(d *partial, now time.Time) {
+	if d.noDig {
+		return
+	}
+	if old := r.done[d.key]; old != nil {
+		r.forgetDone(old)
+	}
+	for len(r.done) >= r.cfg.MaxDatagrams {
+		r.forgetDone(r.doneOrder.Front().Value.(*done))
+	}
+	c := &done{key: d.key, at: now, digests: d.digests}
+	c.elem = r.doneOrder.PushBack(c)
+	r.done[d.key] = c
+}
+
+func (r *Reassembler) forgetDone(c *done) {
+	delete(r.done, c.key)
+	r.doneOrder.Remove(c.elem)
 }
 
 func (r *Reassembler) malformed(format string, args ...any) ([]byte, bool, error) {
@@ -216,17 +338,17 @@ func (r *Reassembler) malformed(format string, args ...any) ([]byte, bool, error
 // insert records payload at off. Repeated bytes are fine as long as they
 // match what arrived before (duplicates); anything else poisons the whole
 // datagram, as RFC 5722 asks for IPv6 and Linux does for IPv4.
-func (r *Reassembler) insert(d *partial, off int, payload []byte, mf bool) error {
+func (r *Reassembler) insert(d *partial, off int, payload []byte, mf bool) (dup bool, err error) {
 	end := off + len(payload)
 	// Like the kernel: the last fragment fixes the length, nothing may
 	// lie beyond it, and a second last fragment must agree.
 	switch {
 	case !mf && d.total >= 0 && end != d.total:
-		return fmt.Errorf("%v: last fragment ends at %d, an earlier one at %d: %w", d.key, end, d.total, ErrOverlap)
+		return false, fmt.Errorf("%v: last fragment ends at %d, an earlier one at %d: %w", d.key, end, d.total, ErrOverlap)
 	case !mf && len(d.spans) > 0 && d.spans[len(d.spans)-1].end > end:
-		return fmt.Errorf("%v: last fragment ends at %d, data already received up to %d: %w", d.key, end, d.spans[len(d.spans)-1].end, ErrOverlap)
+		return false, fmt.Errorf("%v: last fragment ends at %d, data already received up to %d: %w", d.key, end, d.spans[len(d.spans)-1].end, ErrOverlap)
 	case mf && d.total >= 0 && end > d.total:
-		return fmt.Errorf("%v: fragment ends at %d, past the last fragment's end %d: %w", d.key, end, d.total, ErrOverlap)
+		return false, fmt.Errorf("%v: fragment ends at %d, past the last fragment's end %d: %w", d.key, end, d.total, ErrOverlap)
 	}
 
 	// First span that ends after off: the earliest that can overlap.
@@ -234,19 +356,19 @@ func (r *Reassembler) insert(d *partial, off int, payload []byte, mf bool) error
 	for j := i; j < len(d.spans) && d.spans[j].start < end; j++ {
 		lo, hi := max(off, d.spans[j].start), min(end, d.spans[j].end)
 		if string(d.buf[lo:hi]) != string(payload[lo-off:hi-off]) {
-			return fmt.Errorf("%v: fragment at %d-%d differs from data received at %d-%d: %w", d.key, off, end, lo, hi, ErrOverlap)
+			return false, fmt.Errorf("%v: fragment at %d-%d differs from data received at %d-%d: %w", d.key, off, end, lo, hi, ErrOverlap)
 		}
 	}
 	if !mf {
 		d.total = end
 	}
 	if i < len(d.spans) && d.spans[i].start <= off && end <= d.spans[i].end {
-		return nil // a duplicate: nothing new
+		return true, nil // a duplicate: nothing new
 	}
 
 	if end > len(d.buf) && !r.grow(d, end) {
 		r.evict(d)
-		return nil
+		return false, nil
 	}
 	copy(d.buf[off:], payload)
 
@@ -272,7 +394,7 @@ func (r *Reassembler) insert(d *partial, off int, payload []byte, mf bool) error
 		copy(d.spans[lo+1:], d.spans[lo:])
 		d.spans[lo] = merged
 	}
-	return nil
+	return false, nil
 }
 
 // grow makes d.buf hold at least n bytes. Once the last fragment is known
@@ -310,8 +432,13 @@ func (r *Reassembler) charge(d *partial, n int) bool {
 	return true
 }
 
-func (r *Reassembler) complete(d *partial) ([]byte, bool, error) {
+func (r *Reassembler) complete(d *partial, now time.Time) ([]byte, bool, error) {
 	if d.header == nil || d.total < 0 || len(d.spans) != 1 || d.spans[0] != (span{0, d.total}) {
+		return nil, false, nil
+	}
+	if d.suspect {
+		// Every fragment a copy: the datagram was written already.
+		r.dropDuplicate(d)
 		return nil, false, nil
 	}
 	r.drop(d)
@@ -329,6 +456,7 @@ func (r *Reassembler) complete(d *partial) ([]byte, bool, error) {
 	binary.BigEndian.PutUint16(out[10:12], 0)
 	binary.BigEndian.PutUint16(out[10:12], checksum(out[:hl]))
 	r.stats.Reassembled++
+	r.rememberDone(d, now)
 	return out, true, nil
 }
 
@@ -336,10 +464,21 @@ func (r *Reassembler) complete(d *partial) ([]byte, bool, error) {
 // before now. Datagrams are checked oldest first and the scan stops at the
 // first one still young, so a clock stepping backwards only delays expiry.
 func (r *Reassembler) Expire(now time.Time) {
+	for e := r.doneOrder.Front(); e != nil; e = r.doneOrder.Front() {
+		c := e.Value.(*done)
+		if now.Sub(c.at) < r.cfg.Timeout {
+			break
+		}
+		r.forgetDone(c)
+	}
 	for e := r.order.Front(); e != nil; e = r.order.Front() {
 		d := e.Value.(*partial)
 		if now.Sub(d.created) < r.cfg.Timeout {
 			return
+		}
+		if d.suspect {
+			r.dropDuplicate(d)
+			continue
 		}
 		r.drop(d)
 		r.stats.Timeouts++
@@ -347,6 +486,10 @@ func (r *Reassembler) Expire(now time.Time) {
 }
 
 func (r *Reassembler) evict(d *partial) {
+	if d.suspect {
+		r.dropDuplicate(d)
+		return
+	}
 	r.drop(d)
 	r.stats.Evicted++
 }
@@ -382,6 +525,7 @@ func (s *Stats) Add(o Stats) {
 	s.Overlaps += o.Overlaps
 	s.TooBig += o.TooBig
 	s.Malformed += o.Malformed
+	s.Duplicates += o.Duplicates
 	s.Pending += o.Pending
 	s.PendingBytes += o.PendingBytes
 }

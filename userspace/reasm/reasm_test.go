@@ -576,3 +576,192 @@ func split(data []byte) [][]byte {
 	}
 	return out
 }
+
+// Issue 19 item 9: a copy of a fragment that arrives after its datagram
+// completed (a duplicated first fragment, say) started a new datagram that
+// could only time out. It is discarded as a duplicate, whichever fragment
+// it copies, and so is a copy of data a pending datagram already has.
+func TestDuplicatesOfACompletedDatagram(t *testing.T) {
+	payload := udpPayload(3000)
+	frags := fragment(0x77, 1, testOpts, payload, 1500)
+	orig := datagram(header(0x77, 1, testOpts), payload)
+	r := New(Config{})
+	// The first fragment twice before the datagram completes: one
+	// duplicate, one datagram.
+	order := append([][]byte{frags[0]}, frags...)
+	got, ok, err := feed(t, r, t0, order)
+	if err != nil || !ok || !bytes.Equal(got, orig) {
+		t.Fatalf("reassembled %v, %v", ok, err)
+	}
+	if s := r.Stats(); s.Duplicates != 1 || s.Reassembled != 1 {
+		t.Fatalf("stats %+v: want 1 duplicate, 1 datagram", s)
+	}
+	// Copies of every fragment afterwards, the first with another TTL (a
+	// copy that took another path): nothing new, nothing pending, nothing
+	// written again.
+	for i, f := range frags {
+		c := bytes.Clone(f)
+		if i == 0 {
+			c[8]--
+			setChecksum(c[:int(c[0]&0x0f)*4])
+		}
+		if d, ok, err := r.Add(t0.Add(time.Second), c); d != nil || ok || err != nil {
+			t.Fatalf("copy of fragment %d: %d bytes, %v, %v", i, len(d), ok, err)
+		}
+		checkInvariants(t, r)
+	}
+	s := r.Stats()
+	if s.Duplicates != 1+uint64(len(frags)) || s.Pending != 0 || s.Reassembled != 1 || s.Timeouts != 0 {
+		t.Fatalf("after the copies: %+v", s)
+	}
+	r.Expire(t0.Add(time.Hour))
+	if s := r.Stats(); s.Timeouts != 0 {
+		t.Fatalf("a copy was left to time out: %+v", s)
+	}
+}
+
+// Another datagram that reuses the IP id of one just completed is not a
+// copy: it is reassembled as itself. After Timeout a completed datagram is
+// forgotten, and a copy of its fragment is a datagram of its own again.
+func TestReusedIDIsNotADuplicate(t *testing.T) {
+	a := udpPayload(3000)
+	b := udpPayload(3000)
+	b[100] ^= 0xff
+	r := New(Config{Timeout: 10 * time.Second})
+	if _, ok, err := feed(t, r, t0, fragment(9, 1, nil, a, 1500)); !ok || err != nil {
+		t.Fatalf("first datagram: %v %v", ok, err)
+	}
+	got, ok, err := feed(t, r, t0.Add(time.Second), reversed(fragment(9, 1, nil, b, 1500)))
+	if !ok || err != nil || !bytes.Equal(got, datagram(header(9, 1, nil), b)) {
+		t.Fatalf("second datagram with the same id: %v %v", ok, err)
+	}
+	if s := r.Stats(); s.Reassembled != 2 || s.Duplicates != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// A late copy of the second's first fragment waits as a suspect; a
+	// third datagram with the same id disagrees with it and replaces it.
+	c := udpPayload(3000)
+	c[0] ^= 0xff
+	if _, _, err := r.Add(t0.Add(2*time.Second), fragment(9, 1, nil, b, 1500)[0]); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err = feed(t, r, t0.Add(2*time.Second), fragment(9, 1, nil, c, 1500))
+	if !ok || err != nil || !bytes.Equal(got, datagram(header(9, 1, nil), c)) {
+		t.Fatalf("third datagram after a copy of the second's first fragment: %v %v", ok, err)
+	}
+	if s := r.Stats(); s.Reassembled != 3 || s.Duplicates != 1 || s.Overlaps != 0 || s.Pending != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// Forgotten after Timeout: the copy now starts a datagram.
+	r.Expire(t0.Add(13 * time.Second))
+	if _, _, err := r.Add(t0.Add(13*time.Second), fragment(9, 1, nil, c, 1500)[0]); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); s.Pending != 1 || s.Duplicates != 1 || len(r.done) != 0 {
+		t.Fatalf("after Timeout: %+v, %d remembered", s, len(r.done))
+	}
+}
+
+// What a Reassembler remembers of completed datagrams is bounded by
+// MaxDatagrams.
+func TestCompletedMemoryBounded(t *testing.T) {
+	r := New(Config{MaxDatagrams: 3})
+	for i := range 10 {
+		if _, ok, err := feed(t, r, t0, fragment(uint16(i), 1, nil, udpPayload(2000), 1500)); !ok || err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(r.done) != 3 || r.doneOrder.Len() != 3 {
+		t.Fatalf("%d completed datagrams remembered, want 3", len(r.done))
+	}
+	// The oldest are forgotten, the newest remembered: a copy of the
+	// newest's first fragment waits as a suspect and expires as a
+	// duplicate, one of the oldest's as a datagram that timed out.
+	for _, id := range []uint16{9, 0} {
+		if _, _, err := r.Add(t0, fragment(id, 1, nil, udpPayload(2000), 1500)[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Expire(t0.Add(time.Minute))
+	if s := r.Stats(); s.Duplicates != 1 || s.Timeouts != 1 || s.Pending != 0 {
+		t.Fatalf("copies of the newest and the oldest: %+v", s)
+	}
+}
+
+func TestHolder(t *testing.T) {
+	a := fragment(1, 1, nil, udpPayload(3000), 1500)
+	b := fragment(2, 1, nil, udpPayload(3000), 1500)
+	key := func(f []byte) Key {
+		k, ok := KeyOf(f)
+		if !ok {
+			t.Fatal("no key")
+		}
+		return k
+	}
+	h := NewHolder(Config{})
+	h.Hold(t0, key(a[2]), a[2], 2)
+	h.Hold(t0, key(a[1]), a[1], 1)
+	h.Hold(t0, key(b[2]), b[2], 3)
+	if h.Len() != 3 {
+		t.Fatalf("holding %d", h.Len())
+	}
+	got := h.Take(key(a[0]))
+	if len(got) != 2 || !bytes.Equal(got[0].Frame, a[2]) || got[0].Stamp != 2 || !bytes.Equal(got[1].Frame, a[1]) {
+		t.Fatalf("Take: %d frames", len(got))
+	}
+	if h.Take(key(a[0])) != nil {
+		t.Fatal("taken twice")
+	}
+	// The rest reassemble with their first fragment.
+	r := New(Config{})
+	if _, ok, err := feed(t, r, t0, append([][]byte{got[0].Frame, got[1].Frame}, a[0])); !ok || err != nil {
+		t.Fatalf("held fragments do not reassemble: %v %v", ok, err)
+	}
+	h.Expire(t0.Add(30*time.Second - 1))
+	if s := h.Stats(); s.Pending != 1 || s.Expired != 0 {
+		t.Fatalf("expired early: %+v", s)
+	}
+	h.Expire(t0.Add(30 * time.Second))
+	s := h.Stats()
+	if s != (HoldStats{Held: 3, Released: 2, Expired: 1}) {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestHolderBounds(t *testing.T) {
+	var sets [][][]byte
+	for i := range 4 {
+		sets = append(sets, fragment(uint16(i), 1, nil, udpPayload(3000), 1500))
+	}
+	h := NewHolder(Config{MaxDatagrams: 2})
+	for _, s := range sets {
+		k, _ := KeyOf(s[1])
+		h.Hold(t0, k, s[1], 0)
+		h.Hold(t0, k, s[2], 0)
+	}
+	if s := h.Stats(); s.Pending != 4 || s.Evicted != 4 || s.Held != 8 {
+		t.Fatalf("by count: %+v", s)
+	}
+	// Bytes: room for two fragments; the third evicts the oldest datagram.
+	n := len(sets[0][1])
+	h = NewHolder(Config{MaxBytes: 2 * n})
+	for i := range 3 {
+		k, _ := KeyOf(sets[i][1])
+		h.Hold(t0, k, sets[i][1], 0)
+	}
+	if s := h.Stats(); s.Pending != 2 || s.Evicted != 1 || s.PendingBytes != uint64(2*n) {
+		t.Fatalf("by bytes: %+v", s)
+	}
+	// One datagram alone over the bound keeps its newest fragments.
+	h = NewHolder(Config{MaxBytes: n + 10})
+	k, _ := KeyOf(sets[0][1])
+	h.Hold(t0, k, sets[0][1], 0)
+	h.Hold(t0, k, sets[0][1], 0)
+	if s := h.Stats(); s.Pending != 1 || s.Evicted != 1 || s.PendingBytes > uint64(n+10) {
+		t.Fatalf("one datagram over the bound: %+v", s)
+	}
+	s := h.Stats()
+	if s.Held != s.Released+s.Expired+s.Evicted+s.Pending {
+		t.Fatalf("fragments not conserved: %+v", s)
+	}
+}

@@ -1,0 +1,307 @@
+package loader_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
+)
+
+// fragStep is a frame and the verdict both engines must give it, or (age >
+// 0) time passing: the kernel's fragment and pair records are made that
+// much older, and the Go engine's clock moves on as much.
+type fragStep struct {
+	frame   []byte
+	verdict loader.Verdict
+	age     time.Duration
+}
+
+type fragCase struct {
+	name    string
+	cfg     loader.Config
+	steps   func(t *testing.T) []fragStep
+	stats   map[maps.Stat]uint64
+	streams []streamWant
+}
+
+// bigMirror is a 3-fragment datagram (at MTU 1500) of stream (mid, sid)
+// with IP id id; seed varies the mirrored packet's content, not its length.
+func bigMirror(mid, sid uint32, id uint16, seed byte) gen.Mirror {
+	payload := make([]byte, 3100)
+	for i := range payload {
+		payload[i] = seed + byte(i)
+	}
+	m := mirror(mid, sid, gen.InnerIPv4UDP(subA, subB, 1000+uint16(seed), 2000, payload))
+	m.MTU = 1500
+	m.IPID = id
+	return m
+}
+
+func bigLen() uint64 { return uint64(len(bigMirror(1, 1, 1, 0).Inner)) }
+
+func steps(v loader.Verdict, fs ...[]byte) []fragStep {
+	out := make([]fragStep, len(fs))
+	for i, f := range fs {
+		out[i] = fragStep{frame: f, verdict: v}
+	}
+	return out
+}
+
+func age(d time.Duration) fragStep { return fragStep{age: d} }
+
+func cat(parts ...[]fragStep) []fragStep {
+	var out []fragStep
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Issue 19 item 9. Later fragments that arrive before their first were
+// passed and counted unmatched, so a capture lost the datagram; a copy of
+// a first fragment was counted into its stream again.
+func fragCases() []fragCase {
+	bl := bigLen()
+	ipv4 := func(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
+	return []fragCase{
+		{
+			name: "last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 21, 0x100, 1))
+				b := frames(t, bigMirror(20, 21, 0x101, 2))
+				// No socket in a test run: captured frames fall back to pass.
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
+				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 21), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 22, 0x200, 1))
+				b := frames(t, bigMirror(20, 22, 0x201, 2))
+				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
+				maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 22), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "a pair with a captured and a passed stream: early fragments are not held",
+			cfg:  loader.Config{Policies: []maps.PolicyRule{{MID: 30, AnySID: true, Action: maps.ActionPass}}},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 23, 0x300, 1))
+				c := frames(t, bigMirror(30, 1, 0x301, 2))
+				b := frames(t, bigMirror(20, 23, 0x302, 3))
+				return cat(steps(pass, a...), steps(pass, c...), steps(pass, b[2], b[1], b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 9, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * bl,
+				maps.StatFragFirst: 3, maps.StatFragTracked: 4, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
+				maps.StatCaptureFailed: 4, maps.StatActionPass: 3, maps.StatStreamNew: 2},
+			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
+		},
+		{
+			name: "the pair's window ends: early fragments pass unmatched again",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 24, 0x400, 1))
+				b := frames(t, bigMirror(20, 24, 0x401, 2))
+				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
+				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 24), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 25, 0x500, 1))
+				other := bigMirror(20, 25, 0x501, 2)
+				other.Port = 9999 // not decoded: not Jmirror
+				n := frames(t, other)
+				other.IPID = 0x502
+				r := frames(t, other)
+				// A non-UDP later fragment of the pair, and a UDP one from
+				// a router that sent nothing.
+				icmp := gen.NotJmirrorIPv4Fragment(router1, collector, 0x503, 1480, false, make([]byte, 64))
+				icmp[14+9] = 1
+				stranger := gen.NotJmirrorIPv4Fragment(router2, collector, 0x504, 1480, false, make([]byte, 64))
+				return cat(steps(pass, a...),
+					// In order: the first is not Jmirror and says so to
+					// the rest, which pass.
+					steps(pass, n...),
+					// Ahead of a first that is not Jmirror: held, and so
+					// taken from the host (docs/datapath.md).
+					steps(pass, r[2], r[1], r[0]),
+					steps(pass, icmp, stranger))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
+				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
+				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 25), 1, bl, ipv4(1)}},
+		},
+		{
+			name: "copies of a first fragment are counted once, and follow the datagram's action",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 26, 0x600, 1))
+				return steps(drop, a[0], a[0], a[1], a[0], a[2])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
+				maps.StatFragFirst: 1, maps.StatFragDuplicate: 2, maps.StatFragTracked: 2, maps.StatActionCount: 5,
+				maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
+		},
+		{
+			name: "a captured datagram last-first with its first fragment twice",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 27, 0x700, 1))
+				b := frames(t, bigMirror(20, 27, 0x701, 2))
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
+				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 27), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "another datagram of the stream reusing the IP id within the window is counted",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 28, 0x800, 1))
+				b := frames(t, bigMirror(20, 28, 0x800, 2)) // same id, same length, other bytes
+				return steps(drop, a[0], a[1], a[2], b[0], b[1], b[2])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 4, maps.StatActionCount: 6, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 28), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "the same first fragment after the window is a new datagram (a wrapped IP id)",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror(20, 29, 0x900, 1))
+				return cat(steps(drop, a[0]), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(drop, a[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatActionCount: 2, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 29), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
+			cfg:  loader.Config{Allowlist: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}},
+			steps: func(t *testing.T) []fragStep {
+				m := bigMirror(60, 2, 0xa00, 1)
+				m.Router = router2
+				a := frames(t, m)
+				return steps(drop, a[0], a[0], a[2])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+		},
+	}
+}
+
+func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
+	for _, tc := range fragCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			p := loadProgram(t, tc.cfg)
+			var skew time.Duration
+			start := time.Now()
+			eng := jmirror.NewEngine(engineConfig(tc.cfg), func() time.Duration { return time.Since(start) + skew + 1 })
+			for i, s := range tc.steps(t) {
+				if s.age > 0 {
+					ageFragRecords(t, p, s.age)
+					skew += s.age
+					continue
+				}
+				v, err := p.Run(s.frame)
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				res := eng.Process(s.frame)
+				if v != s.verdict {
+					t.Errorf("step %d: kernel verdict %v, want %v", i, v, s.verdict)
+				}
+				if loader.Verdict(res.Verdict) != s.verdict {
+					t.Errorf("step %d: Go verdict %v (class %v), want %v", i, loader.Verdict(res.Verdict), res.Class, s.verdict)
+				}
+			}
+			got, err := p.Maps.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want maps.Counters
+			for s, n := range tc.stats {
+				want[s] = n
+			}
+			if got != want {
+				t.Errorf("kernel counters:\n got  %v\n want %v", named(got), named(want))
+			}
+			if g := eng.Counters(); g != want {
+				t.Errorf("Go counters:\n got  %v\n want %v", named(g), named(want))
+			}
+			var sum uint64
+			for _, s := range []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
+				maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched, maps.StatFragDuplicate, maps.StatFragHeld} {
+				sum += got[s]
+			}
+			if sum != got[maps.StatFrames] {
+				t.Errorf("the classes sum to %d, frames %d", sum, got[maps.StatFrames])
+			}
+			streams, err := p.Maps.Streams()
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkStreams(t, "kernel", streams, tc.streams)
+			checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
+		})
+	}
+}
+
+// ageFragRecords makes every time in jm_frags and jm_frag_pairs d older,
+// as if d had passed.
+func ageFragRecords(t *testing.T, p *loader.Program, d time.Duration) {
+	t.Helper()
+	objs := p.Objects()
+	older := func(ns uint64) uint64 {
+		if ns == 0 {
+			return 0
+		}
+		return ns - uint64(d)
+	}
+	var fk bpf.JmxdpJmFragKey
+	var fv bpf.JmxdpJmFragValue
+	var fks []bpf.JmxdpJmFragKey
+	var fvs []bpf.JmxdpJmFragValue
+	for it := objs.JmFrags.Iterate(); it.Next(&fk, &fv); {
+		fv.FirstNs = older(fv.FirstNs)
+		fks, fvs = append(fks, fk), append(fvs, fv)
+	}
+	for i := range fks {
+		if err := objs.JmFrags.Put(&fks[i], &fvs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pk bpf.JmxdpJmPairKey
+	var pv bpf.JmxdpJmPairValue
+	var pks []bpf.JmxdpJmPairKey
+	var pvs []bpf.JmxdpJmPairValue
+	for it := objs.JmFragPairs.Iterate(); it.Next(&pk, &pv); {
+		pv.CaptureNs, pv.OtherNs = older(pv.CaptureNs), older(pv.OtherNs)
+		pks, pvs = append(pks, pk), append(pvs, pv)
+	}
+	for i := range pks {
+		if err := objs.JmFragPairs.Put(&pks[i], &pvs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
