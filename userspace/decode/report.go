@@ -75,7 +75,8 @@ type InnerReport struct {
 }
 
 // Totals are the global counters. The first five are the documented core;
-// Frames = Jmirror + NotJmirror + Malformed + Fragments + Untrusted.
+// Frames = Jmirror + NotJmirror + Malformed + Fragments + Untrusted +
+// IPv6ExtTooLong.
 type Totals struct {
 	Frames     uint64 `json:"frames"`
 	Jmirror    uint64 `json:"jmirror"`
@@ -107,6 +108,11 @@ type Totals struct {
 	// their first that a live capture holds (in Fragments).
 	FragmentsDuplicate uint64 `json:"fragments_duplicate"`
 	FragmentsHeld      uint64 `json:"fragments_held"`
+
+	// IPv6ExtTooLong: outer IPv6 frames whose extension-header chain goes
+	// on past the 8 headers jmxdp walks (a class of its own, like
+	// NotJmirror).
+	IPv6ExtTooLong uint64 `json:"ipv6_ext_too_long"`
 }
 
 func totalsFrom(c maps.Counters) Totals {
@@ -126,6 +132,7 @@ func totalsFrom(c maps.Counters) Totals {
 		UntrustedMapped:     c[maps.StatUntrustedMapped],
 		FragmentsDuplicate:  c[maps.StatFragDuplicate],
 		FragmentsHeld:       c[maps.StatFragHeld],
+		IPv6ExtTooLong:      c[maps.StatIPv6ExtLong],
 		VersionNonzero:      c[maps.StatVersionNonzero],
 	}
 }
@@ -199,6 +206,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if t.FragmentedDatagrams > 0 {
 		fmt.Fprintf(w, "fragmented Jmirror datagrams: %d\n", t.FragmentedDatagrams)
+	}
+	if t.IPv6ExtTooLong > 0 {
+		fmt.Fprintf(w, "outer IPv6 frames with more than 8 extension headers (not walked, passed): %d\n", t.IPv6ExtTooLong)
 	}
 	if t.FragmentsDuplicate > 0 || t.FragmentsHeld > 0 {
 		fmt.Fprintf(w, "fragments: %d later ones ahead of their first (held by a live capture), %d copies of a first fragment (counted once, in no stream)\n",

@@ -365,7 +365,7 @@ const maxCandidatePorts = 20
 var frameClasses = []maps.Stat{
 	maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
 	maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
-	maps.StatFragDuplicate, maps.StatFragHeld,
+	maps.StatFragDuplicate, maps.StatFragHeld, maps.StatIPv6ExtLong,
 }
 
 // Names lists every metric family name the Collector can export.

@@ -312,7 +312,7 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_frames_total", map[string]float64{
 		"class=not_jmirror": 6, "class=jmirror": 18, "class=malformed_short": 1, "class=malformed_truncated": 1,
 		"class=untrusted": 6, "class=frag_tracked": nf - 1, "class=frag_unmatched": 1,
-		"class=frag_duplicate": 0, "class=frag_held": 0,
+		"class=frag_duplicate": 0, "class=frag_held": 0, "class=ipv6_ext_too_long": 0,
 	})
 	ctr, err := tb.prog.Maps.Counters()
 	if err != nil {
