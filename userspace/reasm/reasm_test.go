@@ -439,7 +439,7 @@ func TestMalformed(t *testing.T) {
 	for name, pkt := range map[string][]byte{
 		"empty":     nil,
 		"short":     good[:19],
-		"ipv6":      mod(func(p []byte) []byte { p[0] = 0x65; return p }),
+		"version-5": mod(func(p []byte) []byte { p[0] = 0x55; return p }),
 		"ihl-4":     mod(func(p []byte) []byte { p[0] = 0x44; return p }),
 		"ihl-15":    mod(func(p []byte) []byte { p[0] = 0x4f; binary.BigEndian.PutUint16(p[2:4], 40); return p[:40] }),
 		"tot-lt-hl": mod(func(p []byte) []byte { binary.BigEndian.PutUint16(p[2:4], 19); return p }),
