@@ -12,7 +12,7 @@ import (
 
 // ipv6Frags is a Jmirror datagram over IPv6 behind hop-by-hop and routing
 // headers, whole and as RFC 8200 fragments (without Ethernet).
-func ipv6Frags(t *testing.T, id uint32, n int) (whole []byte, frags [][]byte) {
+func ipv6Frags(t testing.TB, id uint32, n int) (whole []byte, frags [][]byte) {
 	t.Helper()
 	m := gen.Mirror{Router: netip.MustParseAddr("2001:db8::1"), Collector: netip.MustParseAddr("2001:db8::100"),
 		MID: 1, SID: 2, Inner: udpPayload(n), UDPChecksum: true, IPv6FragID: id,
