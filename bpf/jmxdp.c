@@ -613,9 +613,11 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	if (udp_len < 0)
 		goto not_jmirror;
 	port = bpf_ntohs(udph->dest);
-	/* The frame may be padded past the IP packet: trust neither alone. */
+	/* The frame may be padded past the IP packet: trust neither alone.
+	 * A multi-buffer frame's length is all its buffers', not the linear
+	 * part's: a jumbo datagram is whole even when data_end comes early. */
 	udp_off = (void *)udph - data;
-	limit = data_end - data;
+	limit = bpf_xdp_get_buff_len(ctx);
 	if (ip_end < limit)
 		limit = ip_end;
 	port_flags = bpf_map_lookup_elem(&jm_ports, &port);
@@ -828,7 +830,10 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 			  NULL, fi.present ? &fk : NULL, 0);
 }
 
-SEC("xdp")
+/* Frags-aware (BPF_F_XDP_HAS_FRAGS): a driver refuses a jumbo MTU under a
+ * program that is not, and one that is sees the whole frame. The headers
+ * are read from the linear part (docs/datapath.md, "Frame sizes"). */
+SEC("xdp.frags")
 int jmxdp(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
@@ -846,8 +851,9 @@ int jmxdp(struct xdp_md *ctx)
 	return pass_not_jmirror(c);
 }
 
-/* A trivial program, loaded next to jmxdp to measure its relative cost. */
-SEC("xdp")
+/* A trivial program, loaded next to jmxdp to measure its relative cost;
+ * frags-aware too, so that it runs on jumbo frames. */
+SEC("xdp.frags")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;

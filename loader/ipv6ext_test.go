@@ -177,3 +177,69 @@ func TestIPv6Shapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { runDatapathCase(t, tc) })
 	}
 }
+
+// jumboCases are frames larger than one buffer: the program is
+// frags-aware, BPF_PROG_TEST_RUN splits them as a NIC at MTU 9000 does,
+// and both engines count them whole.
+func jumboCases() []datapathCase {
+	big := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 8900))
+	bl := uint64(len(big))
+	huge := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 60000))
+	hl := uint64(len(huge))
+	return []datapathCase{
+		{
+			name:     "a 9000-byte IPv4 Jmirror frame",
+			cfg:      loader.Config{DefaultAction: maps.ActionCount},
+			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(50, 1, big))} },
+			verdicts: one(drop),
+			stats: map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
+				maps.StatActionCount: 1, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(50, 1), 1, bl, inner(maps.InnerIPv4)}},
+		},
+		{
+			name: "a 9000-byte IPv6 frame behind extension headers, and a 60000-byte one",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			frames: func(t *testing.T) [][]byte {
+				return [][]byte{frame(t, mirror6(50, 2, big, ext(gen.ExtHopByHop), ext(gen.ExtDstOpts))),
+					frame(t, mirror6(50, 2, huge))}
+			},
+			verdicts: []loader.Verdict{drop, drop},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatJmirror: 2, maps.StatJmirrorBytes: bl + hl,
+				maps.StatActionCount: 2, maps.StatStreamNew: 1},
+			streams: []streamWant{{k6(50, 2), 2, bl + hl, [maps.NumInner]uint64{maps.InnerIPv4: 2}}},
+		},
+		{
+			name: "a jumbo frame whose UDP length goes past its last buffer is truncated",
+			frames: func(t *testing.T) [][]byte {
+				m := mirror(50, 3, big)
+				f := frame(t, m)
+				return [][]byte{setUDPLen(m, f, uint16(len(big)+17))}
+			},
+			verdicts: one(pass),
+			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
+		},
+		{
+			name: "IPv4 fragments of a jumbo datagram at MTU 9000",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			frames: func(t *testing.T) [][]byte {
+				m := mirror(50, 4, huge)
+				m.MTU = 9000
+				f := frames(t, m)
+				if len(f) != 7 {
+					t.Fatalf("%d fragments", len(f))
+				}
+				return f
+			},
+			verdicts: []loader.Verdict{drop, drop, drop, drop, drop, drop, drop},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 1, maps.StatJmirrorBytes: hl,
+				maps.StatFragFirst: 1, maps.StatFragTracked: 6, maps.StatActionCount: 7, maps.StatStreamNew: 1},
+			streams: []streamWant{{k1(50, 4), 1, hl, inner(maps.InnerIPv4)}},
+		},
+	}
+}
+
+func TestJumboFrames(t *testing.T) {
+	for _, tc := range jumboCases() {
+		t.Run(tc.name, func(t *testing.T) { runDatapathCase(t, tc) })
+	}
+}

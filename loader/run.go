@@ -45,6 +45,12 @@ const MinFrameLen = 14
 // multi-buffer XDP, which a NIC only delivers with jumbo MTUs.
 const MaxFrameLen = 4096 - 256 - 320
 
+// MaxRunFrameLen is the largest frame Run and Benchmark take: the program
+// is frags-aware, so BPF_PROG_TEST_RUN puts what does not fit in one
+// buffer into fragments, as a NIC does with a jumbo MTU. 65535-byte IP
+// packets behind Ethernet and two VLAN tags.
+const MaxRunFrameLen = 65535 + 14 + 8
+
 // ErrFrameSize is returned for frames the XDP test runner cannot take.
 var ErrFrameSize = errors.New("frame size outside what XDP sees in one buffer")
 
@@ -60,7 +66,7 @@ func (p *Program) Run(frame []byte) (Verdict, error) {
 }
 
 func runFrame(prog *ebpf.Program, frame []byte) (Verdict, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxFrameLen {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
 	ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
@@ -91,7 +97,7 @@ func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (Verdict, time.D
 }
 
 func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Duration, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxFrameLen {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
 	ret, d, err := prog.Benchmark(frame, repeat, nil)

@@ -92,8 +92,10 @@ type Totals struct {
 	FragmentsUnmatched  uint64 `json:"fragments_unmatched"`
 	Untrusted           uint64 `json:"untrusted"`
 	VersionNonzero      uint64 `json:"version_nonzero"`
-	// Skipped frames are outside what XDP sees in one buffer (shorter than an
-	// Ethernet header or longer than 3520 bytes): not given to either engine.
+	// Skipped frames are outside what XDP sees (shorter than an Ethernet
+	// header, or longer than 65557 bytes: a 65535-byte IP packet behind
+	// Ethernet and two VLAN tags): not given to either engine. The program
+	// is frags-aware: a jumbo frame is seen whole.
 	Skipped uint64 `json:"skipped"`
 	// Written and ReassemblyFailed describe --out.
 	Written          uint64 `json:"written,omitempty"`
@@ -218,7 +220,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "warning: %d Jmirror headers have a non-zero version field\n", t.VersionNonzero)
 	}
 	if t.Skipped > 0 {
-		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 3520 bytes, outside what XDP sees in one buffer\n", t.Skipped)
+		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 65557 bytes, outside what XDP sees\n", t.Skipped)
 	}
 	for _, c := range r.CandidatePorts {
 		fmt.Fprintf(w, "hint: %d Jmirror-looking packets to UDP port %d, which was not decoded: add --port %d, or use --port auto\n",
