@@ -58,6 +58,9 @@ type Config struct {
 	// FramesPerQueue is each socket's UMEM size in frames, and the size of
 	// its RX and fill rings (default DefaultFramesPerQueue).
 	FramesPerQueue int
+	// FrameSize is each UMEM frame's size (default afxdp.DefaultFrameSize);
+	// a frame larger than FrameSize-256 bytes takes several.
+	FrameSize int
 	// QueueMemory bounds the frame bytes waiting for the sinks (default
 	// 64 MiB).
 	QueueMemory int64
@@ -375,7 +378,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		c.free.put(&batch{buf: make([]byte, 0, batchBytes)})
 	}
 	for _, q := range queues {
-		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue,
+		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue, FrameSize: cfg.FrameSize,
 			RxSize: cfg.FramesPerQueue, FillSize: cfg.FramesPerQueue, ZeroCopy: cfg.ZeroCopy,
 			// Multi-buffer: jumbo frames arrive as descriptor chains.
 			SG: true})
