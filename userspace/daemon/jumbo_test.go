@@ -11,17 +11,19 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/gen"
 )
 
-// Issue 15, live at MTU 9000: jumbo Jmirror frames over IPv4 and IPv6
+// Issue 15, live at MTU 9000, in driver and generic mode: jumbo Jmirror frames over IPv4 and IPv6
 // (behind extension headers), IPv4 and IPv6 fragments of datagrams larger
 // still, all captured through multi-buffer XDP and AF_XDP (XDP_USE_SG):
 // every mirrored packet is in its stream's file, byte for byte.
 func TestJumboLive(t *testing.T) {
-	for _, fs := range []int{2048, 4096} {
-		t.Run(fmt.Sprintf("frame_size %d", fs), func(t *testing.T) { jumboLive(t, fs) })
+	for _, mode := range []string{"driver", "generic"} {
+		for _, fs := range []int{2048, 4096} {
+			t.Run(fmt.Sprintf("%s frame_size %d", mode, fs), func(t *testing.T) { jumboLive(t, mode, fs) })
+		}
 	}
 }
 
-func jumboLive(t *testing.T, frameSize int) {
+func jumboLive(t *testing.T, mode string, frameSize int) {
 	e := newEnv(t)
 	for _, args := range [][]string{
 		{"link", "set", e.lab.HostIface, "mtu", "9000"},
@@ -33,6 +35,7 @@ func jumboLive(t *testing.T, frameSize int) {
 	}
 	cfg := e.config()
 	cfg.Capture.FrameSize = frameSize
+	cfg.Capture.XDPMode = mode
 	d := e.start(t, cfg)
 	r4, c4 := e.lab.RouterAddr.Addr(), e.lab.HostAddr.Addr()
 	r6, c6 := netip.MustParseAddr("2001:db8:15::1"), netip.MustParseAddr("2001:db8:15::100")
