@@ -19,6 +19,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Linux 6.18: make the first len bytes of a multi-buffer frame linear.
+ * Weak: on an older kernel it resolves to 0 and the pull is skipped. */
+extern int bpf_xdp_pull_data(struct xdp_md *xdp, __u32 len) __ksym __weak;
+
 /* What the program learnt of one Jmirror datagram. */
 struct jm_packet {
 	struct jm_stream_key key;
@@ -830,6 +834,23 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 			  NULL, fi.present ? &fk : NULL, 0);
 }
 
+/*
+ * The headers are parsed from the linear part. When a multi-buffer frame's
+ * linear part is shorter than JM_PULL_LEN (a driver that splits headers
+ * from payload, or generic mode on a paged skb), its first JM_PULL_LEN
+ * bytes are pulled into it first. Failure (no tailroom, an older kernel)
+ * leaves the frame as it is: what lies beyond counts as cut.
+ */
+static __always_inline void pull_headers(struct xdp_md *ctx)
+{
+	__u64 linear = ctx->data_end - ctx->data;
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+
+	if (linear >= JM_PULL_LEN || len <= linear || !bpf_xdp_pull_data)
+		return;
+	bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN));
+}
+
 /* Frags-aware (BPF_F_XDP_HAS_FRAGS): a driver refuses a jumbo MTU under a
  * program that is not, and one that is sees the whole frame. The headers
  * are read from the linear part (docs/datapath.md, "Frame sizes"). */
@@ -843,6 +864,9 @@ int jmxdp(struct xdp_md *ctx)
 	int proto;
 
 	stat_add(c, JM_STAT_FRAMES, 1);
+	pull_headers(ctx);
+	data_end = (void *)(long)ctx->data_end;
+	nh.pos = (void *)(long)ctx->data;
 	proto = parse_ethhdr_vlan(&nh, data_end, &eth);
 	if (proto == bpf_htons(ETH_P_IP))
 		return handle_ipv4(ctx, c, &nh);

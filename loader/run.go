@@ -76,6 +76,21 @@ func runFrame(prog *ebpf.Program, frame []byte) (Verdict, error) {
 	return Verdict(ret), nil
 }
 
+// RunSplit is Run with only the frame's first linear bytes in the linear
+// part and the rest in fragments, as a driver that splits headers from
+// payload delivers it (BPF_PROG_TEST_RUN takes the linear size from the
+// context's data_end, Linux 6.18).
+func (p *Program) RunSplit(frame []byte, linear int) (Verdict, error) {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
+		return 0, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
+	}
+	ret, err := p.objs.Jmxdp.Run(&ebpf.RunOptions{Data: frame, Context: xdpMD{DataEnd: uint32(linear)}})
+	if err != nil {
+		return 0, fmt.Errorf("run XDP program with %d linear bytes: %w", linear, err)
+	}
+	return Verdict(ret), nil
+}
+
 // Benchmark runs the program repeat times over frame in the kernel and
 // returns the mean time per run. Maps are updated by every run.
 func (p *Program) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, error) {

@@ -44,6 +44,12 @@
 #define JM_IP6_OFFSET_MASK 0xfff8
 #define JM_IP6_MF 0x0001
 
+/* Bytes of a multi-buffer frame made linear before parsing when its linear
+ * part is shorter (docs/datapath.md, "Frame sizes"): Ethernet, two VLAN
+ * tags, IPv6 with a few extension headers, UDP, Jmirror and the 64 bytes
+ * the fingerprint hashes. */
+#define JM_PULL_LEN 512
+
 /* PPP in HDLC-like framing (RFC 1662): address and control bytes. */
 #define JM_PPP_ADDRESS 0xff
 #define JM_PPP_CONTROL 0x03
