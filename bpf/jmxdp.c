@@ -19,6 +19,10 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Linux 6.18: make the first len bytes of a multi-buffer frame linear.
+ * Weak: on an older kernel it resolves to 0 and the pull is skipped. */
+extern int bpf_xdp_pull_data(struct xdp_md *xdp, __u32 len) __ksym __weak;
+
 /* What the program learnt of one Jmirror datagram. */
 struct jm_packet {
 	struct jm_stream_key key;
@@ -410,12 +414,23 @@ static __always_inline void forget_fragment(struct jm_frag_key *fk)
 		bpf_map_delete_elem(&jm_frags, fk);
 }
 
-static __always_inline void record_untrusted(struct jm_frag_key *fk)
+static __always_inline void record_untrusted(struct jm_frag_key *fk,
+					     struct jm_frag6_key *fk6)
 {
 	struct jm_frag_value fv = { .action = JM_ACTION_UNTRUSTED };
 
 	if (fk)
 		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+	if (fk6)
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
+}
+
+/* forget_fragment for outer IPv6: no pair is ever held there (jm_frag_pairs
+ * is keyed by IPv4 pairs), so the record just goes. */
+static __always_inline void forget_fragment6(struct jm_frag6_key *fk6)
+{
+	if (fk6)
+		bpf_map_delete_elem(&jm_frags6, fk6);
 }
 
 /*
@@ -448,10 +463,16 @@ static __always_inline __u64 fingerprint(const __u8 *inner, void *data_end,
 /* A copy of the first fragment recorded under its key: same stream,
  * length and fingerprint, within the window of the first copy. */
 static __always_inline int first_copy(struct jm_frag_key *fk,
+				      struct jm_frag6_key *fk6,
 				      const struct jm_packet *p, __u64 fp,
 				      __u64 now, __u32 *action)
 {
-	struct jm_frag_value *fv = bpf_map_lookup_elem(&jm_frags, fk);
+	struct jm_frag_value *fv;
+
+	if (fk6)
+		fv = bpf_map_lookup_elem(&jm_frags6, fk6);
+	else
+		fv = bpf_map_lookup_elem(&jm_frags, fk);
 
 	if (!fv || fv->action > JM_ACTION_PASS || fv->mid != p->key.mid ||
 	    fv->sid != p->key.sid || fv->inner_len != p->inner_len ||
@@ -462,6 +483,7 @@ static __always_inline int first_copy(struct jm_frag_key *fk,
 }
 
 static __always_inline void record_fragment(struct jm_frag_key *fk,
+					    struct jm_frag6_key *fk6,
 					    const struct jm_packet *p,
 					    __u32 action, __u64 fp, __u64 now)
 {
@@ -474,7 +496,10 @@ static __always_inline void record_fragment(struct jm_frag_key *fk,
 		.fingerprint = fp,
 	};
 
-	bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+	if (fk6)
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
+	else
+		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
 }
 
 /* An IPv4 header without options whose checksum holds. */
@@ -567,14 +592,16 @@ static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
 
 /*
  * UDP and Jmirror. l3_off is where the outer IP header starts, ip_end the
- * end offset of the IP packet (or fragment) per its header; fk is set for a
- * first fragment.
+ * end offset of the IP packet (or fragment) per its header; fk (outer IPv4)
+ * or fk6 (outer IPv6) is set for a first fragment.
  */
 static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 				      struct hdr_cursor *nh, __u64 l3_off,
 				      __u64 ip_end, const __u8 *router,
-				      struct jm_frag_key *fk, int outer_v4)
+				      struct jm_frag_key *fk,
+				      struct jm_frag6_key *fk6, int outer_v4)
 {
+	int first = fk || fk6;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct jm_settings cfg;
@@ -590,14 +617,16 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	if (udp_len < 0)
 		goto not_jmirror;
 	port = bpf_ntohs(udph->dest);
-	/* The frame may be padded past the IP packet: trust neither alone. */
+	/* The frame may be padded past the IP packet: trust neither alone.
+	 * A multi-buffer frame's length is all its buffers', not the linear
+	 * part's: a jumbo datagram is whole even when data_end comes early. */
 	udp_off = (void *)udph - data;
-	limit = data_end - data;
+	limit = bpf_xdp_get_buff_len(ctx);
 	if (ip_end < limit)
 		limit = ip_end;
 	port_flags = bpf_map_lookup_elem(&jm_ports, &port);
 	if (!port_flags || !(*port_flags & JM_PORT_DECODE)) {
-		if (!fk && jmirror_lookalike(udph, udp_len, udp_off, limit,
+		if (!first && jmirror_lookalike(udph, udp_len, udp_off, limit,
 					     data_end, outer_v4))
 			note_candidate(c, port, udp_len);
 		goto not_jmirror;
@@ -610,19 +639,21 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 
 	cfg = load_settings();
 	if (!source_trusted(&cfg, router)) {
-		record_untrusted(fk);
+		record_untrusted(fk, fk6);
 		return drop_untrusted(c, router);
 	}
 
 	if (udp_len < JM_MIN_UDP_LEN) {
 		stat_add(c, JM_STAT_MALFORMED_SHORT, 1);
 		forget_fragment(fk);
+		forget_fragment6(fk6);
 		return XDP_PASS;
 	}
-	if ((fk ? udp_off + JM_MIN_UDP_LEN : udp_off + udp_len) > limit ||
+	if ((first ? udp_off + JM_MIN_UDP_LEN : udp_off + udp_len) > limit ||
 	    parse_jmirrorhdr(nh, data_end, &jh) < 0) {
 		stat_add(c, JM_STAT_MALFORMED_TRUNCATED, 1);
 		forget_fragment(fk);
+		forget_fragment6(fk6);
 		return XDP_PASS;
 	}
 
@@ -634,11 +665,11 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	p.inner_len = udp_len - JM_MIN_UDP_LEN;
 	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
 
-	if (fk) {
+	if (first) {
 		now = bpf_ktime_get_coarse_ns();
 		fp = fingerprint(nh->pos, data_end,
 				 min_u64(limit - (nh->pos - data), p.inner_len));
-		if (first_copy(fk, &p, fp, now, &action)) {
+		if (first_copy(fk, fk6, &p, fp, now, &action)) {
 			/* Counted already: follows its datagram like a
 			 * later fragment, not counted again. */
 			stat_add(c, JM_STAT_FRAG_DUPLICATE, 1);
@@ -650,10 +681,11 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
 	if (p.version)
 		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
-	if (fk) {
+	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
-		record_fragment(fk, &p, action, fp, now);
-		note_pair(fk->saddr, fk->daddr, action, now);
+		record_fragment(fk, fk6, &p, action, fp, now);
+		if (fk)
+			note_pair(fk->saddr, fk->daddr, action, now);
 	}
 act:
 	if (action == JM_ACTION_CAPTURE) {
@@ -665,7 +697,7 @@ act:
 			.l3_off = l3_off,
 			.inner_kind = p.inner_kind,
 			.flags = (outer_v4 ? 0 : JM_META_OUTER_V6) |
-				 (fk ? JM_META_FIRST_FRAG : 0),
+				 (first ? JM_META_FIRST_FRAG : 0),
 		};
 
 		return capture(ctx, c, &info);
@@ -674,6 +706,7 @@ act:
 
 not_jmirror:
 	forget_fragment(fk);
+	forget_fragment6(fk6);
 	return pass_not_jmirror(c);
 }
 
@@ -710,7 +743,53 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
 	addr_from_v4(router, iph->saddr);
 	return handle_udp(ctx, c, nh, (void *)iph - data, ip_end, router,
-			  (frag & JM_IP_MF) ? &fk : NULL, 1);
+			  (frag & JM_IP_MF) ? &fk : NULL, NULL, 1);
+}
+
+/* A later outer IPv6 fragment (offset > 0): it follows its first fragment
+ * by (source, destination, id), as handle_later_fragment does for IPv4.
+ * None is held: one before its first passes unmatched. */
+static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
+						  struct jm_counters *c,
+						  struct ipv6hdr *ip6h,
+						  const struct ip6_frag_info *fi)
+{
+	struct jm_frag6_key fk;
+	struct jm_frag_value *fv;
+	__u8 router[JM_ADDR_LEN];
+	__u32 action, mid, sid;
+
+	__builtin_memcpy(fk.saddr, &ip6h->saddr, JM_ADDR_LEN);
+	__builtin_memcpy(fk.daddr, &ip6h->daddr, JM_ADDR_LEN);
+	fk.id = fi->id;
+	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
+	if (!fv) {
+		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
+		return XDP_PASS;
+	}
+	action = fv->action;
+	mid = fv->mid;
+	sid = fv->sid;
+	if (action == JM_ACTION_UNTRUSTED) {
+		__builtin_memcpy(router, fk.saddr, JM_ADDR_LEN);
+		return drop_untrusted(c, router);
+	}
+	if (action > JM_ACTION_PASS) {
+		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
+		return XDP_PASS;
+	}
+	stat_add(c, JM_STAT_FRAG_TRACKED, 1);
+	if (action == JM_ACTION_CAPTURE) {
+		struct jm_xsk_meta info = {
+			.mid = mid,
+			.sid = sid,
+			.l3_off = (void *)ip6h - (void *)(long)ctx->data,
+			.flags = JM_META_LATER_FRAG | JM_META_OUTER_V6,
+		};
+
+		return capture(ctx, c, &info);
+	}
+	return apply_action(c, action);
 }
 
 static __always_inline int handle_ipv6(struct xdp_md *ctx,
@@ -719,19 +798,63 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct ip6_frag_info fi = {};
+	struct jm_frag6_key fk;
 	__u8 router[JM_ADDR_LEN];
 	struct ipv6hdr *ip6h;
 	__u64 ip_end;
+	int proto;
 
-	if (parse_ip6hdr(nh, data_end, &ip6h) != IPPROTO_UDP)
+	proto = parse_ip6hdr(nh, data_end, &ip6h);
+	if (proto < 0)
 		return pass_not_jmirror(c);
+	proto = parse_ip6_ext(nh, data_end, proto, &fi);
+	if (proto == JM_IP6_EXT_TOO_LONG) {
+		stat_add(c, JM_STAT_IPV6_EXT_LONG, 1);
+		return XDP_PASS;
+	}
+	if (fi.present && (fi.off_flags & JM_IP6_OFFSET_MASK))
+		return handle_later_fragment6(ctx, c, ip6h, &fi);
+	/* Only a first fragment (M set) is tracked: offset 0 without M is an
+	 * atomic fragment (RFC 6946), a whole datagram. */
+	fi.present = fi.present && (fi.off_flags & JM_IP6_MF);
+	if (fi.present) {
+		__builtin_memcpy(fk.saddr, &ip6h->saddr, JM_ADDR_LEN);
+		__builtin_memcpy(fk.daddr, &ip6h->daddr, JM_ADDR_LEN);
+		fk.id = fi.id;
+	}
+	if (proto != IPPROTO_UDP) {
+		if (fi.present)
+			forget_fragment6(&fk);
+		return pass_not_jmirror(c);
+	}
 	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
 	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
 	return handle_udp(ctx, c, nh, (void *)ip6h - data, ip_end, router,
-			  NULL, 0);
+			  NULL, fi.present ? &fk : NULL, 0);
 }
 
-SEC("xdp")
+/*
+ * The headers are parsed from the linear part. When a multi-buffer frame's
+ * linear part is shorter than JM_PULL_LEN (a driver that splits headers
+ * from payload, or generic mode on a paged skb), its first JM_PULL_LEN
+ * bytes are pulled into it first. Failure (no tailroom, an older kernel)
+ * leaves the frame as it is: what lies beyond counts as cut.
+ */
+static __always_inline void pull_headers(struct xdp_md *ctx)
+{
+	__u64 linear = ctx->data_end - ctx->data;
+	__u64 len = bpf_xdp_get_buff_len(ctx);
+
+	if (linear >= JM_PULL_LEN || len <= linear || !bpf_xdp_pull_data)
+		return;
+	bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN));
+}
+
+/* Frags-aware (BPF_F_XDP_HAS_FRAGS): a driver refuses a jumbo MTU under a
+ * program that is not, and one that is sees the whole frame. The headers
+ * are read from the linear part (docs/datapath.md, "Frame sizes"). */
+SEC("xdp.frags")
 int jmxdp(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
@@ -741,6 +864,9 @@ int jmxdp(struct xdp_md *ctx)
 	int proto;
 
 	stat_add(c, JM_STAT_FRAMES, 1);
+	pull_headers(ctx);
+	data_end = (void *)(long)ctx->data_end;
+	nh.pos = (void *)(long)ctx->data;
 	proto = parse_ethhdr_vlan(&nh, data_end, &eth);
 	if (proto == bpf_htons(ETH_P_IP))
 		return handle_ipv4(ctx, c, &nh);
@@ -749,8 +875,9 @@ int jmxdp(struct xdp_md *ctx)
 	return pass_not_jmirror(c);
 }
 
-/* A trivial program, loaded next to jmxdp to measure its relative cost. */
-SEC("xdp")
+/* A trivial program, loaded next to jmxdp to measure its relative cost;
+ * frags-aware too, so that it runs on jumbo frames. */
+SEC("xdp.frags")
 int xdp_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;

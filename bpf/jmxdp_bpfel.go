@@ -42,7 +42,14 @@ type JmxdpJmCandidateValue struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [20]uint64
+	Count [21]uint64
+}
+
+type JmxdpJmFrag6Key struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
 }
 
 type JmxdpJmFragKey struct {
@@ -137,7 +144,8 @@ const (
 	JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED    JmxdpJmStat = 17
 	JmxdpJmStatJM_STAT_FRAG_DUPLICATE      JmxdpJmStat = 18
 	JmxdpJmStatJM_STAT_FRAG_HELD           JmxdpJmStat = 19
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 20
+	JmxdpJmStatJM_STAT_IPV6EXT_LONG        JmxdpJmStat = 20
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 21
 )
 
 type JmxdpJmStreamKey struct {
@@ -186,6 +194,7 @@ const (
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFragPairs         = "jm_frag_pairs"
 	JmxdpMapJmFrags             = "jm_frags"
+	JmxdpMapJmFrags6            = "jm_frags6"
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
@@ -259,6 +268,7 @@ type JmxdpMapSpecs struct {
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
+	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
@@ -304,6 +314,7 @@ type JmxdpMaps struct {
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
+	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
@@ -320,6 +331,7 @@ func (m *JmxdpMaps) Close() error {
 		m.JmConfig,
 		m.JmFragPairs,
 		m.JmFrags,
+		m.JmFrags6,
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,

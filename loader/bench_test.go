@@ -27,6 +27,10 @@ func BenchmarkProgram(b *testing.B) {
 		// Captured frames fall back to XDP_PASS here: no AF_XDP socket is
 		// registered, so this measures the redirect lookup and fallback.
 		{"captured", func(b *testing.B) []byte { return mustFrame(b, captured) }, pass},
+		// A 9000-byte frame: BPF_PROG_TEST_RUN puts it in fragments.
+		{"counted_9000", func(b *testing.B) []byte {
+			return mustFrame(b, mirror(1, 3, gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 9000-14-20-16-28))))
+		}, drop},
 	}
 	p := loadProgram(b, loader.Config{Policies: []maps.PolicyRule{
 		{MID: 1, AnySID: true, Action: maps.ActionCount},

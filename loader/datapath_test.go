@@ -447,47 +447,52 @@ func datapathCases() []datapathCase {
 
 func TestDatapath(t *testing.T) {
 	for _, tc := range datapathCases() {
-		t.Run(tc.name, func(t *testing.T) {
-			p := loadProgram(t, tc.cfg)
-			eng := jmirror.NewEngine(engineConfig(tc.cfg), nil)
-			in := tc.frames(t)
-			if len(in) != len(tc.verdicts) {
-				t.Fatalf("test has %d frames, %d verdicts", len(in), len(tc.verdicts))
-			}
-			for i, f := range in {
-				v, err := p.Run(f)
-				if err != nil {
-					t.Fatalf("frame %d: %v", i, err)
-				}
-				if v != tc.verdicts[i] {
-					t.Errorf("frame %d: kernel verdict %v, want %v", i, v, tc.verdicts[i])
-				}
-				if gv := eng.Process(f).Verdict; loader.Verdict(gv) != tc.verdicts[i] {
-					t.Errorf("frame %d: Go decoder verdict %v, want %v", i, loader.Verdict(gv), tc.verdicts[i])
-				}
-			}
-			got, err := p.Maps.Counters()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want maps.Counters
-			for s, n := range tc.stats {
-				want[s] = n
-			}
-			if got != want {
-				t.Errorf("kernel counters:\n got  %v\n want %v", named(got), named(want))
-			}
-			if g := eng.Counters(); g != want {
-				t.Errorf("Go decoder counters:\n got  %v\n want %v", named(g), named(want))
-			}
-			streams, err := p.Maps.Streams()
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkStreams(t, "kernel", streams, tc.streams)
-			checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
-		})
+		t.Run(tc.name, func(t *testing.T) { runDatapathCase(t, tc) })
 	}
+}
+
+// runDatapathCase runs one case through BPF_PROG_TEST_RUN and the Go
+// engine and checks both against its verdicts, counters and streams.
+func runDatapathCase(t *testing.T, tc datapathCase) {
+	t.Helper()
+	p := loadProgram(t, tc.cfg)
+	eng := jmirror.NewEngine(engineConfig(tc.cfg), nil)
+	in := tc.frames(t)
+	if len(in) != len(tc.verdicts) {
+		t.Fatalf("test has %d frames, %d verdicts", len(in), len(tc.verdicts))
+	}
+	for i, f := range in {
+		v, err := p.Run(f)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if v != tc.verdicts[i] {
+			t.Errorf("frame %d: kernel verdict %v, want %v", i, v, tc.verdicts[i])
+		}
+		if gv := eng.Process(f).Verdict; loader.Verdict(gv) != tc.verdicts[i] {
+			t.Errorf("frame %d: Go decoder verdict %v, want %v", i, loader.Verdict(gv), tc.verdicts[i])
+		}
+	}
+	got, err := p.Maps.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want maps.Counters
+	for s, n := range tc.stats {
+		want[s] = n
+	}
+	if got != want {
+		t.Errorf("kernel counters:\n got  %v\n want %v", named(got), named(want))
+	}
+	if g := eng.Counters(); g != want {
+		t.Errorf("Go decoder counters:\n got  %v\n want %v", named(g), named(want))
+	}
+	streams, err := p.Maps.Streams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStreams(t, "kernel", streams, tc.streams)
+	checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
 }
 
 func engineConfig(c loader.Config) jmirror.Config {

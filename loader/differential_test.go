@@ -109,7 +109,7 @@ func TestDifferential(t *testing.T) {
 			// The corpus must exercise every class, or agreement means little.
 			// Early fragments are held only from pairs that send captured
 			// Jmirror alone: the default config's.
-			for cl := jmirror.ClassNotJmirror; cl <= jmirror.ClassFragHeld; cl++ {
+			for cl := jmirror.ClassNotJmirror; cl <= jmirror.ClassIPv6ExtTooLong; cl++ {
 				if cl == jmirror.ClassUntrusted && len(c.cfg.Allowlist) == 0 {
 					continue
 				}

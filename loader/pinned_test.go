@@ -21,13 +21,20 @@ import (
 // own; both go when the test ends.
 func vethInNetns(t *testing.T) string {
 	t.Helper()
+	veth, _ := vethPairInNetns(t)
+	return veth
+}
+
+// vethPairInNetns is vethInNetns that also names the peer's namespace.
+func vethPairInNetns(t *testing.T) (veth, ns string) {
+	t.Helper()
 	testenv.RequireRoot(t)
-	ns := uniqueName("jmxdp-t-")
+	ns = uniqueName("jmxdp-t-")
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	veth := "jmx" + ns[len(ns)-6:]
+	veth = "jmx" + ns[len(ns)-6:]
 	if out, err := exec.Command("ip", "link", "add", veth, "type", "veth", "peer", "name", veth+"p", "netns", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip link add: %v %s", err, out)
 	}
@@ -35,7 +42,7 @@ func vethInNetns(t *testing.T) string {
 	if out, err := exec.Command("ip", "link", "set", veth, "up").CombinedOutput(); err != nil {
 		t.Fatalf("ip link set up: %v %s", err, out)
 	}
-	return veth
+	return veth, ns
 }
 
 func pinDir(t *testing.T) string {

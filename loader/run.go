@@ -45,6 +45,12 @@ const MinFrameLen = 14
 // multi-buffer XDP, which a NIC only delivers with jumbo MTUs.
 const MaxFrameLen = 4096 - 256 - 320
 
+// MaxRunFrameLen is the largest frame Run and Benchmark take: the program
+// is frags-aware, so BPF_PROG_TEST_RUN puts what does not fit in one
+// buffer into fragments, as a NIC does with a jumbo MTU. 65535-byte IP
+// packets behind Ethernet and two VLAN tags.
+const MaxRunFrameLen = 65535 + 14 + 8
+
 // ErrFrameSize is returned for frames the XDP test runner cannot take.
 var ErrFrameSize = errors.New("frame size outside what XDP sees in one buffer")
 
@@ -60,12 +66,27 @@ func (p *Program) Run(frame []byte) (Verdict, error) {
 }
 
 func runFrame(prog *ebpf.Program, frame []byte) (Verdict, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxFrameLen {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
 	ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return 0, fmt.Errorf("run XDP program: %w", err)
+	}
+	return Verdict(ret), nil
+}
+
+// RunSplit is Run with only the frame's first linear bytes in the linear
+// part and the rest in fragments, as a driver that splits headers from
+// payload delivers it (BPF_PROG_TEST_RUN takes the linear size from the
+// context's data_end, Linux 6.18).
+func (p *Program) RunSplit(frame []byte, linear int) (Verdict, error) {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
+		return 0, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
+	}
+	ret, err := p.objs.Jmxdp.Run(&ebpf.RunOptions{Data: frame, Context: xdpMD{DataEnd: uint32(linear)}})
+	if err != nil {
+		return 0, fmt.Errorf("run XDP program with %d linear bytes: %w", linear, err)
 	}
 	return Verdict(ret), nil
 }
@@ -91,7 +112,7 @@ func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (Verdict, time.D
 }
 
 func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Duration, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxFrameLen {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
 	ret, d, err := prog.Benchmark(frame, repeat, nil)

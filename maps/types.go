@@ -108,7 +108,10 @@ const (
 	// from a pair sending only captured fragmented Jmirror: redirected for
 	// userspace to hold until the first arrives.
 	StatFragHeld = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_HELD)
-	NumStats     = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// StatIPv6ExtLong counts outer IPv6 frames whose extension-header
+	// chain goes on past the walked bound (JM_IPV6_MAX_EXT): passed.
+	StatIPv6ExtLong = Stat(bpf.JmxdpJmStatJM_STAT_IPV6EXT_LONG)
+	NumStats        = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -116,7 +119,7 @@ var statNames = [NumStats]string{
 	"malformed_truncated", "frag_first", "frag_tracked", "frag_unmatched",
 	"untrusted", "action_capture", "action_count", "action_pass",
 	"capture_failed", "stream_new", "version_nonzero", "candidate",
-	"untrusted_mapped", "frag_duplicate", "frag_held",
+	"untrusted_mapped", "frag_duplicate", "frag_held", "ipv6_ext_too_long",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded

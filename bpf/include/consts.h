@@ -24,6 +24,32 @@
 #define JM_IP_OFFSET_MASK 0x1fff
 #define JM_IPV4_MIN_IHL 5
 
+/*
+ * Outer IPv6 extension headers (docs/datapath.md, "Outer shapes"). At most
+ * JM_IPV6_MAX_EXT are walked: a constant trip count the verifier sees
+ * unrolled; RFC 8200's recommended order has at most 6 (hop-by-hop,
+ * destination options, routing, fragment, AH, destination options). A
+ * chain still going after that is counted ipv6_ext_too_long.
+ */
+#define JM_IPV6_MAX_EXT 8
+#define JM_IPV6_HOPOPTS 0
+#define JM_IPV6_ROUTING 43
+#define JM_IPV6_FRAGMENT 44
+#define JM_IPV6_ESP 50
+#define JM_IPV6_AH 51
+#define JM_IPV6_DSTOPTS 60
+#define JM_IPV6_FRAG_HDR_LEN 8
+/* Fragment header offset-and-flags word (host order): offset in 8-byte
+ * units in the top 13 bits, M in bit 0. */
+#define JM_IP6_OFFSET_MASK 0xfff8
+#define JM_IP6_MF 0x0001
+
+/* Bytes of a multi-buffer frame made linear before parsing when its linear
+ * part is shorter (docs/datapath.md, "Frame sizes"): Ethernet, two VLAN
+ * tags, IPv6 with a few extension headers, UDP, Jmirror and the 64 bytes
+ * the fingerprint hashes. */
+#define JM_PULL_LEN 512
+
 /* PPP in HDLC-like framing (RFC 1662): address and control bytes. */
 #define JM_PPP_ADDRESS 0xff
 #define JM_PPP_CONTROL 0x03
@@ -70,7 +96,7 @@
 #define JM_META_MAGIC 0x4a4d5844U
 /* struct jm_xsk_meta.flags */
 #define JM_META_OUTER_V6 0x1U   /* the outer header is IPv6 (else IPv4) */
-#define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 datagram */
+#define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 or IPv6 datagram */
 #define JM_META_LATER_FRAG 0x4U /* a later fragment: only mid and sid are set */
 /* A later fragment whose first fragment has not been seen (held): mid and
  * sid are 0, userspace keeps it until its first fragment arrives. */

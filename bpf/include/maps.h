@@ -73,6 +73,15 @@ struct {
 	__type(value, struct jm_frag_value);
 } jm_frags SEC(".maps");
 
+/* The same for outer IPv6 fragments (a key of its own: 16-byte addresses
+ * and a 32-bit id), so that jm_frags keeps its layout. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_FRAGS);
+	__type(key, struct jm_frag6_key);
+	__type(value, struct jm_frag_value);
+} jm_frags6 SEC(".maps");
+
 /* Pairs that recently sent fragmented Jmirror: a later fragment that
  * arrives before its first is held (redirected) only when its pair is
  * here and sent only captured datagrams lately, so that other hosts'

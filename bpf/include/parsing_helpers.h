@@ -84,7 +84,8 @@ static __always_inline int parse_iphdr(struct hdr_cursor *nh, void *data_end,
 	return iph->protocol;
 }
 
-/* IPv6 fixed header; extension headers are not walked (routers send none). */
+/* IPv6 fixed header. Returns the next header; the extension headers are
+ * walked by parse_ip6_ext. */
 static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
 					struct ipv6hdr **ip6hdr)
 {
@@ -97,6 +98,91 @@ static __always_inline int parse_ip6hdr(struct hdr_cursor *nh, void *data_end,
 	nh->pos = ip6h + 1;
 	*ip6hdr = ip6h;
 	return ip6h->nexthdr;
+}
+
+/* The fragment header of an outer IPv6 packet, if it has one. */
+struct ip6_frag_info {
+	__u32 id;        /* network order, as on the wire */
+	__u16 off_flags; /* host order: JM_IP6_OFFSET_MASK | JM_IP6_MF */
+	__u8 present;
+	__u8 next;       /* the header after it */
+};
+
+#define JM_IP6_EXT_NOT_JMIRROR (-1)
+#define JM_IP6_EXT_TOO_LONG (-2)
+
+/*
+ * Walk the extension headers after the fixed IPv6 header, at most
+ * JM_IPV6_MAX_EXT of them, each bounds-checked against data_end before it
+ * is read and before the cursor moves past it. Returns the protocol that
+ * ends the chain (the cursor is at it), JM_IP6_EXT_NOT_JMIRROR for a chain
+ * jmxdp does not accept (ESP, a malformed AH, hop-by-hop not first, two
+ * fragment headers, a header cut by the frame) and JM_IP6_EXT_TOO_LONG when
+ * the chain goes on after the bound. A later fragment (offset > 0) stops
+ * the walk: what follows its fragment header is payload, not a header.
+ */
+static __always_inline int parse_ip6_ext(struct hdr_cursor *nh, void *data_end,
+					 int next, struct ip6_frag_info *fi)
+{
+	__u8 *h;
+	__u32 len;
+	int i;
+
+	__builtin_memset(fi, 0, sizeof(*fi));
+#pragma unroll
+	for (i = 0; i < JM_IPV6_MAX_EXT; i++) {
+		h = nh->pos;
+		switch (next) {
+		case JM_IPV6_HOPOPTS:
+			if (i != 0)
+				return JM_IP6_EXT_NOT_JMIRROR;
+			/* fallthrough */
+		case JM_IPV6_ROUTING:
+		case JM_IPV6_DSTOPTS:
+			if ((void *)(h + 2) > data_end)
+				return JM_IP6_EXT_NOT_JMIRROR;
+			len = ((__u32)h[1] + 1) * 8;
+			break;
+		case JM_IPV6_AH:
+			/* RFC 4302: length in 4-byte words minus 2, at least
+			 * the 12-byte fixed part, a multiple of 8 over IPv6. */
+			if ((void *)(h + 2) > data_end)
+				return JM_IP6_EXT_NOT_JMIRROR;
+			len = ((__u32)h[1] + 2) * 4;
+			if (h[1] < 1 || (len & 7))
+				return JM_IP6_EXT_NOT_JMIRROR;
+			break;
+		case JM_IPV6_FRAGMENT:
+			if (fi->present)
+				return JM_IP6_EXT_NOT_JMIRROR;
+			if ((void *)(h + JM_IPV6_FRAG_HDR_LEN) > data_end)
+				return JM_IP6_EXT_NOT_JMIRROR;
+			fi->present = 1;
+			fi->next = h[0];
+			fi->off_flags = (h[2] << 8) | h[3];
+			__builtin_memcpy(&fi->id, h + 4, sizeof(fi->id));
+			len = JM_IPV6_FRAG_HDR_LEN;
+			break;
+		default:
+			/* UDP, ESP, no next header, anything else: the end. */
+			return next;
+		}
+		if ((void *)h + len > data_end)
+			return JM_IP6_EXT_NOT_JMIRROR;
+		next = h[0];
+		nh->pos = (void *)h + len;
+		if (fi->present && (fi->off_flags & JM_IP6_OFFSET_MASK))
+			return next;
+	}
+	switch (next) {
+	case JM_IPV6_HOPOPTS:
+	case JM_IPV6_ROUTING:
+	case JM_IPV6_DSTOPTS:
+	case JM_IPV6_AH:
+	case JM_IPV6_FRAGMENT:
+		return JM_IP6_EXT_TOO_LONG;
+	}
+	return next;
 }
 
 /* Returns the UDP length field (host order); the payload is not checked. */

@@ -34,7 +34,7 @@ enum jm_inner {
 
 /* Global per-CPU counters, by reason. Frames fall into exactly one of
  * NOT_JMIRROR, JMIRROR, MALFORMED_*, UNTRUSTED, FRAG_TRACKED, FRAG_UNMATCHED,
- * FRAG_DUPLICATE, FRAG_HELD. Append only: pinned jm_stats of an older size
+ * FRAG_DUPLICATE, FRAG_HELD, IPV6_EXT_LONG. Append only: pinned jm_stats of an older size
  * are migrated by index. */
 enum jm_stat {
 	JM_STAT_FRAMES = 0,
@@ -64,7 +64,10 @@ enum jm_stat {
 	/* A later fragment before its first, from a pair that recently sent
 	 * only captured fragmented Jmirror: redirected for userspace to hold. */
 	JM_STAT_FRAG_HELD = 19,
-	JM_STAT_MAX = 20,
+	/* Outer IPv6 whose extension-header chain is still going after
+	 * JM_IPV6_MAX_EXT headers: passed, not walked further. */
+	JM_STAT_IPV6_EXT_LONG = 20,
+	JM_STAT_MAX = 21,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -142,6 +145,14 @@ struct jm_frag_value {
 	__u32 reserved;
 	__u64 first_ns;    /* CLOCK_MONOTONIC_COARSE of the first copy */
 	__u64 fingerprint; /* of the mirrored packet's first bytes */
+};
+
+/* Outer IPv6 fragment identity, as RFC 8200 and the kernel's defragmenter
+ * key it: no protocol (only the first fragment's next header counts). */
+struct jm_frag6_key {
+	__u8 saddr[JM_ADDR_LEN];
+	__u8 daddr[JM_ADDR_LEN];
+	__u32 id;
 };
 
 /* A router -> collector pair of outer IPv4 addresses that sends fragmented

@@ -23,7 +23,7 @@ import (
 func newGenCmd() *cobra.Command {
 	cfg := gen.DefaultDemo()
 	tcfg := gen.DefaultTraffic()
-	var out, iface, netnsName, model, imix, format string
+	var out, iface, netnsName, model, imix, format, ipv6Ext string
 	var rate float64
 	var duration time.Duration
 	var loops int
@@ -48,10 +48,14 @@ frames/s (0: as fast as it goes). The frames are addressed to the lab's host end
            inner kinds 60% IPv4, 30% IPv6, 10% PPP, a --fragments share of
            datagrams made larger than MTU 1500 and sent as two IPv4 fragments,
            a --malformed share with a short or too long UDP length, and
-           --noise non-Jmirror frames per datagram. Timestamps start at
+           --noise non-Jmirror frames per datagram. --mtu sets the link MTU
+           (9000 for jumbo frames: sizes in --imix up to 9000), --ipv6 the
+           share of routers sending over outer IPv6 (2001:db8:ff::x, their
+           fragments RFC 8200 ones), --ipv6-ext the extension headers those
+           carry (hbh,dst,routing,ah, each :BYTES optionally). Timestamps start at
            2025-01-06 09:00 UTC, 100000 frames/s.
 Without --model, setting any of --packets-total, --routers, --imix,
---fragments, --malformed or --noise selects traffic.
+--fragments, --malformed, --noise, --mtu, --ipv6 or --ipv6-ext selects traffic.
 
 --format json prints what was generated (both models) as JSON: streams with
 mid, sid, packets, bytes, routers and inner kinds, as jmxdp decode --format json
@@ -111,6 +115,9 @@ summary.`,
 					if tcfg.Sizes, err = parseIMIX(imix); err != nil {
 						return err
 					}
+				}
+				if tcfg.IPv6Ext, err = parseIPv6Ext(ipv6Ext); err != nil {
+					return err
 				}
 				tcfg.Seed = uint64(cfg.Seed)
 				tcfg.Intercepts, tcfg.SessionsPer, tcfg.Port = cfg.Intercepts, cfg.SessionsPer, cfg.Port
@@ -179,6 +186,9 @@ summary.`,
 	f.Float64Var(&tcfg.FragmentRatio, "fragments", tcfg.FragmentRatio, "traffic: share of datagrams sent as IPv4 fragments")
 	f.Float64Var(&tcfg.MalformedRatio, "malformed", tcfg.MalformedRatio, "traffic: share of malformed datagrams")
 	f.Float64Var(&tcfg.NoiseRatio, "noise", tcfg.NoiseRatio, "traffic: non-Jmirror frames per datagram")
+	f.IntVar(&tcfg.MTU, "mtu", gen.TrafficMTU, "traffic: outer link MTU (1280..65535): --fragments datagrams exceed it, the rest fit")
+	f.Float64Var(&tcfg.IPv6, "ipv6", 0, "traffic: share of routers sending over outer IPv6")
+	f.StringVar(&ipv6Ext, "ipv6-ext", "", "traffic: outer IPv6 extension headers, in order: hbh, dst, routing, ah, each with an optional :BYTES (e.g. hbh,routing:24)")
 	f.BoolVar(&fast.on, "fast", false, "transmit with XDP (BPF_PROG_TEST_RUN live frames) from the model's Jmirror frames as templates")
 	f.Uint64Var(&fast.count, "count", 0, "fast: frames to send (0: --duration or --loops)")
 	f.Uint32Var(&fast.baseMID, "base-mid", 1, "fast: first intercept id stamped")
@@ -189,7 +199,33 @@ summary.`,
 }
 
 // trafficFlags select the traffic model when --model is not given.
-var trafficFlags = []string{"packets-total", "routers", "imix", "fragments", "malformed", "noise"}
+var trafficFlags = []string{"packets-total", "routers", "imix", "fragments", "malformed", "noise", "mtu", "ipv6", "ipv6-ext"}
+
+// parseIPv6Ext reads NAME[:BYTES],... into extension headers.
+func parseIPv6Ext(s string) ([]gen.ExtHeader, error) {
+	if s == "" {
+		return nil, nil
+	}
+	types := map[string]uint8{"hbh": gen.ExtHopByHop, "dst": gen.ExtDstOpts, "routing": gen.ExtRouting, "ah": gen.ExtAH}
+	var out []gen.ExtHeader
+	for _, part := range strings.Split(s, ",") {
+		name, size, sized := strings.Cut(strings.TrimSpace(part), ":")
+		typ, ok := types[name]
+		if !ok {
+			return nil, fmt.Errorf("--ipv6-ext %q: unknown header %q (want hbh, dst, routing or ah)", s, name)
+		}
+		x := gen.ExtHeader{Type: typ}
+		if sized {
+			n, err := strconv.Atoi(size)
+			if err != nil || n <= 0 {
+				return nil, fmt.Errorf("--ipv6-ext %q: %q is not a length in bytes", s, part)
+			}
+			x.Len = n
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
 
 // parseIMIX reads SIZE:WEIGHT,... into a size mix.
 func parseIMIX(s string) ([]gen.SizeWeight, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -88,6 +89,51 @@ func TestGenBadTrafficFlags(t *testing.T) {
 		out, err := run(t, append([]string{"gen", "--out", pcap}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v\n%s", c.args, err, out)
+		}
+	}
+}
+
+// TestGenJumboIPv6: --mtu 9000 with jumbo sizes, --ipv6 routers with
+// --ipv6-ext headers, fragments of both families: decode reports what gen
+// made; a bad --ipv6-ext is refused with a message naming it.
+func TestGenJumboIPv6(t *testing.T) {
+	pcap := filepath.Join(t.TempDir(), "jumbo.pcap")
+	out, err := run(t, "gen", "--out", pcap, "--packets-total", "600", "--routers", "4", "--intercepts", "3", "--sessions", "2",
+		"--imix", "64:2,1400:1,8900:2", "--fragments", "0.1", "--mtu", "9000", "--ipv6", "0.5", "--ipv6-ext", "hbh,routing:24",
+		"--seed", "5", "--format", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var sum genSummary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("gen output is not JSON: %v\n%s", err, out)
+	}
+	if sum.Model != "traffic" || sum.Totals.Jmirror+sum.Totals.Malformed != 600 || sum.Totals.Fragments == 0 {
+		t.Fatalf("summary %+v", sum.Totals)
+	}
+	for _, eng := range []string{"go", "bpf"} {
+		if eng == "bpf" && os.Geteuid() != 0 {
+			continue
+		}
+		dec, err := run(t, "decode", "--engine", eng, "--format", "json", pcap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep decode.Report
+		if err := json.Unmarshal([]byte(dec), &rep); err != nil {
+			t.Fatalf("decode output is not JSON: %v\n%s", err, dec)
+		}
+		if !reflect.DeepEqual(rep.Streams, sum.Streams) {
+			t.Errorf("%s: streams differ:\ndecode %+v\ngen    %+v", eng, rep.Streams, sum.Streams)
+		}
+		if tot := rep.Totals; tot.Frames != uint64(sum.Totals.Frames) || tot.Jmirror != uint64(sum.Totals.Jmirror) || tot.Skipped != 0 ||
+			tot.Fragments != uint64(sum.Totals.Fragments) || tot.FragmentedDatagrams != uint64(sum.Totals.FragmentedDatagrams) {
+			t.Errorf("%s: totals: decode %+v, gen %+v", eng, tot, sum.Totals)
+		}
+	}
+	for _, bad := range []string{"esp", "hbh:12", "dst:x"} {
+		if out, err := run(t, "gen", "--out", pcap, "--ipv6", "1", "--ipv6-ext", bad); err == nil || !strings.Contains(strings.ToLower(out+err.Error()), "ipv6") {
+			t.Errorf("--ipv6-ext %s: %v %s", bad, err, out)
 		}
 	}
 }

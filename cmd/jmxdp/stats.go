@@ -361,7 +361,7 @@ var statsOrder = []struct {
 	{maps.StatNotJmirror, true}, {maps.StatJmirror, true}, {maps.StatMalformedShort, true},
 	{maps.StatMalformedTruncated, true}, {maps.StatUntrusted, true}, {maps.StatFragTracked, true},
 	{maps.StatFragUnmatched, true},
-	{maps.StatFragDuplicate, true}, {maps.StatFragHeld, true},
+	{maps.StatFragDuplicate, true}, {maps.StatFragHeld, true}, {maps.StatIPv6ExtLong, true},
 	{maps.StatJmirrorBytes, false},
 	{maps.StatActionCapture, false}, {maps.StatActionCount, false}, {maps.StatActionPass, false},
 	{maps.StatCaptureFailed, false},

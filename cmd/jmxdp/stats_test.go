@@ -119,7 +119,7 @@ func TestStatsCounts(t *testing.T) {
 		"malformed_short": 0, "malformed_truncated": 0, "untrusted": 2, "frag_tracked": 0, "frag_unmatched": 0,
 		"action_capture": 5, "action_count": 3, "action_pass": 0, "capture_failed": 5,
 		"frag_first": 0, "stream_new": 2, "version_nonzero": 0, "candidate": 1, "untrusted_mapped": 0,
-		"frag_duplicate": 0, "frag_held": 0,
+		"frag_duplicate": 0, "frag_held": 0, "ipv6_ext_too_long": 0,
 		"streams": 2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
 	}
 	for k, v := range want {

@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -62,7 +63,20 @@ type Config struct {
 	// ZeroCopy tries XDP_ZEROCOPY first and falls back to XDP_COPY when
 	// the driver cannot do it (veth, most virtual devices).
 	ZeroCopy bool
+	// SG binds with XDP_USE_SG (multi-buffer, Linux 6.6): a frame larger
+	// than a chunk arrives as a chain of descriptors, which
+	// ReceiveCopyMeta joins into one packet. Without it the kernel drops
+	// such frames. Falls back to a socket without SG when the kernel or
+	// driver has none (SG reports which).
+	SG bool
+	// MaxChain bounds a chain, in descriptors (default 18: the kernel's
+	// MAX_SKB_FRAGS + 1). A longer one is dropped and counted.
+	MaxChain int
 }
+
+// DefaultMaxChain is MAX_SKB_FRAGS + 1, the most buffers the kernel puts
+// in one multi-buffer frame.
+const DefaultMaxChain = 18
 
 func isPow2(n int) bool { return n > 0 && n&(n-1) == 0 }
 
@@ -79,11 +93,16 @@ func (c Config) withDefaults() (Config, error) {
 	if c.FillSize == 0 {
 		c.FillSize = DefaultRingSize
 	}
+	if c.MaxChain == 0 {
+		c.MaxChain = DefaultMaxChain
+	}
 	switch {
 	case c.Ifindex <= 0:
 		return c, fmt.Errorf("afxdp: invalid ifindex %d", c.Ifindex)
 	case c.NumFrames < 0 || c.NumFrames > 1<<24:
 		return c, fmt.Errorf("afxdp: NumFrames %d out of range", c.NumFrames)
+	case c.MaxChain < 1 || c.MaxChain > 64:
+		return c, fmt.Errorf("afxdp: MaxChain %d out of range 1..64", c.MaxChain)
 	case !isPow2(c.FrameSize) || c.FrameSize < 2048 || c.FrameSize > os.Getpagesize():
 		// Aligned-mode UMEM chunks must be powers of two within a page.
 		return c, fmt.Errorf("afxdp: FrameSize %d is not a power of two in [2048, %d]", c.FrameSize, os.Getpagesize())
@@ -122,6 +141,22 @@ type Socket struct {
 
 	pfd    [1]unix.PollFd
 	closed bool
+
+	// Multi-buffer (XDP_USE_SG): the chain being joined, which may span
+	// calls, and what became of chains.
+	sg         bool
+	maxChain   int
+	chainBuf   []byte
+	chainMeta  []byte
+	chainN     int
+	chainOver  bool
+	chainStats ChainStats
+}
+
+// ChainStats count multi-buffer frames (descriptor chains).
+type ChainStats struct {
+	Joined  uint64 // chains of more than one descriptor joined into a packet
+	Dropped uint64 // chains longer than MaxChain (or with a bad descriptor): dropped whole
 }
 
 // Open creates the socket, registers its UMEM, maps its rings, binds it to
@@ -135,23 +170,44 @@ func Open(cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !cfg.ZeroCopy {
-		return open(cfg, unix.XDP_COPY)
+	sgs := []bool{false}
+	if cfg.SG {
+		// Multi-buffer first: without it jumbo frames are lost.
+		sgs = []bool{true, false}
 	}
-	s, zcErr := open(cfg, unix.XDP_ZEROCOPY)
-	if zcErr == nil {
-		return s, nil
+	modes := []uint16{unix.XDP_COPY}
+	if cfg.ZeroCopy {
+		modes = []uint16{unix.XDP_ZEROCOPY, unix.XDP_COPY}
 	}
-	// A failed bind leaves the socket half set up: start again from
-	// scratch rather than rebinding it.
-	s, err = open(cfg, unix.XDP_COPY)
-	if err != nil {
-		return nil, fmt.Errorf("%w (zero-copy attempt: %v)", err, zcErr)
+	// A failed bind leaves the socket half set up: each attempt starts
+	// from scratch rather than rebinding it.
+	var earlier []string
+	for _, sg := range sgs {
+		for _, m := range modes {
+			s, err := open(cfg, m, sg)
+			if err == nil {
+				return s, nil
+			}
+			if sg == sgs[len(sgs)-1] && m == modes[len(modes)-1] {
+				if len(earlier) > 0 {
+					return nil, fmt.Errorf("%w (%s)", err, strings.Join(earlier, "; "))
+				}
+				return nil, err
+			}
+			what := "copy"
+			if m == unix.XDP_ZEROCOPY {
+				what = "zero-copy"
+			}
+			if sg {
+				what += " XDP_USE_SG"
+			}
+			earlier = append(earlier, fmt.Sprintf("%s attempt: %v", what, err))
+		}
 	}
-	return s, nil
+	panic("unreachable")
 }
 
-func open(cfg Config, modeFlag uint16) (_ *Socket, err error) {
+func open(cfg Config, modeFlag uint16, sg bool) (_ *Socket, err error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: create AF_XDP socket: %w", err)
@@ -225,10 +281,19 @@ func open(cfg Config, modeFlag uint16) (_ *Socket, err error) {
 	// Fill before bind so the first frames do not meet an empty ring.
 	s.initFrames(cfg.NumFrames, cfg.FrameSize)
 
-	sa := &unix.SockaddrXDP{Flags: unix.XDP_USE_NEED_WAKEUP | modeFlag, Ifindex: uint32(cfg.Ifindex), QueueID: cfg.Queue}
-	if err := unix.Bind(fd, sa); err != nil {
-		return nil, bindError(cfg, modeFlag, err)
+	flags := unix.XDP_USE_NEED_WAKEUP | modeFlag
+	if sg {
+		flags |= unix.XDP_USE_SG
 	}
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(cfg.Ifindex), QueueID: cfg.Queue}
+	if err := unix.Bind(fd, sa); err != nil {
+		err = bindError(cfg, modeFlag, err)
+		if sg {
+			err = fmt.Errorf("%w (with XDP_USE_SG)", err)
+		}
+		return nil, err
+	}
+	s.sg, s.maxChain = sg, cfg.MaxChain
 	opts, err := unix.GetsockoptInt(fd, unix.SOL_XDP, unix.XDP_OPTIONS)
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: read socket options: %w", err)
@@ -303,6 +368,12 @@ func (s *Socket) FD() int { return s.fd }
 
 // Mode is "zerocopy" or "copy": what the kernel actually bound.
 func (s *Socket) Mode() string { return s.mode }
+
+// SG reports whether the socket takes multi-buffer frames (XDP_USE_SG).
+func (s *Socket) SG() bool { return s.sg }
+
+// Chains returns the multi-buffer counters.
+func (s *Socket) Chains() ChainStats { return s.chainStats }
 
 // Stats are the kernel's per-socket counters (struct xdp_statistics).
 type Stats struct {

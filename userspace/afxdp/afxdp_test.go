@@ -404,6 +404,8 @@ func TestOpenErrors(t *testing.T) {
 		{afxdp.Config{Ifindex: 1 << 30}, "no such interface"},
 		{afxdp.Config{Ifindex: p.rx.Index, Queue: 5}, fmt.Sprintf("%s (ifindex %d) queue 5 in copy mode: invalid argument: the interface has 1 RX queues", p.rx.Name, p.rx.Index)},
 		{afxdp.Config{Ifindex: p.rx.Index, Queue: 5, ZeroCopy: true}, "zero-copy attempt"},
+		{afxdp.Config{Ifindex: p.rx.Index, Queue: 5, SG: true}, "copy XDP_USE_SG attempt"},
+		{afxdp.Config{Ifindex: p.rx.Index, MaxChain: 65}, "MaxChain 65"},
 		{afxdp.Config{Ifindex: p.rx.Index, FrameSize: 3000}, "FrameSize 3000"},
 		{afxdp.Config{Ifindex: p.rx.Index, RxSize: 1000}, "powers of two"},
 	} {

@@ -98,13 +98,14 @@ func (s *Socket) ReceiveCopyMeta(metaLen int, fn func(meta, data []byte)) int {
 		}
 		for i := range n {
 			d := s.rx.at(i)
+			if s.chainN > 0 || (s.sg && d.Options&unix.XDP_PKT_CONTD != 0) {
+				s.chained(d, metaLen, fn)
+				s.reclaim(d.Addr)
+				continue
+			}
 			if b := s.frame(d); b != nil {
-				var meta []byte
-				if base := d.Addr &^ s.frameMask; metaLen > 0 && d.Addr-base >= uint64(metaLen) {
-					meta = s.umem[d.Addr-uint64(metaLen) : d.Addr : d.Addr]
-				}
-				fn(meta, b)
-				clear(meta)
+				fn(s.metaOf(d, metaLen), b)
+				clear(s.metaOf(d, metaLen))
 			}
 			s.reclaim(d.Addr)
 		}
@@ -113,6 +114,53 @@ func (s *Socket) ReceiveCopyMeta(metaLen int, fn func(meta, data []byte)) int {
 		total += n
 	}
 	return int(total)
+}
+
+// metaOf is the metaLen bytes in front of d's frame, nil if its chunk
+// has no room for them.
+func (s *Socket) metaOf(d unix.XDPDesc, metaLen int) []byte {
+	if base := d.Addr &^ s.frameMask; metaLen > 0 && d.Addr-base >= uint64(metaLen) && d.Addr <= uint64(len(s.umem)) {
+		return s.umem[d.Addr-uint64(metaLen) : d.Addr : d.Addr]
+	}
+	return nil
+}
+
+// chained adds d to the multi-buffer chain being joined (XDP_PKT_CONTD set
+// on every descriptor but a frame's last) and hands the packet to fn at
+// its last descriptor. The metadata is the first buffer's, where the
+// program wrote it. A chain longer than maxChain, or with a descriptor
+// outside the UMEM, is dropped whole and counted. The chain may span
+// calls: its state is the socket's.
+func (s *Socket) chained(d unix.XDPDesc, metaLen int, fn func(meta, data []byte)) {
+	if s.chainN == 0 {
+		s.chainBuf, s.chainMeta, s.chainOver = s.chainBuf[:0], s.chainMeta[:0], false
+		if m := s.metaOf(d, metaLen); m != nil {
+			s.chainMeta = append(s.chainMeta, m...)
+			clear(m)
+		}
+	}
+	s.chainN++
+	b := s.frame(d)
+	if b == nil || s.chainN > s.maxChain {
+		s.chainOver = true
+	}
+	if !s.chainOver {
+		s.chainBuf = append(s.chainBuf, b...)
+	}
+	if d.Options&unix.XDP_PKT_CONTD != 0 {
+		return
+	}
+	if s.chainOver {
+		s.chainStats.Dropped++
+	} else {
+		s.chainStats.Joined++
+		var meta []byte
+		if len(s.chainMeta) == metaLen && metaLen > 0 {
+			meta = s.chainMeta
+		}
+		fn(meta, s.chainBuf)
+	}
+	s.chainN = 0
 }
 
 // copyChunk is how many frames ReceiveCopyMeta copies between two refills

@@ -277,6 +277,14 @@ func programCost(opts Options) (Section, error) {
 	if err != nil {
 		return sec, err
 	}
+	// A 9000-byte frame, as a jumbo-MTU link carries: BPF_PROG_TEST_RUN
+	// splits it into fragments, as the NIC does.
+	jumboInner := gen.InnerIPv4UDP(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1000, 2000,
+		make([]byte, 9000-14-20-16-28))
+	jumbo, err := gen.Mirror{Router: router, Collector: collector, MID: 1, SID: 3, Inner: jumboInner}.Frame()
+	if err != nil {
+		return sec, err
+	}
 	type benchFunc func([]byte, int) (loader.Verdict, time.Duration, error)
 	cases := []struct {
 		name   string
@@ -289,6 +297,7 @@ func programCost(opts Options) (Section, error) {
 		{"not_jmirror", gen.NotJmirrorTCPSyn(router, collector, 40000, 22), nil, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"counted", counted, &Target{On: "ratio", Op: "<=", Bound: 3}, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"captured", captured, nil, p.Benchmark, "jmxdp/xdp_pass", ""},
+		{"counted_9000", jumbo, nil, p.Benchmark, "jmxdp/xdp_pass", "a 9000-byte counted frame, in fragments (multi-buffer XDP)"},
 		{"count_floor", counted, nil, p.BenchmarkCountFloor, "xdp_count_floor/xdp_pass",
 			"not jmxdp: xdp_count_floor, the least a per-stream counter costs (one stream-table lookup, two atomic adds, a timestamp; no parsing), on the counted frame: the part of counted's cost no parser or policy change removes"},
 	}

@@ -58,6 +58,9 @@ type Config struct {
 	// FramesPerQueue is each socket's UMEM size in frames, and the size of
 	// its RX and fill rings (default DefaultFramesPerQueue).
 	FramesPerQueue int
+	// FrameSize is each UMEM frame's size (default afxdp.DefaultFrameSize);
+	// a frame larger than FrameSize-256 bytes takes several.
+	FrameSize int
 	// QueueMemory bounds the frame bytes waiting for the sinks (default
 	// 64 MiB).
 	QueueMemory int64
@@ -223,6 +226,10 @@ type QueueStats struct {
 	Dropped  uint64 // frames dropped because the batch pool was empty (writers too slow)
 	Kernel   afxdp.Stats
 	KernelOK bool // false if XDP_STATISTICS could not be read
+	// SG: the socket takes multi-buffer frames (XDP_USE_SG); Chains counts
+	// them: joined, or dropped for exceeding afxdp.DefaultMaxChain buffers.
+	SG     bool
+	Chains afxdp.ChainStats
 }
 
 // Stats describe the pipeline.
@@ -265,6 +272,8 @@ type queue struct {
 	// socket is not shared) about once a second.
 	kstats   atomic.Pointer[afxdp.Stats]
 	kstatsAt time.Time
+	// chains is the socket's multi-buffer counters, read with kstats.
+	chains atomic.Pointer[afxdp.ChainStats]
 }
 
 func (q *queue) refreshStats(force bool) {
@@ -275,6 +284,8 @@ func (q *queue) refreshStats(force bool) {
 	if ks, err := q.sock.Stats(); err == nil {
 		q.kstats.Store(&ks)
 	}
+	cs := q.sock.Chains()
+	q.chains.Store(&cs)
 }
 
 // shard is one writer goroutine with its sink: it owns the streams whose
@@ -367,8 +378,10 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 		c.free.put(&batch{buf: make([]byte, 0, batchBytes)})
 	}
 	for _, q := range queues {
-		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue,
-			RxSize: cfg.FramesPerQueue, FillSize: cfg.FramesPerQueue, ZeroCopy: cfg.ZeroCopy})
+		s, err := afxdp.Open(afxdp.Config{Ifindex: ifc.Index, Queue: q, NumFrames: cfg.FramesPerQueue, FrameSize: cfg.FrameSize,
+			RxSize: cfg.FramesPerQueue, FillSize: cfg.FramesPerQueue, ZeroCopy: cfg.ZeroCopy,
+			// Multi-buffer: jumbo frames arrive as descriptor chains.
+			SG: true})
 		if err != nil {
 			c.closeSockets()
 			return nil, fmt.Errorf("AF_XDP socket on %s queue %d: %w", cfg.Ifname, q, err)
@@ -885,6 +898,10 @@ func (c *Capture) Stats() Stats {
 		if ks := q.kstats.Load(); ks != nil {
 			qs.Kernel, qs.KernelOK = *ks, true
 			s.RingDrops += ks.RxDropped + ks.RxRingFull
+		}
+		qs.SG = q.sock.SG()
+		if cs := q.chains.Load(); cs != nil {
+			qs.Chains = *cs
 		}
 		s.QueueDrops += qs.Dropped
 		s.Queues = append(s.Queues, qs)

@@ -60,6 +60,15 @@ func checkPort(v int64) error {
 	return nil
 }
 
+// checkFrameSize wants an AF_XDP aligned-mode chunk size: a power of two
+// from 2048 to the (x86, arm64 4K) page.
+func checkFrameSize(v int64) error {
+	if v != 2048 && v != 4096 {
+		return fmt.Errorf("%d: want 2048 or 4096", v)
+	}
+	return nil
+}
+
 // checkFrames wants a power of two: the AF_XDP rings are sized from it.
 func checkFrames(v int64) error {
 	if v < MinFramesPerQueue || v > MaxFramesPerQueue || v&(v-1) != 0 {

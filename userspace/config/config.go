@@ -107,7 +107,10 @@ type Capture struct {
 	XDPMode        string   // auto, driver or generic
 	ZeroCopy       bool     // AF_XDP zero-copy where the driver offers it
 	FramesPerQueue int      // UMEM frames per socket, a power of two
-	QueueMemory    int64    // bytes of frames waiting for the writers
+	// FrameSize is the UMEM frame (chunk) size: 2048 or 4096. A frame
+	// larger than FrameSize-256 bytes takes several (multi-buffer).
+	FrameSize   int
+	QueueMemory int64 // bytes of frames waiting for the writers
 	// MaxStreamMemory bounds the writers' per-stream state (about
 	// writer.StreamBytes a stream, buffers aside): beyond it the least
 	// recently seen streams are completed and forgotten.
@@ -191,6 +194,7 @@ func Default() Config {
 			XDPMode:         "auto",
 			ZeroCopy:        true,
 			FramesPerQueue:  16384,
+			FrameSize:       2048,
 			QueueMemory:     64 << 20,
 			MaxStreamMemory: DefaultMaxStreamMemory,
 			MaxStreams:      1 << 20,
@@ -407,6 +411,7 @@ func (c *Config) check(requireIface bool) []*Error {
 	}
 	bad("capture.xdp_mode", checkXDPMode(cp.XDPMode))
 	bad("capture.frames_per_queue", checkFrames(int64(cp.FramesPerQueue)))
+	bad("capture.frame_size", checkFrameSize(int64(cp.FrameSize)))
 	bad("capture.queue_memory", checkRange(cp.QueueMemory, 1, maxInt64))
 	bad("capture.max_stream_memory", checkRange(cp.MaxStreamMemory, minStreamMemory, maxInt64))
 	bad("capture.max_streams", checkRange(int64(cp.MaxStreams), 1, maxUint32))

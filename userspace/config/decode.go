@@ -20,7 +20,7 @@ var (
 	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
 	ruleKeys       = []string{"mid", "sid", "action"}
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group", "allow_untrusted_dir"}
-	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached"}
+	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached", "frame_size"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
 	metricsKeys    = []string{"addr", "top_streams", "hide_ids", "web_config"}
 )
@@ -512,6 +512,8 @@ func (d *decoder) capture(n *yaml.Node, path string, c *Capture) {
 			set(&c.ZeroCopy)(d.boolean(v, path))
 		case "frames_per_queue":
 			setInt(&c.FramesPerQueue)(d.integer(v, path, false, checkFrames))
+		case "frame_size":
+			setInt(&c.FrameSize)(d.integer(v, path, false, checkFrameSize))
 		case "queue_memory":
 			set(&c.QueueMemory)(d.size(v, path, 1))
 		case "max_stream_memory":

@@ -96,6 +96,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	cp.add("xdp_mode", str(c.Capture.XDPMode))
 	cp.add("zero_copy", boolean(c.Capture.ZeroCopy))
 	cp.add("frames_per_queue", integer(int64(c.Capture.FramesPerQueue)))
+	cp.add("frame_size", integer(int64(c.Capture.FrameSize)))
 	cp.add("queue_memory", size(c.Capture.QueueMemory))
 	cp.add("max_stream_memory", size(c.Capture.MaxStreamMemory))
 	cp.add("max_streams", integer(int64(c.Capture.MaxStreams)))

@@ -230,6 +230,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		Queues:         queues,
 		ZeroCopy:       cfg.Capture.ZeroCopy,
 		FramesPerQueue: cfg.Capture.FramesPerQueue,
+		FrameSize:      cfg.Capture.FrameSize,
 		QueueMemory:    cfg.Capture.QueueMemory,
 		Reassembly: reasm.Config{
 			MaxDatagrams: cfg.Reassembly.MaxDatagrams,

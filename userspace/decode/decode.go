@@ -204,7 +204,7 @@ func decodeFile(path string, eng engine, out *outWriter, skipped *uint64) (int, 
 			return n, err
 		}
 		n++
-		if len(f.Data) < loader.MinFrameLen || len(f.Data) > loader.MaxFrameLen {
+		if len(f.Data) < loader.MinFrameLen || len(f.Data) > loader.MaxRunFrameLen {
 			*skipped++
 			continue
 		}

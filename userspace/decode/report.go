@@ -75,7 +75,8 @@ type InnerReport struct {
 }
 
 // Totals are the global counters. The first five are the documented core;
-// Frames = Jmirror + NotJmirror + Malformed + Fragments + Untrusted.
+// Frames = Jmirror + NotJmirror + Malformed + Fragments + Untrusted +
+// IPv6ExtTooLong.
 type Totals struct {
 	Frames     uint64 `json:"frames"`
 	Jmirror    uint64 `json:"jmirror"`
@@ -91,8 +92,10 @@ type Totals struct {
 	FragmentsUnmatched  uint64 `json:"fragments_unmatched"`
 	Untrusted           uint64 `json:"untrusted"`
 	VersionNonzero      uint64 `json:"version_nonzero"`
-	// Skipped frames are outside what XDP sees in one buffer (shorter than an
-	// Ethernet header or longer than 3520 bytes): not given to either engine.
+	// Skipped frames are outside what XDP sees (shorter than an Ethernet
+	// header, or longer than 65557 bytes: a 65535-byte IP packet behind
+	// Ethernet and two VLAN tags): not given to either engine. The program
+	// is frags-aware: a jumbo frame is seen whole.
 	Skipped uint64 `json:"skipped"`
 	// Written and ReassemblyFailed describe --out.
 	Written          uint64 `json:"written,omitempty"`
@@ -107,6 +110,11 @@ type Totals struct {
 	// their first that a live capture holds (in Fragments).
 	FragmentsDuplicate uint64 `json:"fragments_duplicate"`
 	FragmentsHeld      uint64 `json:"fragments_held"`
+
+	// IPv6ExtTooLong: outer IPv6 frames whose extension-header chain goes
+	// on past the 8 headers jmxdp walks (a class of its own, like
+	// NotJmirror).
+	IPv6ExtTooLong uint64 `json:"ipv6_ext_too_long"`
 }
 
 func totalsFrom(c maps.Counters) Totals {
@@ -126,6 +134,7 @@ func totalsFrom(c maps.Counters) Totals {
 		UntrustedMapped:     c[maps.StatUntrustedMapped],
 		FragmentsDuplicate:  c[maps.StatFragDuplicate],
 		FragmentsHeld:       c[maps.StatFragHeld],
+		IPv6ExtTooLong:      c[maps.StatIPv6ExtLong],
 		VersionNonzero:      c[maps.StatVersionNonzero],
 	}
 }
@@ -200,6 +209,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if t.FragmentedDatagrams > 0 {
 		fmt.Fprintf(w, "fragmented Jmirror datagrams: %d\n", t.FragmentedDatagrams)
 	}
+	if t.IPv6ExtTooLong > 0 {
+		fmt.Fprintf(w, "outer IPv6 frames with more than 8 extension headers (not walked, passed): %d\n", t.IPv6ExtTooLong)
+	}
 	if t.FragmentsDuplicate > 0 || t.FragmentsHeld > 0 {
 		fmt.Fprintf(w, "fragments: %d later ones ahead of their first (held by a live capture), %d copies of a first fragment (counted once, in no stream)\n",
 			t.FragmentsHeld, t.FragmentsDuplicate)
@@ -208,7 +220,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "warning: %d Jmirror headers have a non-zero version field\n", t.VersionNonzero)
 	}
 	if t.Skipped > 0 {
-		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 3520 bytes, outside what XDP sees in one buffer\n", t.Skipped)
+		fmt.Fprintf(w, "warning: %d frames skipped: shorter than 14 or longer than 65557 bytes, outside what XDP sees\n", t.Skipped)
 	}
 	for _, c := range r.CandidatePorts {
 		fmt.Fprintf(w, "hint: %d Jmirror-looking packets to UDP port %d, which was not decoded: add --port %d, or use --port auto\n",

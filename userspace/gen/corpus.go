@@ -41,6 +41,10 @@ const (
 	CorpusV4Embedded = "v4-embedded-source"
 )
 
+// CorpusIPv6Ext: Jmirror over IPv6 behind any chain of extension headers,
+// sound or not, within the bound or past it.
+const CorpusIPv6Ext = "ipv6-ext-chain"
+
 // CorpusFrame is one corpus frame and how it was made, for failure messages.
 type CorpusFrame struct {
 	Kind string
@@ -78,6 +82,8 @@ func CorpusLabeled(seed int64, n int, ports []uint16) []CorpusFrame {
 			out = append(out, CorpusFrame{CorpusV4Embedded, c.valid(c.v4Embedded())})
 		case r < 40:
 			out = append(out, c.fragments()...)
+		case r < 42:
+			out = append(out, CorpusFrame{CorpusIPv6Ext, c.valid(c.ext6Mirror())})
 		case r < 55:
 			out = append(out, CorpusFrame{CorpusNoise, c.noise()})
 		default:
@@ -212,7 +218,62 @@ func (c *corpusGen) mirror() Mirror {
 		m.UDPChecksum = c.rng.IntN(2) == 0
 	}
 	m.Inner = c.inner(InnerKind(c.rng.IntN(int(NumInnerKinds))), c.rng.IntN(maxCorpusInner+1))
+	if !m.Router.Is4() && c.rng.IntN(3) == 0 {
+		m.IPv6Ext = c.ext6(1+c.rng.IntN(MaxIPv6Ext), true)
+		// Within a 1500-byte MTU still.
+		if room := 1500 - ipv6HeaderLen - extLen(m.IPv6Ext) - udpHeaderLen - HeaderLen; len(m.Inner) > room {
+			m.Inner = m.Inner[:room]
+		}
+	}
 	return m
+}
+
+// ext6Mirror is a mirror over IPv6 behind a chain that may be unsound or
+// longer than jmxdp walks.
+func (c *corpusGen) ext6Mirror() Mirror {
+	m := c.mirror()
+	if m.Router.Is4() {
+		m.Router, m.Collector = c.addr6(), c.addr6()
+		m.IPOptions, m.UDPChecksum = nil, true
+	}
+	m.IPv6Ext = c.ext6(1+c.rng.IntN(MaxIPv6Ext+3), c.rng.IntN(2) == 0)
+	if room := 1500 - ipv6HeaderLen - extLen(m.IPv6Ext) - udpHeaderLen - HeaderLen; len(m.Inner) > room {
+		m.Inner = m.Inner[:room]
+	}
+	return m
+}
+
+// MaxIPv6Ext is the most outer IPv6 extension headers jmxdp walks
+// (JM_IPV6_MAX_EXT): the corpus goes one or two past it.
+const MaxIPv6Ext = 8
+
+// ext6 is a chain of n outer IPv6 extension headers of random types (an
+// atomic fragment header among them at times) and small lengths. A sound
+// one has hop-by-hop only first and no fragment header (tshark and
+// gopacket stop at one); an unsound one any order: hop-by-hop in the
+// wrong place and two fragment headers occur.
+func (c *corpusGen) ext6(n int, sound bool) []ExtHeader {
+	types := []uint8{ExtHopByHop, ExtDstOpts, ExtDstOpts, ExtRouting, ExtAH, ExtFragment}
+	out := make([]ExtHeader, n)
+	for i := range out {
+		x := ExtHeader{Type: types[c.rng.IntN(len(types))]}
+		if i == 0 && c.rng.IntN(2) == 0 {
+			x.Type = ExtHopByHop
+		}
+		if sound && ((i > 0 && x.Type == ExtHopByHop) || x.Type == ExtFragment) {
+			x.Type = ExtDstOpts
+		}
+		switch x.Type {
+		case ExtAH:
+			x.Len = 16 + 8*c.rng.IntN(3)
+		case ExtFragment:
+			x.ID = c.rng.Uint32()
+		default:
+			x.Len = 8 * (1 + c.rng.IntN(4))
+		}
+		out[i] = x
+	}
+	return out
 }
 
 // inner returns a mirrored packet of kind and (about) size bytes; real
@@ -286,8 +347,18 @@ func (c *corpusGen) valid(m Mirror) []byte {
 // non-first fragments, or only the first.
 func (c *corpusGen) fragments() []CorpusFrame {
 	m := c.mirror()
-	if !m.Router.Is4() {
+	if c.rng.IntN(3) == 0 {
+		// Outer IPv6 fragments, behind up to two extension headers.
+		m.Router, m.Collector = c.addr6(), c.addr6()
+		m.IPOptions, m.UDPChecksum = nil, true
+		m.IPv6Ext = nil
+		if c.rng.IntN(2) == 0 {
+			m.IPv6Ext = c.ext6(1+c.rng.IntN(2), true)
+		}
+		m.IPv6FragID = c.rng.Uint32()
+	} else if !m.Router.Is4() {
 		m.Router, m.Collector = c.addr4(), c.addr4()
+		m.IPv6Ext = nil
 	}
 	var d []byte
 	for len(d) < 300 { // an LCP echo is too short to fragment
@@ -333,14 +404,14 @@ func (c *corpusGen) fragments() []CorpusFrame {
 // copy of another, at random places after the original or before it; the
 // set is in order or reversed.
 func (c *corpusGen) duplicated(frames [][]byte) [][]byte {
+	first := frames[0] // Frames puts the first fragment first
 	if c.rng.IntN(2) == 0 {
 		slices.Reverse(frames)
 		frames = slices.Clone(frames)
 	}
-	first := slices.IndexFunc(frames, isFirstFragment)
-	copies := [][]byte{frames[first]}
+	copies := [][]byte{first}
 	if c.rng.IntN(2) == 0 {
-		copies = append(copies, frames[first])
+		copies = append(copies, first)
 	}
 	if c.rng.IntN(3) == 0 {
 		copies = append(copies, frames[c.rng.IntN(len(frames))])

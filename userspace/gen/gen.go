@@ -81,10 +81,16 @@ type Mirror struct {
 	// do over IPv4. RFC 8200 forbids 0 over IPv6 and Linux drops such
 	// datagrams, so an IPv6 router would have to set it.
 	UDPChecksum bool
-	// MTU, if > 0, fragments an outer IPv4 packet larger than MTU into RFC
-	// 791 fragments of at most MTU bytes. Outer IPv6 larger than MTU is an
-	// error: routers don't fragment IPv6 in transit.
+	// MTU, if > 0, fragments an outer packet larger than MTU into
+	// fragments of at most MTU bytes: RFC 791 for IPv4, RFC 8200 for IPv6
+	// (IPv6Ext are then the unfragmentable part, ahead of the fragment
+	// header, as a router fragmenting its own mirror traffic sends them).
 	MTU int
+	// IPv6Ext are outer IPv6 extension headers between the fixed header
+	// and UDP, in order.
+	IPv6Ext []ExtHeader
+	// IPv6FragID is the identification of outer IPv6 fragments.
+	IPv6FragID uint32
 }
 
 func (m Mirror) ports() (src, dst uint16) {
@@ -124,6 +130,12 @@ func (m Mirror) validate() error {
 	}
 	if len(m.IPOptions) > 0 && !m.Router.Is4() {
 		return errors.New("IP options are only supported on outer IPv4")
+	}
+	if len(m.IPv6Ext) > 0 && m.Router.Is4() {
+		return errors.New("IPv6 extension headers are only supported on outer IPv6")
+	}
+	if _, _, err := extChain(m.IPv6Ext, protoUDP); err != nil {
+		return err
 	}
 	return nil
 }
@@ -175,7 +187,11 @@ func (m Mirror) Datagram() ([]byte, error) {
 		}
 		return p, nil
 	}
-	p, err := ipv6Packet(m.Router, m.Collector, protoUDP, m.ttl(), u)
+	chain, next, err := extChain(m.IPv6Ext, protoUDP)
+	if err != nil {
+		return nil, fmt.Errorf("jmirror datagram: %w", err)
+	}
+	p, err := ipv6Packet(m.Router, m.Collector, next, m.ttl(), append(chain, u...))
 	if err != nil {
 		return nil, fmt.Errorf("jmirror datagram: %w", err)
 	}
@@ -201,10 +217,14 @@ func (m Mirror) Frames() ([][]byte, error) {
 	}
 	pkts := [][]byte{d}
 	if m.MTU > 0 && len(d) > m.MTU {
-		if !m.Router.Is4() {
-			return nil, fmt.Errorf("jmirror frames: outer IPv6 packet of %d bytes exceeds MTU %d", len(d), m.MTU)
+		if m.Router.Is4() {
+			pkts, err = FragmentIPv4(d, m.MTU)
+		} else {
+			el := extLen(m.IPv6Ext)
+			pkts, err = FragmentIPv6([ipv6HeaderLen]byte(d[:ipv6HeaderLen]), m.IPv6Ext, protoUDP,
+				d[ipv6HeaderLen+el:], m.MTU, m.IPv6FragID)
 		}
-		if pkts, err = FragmentIPv4(d, m.MTU); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("jmirror frames: %w", err)
 		}
 	}
@@ -234,7 +254,11 @@ func (m Mirror) HeaderOffset() int {
 	if m.Router.Is4() {
 		return off + ipv4HeaderLen + pad4(len(m.IPOptions))
 	}
-	return off + ipv6HeaderLen
+	off += ipv6HeaderLen + extLen(m.IPv6Ext)
+	if m.MTU > 0 && ipv6HeaderLen+extLen(m.IPv6Ext)+udpHeaderLen+HeaderLen+len(m.Inner) > m.MTU {
+		off += ipv6FragHdrLen
+	}
+	return off
 }
 
 // EthernetFrame wraps an L3 packet in Ethernet (and VLAN tags) and pads it to

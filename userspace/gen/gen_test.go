@@ -194,18 +194,21 @@ func TestMirrorFrame(t *testing.T) {
 func TestMirrorErrors(t *testing.T) {
 	big := make([]byte, 3000)
 	tests := map[string]Mirror{
-		"no router":         {Collector: c4},
-		"mixed families":    {Router: r4, Collector: c6},
-		"mid over 30 bits":  {Router: r4, Collector: c4, MID: 1 << 30},
-		"version over 3":    {Router: r4, Collector: c4, Version: 4},
-		"options too long":  {Router: r4, Collector: c4, IPOptions: make([]byte, 41)},
-		"options on ipv6":   {Router: r6, Collector: c6, IPOptions: []byte{1}},
-		"ipv6 over mtu":     {Router: r6, Collector: c6, Inner: big, MTU: 1500},
-		"mtu too small":     {Router: r4, Collector: c4, Inner: big, MTU: 27},
-		"udp too long":      {Router: r4, Collector: c4, Inner: make([]byte, 65535-15)},
-		"ipv4 total > 64k":  {Router: r4, Collector: c4, Inner: make([]byte, 65535-16-19)},
-		"vlan id too large": {Router: r4, Collector: c4, VLANs: []VLAN{{ID: 4096}}},
-		"bad mac":           {Router: r4, Collector: c4, SrcMAC: net.HardwareAddr{1, 2, 3}},
+		"no router":          {Collector: c4},
+		"mixed families":     {Router: r4, Collector: c6},
+		"mid over 30 bits":   {Router: r4, Collector: c4, MID: 1 << 30},
+		"version over 3":     {Router: r4, Collector: c4, Version: 4},
+		"options too long":   {Router: r4, Collector: c4, IPOptions: make([]byte, 41)},
+		"options on ipv6":    {Router: r6, Collector: c6, IPOptions: []byte{1}},
+		"ipv6 mtu too small": {Router: r6, Collector: c6, Inner: big, MTU: 55},
+		"ext on ipv4":        {Router: r4, Collector: c4, IPv6Ext: []ExtHeader{{Type: ExtHopByHop}}},
+		"ext length":         {Router: r6, Collector: c6, IPv6Ext: []ExtHeader{{Type: ExtRouting, Len: 12}}},
+		"ext ESP":            {Router: r6, Collector: c6, IPv6Ext: []ExtHeader{{Type: ExtESP}}},
+		"mtu too small":      {Router: r4, Collector: c4, Inner: big, MTU: 27},
+		"udp too long":       {Router: r4, Collector: c4, Inner: make([]byte, 65535-15)},
+		"ipv4 total > 64k":   {Router: r4, Collector: c4, Inner: make([]byte, 65535-16-19)},
+		"vlan id too large":  {Router: r4, Collector: c4, VLANs: []VLAN{{ID: 4096}}},
+		"bad mac":            {Router: r4, Collector: c4, SrcMAC: net.HardwareAddr{1, 2, 3}},
 	}
 	for name, m := range tests {
 		if _, err := m.Frames(); err == nil {
@@ -949,6 +952,7 @@ func TestCorpus(t *testing.T) {
 	var v4opts, v6, versions, checksummed int
 	var fragFrames []ipv4Frag
 	dupFirsts := map[string]int{}
+	v6frags := 0
 	for i, f := range labeled {
 		kinds[f.Kind]++
 		if len(f.Data) < 14 || len(f.Data) > 1514+4*3 {
@@ -1010,12 +1014,22 @@ func TestCorpus(t *testing.T) {
 			}
 		case CorpusFragment, CorpusFragmentReversed:
 			p := decode(t, f.Data)
-			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			if !ok {
+				if p.Layer(layers.LayerTypeIPv6Fragment) == nil {
+					t.Fatalf("frame %d: a fragment neither IPv4 nor IPv6: %x", i, f.Data)
+				}
+				v6frags++
+				continue
+			}
 			off := l3Offset(p)
 			fragFrames = append(fragFrames, parseFrag(t, f.Data[off:off+int(ip.Length)]))
 		}
 	}
-	for _, k := range []string{CorpusJmirror, CorpusV4Embedded, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly,
+	if v6frags == 0 {
+		t.Error("no outer IPv6 fragments")
+	}
+	for _, k := range []string{CorpusIPv6Ext, CorpusJmirror, CorpusV4Embedded, CorpusFragment, CorpusFragmentOrphan, CorpusFragmentFirstOnly,
 		CorpusFragmentReversed, CorpusFragmentDuplicated, CorpusNoise,
 		CorpusMutFlip, CorpusMutTruncate, CorpusMutUDPLen, CorpusMutShortPayload, CorpusMutIPLen, CorpusMutIHL,
 		CorpusMutVLAN3, CorpusMutEtherType, CorpusMutPort, CorpusMutProto, CorpusMutFragFlags} {
@@ -1062,5 +1076,50 @@ func TestCorpus(t *testing.T) {
 	}
 	if complete < len(sets)*9/10 {
 		t.Errorf("only %d of %d fragment sets reassemble", complete, len(sets))
+	}
+}
+
+// TestIPv6Fragments: RFC 8200 fragments of an outer IPv6 datagram behind
+// extension headers carry the unfragmentable part each, offsets on the
+// 8-byte grid, M on all but the last, and put back together give the
+// datagram's UDP bytes.
+func TestIPv6Fragments(t *testing.T) {
+	m := Mirror{Router: netip.MustParseAddr("2001:db8::1"), Collector: netip.MustParseAddr("2001:db8::100"),
+		MID: 1, SID: 2, Inner: make([]byte, 4000), MTU: 1500, IPv6FragID: 0xdeadbeef,
+		IPv6Ext: []ExtHeader{{Type: ExtHopByHop}, {Type: ExtRouting, Len: 24}}}
+	for i := range m.Inner {
+		m.Inner[i] = byte(i)
+	}
+	fs, err := m.Frames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 3 {
+		t.Fatalf("%d fragments, want 3", len(fs))
+	}
+	var udp []byte
+	for i, f := range fs {
+		ip := f[ethHeaderLen:]
+		if len(ip) > 1500 || ip[6] != ExtHopByHop || ip[40] != ExtRouting || ip[48] != ExtFragment {
+			t.Fatalf("fragment %d: %d bytes, chain %d %d %d", i, len(ip), ip[6], ip[40], ip[48])
+		}
+		fh := ip[72:80]
+		off, more := int(binary.BigEndian.Uint16(fh[2:])&0xfff8), fh[3]&1 == 1
+		if fh[0] != protoUDP || binary.BigEndian.Uint32(fh[4:]) != 0xdeadbeef || off != len(udp) || more != (i < 2) {
+			t.Fatalf("fragment %d: header % x, offset %d, have %d", i, fh, off, len(udp))
+		}
+		pl := int(binary.BigEndian.Uint16(ip[4:]))
+		udp = append(udp, ip[80:40+pl]...)
+	}
+	if m.HeaderOffset() != ethHeaderLen+80+udpHeaderLen {
+		t.Errorf("HeaderOffset %d", m.HeaderOffset())
+	}
+	m.MTU = 0
+	d, err := m.Datagram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(udp, d[72:]) {
+		t.Errorf("reassembled fragments differ from the datagram's UDP")
 	}
 }

@@ -51,6 +51,14 @@ type TrafficConfig struct {
 	NoiseRatio float64
 	Start      time.Time // first timestamp; zero: 2025-01-06 09:00 UTC
 	Rate       float64   // frames per second of pcap time; 0: 100000
+	// MTU is the outer link's (0: TrafficMTU): fragmented datagrams are
+	// made larger than it, the others fit it. 1280..65535.
+	MTU int
+	// IPv6 is the share of routers that send over outer IPv6 (from
+	// 2001:db8:ff::/64 to DemoNetwork's Collector6), with the extension
+	// headers IPv6Ext; their fragmented datagrams are RFC 8200 fragments.
+	IPv6    float64
+	IPv6Ext []ExtHeader
 }
 
 // SimpleIMIX is the simple IMIX size mix: 7 x 64, 4 x 576, 1 x 1400 bytes.
@@ -98,6 +106,13 @@ func (cfg TrafficConfig) validate() error {
 		return errors.New("fragment and malformed ratios must be in [0, 1], noise in [0, 100]")
 	case cfg.Rate < 0:
 		return errors.New("rate must not be negative")
+	case cfg.MTU != 0 && (cfg.MTU < 1280 || cfg.MTU > 65535):
+		return fmt.Errorf("MTU %d: want 1280 to 65535", cfg.MTU)
+	case !ratio(cfg.IPv6):
+		return errors.New("the IPv6 share must be in [0, 1]")
+	}
+	if _, _, err := extChain(cfg.IPv6Ext, protoUDP); err != nil {
+		return fmt.Errorf("IPv6 extension headers: %w", err)
 	}
 	for _, s := range cfg.Sizes {
 		if s.Size < 0 || s.Size > 9000 || s.Weight < 0 {
@@ -168,6 +183,9 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 	if cfg.Rate == 0 {
 		cfg.Rate = 100000
 	}
+	if cfg.MTU == 0 {
+		cfg.MTU = TrafficMTU
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, Summary{}, fmt.Errorf("traffic: %w", err)
 	}
@@ -201,6 +219,16 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 		}
 		routerMACs[i] = net.HardwareAddr{2, 0, 0, 1, byte(i >> 8), byte(i)}
 		ipids[i] = uint16(rng.Uint32())
+	}
+	if cfg.IPv6 > 0 {
+		// A separate stream, so that IPv4-only traffic stays what it was
+		// for a seed.
+		r6 := rand.New(rand.NewPCG(cfg.Seed, 0x69707636)) // "ipv6"
+		for i := range routers {
+			if r6.Float64() < cfg.IPv6 {
+				routers[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 14: byte((i + 1) >> 8), 15: byte(i + 1)})
+			}
+		}
 	}
 
 	streams := make([]trafficStream, 0, cfg.Intercepts*cfg.SessionsPer)
@@ -249,9 +277,15 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 		malformed := cfg.MalformedRatio > 0 && rng.Float64() < cfg.MalformedRatio
 		frag := !malformed && cfg.FragmentRatio > 0 && rng.Float64() < cfg.FragmentRatio
 		size := cfg.Sizes[sizes.draw(rng)].Size
+		v4 := routers[ri].Is4()
+		overhead := ipv4HeaderLen + udpHeaderLen + HeaderLen
+		if !v4 {
+			overhead = ipv6HeaderLen + extLen(cfg.IPv6Ext) + udpHeaderLen + HeaderLen
+		}
 		if frag {
-			// Outer IPv4 20 + UDP 8 + Jmirror 8 + inner > MTU: two fragments.
-			size = TrafficMTU - 36 + 1 + rng.IntN(1400)
+			// Outer headers + inner > MTU: two fragments (or more with a
+			// large MTU's own fragment headers).
+			size = cfg.MTU - overhead + 1 + rng.IntN(1400)
 		}
 		kind := cfg.Kinds[kinds.draw(rng)].Kind
 		var inner []byte
@@ -260,11 +294,15 @@ func Traffic(cfg TrafficConfig) ([]Packet, Summary, error) {
 			SrcMAC: routerMACs[ri], DstMAC: dn.CollectorMAC,
 			Router: routers[ri], Collector: dn.Collector, Port: cfg.Port,
 			MID: s.id.MID, SID: s.id.SID, Inner: inner,
-			IPID: ipids[ri], MTU: TrafficMTU,
+			IPID: ipids[ri], MTU: cfg.MTU,
+		}
+		if !v4 {
+			m.Collector, m.UDPChecksum, m.IPv6Ext = dn.Collector6, true, cfg.IPv6Ext
+			m.IPv6FragID = uint32(ipids[ri])<<16 | uint32(n&0xffff)
 		}
 		ipids[ri]++
 		var frames [][]byte
-		if outerLen := ipv4HeaderLen + udpHeaderLen + HeaderLen + len(inner); outerLen <= m.MTU {
+		if outerLen := overhead + len(inner); v4 && outerLen <= m.MTU {
 			one[0] = frameArena.mirrorFrame(&m, outerLen)
 			frames = one[:]
 		} else if frames, err = m.Frames(); err != nil {

@@ -355,3 +355,87 @@ func TestTrafficGolden(t *testing.T) {
 		})
 	}
 }
+
+// jumboTrafficConfig is traffic at MTU 9000 with jumbo inner packets, half
+// of the routers over outer IPv6 behind hop-by-hop and destination
+// options, fragments of both families.
+func jumboTrafficConfig() gen.TrafficConfig {
+	cfg := trafficTestConfig()
+	cfg.Packets = 1500
+	cfg.Routers = 4
+	cfg.MTU = 9000
+	cfg.IPv6 = 0.5
+	cfg.IPv6Ext = []gen.ExtHeader{{Type: gen.ExtHopByHop}, {Type: gen.ExtDstOpts, Len: 16}}
+	cfg.Sizes = []gen.SizeWeight{{Size: 64, Weight: 3}, {Size: 1400, Weight: 2}, {Size: 8900, Weight: 2}}
+	cfg.FragmentRatio = 0.1
+	return cfg
+}
+
+// Both engines count jumbo, IPv6-extension and IPv6-fragment traffic as
+// the generator made it, and so does tshark.
+func TestTrafficJumboIPv6(t *testing.T) {
+	cfg := jumboTrafficConfig()
+	pkts, sum, err := gen.Traffic(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v6, jumbo, v6frags int
+	for _, p := range pkts {
+		if len(p.Data) > 1514+8 {
+			jumbo++
+		}
+		if len(p.Data) > 14 && p.Data[12] == 0x86 && p.Data[13] == 0xdd {
+			v6++
+			if p.Data[14+6] == gen.ExtHopByHop && p.Data[14+40] == gen.ExtDstOpts && p.Data[14+48] == gen.ExtFragment {
+				v6frags++
+			}
+		}
+		if len(p.Data) > 9014 {
+			t.Fatalf("a %d-byte frame over MTU 9000", len(p.Data))
+		}
+	}
+	if v6 == 0 || jumbo == 0 || v6frags == 0 || sum.Fragmented == 0 {
+		t.Fatalf("%d IPv6 frames, %d jumbo, %d IPv6 fragments, %d fragmented datagrams: want some of each", v6, jumbo, v6frags, sum.Fragmented)
+	}
+	path, _ := writeTrafficPcap(t, cfg)
+	for _, eng := range []decode.Engine{decode.EngineGo, decode.EngineBPF} {
+		t.Run(string(eng), func(t *testing.T) {
+			if eng == decode.EngineBPF {
+				testenv.RequireRoot(t)
+			}
+			rep, err := decode.Files([]string{path}, decode.Options{Ports: []uint16{cfg.Port}, Engine: eng})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkReport(t, rep, sum)
+		})
+	}
+	t.Run("tshark", func(t *testing.T) {
+		tshark := testenv.Tool(t, "tshark")
+		cfg.MalformedRatio = 0
+		path, sum := writeTrafficPcap(t, cfg)
+		out, err := exec.Command(tshark, "-r", path, "-d", fmt.Sprintf("udp.port==%d,jmirror", cfg.Port),
+			"-T", "fields", "-e", "jmirror.mid", "-e", "jmirror.sid").Output()
+		if err != nil {
+			t.Fatalf("tshark: %v", err)
+		}
+		got := map[gen.StreamID]uint64{}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Split(line, "\t")
+			if len(f) != 2 || f[0] == "" {
+				continue
+			}
+			mid, err1 := strconv.ParseUint(f[0], 0, 32)
+			sid, err2 := strconv.ParseUint(f[1], 0, 32)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("tshark line %q", line)
+			}
+			got[gen.StreamID{MID: uint32(mid) & gen.MaxMID, SID: uint32(sid)}]++
+		}
+		for id, c := range sum.Streams {
+			if got[id] != c.Packets {
+				t.Errorf("stream %#x/%#x: tshark counts %d, want %d", id.MID, id.SID, got[id], c.Packets)
+			}
+		}
+	})
+}

@@ -83,6 +83,7 @@ type Engine struct {
 	policy     map[policyKey]maps.Action
 	streams    map[maps.StreamKey]*maps.StreamStats
 	frags      map[FragKey]fragEntry
+	frags6     map[Frag6Key]fragEntry
 	pairs      map[pairKey]pairSeen
 	untrusted  map[netip.Addr]uint64
 	candidates map[uint16]maps.Candidate
@@ -104,6 +105,7 @@ func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 		policy:     make(map[policyKey]maps.Action),
 		streams:    make(map[maps.StreamKey]*maps.StreamStats),
 		frags:      make(map[FragKey]fragEntry),
+		frags6:     make(map[Frag6Key]fragEntry),
 		pairs:      make(map[pairKey]pairSeen),
 		untrusted:  make(map[netip.Addr]uint64),
 		candidates: make(map[uint16]maps.Candidate),
@@ -192,6 +194,30 @@ func (e *Engine) Process(frame []byte) Result {
 		e.count(maps.StatNotJmirror, 1)
 		return r
 	}
+	if h.ExtTooLong {
+		r.Class = ClassIPv6ExtTooLong
+		e.count(maps.StatIPv6ExtLong, 1)
+		return r
+	}
+	if h.LaterFragment && h.Frag6 {
+		// As the kernel's handle_later_fragment6: never held.
+		fe, found := e.frags6[h.Frag6Key]
+		switch {
+		case !found, fe.notJmirror:
+			r.Class = ClassFragUnmatched
+			e.count(maps.StatFragUnmatched, 1)
+		case fe.untrusted:
+			r.Class = ClassUntrusted
+			r.Verdict = e.dropUntrusted(h.Router)
+		default:
+			r.Class = ClassFragTracked
+			r.Action = fe.action
+			r.Header.MID, r.Header.SID = fe.mid, fe.sid
+			e.count(maps.StatFragTracked, 1)
+			r.Verdict = e.apply(fe.action)
+		}
+		return r
+	}
 	if h.LaterFragment {
 		fe, found := e.frags[h.Frag]
 		switch {
@@ -219,6 +245,10 @@ func (e *Engine) Process(frame []byte) Result {
 	// or, from a pair whose early fragments are held, one saying so.
 	forget := func() {
 		if !h.FirstFragment {
+			return
+		}
+		if h.Frag6 {
+			delete(e.frags6, h.Frag6Key)
 			return
 		}
 		if h.Frag.Proto == protoUDP && e.pairHolds(h.Frag) {
@@ -250,7 +280,10 @@ func (e *Engine) Process(frame []byte) Result {
 		return r
 	}
 	if !e.trusted(h.Router) {
-		if h.FirstFragment {
+		switch {
+		case h.FirstFragment && h.Frag6:
+			e.frags6[h.Frag6Key] = fragEntry{untrusted: true}
+		case h.FirstFragment:
 			e.frags[h.Frag] = fragEntry{untrusted: true}
 		}
 		r.Class = ClassUntrusted
@@ -275,6 +308,9 @@ func (e *Engine) Process(frame []byte) Result {
 	if h.FirstFragment {
 		now, fp = e.clock(), h.Fingerprint(frame)
 		fe, ok := e.frags[h.Frag]
+		if h.Frag6 {
+			fe, ok = e.frags6[h.Frag6Key]
+		}
 		if ok && !fe.untrusted && !fe.notJmirror && fe.mid == h.MID && fe.sid == h.SID &&
 			fe.innerLen == h.InnerLen && fe.fingerprint == fp && recent(now, fe.firstSeen) {
 			// A copy: its datagram is counted already.
@@ -294,9 +330,15 @@ func (e *Engine) Process(frame []byte) Result {
 	}
 	if h.FirstFragment {
 		e.count(maps.StatFragFirst, 1)
-		e.frags[h.Frag] = fragEntry{mid: h.MID, sid: h.SID, action: r.Action,
+		fe := fragEntry{mid: h.MID, sid: h.SID, action: r.Action,
 			innerLen: h.InnerLen, firstSeen: now, fingerprint: fp}
-		e.notePair(h.Frag, r.Action, now)
+		if h.Frag6 {
+			// No pair is held over IPv6 (jm_frag_pairs is IPv4).
+			e.frags6[h.Frag6Key] = fe
+		} else {
+			e.frags[h.Frag] = fe
+			e.notePair(h.Frag, r.Action, now)
+		}
 	}
 	r.Verdict = e.apply(r.Action)
 	return r

@@ -14,7 +14,7 @@ import (
 // partition is the set of counters every frame lands in exactly once.
 var partition = []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort,
 	maps.StatMalformedTruncated, maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
-	maps.StatFragDuplicate, maps.StatFragHeld}
+	maps.StatFragDuplicate, maps.StatFragHeld, maps.StatIPv6ExtLong}
 
 // FuzzDecode feeds arbitrary frames to the Go decoder: it must never panic,
 // must put each frame in exactly one class, and must agree with the
@@ -29,6 +29,25 @@ func FuzzDecode(f *testing.F) {
 		Collector: netip.MustParseAddr("2001:db8::100"), MID: 1, SID: 1, Inner: []byte{0x45}}
 	if fr, err := mapped.Frame(); err == nil {
 		f.Add(fr)
+	}
+	// Outer IPv6 extension chains at and past the bound, and IPv6
+	// fragments behind hop-by-hop and routing headers.
+	r6, c6 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::100")
+	for _, n := range []int{jmirror.MaxIPv6Ext, jmirror.MaxIPv6Ext + 1} {
+		m := gen.Mirror{Router: r6, Collector: c6, MID: 2, SID: 2, Inner: []byte{0x45, 0}, UDPChecksum: true}
+		for range n {
+			m.IPv6Ext = append(m.IPv6Ext, gen.ExtHeader{Type: gen.ExtDstOpts})
+		}
+		if fr, err := m.Frame(); err == nil {
+			f.Add(fr)
+		}
+	}
+	frag := gen.Mirror{Router: r6, Collector: c6, MID: 3, SID: 3, Inner: make([]byte, 600), UDPChecksum: true, MTU: 300,
+		IPv6FragID: 9, IPv6Ext: []gen.ExtHeader{{Type: gen.ExtHopByHop}, {Type: gen.ExtRouting}}}
+	if frs, err := frag.Frames(); err == nil {
+		for _, fr := range frs {
+			f.Add(fr)
+		}
 	}
 	cfg := jmirror.Config{Ports: []uint16{30030}, DefaultAction: maps.ActionCapture}
 	eng := jmirror.NewEngine(cfg, nil)

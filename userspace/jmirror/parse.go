@@ -33,6 +33,17 @@ const (
 	ipOffsetMask    = 0x1fff
 	pppAddress      = 0xff
 	pppControl      = 0x03
+
+	// Outer IPv6 extension headers, as JM_IPV6_* in consts.h.
+	MaxIPv6Ext     = 8 // headers walked; a chain going on past them is ClassIPv6ExtTooLong
+	ipv6HopByHop   = 0
+	ipv6Routing    = 43
+	ipv6Fragment   = 44
+	ipv6AH         = 51
+	ipv6DstOpts    = 60
+	ipv6FragHdrLen = 8
+	ipv6OffsetMask = 0xfff8
+	ipv6MF         = 0x0001
 )
 
 // Class says what a frame is, exactly one per frame, as the kernel counts.
@@ -51,10 +62,13 @@ const (
 	// ClassFragHeld: a later fragment before its first, redirected for
 	// userspace to hold (its pair sends only captured Jmirror).
 	ClassFragHeld
+	// ClassIPv6ExtTooLong: outer IPv6 whose extension-header chain goes on
+	// past MaxIPv6Ext headers: passed, not walked further.
+	ClassIPv6ExtTooLong
 )
 
 var classNames = [...]string{"not_jmirror", "jmirror", "malformed_short", "malformed_truncated", "untrusted", "frag_tracked", "frag_unmatched",
-	"frag_duplicate", "frag_held"}
+	"frag_duplicate", "frag_held", "ipv6_ext_too_long"}
 
 func (c Class) String() string {
 	if c >= 0 && int(c) < len(classNames) {
@@ -70,6 +84,12 @@ type FragKey struct {
 	Proto    uint8
 }
 
+// Frag6Key is the outer IPv6 fragment identity (RFC 8200: no protocol).
+type Frag6Key struct {
+	Src, Dst [16]byte
+	ID       uint32
+}
+
 // Header is what one frame carries, before any state is consulted.
 type Header struct {
 	// IPOffset is where the outer IP header starts in the frame.
@@ -80,6 +100,15 @@ type Header struct {
 	// (MF set, offset 0); LaterFragment any other piece.
 	FirstFragment, LaterFragment bool
 	Frag                         FragKey
+	// Frag6: the fragment is an outer IPv6 one, keyed by Frag6Key (Frag is
+	// then unused).
+	Frag6    bool
+	Frag6Key Frag6Key
+	// ExtTooLong: an outer IPv6 extension-header chain longer than
+	// MaxIPv6Ext; nothing after the fixed header is read.
+	ExtTooLong bool
+	// ExtLen is the bytes of outer IPv6 extension headers before UDP.
+	ExtLen int
 
 	// Port is the UDP destination port; UDP is false when the frame has no
 	// UDP header this decoder reads.
@@ -147,13 +176,21 @@ func parseHeader(frame []byte) (h Header, ok bool) {
 			return h, false
 		}
 		ip := frame[off:]
-		if ip[0]>>4 != 6 || ip[6] != protoUDP {
+		if ip[0]>>4 != 6 {
 			return h, false
 		}
 		// Kept 16 bytes, never unmapped: ::ffff:a.b.c.d is not a.b.c.d.
 		h.Router = netip.AddrFrom16([16]byte(ip[8:24]))
 		ipEnd = off + ipv6HeaderLen + int(binary.BigEndian.Uint16(ip[4:]))
-		off += ipv6HeaderLen
+		start := off + ipv6HeaderLen
+		next, pos := walkIPv6Ext(frame, int(ip[6]), start, &h)
+		h.ExtLen = pos - start
+		if next == extTooLong || h.LaterFragment || next != protoUDP {
+			// Not Jmirror (or too long, or a later fragment), but a
+			// first fragment's record must still be forgotten.
+			return h, true
+		}
+		off = pos
 	default:
 		return h, false
 	}
@@ -166,6 +203,75 @@ func parseHeader(frame []byte) (h Header, ok bool) {
 	h.UDPLen = int(binary.BigEndian.Uint16(frame[off+4:]))
 	h.Limit = min(len(frame), ipEnd)
 	return h, true
+}
+
+const (
+	extNotJmirror = -1
+	extTooLong    = -2
+)
+
+// walkIPv6Ext walks the outer IPv6 extension headers from pos, as
+// parse_ip6_ext in bpf/include/parsing_helpers.h: at most MaxIPv6Ext, each
+// bounds-checked against the frame; hop-by-hop only first, one fragment
+// header, AH of a sound length, and no ESP. It returns the protocol ending
+// the chain and where it starts, extNotJmirror or extTooLong, and records
+// a fragment header in h.
+func walkIPv6Ext(frame []byte, next, pos int, h *Header) (int, int) {
+	fragSeen := false
+	for i := 0; i < MaxIPv6Ext; i++ {
+		var n int
+		switch next {
+		case ipv6HopByHop, ipv6Routing, ipv6DstOpts:
+			if next == ipv6HopByHop && i != 0 {
+				return extNotJmirror, pos
+			}
+			if pos+2 > len(frame) {
+				return extNotJmirror, pos
+			}
+			n = (int(frame[pos+1]) + 1) * 8
+		case ipv6AH:
+			if pos+2 > len(frame) {
+				return extNotJmirror, pos
+			}
+			n = (int(frame[pos+1]) + 2) * 4
+			if frame[pos+1] < 1 || n%8 != 0 {
+				return extNotJmirror, pos
+			}
+		case ipv6Fragment:
+			if fragSeen || pos+ipv6FragHdrLen > len(frame) {
+				return extNotJmirror, pos
+			}
+			fragSeen = true
+			offFlags := binary.BigEndian.Uint16(frame[pos+2:])
+			copy(h.Frag6Key.Src[:], frame[h.IPOffset+8:h.IPOffset+24])
+			copy(h.Frag6Key.Dst[:], frame[h.IPOffset+24:h.IPOffset+40])
+			h.Frag6Key.ID = binary.BigEndian.Uint32(frame[pos+4:])
+			switch {
+			case offFlags&ipv6OffsetMask != 0:
+				// What follows is payload, not headers.
+				h.Frag6, h.LaterFragment = true, true
+				return int(frame[pos]), pos + ipv6FragHdrLen
+			case offFlags&ipv6MF != 0:
+				h.Frag6, h.FirstFragment = true, true
+			}
+			// Else an atomic fragment (RFC 6946): a whole datagram.
+			n = ipv6FragHdrLen
+		default:
+			return next, pos
+		}
+		if pos+n > len(frame) {
+			return extNotJmirror, pos
+		}
+		next = int(frame[pos])
+		pos += n
+	}
+	switch next {
+	case ipv6HopByHop, ipv6Routing, ipv6DstOpts, ipv6AH, ipv6Fragment:
+		h.ExtTooLong = true
+		h.Frag6, h.FirstFragment = false, false
+		return extTooLong, pos
+	}
+	return next, pos
 }
 
 // lengthClass applies the malformed checks, in the kernel's order.

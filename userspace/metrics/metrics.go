@@ -269,6 +269,8 @@ var (
 		"Times the kernel found the socket's fill ring empty (XDP_STATISTICS rx_fill_ring_empty_descs).", "queue")
 	famXSKInvalid = newFamily("jmxdp_xsk_rx_invalid_descs_total", counter,
 		"Fill ring descriptors the kernel rejected (XDP_STATISTICS rx_invalid_descs).", "queue")
+	famXSKChains = newFamily("jmxdp_xsk_multibuffer_frames_total", counter,
+		"Frames larger than a UMEM frame, which arrive as chains of descriptors (XDP_USE_SG), by outcome: joined into one packet, or dropped for a chain longer than 18 buffers.", "queue", "outcome")
 	famQueueDrops = newFamily("jmxdp_capture_queue_drops_total", counter,
 		"Frames dropped after the RX ring because the batch pool (capture.queue_memory) was empty: decoding or writing is too slow.", "queue")
 	famXSKInfo = newFamily("jmxdp_xsk_info", gauge,
@@ -365,7 +367,7 @@ const maxCandidatePorts = 20
 var frameClasses = []maps.Stat{
 	maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
 	maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
-	maps.StatFragDuplicate, maps.StatFragHeld,
+	maps.StatFragDuplicate, maps.StatFragHeld, maps.StatIPv6ExtLong,
 }
 
 // Names lists every metric family name the Collector can export.
@@ -715,6 +717,8 @@ func (c *Collector) collectCapture(ch chan<- prometheus.Metric, s capture.Stats)
 		emit(ch, famXSKFrames, float64(q.Frames), queue)
 		emit(ch, famXSKBytes, float64(q.Bytes), queue)
 		emit(ch, famQueueDrops, float64(q.Dropped), queue)
+		emit(ch, famXSKChains, float64(q.Chains.Joined), queue, "joined")
+		emit(ch, famXSKChains, float64(q.Chains.Dropped), queue, "dropped")
 		if q.KernelOK {
 			emit(ch, famXSKRxDropped, float64(q.Kernel.RxDropped), queue)
 			emit(ch, famXSKRingFull, float64(q.Kernel.RxRingFull), queue)

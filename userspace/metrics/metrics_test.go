@@ -262,7 +262,8 @@ func fakeCapture() capture.Stats {
 	return capture.Stats{
 		Queues: []capture.QueueStats{
 			{Queue: 0, Mode: "zerocopy", Frames: 100, Bytes: 64000, Dropped: 2, KernelOK: true,
-				Kernel: afxdp.Stats{RxDropped: 3, RxInvalidDescs: 4, RxRingFull: 5, RxFillRingEmptyDescs: 6}},
+				Kernel: afxdp.Stats{RxDropped: 3, RxInvalidDescs: 4, RxRingFull: 5, RxFillRingEmptyDescs: 6},
+				SG:     true, Chains: afxdp.ChainStats{Joined: 11, Dropped: 1}},
 			{Queue: 3, Mode: "copy", Frames: 7, Bytes: 700, Dropped: 0}, // XDP_STATISTICS unreadable
 		},
 		QueueDrops: 2, Unexpected: 1, NoMetadata: 9, Fragments: 12,
@@ -312,7 +313,7 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_frames_total", map[string]float64{
 		"class=not_jmirror": 6, "class=jmirror": 18, "class=malformed_short": 1, "class=malformed_truncated": 1,
 		"class=untrusted": 6, "class=frag_tracked": nf - 1, "class=frag_unmatched": 1,
-		"class=frag_duplicate": 0, "class=frag_held": 0,
+		"class=frag_duplicate": 0, "class=frag_held": 0, "class=ipv6_ext_too_long": 0,
 	})
 	ctr, err := tb.prog.Maps.Counters()
 	if err != nil {
@@ -401,6 +402,8 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_xsk_rx_invalid_descs_total", map[string]float64{"queue=0": 4})
 	checkFamily(t, got, "jmxdp_xsk_rx_ring_full_total", map[string]float64{"queue=0": 5})
 	checkFamily(t, got, "jmxdp_xsk_fill_ring_empty_total", map[string]float64{"queue=0": 6})
+	checkFamily(t, got, "jmxdp_xsk_multibuffer_frames_total", map[string]float64{
+		"queue=0,outcome=joined": 11, "queue=0,outcome=dropped": 1, "queue=3,outcome=joined": 0, "queue=3,outcome=dropped": 0})
 	checkFamily(t, got, "jmxdp_capture_unexpected_frames_total", map[string]float64{"": 1})
 	checkFamily(t, got, "jmxdp_capture_frames_without_timestamp_total", map[string]float64{"": 9})
 	checkFamily(t, got, "jmxdp_reassembly_fragments_total", map[string]float64{"": 12})

@@ -19,7 +19,7 @@ func KeyOf(pkt []byte) (Key, bool) {
 	var k key
 	copy(k.src[:], pkt[12:16])
 	copy(k.dst[:], pkt[16:20])
-	k.id = binary.BigEndian.Uint16(pkt[4:6])
+	k.id = uint32(binary.BigEndian.Uint16(pkt[4:6]))
 	k.proto = pkt[9]
 	return Key{k}, true
 }

@@ -1,4 +1,4 @@
-// Package reasm reassembles fragmented IPv4 datagrams within fixed memory
+// Package reasm reassembles fragmented IPv4 and IPv6 datagrams within fixed memory
 // bounds. Jmirror rides on UDP, and only the first fragment of a fragmented
 // datagram carries the UDP header, so the live path hands every fragment of
 // a captured stream to userspace to be put back together here.
@@ -49,8 +49,8 @@ const (
 
 // Errors returned by Add, wrapped with details; test with errors.Is.
 var (
-	// ErrMalformed: the packet is not a sound IPv4 packet or fragment.
-	ErrMalformed = errors.New("malformed IPv4 packet")
+	// ErrMalformed: the packet is not a sound IPv4 or IPv6 packet or fragment.
+	ErrMalformed = errors.New("malformed IP packet")
 	// ErrTooBig: the fragments describe a datagram over 65535 bytes.
 	ErrTooBig = errors.New("reassembled IPv4 datagram over 65535 bytes")
 	// ErrOverlap: a fragment overlaps received data with different bytes, or
@@ -75,14 +75,20 @@ type Stats struct {
 	Duplicates   uint64 // fragments discarded as copies
 }
 
+// key is an IPv4 datagram's (src, dst, id, proto), or an IPv6 one's (src,
+// dst, id) with v6 set: RFC 8200 keys no protocol.
 type key struct {
-	src, dst [4]byte
-	id       uint16
+	src, dst [16]byte
+	id       uint32
 	proto    uint8
+	v6       bool
 }
 
 func (k key) String() string {
-	return fmt.Sprintf("%v->%v id %#04x proto %d", netip.AddrFrom4(k.src), netip.AddrFrom4(k.dst), k.id, k.proto)
+	if k.v6 {
+		return fmt.Sprintf("%v->%v id %#08x", netip.AddrFrom16(k.src), netip.AddrFrom16(k.dst), k.id)
+	}
+	return fmt.Sprintf("%v->%v id %#04x proto %d", netip.AddrFrom4([4]byte(k.src[:4])), netip.AddrFrom4([4]byte(k.dst[:4])), k.id, k.proto)
 }
 
 // span is a received byte range [start, end) of a datagram's payload.
@@ -173,6 +179,9 @@ func (r *Reassembler) Stats() Stats {
 // are dropped first.
 func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete bool, err error) {
 	r.Expire(now)
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return r.add6(now, pkt)
+	}
 
 	if len(pkt) < minHeaderLen {
 		return r.malformed("%d bytes, shorter than an IPv4 header", len(pkt))
@@ -203,10 +212,17 @@ func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete 
 	var k key
 	copy(k.src[:], pkt[12:16])
 	copy(k.dst[:], pkt[16:20])
-	k.id = binary.BigEndian.Uint16(pkt[4:6])
+	k.id = uint32(binary.BigEndian.Uint16(pkt[4:6]))
 	k.proto = pkt[9]
+	return r.addFragment(now, k, off, mf, pkt[hl:], pkt[:hl])
+}
 
-	payload := pkt[hl:]
+// addFragment takes one fragment of datagram k: its payload at off, mf,
+// and header, the datagram's header to keep if this is its first fragment
+// (for IPv6 the unfragmentable part, its last next header already set to
+// what the fragment header named).
+func (r *Reassembler) addFragment(now time.Time, k key, off int, mf bool, payload, header []byte) ([]byte, bool, error) {
+	hl := len(header)
 	if len(payload) == 0 {
 		return r.malformed("%v: empty fragment at offset %d", k, off)
 	}
@@ -254,7 +270,7 @@ func (r *Reassembler) Add(now time.Time, pkt []byte) (datagram []byte, complete 
 			r.evict(d)
 			return nil, false, nil
 		}
-		d.header = append([]byte(nil), pkt[:hl]...)
+		d.header = append([]byte(nil), header...)
 	} else if dup {
 		r.stats.Duplicates++
 		return nil, false, nil
@@ -442,6 +458,9 @@ func (r *Reassembler) complete(d *partial, now time.Time) ([]byte, bool, error) 
 		return nil, false, nil
 	}
 	r.drop(d)
+	if d.key.v6 {
+		return r.complete6(d, now)
+	}
 	hl := len(d.header)
 	if hl+d.total > maxDatagram {
 		r.stats.TooBig++
@@ -528,4 +547,98 @@ func (s *Stats) Add(o Stats) {
 	s.Duplicates += o.Duplicates
 	s.Pending += o.Pending
 	s.PendingBytes += o.PendingBytes
+}
+
+// IPv6 (RFC 8200 section 4.5).
+const (
+	ipv6HeaderLen  = 40
+	ipv6FragHdrLen = 8
+	maxIPv6Payload = 65535
+	// maxIPv6Ext bounds the headers walked to the fragment header, as the
+	// XDP program's JM_IPV6_MAX_EXT.
+	maxIPv6Ext = 8
+)
+
+// add6 takes an IPv6 packet: one without a fragment header comes straight
+// back, cut to its payload length; a fragment is kept as IPv4 ones are,
+// its unfragmentable part (the headers before the fragment header) the
+// datagram's header.
+func (r *Reassembler) add6(now time.Time, pkt []byte) ([]byte, bool, error) {
+	if len(pkt) < ipv6HeaderLen {
+		return r.malformed("%d bytes, shorter than an IPv6 header", len(pkt))
+	}
+	tot := ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:6]))
+	if tot > len(pkt) {
+		return r.malformed("payload length %d but only %d bytes", tot-ipv6HeaderLen, len(pkt)-ipv6HeaderLen)
+	}
+	pkt = pkt[:tot]
+	// Walk to the fragment header; nextAt is where the byte naming the
+	// current header lies.
+	next, nextAt, pos := int(pkt[6]), 6, ipv6HeaderLen
+	for i := 0; ; i++ {
+		if i == maxIPv6Ext {
+			return r.malformed("more than %d IPv6 extension headers", maxIPv6Ext)
+		}
+		var n int
+		switch next {
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			if pos+2 > len(pkt) {
+				return r.malformed("IPv6 extension header cut at byte %d", pos)
+			}
+			n = (int(pkt[pos+1]) + 1) * 8
+		case 44:
+			if pos+ipv6FragHdrLen > len(pkt) {
+				return r.malformed("IPv6 fragment header cut at byte %d", pos)
+			}
+			return r.frag6(now, pkt, nextAt, pos)
+		default:
+			return pkt, true, nil // not a fragment
+		}
+		if pos+n > len(pkt) {
+			return r.malformed("IPv6 extension header of %d bytes cut at byte %d", n, pos)
+		}
+		next, nextAt, pos = int(pkt[pos]), pos, pos+n
+	}
+}
+
+// frag6 takes the IPv6 fragment whose fragment header is at pos, named by
+// the next-header byte at nextAt.
+func (r *Reassembler) frag6(now time.Time, pkt []byte, nextAt, pos int) ([]byte, bool, error) {
+	fh := pkt[pos : pos+ipv6FragHdrLen]
+	v := binary.BigEndian.Uint16(fh[2:4])
+	off, mf := int(v&0xfff8), v&1 != 0
+	if off == 0 && !mf {
+		// An atomic fragment (RFC 6946): the datagram, its fragment
+		// header taken out.
+		out := make([]byte, 0, len(pkt)-ipv6FragHdrLen)
+		out = append(out, pkt[:pos]...)
+		out = append(out, pkt[pos+ipv6FragHdrLen:]...)
+		out[nextAt] = fh[0]
+		binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-ipv6HeaderLen))
+		return out, true, nil
+	}
+	k := key{v6: true, id: binary.BigEndian.Uint32(fh[4:8])}
+	copy(k.src[:], pkt[8:24])
+	copy(k.dst[:], pkt[24:40])
+	var header []byte
+	if off == 0 {
+		header = append([]byte(nil), pkt[:pos]...)
+		header[nextAt] = fh[0]
+	}
+	return r.addFragment(now, k, off, mf, pkt[pos+ipv6FragHdrLen:], header)
+}
+
+func (r *Reassembler) complete6(d *partial, now time.Time) ([]byte, bool, error) {
+	hl := len(d.header)
+	if hl-ipv6HeaderLen+d.total > maxIPv6Payload {
+		r.stats.TooBig++
+		return nil, false, fmt.Errorf("%v: %d-byte header and %d bytes of payload: %w", d.key, hl, d.total, ErrTooBig)
+	}
+	out := make([]byte, hl+d.total)
+	copy(out, d.header)
+	copy(out[hl:], d.buf[:d.total])
+	binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-ipv6HeaderLen))
+	r.stats.Reassembled++
+	r.rememberDone(d, now)
+	return out, true, nil
 }

@@ -439,7 +439,7 @@ func TestMalformed(t *testing.T) {
 	for name, pkt := range map[string][]byte{
 		"empty":     nil,
 		"short":     good[:19],
-		"ipv6":      mod(func(p []byte) []byte { p[0] = 0x65; return p }),
+		"version-5": mod(func(p []byte) []byte { p[0] = 0x55; return p }),
 		"ihl-4":     mod(func(p []byte) []byte { p[0] = 0x44; return p }),
 		"ihl-15":    mod(func(p []byte) []byte { p[0] = 0x4f; binary.BigEndian.PutUint16(p[2:4], 40); return p[:40] }),
 		"tot-lt-hl": mod(func(p []byte) []byte { binary.BigEndian.PutUint16(p[2:4], 19); return p }),
@@ -543,6 +543,14 @@ func FuzzAdd(f *testing.F) {
 	}
 	f.Add(seq)
 	f.Add(append(bytes.Clone(seq), seq...))
+	// IPv6 fragments behind hop-by-hop and routing headers.
+	var seq6 []byte
+	_, frags6 := ipv6Frags(f, 7, 2000)
+	for _, fr := range frags6 {
+		seq6 = binary.BigEndian.AppendUint16(seq6, uint16(len(fr)))
+		seq6 = append(seq6, fr...)
+	}
+	f.Add(seq6)
 	f.Add([]byte{0, 20, 0x45, 0, 0, 20, 0, 1, 0x20, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := New(Config{MaxDatagrams: 3, MaxBytes: 2048, Timeout: 4 * time.Second})
@@ -553,6 +561,12 @@ func FuzzAdd(f *testing.F) {
 			checkInvariants(t, r)
 			if err != nil && (ok || d != nil) {
 				t.Fatalf("error %v with a datagram", err)
+			}
+			if ok && len(d) > 0 && d[0]>>4 == 6 {
+				if len(d) < ipv6HeaderLen || int(binary.BigEndian.Uint16(d[4:6]))+ipv6HeaderLen != len(d) {
+					t.Fatalf("bad IPv6 datagram %x", d)
+				}
+				continue
 			}
 			if ok {
 				if len(d) < 20 || int(binary.BigEndian.Uint16(d[2:4])) != len(d) {
