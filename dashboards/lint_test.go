@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -21,8 +22,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/prometheus/common/model"
@@ -34,6 +37,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 // repo is a path in the repository (tests run in dashboards/).
@@ -773,8 +777,8 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if !pod.HostNetwork {
 		t.Error("hostNetwork is false: XDP and AF_XDP need the node's NIC")
 	}
-	if pod.TerminationGracePeriodSeconds < 30 {
-		t.Errorf("terminationGracePeriodSeconds %d: jmxdp needs time to complete its files", pod.TerminationGracePeriodSeconds)
+	if limit := stopLimit(t); time.Duration(pod.TerminationGracePeriodSeconds)*time.Second != limit {
+		t.Errorf("terminationGracePeriodSeconds %d: docs/operating.md's stop limit is %v", pod.TerminationGracePeriodSeconds, limit)
 	}
 	ann := ds.Spec.Template.Metadata.Annotations
 	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != metricsPort {
@@ -975,8 +979,8 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("RestrictAddressFamilies %v lacks %s", af, fam)
 		}
 	}
-	if len(svc["TimeoutStopSec"]) == 0 {
-		t.Error("no TimeoutStopSec: jmxdp needs time to complete its files")
+	if got, limit := svc["TimeoutStopSec"], stopLimit(t); len(got) != 1 || got[0] != fmt.Sprintf("%ds", int(limit.Seconds())) {
+		t.Errorf("TimeoutStopSec=%v: docs/operating.md's stop limit is %v", got, limit)
 	}
 
 	// systemd-analyze (Debian's systemd package; .ci/run installs it)
@@ -1105,4 +1109,76 @@ func TestOperatingLinks(t *testing.T) {
 			t.Errorf("link %s: no anchor #%s in %s", link, frag, target)
 		}
 	}
+}
+
+// stopLimit checks the stop-time arithmetic in docs/operating.md ("Stop and
+// start time") against the defaults it quotes, and returns its stop limit,
+// which TimeoutStopSec and terminationGracePeriodSeconds must be.
+func stopLimit(t *testing.T) time.Duration {
+	t.Helper()
+	raw, err := os.ReadFile(operatingPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(raw), "\n### Stop and start time\n")
+	if !ok {
+		t.Fatal("docs/operating.md: no \"Stop and start time\" section")
+	}
+	if i := strings.Index(sec, "\n#"); i >= 0 {
+		sec = sec[:i]
+	}
+	// The lines "name = ... = value" of its arithmetic: the value after the
+	// last "=".
+	vals := map[string]string{}
+	for _, line := range strings.Split(sec, "\n") {
+		name, rest, ok := strings.Cut(line, " = ")
+		if !ok || strings.HasPrefix(line, " ") {
+			continue
+		}
+		parts := strings.Split(rest, "=")
+		vals[strings.TrimSpace(name)] = strings.TrimSpace(parts[len(parts)-1])
+	}
+	num := func(name, unit string) float64 {
+		t.Helper()
+		v, ok := vals[name]
+		if !ok {
+			t.Fatalf("docs/operating.md: no %q line in the stop arithmetic (%v)", name, vals)
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(v, unit)), 64)
+		if err != nil {
+			t.Fatalf("docs/operating.md: %s = %q: %v", name, v, err)
+		}
+		return f
+	}
+	def := config.Default()
+	streams := num("streams", "")
+	if want := float64(def.Capture.MaxStreamMemory / writer.StreamBytes); streams != want {
+		t.Errorf("docs: %v streams at stop, the default max_stream_memory / StreamBytes is %v", streams, want)
+	}
+	if !strings.Contains(sec, fmt.Sprintf("= %d / %d =", def.Capture.MaxStreamMemory, writer.StreamBytes)) {
+		t.Errorf("docs: the streams line does not quote max_stream_memory %d / StreamBytes %d", def.Capture.MaxStreamMemory, writer.StreamBytes)
+	}
+	// The time a file: "close = streams × N µs".
+	_, perFile, _ := strings.Cut(sec, "streams × ")
+	us, err := strconv.ParseFloat(strings.Fields(perFile)[0], 64)
+	if err != nil {
+		t.Fatalf("docs: close line: %v", err)
+	}
+	closeS := num("close", "s")
+	if want := math.Round(streams * us / 1e6); closeS != want {
+		t.Errorf("docs: close %v s, %v streams × %v µs is %v s", closeS, streams, us, want)
+	}
+	handoff := num("hand-off wait", "s")
+	if want := def.Output.OnCompleteTimeout.Seconds(); handoff != want {
+		t.Errorf("docs: hand-off wait %v s, output.on_complete_timeout's default is %v s", handoff, want)
+	}
+	rest := num("rest", "s")
+	if bound := num("stop bound", "s"); bound != closeS+handoff+rest {
+		t.Errorf("docs: stop bound %v s, the sum is %v s", bound, closeS+handoff+rest)
+	}
+	limit := num("stop limit", "s")
+	if want := math.Ceil((2*closeS+handoff+rest)/30) * 30; limit != want {
+		t.Errorf("docs: stop limit %v s, 2 × close + hand-off wait + rest rounded up to 30 s is %v s", limit, want)
+	}
+	return time.Duration(limit) * time.Second
 }

@@ -394,7 +394,14 @@ func TestRunBinaryReportsLossAfterSIGKILL(t *testing.T) {
 	if redirected != uint64(seq) {
 		t.Errorf("redirected %d, want the %d frames sent", redirected, seq)
 	}
-	// What the files hold once the second run recovered them.
+	// What the files hold once the second run recovered them (in the
+	// background: a stop before it is over leaves the rest .part).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log2.String(), "msg=\"completed the unfinished files"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second run did not complete the first's files:\n%s", log2.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
 		t.Fatalf("second run: %v\n%s", err, log2.String())

@@ -329,6 +329,10 @@ var (
 		"Streams the writers remember.")
 	famWriterFaults = newFamily("jmxdp_writer_faults", gauge,
 		"Write fault conditions (kinds of error, such as no space left on device) not yet cleared by a successful write.")
+	famWriterRecovered = newFamily("jmxdp_writer_recovered_files_total", counter,
+		"Unfinished (.part) files of an earlier run completed by the background recovery.")
+	famWriterRecoveryPending = newFamily("jmxdp_writer_recovery_pending_files", gauge,
+		"Unfinished (.part) files of an earlier run the background recovery has yet to complete (0 once it is over).")
 	famStreamWriterDrops = newFamily("jmxdp_stream_writer_drops_total", counter,
 		"Packets of a (mid, sid) stream that never reached a file, for the streams with the most drops (those with none are left out).",
 		"mid", "sid")
@@ -774,6 +778,8 @@ func (c *Collector) collectWriter(ch chan<- prometheus.Metric, s writer.Stats) {
 	emit(ch, famWriterOpen, float64(s.OpenFiles))
 	emit(ch, famWriterStreams, float64(s.Streams))
 	emit(ch, famWriterFaults, float64(s.Faults))
+	emit(ch, famWriterRecovered, float64(s.RecoveredFiles))
+	emit(ch, famWriterRecoveryPending, float64(s.RecoveryPending))
 }
 
 func (c *Collector) collectWriterStreams(ch chan<- prometheus.Metric, streams []writer.StreamStats) {

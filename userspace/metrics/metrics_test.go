@@ -276,6 +276,7 @@ func fakeCapture() capture.Stats {
 func fakeWriter() writer.Stats {
 	s := writer.Stats{Packets: 1000, Bytes: 123456, Buffered: 11, FilesCreated: 20, FilesCompleted: 18,
 		FilesRemoved: 1, RotationsSize: 10, RotationsAge: 8, Evictions: 4, StreamEvictions: 3, OpenFiles: 2, Streams: 6, Faults: 1}
+	s.RecoveredFiles, s.RecoveryPending = 40, 160
 	for r := range s.Drops {
 		s.Drops[r] = uint64(10 + r)
 	}
@@ -434,6 +435,8 @@ func TestCollector(t *testing.T) {
 	checkFamily(t, got, "jmxdp_writer_open_files", map[string]float64{"": 2})
 	checkFamily(t, got, "jmxdp_writer_streams", map[string]float64{"": 6})
 	checkFamily(t, got, "jmxdp_writer_faults", map[string]float64{"": 1})
+	checkFamily(t, got, "jmxdp_writer_recovered_files_total", map[string]float64{"": 40})
+	checkFamily(t, got, "jmxdp_writer_recovery_pending_files", map[string]float64{"": 160})
 	// The 3 streams with the most drops; (2,20) has none.
 	checkFamily(t, got, "jmxdp_stream_writer_drops_total", map[string]float64{
 		"mid=1,sid=11": 50, "mid=4,sid=40": 7, "mid=1,sid=10": 5,

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -155,101 +153,6 @@ func (m *Manager) expireConditions(now time.Time) {
 			m.endCondition(c, now, "no stream file fault seen for a long time; considering the condition over")
 		}
 	}
-}
-
-// recover completes the .part files of an earlier run.
-func (m *Manager) recover() {
-	var parts []string
-	dirErr := func(dir string, err error) {
-		m.log.Warn("cannot look for unfinished files of an earlier run", m.cfg.IDs.Path("dir", dir), m.cfg.IDs.Err(err))
-	}
-	mids, err := os.ReadDir(m.cfg.Dir)
-	if err != nil {
-		dirErr(m.cfg.Dir, err)
-		return
-	}
-	for _, md := range mids {
-		if !md.IsDir() || !strings.HasPrefix(md.Name(), "mid-") {
-			continue
-		}
-		midDir := filepath.Join(m.cfg.Dir, md.Name())
-		m.fixDirLogged(midDir)
-		sids, err := os.ReadDir(midDir)
-		if err != nil {
-			dirErr(midDir, err)
-			continue
-		}
-		for _, sd := range sids {
-			if !sd.IsDir() || !strings.HasPrefix(sd.Name(), "sid-") {
-				continue
-			}
-			sidDir := filepath.Join(midDir, sd.Name())
-			m.fixDirLogged(sidDir)
-			files, err := os.ReadDir(sidDir)
-			if err != nil {
-				dirErr(sidDir, err)
-				continue
-			}
-			for _, f := range files {
-				if f.Type().IsRegular() && strings.HasSuffix(f.Name(), fileExt+partExt) {
-					parts = append(parts, filepath.Join(sidDir, f.Name()))
-				}
-			}
-		}
-	}
-	if len(parts) == 0 {
-		return
-	}
-	var done, removed, failed int
-	var cut int64
-	for _, part := range parts {
-		w, err := pcapng.Append(part)
-		if errors.Is(err, pcapng.ErrIncomplete) {
-			// Created, crashed before the first write: nothing in it.
-			if err := os.Remove(part); err != nil {
-				m.log.Warn("cannot remove an empty unfinished file", m.cfg.IDs.Err(err))
-				failed++
-			} else {
-				removed++
-			}
-			continue
-		}
-		if err != nil {
-			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", m.cfg.IDs.Err(err))
-			failed++
-			continue
-		}
-		cut += w.Recovered()
-		packets := w.Packets()
-		if err := w.Close(); err != nil {
-			m.log.Warn("cannot recover an unfinished file of an earlier run; left as it is", m.cfg.IDs.Err(err))
-			failed++
-			continue
-		}
-		if packets == 0 {
-			if err := os.Remove(part); err != nil {
-				m.log.Warn("cannot remove an empty unfinished file", m.cfg.IDs.Err(err))
-				failed++
-			} else {
-				removed++
-			}
-			continue
-		}
-		final, err := renameNoClobber(part, strings.TrimSuffix(part, partExt))
-		if err != nil {
-			m.log.Warn("cannot complete an unfinished file of an earlier run", m.cfg.IDs.Err(err))
-			failed++
-			continue
-		}
-		done++
-		m.completed(final, -1, time.Time{}) // the earlier run's time
-	}
-	m.mu.Lock()
-	m.totals.RecoveredFiles += uint64(done)
-	m.totals.RecoveredBytes += cut
-	m.mu.Unlock()
-	m.log.Info("completed the unfinished files of an earlier run",
-		"dir", m.cfg.Dir, "found", len(parts), "completed", done, "removed_empty", removed, "failed", failed, "truncated_bytes", cut)
 }
 
 // fixDir gives a directory of the output the group and mode this Manager

@@ -75,6 +75,7 @@ func (g *Group) Stats() Stats {
 		t.Faults += s.Faults
 		t.RecoveredFiles += s.RecoveredFiles
 		t.RecoveredBytes += s.RecoveredBytes
+		t.RecoveryPending += s.RecoveryPending
 	}
 	return t
 }
@@ -95,8 +96,12 @@ func (g *Group) Streams() []StreamStats {
 	return out
 }
 
-// Close closes every Manager, the one holding the lock last.
+// Close closes every Manager, the one holding the lock last. The first's
+// background recovery stops taking files at once, not after the others.
 func (g *Group) Close() error {
+	if len(g.shards) > 0 {
+		g.shards[0].rec.cancel()
+	}
 	var errs []error
 	for i := len(g.shards) - 1; i >= 0; i-- {
 		errs = append(errs, g.shards[i].Close())

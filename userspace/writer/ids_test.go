@@ -47,6 +47,7 @@ func provokeIDLogs(t *testing.T, ids *logid.Namer, dir string) (string, error) {
 	clk := newClock()
 	m := newManager(t, Config{Dir: dir, Now: clk.Now, MaxOpen: 1, RetryInterval: time.Hour, IDs: ids,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	waitRecovered(t, m)
 	ts := clk.Now()
 
 	if m.Write(idInvalid, ts, netip.Addr{}, pcapng.LinkRawIP, packet(idInvalid, 0, 100)) {

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 )
@@ -137,14 +139,26 @@ type Config struct {
 
 	// OnComplete, if set, is called with each file the Manager completes
 	// (renamed to .pcapng: by rotation, by Close, by a retried rename, or
-	// recovered at start from an earlier run), right after the rename, on
-	// the goroutine that writes (a capture goroutine): it must not block.
-	// Hand the file to a bounded queue and return.
+	// recovered from an earlier run), right after the rename, on the
+	// goroutine that writes (a capture goroutine), on one of Close's
+	// workers, or on one of the background recovery's: it must be safe
+	// for concurrent use and must not block. Hand the file to a bounded
+	// queue and return.
 	OnComplete func(Completed)
+
+	// CloseWorkers is how many files Close (and the background recovery
+	// of an earlier run's .part files) complete at once: each flush,
+	// close and rename is a few system calls that wait on the file
+	// system, so several in flight keep it busy. 0: DefaultCloseWorkers();
+	// 1: one after another. Close uses at most MaxOpen.
+	CloseWorkers int
 
 	// shard: a Group's Manager after the first, which took the lock and
 	// completed what an earlier run left.
 	shard bool
+	// recoverHook, if set, is called by the background recovery before
+	// each .part file it completes: tests hold it there.
+	recoverHook func(part string)
 }
 
 // Completed is a file a Manager has completed, for Config.OnComplete.
@@ -211,10 +225,13 @@ type Stats struct {
 	// Faults is the number of fault conditions (kinds of error, such as
 	// "no space left on device") not yet cleared by a successful write.
 	Faults int
-	// RecoveredFiles counts the .part files of an earlier run that New
-	// completed, RecoveredBytes the torn bytes it cut off them.
-	RecoveredFiles uint64
-	RecoveredBytes int64
+	// RecoveredFiles counts the .part files of an earlier run that the
+	// background recovery New starts completed, RecoveredBytes the torn
+	// bytes it cut off them; RecoveryPending is how many it has not yet
+	// looked at (0 once it is over, or stopped by Close).
+	RecoveredFiles  uint64
+	RecoveredBytes  int64
+	RecoveryPending int
 }
 
 // StreamStats are one stream's counters. They restart if the stream is
@@ -401,14 +418,18 @@ type Manager struct {
 	umaskKeepsMode bool
 	dirMode        os.FileMode
 	lock           *os.File
+	// rec is the background recovery of an earlier run's .part files,
+	// nil if there was nothing to recover (set by New, then read-only).
+	rec *recovery
 	// pendingRotation is a SetRotation that the next Tick applies.
 	pendingRotation atomic.Pointer[rotationChange]
 }
 
 // New makes a Manager writing under cfg.Dir. It takes a lock on the
-// directory (one Manager per directory), then completes the .part files a
-// previous run left behind (crash, kill): each is repaired (a torn tail cut
-// off) and renamed to .pcapng, or removed if it holds no packet.
+// directory (one Manager per directory), lists the .part files a previous
+// run left behind (crash, kill), and returns while a background recovery
+// completes them: each is repaired (a torn tail cut off) and renamed to
+// .pcapng, or removed if it holds no packet (see recovery.go).
 func New(cfg Config) (*Manager, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("writer: no output directory")
@@ -485,7 +506,7 @@ func New(cfg Config) (*Manager, error) {
 		if err := m.takeLock(); err != nil {
 			return nil, err
 		}
-		m.recover()
+		m.startRecovery(m.findParts())
 	}
 	now := m.now()
 	m.lastSweep, m.lastRenameRetry = now, now
@@ -762,25 +783,18 @@ func (m *Manager) flushFile(c *curFile, now time.Time) error {
 	return err
 }
 
-// Close writes out and completes (renames) every file. Write drops packets
+// Close writes out and completes (renames) every file, CloseWorkers at a
+// time, and stops the background recovery of an earlier run's files (what
+// it has not begun stays .part, for the next start). Write drops packets
 // afterwards. Calling it again does nothing.
 func (m *Manager) Close() error {
 	if m.closed {
 		return nil
 	}
+	m.rec.cancel() // it finishes the files it is on while the streams close
 	now := m.now()
-	var errs []error
-	var lost int
-	for _, s := range m.streams {
-		if s.cur == nil {
-			continue
-		}
-		l, err := m.finalize(s, now, rotClose)
-		lost += l
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
+	lost, errs := m.closeStreams(now)
+	m.rec.wait() // its renames need the lock, released below
 	m.retryRenames()
 	for _, p := range m.unrenamed {
 		errs = append(errs, fmt.Errorf("%s left unfinished (.part)", p))
@@ -809,6 +823,7 @@ func (m *Manager) Stats() Stats {
 	st.Streams = len(m.streams)
 	st.Buffered = uint64(max(m.buffered.Load(), 0))
 	st.BufferBytes = m.memory.Load()
+	st.RecoveryPending = m.rec.left()
 	return st
 }
 
@@ -1192,15 +1207,54 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 	if c == nil {
 		return 0, nil
 	}
-	var lost int
-	var errs []error
 	if c.w.Suspended() && c.w.Buffered() > 0 {
 		// Else Close tries once more, and counts what is lost.
 		if err := m.reopen(c, now); err == nil {
 			c = s.cur // a new one if the file had vanished
 		}
 	}
-	if err := c.w.Close(); err != nil {
+	return m.settle(m.complete(c), now, why)
+}
+
+// completion is what completing a file did to it: the file system's part
+// of finalize, which touches nothing of the Manager but c's writer, so
+// that Close runs it on several files at once.
+type completion struct {
+	c        *curFile
+	closeErr error
+	// empty: the file held no packet and was removed (unless removeErr).
+	empty     bool
+	removeErr error
+	final     string
+	renameErr error
+	// handed: OnComplete was told already.
+	handed bool
+}
+
+// complete closes c's file (writing out its buffer) and renames it, or
+// removes it if it holds no packet.
+func (m *Manager) complete(c *curFile) completion {
+	d := completion{c: c, closeErr: c.w.Close()}
+	part := m.partPath(c)
+	if c.w.Packets() == 0 {
+		d.empty = true
+		if err := os.Remove(part); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.removeErr = err
+		}
+		return d
+	}
+	d.final, d.renameErr = m.rename(part, c)
+	return d
+}
+
+// settle does the Manager's bookkeeping for a completed file, on the
+// writer goroutine: counts, faults, the LRU list, the age heap.
+func (m *Manager) settle(d completion, now time.Time, why rotation) (int, error) {
+	c := d.c
+	s := c.s
+	var lost int
+	var errs []error
+	if err := d.closeErr; err != nil {
 		l := lostOf(err)
 		lost += l
 		m.fault(s, now, err, l)
@@ -1213,22 +1267,28 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 		c.pending = 0
 	}
 	m.lruRemove(c)
-	if c.w.Packets() == 0 {
-		m.removeCur(s)
+	if d.empty {
+		// Nothing in it (all lost): not kept.
+		if d.removeErr != nil {
+			m.log.Warn("cannot remove an empty stream file", m.cfg.IDs.Err(d.removeErr))
+		} else {
+			m.mu.Lock()
+			m.totals.FilesRemoved++
+			m.mu.Unlock()
+		}
+		m.dropCur(s)
 		return lost, errors.Join(errs...)
 	}
-	part := m.partPath(c)
-	final, err := m.rename(part, c)
-	if err != nil {
+	if err := d.renameErr; err != nil {
 		m.fault(s, now, err, 0)
 		if len(m.unrenamed) < maxUnrenamed {
 			// Retried by Tick; beyond the bound, left to the next start.
-			m.unrenamed = append(m.unrenamed, part)
+			m.unrenamed = append(m.unrenamed, m.partPath(c))
 		}
 		errs = append(errs, err)
 	}
 	m.dropCur(s)
-	if err == nil {
+	if d.renameErr == nil {
 		m.mu.Lock()
 		s.filesCompleted++
 		m.totals.FilesCompleted++
@@ -1239,8 +1299,10 @@ func (m *Manager) finalize(s *stream, now time.Time, why rotation) (int, error) 
 			m.totals.RotationsAge++
 		}
 		m.mu.Unlock()
-		m.log.Debug("stream file complete", m.cfg.IDs.Path("file", final))
-		m.completed(final, c.w.Size(), now)
+		m.log.Debug("stream file complete", m.cfg.IDs.Path("file", d.final))
+		if !d.handed {
+			m.completed(d.final, c.w.Size(), now)
+		}
 	}
 	return lost, errors.Join(errs...)
 }
@@ -1254,15 +1316,36 @@ func (m *Manager) rename(part string, c *curFile) (string, error) {
 	}
 	for suffix := c.suffix; suffix < c.suffix+maxSuffix; suffix++ {
 		final := m.finalPath(c, suffix)
-		if _, err := os.Lstat(final); err == nil {
+		err := renameNoReplace(part, final)
+		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		if err := os.Rename(part, final); err != nil {
+		if err != nil {
 			return "", err
 		}
 		return final, nil
 	}
 	return "", fmt.Errorf("rename %s: %d names taken", part, maxSuffix)
+}
+
+// renameNoReplace renames from to to unless to exists (then an error
+// matching fs.ErrExist), in one system call where the file system can
+// (RENAME_NOREPLACE): the background recovery of an earlier run and this
+// run's streams rename in the same directories at once, and a check
+// before the rename would leave a window to replace the other's file.
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// A file system (or kernel) without the flag: check, then rename.
+		if _, err := os.Lstat(to); err == nil {
+			return &os.LinkError{Op: "rename", Old: from, New: to, Err: fs.ErrExist}
+		}
+		return os.Rename(from, to)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	return nil
 }
 
 // dropCur forgets s's current file (closed or not: its writer is then
@@ -1323,10 +1406,11 @@ func renameNoClobber(from, to string) (string, error) {
 		if suffix > 0 {
 			dst = fmt.Sprintf("%s-%d%s", base, suffix, fileExt)
 		}
-		if _, err := os.Lstat(dst); err == nil {
+		err := renameNoReplace(from, dst)
+		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		return dst, os.Rename(from, dst)
+		return dst, err
 	}
 	return "", fmt.Errorf("rename %s: %d names taken", from, maxSuffix)
 }

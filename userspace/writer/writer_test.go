@@ -449,7 +449,9 @@ func TestLRU(t *testing.T) {
 
 // abandon simulates a crash: buffers are written (as the kernel would have
 // them) but no file is closed, completed or truncated, and the lock goes.
-func (m *Manager) abandon(t *testing.T) {
+func (m *Manager) abandon(t testing.TB) {
+	m.rec.cancel()
+	m.rec.wait()
 	for _, s := range m.streams {
 		if c := s.cur; c != nil {
 			if err := m.flushFile(c, m.now()); err != nil {
@@ -498,6 +500,7 @@ func TestRestartRecovery(t *testing.T) {
 
 	logs = logBuf{}
 	m2 := newManager(t, Config{Dir: dir, Logger: logs.logger()})
+	waitRecovered(t, m2) // in the background (recovery_test.go)
 	st := m2.Stats()
 	if st.RecoveredFiles != 1 || st.RecoveredBytes != 150 {
 		t.Errorf("stats %+v", st)
@@ -516,7 +519,12 @@ func TestRestartRecovery(t *testing.T) {
 			t.Errorf("%v: empty file completed: %v", k, f)
 		}
 	}
-	if info := logs.lines("INFO"); len(info) != 1 || !strings.Contains(info[0], "completed=1") || !strings.Contains(info[0], "truncated_bytes=150") ||
+	// A line when the recovery starts, one when it is over.
+	info := logs.lines("INFO")
+	if len(info) != 2 || !strings.Contains(info[0], "in the background") || !strings.Contains(info[0], "found=4") {
+		t.Errorf("start: %q", info)
+	}
+	if info = info[min(1, len(info)):]; len(info) != 1 || !strings.Contains(info[0], "completed=1") || !strings.Contains(info[0], "truncated_bytes=150") ||
 		!strings.Contains(info[0], "removed_empty=2") || !strings.Contains(info[0], "failed=1") {
 		t.Errorf("summary: %q", info)
 	}
@@ -743,7 +751,7 @@ func TestForgetIdleStreams(t *testing.T) {
 
 // mountTmpfs mounts a tmpfs of the given size on a fresh directory,
 // unmounted when the test ends.
-func mountTmpfs(t *testing.T, size string) string {
+func mountTmpfs(t testing.TB, size string) string {
 	t.Helper()
 	testenv.RequireRoot(t)
 	dir := outDir(t)
@@ -1209,7 +1217,7 @@ func TestOnComplete(t *testing.T) {
 	m1.abandon(t)
 	left := parts(t, dir)
 	got = nil
-	newManager(t, Config{Dir: dir, OnComplete: hook})
+	waitRecovered(t, newManager(t, Config{Dir: dir, OnComplete: hook}))
 	if len(left) != 1 || len(got) != 1 || got[0].Path != strings.TrimSuffix(left[0], partExt) {
 		t.Errorf("recovery: .part %v, hook heard of %+v", left, got)
 	}
