@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
@@ -79,10 +80,7 @@ func TestExitStatus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "jmxdp")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	empty := filepath.Join(t.TempDir(), "empty.pcap")
 	os.WriteFile(empty, nil, 0o600)
 	cmd := exec.Command(bin, "decode", "--engine", "go", empty)
@@ -96,4 +94,29 @@ func TestExitStatus(t *testing.T) {
 	if !strings.Contains(stderr.String(), "empty file") || strings.Contains(stderr.String(), "panic") {
 		t.Fatalf("stderr: %s", stderr.String())
 	}
+}
+
+var built struct {
+	sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+// buildBinary builds jmxdp once for the test binary's tests that run it.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	built.Do(func() {
+		dir, err := os.MkdirTemp("", "jmxdp-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.path = filepath.Join(dir, "jmxdp")
+		built.out, built.err = exec.Command("go", "build", "-o", built.path, ".").CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("build: %v\n%s", built.err, built.out)
+	}
+	return built.path
 }

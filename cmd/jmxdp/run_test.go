@@ -19,6 +19,7 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
@@ -72,50 +73,15 @@ func TestRunRefusesBadInput(t *testing.T) {
 // The binary, run in a lab and stopped with SIGTERM: it writes the files,
 // finalizes them, detaches and exits 0.
 func TestRunBinarySIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	testenv.RequireRoot(t)
-	l := labtest.New(t, "jxr")
-	bin := filepath.Join(t.TempDir(), "jmxdp")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	out := filepath.Join(t.TempDir(), "out")
-	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
-	t.Cleanup(func() { os.RemoveAll(pin) })
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", "--iface", l.HostIface, "--out", out, "--pin-dir", pin, "--max-streams", "4096", "--metrics-addr", "")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "msg=capturing") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("daemon did not start:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e := newBinaryEnv(t, "jxr")
+	l, out := e.lab, e.out
+	cmd, stderr := e.start(t, e.runArgs()...)
 	s, err := l.Sender()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var frames [][]byte
-	for i := range 20 {
-		m := gen.Mirror{SrcMAC: l.RouterMAC, DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(),
-			MID: 9, SID: 9, Inner: gen.InnerIPv4ICMPEcho(l.RouterAddr.Addr(), l.HostAddr.Addr(), 1, uint16(i), 32)}
-		f, err := m.Frame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, f)
-	}
-	if _, err := s.Send(frames); err != nil {
+	if _, err := s.Send(icmpMirrors(t, l, 9, 9, 0, 0, 20)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -183,32 +149,14 @@ func TestDetachRefusesPathsAndSaysNothing(t *testing.T) {
 // and the daemon goes on with the old config; SIGTERM still stops it
 // cleanly, every file completed and the program detached (issue 13, bug 2).
 func TestRunBinarySIGHUPReloads(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	testenv.RequireRoot(t)
-	l := labtest.New(t, "jxh")
-	bin := filepath.Join(t.TempDir(), "jmxdp")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	out := filepath.Join(t.TempDir(), "out")
-	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
-	t.Cleanup(func() { os.RemoveAll(pin) })
+	e := newBinaryEnv(t, "jxh")
+	l, out, pin := e.lab, e.out, e.pin
 	file := filepath.Join(t.TempDir(), "jmxdp.yaml")
 	base := "interface: " + l.HostIface + "\noutput:\n  dir: " + out + "\ncapture:\n  pin_dir: " + pin + "\n  max_streams: 4096\nmetrics:\n  addr: \"\"\n"
 	if err := os.WriteFile(file, []byte(base), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", "--config", file)
-	var stderr syncBuf
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, stderr := e.start(t, "run", "--config", file)
 	waitLog := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -262,17 +210,7 @@ func TestRunBinarySIGHUPReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var frames [][]byte
-	for i := range 10 {
-		m := gen.Mirror{SrcMAC: l.RouterMAC, DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(), Port: 30099,
-			MID: 9, SID: 9, Inner: gen.InnerIPv4ICMPEcho(l.RouterAddr.Addr(), l.HostAddr.Addr(), 1, uint16(i), 32)}
-		f, err := m.Frame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, f)
-	}
-	if _, err := s.Send(frames); err != nil {
+	if _, err := s.Send(icmpMirrors(t, l, 9, 9, 30099, 0, 10)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -305,36 +243,9 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // missing from the files; a clean stop leaves nothing to report (issue 19
 // item 10).
 func TestRunBinaryReportsLossAfterSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	testenv.RequireRoot(t)
-	l := labtest.New(t, "jxk")
-	bin := filepath.Join(t.TempDir(), "jmxdp")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	out := filepath.Join(t.TempDir(), "out")
-	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
-	t.Cleanup(func() { os.RemoveAll(pin) })
-	start := func() (*exec.Cmd, *syncBuf) {
-		t.Helper()
-		cmd := exec.Command(bin, "run", "--iface", l.HostIface, "--out", out, "--pin-dir", pin, "--max-streams", "4096", "--metrics-addr", "")
-		var stderr syncBuf
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(stderr.String(), "msg=capturing") {
-			if time.Now().After(deadline) {
-				t.Fatalf("daemon did not start:\n%s", stderr.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return cmd, &stderr
-	}
+	e := newBinaryEnv(t, "jxk")
+	l, out := e.lab, e.out
+	start := func() (*exec.Cmd, *syncBuf) { t.Helper(); return e.start(t, e.runArgs()...) }
 	first, _ := start()
 	s, err := l.Sender()
 	if err != nil {
@@ -343,17 +254,8 @@ func TestRunBinaryReportsLossAfterSIGKILL(t *testing.T) {
 	defer s.Close()
 	seq := 0
 	batch := func() {
-		var frames [][]byte
-		for range 20 {
-			seq++
-			m := gen.Mirror{SrcMAC: l.RouterMAC, DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(),
-				MID: 9, SID: 9, Inner: gen.InnerIPv4ICMPEcho(l.RouterAddr.Addr(), l.HostAddr.Addr(), 1, uint16(seq), 32)}
-			f, err := m.Frame()
-			if err != nil {
-				t.Fatal(err)
-			}
-			frames = append(frames, f)
-		}
+		frames := icmpMirrors(t, l, 9, 9, 0, seq+1, 20)
+		seq += len(frames)
 		if _, err := s.Send(frames); err != nil {
 			t.Fatal(err)
 		}
@@ -436,4 +338,70 @@ func tsharkFrames(t *testing.T, path string) []string {
 		t.Fatalf("tshark %s: %v", path, err)
 	}
 	return strings.Fields(string(out))
+}
+
+// icmpMirrors are n mirrored ICMP echoes of stream (mid, sid) from the lab's
+// router to port (0: the default), numbered from seq.
+func icmpMirrors(t *testing.T, l *lab.Lab, mid, sid uint32, port uint16, seq, n int) [][]byte {
+	t.Helper()
+	var frames [][]byte
+	for i := range n {
+		m := gen.Mirror{SrcMAC: l.RouterMAC, DstMAC: l.HostMAC, Router: l.RouterAddr.Addr(), Collector: l.HostAddr.Addr(), Port: port,
+			MID: mid, SID: sid, Inner: gen.InnerIPv4ICMPEcho(l.RouterAddr.Addr(), l.HostAddr.Addr(), 1, uint16(seq+i), 32)}
+		f, err := m.Frame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, f)
+	}
+	return frames
+}
+
+// binaryEnv is a lab with a built jmxdp and the pin and output directories
+// its runs use.
+type binaryEnv struct {
+	lab      *lab.Lab
+	bin      string
+	out, pin string
+}
+
+func newBinaryEnv(t *testing.T, prefix string) *binaryEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	testenv.RequireRoot(t)
+	l := labtest.New(t, prefix)
+	e := &binaryEnv{lab: l, bin: buildBinary(t), out: filepath.Join(t.TempDir(), "out"),
+		pin: filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)}
+	t.Cleanup(func() { os.RemoveAll(e.pin) })
+	return e
+}
+
+// start runs `jmxdp ARGS` (killed after 2 minutes, or at the test's end)
+// and waits up to 10 s for its "capturing" line.
+func (e *binaryEnv) start(t *testing.T, args ...string) (*exec.Cmd, *syncBuf) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, e.bin, args...)
+	stderr := &syncBuf{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "msg=capturing") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd, stderr
+}
+
+// runArgs are `run`'s flags for the lab with no config file.
+func (e *binaryEnv) runArgs() []string {
+	return []string{"run", "--iface", e.lab.HostIface, "--out", e.out, "--pin-dir", e.pin, "--max-streams", "4096", "--metrics-addr", ""}
 }
