@@ -541,24 +541,35 @@ func (s *Sink) replay(deadline time.Time) {
 			s.count(func(*Stats) {})
 			continue
 		}
+		// The first record goes alone: a cluster that is not ready yet
+		// (no leader) fails it before the rest are stored out of order.
 		futs := make([]jetstream.PubAckFuture, 0, len(recs))
-		for _, m := range recs {
+		var probe error
+		for i, m := range recs {
 			f, err := s.publish(m)
 			if err != nil {
 				break
 			}
 			futs = append(futs, f)
+			if i == 0 {
+				if probe = waitAck(f); probe != nil {
+					break
+				}
+			}
 		}
 		ok := len(futs) == len(recs)
 		packets := 0
 		for i, f := range futs {
-			select {
-			case <-f.Ok():
-				packets += recs[i].packets
-			case err := <-f.Err():
+			err := probe
+			if i > 0 {
+				err = waitAck(f)
+			}
+			if err != nil {
 				ok = false
 				s.warn("nats sink: re-sending the spool failed: retrying", err)
+				continue
 			}
+			packets += recs[i].packets
 		}
 		if !ok {
 			// Those stored are deduplicated when the segment goes again.
@@ -572,6 +583,16 @@ func (s *Sink) replay(deadline time.Time) {
 			st.Resent += uint64(len(recs))
 			st.PacketsAcked += uint64(packets)
 		})
+	}
+}
+
+// waitAck waits for a publish's outcome (the client times it out).
+func waitAck(f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
 	}
 }
 
