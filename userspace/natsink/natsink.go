@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
@@ -787,4 +788,32 @@ func (sh *Shard) flush(k writer.Key, b *batch, wait bool) {
 	default:
 		s.count(func(st *Stats) { st.Dropped[DropQueue]++; st.PacketsDropped += uint64(m.packets) })
 	}
+}
+
+// FromConfig is the Sink configuration of the config file's sink section.
+func FromConfig(c config.Sink, packetComments bool, log *slog.Logger) Config {
+	return Config{
+		URLs: c.URL,
+		Auth: Auth{CredsFile: c.CredsFile, NKeyFile: c.NKeyFile, User: c.User, PasswordFile: c.PasswordFile,
+			CAFile: c.TLSCA, CertFile: c.TLSCert, KeyFile: c.TLSKey},
+		Stream: c.Stream, Replicas: c.Replicas, MaxBytes: c.MaxBytes, MaxAge: c.MaxAge, Duplicates: c.DuplicateWindow,
+		BatchPackets: c.BatchPackets, BatchBytes: int(c.BatchBytes), Linger: c.Linger,
+		MaxInFlight: c.MaxInFlight, AckTimeout: c.AckTimeout,
+		SpoolDir: c.SpoolDir, SpoolMax: c.SpoolMax, StopTimeout: c.StopTimeout,
+		PacketComments: packetComments, Logger: log,
+	}
+}
+
+// WriterStats are the sink's packet totals in the writer's terms, for the
+// daemon's account: Packets stored in the stream, Drops by reason (the
+// packets of lost batches under DropOther), Buffered those accepted and
+// neither stored nor lost yet (batching, in flight, spooled).
+func (s *Sink) WriterStats() writer.Stats {
+	st := s.Stats()
+	ws := writer.Stats{Packets: st.PacketsAcked, Drops: st.PacketDrops}
+	ws.Drops[writer.DropOther] += st.PacketsDropped
+	if n := st.PacketsAccepted; n > st.PacketsAcked+st.PacketsDropped {
+		ws.Buffered = n - st.PacketsAcked - st.PacketsDropped
+	}
+	return ws
 }
