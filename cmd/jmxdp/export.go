@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os/signal"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/natexport"
 	"github.com/jmxdp/jmxdp/userspace/natsink"
 	"github.com/jmxdp/jmxdp/userspace/writer"
@@ -20,6 +22,7 @@ func newExportCmd() *cobra.Command {
 		filters                                                                          []string
 		rotateAge, idleExit, ackWait                                                     time.Duration
 		packetComments                                                                   bool
+		metricsAddr                                                                      string
 	)
 	cmd := &cobra.Command{
 		Use:   "export --nats URLS --out DIR [--durable NAME] [--filter MID[.SID] ...] [--idle-exit D]",
@@ -60,6 +63,17 @@ share the load. See docs/scale-out.md.`,
 			if err != nil {
 				return err
 			}
+			if metricsAddr != "" {
+				reg, err := metrics.NewRegistry(natexport.NewCollector(e))
+				if err != nil {
+					return err
+				}
+				srv, err := metrics.NewServer(metricsAddr, reg, func() error { return nil }, metrics.WithLogger(slog.Default()))
+				if err != nil {
+					return fmt.Errorf("export: metrics endpoint: %w", err)
+				}
+				defer srv.Close()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return e.Run(ctx)
@@ -76,6 +90,7 @@ share the load. See docs/scale-out.md.`,
 	fl.StringVar(&rotateSize, "rotate-size", "256MiB", "start a new file once one reaches this size (0: never)")
 	fl.DurationVar(&rotateAge, "rotate-age", 15*time.Minute, "start a new file once one is this old (0: never)")
 	fl.BoolVar(&packetComments, "packet-comments", false, "a router= comment on every packet")
+	fl.StringVar(&metricsAddr, "metrics-addr", "", `host:port for /metrics: jmxdp_export_*, the lag included ("": none)`)
 	fl.StringVar(&creds, "creds", "", "NATS credentials file")
 	fl.StringVar(&nkey, "nkey", "", "NKey seed file")
 	fl.StringVar(&user, "user", "", "user name")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/jmxdp/jmxdp/userspace/natsink"
 	"github.com/jmxdp/jmxdp/userspace/natstest"
@@ -217,7 +218,7 @@ func TestKilledExporter(t *testing.T) {
 func TestFilters(t *testing.T) {
 	c := natstest.Start(t, 1)
 	sent := publish(t, c.URLs(), keys, 3000)
-	run := func(durable, out string, filters ...string) Stats {
+	run := func(durable, out string, filters ...string) *Exporter {
 		var subj []string
 		for _, f := range filters {
 			s, err := FilterSubject(f)
@@ -237,13 +238,20 @@ func TestFilters(t *testing.T) {
 		if time.Since(start) > 20*time.Second {
 			t.Fatal("idle-exit did not end the export")
 		}
-		return e.Stats()
+		return e
 	}
 	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
-	sa := run("a", a, "5")
-	sb := run("b", b, "6.9")
+	ea := run("a", a, "5")
+	sa, sb := ea.Stats(), run("b", b, "6.9").Stats()
 	if sa.Packets != 2000 || sb.Packets != 1000 {
 		t.Fatalf("exported %d and %d packets", sa.Packets, sb.Packets)
+	}
+	want := fmt.Sprintf("# HELP jmxdp_export_packets_total Packets written to the files.\n# TYPE jmxdp_export_packets_total counter\njmxdp_export_packets_total %d\n", sa.Packets)
+	if err := testutil.CollectAndCompare(NewCollector(ea), strings.NewReader(want), "jmxdp_export_packets_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(NewCollector(ea)); n != len(exportFamilies) {
+		t.Fatalf("%d export series", n)
 	}
 	compare(t, a, map[writer.Key][][]byte{keys[0]: sent[keys[0]], keys[1]: sent[keys[1]]})
 	compare(t, b, map[writer.Key][][]byte{keys[2]: sent[keys[2]]})
@@ -253,6 +261,19 @@ func TestFilters(t *testing.T) {
 	for _, bad := range []string{"x", "5.", "1.2.3"} {
 		if _, err := FilterSubject(bad); err == nil {
 			t.Errorf("filter %q taken", bad)
+		}
+	}
+}
+
+// docs/metrics.md has a row for every export family.
+func TestExportMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range exportFamilies {
+		if !strings.Contains(string(doc), "| `"+f.name+"` |") {
+			t.Errorf("docs/metrics.md has no row for %s", f.name)
 		}
 	}
 }
