@@ -76,3 +76,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge("jmxdp_sink_connected", connected)
 }
+
+// Names are the jmxdp_sink_* family names, for tests of dashboards and
+// rules.
+func Names() []string {
+	out := make([]string, len(sinkFamilies))
+	for i, f := range sinkFamilies {
+		out[i] = f.name
+	}
+	return out
+}
