@@ -314,14 +314,12 @@ func (e *Exporter) handle(m jetstream.Msg) error {
 	}
 	// Intent first: how the files were before this message.
 	intent := state{Seq: st.Seq, Pending: true, PendingSeq: seq}
-	for _, ss := range e.w.Streams() {
-		if ss.Key == k && ss.CurrentFile != "" {
-			intent.Part = ss.CurrentFile
-			if fi, err := os.Stat(ss.CurrentFile); err == nil {
-				intent.Size = fi.Size()
-			}
-			intent.Newest = fileBase(filepath.Base(ss.CurrentFile))
+	if cur := e.w.CurrentFile(k); cur != "" {
+		intent.Part = cur
+		if fi, err := os.Stat(cur); err == nil {
+			intent.Size = fi.Size()
 		}
+		intent.Newest = fileBase(filepath.Base(cur))
 	}
 	if intent.Part == "" {
 		if intent.Newest, err = newestFile(streamDir(e.cfg.Writer.Dir, k)); err != nil {
@@ -349,15 +347,11 @@ func (e *Exporter) handle(m jetstream.Msg) error {
 	return e.ack(m)
 }
 
-// ack acks m and waits for the server to confirm: with one message
-// unacked at a time, the next is delivered right after.
+// ack acks m. Not waited for: a lost ack only makes the server deliver
+// m again, and the state file skips it then.
 func (e *Exporter) ack(m jetstream.Msg) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := m.DoubleAck(ctx); err != nil {
-		// Not fatal: the state file knows the message is written, and
-		// skips it when it comes again.
-		e.log.Warn("export: ack not confirmed", "err", err)
+	if err := m.Ack(); err != nil {
+		e.log.Warn("export: ack failed: the message comes again and is skipped", "err", err)
 	}
 	return nil
 }

@@ -1451,3 +1451,13 @@ func (m *Manager) Flush() error {
 	}
 	return nil
 }
+
+// CurrentFile is the .part file stream k is being written to, "" if none.
+// Call it from the goroutine that writes (it reads the streams unlocked).
+func (m *Manager) CurrentFile(k Key) string {
+	s := m.streams[k]
+	if s == nil || s.cur == nil {
+		return ""
+	}
+	return m.partPath(s.cur)
+}
