@@ -36,6 +36,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
+	"github.com/jmxdp/jmxdp/userspace/natsink"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
@@ -104,6 +105,9 @@ var dashboardRanges = []string{"$__rate_interval", "${__rate_interval}", "$__ran
 func knownMetrics() map[string]bool {
 	known := map[string]bool{"up": true}
 	for _, n := range metrics.Names() {
+		known[n] = true
+	}
+	for _, n := range natsink.Names() {
 		known[n] = true
 	}
 	return known

@@ -48,7 +48,7 @@ func newRootCmd() *cobra.Command {
 	pf.BoolVarP(&verbose, "verbose", "v", false, "log debug messages (--log-level debug)")
 	pf.StringVar(&logFormat, "log-format", "text", "log format: text (key=value) or json (one object a line)")
 	pf.StringVar(&logLevel, "log-level", "info", "least severe messages logged: debug, info, warn or error")
-	root.AddCommand(newDecodeCmd(), newGenCmd(), newLabCmd(), newRunCmd(), newDetachCmd(), newDemoCmd(), newPolicyCmd(), newAllowlistCmd(), newStatsCmd(), newBenchCmd(),
+	root.AddCommand(newDecodeCmd(), newExportCmd(), newGenCmd(), newLabCmd(), newRunCmd(), newDetachCmd(), newDemoCmd(), newPolicyCmd(), newAllowlistCmd(), newStatsCmd(), newBenchCmd(),
 		newVersionCmd(), newConfigCmd(), newStreamHashCmd())
 	return root
 }

@@ -41,6 +41,8 @@ type runFlags struct {
 	statusEvery   time.Duration
 	checkConfig   bool
 	webConfig     string
+	sink          string
+	natsReplicas  int
 }
 
 func newRunCmd() *cobra.Command {
@@ -100,6 +102,8 @@ The config file is documented in docs/config.md; flags override it.`,
 	fl.DurationVar(&f.statusEvery, "status-every", time.Minute, "log a status line this often (0: never)")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the config and flags, print the effective config and exit (no root needed)")
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config for /metrics: TLS, client certificates, basic auth (metrics.web_config)")
+	fl.StringVar(&f.sink, "sink", "", `publish to NATS JetStream instead of files: nats://H:P[,nats://H:P...] ("": files; sink.url)`)
+	fl.IntVar(&f.natsReplicas, "nats-replicas", 0, "replicas of the JetStream stream if jmxdp creates it (sink.replicas, default 1)")
 	return cmd
 }
 
@@ -180,6 +184,12 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 	}
 	if set("web.config.file") {
 		cfg.Metrics.WebConfig = f.webConfig
+	}
+	if set("sink") {
+		cfg.Sink.URL = f.sink
+	}
+	if set("nats-replicas") {
+		cfg.Sink.Replicas = f.natsReplicas
 	}
 	if cfg.Interface == "" {
 		return cfg, errors.New("no interface: set --iface or `interface:` in the config file")

@@ -65,6 +65,8 @@ type Config struct {
 	Capture    Capture
 	Reassembly Reassembly
 	Metrics    Metrics
+	// Sink: files (the default) or NATS JetStream (sink.go).
+	Sink Sink
 }
 
 // Output is where and how captured streams are written.
@@ -206,6 +208,7 @@ func Default() Config {
 			Timeout:      30 * time.Second,
 		},
 		Metrics: Metrics{Addr: DefaultMetrics, TopStreams: DefaultTopStreams},
+		Sink:    DefaultSink(),
 	}
 }
 
@@ -425,6 +428,7 @@ func (c *Config) check(requireIface bool) []*Error {
 
 	bad("metrics.addr", checkAddr(c.Metrics.Addr))
 	bad("metrics.top_streams", checkTopStreams(int64(c.Metrics.TopStreams)))
+	c.Sink.check(bad)
 	return errs
 }
 

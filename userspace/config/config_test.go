@@ -53,6 +53,9 @@ func TestDefault(t *testing.T) {
 			MaxStreams: 1 << 20, PinDir: "/sys/fs/bpf/jmxdp"},
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
 		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 20},
+		Sink: Sink{Stream: "JMXDP", Replicas: 1, MaxBytes: 8 << 30, MaxAge: 168 * time.Hour, DuplicateWindow: 2 * time.Minute,
+			BatchPackets: 256, BatchBytes: 64 << 10, Linger: 50 * time.Millisecond, MaxInFlight: 256, AckTimeout: 5 * time.Second,
+			SpoolDir: "/var/spool/jmxdp", SpoolMax: 1 << 30, StopTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("Default() = %+v\nwant %+v", c, want)
@@ -96,6 +99,7 @@ func TestExample(t *testing.T) {
 			MaxStreams: 262144, Writers: 2, PinDir: "/sys/fs/bpf/jmxdp", KeepAttached: true},
 		Reassembly: Reassembly{MaxDatagrams: 8192, MaxMemory: 128 << 20, Timeout: 20 * time.Second},
 		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 50},
+		Sink:       DefaultSink(),
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("example parsed as\n%+v\nwant\n%+v", c, want)
@@ -111,7 +115,7 @@ func allKeys() []string {
 	keys := slices.Clone(topKeys)
 	for section, sub := range map[string][]string{
 		"policy": ruleKeys, "output": outputKeys, "capture": captureKeys,
-		"reassembly": reassemblyKeys, "metrics": metricsKeys,
+		"reassembly": reassemblyKeys, "metrics": metricsKeys, "sink": sinkKeys,
 	} {
 		for _, k := range sub {
 			keys = append(keys, section+"."+k)
@@ -369,7 +373,7 @@ func TestValidate(t *testing.T) {
 // TestRefusals: each bad file is refused with one message naming the file,
 // the line and the key.
 func TestRefusals(t *testing.T) {
-	const known = "known: interface, ports, default_action, policy, allowlist, output, capture, reassembly, metrics"
+	const known = "known: interface, ports, default_action, policy, allowlist, output, capture, reassembly, metrics, sink"
 	for _, tc := range []struct {
 		name, in  string
 		line      int

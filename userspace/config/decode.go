@@ -17,7 +17,7 @@ import (
 // The keys of each mapping, in the order of docs/config.md. Messages about
 // unknown keys list them.
 var (
-	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics"}
+	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics", "sink"}
 	ruleKeys       = []string{"mid", "sid", "action"}
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group", "allow_untrusted_dir"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached", "frame_size"}
@@ -310,6 +310,8 @@ func (d *decoder) document(doc *yaml.Node, c *Config) {
 			d.reassembly(v, path, &c.Reassembly)
 		case "metrics":
 			d.metrics(v, path, &c.Metrics)
+		case "sink":
+			d.sink(v, path, &c.Sink)
 		}
 	})
 }

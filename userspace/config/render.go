@@ -123,6 +123,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	m.add("web_config", str(c.Metrics.WebConfig))
 	top.add("metrics", m.n)
+	c.Sink.render(top)
 
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)

@@ -117,6 +117,7 @@ func TestMarshalEveryKey(t *testing.T) {
 	}
 	for section, keys := range map[string][]string{
 		"output": outputKeys, "capture": captureKeys, "reassembly": reassemblyKeys, "metrics": metricsKeys,
+		"sink": sinkKeys,
 	} {
 		for _, k := range keys {
 			if !have[section+"."+k] {

@@ -21,6 +21,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
+	"github.com/jmxdp/jmxdp/userspace/natsink"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
@@ -59,6 +60,8 @@ type Daemon struct {
 	configPath string
 	// final is the Account taken at Stop, before the maps closed.
 	final *Account
+	// nats is the NATS sink (sink.url), nil with files (natsink.go).
+	nats *natsink.Sink
 }
 
 // Option adjusts Start.
@@ -223,6 +226,9 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	for _, m := range d.sink.Shards() {
 		sinks = append(sinks, m)
 	}
+	if sinks, err = d.startNATS(sinks); err != nil {
+		return fail(err)
+	}
 	// Sockets first, attachment second: a frame the program redirects
 	// before its queue has a socket only falls back to the stack.
 	d.capture, err = capture.Start(capture.Config{
@@ -294,12 +300,12 @@ func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collec
 		Maps:          d.prog.Maps,
 		Iface:         cfg.Interface,
 		Capture:       d.capture.Stats,
-		Writer:        d.sink.Stats,
+		Writer:        d.writerStats,
 		WriterStreams: d.sink.Streams,
 		Retention:     d.retentionStats,
 		Handoff:       d.handoffStats,
 	}, d.metricsOptions(cfg))
-	reg, err := metrics.NewRegistry(col)
+	reg, err := metrics.NewRegistry(col, natsink.NewCollector(d.sinkStats()))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -425,6 +431,7 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	if d.capture != nil {
 		errs = append(errs, d.capture.Stop())
 	}
+	errs = append(errs, d.stopNATS())
 	if d.sink != nil {
 		errs = append(errs, d.sink.Close())
 	}
@@ -478,6 +485,9 @@ type Account struct {
 	// and the writers' reasons (disk, invalid, closed, ...).
 	RingDrops, QueueDrops uint64
 	WriterDrops           map[string]uint64
+	// Spooled: with the NATS sink, packets accepted and not stored in
+	// the stream (after Stop: in the spool, for the next start).
+	Spooled uint64
 }
 
 // Account reads the conservation figures (after Stop, those Stop took).
@@ -492,7 +502,7 @@ func (d *Daemon) Account() (Account, error) {
 	if err != nil {
 		return Account{}, err
 	}
-	cs, ws := d.capture.Stats(), d.sink.Stats()
+	cs, ws := d.capture.Stats(), d.writerStats()
 	a := Account{
 		Redirected:  c[maps.StatActionCapture] - c[maps.StatCaptureFailed],
 		Written:     ws.Packets,
@@ -503,6 +513,9 @@ func (d *Daemon) Account() (Account, error) {
 	}
 	for _, q := range cs.Queues {
 		a.Received += q.Frames
+	}
+	if d.nats != nil {
+		a.Spooled = ws.Buffered
 	}
 	for r := writer.DropReason(0); r < writer.NumDropReasons; r++ {
 		if r != writer.DropQueue && ws.Drops[r] > 0 {
@@ -522,6 +535,9 @@ func (d *Daemon) logAccount() {
 	d.final = &a
 	args := []any{"redirected_since_pinned", a.Redirected, "received", a.Received, "written", a.Written,
 		"fragments", a.Fragments, "dropped_ring", a.RingDrops, "dropped_queue", a.QueueDrops}
+	if d.nats != nil {
+		args = append(args, "spooled", a.Spooled)
+	}
 	for r := writer.DropReason(0); r < writer.NumDropReasons; r++ {
 		if n, ok := a.WriterDrops[r.String()]; ok {
 			args = append(args, "dropped_"+r.String(), n)

@@ -38,6 +38,7 @@ func (d *Daemon) Reload(cfg config.Config) (changes []string, err error) {
 	cfg.Interface = old.Interface
 	rotSize, rotAge, keep := cfg.Output.RotateSize, cfg.Output.RotateAge, cfg.Capture.KeepAttached
 	cfg.Output, cfg.Capture, cfg.Reassembly = old.Output, old.Capture, old.Reassembly
+	cfg.Sink = old.Sink // the sink is chosen and connected at start
 	cfg.Output.RotateSize, cfg.Output.RotateAge, cfg.Capture.KeepAttached = rotSize, rotAge, keep
 	// hide_ids decides the logs' redaction, set up at start: a restart.
 	if hide := cfg.Metrics.ChooseHideIDs().Hide; hide != old.Metrics.HideIDs {
@@ -164,6 +165,7 @@ func restartOnly(a, b config.Config) []string {
 	out = append(out, diffFields("output", reflect.ValueOf(a.Output), reflect.ValueOf(b.Output), []string{"RotateSize", "RotateAge"})...)
 	out = append(out, diffFields("capture", reflect.ValueOf(a.Capture), reflect.ValueOf(b.Capture), []string{"KeepAttached"})...)
 	out = append(out, diffFields("reassembly", reflect.ValueOf(a.Reassembly), reflect.ValueOf(b.Reassembly), nil)...)
+	out = append(out, diffFields("sink", reflect.ValueOf(a.Sink), reflect.ValueOf(b.Sink), nil)...)
 	// Strip the values: for restart-only keys the name is enough.
 	for i, s := range out {
 		out[i], _, _ = strings.Cut(s, ":")

@@ -1518,3 +1518,30 @@ func (h *ageHeap) Pop() any {
 	c.heapIdx = -1
 	return c
 }
+
+// Flush writes every stream's buffered packets to its file now, and
+// reports whether any was lost to a fault meanwhile: `jmxdp export` acks
+// a message only once its packets are in the file.
+func (m *Manager) Flush() error {
+	if m.closed {
+		return errors.New("writer: flush after close")
+	}
+	before := m.Stats().Drops[DropDisk]
+	var flushed uint64
+	m.flushOldest(m.now(), func(dirtyEntry) bool { return true }, &flushed)
+	m.publish()
+	if lost := m.Stats().Drops[DropDisk] - before; lost > 0 {
+		return fmt.Errorf("writer: %d packets lost writing the buffers", lost)
+	}
+	return nil
+}
+
+// CurrentFile is the .part file stream k is being written to, "" if none.
+// Call it from the goroutine that writes (it reads the streams unlocked).
+func (m *Manager) CurrentFile(k Key) string {
+	s := m.streams[k]
+	if s == nil || s.cur == nil {
+		return ""
+	}
+	return m.partPath(s.cur)
+}
