@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/userspace/lab"
+	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
@@ -41,6 +42,11 @@ func New(t testing.TB, prefix string) *lab.Lab {
 	// Registered before Up: Down is idempotent and only deletes what is
 	// this lab's, so it is safe whatever Up got to.
 	t.Cleanup(func() {
+		// What a `jmxdp run` on the lab left in /run/jmxdp (its lock,
+		// state and checkpoint files, kept after a stop by design).
+		for _, ext := range []string{".lock", ".json", ".account"} {
+			os.Remove(filepath.Join(runstate.DefaultDir, cfg.HostIface+ext))
+		}
 		if err := lab.Down(cfg); err != nil {
 			t.Errorf("labtest: %v", err)
 			lock.Close() // leave the file: the next New retries
