@@ -107,12 +107,15 @@ func startNATS(bin string, n int, dir string) (*natsCluster, error) {
 		cmd := exec.Command(bin, "-c", conf)
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		// Started from a thread held until the server exits, as the
+		// receivers are: the parent-death signal follows the thread that
+		// forked, and the bench's locked threads (netns) do exit.
+		done := make(chan struct{})
+		if err := startPinned(cmd, receiverCPUs(), done); err != nil {
 			log.Close()
 			c.stop()
 			return nil, fmt.Errorf("start nats-server: %w", err)
 		}
-		done := make(chan struct{})
 		go func() { cmd.Wait(); log.Close(); close(done) }()
 		c.procs, c.done = append(c.procs, cmd), append(c.done, done)
 	}
