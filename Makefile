@@ -71,7 +71,8 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 # `jmxdp bench` (full mode, about 12 minutes, as root; see docs/bench.md)
-# writes docs/bench/<date>.json and .md. Then the Go benchmark: each
+# writes docs/bench/<date>.json and .md; its nats_sink section (about 7
+# more minutes) runs `go tool nats-server` clusters, found from here. Then the Go benchmark: each
 # iteration runs 10000 frames through jmxdp and as many through a trivial
 # XDP_PASS program, alternating; x_pass is the ratio. (BenchmarkStreamTable,
 # the table at several fill levels, is left to `go test -bench StreamTable

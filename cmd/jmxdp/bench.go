@@ -27,10 +27,11 @@ the XDP program's ns/frame against a trivial XDP_PASS program (root), offline
 decoding with the Go and BPF (root) engines against tshark, and the writer's
 peak RSS and open files with 100k concurrent streams, and live capture to
 disk (CPU per frame written and loss-free rates) against tcpdump -w and a
-recvmmsg collector. Each figure is the median of --runs runs. --short is the
+recvmmsg collector, and the NATS sink's CPU per frame stored and loss-free
+rate (1-node and 3-node nats-server clusters) against the file sink's. Each figure is the median of --runs runs. --short is the
 quick CI mode (20k frames, 5k streams, one run). --only runs some sections
 (program_cost, line_rate, capture_to_disk, offline_decode, scale,
-stream_table). See docs/bench.md.`,
+stream_table, nats_sink). See docs/bench.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "table" && format != "json" {

@@ -53,7 +53,7 @@ type Options struct {
 }
 
 // Sections are the section names, in the order of a report.
-var Sections = []string{SectionProgram, SectionLineRate, SectionCapture, SectionDecode, SectionScale, SectionStreamTable}
+var Sections = []string{SectionProgram, SectionLineRate, SectionCapture, SectionDecode, SectionScale, SectionStreamTable, SectionNATS}
 
 // CheckOnly refuses names in only that are not sections.
 func CheckOnly(only []string) error {
@@ -197,6 +197,7 @@ func Run(opts Options) (*Result, error) {
 			return scale(opts, filepath.Join(tmp, "streams"))
 		}},
 		{SectionCapture, "capture to disk", func() (Section, error) { return captureToDisk(opts, tmp) }},
+		{SectionNATS, "nats sink", func() (Section, error) { return natsSink(opts, tmp) }},
 		{SectionStreamTable, "stream table", func() (Section, error) { return streamTable(opts) }},
 		{SectionProgram, "program cost", func() (Section, error) { return programCost(opts) }},
 		{SectionLineRate, "line rate", func() (Section, error) { return lineRate(opts) }},

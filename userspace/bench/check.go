@@ -14,7 +14,7 @@ func (r *Result) Validate() error {
 	if r.Timestamp.IsZero() || r.Machine.Kernel == "" || r.Machine.CPUs <= 0 || r.Machine.GoVersion == "" || r.Runs <= 0 {
 		errs = append(errs, fmt.Errorf("incomplete header: %v %+v runs %d", r.Timestamp, r.Machine, r.Runs))
 	}
-	want := map[string]int{SectionProgram: 4, SectionLineRate: 1, SectionCapture: 2, SectionDecode: 2, SectionScale: 2, SectionStreamTable: 3}
+	want := map[string]int{SectionProgram: 4, SectionLineRate: 1, SectionCapture: 2, SectionDecode: 2, SectionScale: 2, SectionStreamTable: 3, SectionNATS: 3}
 	for _, s := range r.Sections {
 		n, ok := want[s.Name]
 		if !ok {
@@ -27,7 +27,8 @@ func (r *Result) Validate() error {
 		}
 		for _, f := range s.Figures {
 			// A loss-free rate is 0 when a system lost at the lowest rate.
-			if s.Name == SectionCapture && f.Value >= 0 && f.Baseline >= 0 && !math.IsNaN(f.Ratio) {
+			// The NATS section's too, and a loss or a short mode's CPU is 0.
+			if (s.Name == SectionCapture || s.Name == SectionNATS) && f.Value >= 0 && f.Baseline >= 0 && !math.IsNaN(f.Ratio) {
 				continue
 			}
 			if !(f.Value > 0 && f.Baseline > 0 && f.Ratio > 0) {

@@ -294,6 +294,12 @@ type jmxdpSystem struct {
 	// were lost in more detail. Not in the CPU cases: the scrape's work
 	// (about 1 s with 100k streams) would be in the figure.
 	scrape bool
+	// label, if set, names the system instead of "jmxdp"; args are added
+	// to `jmxdp run`'s; stored, if set, counts what it stored instead of
+	// the files under out (the NATS sink: natsSystem).
+	label  string
+	args   []string
+	stored func() (packets uint64, streams int, err error)
 
 	p      *proc
 	out    string
@@ -302,7 +308,12 @@ type jmxdpSystem struct {
 	frames uint64 // the program's frame count at start
 }
 
-func (j *jmxdpSystem) name() string      { return "jmxdp" }
+func (j *jmxdpSystem) name() string {
+	if j.label != "" {
+		return j.label
+	}
+	return "jmxdp"
+}
 func (j *jmxdpSystem) passThrough() bool { return false }
 
 // pinDir is where `jmxdp run` pins its maps for the lab's interface.
@@ -322,6 +333,7 @@ func (j *jmxdpSystem) start(out string) error {
 	if j.maxOpen > 0 {
 		args = append(args, "--max-open-files", strconv.Itoa(j.maxOpen))
 	}
+	args = append(args, j.args...)
 	cmd := exec.Command(j.exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"="+roleMain)
 	p, err := startProc("jmxdp run", cmd)
@@ -400,7 +412,14 @@ func (j *jmxdpSystem) stop(st *captureStep) error {
 		return err
 	}
 	st.CPU = j.p.cpu()
-	n, files, parts, err := countCaptures(j.out, ".pcapng")
+	var n uint64
+	var files, parts int
+	var err error
+	if j.stored != nil {
+		n, files, err = j.stored()
+	} else {
+		n, files, parts, err = countCaptures(j.out, ".pcapng")
+	}
 	if err != nil {
 		return err
 	}
