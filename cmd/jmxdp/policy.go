@@ -752,9 +752,6 @@ func parsePrefixes(args []string) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, err
 		}
-		if p.Addr().Is4In6() {
-			return nil, fmt.Errorf("%s is an IPv4-mapped IPv6 prefix: write it as IPv4", s)
-		}
 		if slices.Contains(out, p) {
 			return nil, fmt.Errorf("%s is given twice (as %s)", s, p)
 		}

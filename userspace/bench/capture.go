@@ -155,25 +155,12 @@ func captureToDisk(opts Options, tmp string) (Section, error) {
 		runs = captureMaxRuns
 	}
 
-	cb := &captureBench{opts: opts, rates: rates, stepTime: stepTime}
-	l, err := lab.Up(lab.Random("jmxcap"))
+	cb, down, err := newCaptureBench(opts, "jmxcap", streams, rates, stepTime)
 	if err != nil {
-		return sec, fmt.Errorf("capture lab: %w", err)
-	}
-	defer func() {
-		if err := l.Down(); err != nil {
-			fmt.Fprintf(opts.Progress, "bench: capture: %v\n", err)
-		}
-	}()
-	cb.lab = l
-	if cb.templates, err = captureTemplates(l); err != nil {
 		return sec, err
 	}
-	cb.intercepts = 10
-	if streams >= 100 {
-		cb.intercepts = streams / 10
-	}
-	cb.sessions = streams / cb.intercepts
+	defer down()
+	l := cb.lab
 
 	exe, why := jmxdpExecutable(opts)
 	if why != "" {
@@ -876,4 +863,31 @@ func (cb *captureBench) vethRefused() uint64 {
 		}
 	}
 	return n
+}
+
+// newCaptureBench makes the veth lab (names from prefix) and the frame
+// templates of the capture and nats_sink sections, with streams spread
+// over intercepts of ten sessions at most; down removes the lab.
+func newCaptureBench(opts Options, prefix string, streams int, rates []float64, stepTime time.Duration) (*captureBench, func(), error) {
+	cb := &captureBench{opts: opts, rates: rates, stepTime: stepTime}
+	l, err := lab.Up(lab.Random(prefix))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s lab: %w", prefix, err)
+	}
+	down := func() {
+		if err := l.Down(); err != nil {
+			fmt.Fprintf(opts.Progress, "bench: %s: %v\n", prefix, err)
+		}
+	}
+	cb.lab = l
+	if cb.templates, err = captureTemplates(l); err != nil {
+		down()
+		return nil, nil, err
+	}
+	cb.intercepts = 10
+	if streams >= 100 {
+		cb.intercepts = streams / 10
+	}
+	cb.sessions = streams / cb.intercepts
+	return cb, down, nil
 }

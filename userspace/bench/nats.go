@@ -325,25 +325,12 @@ func natsSink(opts Options, tmp string) (Section, error) {
 	if opts.Short {
 		rates, streams, stepTime = captureRatesShort, captureStreamsShort, captureStepTimeShort
 	}
-	cb := &captureBench{opts: opts, rates: rates, stepTime: stepTime}
-	l, err := lab.Up(lab.Random("jmxnats"))
+	cb, down, err := newCaptureBench(opts, "jmxnats", streams, rates, stepTime)
 	if err != nil {
-		return sec, fmt.Errorf("nats lab: %w", err)
-	}
-	defer func() {
-		if err := l.Down(); err != nil {
-			fmt.Fprintf(opts.Progress, "bench: nats: %v\n", err)
-		}
-	}()
-	cb.lab = l
-	if cb.templates, err = captureTemplates(l); err != nil {
 		return sec, err
 	}
-	cb.intercepts = 10
-	if streams >= 100 {
-		cb.intercepts = streams / 10
-	}
-	cb.sessions = streams / cb.intercepts
+	defer down()
+	l := cb.lab
 
 	// As in the capture section: the sender on its CPU, this process and
 	// what it starts (jmxdp, and here the nats-servers) on the others.

@@ -32,15 +32,11 @@ func (d *Daemon) checkPreviousRun() {
 		return
 	}
 	lost := prev.Unaccounted(d.redirectedAtStart)
-	d.previousLost = lost
 	d.log.Warn("the previous run did not stop cleanly (killed or crashed): frames the kernel redirected to it that no counter accounts for",
 		"lost_in_previous_run", lost, "redirected", d.redirectedAtStart-min(prev.RedirectedAtStart, d.redirectedAtStart),
 		"written", prev.Written, "dropped", prev.Dropped+prev.RingDrops, "last_checkpoint", prev.Time,
 		"bound", "at most one checkpoint period ("+checkpointEvery.String()+") of frames written after the checkpoint count as lost")
 }
-
-// PreviousRunLost is what checkPreviousRun found (0 after a clean stop).
-func (d *Daemon) PreviousRunLost() uint64 { return d.previousLost }
 
 func (d *Daemon) checkpoint(clean bool) {
 	a, err := d.Account()

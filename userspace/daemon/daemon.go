@@ -53,7 +53,7 @@ type Daemon struct {
 	pins   *loader.PinSnapshot
 	failed bool // Start failed: teardown undoes pins
 	// The accounting checkpoints (checkpoint.go).
-	redirectedAtStart, previousLost  uint64
+	redirectedAtStart                uint64
 	cpStop, cpDone                   chan struct{}
 	checkpointFailed, checkpointsRan bool
 	// configPath is the file cfg came from, for the state file.
