@@ -54,7 +54,7 @@ func TestDefault(t *testing.T) {
 		Reassembly: Reassembly{MaxDatagrams: 4096, MaxMemory: 64 << 20, Timeout: 30 * time.Second},
 		Metrics:    Metrics{Addr: "127.0.0.1:9877", TopStreams: 20},
 		Sink: Sink{Stream: "JMXDP", Replicas: 1, MaxBytes: 8 << 30, MaxAge: 168 * time.Hour, DuplicateWindow: 2 * time.Minute,
-			BatchPackets: 256, BatchBytes: 64 << 10, Linger: 50 * time.Millisecond, MaxInFlight: 256, AckTimeout: 5 * time.Second,
+			BatchPackets: 256, BatchBytes: 64 << 10, Linger: time.Second, MaxInFlight: 256, AckTimeout: 5 * time.Second,
 			SpoolDir: "/var/spool/jmxdp", SpoolMax: 1 << 30, StopTimeout: 10 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {

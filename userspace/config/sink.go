@@ -63,7 +63,7 @@ func DefaultSink() Sink {
 		DuplicateWindow: 2 * time.Minute,
 		BatchPackets:    256,
 		BatchBytes:      64 << 10,
-		Linger:          50 * time.Millisecond,
+		Linger:          time.Second,
 		MaxInFlight:     256,
 		AckTimeout:      5 * time.Second,
 		SpoolDir:        DefaultSpoolDir,

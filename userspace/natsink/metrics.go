@@ -17,10 +17,12 @@ var sinkFamilies = []struct{ name, help string }{
 	{"jmxdp_sink_acked_batches_total", "Batches the stream stored on their first send."},
 	{"jmxdp_sink_spooled_batches_total", "Batches put in the local spool: the cluster was unreachable, did not ack in time, or refused them."},
 	{"jmxdp_sink_resent_batches_total", "Spooled batches the stream stored later."},
+	{"jmxdp_sink_overflows_total", "Times the cluster fell so far behind the traffic (sink.max_in_flight acks outstanding and 64 MiB of batches waiting in memory) that batches went to the spool until it caught up."},
 	{"jmxdp_sink_dropped_batches_total", "Batches lost, by reason: queue (publisher queue full), spool_full (spool at sink.spool_max), spool_error (spool write failed)."},
 	{"jmxdp_sink_acked_packets_total", "Packets in batches the stream stored (first sends and re-sends)."},
 	{"jmxdp_sink_dropped_packets_total", "Packets in dropped batches."},
 	{"jmxdp_sink_in_flight_batches", "Batches published and not yet acked."},
+	{"jmxdp_sink_pending_batches", "Batches waiting in memory for the in-flight window (at most 64 MiB of them; past that they go to the spool)."},
 	{"jmxdp_sink_spool_batches", "Batches waiting in the spool."},
 	{"jmxdp_sink_spool_bytes", "Bytes of the spool's files."},
 	{"jmxdp_sink_connected", "1 while the NATS sink is connected to a server; 0 otherwise (and with the file sink)."},
@@ -62,12 +64,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("jmxdp_sink_acked_batches_total", st.Acked)
 	counter("jmxdp_sink_spooled_batches_total", st.Spooled)
 	counter("jmxdp_sink_resent_batches_total", st.Resent)
+	counter("jmxdp_sink_overflows_total", st.Overflows)
 	for r, n := range st.Dropped {
 		counter("jmxdp_sink_dropped_batches_total", n, DropNames[r])
 	}
 	counter("jmxdp_sink_acked_packets_total", st.PacketsAcked)
 	counter("jmxdp_sink_dropped_packets_total", st.PacketsDropped)
 	gauge("jmxdp_sink_in_flight_batches", float64(st.InFlight))
+	gauge("jmxdp_sink_pending_batches", float64(st.Pending))
 	gauge("jmxdp_sink_spool_batches", float64(st.SpoolBatches))
 	gauge("jmxdp_sink_spool_bytes", float64(st.SpoolBytes))
 	connected := 0.0

@@ -45,14 +45,27 @@ const (
 	DefaultDuplicates   = 2 * time.Minute
 	DefaultBatchPackets = 256
 	DefaultBatchBytes   = 64 << 10
-	DefaultLinger       = 50 * time.Millisecond
-	DefaultMaxInFlight  = 256
-	DefaultAckTimeout   = 5 * time.Second
-	DefaultSpoolMax     = 1 << 30
-	DefaultStopTimeout  = 10 * time.Second
-	// queueLen is how many batches wait between the capture goroutines
-	// and the publisher: at DefaultBatchBytes, 64 MiB at most.
-	queueLen = 1024
+	// DefaultLinger is the file sink's flush interval: a packet waits in
+	// memory as long as it would in a file's write buffer. Messages are
+	// the sink's unit of cost, for jmxdp and for the servers: at 3000
+	// streams and 200 kpps, 50 ms made 4 packets a message and more
+	// messages than a shared 1-node cluster stores (docs/bench.md).
+	DefaultLinger      = time.Second
+	DefaultMaxInFlight = 256
+	DefaultAckTimeout  = 5 * time.Second
+	DefaultSpoolMax    = 1 << 30
+	DefaultStopTimeout = 10 * time.Second
+	// queueBytes bounds the batches waiting between the capture
+	// goroutines and the publisher, in payload bytes: a linger closes
+	// every stream's batch within one tick (3000 batches at once at 3000
+	// streams), which a count of batches would bound too tightly for
+	// small batches and too loosely for large ones. queueLen only sizes
+	// the channel: queueBytes / 4 KiB batches.
+	queueBytes = 64 << 20
+	queueLen   = queueBytes / (4 << 10)
+	// pendingMax bounds the batches the publisher holds in memory while
+	// the in-flight window is full, in payload bytes.
+	pendingMax = 64 << 20
 )
 
 // Subject is the subject of stream (mid, sid)'s batches.
@@ -158,6 +171,8 @@ type Config struct {
 	// PacketComments adds a "router=" comment to every packet.
 	PacketComments bool
 	Logger         *slog.Logger
+	// pendingMax: pendingMax's, unless a test sets it.
+	pendingMax int
 }
 
 func (c *Config) defaults() {
@@ -204,12 +219,15 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.pendingMax == 0 {
+		c.pendingMax = pendingMax
+	}
 }
 
 // Batch drop reasons (Stats.Dropped).
 const (
-	// DropQueue: the publisher's queue was full (it is blocked on a
-	// replay or the spool's disk).
+	// DropQueue: the publisher's queue was full (it is busy re-sending
+	// the spool, or blocked on the spool's disk).
 	DropQueue = iota
 	// DropSpoolFull: the cluster did not take the batch and the spool
 	// was at SpoolMax.
@@ -229,7 +247,11 @@ var DropNames = [NumDrops]string{"queue", "spool_full", "spool_error"}
 // spooled batches the stream stored later.
 type Stats struct {
 	Published, Acked, Spooled, Resent uint64
-	Dropped                           [NumDrops]uint64
+	// Overflows counts the times the cluster fell so far behind (the
+	// in-flight window full and pendingMax bytes waiting) that batches
+	// went to the spool.
+	Overflows uint64
+	Dropped   [NumDrops]uint64
 	// PacketsAccepted: packets WriteAt took; PacketsAcked: those stored
 	// (acked or re-sent); PacketsDropped: those of dropped batches.
 	PacketsAccepted, PacketsAcked, PacketsDropped uint64
@@ -238,9 +260,10 @@ type Stats struct {
 	PacketDrops [writer.NumDropReasons]uint64
 	// InFlight: published, not yet acked; SpoolBytes and SpoolBatches:
 	// what the spool holds now.
-	InFlight, SpoolBatches int
-	SpoolBytes             int64
-	Connected              bool
+	// Pending: waiting in memory for the in-flight window.
+	InFlight, Pending, SpoolBatches int
+	SpoolBytes                      int64
+	Connected                       bool
 }
 
 type msg struct {
@@ -250,8 +273,10 @@ type msg struct {
 }
 
 type inflight struct {
-	m      *msg
-	f      jetstream.PubAckFuture
+	m *msg
+	f jetstream.PubAckFuture
+	// resend: a record of the spool's oldest segment (it stays in the
+	// spool until the whole segment is acked), not a first send.
 	resend bool
 }
 
@@ -267,12 +292,26 @@ type Sink struct {
 	done   chan struct{}
 	seq    atomic.Uint64
 	shards []*Shard
+	// queued is the payload bytes in `in` (at most queueBytes).
+	queued atomic.Int64
 
 	// The publisher goroutine's.
 	spool    *spool
 	fl       []inflight
 	streamOK bool
 	warned   time.Time
+	// rp is the spool's oldest segment being re-sent: rpNext records are
+	// published, rpAcked of them acked. rpHold stops the re-sending until
+	// the next tick after a failure; rpProbe sends one record alone
+	// until an ack says the cluster takes messages again.
+	rp              []*msg
+	rpNext, rpAcked int
+	rpPackets       int
+	rpHold, rpProbe bool
+	// pending: batches waiting for the in-flight window, oldest first,
+	// pendingBytes of payload.
+	pending      []*msg
+	pendingBytes int
 
 	mu sync.Mutex
 	st Stats
@@ -425,6 +464,7 @@ func (s *Sink) count(f func(*Stats)) {
 	s.mu.Lock()
 	f(&s.st)
 	s.st.InFlight = len(s.fl)
+	s.st.Pending = len(s.pending)
 	s.st.SpoolBatches = s.spool.records
 	s.st.SpoolBytes = s.spool.size
 	s.mu.Unlock()
@@ -447,27 +487,26 @@ func (s *Sink) publish(m *msg) (jetstream.PubAckFuture, error) {
 }
 
 // run is the publisher: it sends what the shards hand it, follows the
-// acks in order, spools what fails and re-sends the spool.
+// acks in order, spools what fails and re-sends the spool, pipelined
+// with the acks.
 func (s *Sink) run() {
 	defer close(s.done)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	s.rpProbe = true
 	for {
 		var okc <-chan *jetstream.PubAck
 		var errc <-chan error
 		if len(s.fl) > 0 {
 			okc, errc = s.fl[0].f.Ok(), s.fl[0].f.Err()
 		}
-		in := s.in
-		if len(s.fl) >= s.cfg.MaxInFlight {
-			in = nil
-		}
 		select {
-		case m, open := <-in:
+		case m, open := <-s.in:
 			if !open {
 				s.finish()
 				return
 			}
+			s.queued.Add(-int64(len(m.data)))
 			s.send(m)
 		case <-okc:
 			s.acked(s.fl[0])
@@ -476,18 +515,42 @@ func (s *Sink) run() {
 			s.failed(s.fl[0], err)
 			s.fl = s.fl[1:]
 		case <-tick.C:
-			s.replay(time.Now().Add(200 * time.Millisecond))
+			s.rpHold = false
 		}
+		s.pump()
 	}
 }
 
 // send publishes m, or spools it behind what the spool holds already:
-// batches reach the stream in the order they came.
+// batches reach the stream in the order they came. While MaxInFlight
+// acks are outstanding, batches wait in memory (pendingMax bytes: the
+// bursts a linger makes, a tick's worth of streams at once); a cluster
+// that stays behind past that is treated as one that is away: the
+// batches go to the spool, re-sent as the acks catch up, rather than
+// piling up in the queue until the queue drops them.
 func (s *Sink) send(m *msg) {
 	if !s.spool.empty() || !s.ready() {
+		s.spillPending()
 		s.toSpool(m)
 		return
 	}
+	if len(s.fl) >= s.cfg.MaxInFlight || len(s.pending) > 0 {
+		if s.pendingBytes+len(m.data) <= s.cfg.pendingMax {
+			s.pending = append(s.pending, m)
+			s.pendingBytes += len(m.data)
+			return
+		}
+		s.count(func(st *Stats) { st.Overflows++ })
+		s.spillPending()
+		s.toSpool(m)
+		return
+	}
+	s.first(m)
+}
+
+// first publishes m for the first time, or spools it if the client
+// refuses it.
+func (s *Sink) first(m *msg) {
 	f, err := s.publish(m)
 	if err != nil {
 		s.warn("nats sink: publish failed: spooling", err)
@@ -498,19 +561,60 @@ func (s *Sink) send(m *msg) {
 	s.count(func(*Stats) {})
 }
 
+// spillPending moves the batches waiting in memory to the spool, in
+// order, ahead of anything spooled after them.
+func (s *Sink) spillPending() {
+	for _, m := range s.pending {
+		s.toSpool(m)
+	}
+	clear(s.pending)
+	s.pending, s.pendingBytes = s.pending[:0], 0
+}
+
 func (s *Sink) acked(fl inflight) {
+	s.rpProbe = false
+	if !fl.resend {
+		s.count(func(st *Stats) {
+			st.Acked++
+			st.PacketsAcked += uint64(fl.m.packets)
+		})
+		return
+	}
+	if s.rp == nil {
+		return // of a segment whose re-sending failed: it goes again
+	}
+	s.rpAcked++
+	if s.rpAcked < len(s.rp) {
+		return
+	}
+	// The whole segment is in the stream.
+	n, packets := len(s.rp), s.rpPackets
+	s.rp = nil
+	if err := s.spool.dropOldest(n); err != nil {
+		s.log.Warn("nats sink: cannot remove a re-sent spool segment", "err", err)
+	}
 	s.count(func(st *Stats) {
-		st.Acked++
-		st.PacketsAcked += uint64(fl.m.packets)
+		st.Resent += uint64(n)
+		st.PacketsAcked += uint64(packets)
 	})
 }
 
 func (s *Sink) failed(fl inflight, err error) {
-	s.warn("nats sink: the stream did not ack a batch: spooling it", err)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		s.streamOK = false // look again: deleted, or no leader
 	}
+	s.rpProbe, s.rpHold = true, true
+	if fl.resend {
+		// The segment stays in the spool and goes again from its first
+		// record; those stored already are deduplicated by their ids.
+		if s.rp != nil {
+			s.warn("nats sink: re-sending the spool failed: retrying", err)
+		}
+		s.rp = nil
+		return
+	}
+	s.warn("nats sink: the stream did not ack a batch: spooling it", err)
 	s.toSpool(fl.m)
 }
 
@@ -528,72 +632,71 @@ func (s *Sink) toSpool(m *msg) {
 	}
 }
 
-// replay re-sends the spool, a segment at a time, until it is empty, the
-// cluster fails or deadline passes. The batches in flight go first (they
-// are older than anything spooled after them); a segment goes once all of
-// its records are acked. A record stored before its ack was lost is
-// stored again only past the stream's duplicate window.
-func (s *Sink) replay(deadline time.Time) {
-	for !s.spool.empty() && len(s.fl) == 0 && time.Now().Before(deadline) && s.ready() {
+// pump re-sends the spool's oldest segment, record by record as the
+// in-flight window allows; the segment leaves the spool once all its
+// records are acked, and the next one starts. The first sends still in
+// flight are older than anything spooled after them, so re-sending waits
+// for them. After a failure it waits for the next tick, then sends one
+// record alone until an ack comes: a cluster without a leader fails that
+// one before the rest are stored out of order. A record stored before
+// its ack was lost is stored again only past the stream's duplicate
+// window.
+func (s *Sink) pump() {
+	for len(s.pending) > 0 && len(s.fl) < s.cfg.MaxInFlight {
+		if !s.spool.empty() || !s.ready() {
+			s.spillPending()
+			break
+		}
+		m := s.pending[0]
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		s.pendingBytes -= len(m.data)
+		s.first(m)
+	}
+	if len(s.pending) == 0 {
+		s.pending = s.pending[:0:0] // let the drained array go
+	}
+	if s.rpHold || s.spool.empty() || len(s.pending) > 0 {
+		return
+	}
+	if s.rp == nil {
+		for _, fl := range s.fl {
+			if !fl.resend {
+				return
+			}
+		}
+		if len(s.fl) > 0 || !s.ready() {
+			return // the failed segment's last acks first
+		}
 		recs, err := s.spool.oldest()
 		if err != nil {
 			s.log.Error("nats sink: a spool segment is unreadable: dropped", "err", err)
 			s.spool.dropOldest(0)
 			s.count(func(*Stats) {})
-			continue
-		}
-		// The first record goes alone: a cluster that is not ready yet
-		// (no leader) fails it before the rest are stored out of order.
-		futs := make([]jetstream.PubAckFuture, 0, len(recs))
-		var probe error
-		for i, m := range recs {
-			f, err := s.publish(m)
-			if err != nil {
-				break
-			}
-			futs = append(futs, f)
-			if i == 0 {
-				if probe = waitAck(f); probe != nil {
-					break
-				}
-			}
-		}
-		ok := len(futs) == len(recs)
-		packets := 0
-		for i, f := range futs {
-			err := probe
-			if i > 0 {
-				err = waitAck(f)
-			}
-			if err != nil {
-				ok = false
-				s.warn("nats sink: re-sending the spool failed: retrying", err)
-				continue
-			}
-			packets += recs[i].packets
-		}
-		if !ok {
-			// Those stored are deduplicated when the segment goes again.
-			s.streamOK = false
 			return
 		}
-		if err := s.spool.dropOldest(len(recs)); err != nil {
-			s.log.Warn("nats sink: cannot remove a re-sent spool segment", "err", err)
+		if len(recs) == 0 {
+			s.spool.dropOldest(0)
+			return
 		}
-		s.count(func(st *Stats) {
-			st.Resent += uint64(len(recs))
-			st.PacketsAcked += uint64(packets)
-		})
+		s.rp, s.rpNext, s.rpAcked, s.rpPackets = recs, 0, 0, 0
+		for _, m := range recs {
+			s.rpPackets += m.packets
+		}
 	}
-}
-
-// waitAck waits for a publish's outcome (the client times it out).
-func waitAck(f jetstream.PubAckFuture) error {
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return err
+	for s.rpNext < len(s.rp) && len(s.fl) < s.cfg.MaxInFlight {
+		if s.rpProbe && len(s.fl) > 0 {
+			return
+		}
+		m := s.rp[s.rpNext]
+		f, err := s.publish(m)
+		if err != nil {
+			s.warn("nats sink: re-sending the spool failed: retrying", err)
+			s.rp, s.rpHold, s.rpProbe = nil, true, true
+			return
+		}
+		s.fl = append(s.fl, inflight{m: m, f: f, resend: true})
+		s.rpNext++
 	}
 }
 
@@ -601,33 +704,41 @@ func waitAck(f jetstream.PubAckFuture) error {
 // stop deadline to be acked, the spool to be re-sent; what is still in
 // flight then is spooled, for the next start.
 func (s *Sink) finish() {
-	deadline := time.Now().Add(s.cfg.StopTimeout)
 	timer := time.NewTimer(s.cfg.StopTimeout)
 	defer timer.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	s.pump()
 wait:
-	for len(s.fl) > 0 {
+	for len(s.fl) > 0 || len(s.pending) > 0 || (!s.spool.empty() && s.nc.IsConnected()) {
+		var okc <-chan *jetstream.PubAck
+		var errc <-chan error
+		if len(s.fl) > 0 {
+			okc, errc = s.fl[0].f.Ok(), s.fl[0].f.Err()
+		}
 		select {
-		case <-s.fl[0].f.Ok():
+		case <-okc:
 			s.acked(s.fl[0])
-		case err := <-s.fl[0].f.Err():
+			s.fl = s.fl[1:]
+		case err := <-errc:
 			s.failed(s.fl[0], err)
+			s.fl = s.fl[1:]
+		case <-tick.C:
+			s.rpHold = false
 		case <-timer.C:
 			break wait
 		}
-		s.fl = s.fl[1:]
+		s.pump()
 	}
-	left := len(s.fl)
+	left := len(s.pending)
 	for _, fl := range s.fl {
-		s.toSpool(fl.m)
-	}
-	s.fl = nil
-	for !s.spool.empty() && time.Now().Before(deadline) && s.nc.IsConnected() {
-		before := s.spool.records
-		s.replay(deadline)
-		if s.spool.records == before {
-			time.Sleep(100 * time.Millisecond)
+		if !fl.resend { // a re-sent record is still in the spool
+			s.toSpool(fl.m)
+			left++
 		}
 	}
+	s.spillPending()
+	s.fl, s.rp = nil, nil
 	s.spool.close()
 	s.count(func(*Stats) {})
 	st := s.Stats()
@@ -663,8 +774,13 @@ func (s *Sink) Close() error {
 
 // batch is one stream's packets waiting to be published.
 type batch struct {
-	sec     *pcapng.Section
-	since   time.Time // first packet (shard clock)
+	sec   *pcapng.Section
+	since time.Time // first packet (shard clock)
+	// linger is this stream's: between Linger/2 and Linger, by a hash
+	// of its key, so that streams that started together (every stream,
+	// at start) do not all publish in the same tick, a burst that would
+	// overrun the in-flight window every linger.
+	linger  time.Duration
 	routers []netip.Addr
 	seen    time.Time
 }
@@ -699,7 +815,7 @@ func (sh *Shard) WriteAt(k writer.Key, ns uint64, router netip.Addr, kind pcapng
 	}
 	b := sh.batches[k]
 	if b == nil {
-		b = &batch{sec: pcapng.NewSection(k.MID, k.SID, sh.s.cfg.PacketComments)}
+		b = &batch{sec: pcapng.NewSection(k.MID, k.SID, sh.s.cfg.PacketComments), linger: spreadLinger(sh.s.cfg.Linger, k)}
 		sh.batches[k] = b
 	}
 	if err := b.sec.Add(ns, router, kind, data); err != nil {
@@ -730,6 +846,15 @@ func containsAddr(l []netip.Addr, a netip.Addr) bool {
 	return false
 }
 
+// spreadLinger is stream k's linger, in [l/2, l]: a multiplicative hash
+// of the key picks the point.
+func spreadLinger(l time.Duration, k writer.Key) time.Duration {
+	const spreadSteps = 1 << 10
+	h := (uint64(k.MID)<<32 | uint64(k.SID)) * 0x9e3779b97f4a7c15
+	step := h >> (64 - 10) // top bits: the best mixed
+	return l - l/2*time.Duration(step)/spreadSteps
+}
+
 // Drop counts packets dropped upstream.
 func (sh *Shard) Drop(_ writer.Key, reason writer.DropReason, n int) {
 	if n <= 0 {
@@ -745,7 +870,7 @@ func (sh *Shard) Drop(_ writer.Key, reason writer.DropReason, n int) {
 func (sh *Shard) Tick() {
 	now := time.Now()
 	for k, b := range sh.batches {
-		if b.sec.Packets() > 0 && now.Sub(b.since) >= sh.s.cfg.Linger {
+		if b.sec.Packets() > 0 && now.Sub(b.since) >= b.linger {
 			sh.flush(k, b, false)
 		}
 	}
@@ -780,14 +905,19 @@ func (sh *Shard) flush(k writer.Key, b *batch, wait bool) {
 	b.sec.Reset()
 	b.routers = b.routers[:0]
 	if wait {
+		s.queued.Add(int64(len(m.data)))
 		s.in <- m
 		return
 	}
-	select {
-	case s.in <- m:
-	default:
-		s.count(func(st *Stats) { st.Dropped[DropQueue]++; st.PacketsDropped += uint64(m.packets) })
+	if s.queued.Add(int64(len(m.data))) <= queueBytes {
+		select {
+		case s.in <- m:
+			return
+		default:
+		}
 	}
+	s.queued.Add(-int64(len(m.data)))
+	s.count(func(st *Stats) { st.Dropped[DropQueue]++; st.PacketsDropped += uint64(m.packets) })
 }
 
 // FromConfig is the Sink configuration of the config file's sink section.

@@ -245,3 +245,43 @@ func TestLinger(t *testing.T) {
 		t.Fatalf("after the linger time: %d messages", len(got))
 	}
 }
+
+// A cluster slower than the traffic (here: an in-flight window of two
+// acks, and a message a packet sent as fast as the loop goes): a burst
+// waits in memory for the window, and past pendingMax bytes goes to the
+// spool and is re-sent, in order, as the acks catch up. Either way no
+// batch is dropped from the queue.
+func TestSlowCluster(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		pendingMax int
+		spooled    bool
+	}{
+		{"burst held in memory", 0, false},
+		{"behind past the memory bound: spooled", 4 << 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := natstest.Start(t, 1)
+			_, js := c.Connect(t)
+			s, err := New(Config{URLs: c.URLs(), SpoolDir: filepath.Join(t.TempDir(), "spool"), BatchPackets: 1, MaxInFlight: 2,
+				MaxBytes: 256 << 20, Logger: testLogger(t), pendingMax: tc.pendingMax}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := feed(t, s.Shards()[0], keys, 3000, 0, nil)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st := s.Stats()
+			if st.Acked+st.Resent != 3000 || st.Resent != st.Spooled || st.Dropped != [NumDrops]uint64{} ||
+				st.PacketsAcked != 3000 || st.SpoolBatches != 0 || st.Pending != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			if got := st.Overflows > 0 && st.Spooled > 0; got != tc.spooled {
+				t.Fatalf("spooled: %v, want %v (stats %+v)", got, tc.spooled, st)
+			}
+			t.Logf("%d batches sent first, %d spooled and re-sent, %d overflows", st.Acked, st.Resent, st.Overflows)
+			check(t, collect(t, js, DefaultStream), want, true)
+		})
+	}
+}
