@@ -41,11 +41,12 @@ func TestRunSinkNATSThenExport(t *testing.T) {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	cfg := filepath.Join(tmp, "jmxdp.yaml")
-	os.WriteFile(cfg, []byte("sink:\n  spool_dir: "+filepath.Join(tmp, "spool")+"\n  max_bytes: 256MiB\n"), 0o600)
+	os.WriteFile(cfg, []byte("sink:\n  max_bytes: 256MiB\n"), 0o600)
+	spool := filepath.Join(tmp, "spool")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "run", "--config", cfg, "--iface", l.HostIface, "--out", filepath.Join(tmp, "unused"),
-		"--pin-dir", pin, "--max-streams", "4096", "--metrics-addr", "", "--sink", c.URLs(), "--nats-replicas", "3")
+		"--pin-dir", pin, "--max-streams", "4096", "--metrics-addr", "", "--sink", c.URLs(), "--nats-replicas", "3", "--spool-dir", spool)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -58,6 +59,9 @@ func TestRunSinkNATSThenExport(t *testing.T) {
 			t.Fatalf("daemon did not start:\n%s", stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if fi, err := os.Stat(spool); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("--spool-dir %s: %v %v", spool, fi, err)
 	}
 	s, err := l.Sender()
 	if err != nil {

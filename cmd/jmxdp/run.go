@@ -43,6 +43,7 @@ type runFlags struct {
 	webConfig     string
 	sink          string
 	natsReplicas  int
+	spoolDir      string
 }
 
 func newRunCmd() *cobra.Command {
@@ -104,6 +105,7 @@ The config file is documented in docs/config.md; flags override it.`,
 	fl.StringVar(&f.webConfig, "web.config.file", "", "exporter-toolkit web config for /metrics: TLS, client certificates, basic auth (metrics.web_config)")
 	fl.StringVar(&f.sink, "sink", "", `publish to NATS JetStream instead of files: nats://H:P[,nats://H:P...] ("": files; sink.url)`)
 	fl.IntVar(&f.natsReplicas, "nats-replicas", 0, "replicas of the JetStream stream if jmxdp creates it (sink.replicas, default 1)")
+	fl.StringVar(&f.spoolDir, "spool-dir", "", "the NATS sink's local spool (sink.spool_dir, default /var/spool/jmxdp)")
 	return cmd
 }
 
@@ -190,6 +192,9 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 	}
 	if set("nats-replicas") {
 		cfg.Sink.Replicas = f.natsReplicas
+	}
+	if set("spool-dir") {
+		cfg.Sink.SpoolDir = f.spoolDir
 	}
 	if cfg.Interface == "" {
 		return cfg, errors.New("no interface: set --iface or `interface:` in the config file")

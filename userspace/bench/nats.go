@@ -276,12 +276,13 @@ type natsSystem struct {
 	*jmxdpSystem
 	cluster  *natsCluster
 	replicas int
+	baseArgs []string
+	spool    string
 }
 
 func newNATSSystem(l *lab.Lab, exe, label string, c *natsCluster, replicas int, ladder bool) *natsSystem {
-	s := &natsSystem{cluster: c, replicas: replicas}
-	j := &jmxdpSystem{lab: l, exe: exe, label: label, scrape: ladder,
-		args: []string{"--sink", c.url(), "--nats-replicas", strconv.Itoa(replicas)}}
+	s := &natsSystem{cluster: c, replicas: replicas, baseArgs: []string{"--sink", c.url(), "--nats-replicas", strconv.Itoa(replicas)}}
+	j := &jmxdpSystem{lab: l, exe: exe, label: label, scrape: ladder}
 	if ladder {
 		j.maxOpen = captureMaxOpen
 	}
@@ -289,15 +290,54 @@ func newNATSSystem(l *lab.Lab, exe, label string, c *natsCluster, replicas int, 
 		_, n, subjects, err := c.storedPackets(natsink.DefaultStream)
 		return n, subjects, err
 	}
+	j.sinkSummary = natsSinkSummary
 	s.jmxdpSystem = j
 	return s
 }
 
+// start deletes the stream and gives the run a spool of its own: a spool
+// an earlier run left would be re-sent into this run's stream.
 func (s *natsSystem) start(out string) error {
 	if err := s.cluster.deleteStream(natsink.DefaultStream); err != nil {
 		return err
 	}
+	if s.spool != "" {
+		os.RemoveAll(s.spool)
+	}
+	spool, err := os.MkdirTemp("", "jmxdp-bench-spool-")
+	if err != nil {
+		return err
+	}
+	s.spool = spool
+	s.jmxdpSystem.args = append(s.baseArgs, "--spool-dir", spool)
 	return s.jmxdpSystem.start(out)
+}
+
+func (s *natsSystem) stop(st *captureStep) error {
+	defer os.RemoveAll(s.spool)
+	return s.jmxdpSystem.stop(st)
+}
+
+// natsSinkSummary reads the sink's counts from its "nats sink stopped"
+// line: what went through the spool, what was left there and what was
+// dropped, by reason; nothing when none was.
+func natsSinkSummary(stderr *lineBuffer) []string {
+	line := stderr.lastLine("nats sink stopped")
+	if line == "" {
+		return []string{"sink: no stop line"}
+	}
+	var out []string
+	for _, kv := range strings.Fields(line) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || v == "0" {
+			continue
+		}
+		switch {
+		case k == "spooled", k == "left_in_spool_batches", k == "unacked_at_deadline", strings.HasPrefix(k, "dropped_"):
+			out = append(out, "sink "+k+" "+v)
+		}
+	}
+	return out
 }
 
 // natsSink measures the section in a lab of its own: the CPU cases and a

@@ -300,6 +300,9 @@ type jmxdpSystem struct {
 	label  string
 	args   []string
 	stored func() (packets uint64, streams int, err error)
+	// sinkSummary, if set, says from the process's last words where the
+	// sink lost or kept batches (the NATS sink: natsSystem).
+	sinkSummary func(*lineBuffer) []string
 
 	p      *proc
 	out    string
@@ -446,6 +449,9 @@ func (j *jmxdpSystem) stop(st *captureStep) error {
 	}
 	if parts > 0 {
 		lost = append(lost, fmt.Sprintf("%d .part files left", parts))
+	}
+	if j.sinkSummary != nil {
+		lost = append(lost, j.sinkSummary(j.p.stderr)...)
 	}
 	st.Lost = strings.Join(lost, ", ")
 	return nil
@@ -743,9 +749,12 @@ func (t *tcpdumpSystem) abort() {
 type lineBuffer struct {
 	mu    sync.Mutex
 	b     []byte
+	tail  []byte // the last tailMax bytes: what a process says as it stops
 	ready chan struct{}
 	once  sync.Once
 }
+
+const tailMax = 16 << 10
 
 func (l *lineBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -753,10 +762,27 @@ func (l *lineBuffer) Write(p []byte) (int, error) {
 	if room := 64<<10 - len(l.b); room > 0 {
 		l.b = append(l.b, p[:min(room, len(p))]...)
 	}
+	l.tail = append(l.tail, p...)
+	if over := len(l.tail) - tailMax; over > 0 {
+		l.tail = append(l.tail[:0], l.tail[over:]...)
+	}
 	if strings.Contains(string(l.b), "listening on") {
 		l.once.Do(func() { close(l.ready) })
 	}
 	return len(p), nil
+}
+
+// lastLine is the last line of the tail that contains s ("" if none).
+func (l *lineBuffer) lastLine(s string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lines := strings.Split(string(l.tail), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], s) {
+			return lines[i]
+		}
+	}
+	return ""
 }
 
 func (l *lineBuffer) String() string {

@@ -27,13 +27,13 @@ const benchRate = 200_000
 // BenchmarkSinkCPU is the CPU a packet costs the process (every goroutine:
 // the publisher and the NATS client included, the servers not) in the
 // file sink and in the NATS sink, on the same packets: 200-byte packets
-// spread over 64 or 3000 streams, paced at benchRate, with the sink's
+// spread over 64, 3000 or 100k streams, paced at benchRate, with the sink's
 // SetClock every 1000 packets (5 ms) and Tick every 100 ms, as the
 // capture calls them.
 //
 //	go test -run '^$' -bench SinkCPU -benchtime 400000x ./userspace/natsink
 func BenchmarkSinkCPU(b *testing.B) {
-	for _, n := range []int{64, 3000} {
+	for _, n := range []int{64, 3000, 100_000} {
 		pkts := make([][]byte, n)
 		streams := make([]writer.Key, n)
 		for i := range pkts {

@@ -285,3 +285,43 @@ func TestSlowCluster(t *testing.T) {
 		})
 	}
 }
+
+// A batch published because it was full leaves a due entry behind; the
+// stream's next batch lingers its own full time, and both are published.
+// Lingers are spread over [linger/2, linger] by stream.
+func TestLingerAfterFullBatch(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	for _, k := range keys {
+		if l := spreadLinger(linger, k); l < linger/2 || l > linger {
+			t.Fatalf("stream %v lingers %v, outside [%v, %v]", k, l, linger/2, linger)
+		}
+	}
+	c := natstest.Start(t, 1)
+	_, js := c.Connect(t)
+	s, err := New(Config{URLs: c.URLs(), SpoolDir: t.TempDir() + "/spool", Linger: linger, BatchPackets: 2, MaxBytes: 64 << 20, Logger: testLogger(t)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sh := s.Shards()[0]
+	k := keys[0]
+	sh.SetClock(time.Now())
+	sh.WriteAt(k, 1, routerA, pcapng.LinkRawIP, packet(k, 0))
+	time.Sleep(spreadLinger(linger, k) / 2)
+	sh.WriteAt(k, 2, routerA, pcapng.LinkRawIP, packet(k, 1)) // full: published
+	started := time.Now()
+	sh.SetClock(started)
+	sh.WriteAt(k, 3, routerA, pcapng.LinkRawIP, packet(k, 2))
+	deadline := started.Add(10 * time.Second)
+	for s.Stats().Acked < 2 && time.Now().Before(deadline) {
+		sh.Tick()
+		if s.Stats().Published == 2 && time.Since(started) < spreadLinger(linger, k) {
+			t.Fatalf("the second batch was published %v after its first packet, before its linger %v", time.Since(started), spreadLinger(linger, k))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := collect(t, js, DefaultStream)
+	if len(got) != 2 || got[0].packets != 2 || got[1].packets != 1 {
+		t.Fatalf("%d messages: %+v", len(got), got)
+	}
+}
