@@ -307,24 +307,41 @@ static __always_inline int recent(__u64 now, __u64 t)
  * captured lately? Only then is a later fragment that arrives before its
  * first held (redirected to userspace) rather than passed: a pair with a
  * counted or passed stream would have its host-bound fragments taken, and
- * other sources' fragments are never taken at all.
+ * other sources' fragments are never taken at all. pairs is jm_frag_pairs
+ * (IPv4 key) or jm_frag_pairs6 (IPv6 key).
  */
-static __always_inline int pair_holds(__u32 saddr, __u32 daddr, __u64 now)
+static __always_inline int pair_holds_in(void *pairs, const void *pk,
+					 __u64 now)
 {
-	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
-	struct jm_pair_value *pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+	struct jm_pair_value *pv = bpf_map_lookup_elem(pairs, pk);
 
 	return pv && recent(now, pv->capture_ns) && !recent(now, pv->other_ns);
 }
 
-/* A Jmirror first fragment was counted with action: remember its pair. */
-static __always_inline void note_pair(__u32 saddr, __u32 daddr, __u32 action,
-				      __u64 now)
+static __always_inline int pair_holds(__u32 saddr, __u32 daddr, __u64 now)
 {
 	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
+
+	return pair_holds_in(&jm_frag_pairs, &pk, now);
+}
+
+static __always_inline int pair_holds6(const __u8 *saddr, const __u8 *daddr,
+				       __u64 now)
+{
+	struct jm_pair6_key pk;
+
+	__builtin_memcpy(pk.saddr, saddr, JM_ADDR_LEN);
+	__builtin_memcpy(pk.daddr, daddr, JM_ADDR_LEN);
+	return pair_holds_in(&jm_frag_pairs6, &pk, now);
+}
+
+/* A Jmirror first fragment was counted with action: remember its pair. */
+static __always_inline void note_pair_in(void *pairs, const void *pk,
+					 __u32 action, __u64 now)
+{
 	struct jm_pair_value *pv, nv = {};
 
-	pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+	pv = bpf_map_lookup_elem(pairs, pk);
 	if (pv) {
 		if (action == JM_ACTION_CAPTURE)
 			pv->capture_ns = now;
@@ -336,7 +353,25 @@ static __always_inline void note_pair(__u32 saddr, __u32 daddr, __u32 action,
 		nv.capture_ns = now;
 	else
 		nv.other_ns = now;
-	bpf_map_update_elem(&jm_frag_pairs, &pk, &nv, BPF_ANY);
+	bpf_map_update_elem(pairs, pk, &nv, BPF_ANY);
+}
+
+static __always_inline void note_pair(const struct jm_frag_key *fk,
+				      const struct jm_frag6_key *fk6,
+				      __u32 action, __u64 now)
+{
+	struct jm_pair_key pk;
+	struct jm_pair6_key pk6;
+
+	if (fk6) {
+		__builtin_memcpy(pk6.saddr, fk6->saddr, JM_ADDR_LEN);
+		__builtin_memcpy(pk6.daddr, fk6->daddr, JM_ADDR_LEN);
+		note_pair_in(&jm_frag_pairs6, &pk6, action, now);
+	} else if (fk) {
+		pk.saddr = fk->saddr;
+		pk.daddr = fk->daddr;
+		note_pair_in(&jm_frag_pairs, &pk, action, now);
+	}
 }
 
 /* Later fragments carry no UDP header: they follow their first fragment. */
@@ -425,11 +460,17 @@ static __always_inline void record_untrusted(struct jm_frag_key *fk,
 		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
 }
 
-/* forget_fragment for outer IPv6: no pair is ever held there (jm_frag_pairs
- * is keyed by IPv4 pairs), so the record just goes. */
+/* forget_fragment for outer IPv6. No protocol is asked: an IPv6 later
+ * fragment carries none (only the first fragment's chain names UDP). */
 static __always_inline void forget_fragment6(struct jm_frag6_key *fk6)
 {
-	if (fk6)
+	struct jm_frag_value fv = { .action = JM_ACTION_NOT_JMIRROR };
+
+	if (!fk6)
+		return;
+	if (pair_holds6(fk6->saddr, fk6->daddr, bpf_ktime_get_coarse_ns()))
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
+	else
 		bpf_map_delete_elem(&jm_frags6, fk6);
 }
 
@@ -684,8 +725,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
 		record_fragment(fk, fk6, &p, action, fp, now);
-		if (fk)
-			note_pair(fk->saddr, fk->daddr, action, now);
+		note_pair(fk, fk6, action, now);
 	}
 act:
 	if (action == JM_ACTION_CAPTURE) {
@@ -747,8 +787,8 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 }
 
 /* A later outer IPv6 fragment (offset > 0): it follows its first fragment
- * by (source, destination, id), as handle_later_fragment does for IPv4.
- * None is held: one before its first passes unmatched. */
+ * by (source, destination, id), and one before its first is held when its
+ * pair's are, as handle_later_fragment does for IPv4. */
 static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 						  struct jm_counters *c,
 						  struct ipv6hdr *ip6h,
@@ -764,6 +804,16 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	fk.id = fi->id;
 	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
 	if (!fv) {
+		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
+			struct jm_xsk_meta info = {
+				.l3_off = (void *)ip6h - (void *)(long)ctx->data,
+				.flags = JM_META_LATER_FRAG | JM_META_HELD |
+					 JM_META_OUTER_V6,
+			};
+
+			stat_add(c, JM_STAT_FRAG_HELD, 1);
+			return capture(ctx, c, &info);
+		}
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
 		return XDP_PASS;
 	}

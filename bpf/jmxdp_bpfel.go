@@ -84,6 +84,12 @@ const (
 	JmxdpJmInnerJM_INNER_MAX     JmxdpJmInner = 5
 )
 
+type JmxdpJmPair6Key struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+}
+
 type JmxdpJmPairKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -193,6 +199,7 @@ const (
 	JmxdpMapJmCandidates        = "jm_candidates"
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFragPairs         = "jm_frag_pairs"
+	JmxdpMapJmFragPairs6        = "jm_frag_pairs6"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmFrags6            = "jm_frags6"
 	JmxdpMapJmPolicy            = "jm_policy"
@@ -267,6 +274,7 @@ type JmxdpMapSpecs struct {
 	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
+	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
@@ -313,6 +321,7 @@ type JmxdpMaps struct {
 	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
+	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
@@ -330,6 +339,7 @@ func (m *JmxdpMaps) Close() error {
 		m.JmCandidates,
 		m.JmConfig,
 		m.JmFragPairs,
+		m.JmFragPairs6,
 		m.JmFrags,
 		m.JmFrags6,
 		m.JmPolicy,
