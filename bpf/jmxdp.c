@@ -23,6 +23,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * Weak: on an older kernel it resolves to 0 and the pull is skipped. */
 extern int bpf_xdp_pull_data(struct xdp_md *xdp, __u32 len) __ksym __weak;
 
+/* Set by the loader (loader.Options.ForceHeaderCopy): never pull, so that
+ * the copy path older kernels take runs, and is tested, on this one. */
+volatile const __u32 jm_force_header_copy = 0;
+
 /* What the program learnt of one Jmirror datagram. */
 struct jm_packet {
 	struct jm_stream_key key;
@@ -377,6 +381,7 @@ static __always_inline void note_pair(const struct jm_frag_key *fk,
 /* Later fragments carry no UDP header: they follow their first fragment. */
 static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 						 struct jm_counters *c,
+						 const struct jm_view *v,
 						 struct iphdr *iph)
 {
 	struct jm_frag_key fk = { .saddr = iph->saddr, .daddr = iph->daddr,
@@ -394,7 +399,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		if (fk.proto == IPPROTO_UDP &&
 		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
-				.l3_off = (void *)iph - (void *)(long)ctx->data,
+				.l3_off = (void *)iph - v->data,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD,
 			};
 
@@ -421,7 +426,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		struct jm_xsk_meta info = {
 			.mid = mid,
 			.sid = sid,
-			.l3_off = (void *)iph - (void *)(long)ctx->data,
+			.l3_off = (void *)iph - v->data,
 			.flags = JM_META_LATER_FRAG,
 		};
 
@@ -637,14 +642,15 @@ static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
  * or fk6 (outer IPv6) is set for a first fragment.
  */
 static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
+				      const struct jm_view *v,
 				      struct hdr_cursor *nh, __u64 l3_off,
 				      __u64 ip_end, const __u8 *router,
 				      struct jm_frag_key *fk,
 				      struct jm_frag6_key *fk6, int outer_v4)
 {
 	int first = fk || fk6;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct jm_settings cfg;
 	struct jmirror_hdr *jh;
 	struct udphdr *udph;
@@ -752,10 +758,11 @@ not_jmirror:
 
 static __always_inline int handle_ipv4(struct xdp_md *ctx,
 				       struct jm_counters *c,
+				       const struct jm_view *v,
 				       struct hdr_cursor *nh)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct jm_frag_key fk;
 	__u8 router[JM_ADDR_LEN];
 	struct iphdr *iph;
@@ -768,7 +775,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 		return pass_not_jmirror(c);
 	frag = bpf_ntohs(iph->frag_off);
 	if (frag & JM_IP_OFFSET_MASK)
-		return handle_later_fragment(ctx, c, iph);
+		return handle_later_fragment(ctx, c, v, iph);
 
 	fk.saddr = iph->saddr;
 	fk.daddr = iph->daddr;
@@ -782,7 +789,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 	}
 	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
 	addr_from_v4(router, iph->saddr);
-	return handle_udp(ctx, c, nh, (void *)iph - data, ip_end, router,
+	return handle_udp(ctx, c, v, nh, (void *)iph - data, ip_end, router,
 			  (frag & JM_IP_MF) ? &fk : NULL, NULL, 1);
 }
 
@@ -791,6 +798,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
  * pair's are, as handle_later_fragment does for IPv4. */
 static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 						  struct jm_counters *c,
+						  const struct jm_view *v,
 						  struct ipv6hdr *ip6h,
 						  const struct ip6_frag_info *fi)
 {
@@ -806,7 +814,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	if (!fv) {
 		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
-				.l3_off = (void *)ip6h - (void *)(long)ctx->data,
+				.l3_off = (void *)ip6h - v->data,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD |
 					 JM_META_OUTER_V6,
 			};
@@ -833,7 +841,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		struct jm_xsk_meta info = {
 			.mid = mid,
 			.sid = sid,
-			.l3_off = (void *)ip6h - (void *)(long)ctx->data,
+			.l3_off = (void *)ip6h - v->data,
 			.flags = JM_META_LATER_FRAG | JM_META_OUTER_V6,
 		};
 
@@ -844,10 +852,11 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 
 static __always_inline int handle_ipv6(struct xdp_md *ctx,
 				       struct jm_counters *c,
+				       const struct jm_view *v, int scratch,
 				       struct hdr_cursor *nh)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct ip6_frag_info fi = {};
 	struct jm_frag6_key fk;
 	__u8 router[JM_ADDR_LEN];
@@ -858,13 +867,13 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 	proto = parse_ip6hdr(nh, data_end, &ip6h);
 	if (proto < 0)
 		return pass_not_jmirror(c);
-	proto = parse_ip6_ext(nh, data_end, proto, &fi);
+	proto = parse_ip6_ext(nh, v, scratch, proto, &fi);
 	if (proto == JM_IP6_EXT_TOO_LONG) {
 		stat_add(c, JM_STAT_IPV6_EXT_LONG, 1);
 		return XDP_PASS;
 	}
 	if (fi.present && (fi.off_flags & JM_IP6_OFFSET_MASK))
-		return handle_later_fragment6(ctx, c, ip6h, &fi);
+		return handle_later_fragment6(ctx, c, v, ip6h, &fi);
 	/* Only a first fragment (M set) is tracked: offset 0 without M is an
 	 * atomic fragment (RFC 6946), a whole datagram. */
 	fi.present = fi.present && (fi.off_flags & JM_IP6_MF);
@@ -880,49 +889,93 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 	}
 	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
 	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
-	return handle_udp(ctx, c, nh, (void *)ip6h - data, ip_end, router,
+	return handle_udp(ctx, c, v, nh, (void *)ip6h - data, ip_end, router,
 			  NULL, fi.present ? &fk : NULL, 0);
 }
 
 /*
- * The headers are parsed from the linear part. When a multi-buffer frame's
- * linear part is shorter than JM_PULL_LEN (a driver that splits headers
- * from payload, or generic mode on a paged skb), its first JM_PULL_LEN
- * bytes are pulled into it first. Failure (no tailroom, an older kernel)
- * leaves the frame as it is: what lies beyond counts as cut.
+ * The headers are parsed from the linear part when they lie there: when a
+ * multi-buffer frame's linear part is shorter than JM_PULL_LEN (a driver
+ * that splits headers from payload, or generic mode on a paged skb), its
+ * first JM_PULL_LEN bytes are pulled into it (bpf_xdp_pull_data, Linux
+ * 6.18). Returns 0 when that is not possible (an older kernel, a pull that
+ * fails, or the loader forcing the copy): the caller copies them instead.
  */
-static __always_inline void pull_headers(struct xdp_md *ctx)
+static __always_inline int headers_linear(struct xdp_md *ctx)
 {
 	__u64 linear = ctx->data_end - ctx->data;
 	__u64 len = bpf_xdp_get_buff_len(ctx);
 
-	if (linear >= JM_PULL_LEN || len <= linear || !bpf_xdp_pull_data)
-		return;
-	bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN));
+	if (linear >= JM_PULL_LEN || len <= linear)
+		return 1;
+	return !jm_force_header_copy && bpf_xdp_pull_data &&
+	       bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN)) == 0;
+}
+
+/* Ethernet, VLANs, then the outer IP header, from v (scratch: v is the
+ * scratch copy; a constant, so that each path is compiled for its own
+ * kind of pointer). */
+static __always_inline int parse_frame(struct xdp_md *ctx,
+				       struct jm_counters *c,
+				       const struct jm_view *v, int scratch)
+{
+	struct hdr_cursor nh = { .pos = v->data };
+	struct ethhdr *eth;
+	int proto;
+
+	proto = parse_ethhdr_vlan(&nh, v->data_end, &eth);
+	if (proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4(ctx, c, v, &nh);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return handle_ipv6(ctx, c, v, scratch, &nh);
+	return pass_not_jmirror(c);
+}
+
+/*
+ * Headers that are not linear and cannot be made so: the frame's first
+ * JM_PULL_LEN bytes (fewer in a shorter frame), from whatever buffers hold
+ * them, are copied with bpf_xdp_load_bytes into this CPU's scratch buffer
+ * and parsed there by the same code. Offsets found are frame offsets, as
+ * the copy starts at the frame's first byte; the frame itself is not
+ * changed. What lies past the copy counts as cut, as past the linear part.
+ */
+static __always_inline int parse_copy(struct xdp_md *ctx,
+				      struct jm_counters *c)
+{
+	struct jm_scratch *s;
+	struct jm_view v;
+	__u32 zero = 0;
+	__u64 n = min_u64(bpf_xdp_get_buff_len(ctx), JM_PULL_LEN);
+
+	/* Keep clang from folding the bounds into a form the verifier
+	 * cannot read: it needs n in [1, JM_PULL_LEN] as a register. */
+	asm volatile("" : "+r"(n));
+	if (n < 1 || n > JM_PULL_LEN)
+		return pass_not_jmirror(c);
+	s = bpf_map_lookup_elem(&jm_scratch, &zero);
+	if (!s || bpf_xdp_load_bytes(ctx, 0, s->buf, n))
+		return pass_not_jmirror(c);
+	v.data = s->buf;
+	v.data_end = s->buf + n;
+	return parse_frame(ctx, c, &v, 1);
 }
 
 /* Frags-aware (BPF_F_XDP_HAS_FRAGS): a driver refuses a jumbo MTU under a
  * program that is not, and one that is sees the whole frame. The headers
- * are read from the linear part (docs/datapath.md, "Frame sizes"). */
+ * are read from the linear part, or from a copy (docs/datapath.md, "Frame
+ * sizes"). */
 SEC("xdp.frags")
 int jmxdp(struct xdp_md *ctx)
 {
-	void *data_end = (void *)(long)ctx->data_end;
-	struct hdr_cursor nh = { .pos = (void *)(long)ctx->data };
 	struct jm_counters *c = counters();
-	struct ethhdr *eth;
-	int proto;
+	struct jm_view v;
 
 	stat_add(c, JM_STAT_FRAMES, 1);
-	pull_headers(ctx);
-	data_end = (void *)(long)ctx->data_end;
-	nh.pos = (void *)(long)ctx->data;
-	proto = parse_ethhdr_vlan(&nh, data_end, &eth);
-	if (proto == bpf_htons(ETH_P_IP))
-		return handle_ipv4(ctx, c, &nh);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return handle_ipv6(ctx, c, &nh);
-	return pass_not_jmirror(c);
+	if (!headers_linear(ctx))
+		return parse_copy(ctx, c);
+	v.data = (void *)(long)ctx->data;
+	v.data_end = (void *)(long)ctx->data_end;
+	return parse_frame(ctx, c, &v, 0);
 }
 
 /* A trivial program, loaded next to jmxdp to measure its relative cost;

@@ -121,6 +121,11 @@ type JmxdpJmPolicyValue struct {
 	Action uint32
 }
 
+type JmxdpJmScratch struct {
+	_   structs.HostLayout
+	Buf [2048]uint8
+}
+
 type JmxdpJmSettings struct {
 	_                structs.HostLayout
 	DefaultAction    uint32
@@ -205,6 +210,7 @@ const (
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
+	JmxdpMapJmScratch           = "jm_scratch"
 	JmxdpMapJmStats             = "jm_stats"
 	JmxdpMapJmStreams           = "jm_streams"
 	JmxdpMapJmUntrusted         = "jm_untrusted"
@@ -213,6 +219,7 @@ const (
 	JmxdpProgXdpCountFloor      = "xdp_count_floor"
 	JmxdpProgXdpPass            = "xdp_pass"
 	JmxdpVarJmActionUnused      = "jm_action_unused"
+	JmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
 	JmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
 	JmxdpVarJmStatUnused        = "jm_stat_unused"
@@ -280,6 +287,7 @@ type JmxdpMapSpecs struct {
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
+	JmScratch    *ebpf.MapSpec `ebpf:"jm_scratch"`
 	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
 	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
 	JmUntrusted  *ebpf.MapSpec `ebpf:"jm_untrusted"`
@@ -291,6 +299,7 @@ type JmxdpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type JmxdpVariableSpecs struct {
 	JmActionUnused      *ebpf.VariableSpec `ebpf:"jm_action_unused"`
+	JmForceHeaderCopy   *ebpf.VariableSpec `ebpf:"jm_force_header_copy"`
 	JmInnerUnused       *ebpf.VariableSpec `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.VariableSpec `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.VariableSpec `ebpf:"jm_stat_unused"`
@@ -327,6 +336,7 @@ type JmxdpMaps struct {
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
+	JmScratch    *ebpf.Map `ebpf:"jm_scratch"`
 	JmStats      *ebpf.Map `ebpf:"jm_stats"`
 	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
 	JmUntrusted  *ebpf.Map `ebpf:"jm_untrusted"`
@@ -345,6 +355,7 @@ func (m *JmxdpMaps) Close() error {
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,
+		m.JmScratch,
 		m.JmStats,
 		m.JmStreams,
 		m.JmUntrusted,
@@ -357,6 +368,7 @@ func (m *JmxdpMaps) Close() error {
 // It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type JmxdpVariables struct {
 	JmActionUnused      *ebpf.Variable `ebpf:"jm_action_unused"`
+	JmForceHeaderCopy   *ebpf.Variable `ebpf:"jm_force_header_copy"`
 	JmInnerUnused       *ebpf.Variable `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.Variable `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.Variable `ebpf:"jm_stat_unused"`

@@ -127,6 +127,16 @@ struct {
 	__type(value, struct jm_candidate_value);
 } jm_candidates SEC(".maps");
 
+/* Scratch space for headers that are not in the linear part (jm_scratch
+ * in jmxdp.c): per CPU, so a frame's copy is its own. Not state: never
+ * pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_scratch);
+} jm_scratch SEC(".maps");
+
 /* AF_XDP sockets, one per RX queue. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);

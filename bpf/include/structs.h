@@ -207,4 +207,9 @@ struct jm_xsk_meta {
 	__u32 magic;     /* JM_META_MAGIC: this program wrote the metadata */
 };
 
+/* The per-CPU buffer headers are copied into when they are not linear. */
+struct jm_scratch {
+	__u8 buf[JM_SCRATCH_LEN];
+};
+
 #endif /* JMXDP_STRUCTS_H */
