@@ -465,3 +465,82 @@ func BenchmarkCaptureVeth(b *testing.B) {
 		}
 	}
 }
+
+// The lending API on a real multi-buffer socket: at MTU 9000 jumbo Jmirror
+// frames, which the kernel splits over several 2 KiB UMEM frames, come out
+// of Receive as one Desc each, byte for byte, between small ones, in driver
+// and generic mode; every chain is counted joined, and the UMEM's frames
+// all come back (far more frames pass than the UMEM holds).
+func TestReceiveJumboLive(t *testing.T) {
+	for _, mode := range []loader.Mode{loader.ModeDriver, loader.ModeGeneric} {
+		t.Run(string(mode), func(t *testing.T) {
+			p := newPair(t)
+			run(t, "ip", "link", "set", p.rx.Name, "mtu", "9000")
+			run(t, "ip", "-n", p.ns, "link", "set", p.tx, "mtu", "9000")
+			prog := capture(t, p, mode)
+			const frames = 64
+			s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 32, FillSize: 32, SG: true})
+			if !s.SG() {
+				testenv.SkipOrFail(t, "no XDP_USE_SG socket on this kernel or driver")
+			}
+			if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
+				t.Fatal(err)
+			}
+			tx := packetSocket(t, p.ns, p.tx)
+			var want [][]byte
+			for i := range 40 {
+				n := 20
+				if i%2 == 0 {
+					n = 8900 // a 9000-byte frame, with the headers
+				}
+				payload := make([]byte, n)
+				for j := range payload {
+					payload[j] = byte(i + j)
+				}
+				m := gen.Mirror{SrcMAC: p.txMAC, DstMAC: p.rx.HardwareAddr, Router: router, Collector: collector,
+					MID: 15, SID: uint32(i), Inner: gen.InnerIPv4UDP(router, collector, 1000, 2000, payload)}
+				f, err := m.Frame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, f)
+			}
+			batch := make([]afxdp.Desc, 8)
+			var got [][]byte
+			end := time.Now().Add(10 * time.Second)
+			for sent := 0; len(got) < len(want); {
+				if time.Now().After(end) {
+					t.Fatalf("timed out with %d of %d frames", len(got), len(want))
+				}
+				if sent == len(got) {
+					// Two at a time: a jumbo frame takes 5 UMEM frames
+					// and the fill ring holds 32.
+					n := min(2, len(want)-sent)
+					send(t, tx, want[sent:sent+n]...)
+					sent += n
+				}
+				if _, err := s.Poll(50 * time.Millisecond); err != nil {
+					t.Fatal(err)
+				}
+				n := s.Receive(batch)
+				for _, d := range batch[:n] {
+					got = append(got, bytes.Clone(s.Frame(d)))
+				}
+				if err := s.Release(batch[:n]...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sameFrames(t, got, want)
+			if c := s.Chains(); c.Joined != uint64(len(want)/2) || c.Dropped != 0 {
+				t.Errorf("chains %+v: want %d joined, none dropped", c, len(want)/2)
+			}
+			st, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.RxDropped != 0 || st.RxRingFull != 0 || st.RxInvalidDescs != 0 {
+				t.Errorf("socket dropped frames: %+v", st)
+			}
+		})
+	}
+}
