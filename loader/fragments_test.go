@@ -53,6 +53,9 @@ func bigMirror6(mid, sid uint32, id uint16, seed byte) gen.Mirror {
 	return m
 }
 
+// innerIPv4 is a stream's packets by inner kind: n IPv4 ones.
+func innerIPv4(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
+
 func bigLen() uint64 { return uint64(len(bigMirror(1, 1, 1, 0).Inner)) }
 
 func steps(v loader.Verdict, fs ...[]byte) []fragStep {
@@ -75,37 +78,13 @@ func cat(parts ...[]fragStep) []fragStep {
 
 // Issue 19 item 9. Later fragments that arrive before their first were
 // passed and counted unmatched, so a capture lost the datagram; a copy of
-// a first fragment was counted into its stream again.
+// a first fragment was counted into its stream again. Issue 15: the same
+// holds over outer IPv6 (jm_frag_pairs6).
 func fragCases() []fragCase {
-	bl := bigLen()
-	ipv4 := func(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
-	return []fragCase{
-		{
-			name: "last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 21, 0x100, 1))
-				b := frames(t, bigMirror(20, 21, 0x101, 2))
-				// No socket in a test run: captured frames fall back to pass.
-				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
-				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 21), 2, 2 * bl, ipv4(2)}},
-		},
-		{
-			name: "a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 22, 0x200, 1))
-				b := frames(t, bigMirror(20, 22, 0x201, 2))
-				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
-				maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 22), 2, 2 * bl, ipv4(2)}},
-		},
+	bl, ipv4 := bigLen(), innerIPv4
+	out := holdCases("IPv4", bigMirror, k1)
+	out = append(out, holdCases("IPv6", bigMirror6, k6)...)
+	return append(out, []fragCase{
 		{
 			name: "a pair with a captured and a passed stream: early fragments are not held",
 			cfg:  loader.Config{Policies: []maps.PolicyRule{{MID: 30, AnySID: true, Action: maps.ActionPass}}},
@@ -119,18 +98,6 @@ func fragCases() []fragCase {
 				maps.StatFragFirst: 3, maps.StatFragTracked: 4, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
 				maps.StatCaptureFailed: 4, maps.StatActionPass: 3, maps.StatStreamNew: 2},
 			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
-		},
-		{
-			name: "the pair's window ends: early fragments pass unmatched again",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 24, 0x400, 1))
-				b := frames(t, bigMirror(20, 24, 0x401, 2))
-				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
-				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 24), 2, 2 * bl, ipv4(2)}},
 		},
 		{
 			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
@@ -173,18 +140,6 @@ func fragCases() []fragCase {
 			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
 		},
 		{
-			name: "a captured datagram last-first with its first fragment twice",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 27, 0x700, 1))
-				b := frames(t, bigMirror(20, 27, 0x701, 2))
-				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
-				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 27), 2, 2 * bl, ipv4(2)}},
-		},
-		{
 			name: "another datagram of the stream reusing the IP id within the window is counted",
 			cfg:  loader.Config{DefaultAction: maps.ActionCount},
 			steps: func(t *testing.T) []fragStep {
@@ -207,46 +162,19 @@ func fragCases() []fragCase {
 				maps.StatFragFirst: 2, maps.StatActionCount: 2, maps.StatStreamNew: 1},
 			streams: []streamWant{{k1(20, 29), 2, 2 * bl, ipv4(2)}},
 		},
-		// Issue 15: the same over outer IPv6 (jm_frag_pairs6), byte for
-		// byte the frames gen writes.
 		{
-			name: "IPv6: last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
+			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
+			cfg:  loader.Config{Allowlist: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}},
 			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror6(20, 41, 0x100, 1))
-				b := frames(t, bigMirror6(20, 41, 0x101, 2))
-				c := frames(t, bigMirror6(20, 41, 0x102, 3))
-				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], c[1], c[2], c[0], c[0])
+				m := bigMirror(60, 2, 0xa00, 1)
+				m.Router = router2
+				a := frames(t, m)
+				return steps(drop, a[0], a[0], a[2])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 10, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * bl,
-				maps.StatFragFirst: 3, maps.StatFragTracked: 2, maps.StatFragHeld: 4, maps.StatFragDuplicate: 1,
-				maps.StatActionCapture: 10, maps.StatCaptureFailed: 10, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 41), 3, 3 * bl, ipv4(3)}},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
 		},
-		{
-			name: "IPv6: a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror6(20, 42, 0x200, 1))
-				b := frames(t, bigMirror6(20, 42, 0x201, 2))
-				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
-				maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 42), 2, 2 * bl, ipv4(2)}},
-		},
-		{
-			name: "IPv6: the pair's window ends: early fragments pass unmatched again",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror6(20, 44, 0x400, 1))
-				b := frames(t, bigMirror6(20, 44, 0x401, 2))
-				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
-				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 44), 2, 2 * bl, ipv4(2)}},
-		},
+		// Issue 15: what differs over outer IPv6, byte for byte the
+		// frames gen writes.
 		{
 			name: "IPv6: not-Jmirror fragments of a holding pair pass in order and are held ahead of their first; an IPv4 pair and another source are not held",
 			steps: func(t *testing.T) []fragStep {
@@ -270,16 +198,63 @@ func fragCases() []fragCase {
 				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
 			streams: []streamWant{{k6(20, 45), 1, bl, ipv4(1)}},
 		},
+	}...)
+}
+
+// holdCases are the cases of fragCases that hold alike over outer IPv4
+// and IPv6: mk makes a family's 3-fragment datagram, key its stream.
+func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen.Mirror, key func(mid, sid uint32) maps.StreamKey) []fragCase {
+	bl, ipv4 := bigLen(), innerIPv4
+	return []fragCase{
 		{
-			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
-			cfg:  loader.Config{Allowlist: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}},
+			name: family + ": last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
 			steps: func(t *testing.T) []fragStep {
-				m := bigMirror(60, 2, 0xa00, 1)
-				m.Router = router2
-				a := frames(t, m)
-				return steps(drop, a[0], a[0], a[2])
+				a := frames(t, mk(20, 21, 0x100, 1))
+				b := frames(t, mk(20, 21, 0x101, 2))
+				// No socket in a test run: captured frames fall back to pass.
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
+				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 21), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 22, 0x200, 1))
+				b := frames(t, mk(20, 22, 0x201, 2))
+				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
+				maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 22), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": the pair's window ends: early fragments pass unmatched again",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 24, 0x400, 1))
+				b := frames(t, mk(20, 24, 0x401, 2))
+				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
+				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 24), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": a captured datagram last-first with its first fragment twice",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 27, 0x700, 1))
+				b := frames(t, mk(20, 27, 0x701, 2))
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
+				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 27), 2, 2 * bl, ipv4(2)}},
 		},
 	}
 }

@@ -296,22 +296,13 @@ func testCapture(t *testing.T, mode loader.Mode) {
 	}
 }
 
-// The batch API: frames stay out until released, each exactly once, and
-// far more frames than the UMEM holds pass through as they are recycled.
-func TestReceiveRelease(t *testing.T) {
-	p := newPair(t)
-	prog := capture(t, p, loader.ModeAuto)
-	const frames = 32
-	s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 16, FillSize: 16})
-	if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
-		t.Fatal(err)
-	}
-	tx := packetSocket(t, p.ns, p.tx)
-
-	want := mirrors(t, p, 9, 20*frames)
+// receiveLent sends want through tx, burst frames at a time, and collects
+// them with Receive, Frame and Release, within 10 s; released, if set, sees
+// each batch once it is given back.
+func receiveLent(t *testing.T, s *afxdp.Socket, tx int, want [][]byte, burst int, released func([]afxdp.Desc)) [][]byte {
+	t.Helper()
 	batch := make([]afxdp.Desc, 8)
 	var got [][]byte
-	const burst = 8 // below the fill ring size: nothing may be dropped
 	end := time.Now().Add(10 * time.Second)
 	for sent := 0; len(got) < len(want); {
 		if time.Now().After(end) {
@@ -332,12 +323,34 @@ func TestReceiveRelease(t *testing.T) {
 		if err := s.Release(batch[:n]...); err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			if err := s.Release(batch[0]); err == nil {
+		if released != nil {
+			released(batch[:n])
+		}
+	}
+	return got
+}
+
+// The batch API: frames stay out until released, each exactly once, and
+// far more frames than the UMEM holds pass through as they are recycled.
+func TestReceiveRelease(t *testing.T) {
+	p := newPair(t)
+	prog := capture(t, p, loader.ModeAuto)
+	const frames = 32
+	s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 16, FillSize: 16})
+	if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	tx := packetSocket(t, p.ns, p.tx)
+
+	want := mirrors(t, p, 9, 20*frames)
+	// Bursts below the fill ring size: nothing may be dropped.
+	got := receiveLent(t, s, tx, want, 8, func(released []afxdp.Desc) {
+		if len(released) > 0 {
+			if err := s.Release(released[0]); err == nil {
 				t.Fatal("a second release of the same frame was accepted")
 			}
 		}
-	}
+	})
 	sameFrames(t, got, want)
 	if err := s.Release(afxdp.Desc{Addr: 1 << 40}); err == nil {
 		t.Error("release of an address outside the UMEM was accepted")
@@ -505,31 +518,9 @@ func TestReceiveJumboLive(t *testing.T) {
 				}
 				want = append(want, f)
 			}
-			batch := make([]afxdp.Desc, 8)
-			var got [][]byte
-			end := time.Now().Add(10 * time.Second)
-			for sent := 0; len(got) < len(want); {
-				if time.Now().After(end) {
-					t.Fatalf("timed out with %d of %d frames", len(got), len(want))
-				}
-				if sent == len(got) {
-					// Two at a time: a jumbo frame takes 5 UMEM frames
-					// and the fill ring holds 32.
-					n := min(2, len(want)-sent)
-					send(t, tx, want[sent:sent+n]...)
-					sent += n
-				}
-				if _, err := s.Poll(50 * time.Millisecond); err != nil {
-					t.Fatal(err)
-				}
-				n := s.Receive(batch)
-				for _, d := range batch[:n] {
-					got = append(got, bytes.Clone(s.Frame(d)))
-				}
-				if err := s.Release(batch[:n]...); err != nil {
-					t.Fatal(err)
-				}
-			}
+			// Two at a time: a jumbo frame takes 5 UMEM frames and the
+			// fill ring holds 32.
+			got := receiveLent(t, s, tx, want, 2, nil)
 			sameFrames(t, got, want)
 			if c := s.Chains(); c.Joined != uint64(len(want)/2) || c.Dropped != 0 {
 				t.Errorf("chains %+v: want %d joined, none dropped", c, len(want)/2)

@@ -38,17 +38,24 @@ func (k *fakeKernel) deliverChain(meta, data []byte, piece int) bool {
 	return true
 }
 
-// Multi-buffer frames come out of ReceiveCopyMeta whole, byte for byte,
-// with the first buffer's metadata, also when a chain spans two calls; a
-// chain longer than MaxChain is dropped whole and counted, and what
-// follows it is intact; every buffer goes back to the kernel.
-func TestChainsJoined(t *testing.T) {
+// newSGFake is a multi-buffer socket over fake rings (256 frames of 2 KiB,
+// MaxChain 5) and a 9000-byte frame for it.
+func newSGFake(t *testing.T) (*Socket, *fakeKernel, []byte) {
 	s, k := newFake(t, 256, 2048, 64, 0)
 	s.sg, s.maxChain = true, 5
 	jumbo := make([]byte, 9000)
 	for i := range jumbo {
 		jumbo[i] = byte(i * 7)
 	}
+	return s, k, jumbo
+}
+
+// Multi-buffer frames come out of ReceiveCopyMeta whole, byte for byte,
+// with the first buffer's metadata, also when a chain spans two calls; a
+// chain longer than MaxChain is dropped whole and counted, and what
+// follows it is intact; every buffer goes back to the kernel.
+func TestChainsJoined(t *testing.T) {
+	s, k, jumbo := newSGFake(t)
 	meta := bytes.Repeat([]byte{0xaa}, 32)
 	type got struct{ meta, data []byte }
 	var out []got
@@ -94,12 +101,7 @@ func TestChainsJoined(t *testing.T) {
 // a chain longer than MaxChain is dropped whole and counted, and what
 // follows it is intact; every buffer goes back to the kernel.
 func TestReceiveJoinsChains(t *testing.T) {
-	s, k := newFake(t, 256, 2048, 64, 0)
-	s.sg, s.maxChain = true, 5
-	jumbo := make([]byte, 9000)
-	for i := range jumbo {
-		jumbo[i] = byte(i * 7)
-	}
+	s, k, jumbo := newSGFake(t)
 	back := func() int { return len(s.free) + k.inFill() }
 	batch := make([]Desc, 16)
 	if !k.deliverChain(nil, jumbo, 2000) || !k.deliverChain(nil, jumbo, 1500) || !k.deliver(payload(1)) {

@@ -43,23 +43,24 @@ func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 		}
 		frames = append(frames, f)
 	}
-	for i := range 4 {
-		m := mirror(3000, uint32(0x10000+i), gen.ExtHeader{Type: gen.ExtHopByHop}, gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
+	// fragments is a 3-fragment datagram behind hop-by-hop and routing.
+	fragments := func(id uint32) [][]byte {
+		m := mirror(3000, id, gen.ExtHeader{Type: gen.ExtHopByHop}, gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
 		f, err := m.Frames()
 		if err != nil || len(f) != 3 {
 			t.Fatalf("%d fragments, %v", len(f), err)
 		}
+		return f
+	}
+	for i := range 4 {
+		f := fragments(uint32(0x10000 + i))
 		if i == 3 {
 			f = [][]byte{f[0], f[0], f[1], f[2]} // the first twice
 		}
 		frames = append(frames, f...)
 	}
 	for i := range 3 {
-		m := mirror(3000, uint32(0x20000+i), gen.ExtHeader{Type: gen.ExtHopByHop}, gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
-		f, err := m.Frames()
-		if err != nil || len(f) != 3 {
-			t.Fatalf("%d fragments, %v", len(f), err)
-		}
+		f := fragments(uint32(0x20000 + i))
 		if i == 2 {
 			frames = append(frames, f[1], f[2], f[0], f[0])
 			continue

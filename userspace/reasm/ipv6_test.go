@@ -119,13 +119,7 @@ func TestHolderIPv6(t *testing.T) {
 	whole, a := ipv6Frags(t, 0x10000001, 3000)
 	_, b := ipv6Frags(t, 0x20000001, 3000)
 	v4 := fragment(1, 1, nil, udpPayload(3000), 1500)
-	key := func(f []byte) Key {
-		k, ok := KeyOf(f)
-		if !ok {
-			t.Fatal("no key")
-		}
-		return k
-	}
+	key := func(f []byte) Key { return mustKey(t, f) }
 	if key(a[0]) != key(a[2]) || key(a[0]) == key(b[0]) || key(a[0]) == key(v4[0]) {
 		t.Fatal("IPv6 keys: fragments of one datagram differ, or two datagrams meet")
 	}
