@@ -23,6 +23,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * Weak: on an older kernel it resolves to 0 and the pull is skipped. */
 extern int bpf_xdp_pull_data(struct xdp_md *xdp, __u32 len) __ksym __weak;
 
+/* Set by the loader (loader.Options.ForceHeaderCopy): never pull, so that
+ * the copy path older kernels take runs, and is tested, on this one. */
+volatile const __u32 jm_force_header_copy = 0;
+
 /* What the program learnt of one Jmirror datagram. */
 struct jm_packet {
 	struct jm_stream_key key;
@@ -307,24 +311,41 @@ static __always_inline int recent(__u64 now, __u64 t)
  * captured lately? Only then is a later fragment that arrives before its
  * first held (redirected to userspace) rather than passed: a pair with a
  * counted or passed stream would have its host-bound fragments taken, and
- * other sources' fragments are never taken at all.
+ * other sources' fragments are never taken at all. pairs is jm_frag_pairs
+ * (IPv4 key) or jm_frag_pairs6 (IPv6 key).
  */
-static __always_inline int pair_holds(__u32 saddr, __u32 daddr, __u64 now)
+static __always_inline int pair_holds_in(void *pairs, const void *pk,
+					 __u64 now)
 {
-	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
-	struct jm_pair_value *pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+	struct jm_pair_value *pv = bpf_map_lookup_elem(pairs, pk);
 
 	return pv && recent(now, pv->capture_ns) && !recent(now, pv->other_ns);
 }
 
-/* A Jmirror first fragment was counted with action: remember its pair. */
-static __always_inline void note_pair(__u32 saddr, __u32 daddr, __u32 action,
-				      __u64 now)
+static __always_inline int pair_holds(__u32 saddr, __u32 daddr, __u64 now)
 {
 	struct jm_pair_key pk = { .saddr = saddr, .daddr = daddr };
+
+	return pair_holds_in(&jm_frag_pairs, &pk, now);
+}
+
+static __always_inline int pair_holds6(const __u8 *saddr, const __u8 *daddr,
+				       __u64 now)
+{
+	struct jm_pair6_key pk;
+
+	__builtin_memcpy(pk.saddr, saddr, JM_ADDR_LEN);
+	__builtin_memcpy(pk.daddr, daddr, JM_ADDR_LEN);
+	return pair_holds_in(&jm_frag_pairs6, &pk, now);
+}
+
+/* A Jmirror first fragment was counted with action: remember its pair. */
+static __always_inline void note_pair_in(void *pairs, const void *pk,
+					 __u32 action, __u64 now)
+{
 	struct jm_pair_value *pv, nv = {};
 
-	pv = bpf_map_lookup_elem(&jm_frag_pairs, &pk);
+	pv = bpf_map_lookup_elem(pairs, pk);
 	if (pv) {
 		if (action == JM_ACTION_CAPTURE)
 			pv->capture_ns = now;
@@ -336,12 +357,31 @@ static __always_inline void note_pair(__u32 saddr, __u32 daddr, __u32 action,
 		nv.capture_ns = now;
 	else
 		nv.other_ns = now;
-	bpf_map_update_elem(&jm_frag_pairs, &pk, &nv, BPF_ANY);
+	bpf_map_update_elem(pairs, pk, &nv, BPF_ANY);
+}
+
+static __always_inline void note_pair(const struct jm_frag_key *fk,
+				      const struct jm_frag6_key *fk6,
+				      __u32 action, __u64 now)
+{
+	struct jm_pair_key pk;
+	struct jm_pair6_key pk6;
+
+	if (fk6) {
+		__builtin_memcpy(pk6.saddr, fk6->saddr, JM_ADDR_LEN);
+		__builtin_memcpy(pk6.daddr, fk6->daddr, JM_ADDR_LEN);
+		note_pair_in(&jm_frag_pairs6, &pk6, action, now);
+	} else if (fk) {
+		pk.saddr = fk->saddr;
+		pk.daddr = fk->daddr;
+		note_pair_in(&jm_frag_pairs, &pk, action, now);
+	}
 }
 
 /* Later fragments carry no UDP header: they follow their first fragment. */
 static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 						 struct jm_counters *c,
+						 const struct jm_view *v,
 						 struct iphdr *iph)
 {
 	struct jm_frag_key fk = { .saddr = iph->saddr, .daddr = iph->daddr,
@@ -359,7 +399,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		if (fk.proto == IPPROTO_UDP &&
 		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
-				.l3_off = (void *)iph - (void *)(long)ctx->data,
+				.l3_off = (void *)iph - v->data,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD,
 			};
 
@@ -386,7 +426,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		struct jm_xsk_meta info = {
 			.mid = mid,
 			.sid = sid,
-			.l3_off = (void *)iph - (void *)(long)ctx->data,
+			.l3_off = (void *)iph - v->data,
 			.flags = JM_META_LATER_FRAG,
 		};
 
@@ -425,11 +465,17 @@ static __always_inline void record_untrusted(struct jm_frag_key *fk,
 		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
 }
 
-/* forget_fragment for outer IPv6: no pair is ever held there (jm_frag_pairs
- * is keyed by IPv4 pairs), so the record just goes. */
+/* forget_fragment for outer IPv6. No protocol is asked: an IPv6 later
+ * fragment carries none (only the first fragment's chain names UDP). */
 static __always_inline void forget_fragment6(struct jm_frag6_key *fk6)
 {
-	if (fk6)
+	struct jm_frag_value fv = { .action = JM_ACTION_NOT_JMIRROR };
+
+	if (!fk6)
+		return;
+	if (pair_holds6(fk6->saddr, fk6->daddr, bpf_ktime_get_coarse_ns()))
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
+	else
 		bpf_map_delete_elem(&jm_frags6, fk6);
 }
 
@@ -596,14 +642,15 @@ static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
  * or fk6 (outer IPv6) is set for a first fragment.
  */
 static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
+				      const struct jm_view *v,
 				      struct hdr_cursor *nh, __u64 l3_off,
 				      __u64 ip_end, const __u8 *router,
 				      struct jm_frag_key *fk,
 				      struct jm_frag6_key *fk6, int outer_v4)
 {
 	int first = fk || fk6;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct jm_settings cfg;
 	struct jmirror_hdr *jh;
 	struct udphdr *udph;
@@ -684,8 +731,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
 		record_fragment(fk, fk6, &p, action, fp, now);
-		if (fk)
-			note_pair(fk->saddr, fk->daddr, action, now);
+		note_pair(fk, fk6, action, now);
 	}
 act:
 	if (action == JM_ACTION_CAPTURE) {
@@ -712,10 +758,11 @@ not_jmirror:
 
 static __always_inline int handle_ipv4(struct xdp_md *ctx,
 				       struct jm_counters *c,
+				       const struct jm_view *v,
 				       struct hdr_cursor *nh)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct jm_frag_key fk;
 	__u8 router[JM_ADDR_LEN];
 	struct iphdr *iph;
@@ -728,7 +775,7 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 		return pass_not_jmirror(c);
 	frag = bpf_ntohs(iph->frag_off);
 	if (frag & JM_IP_OFFSET_MASK)
-		return handle_later_fragment(ctx, c, iph);
+		return handle_later_fragment(ctx, c, v, iph);
 
 	fk.saddr = iph->saddr;
 	fk.daddr = iph->daddr;
@@ -742,15 +789,16 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 	}
 	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
 	addr_from_v4(router, iph->saddr);
-	return handle_udp(ctx, c, nh, (void *)iph - data, ip_end, router,
+	return handle_udp(ctx, c, v, nh, (void *)iph - data, ip_end, router,
 			  (frag & JM_IP_MF) ? &fk : NULL, NULL, 1);
 }
 
 /* A later outer IPv6 fragment (offset > 0): it follows its first fragment
- * by (source, destination, id), as handle_later_fragment does for IPv4.
- * None is held: one before its first passes unmatched. */
+ * by (source, destination, id), and one before its first is held when its
+ * pair's are, as handle_later_fragment does for IPv4. */
 static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 						  struct jm_counters *c,
+						  const struct jm_view *v,
 						  struct ipv6hdr *ip6h,
 						  const struct ip6_frag_info *fi)
 {
@@ -764,6 +812,16 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	fk.id = fi->id;
 	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
 	if (!fv) {
+		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
+			struct jm_xsk_meta info = {
+				.l3_off = (void *)ip6h - v->data,
+				.flags = JM_META_LATER_FRAG | JM_META_HELD |
+					 JM_META_OUTER_V6,
+			};
+
+			stat_add(c, JM_STAT_FRAG_HELD, 1);
+			return capture(ctx, c, &info);
+		}
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
 		return XDP_PASS;
 	}
@@ -783,7 +841,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		struct jm_xsk_meta info = {
 			.mid = mid,
 			.sid = sid,
-			.l3_off = (void *)ip6h - (void *)(long)ctx->data,
+			.l3_off = (void *)ip6h - v->data,
 			.flags = JM_META_LATER_FRAG | JM_META_OUTER_V6,
 		};
 
@@ -794,10 +852,11 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 
 static __always_inline int handle_ipv6(struct xdp_md *ctx,
 				       struct jm_counters *c,
+				       const struct jm_view *v, int scratch,
 				       struct hdr_cursor *nh)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
+	void *data = v->data;
+	void *data_end = v->data_end;
 	struct ip6_frag_info fi = {};
 	struct jm_frag6_key fk;
 	__u8 router[JM_ADDR_LEN];
@@ -808,13 +867,13 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 	proto = parse_ip6hdr(nh, data_end, &ip6h);
 	if (proto < 0)
 		return pass_not_jmirror(c);
-	proto = parse_ip6_ext(nh, data_end, proto, &fi);
+	proto = parse_ip6_ext(nh, v, scratch, proto, &fi);
 	if (proto == JM_IP6_EXT_TOO_LONG) {
 		stat_add(c, JM_STAT_IPV6_EXT_LONG, 1);
 		return XDP_PASS;
 	}
 	if (fi.present && (fi.off_flags & JM_IP6_OFFSET_MASK))
-		return handle_later_fragment6(ctx, c, ip6h, &fi);
+		return handle_later_fragment6(ctx, c, v, ip6h, &fi);
 	/* Only a first fragment (M set) is tracked: offset 0 without M is an
 	 * atomic fragment (RFC 6946), a whole datagram. */
 	fi.present = fi.present && (fi.off_flags & JM_IP6_MF);
@@ -830,49 +889,93 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 	}
 	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
 	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
-	return handle_udp(ctx, c, nh, (void *)ip6h - data, ip_end, router,
+	return handle_udp(ctx, c, v, nh, (void *)ip6h - data, ip_end, router,
 			  NULL, fi.present ? &fk : NULL, 0);
 }
 
 /*
- * The headers are parsed from the linear part. When a multi-buffer frame's
- * linear part is shorter than JM_PULL_LEN (a driver that splits headers
- * from payload, or generic mode on a paged skb), its first JM_PULL_LEN
- * bytes are pulled into it first. Failure (no tailroom, an older kernel)
- * leaves the frame as it is: what lies beyond counts as cut.
+ * The headers are parsed from the linear part when they lie there: when a
+ * multi-buffer frame's linear part is shorter than JM_PULL_LEN (a driver
+ * that splits headers from payload, or generic mode on a paged skb), its
+ * first JM_PULL_LEN bytes are pulled into it (bpf_xdp_pull_data, Linux
+ * 6.18). Returns 0 when that is not possible (an older kernel, a pull that
+ * fails, or the loader forcing the copy): the caller copies them instead.
  */
-static __always_inline void pull_headers(struct xdp_md *ctx)
+static __always_inline int headers_linear(struct xdp_md *ctx)
 {
 	__u64 linear = ctx->data_end - ctx->data;
 	__u64 len = bpf_xdp_get_buff_len(ctx);
 
-	if (linear >= JM_PULL_LEN || len <= linear || !bpf_xdp_pull_data)
-		return;
-	bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN));
+	if (linear >= JM_PULL_LEN || len <= linear)
+		return 1;
+	return !jm_force_header_copy && bpf_xdp_pull_data &&
+	       bpf_xdp_pull_data(ctx, min_u64(len, JM_PULL_LEN)) == 0;
+}
+
+/* Ethernet, VLANs, then the outer IP header, from v (scratch: v is the
+ * scratch copy; a constant, so that each path is compiled for its own
+ * kind of pointer). */
+static __always_inline int parse_frame(struct xdp_md *ctx,
+				       struct jm_counters *c,
+				       const struct jm_view *v, int scratch)
+{
+	struct hdr_cursor nh = { .pos = v->data };
+	struct ethhdr *eth;
+	int proto;
+
+	proto = parse_ethhdr_vlan(&nh, v->data_end, &eth);
+	if (proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4(ctx, c, v, &nh);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return handle_ipv6(ctx, c, v, scratch, &nh);
+	return pass_not_jmirror(c);
+}
+
+/*
+ * Headers that are not linear and cannot be made so: the frame's first
+ * JM_PULL_LEN bytes (fewer in a shorter frame), from whatever buffers hold
+ * them, are copied with bpf_xdp_load_bytes into this CPU's scratch buffer
+ * and parsed there by the same code. Offsets found are frame offsets, as
+ * the copy starts at the frame's first byte; the frame itself is not
+ * changed. What lies past the copy counts as cut, as past the linear part.
+ */
+static __always_inline int parse_copy(struct xdp_md *ctx,
+				      struct jm_counters *c)
+{
+	struct jm_scratch *s;
+	struct jm_view v;
+	__u32 zero = 0;
+	__u64 n = min_u64(bpf_xdp_get_buff_len(ctx), JM_PULL_LEN);
+
+	/* Keep clang from folding the bounds into a form the verifier
+	 * cannot read: it needs n in [1, JM_PULL_LEN] as a register. */
+	asm volatile("" : "+r"(n));
+	if (n < 1 || n > JM_PULL_LEN)
+		return pass_not_jmirror(c);
+	s = bpf_map_lookup_elem(&jm_scratch, &zero);
+	if (!s || bpf_xdp_load_bytes(ctx, 0, s->buf, n))
+		return pass_not_jmirror(c);
+	v.data = s->buf;
+	v.data_end = s->buf + n;
+	return parse_frame(ctx, c, &v, 1);
 }
 
 /* Frags-aware (BPF_F_XDP_HAS_FRAGS): a driver refuses a jumbo MTU under a
  * program that is not, and one that is sees the whole frame. The headers
- * are read from the linear part (docs/datapath.md, "Frame sizes"). */
+ * are read from the linear part, or from a copy (docs/datapath.md, "Frame
+ * sizes"). */
 SEC("xdp.frags")
 int jmxdp(struct xdp_md *ctx)
 {
-	void *data_end = (void *)(long)ctx->data_end;
-	struct hdr_cursor nh = { .pos = (void *)(long)ctx->data };
 	struct jm_counters *c = counters();
-	struct ethhdr *eth;
-	int proto;
+	struct jm_view v;
 
 	stat_add(c, JM_STAT_FRAMES, 1);
-	pull_headers(ctx);
-	data_end = (void *)(long)ctx->data_end;
-	nh.pos = (void *)(long)ctx->data;
-	proto = parse_ethhdr_vlan(&nh, data_end, &eth);
-	if (proto == bpf_htons(ETH_P_IP))
-		return handle_ipv4(ctx, c, &nh);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return handle_ipv6(ctx, c, &nh);
-	return pass_not_jmirror(c);
+	if (!headers_linear(ctx))
+		return parse_copy(ctx, c);
+	v.data = (void *)(long)ctx->data;
+	v.data_end = (void *)(long)ctx->data_end;
+	return parse_frame(ctx, c, &v, 0);
 }
 
 /* A trivial program, loaded next to jmxdp to measure its relative cost;

@@ -84,6 +84,12 @@ const (
 	JmxdpJmInnerJM_INNER_MAX     JmxdpJmInner = 5
 )
 
+type JmxdpJmPair6Key struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+}
+
 type JmxdpJmPairKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -113,6 +119,11 @@ const (
 type JmxdpJmPolicyValue struct {
 	_      structs.HostLayout
 	Action uint32
+}
+
+type JmxdpJmScratch struct {
+	_   structs.HostLayout
+	Buf [2048]uint8
 }
 
 type JmxdpJmSettings struct {
@@ -193,11 +204,13 @@ const (
 	JmxdpMapJmCandidates        = "jm_candidates"
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFragPairs         = "jm_frag_pairs"
+	JmxdpMapJmFragPairs6        = "jm_frag_pairs6"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmFrags6            = "jm_frags6"
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
+	JmxdpMapJmScratch           = "jm_scratch"
 	JmxdpMapJmStats             = "jm_stats"
 	JmxdpMapJmStreams           = "jm_streams"
 	JmxdpMapJmUntrusted         = "jm_untrusted"
@@ -206,6 +219,7 @@ const (
 	JmxdpProgXdpCountFloor      = "xdp_count_floor"
 	JmxdpProgXdpPass            = "xdp_pass"
 	JmxdpVarJmActionUnused      = "jm_action_unused"
+	JmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
 	JmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
 	JmxdpVarJmStatUnused        = "jm_stat_unused"
@@ -267,11 +281,13 @@ type JmxdpMapSpecs struct {
 	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
+	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
+	JmScratch    *ebpf.MapSpec `ebpf:"jm_scratch"`
 	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
 	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
 	JmUntrusted  *ebpf.MapSpec `ebpf:"jm_untrusted"`
@@ -283,6 +299,7 @@ type JmxdpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type JmxdpVariableSpecs struct {
 	JmActionUnused      *ebpf.VariableSpec `ebpf:"jm_action_unused"`
+	JmForceHeaderCopy   *ebpf.VariableSpec `ebpf:"jm_force_header_copy"`
 	JmInnerUnused       *ebpf.VariableSpec `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.VariableSpec `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.VariableSpec `ebpf:"jm_stat_unused"`
@@ -313,11 +330,13 @@ type JmxdpMaps struct {
 	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
+	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
+	JmScratch    *ebpf.Map `ebpf:"jm_scratch"`
 	JmStats      *ebpf.Map `ebpf:"jm_stats"`
 	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
 	JmUntrusted  *ebpf.Map `ebpf:"jm_untrusted"`
@@ -330,11 +349,13 @@ func (m *JmxdpMaps) Close() error {
 		m.JmCandidates,
 		m.JmConfig,
 		m.JmFragPairs,
+		m.JmFragPairs6,
 		m.JmFrags,
 		m.JmFrags6,
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,
+		m.JmScratch,
 		m.JmStats,
 		m.JmStreams,
 		m.JmUntrusted,
@@ -347,6 +368,7 @@ func (m *JmxdpMaps) Close() error {
 // It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type JmxdpVariables struct {
 	JmActionUnused      *ebpf.Variable `ebpf:"jm_action_unused"`
+	JmForceHeaderCopy   *ebpf.Variable `ebpf:"jm_force_header_copy"`
 	JmInnerUnused       *ebpf.Variable `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.Variable `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.Variable `ebpf:"jm_stat_unused"`

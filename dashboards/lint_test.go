@@ -336,6 +336,52 @@ func TestDashboardQueries(t *testing.T) {
 	t.Logf("%d queries; metrics not on the dashboard: %v", len(qs), unused)
 }
 
+// dashboardMustShow is what the data path counts that an operator must see
+// on a panel of its own kind, not only in the catch-all "Frames by class":
+// a metric, or a metric with a label value a matcher (= or =~) selects.
+// Issue 15 (jumbo frames, IPv6 chains and fragments) and issue 19 (held
+// and duplicated fragments, IPv4-embedding sources).
+var dashboardMustShow = []struct{ metric, label, value string }{
+	{"jmxdp_frames_total", "class", "frag_duplicate"},
+	{"jmxdp_frames_total", "class", "frag_held"},
+	{"jmxdp_frames_total", "class", "ipv6_ext_too_long"},
+	{"jmxdp_untrusted_mapped_total", "", ""},
+	{"jmxdp_reassembly_held_fragments_total", "", ""},
+	{"jmxdp_xsk_multibuffer_frames_total", "", ""},
+}
+
+// TestDashboardShowsEveryNewClass: each of dashboardMustShow is selected by
+// some panel query.
+func TestDashboardShowsEveryNewClass(t *testing.T) {
+	qs := dashboardQueries(t, loadDashboard(t))
+	for _, want := range dashboardMustShow {
+		found := false
+		for _, q := range qs {
+			sels, err := selectors(grafanaVars.Replace(q.expr))
+			if err != nil {
+				continue // TestDashboardQueries reports it
+			}
+			for _, vs := range sels {
+				if vs.Name != want.metric {
+					continue
+				}
+				if want.label == "" || slices.ContainsFunc(vs.LabelMatchers, func(m *labels.Matcher) bool {
+					return m.Name == want.label && (m.Type == labels.MatchEqual || m.Type == labels.MatchRegexp) && m.Matches(want.value)
+				}) {
+					found = true
+				}
+			}
+		}
+		if !found {
+			if want.label == "" {
+				t.Errorf("no panel shows %s", want.metric)
+			} else {
+				t.Errorf("no panel shows %s{%s=%q}", want.metric, want.label, want.value)
+			}
+		}
+	}
+}
+
 // TestDashboardStructure checks what makes the dashboard importable and
 // usable on any Grafana with any Prometheus data source.
 func TestDashboardStructure(t *testing.T) {

@@ -66,6 +66,53 @@ func BenchmarkProgram(b *testing.B) {
 	}
 }
 
+// BenchmarkHeaderPaths measures what parsing headers that are not in the
+// linear part costs on a 9000-byte counted frame whose linear part holds
+// only its Ethernet header (14 bytes), side by side in one run:
+//   - linear: the frame as BPF_PROG_TEST_RUN lays it out by default (the
+//     headers linear), the baseline;
+//   - pull: split, on a program that pulls the headers in
+//     (bpf_xdp_pull_data; the pull stays for later repeats, so this is the
+//     linear parse over a split frame's buffers);
+//   - copy: split, on a program forced to copy them (bpf_xdp_load_bytes
+//     into the scratch buffer) on every frame, as older kernels do.
+//
+// Metrics: ns/frame of each, and x_linear, copy over linear.
+func BenchmarkHeaderPaths(b *testing.B) {
+	cfg := loader.Config{DefaultAction: maps.ActionCount}
+	pull := loadProgram(b, cfg)
+	cp := loadProgramWith(b, loader.Options{MaxStreams: 4096, ForceHeaderCopy: true}, cfg)
+	f := mustFrame(b, mirror(1, 3, gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 9000-14-20-16-28))))
+	const chunk, linear = 10000, 14
+	var dLinear, dPull, dCopy time.Duration
+	var runs int
+	for b.Loop() {
+		// Alternate the three, so drift hits all.
+		for _, r := range []struct {
+			run func() (loader.Verdict, time.Duration, error)
+			sum *time.Duration
+		}{
+			{func() (loader.Verdict, time.Duration, error) { return pull.Benchmark(f, chunk) }, &dLinear},
+			{func() (loader.Verdict, time.Duration, error) { return pull.BenchmarkSplit(f, linear, chunk) }, &dPull},
+			{func() (loader.Verdict, time.Duration, error) { return cp.BenchmarkSplit(f, linear, chunk) }, &dCopy},
+		} {
+			v, d, err := r.run()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v != drop {
+				b.Fatalf("verdict %v, want %v", v, drop)
+			}
+			*r.sum += d
+		}
+		runs++
+	}
+	b.ReportMetric(float64(dLinear.Nanoseconds())/float64(runs), "linear-ns/frame")
+	b.ReportMetric(float64(dPull.Nanoseconds())/float64(runs), "pull-ns/frame")
+	b.ReportMetric(float64(dCopy.Nanoseconds())/float64(runs), "copy-ns/frame")
+	b.ReportMetric(float64(dCopy)/float64(dLinear), "x_linear")
+}
+
 func mustFrame(b *testing.B, m gen.Mirror) []byte {
 	b.Helper()
 	f, err := m.Frame()

@@ -39,8 +39,13 @@ func loadProgram(t testing.TB, cfg loader.Config) *loader.Program {
 
 func loadProgramSized(t testing.TB, cfg loader.Config, maxStreams uint32) *loader.Program {
 	t.Helper()
+	return loadProgramWith(t, loader.Options{MaxStreams: maxStreams}, cfg)
+}
+
+func loadProgramWith(t testing.TB, opts loader.Options, cfg loader.Config) *loader.Program {
+	t.Helper()
 	testenv.RequireRoot(t)
-	p, err := loader.Load(loader.Options{MaxStreams: maxStreams})
+	p, err := loader.Load(opts)
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
@@ -42,6 +43,19 @@ func bigMirror(mid, sid uint32, id uint16, seed byte) gen.Mirror {
 	return m
 }
 
+// bigMirror6 is bigMirror over outer IPv6 from router6, behind hop-by-hop
+// and routing headers (the unfragmentable part), with fragment id 1<<16|id.
+func bigMirror6(mid, sid uint32, id uint16, seed byte) gen.Mirror {
+	m := bigMirror(mid, sid, id, seed)
+	m.Router, m.Collector, m.UDPChecksum = router6, coll6, true
+	m.IPv6Ext = []gen.ExtHeader{{Type: gen.ExtHopByHop}, {Type: gen.ExtRouting, Len: 24}}
+	m.IPv6FragID = 1<<16 | uint32(id)
+	return m
+}
+
+// innerIPv4 is a stream's packets by inner kind: n IPv4 ones.
+func innerIPv4(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
+
 func bigLen() uint64 { return uint64(len(bigMirror(1, 1, 1, 0).Inner)) }
 
 func steps(v loader.Verdict, fs ...[]byte) []fragStep {
@@ -64,37 +78,13 @@ func cat(parts ...[]fragStep) []fragStep {
 
 // Issue 19 item 9. Later fragments that arrive before their first were
 // passed and counted unmatched, so a capture lost the datagram; a copy of
-// a first fragment was counted into its stream again.
+// a first fragment was counted into its stream again. Issue 15: the same
+// holds over outer IPv6 (jm_frag_pairs6).
 func fragCases() []fragCase {
-	bl := bigLen()
-	ipv4 := func(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
-	return []fragCase{
-		{
-			name: "last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 21, 0x100, 1))
-				b := frames(t, bigMirror(20, 21, 0x101, 2))
-				// No socket in a test run: captured frames fall back to pass.
-				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
-				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 21), 2, 2 * bl, ipv4(2)}},
-		},
-		{
-			name: "a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 22, 0x200, 1))
-				b := frames(t, bigMirror(20, 22, 0x201, 2))
-				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
-				maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 22), 2, 2 * bl, ipv4(2)}},
-		},
+	bl, ipv4 := bigLen(), innerIPv4
+	out := holdCases("IPv4", bigMirror, k1)
+	out = append(out, holdCases("IPv6", bigMirror6, k6)...)
+	return append(out, []fragCase{
 		{
 			name: "a pair with a captured and a passed stream: early fragments are not held",
 			cfg:  loader.Config{Policies: []maps.PolicyRule{{MID: 30, AnySID: true, Action: maps.ActionPass}}},
@@ -108,18 +98,6 @@ func fragCases() []fragCase {
 				maps.StatFragFirst: 3, maps.StatFragTracked: 4, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
 				maps.StatCaptureFailed: 4, maps.StatActionPass: 3, maps.StatStreamNew: 2},
 			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
-		},
-		{
-			name: "the pair's window ends: early fragments pass unmatched again",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 24, 0x400, 1))
-				b := frames(t, bigMirror(20, 24, 0x401, 2))
-				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
-				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 24), 2, 2 * bl, ipv4(2)}},
 		},
 		{
 			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
@@ -162,18 +140,6 @@ func fragCases() []fragCase {
 			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
 		},
 		{
-			name: "a captured datagram last-first with its first fragment twice",
-			steps: func(t *testing.T) []fragStep {
-				a := frames(t, bigMirror(20, 27, 0x700, 1))
-				b := frames(t, bigMirror(20, 27, 0x701, 2))
-				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
-			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
-				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 27), 2, 2 * bl, ipv4(2)}},
-		},
-		{
 			name: "another datagram of the stream reusing the IP id within the window is counted",
 			cfg:  loader.Config{DefaultAction: maps.ActionCount},
 			steps: func(t *testing.T) []fragStep {
@@ -206,6 +172,89 @@ func fragCases() []fragCase {
 				return steps(drop, a[0], a[0], a[2])
 			},
 			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+		},
+		// Issue 15: what differs over outer IPv6, byte for byte the
+		// frames gen writes.
+		{
+			name: "IPv6: not-Jmirror fragments of a holding pair pass in order and are held ahead of their first; an IPv4 pair and another source are not held",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, bigMirror6(20, 45, 0x500, 1))
+				other := bigMirror6(20, 45, 0x501, 2)
+				other.Port = 9999 // not decoded: not Jmirror
+				n := frames(t, other)
+				other.IPv6FragID++
+				r := frames(t, other)
+				// The same datagram from another router, and over IPv4
+				// between the IPv4 addresses: their pairs sent nothing.
+				s := bigMirror6(20, 45, 0x503, 3)
+				s.Router = netip.MustParseAddr("2001:db8::2")
+				stranger := frames(t, s)
+				v4 := frames(t, bigMirror(20, 45, 0x504, 4))
+				return cat(steps(pass, a...), steps(pass, n...), steps(pass, r[2], r[1], r[0]),
+					steps(pass, stranger[2], v4[2]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
+				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
+				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
+			streams: []streamWant{{k6(20, 45), 1, bl, ipv4(1)}},
+		},
+	}...)
+}
+
+// holdCases are the cases of fragCases that hold alike over outer IPv4
+// and IPv6: mk makes a family's 3-fragment datagram, key its stream.
+func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen.Mirror, key func(mid, sid uint32) maps.StreamKey) []fragCase {
+	bl, ipv4 := bigLen(), innerIPv4
+	return []fragCase{
+		{
+			name: family + ": last-first from a pair that sends captured fragments: held, the datagram counted once at its first",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 21, 0x100, 1))
+				b := frames(t, mk(20, 21, 0x101, 2))
+				// No socket in a test run: captured frames fall back to pass.
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
+				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 21), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
+			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 22, 0x200, 1))
+				b := frames(t, mk(20, 22, 0x201, 2))
+				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
+				maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 22), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": the pair's window ends: early fragments pass unmatched again",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 24, 0x400, 1))
+				b := frames(t, mk(20, 24, 0x401, 2))
+				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
+				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 24), 2, 2 * bl, ipv4(2)}},
+		},
+		{
+			name: family + ": a captured datagram last-first with its first fragment twice",
+			steps: func(t *testing.T) []fragStep {
+				a := frames(t, mk(20, 27, 0x700, 1))
+				b := frames(t, mk(20, 27, 0x701, 2))
+				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
+			},
+			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
+				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
+				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
+			streams: []streamWant{{key(20, 27), 2, 2 * bl, ipv4(2)}},
 		},
 	}
 }
@@ -267,40 +316,42 @@ func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
 	}
 }
 
-// ageFragRecords makes every time in jm_frags and jm_frag_pairs d older,
-// as if d had passed.
+// ageFragRecords makes every time in jm_frags, jm_frags6, jm_frag_pairs
+// and jm_frag_pairs6 d older, as if d had passed.
 func ageFragRecords(t *testing.T, p *loader.Program, d time.Duration) {
 	t.Helper()
 	objs := p.Objects()
-	older := func(ns uint64) uint64 {
-		if ns == 0 {
-			return 0
-		}
-		return ns - uint64(d)
-	}
-	var fk bpf.JmxdpJmFragKey
-	var fv bpf.JmxdpJmFragValue
-	var fks []bpf.JmxdpJmFragKey
-	var fvs []bpf.JmxdpJmFragValue
-	for it := objs.JmFrags.Iterate(); it.Next(&fk, &fv); {
-		fv.FirstNs = older(fv.FirstNs)
-		fks, fvs = append(fks, fk), append(fvs, fv)
-	}
-	for i := range fks {
-		if err := objs.JmFrags.Put(&fks[i], &fvs[i]); err != nil {
-			t.Fatal(err)
+	older := func(ns *uint64) {
+		if *ns != 0 {
+			*ns -= uint64(d)
 		}
 	}
-	var pk bpf.JmxdpJmPairKey
-	var pv bpf.JmxdpJmPairValue
-	var pks []bpf.JmxdpJmPairKey
-	var pvs []bpf.JmxdpJmPairValue
-	for it := objs.JmFragPairs.Iterate(); it.Next(&pk, &pv); {
-		pv.CaptureNs, pv.OtherNs = older(pv.CaptureNs), older(pv.OtherNs)
-		pks, pvs = append(pks, pk), append(pvs, pv)
+	ageFrag := func(v *bpf.JmxdpJmFragValue) { older(&v.FirstNs) }
+	agePair := func(v *bpf.JmxdpJmPairValue) { older(&v.CaptureNs); older(&v.OtherNs) }
+	ageEntries[bpf.JmxdpJmFragKey](t, objs.JmFrags, ageFrag)
+	ageEntries[bpf.JmxdpJmFrag6Key](t, objs.JmFrags6, ageFrag)
+	ageEntries[bpf.JmxdpJmPairKey](t, objs.JmFragPairs, agePair)
+	ageEntries[bpf.JmxdpJmPair6Key](t, objs.JmFragPairs6, agePair)
+}
+
+// ageEntries rewrites every value of m through f (read all, then write:
+// updating while iterating may restart the walk).
+func ageEntries[K, V any](t *testing.T, m *ebpf.Map, f func(*V)) {
+	t.Helper()
+	var k K
+	var v V
+	var ks []K
+	var vs []V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		f(&v)
+		ks, vs = append(ks, k), append(vs, v)
 	}
-	for i := range pks {
-		if err := objs.JmFragPairs.Put(&pks[i], &pvs[i]); err != nil {
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range ks {
+		if err := m.Put(&ks[i], &vs[i]); err != nil {
 			t.Fatal(err)
 		}
 	}

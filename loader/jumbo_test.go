@@ -56,9 +56,13 @@ func TestAttachJumboMTU(t *testing.T) {
 }
 
 // A multi-buffer frame whose linear part holds only its first bytes (a
-// driver that splits headers from payload): the program pulls the headers
-// in (bpf_xdp_pull_data) and gives the verdicts and counters it gives the
-// whole frame, which the Go engine sees.
+// driver that splits headers from payload) gives the verdicts and counters
+// the whole frame gives, which the Go engine sees: on both header paths,
+// the pull (bpf_xdp_pull_data, Linux 6.18) and the copy older kernels take
+// (bpf_xdp_load_bytes into the scratch buffer, forced here). Every shape
+// whose headers cross the linear part's end: IPv4, IPv6 behind extension
+// headers (QinQ and a 400-byte routing header among them), a datagram cut
+// short, and IPv4 and IPv6 fragments of a jumbo datagram.
 func TestSplitHeaders(t *testing.T) {
 	big := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 8000))
 	cases := [][]byte{
@@ -66,24 +70,43 @@ func TestSplitHeaders(t *testing.T) {
 		frame(t, mirror6(70, 2, big, ext(gen.ExtHopByHop), gen.ExtHeader{Type: gen.ExtRouting, Len: 40}, ext(gen.ExtDstOpts))),
 		setUDPLen(mirror(70, 3, big), frame(t, mirror(70, 3, big)), 9000),
 	}
-	for _, linear := range []int{14, 40, 100} {
-		p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
-		eng := jmirror.NewEngine(engineConfig(loader.Config{DefaultAction: maps.ActionCount}), nil)
-		for i, f := range cases {
-			v, err := p.RunSplit(f, linear)
+	long := mirror6(70, 4, big, ext(gen.ExtHopByHop), gen.ExtHeader{Type: gen.ExtRouting, Len: 400}, gen.ExtHeader{Type: gen.ExtAH, Len: 24})
+	long.VLANs = []gen.VLAN{{TPID: 0x88a8, ID: 10}, {TPID: 0x8100, ID: 20}}
+	cases = append(cases, frame(t, long))
+	huge := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 20000))
+	m4 := mirror(70, 5, huge)
+	m4.MTU, m4.IPID = 9000, 0x70
+	m6 := mirror6(70, 6, huge, ext(gen.ExtHopByHop), gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
+	m6.MTU, m6.IPv6FragID = 9000, 0x70
+	f4, f6 := frames(t, m4), frames(t, m6)
+	if len(f4) != 3 || len(f6) != 3 {
+		t.Fatalf("%d and %d fragments, want 3 each", len(f4), len(f6))
+	}
+	cases = append(cases, f4...)
+	cases = append(cases, f6...)
+	for _, copyHeaders := range []bool{false, true} {
+		for _, linear := range []int{14, 40, 100} {
+			name := fmt.Sprintf("copy %v, linear %d", copyHeaders, linear)
+			p := loadProgramWith(t, loader.Options{MaxStreams: 4096, ForceHeaderCopy: copyHeaders},
+				loader.Config{DefaultAction: maps.ActionCount})
+			eng := jmirror.NewEngine(engineConfig(loader.Config{DefaultAction: maps.ActionCount}), nil)
+			for i, f := range cases {
+				v, err := p.RunSplit(f, linear)
+				if err != nil {
+					testenv.SkipOrFail(t, fmt.Sprintf("kernel cannot split a test frame (BPF_PROG_TEST_RUN takes data_end as the linear size from Linux 6.18): %v", err))
+				}
+				if g := eng.Process(f).Verdict; loader.Verdict(g) != v {
+					t.Errorf("%s, frame %d: kernel %v, Go %v", name, i, v, loader.Verdict(g))
+				}
+			}
+			kc, err := p.Maps.Counters()
 			if err != nil {
-				testenv.SkipOrFail(t, fmt.Sprintf("kernel cannot split a test frame (needs Linux 6.18 for bpf_xdp_pull_data): %v", err))
+				t.Fatal(err)
 			}
-			if g := eng.Process(f).Verdict; loader.Verdict(g) != v {
-				t.Errorf("linear %d, frame %d: kernel %v, Go %v", linear, i, v, loader.Verdict(g))
+			if gc := eng.Counters(); gc != kc || kc[maps.StatJmirror] != 5 || kc[maps.StatMalformedTruncated] != 1 ||
+				kc[maps.StatFragFirst] != 2 || kc[maps.StatFragTracked] != 4 {
+				t.Errorf("%s: kernel %v, Go %v", name, named(kc), named(gc))
 			}
-		}
-		kc, err := p.Maps.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if gc := eng.Counters(); gc != kc || kc[maps.StatJmirror] != 2 || kc[maps.StatMalformedTruncated] != 1 {
-			t.Errorf("linear %d: kernel %v, Go %v", linear, named(kc), named(gc))
 		}
 	}
 }

@@ -31,7 +31,15 @@ type Options struct {
 	PinDir string
 	// Logger receives what the loader decided and why; nil means slog.Default.
 	Logger *slog.Logger
+	// ForceHeaderCopy makes the program copy headers that are not in a
+	// frame's linear part with bpf_xdp_load_bytes, as on a kernel without
+	// bpf_xdp_pull_data (before 6.18), instead of pulling them in: for
+	// tests of that path on a kernel that has the kfunc.
+	ForceHeaderCopy bool
 }
+
+// scratchMaps hold nothing between frames: never pinned, never migrated.
+var scratchMaps = map[string]bool{"jm_scratch": true}
 
 // Config is what the configuration maps hold.
 type Config struct {
@@ -67,13 +75,22 @@ func Load(opts Options) (*Program, error) {
 	if opts.MaxStreams > 0 {
 		spec.Maps["jm_streams"].MaxEntries = opts.MaxStreams
 	}
+	if opts.ForceHeaderCopy {
+		v, ok := spec.Variables["jm_force_header_copy"]
+		if !ok {
+			return nil, errors.New("embedded BPF object has no jm_force_header_copy")
+		}
+		if err := v.Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("set jm_force_header_copy: %w", err)
+		}
+	}
 	var collOpts ebpf.CollectionOptions
 	if opts.PinDir != "" {
 		if err := ensurePinDir(opts.PinDir); err != nil {
 			return nil, err
 		}
 		for _, m := range spec.Maps {
-			if m.Name == "" || m.Name[0] == '.' {
+			if m.Name == "" || m.Name[0] == '.' || scratchMaps[m.Name] {
 				continue
 			}
 			m.Pinning = ebpf.PinByName

@@ -303,7 +303,7 @@ func pinNames() ([]string, error) {
 	}
 	names := []string{LinkPinName}
 	for name := range spec.Maps {
-		if name != "" && name[0] != '.' {
+		if name != "" && name[0] != '.' && !scratchMaps[name] {
 			names = append(names, name)
 		}
 	}

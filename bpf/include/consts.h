@@ -49,6 +49,15 @@
  * tags, IPv6 with a few extension headers, UDP, Jmirror and the 64 bytes
  * the fingerprint hashes. */
 #define JM_PULL_LEN 512
+/* Where the pull is not possible (a kernel before 6.18, a pull that
+ * fails), the same JM_PULL_LEN bytes are copied with bpf_xdp_load_bytes
+ * into a per-CPU scratch buffer and parsed there. The buffer is larger
+ * than the copy: a cursor is masked with JM_SCRATCH_MASK (>= JM_PULL_LEN,
+ * so that the mask never changes a valid one) and the longest read after
+ * it (the fingerprint's 64 bytes past UDP and Jmirror) still lies within
+ * JM_SCRATCH_LEN. */
+#define JM_SCRATCH_MASK 1023
+#define JM_SCRATCH_LEN 2048
 
 /* PPP in HDLC-like framing (RFC 1662): address and control bytes. */
 #define JM_PPP_ADDRESS 0xff

@@ -93,6 +93,16 @@ struct {
 	__type(value, struct jm_pair_value);
 } jm_frag_pairs SEC(".maps");
 
+/* The same for outer IPv6 pairs: their early later fragments are held on
+ * the same terms (a map of its own, so that jm_frag_pairs keeps its
+ * layout). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_FRAG_PAIRS);
+	__type(key, struct jm_pair6_key);
+	__type(value, struct jm_pair_value);
+} jm_frag_pairs6 SEC(".maps");
+
 /* Sources refused by the allowlist, so operators can see who is sending. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -116,6 +126,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct jm_candidate_value);
 } jm_candidates SEC(".maps");
+
+/* Scratch space for headers that are not in the linear part (jm_scratch
+ * in jmxdp.c): per CPU, so a frame's copy is its own. Not state: never
+ * pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_scratch);
+} jm_scratch SEC(".maps");
 
 /* AF_XDP sockets, one per RX queue. */
 struct {

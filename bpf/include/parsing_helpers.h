@@ -20,6 +20,31 @@ struct hdr_cursor {
 	void *pos;
 };
 
+/*
+ * Where the headers are parsed from: the frame's linear part (packet
+ * pointers), or a copy of the frame's first bytes in a per-CPU scratch
+ * buffer (map value pointers) when they are not linear. data is offset 0
+ * of the frame either way, so offsets taken from it are frame offsets.
+ */
+struct jm_view {
+	void *data;
+	void *data_end;
+};
+
+/*
+ * The verifier bounds a map value access by the pointer's offset range,
+ * not by comparisons with data_end: a cursor into the scratch copy that
+ * moved by a header length read from the frame is brought back into a
+ * range it can see. pos <= data_end <= data + JM_PULL_LEN at run time, so
+ * the mask changes nothing then.
+ */
+static __always_inline void *scratch_clamp(void *data, void *pos)
+{
+	__u64 off = (__u64)(pos - data);
+
+	return data + (off & JM_SCRATCH_MASK);
+}
+
 struct vlan_hdr {
 	__be16 h_vlan_TCI;
 	__be16 h_vlan_encapsulated_proto;
@@ -120,10 +145,14 @@ struct ip6_frag_info {
  * fragment headers, a header cut by the frame) and JM_IP6_EXT_TOO_LONG when
  * the chain goes on after the bound. A later fragment (offset > 0) stops
  * the walk: what follows its fragment header is payload, not a header.
+ * scratch: v is the scratch copy (a compile-time constant: each caller is
+ * specialised).
  */
-static __always_inline int parse_ip6_ext(struct hdr_cursor *nh, void *data_end,
+static __always_inline int parse_ip6_ext(struct hdr_cursor *nh,
+					 const struct jm_view *v, int scratch,
 					 int next, struct ip6_frag_info *fi)
 {
+	void *data_end = v->data_end;
 	__u8 *h;
 	__u32 len;
 	int i;
@@ -171,6 +200,8 @@ static __always_inline int parse_ip6_ext(struct hdr_cursor *nh, void *data_end,
 			return JM_IP6_EXT_NOT_JMIRROR;
 		next = h[0];
 		nh->pos = (void *)h + len;
+		if (scratch)
+			nh->pos = scratch_clamp(v->data, nh->pos);
 		if (fi->present && (fi->off_flags & JM_IP6_OFFSET_MASK))
 			return next;
 	}

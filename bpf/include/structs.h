@@ -167,6 +167,12 @@ struct jm_pair_value {
 	__u64 other_ns;   /* last first fragment counted or passed */
 };
 
+/* The same pair over outer IPv6 (jm_frag_pairs6; value jm_pair_value). */
+struct jm_pair6_key {
+	__u8 saddr[JM_ADDR_LEN];
+	__u8 daddr[JM_ADDR_LEN];
+};
+
 /* The per-CPU counters: one lookup per frame, indexed by enum jm_stat. */
 struct jm_counters {
 	__u64 count[JM_STAT_MAX];
@@ -199,6 +205,11 @@ struct jm_xsk_meta {
 	__u8 flags;      /* JM_META_* */
 	__u16 reserved;  /* 0 */
 	__u32 magic;     /* JM_META_MAGIC: this program wrote the metadata */
+};
+
+/* The per-CPU buffer headers are copied into when they are not linear. */
+struct jm_scratch {
+	__u8 buf[JM_SCRATCH_LEN];
 };
 
 #endif /* JMXDP_STRUCTS_H */

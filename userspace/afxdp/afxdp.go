@@ -112,7 +112,9 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Desc is a received frame: its offset in the UMEM and its length.
+// Desc is a received frame: its offset in the UMEM and its length. A
+// multi-buffer frame (XDP_USE_SG) is one Desc too: Addr is its first
+// buffer's, Len the whole frame's, and its other buffers are lent with it.
 type Desc struct {
 	Addr uint64
 	Len  uint32
@@ -151,6 +153,20 @@ type Socket struct {
 	chainN     int
 	chainOver  bool
 	chainStats ChainStats
+
+	// The lending API's chains (Receive): the buffers of the chain being
+	// received, which may span calls, and the joined chains lent out, by
+	// their first buffer's address.
+	lendChain  []unix.XDPDesc
+	lendOver   bool
+	lentChains map[uint64]*lentChain
+}
+
+// lentChain is a multi-buffer frame Receive lent out: its buffers after
+// the first (the first is marked in lent) and the frame, joined.
+type lentChain struct {
+	rest []uint64
+	data []byte
 }
 
 // ChainStats count multi-buffer frames (descriptor chains).
@@ -343,6 +359,7 @@ func (s *Socket) initFrames(numFrames, frameSize int) {
 		s.free = append(s.free, uint64(i)*uint64(frameSize))
 	}
 	s.lent = make([]bool, numFrames)
+	s.lentChains = make(map[uint64]*lentChain)
 	s.refill()
 }
 

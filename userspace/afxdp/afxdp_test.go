@@ -296,22 +296,13 @@ func testCapture(t *testing.T, mode loader.Mode) {
 	}
 }
 
-// The batch API: frames stay out until released, each exactly once, and
-// far more frames than the UMEM holds pass through as they are recycled.
-func TestReceiveRelease(t *testing.T) {
-	p := newPair(t)
-	prog := capture(t, p, loader.ModeAuto)
-	const frames = 32
-	s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 16, FillSize: 16})
-	if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
-		t.Fatal(err)
-	}
-	tx := packetSocket(t, p.ns, p.tx)
-
-	want := mirrors(t, p, 9, 20*frames)
+// receiveLent sends want through tx, burst frames at a time, and collects
+// them with Receive, Frame and Release, within 10 s; released, if set, sees
+// each batch once it is given back.
+func receiveLent(t *testing.T, s *afxdp.Socket, tx int, want [][]byte, burst int, released func([]afxdp.Desc)) [][]byte {
+	t.Helper()
 	batch := make([]afxdp.Desc, 8)
 	var got [][]byte
-	const burst = 8 // below the fill ring size: nothing may be dropped
 	end := time.Now().Add(10 * time.Second)
 	for sent := 0; len(got) < len(want); {
 		if time.Now().After(end) {
@@ -332,12 +323,34 @@ func TestReceiveRelease(t *testing.T) {
 		if err := s.Release(batch[:n]...); err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			if err := s.Release(batch[0]); err == nil {
+		if released != nil {
+			released(batch[:n])
+		}
+	}
+	return got
+}
+
+// The batch API: frames stay out until released, each exactly once, and
+// far more frames than the UMEM holds pass through as they are recycled.
+func TestReceiveRelease(t *testing.T) {
+	p := newPair(t)
+	prog := capture(t, p, loader.ModeAuto)
+	const frames = 32
+	s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 16, FillSize: 16})
+	if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	tx := packetSocket(t, p.ns, p.tx)
+
+	want := mirrors(t, p, 9, 20*frames)
+	// Bursts below the fill ring size: nothing may be dropped.
+	got := receiveLent(t, s, tx, want, 8, func(released []afxdp.Desc) {
+		if len(released) > 0 {
+			if err := s.Release(released[0]); err == nil {
 				t.Fatal("a second release of the same frame was accepted")
 			}
 		}
-	}
+	})
 	sameFrames(t, got, want)
 	if err := s.Release(afxdp.Desc{Addr: 1 << 40}); err == nil {
 		t.Error("release of an address outside the UMEM was accepted")
@@ -463,5 +476,62 @@ func BenchmarkCaptureVeth(b *testing.B) {
 			}
 			got += s.ReceiveCopy(func(d []byte) { copy(sink[:], d) })
 		}
+	}
+}
+
+// The lending API on a real multi-buffer socket: at MTU 9000 jumbo Jmirror
+// frames, which the kernel splits over several 2 KiB UMEM frames, come out
+// of Receive as one Desc each, byte for byte, between small ones, in driver
+// and generic mode; every chain is counted joined, and the UMEM's frames
+// all come back (far more frames pass than the UMEM holds).
+func TestReceiveJumboLive(t *testing.T) {
+	for _, mode := range []loader.Mode{loader.ModeDriver, loader.ModeGeneric} {
+		t.Run(string(mode), func(t *testing.T) {
+			p := newPair(t)
+			run(t, "ip", "link", "set", p.rx.Name, "mtu", "9000")
+			run(t, "ip", "-n", p.ns, "link", "set", p.tx, "mtu", "9000")
+			prog := capture(t, p, mode)
+			const frames = 64
+			s := openSocket(t, afxdp.Config{Ifindex: p.rx.Index, NumFrames: frames, RxSize: 32, FillSize: 32, SG: true})
+			if !s.SG() {
+				testenv.SkipOrFail(t, "no XDP_USE_SG socket on this kernel or driver")
+			}
+			if err := prog.Maps.SetXSK(0, s.FD()); err != nil {
+				t.Fatal(err)
+			}
+			tx := packetSocket(t, p.ns, p.tx)
+			var want [][]byte
+			for i := range 40 {
+				n := 20
+				if i%2 == 0 {
+					n = 8900 // a 9000-byte frame, with the headers
+				}
+				payload := make([]byte, n)
+				for j := range payload {
+					payload[j] = byte(i + j)
+				}
+				m := gen.Mirror{SrcMAC: p.txMAC, DstMAC: p.rx.HardwareAddr, Router: router, Collector: collector,
+					MID: 15, SID: uint32(i), Inner: gen.InnerIPv4UDP(router, collector, 1000, 2000, payload)}
+				f, err := m.Frame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, f)
+			}
+			// Two at a time: a jumbo frame takes 5 UMEM frames and the
+			// fill ring holds 32.
+			got := receiveLent(t, s, tx, want, 2, nil)
+			sameFrames(t, got, want)
+			if c := s.Chains(); c.Joined != uint64(len(want)/2) || c.Dropped != 0 {
+				t.Errorf("chains %+v: want %d joined, none dropped", c, len(want)/2)
+			}
+			st, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.RxDropped != 0 || st.RxRingFull != 0 || st.RxInvalidDescs != 0 {
+				t.Errorf("socket dropped frames: %+v", st)
+			}
+		})
 	}
 }

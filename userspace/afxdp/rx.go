@@ -171,14 +171,28 @@ const copyChunk = 64
 // how many. The frames stay the caller's, readable with Frame, until they
 // are given back with Release; until then the kernel cannot reuse them, so
 // keep few frames out for long.
+//
+// A multi-buffer frame (a descriptor chain on an XDP_USE_SG socket) comes
+// out as one Desc whose Frame is the whole frame, joined as the copy path
+// joins it: all its buffers stay lent until it is released. A chain longer
+// than MaxChain, or with a descriptor outside the UMEM, is dropped whole,
+// its buffers back to the kernel, and counted (Chains). A chain may span
+// calls.
 func (s *Socket) Receive(batch []Desc) int {
 	if s.closed {
 		return 0
 	}
+	// At most one descriptor per batch entry: a frame takes at least one.
 	n := s.rx.avail(uint32(min(len(batch), int(s.rx.size))))
 	k := 0
 	for i := range n {
 		d := s.rx.at(i)
+		if len(s.lendChain) > 0 || s.lendOver || (s.sg && d.Options&unix.XDP_PKT_CONTD != 0) {
+			if s.lendChained(d, &batch[k]) {
+				k++
+			}
+			continue
+		}
 		if s.frame(d) == nil {
 			s.reclaim(d.Addr)
 			continue
@@ -194,19 +208,74 @@ func (s *Socket) Receive(batch []Desc) int {
 	return k
 }
 
-// Frame returns the bytes of a frame Receive returned. They are valid
-// until the frame is released.
+// lendChained adds d to the chain being received and, at its last
+// descriptor, lends the joined frame in *out (true). The bound and the
+// counters are those of chained.
+func (s *Socket) lendChained(d unix.XDPDesc, out *Desc) bool {
+	if s.frame(d) == nil || len(s.lendChain) >= s.maxChain {
+		s.lendOver = true
+	}
+	if s.lendOver {
+		// Its buffers go back as they come: nothing of it is kept.
+		for _, c := range s.lendChain {
+			s.reclaim(c.Addr)
+		}
+		s.lendChain = s.lendChain[:0]
+		s.reclaim(d.Addr)
+	} else {
+		s.lendChain = append(s.lendChain, d)
+	}
+	if d.Options&unix.XDP_PKT_CONTD != 0 {
+		return false
+	}
+	if s.lendOver {
+		s.lendOver = false
+		s.chainStats.Dropped++
+		return false
+	}
+	first := s.lendChain[0]
+	var total int
+	for _, c := range s.lendChain {
+		total += int(c.Len)
+	}
+	// Its own memory: the frame stays valid however the socket's other
+	// buffers are reused, until it is released.
+	lc := &lentChain{rest: make([]uint64, 0, len(s.lendChain)-1), data: make([]byte, 0, total)}
+	for i, c := range s.lendChain {
+		lc.data = append(lc.data, s.frame(c)...)
+		if i > 0 {
+			lc.rest = append(lc.rest, c.Addr)
+		}
+	}
+	s.lendChain = s.lendChain[:0]
+	s.lent[first.Addr>>s.frameShift] = true
+	s.lentChains[first.Addr] = lc
+	s.chainStats.Joined++
+	*out = Desc{Addr: first.Addr, Len: uint32(len(lc.data))}
+	return true
+}
+
+// Frame returns the bytes of a frame Receive returned (a multi-buffer
+// frame's joined). They are valid until the frame is released.
 func (s *Socket) Frame(d Desc) []byte {
 	if s.closed {
 		return nil
 	}
+	if len(s.lentChains) > 0 && d.Addr < uint64(len(s.umem)) && s.lent[d.Addr>>s.frameShift] {
+		if lc := s.lentChains[d.Addr]; lc != nil {
+			if int(d.Len) > len(lc.data) {
+				return nil
+			}
+			return lc.data[:d.Len:d.Len]
+		}
+	}
 	return s.frame(unix.XDPDesc{Addr: d.Addr, Len: d.Len})
 }
 
-// Release gives frames from Receive back to the kernel. A frame that is
-// not out (never received, or released already) is an error and is left
-// alone: feeding it to the fill ring twice would let the kernel write into
-// a frame that is in use.
+// Release gives frames from Receive back to the kernel, a multi-buffer
+// frame's every buffer. A frame that is not out (never received, or
+// released already) is an error and is left alone: feeding it to the fill
+// ring twice would let the kernel write into a frame that is in use.
 func (s *Socket) Release(descs ...Desc) error {
 	if s.closed {
 		return ErrClosed
@@ -220,6 +289,12 @@ func (s *Socket) Release(descs ...Desc) error {
 		}
 		s.lent[i] = false
 		s.reclaim(d.Addr)
+		if lc := s.lentChains[d.Addr]; lc != nil {
+			for _, a := range lc.rest {
+				s.reclaim(a)
+			}
+			delete(s.lentChains, d.Addr)
+		}
 	}
 	s.refill()
 	if bad > 0 {

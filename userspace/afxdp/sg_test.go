@@ -38,17 +38,24 @@ func (k *fakeKernel) deliverChain(meta, data []byte, piece int) bool {
 	return true
 }
 
-// Multi-buffer frames come out of ReceiveCopyMeta whole, byte for byte,
-// with the first buffer's metadata, also when a chain spans two calls; a
-// chain longer than MaxChain is dropped whole and counted, and what
-// follows it is intact; every buffer goes back to the kernel.
-func TestChainsJoined(t *testing.T) {
+// newSGFake is a multi-buffer socket over fake rings (256 frames of 2 KiB,
+// MaxChain 5) and a 9000-byte frame for it.
+func newSGFake(t *testing.T) (*Socket, *fakeKernel, []byte) {
 	s, k := newFake(t, 256, 2048, 64, 0)
 	s.sg, s.maxChain = true, 5
 	jumbo := make([]byte, 9000)
 	for i := range jumbo {
 		jumbo[i] = byte(i * 7)
 	}
+	return s, k, jumbo
+}
+
+// Multi-buffer frames come out of ReceiveCopyMeta whole, byte for byte,
+// with the first buffer's metadata, also when a chain spans two calls; a
+// chain longer than MaxChain is dropped whole and counted, and what
+// follows it is intact; every buffer goes back to the kernel.
+func TestChainsJoined(t *testing.T) {
+	s, k, jumbo := newSGFake(t)
 	meta := bytes.Repeat([]byte{0xaa}, 32)
 	type got struct{ meta, data []byte }
 	var out []got
@@ -85,5 +92,65 @@ func TestChainsJoined(t *testing.T) {
 	}
 	if free := len(s.free) + k.inFill(); free != 256 {
 		t.Errorf("%d of 256 frames back with userspace or the kernel", free)
+	}
+}
+
+// The lending API joins chains as the copy path does: a multi-buffer frame
+// is one Desc whose Frame is the whole frame, byte for byte, also when the
+// chain spans two calls; its buffers stay out until it is released, once;
+// a chain longer than MaxChain is dropped whole and counted, and what
+// follows it is intact; every buffer goes back to the kernel.
+func TestReceiveJoinsChains(t *testing.T) {
+	s, k, jumbo := newSGFake(t)
+	back := func() int { return len(s.free) + k.inFill() }
+	batch := make([]Desc, 16)
+	if !k.deliverChain(nil, jumbo, 2000) || !k.deliverChain(nil, jumbo, 1500) || !k.deliver(payload(1)) {
+		t.Fatal("rings full")
+	}
+	n := s.Receive(batch)
+	if n != 2 || batch[0].Len != 9000 || !bytes.Equal(s.Frame(batch[0]), jumbo) || !bytes.Equal(s.Frame(batch[1]), payload(1)) {
+		t.Fatalf("got %d frames (first %d bytes), want the 9000-byte frame and a small one", n, batch[0].Len)
+	}
+	if c := s.Chains(); c.Joined != 1 || c.Dropped != 1 {
+		t.Errorf("chains %+v: want 1 joined, 1 dropped", c)
+	}
+	// Out: the joined frame's 5 buffers and the small frame's one.
+	if b := back(); b != 256-6 {
+		t.Errorf("%d of 256 frames back while 6 are lent", b)
+	}
+	if err := s.Release(batch[:n]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(batch[0]); err == nil {
+		t.Error("a second release of a joined frame was accepted")
+	}
+	// A chain split across two calls: the kernel publishes part of it.
+	if !k.deliverChain(nil, jumbo, 2000) {
+		t.Fatal("rings full")
+	}
+	x := s.rx
+	atomic.StoreUint32(x.producer, k.rxProd-2) // hold back the last two
+	if n := s.Receive(batch); n != 0 {
+		t.Fatalf("%d frames from half a chain", n)
+	}
+	atomic.StoreUint32(x.producer, k.rxProd)
+	n = s.Receive(batch)
+	if n != 1 || !bytes.Equal(s.Frame(batch[0]), jumbo) {
+		t.Fatalf("chain across calls: %d frames", n)
+	}
+	// A buffer of the chain other than its first is not the caller's to
+	// release on its own.
+	second := s.lentChains[batch[0].Addr].rest[0]
+	if err := s.Release(Desc{Addr: second}); err == nil {
+		t.Error("release of a joined frame's second buffer alone was accepted")
+	}
+	if err := s.Release(batch[0]); err != nil {
+		t.Fatal(err)
+	}
+	if b := back(); b != 256 {
+		t.Errorf("%d of 256 frames back with userspace or the kernel", b)
+	}
+	if c := s.Chains(); c.Joined != 2 || c.Dropped != 1 {
+		t.Errorf("chains %+v: want 2 joined, 1 dropped", c)
 	}
 }

@@ -590,10 +590,11 @@ func (r *ring) frame(mb, data []byte) {
 	}
 }
 
-// fragKey is the datagram key of the IPv4 fragment at the metadata's l3Off.
+// fragKey is the datagram key of the IPv4 or IPv6 fragment at the
+// metadata's l3Off.
 func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
 	off := int(m.l3Off)
-	if m.flags&metaOuterV6 != 0 || off > len(frame) {
+	if off > len(frame) {
 		return reasm.Key{}, false
 	}
 	return reasm.KeyOf(frame[off:])

@@ -11,8 +11,10 @@ import (
 
 // Issue 15 items 3 and 4, live: Jmirror over IPv6 behind extension
 // headers, and outer IPv6 fragments behind hop-by-hop and routing headers
-// (one with its first fragment twice), all land in their stream's file,
-// byte for byte, once each.
+// (one with its first fragment twice; then, the pair now known to send
+// captured fragments, three last-first, one of them with its first twice:
+// their early fragments are held), all land in their stream's file, byte
+// for byte, once each.
 func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 	e := newEnv(t)
 	d := e.start(t, e.config())
@@ -41,16 +43,29 @@ func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 		}
 		frames = append(frames, f)
 	}
-	for i := range 4 {
-		m := mirror(3000, uint32(0x10000+i), gen.ExtHeader{Type: gen.ExtHopByHop}, gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
+	// fragments is a 3-fragment datagram behind hop-by-hop and routing.
+	fragments := func(id uint32) [][]byte {
+		m := mirror(3000, id, gen.ExtHeader{Type: gen.ExtHopByHop}, gen.ExtHeader{Type: gen.ExtRouting, Len: 24})
 		f, err := m.Frames()
 		if err != nil || len(f) != 3 {
 			t.Fatalf("%d fragments, %v", len(f), err)
 		}
+		return f
+	}
+	for i := range 4 {
+		f := fragments(uint32(0x10000 + i))
 		if i == 3 {
 			f = [][]byte{f[0], f[0], f[1], f[2]} // the first twice
 		}
 		frames = append(frames, f...)
+	}
+	for i := range 3 {
+		f := fragments(uint32(0x20000 + i))
+		if i == 2 {
+			frames = append(frames, f[1], f[2], f[0], f[0])
+			continue
+		}
+		frames = append(frames, f[2], f[1], f[0])
 	}
 	e.send(t, frames)
 	settle(t, d, len(frames))
@@ -59,8 +74,8 @@ func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s, want := range map[jmmaps.Stat]uint64{
-		jmmaps.StatJmirror: 7, jmmaps.StatFragFirst: 4, jmmaps.StatFragTracked: 8, jmmaps.StatFragDuplicate: 1,
-		jmmaps.StatFragUnmatched: 0, jmmaps.StatNotJmirror: 0, jmmaps.StatCaptureFailed: 0,
+		jmmaps.StatJmirror: 10, jmmaps.StatFragFirst: 7, jmmaps.StatFragTracked: 8, jmmaps.StatFragDuplicate: 2,
+		jmmaps.StatFragHeld: 6, jmmaps.StatFragUnmatched: 0, jmmaps.StatNotJmirror: 0, jmmaps.StatCaptureFailed: 0,
 		jmmaps.StatActionCapture: uint64(len(frames)),
 	} {
 		if c[s] != want {
@@ -70,9 +85,13 @@ func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	r := d.Capture().Stats().Reassembly
-	if r.Reassembled != 4 || r.Duplicates != 1 || r.Timeouts != 0 || r.Malformed != 0 || r.Pending != 0 {
-		t.Errorf("reassembly %+v: want 4 datagrams, 1 duplicate", r)
+	cs := d.Capture().Stats()
+	if h := cs.Held; h.Held != 6 || h.Released != 6 || h.Expired != 0 || h.Evicted != 0 || h.Pending != 0 {
+		t.Errorf("held fragments %+v: want 6 held and released", h)
+	}
+	r := cs.Reassembly
+	if r.Reassembled != 7 || r.Duplicates != 2 || r.Timeouts != 0 || r.Malformed != 0 || r.Pending != 0 {
+		t.Errorf("reassembly %+v: want 7 datagrams, 2 duplicates", r)
 	}
 	files := streamFiles(t, e.out)
 	if len(files) != 1 || len(files["mid-41/sid-1"]) == 0 {

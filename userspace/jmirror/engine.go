@@ -52,8 +52,12 @@ type fragEntry struct {
 // its early later fragments held.
 const FragWindow = 30 * time.Second
 
-// pairKey is a router -> collector pair of outer IPv4 addresses.
-type pairKey struct{ src, dst [4]byte }
+// pairKey is a router -> collector pair of outer addresses: IPv4 in the
+// first 4 bytes (jm_frag_pairs), or IPv6 with v6 set (jm_frag_pairs6).
+type pairKey struct {
+	src, dst [16]byte
+	v6       bool
+}
 
 // pairSeen is jm_pair_value: when the pair last sent a fragmented
 // datagram that was captured, and one that was not.
@@ -145,16 +149,26 @@ func (e *Engine) lookupAction(mid, sid uint32) maps.Action {
 	return a.Sanitize()
 }
 
+// pairOf is the pair of a fragment's header, IPv4 or IPv6.
+func pairOf(h *Header) pairKey {
+	if h.Frag6 {
+		return pairKey{src: h.Frag6Key.Src, dst: h.Frag6Key.Dst, v6: true}
+	}
+	var pk pairKey
+	copy(pk.src[:], h.Frag.Src[:])
+	copy(pk.dst[:], h.Frag.Dst[:])
+	return pk
+}
+
 // pairHolds: the pair sent captured fragmented Jmirror lately and nothing
-// else (pair_holds).
-func (e *Engine) pairHolds(k FragKey) bool {
-	p, ok := e.pairs[pairKey{k.Src, k.Dst}]
+// else (pair_holds, pair_holds6).
+func (e *Engine) pairHolds(pk pairKey) bool {
+	p, ok := e.pairs[pk]
 	now := e.clock()
 	return ok && recent(now, p.capture) && !recent(now, p.other)
 }
 
-func (e *Engine) notePair(k FragKey, a maps.Action, now time.Duration) {
-	pk := pairKey{k.Src, k.Dst}
+func (e *Engine) notePair(pk pairKey, a maps.Action, now time.Duration) {
 	p := e.pairs[pk]
 	if a == maps.ActionCapture {
 		p.capture = now
@@ -200,9 +214,15 @@ func (e *Engine) Process(frame []byte) Result {
 		return r
 	}
 	if h.LaterFragment && h.Frag6 {
-		// As the kernel's handle_later_fragment6: never held.
+		// As the kernel's handle_later_fragment6: held as IPv4 ones are,
+		// whatever the protocol (only the first fragment names it).
 		fe, found := e.frags6[h.Frag6Key]
 		switch {
+		case !found && e.pairHolds(pairOf(&h)):
+			r.Class = ClassFragHeld
+			r.Action = maps.ActionCapture
+			e.count(maps.StatFragHeld, 1)
+			r.Verdict = e.apply(maps.ActionCapture)
 		case !found, fe.notJmirror:
 			r.Class = ClassFragUnmatched
 			e.count(maps.StatFragUnmatched, 1)
@@ -221,7 +241,7 @@ func (e *Engine) Process(frame []byte) Result {
 	if h.LaterFragment {
 		fe, found := e.frags[h.Frag]
 		switch {
-		case !found && h.Frag.Proto == protoUDP && e.pairHolds(h.Frag):
+		case !found && h.Frag.Proto == protoUDP && e.pairHolds(pairOf(&h)):
 			r.Class = ClassFragHeld
 			r.Action = maps.ActionCapture
 			e.count(maps.StatFragHeld, 1)
@@ -248,10 +268,14 @@ func (e *Engine) Process(frame []byte) Result {
 			return
 		}
 		if h.Frag6 {
-			delete(e.frags6, h.Frag6Key)
+			if e.pairHolds(pairOf(&h)) {
+				e.frags6[h.Frag6Key] = fragEntry{notJmirror: true}
+			} else {
+				delete(e.frags6, h.Frag6Key)
+			}
 			return
 		}
-		if h.Frag.Proto == protoUDP && e.pairHolds(h.Frag) {
+		if h.Frag.Proto == protoUDP && e.pairHolds(pairOf(&h)) {
 			e.frags[h.Frag] = fragEntry{notJmirror: true}
 		} else {
 			delete(e.frags, h.Frag)
@@ -333,12 +357,11 @@ func (e *Engine) Process(frame []byte) Result {
 		fe := fragEntry{mid: h.MID, sid: h.SID, action: r.Action,
 			innerLen: h.InnerLen, firstSeen: now, fingerprint: fp}
 		if h.Frag6 {
-			// No pair is held over IPv6 (jm_frag_pairs is IPv4).
 			e.frags6[h.Frag6Key] = fe
 		} else {
 			e.frags[h.Frag] = fe
-			e.notePair(h.Frag, r.Action, now)
 		}
+		e.notePair(pairOf(&h), r.Action, now)
 	}
 	r.Verdict = e.apply(r.Action)
 	return r

@@ -6,13 +6,18 @@ import (
 	"time"
 )
 
-// Key identifies an outer IPv4 datagram: source, destination, IP id and
-// protocol, as the kernel's defragmenter and the XDP program key it.
+// Key identifies an outer datagram as the kernel's defragmenter and the
+// XDP program key it: IPv4 source, destination, IP id and protocol; IPv6
+// source, destination and the fragment header's 32-bit id.
 type Key struct{ k key }
 
-// KeyOf reads the datagram key of an IPv4 packet (starting at the IP
-// header); false if pkt is too short or not IPv4.
+// KeyOf reads the datagram key of an IPv4 packet or IPv6 fragment
+// (starting at the IP header); false if pkt is too short, neither, or an
+// IPv6 packet without a fragment header within maxIPv6Ext headers.
 func KeyOf(pkt []byte) (Key, bool) {
+	if len(pkt) >= ipv6HeaderLen && pkt[0]>>4 == 6 {
+		return keyOf6(pkt)
+	}
 	if len(pkt) < minHeaderLen || pkt[0]>>4 != 4 {
 		return Key{}, false
 	}
@@ -22,6 +27,32 @@ func KeyOf(pkt []byte) (Key, bool) {
 	k.id = uint32(binary.BigEndian.Uint16(pkt[4:6]))
 	k.proto = pkt[9]
 	return Key{k}, true
+}
+
+// keyOf6 walks an IPv6 packet's extension headers to its fragment header,
+// as add6 does.
+func keyOf6(pkt []byte) (Key, bool) {
+	next, pos := int(pkt[6]), ipv6HeaderLen
+	for range maxIPv6Ext {
+		switch next {
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			if pos+2 > len(pkt) {
+				return Key{}, false
+			}
+			next, pos = int(pkt[pos]), pos+(int(pkt[pos+1])+1)*8
+		case 44:
+			if pos+ipv6FragHdrLen > len(pkt) {
+				return Key{}, false
+			}
+			k := key{v6: true, id: binary.BigEndian.Uint32(pkt[pos+4 : pos+8])}
+			copy(k.src[:], pkt[8:24])
+			copy(k.dst[:], pkt[24:40])
+			return Key{k}, true
+		default:
+			return Key{}, false
+		}
+	}
+	return Key{}, false
 }
 
 func (k Key) String() string { return k.k.String() }

@@ -110,3 +110,36 @@ func TestIPv6KeysAndBounds(t *testing.T) {
 	}
 	checkInvariants(t, r)
 }
+
+// TestHolderIPv6: later IPv6 fragments held ahead of their first are keyed
+// by (src, dst, 32-bit id) through the extension headers, apart from
+// another datagram's and from an IPv4 datagram's, and reassemble once their
+// first fragment comes. A packet without a fragment header has no key.
+func TestHolderIPv6(t *testing.T) {
+	whole, a := ipv6Frags(t, 0x10000001, 3000)
+	_, b := ipv6Frags(t, 0x20000001, 3000)
+	v4 := fragment(1, 1, nil, udpPayload(3000), 1500)
+	key := func(f []byte) Key { return mustKey(t, f) }
+	if key(a[0]) != key(a[2]) || key(a[0]) == key(b[0]) || key(a[0]) == key(v4[0]) {
+		t.Fatal("IPv6 keys: fragments of one datagram differ, or two datagrams meet")
+	}
+	if _, ok := KeyOf(whole); ok {
+		t.Fatal("an IPv6 packet without a fragment header has a key")
+	}
+	if _, ok := KeyOf(a[0][:ipv6HeaderLen+4]); ok {
+		t.Fatal("a cut extension chain has a key")
+	}
+	h := NewHolder(Config{})
+	for _, f := range [][]byte{a[2], a[1], b[2]} {
+		h.Hold(t0, key(f), f, 1)
+	}
+	got := h.Take(key(a[0]))
+	if len(got) != 2 || h.Len() != 1 {
+		t.Fatalf("Take: %d frames, %d left", len(got), h.Len())
+	}
+	r := New(Config{})
+	out, ok, err := feed(t, r, t0, [][]byte{got[0].Frame, got[1].Frame, a[0]})
+	if !ok || err != nil || !bytes.Equal(out, whole) {
+		t.Fatalf("held IPv6 fragments do not reassemble to the datagram: %v %v", ok, err)
+	}
+}

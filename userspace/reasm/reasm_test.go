@@ -702,16 +702,20 @@ func TestCompletedMemoryBounded(t *testing.T) {
 	}
 }
 
+// mustKey is KeyOf(f), which must find one.
+func mustKey(t *testing.T, f []byte) Key {
+	t.Helper()
+	k, ok := KeyOf(f)
+	if !ok {
+		t.Fatal("no key")
+	}
+	return k
+}
+
 func TestHolder(t *testing.T) {
 	a := fragment(1, 1, nil, udpPayload(3000), 1500)
 	b := fragment(2, 1, nil, udpPayload(3000), 1500)
-	key := func(f []byte) Key {
-		k, ok := KeyOf(f)
-		if !ok {
-			t.Fatal("no key")
-		}
-		return k
-	}
+	key := func(f []byte) Key { return mustKey(t, f) }
 	h := NewHolder(Config{})
 	h.Hold(t0, key(a[2]), a[2], 2)
 	h.Hold(t0, key(a[1]), a[1], 1)
