@@ -21,6 +21,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/jmxdp/jmxdp/userspace/xmit"
 )
 
@@ -875,6 +876,9 @@ func newCaptureBench(opts Options, prefix string, streams int, rates []float64, 
 		return nil, nil, fmt.Errorf("%s lab: %w", prefix, err)
 	}
 	down := func() {
+		// jmxdp's runs on the lab left their lock, state and checkpoint
+		// files in /run/jmxdp (kept after a stop by design).
+		runstate.Remove(runstate.DefaultDir, l.HostIface)
 		if err := l.Down(); err != nil {
 			fmt.Fprintf(opts.Progress, "bench: %s: %v\n", prefix, err)
 		}

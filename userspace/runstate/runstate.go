@@ -187,6 +187,16 @@ const (
 
 func accountPath(dir, iface string) string { return filepath.Join(dir, iface+".account") }
 
+// Remove deletes what runs on iface left in dir (lock, state and
+// checkpoint), for a lab or test whose interface is gone with it. It
+// does not check that no process holds the lock: call it once the
+// instance has stopped.
+func Remove(dir, iface string) {
+	for _, p := range []string{lockPath(dir, iface), statePath(dir, iface), accountPath(dir, iface)} {
+		os.Remove(p)
+	}
+}
+
 func (c Checkpoint) marshal() []byte {
 	b := make([]byte, checkpointSize)
 	le := func(off int, v uint64) {

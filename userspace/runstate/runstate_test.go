@@ -172,3 +172,34 @@ func TestCheckpointRoundTripAndUnaccounted(t *testing.T) {
 		t.Error("a garbage checkpoint was accepted")
 	}
 }
+
+// Remove deletes a stopped instance's lock, state and checkpoint files,
+// and only that interface's.
+func TestRemove(t *testing.T) {
+	dir := t.TempDir()
+	for _, iface := range []string{"veth0", "veth1"} {
+		l, err := Acquire(dir, iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Write(State{PID: os.Getpid(), Iface: iface}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.WriteCheckpoint(Checkpoint{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Remove(dir, "veth0")
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, p := range left {
+		if strings.HasPrefix(filepath.Base(p), "veth0.") {
+			t.Errorf("%s left", p)
+		}
+	}
+	if len(left) != 3 {
+		t.Errorf("%d files left, want veth1's 3: %v", len(left), left)
+	}
+}

@@ -44,9 +44,7 @@ func New(t testing.TB, prefix string) *lab.Lab {
 	t.Cleanup(func() {
 		// What a `jmxdp run` on the lab left in /run/jmxdp (its lock,
 		// state and checkpoint files, kept after a stop by design).
-		for _, ext := range []string{".lock", ".json", ".account"} {
-			os.Remove(filepath.Join(runstate.DefaultDir, cfg.HostIface+ext))
-		}
+		runstate.Remove(runstate.DefaultDir, cfg.HostIface)
 		if err := lab.Down(cfg); err != nil {
 			t.Errorf("labtest: %v", err)
 			lock.Close() // leave the file: the next New retries
