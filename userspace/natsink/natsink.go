@@ -556,6 +556,9 @@ func (s *Sink) run() {
 			s.settle(now)
 		}
 		s.pump()
+		if len(s.in) == 0 {
+			s.flushSpool()
+		}
 	}
 }
 
@@ -664,6 +667,27 @@ func (s *Sink) toSpool(m *msg) {
 		s.warn("nats sink: spool write failed: dropping batches", err)
 		s.count(func(st *Stats) { st.Dropped[DropSpoolError]++; st.PacketsDropped += uint64(m.packets) })
 	}
+	s.spoolLoss()
+}
+
+// flushSpool writes what the spool buffers (the publisher's queue is
+// empty: nothing more is coming at once).
+func (s *Sink) flushSpool() {
+	s.spool.flush()
+	s.spoolLoss()
+}
+
+// spoolLoss counts the batches that a failed spool write lost (spooled
+// and counted as such, then cut off the segment).
+func (s *Sink) spoolLoss() {
+	if recs, packets, err := s.spool.takeLoss(); recs > 0 {
+		s.warn("nats sink: spool write failed: dropping batches", err)
+		s.count(func(st *Stats) {
+			st.Spooled -= uint64(recs)
+			st.Dropped[DropSpoolError] += uint64(recs)
+			st.PacketsDropped += uint64(packets)
+		})
+	}
 }
 
 // pump re-sends the spool's oldest segment, record by record as the
@@ -763,6 +787,7 @@ wait:
 	s.spillPending()
 	s.fl, s.rp = nil, nil
 	s.spool.close()
+	s.spoolLoss()
 	s.count(func(*Stats) {})
 	st := s.Stats()
 	args := []any{"acked", st.Acked, "resent", st.Resent, "spooled", st.Spooled, "unacked_at_deadline", left,

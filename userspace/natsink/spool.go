@@ -38,6 +38,12 @@ const (
 	segmentMax = 4 << 20
 	segPrefix  = "seg-"
 	segSuffix  = ".spool"
+	// bufMax: records are written in batches of up to this many bytes,
+	// at the latest when the publisher's queue is empty (flush). Under a
+	// burst that is one write a few dozen records instead of one each:
+	// at 100k streams the spool's writes were what made the publisher
+	// fall behind its queue.
+	bufMax = 256 << 10
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -55,6 +61,13 @@ type spool struct {
 	curRecs int
 	// records counts the records in segs and cur.
 	records int
+	// buf holds cur's records not written yet, bufPackets their packet
+	// counts; lost* add up the records a failed write lost, until
+	// takeLoss.
+	buf                      []byte
+	bufPackets               []int
+	lostRecords, lostPackets int
+	lostErr                  error
 }
 
 // openSpool opens (creating, mode 0700) the spool in dir and takes what
@@ -149,17 +162,46 @@ func (s *spool) add(m *msg) error {
 		}
 		s.cur, s.curSize, s.curRecs = f, 0, 0
 	}
-	if _, err := s.cur.Write(rec); err != nil {
-		// Cut the torn record off, so the segment stays readable.
-		s.cur.Truncate(s.curSize)
-		s.cur.Seek(s.curSize, io.SeekStart)
-		return fmt.Errorf("spool: %w", err)
-	}
+	s.buf = append(s.buf, rec...)
+	s.bufPackets = append(s.bufPackets, m.packets)
 	s.curSize += int64(len(rec))
 	s.size += int64(len(rec))
 	s.curRecs++
 	s.records++
+	if len(s.buf) >= bufMax {
+		s.flush()
+	}
 	return nil
+}
+
+// flush writes the buffered records. If that fails they are lost (cut
+// off the segment, which stays readable) and counted for takeLoss.
+func (s *spool) flush() {
+	if len(s.buf) == 0 || s.cur == nil {
+		return
+	}
+	if _, err := s.cur.Write(s.buf); err != nil {
+		n := int64(len(s.buf))
+		start := s.curSize - n
+		s.cur.Truncate(start)
+		s.cur.Seek(start, io.SeekStart)
+		s.curSize, s.size = start, s.size-n
+		s.curRecs -= len(s.bufPackets)
+		s.records -= len(s.bufPackets)
+		s.lostRecords += len(s.bufPackets)
+		for _, p := range s.bufPackets {
+			s.lostPackets += p
+		}
+		s.lostErr = fmt.Errorf("spool: %w", err)
+	}
+	s.buf, s.bufPackets = s.buf[:0], s.bufPackets[:0]
+}
+
+// takeLoss is what failed writes lost since the last call, and why.
+func (s *spool) takeLoss() (records, packets int, err error) {
+	records, packets, err = s.lostRecords, s.lostPackets, s.lostErr
+	s.lostRecords, s.lostPackets, s.lostErr = 0, 0, nil
+	return records, packets, err
 }
 
 // seal closes the segment being appended; it becomes the newest sealed.
@@ -167,6 +209,7 @@ func (s *spool) seal() {
 	if s.cur == nil {
 		return
 	}
+	s.flush()
 	s.cur.Close()
 	s.cur = nil
 	s.segs = append(s.segs, s.curN)

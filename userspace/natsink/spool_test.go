@@ -112,3 +112,50 @@ func TestSpoolFull(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A write that fails loses the buffered records, and only those: they
+// are counted for takeLoss, cut off the segment, and the records before
+// and after them are read back whole.
+func TestSpoolFailedWriteIsCounted(t *testing.T) {
+	sp, err := openSpool(filepath.Join(t.TempDir(), "spool"), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(id string, packets int) *msg {
+		return &msg{subject: "jmxdp.1.2", id: id, routers: "192.0.2.1", packets: packets, data: bytes.Repeat([]byte{1}, 100)}
+	}
+	if err := sp.add(rec("before", 1)); err != nil {
+		t.Fatal(err)
+	}
+	sp.flush()
+	for i := range 3 {
+		if err := sp.add(rec(fmt.Sprint("lost-", i), 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := sp.cur
+	ro, err := os.Open(good.Name()) // read-only: the write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.cur = ro
+	sp.flush()
+	ro.Close()
+	sp.cur = good
+	if recs, packets, err := sp.takeLoss(); recs != 3 || packets != 6 || err == nil {
+		t.Fatalf("takeLoss = %d records, %d packets, %v; want 3, 6 and the error", recs, packets, err)
+	}
+	if sp.records != 1 {
+		t.Fatalf("%d records counted, want 1", sp.records)
+	}
+	if err := sp.add(rec("after", 1)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sp.oldest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].id != "before" || got[1].id != "after" || sp.records != 2 {
+		t.Fatalf("read back %d records (%d counted): %v", len(got), sp.records, got)
+	}
+}
