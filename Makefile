@@ -82,7 +82,7 @@ test-short:
 bench: build
 	$(BIN) bench --out docs/bench
 	$(GO) test -run '^$$' -bench Program -benchtime 20x -count 5 ./loader
-	$(GO) test -run '^$$' -bench SinkCPU -benchtime 300000x ./userspace/natsink
+	$(GO) test -run '^$$' -bench SinkCPU -benchtime 1000000x ./userspace/natsink
 
 # The main job on an embedded default. As root: the live demo (a veth lab,
 # jmxdp attached to it, a few seconds of generated Jmirror traffic, the
