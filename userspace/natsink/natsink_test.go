@@ -171,14 +171,15 @@ func (w testWriter) Write(b []byte) (int, error) {
 
 var keys = []writer.Key{{MID: 1, SID: 1}, {MID: 1, SID: 2}, {MID: 7, SID: 300}}
 
-// A lone server: the sink creates the stream as configured, and every
-// packet is stored once, in order, in messages that are pcapng on their
-// own (tshark reads one).
-func TestPublish(t *testing.T) {
+// publishAll runs a sink with cfg (servers, spool and logger filled in)
+// on a fresh 1-node cluster, feeds it 3000 packets over keys as fast as
+// it takes them and closes it.
+func publishAll(t *testing.T, cfg Config) (*Sink, jetstream.JetStream, sent) {
+	t.Helper()
 	c := natstest.Start(t, 1)
 	_, js := c.Connect(t)
-	s, err := New(Config{URLs: c.URLs(), SpoolDir: filepath.Join(t.TempDir(), "spool"), BatchPackets: 50,
-		MaxBytes: 256 << 20, MaxAge: time.Hour, Logger: testLogger(t)}, 1)
+	cfg.URLs, cfg.SpoolDir, cfg.Logger = c.URLs(), filepath.Join(t.TempDir(), "spool"), testLogger(t)
+	s, err := New(cfg, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +187,14 @@ func TestPublish(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return s, js, want
+}
+
+// A lone server: the sink creates the stream as configured, and every
+// packet is stored once, in order, in messages that are pcapng on their
+// own (tshark reads one).
+func TestPublish(t *testing.T) {
+	s, js, want := publishAll(t, Config{BatchPackets: 50, MaxBytes: 256 << 20, MaxAge: time.Hour})
 	st := s.Stats()
 	if st.Acked == 0 || st.Acked != st.Published || st.Spooled != 0 || st.PacketsAcked != 3000 || st.PacketsAccepted != 3000 {
 		t.Fatalf("stats %+v", st)
@@ -261,17 +270,7 @@ func TestSlowCluster(t *testing.T) {
 		{"behind past the memory bound: spooled", 4 << 10, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := natstest.Start(t, 1)
-			_, js := c.Connect(t)
-			s, err := New(Config{URLs: c.URLs(), SpoolDir: filepath.Join(t.TempDir(), "spool"), BatchPackets: 1, MaxInFlight: 2,
-				MaxBytes: 256 << 20, Logger: testLogger(t), pendingMax: tc.pendingMax}, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := feed(t, s.Shards()[0], keys, 3000, 0, nil)
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
+			s, js, want := publishAll(t, Config{BatchPackets: 1, MaxInFlight: 2, MaxBytes: 256 << 20, pendingMax: tc.pendingMax})
 			st := s.Stats()
 			if st.Acked+st.Resent != 3000 || st.Resent != st.Spooled || st.Dropped != [NumDrops]uint64{} ||
 				st.PacketsAcked != 3000 || st.SpoolBatches != 0 || st.Pending != 0 {
