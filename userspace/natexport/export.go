@@ -154,8 +154,8 @@ func (e *Exporter) recover() error {
 			}
 			e.log.Info("export: undid a message a stopped exporter had not finished; it is written again when redelivered",
 				"mid", k.MID, "sid", k.SID, "seq", st.PendingSeq)
-			st = state{Seq: st.Seq}
-			if err := saveState(e.cfg.StateDir, k, st); err != nil {
+			st = state{Seq: st.Seq, gen: st.gen}
+			if st.gen, err = saveState(e.cfg.StateDir, k, st); err != nil {
 				return err
 			}
 		}
@@ -313,7 +313,7 @@ func (e *Exporter) handle(m jetstream.Msg) error {
 		return m.Term()
 	}
 	// Intent first: how the files were before this message.
-	intent := state{Seq: st.Seq, Pending: true, PendingSeq: seq}
+	intent := state{Seq: st.Seq, Pending: true, PendingSeq: seq, gen: st.gen}
 	if cur := e.w.CurrentFile(k); cur != "" {
 		intent.Part = cur
 		if fi, err := os.Stat(cur); err == nil {
@@ -326,7 +326,7 @@ func (e *Exporter) handle(m jetstream.Msg) error {
 			return fmt.Errorf("export: %w", err)
 		}
 	}
-	if err := saveState(e.cfg.StateDir, k, intent); err != nil {
+	if intent.gen, err = saveState(e.cfg.StateDir, k, intent); err != nil {
 		return err
 	}
 	for _, p := range pkts {
@@ -337,8 +337,8 @@ func (e *Exporter) handle(m jetstream.Msg) error {
 	if err := e.w.Flush(); err != nil {
 		return fmt.Errorf("export: message %d: %w", seq, err)
 	}
-	st = state{Seq: seq}
-	if err := saveState(e.cfg.StateDir, k, st); err != nil {
+	st = state{Seq: seq, gen: intent.gen}
+	if st.gen, err = saveState(e.cfg.StateDir, k, st); err != nil {
 		return err
 	}
 	e.states[k] = st
