@@ -70,6 +70,9 @@ type Exporter struct {
 	skip   atomic.Uint64
 	pkts   atomic.Uint64
 	lag    atomic.Uint64
+	// batch and items: the Run loop's, reused from batch to batch.
+	batch []jetstream.Msg
+	items []item
 }
 
 // Stats reads the counters; safe for concurrent use.
@@ -233,10 +236,24 @@ func (e *Exporter) Run(ctx context.Context) (err error) {
 			continue
 		}
 		last = time.Now()
-		if err := e.handle(m); err != nil {
-			m.Nak()
+		// Whatever else the iterator holds already joins this batch:
+		// one flush and one pair of state writes per stream for all.
+		batch := append(e.batch[:0], m)
+		for len(batch) < exportBatch {
+			m, err := it.Next(jetstream.NextMaxWait(time.Millisecond))
+			if err != nil {
+				break
+			}
+			batch = append(batch, m)
+		}
+		e.batch = batch
+		if err := e.handle(batch); err != nil {
+			for _, m := range batch {
+				m.Nak() // those acked already are not redelivered
+			}
 			return err
 		}
+		clear(batch)
 		e.w.Tick()
 	}
 	return nil
@@ -278,77 +295,129 @@ func (e *Exporter) consumer(ctx context.Context, js jetstream.JetStream) (jetstr
 	return js.CreateOrUpdateConsumer(ctx, e.cfg.Stream, cc)
 }
 
-// handle writes one message's packets unless they are in the files
-// already, then acks it.
-func (e *Exporter) handle(m jetstream.Msg) error {
-	meta, err := m.Metadata()
-	if err != nil {
-		return fmt.Errorf("export: message metadata: %w", err)
-	}
-	seq := meta.Sequence.Stream
-	e.lag.Store(meta.NumPending)
-	mid, sid, err := natsink.ParseSubject(m.Subject())
-	if err != nil {
-		e.log.Warn("export: a message on a foreign subject: terminated", "subject", m.Subject(), "seq", seq)
-		return m.Term()
-	}
-	k := writer.Key{MID: mid, SID: sid}
-	st, ok := e.states[k]
-	if !ok {
-		if st, err = loadState(e.cfg.StateDir, k); err != nil {
-			return err
-		}
-	}
-	if seq <= st.Seq {
-		e.skip.Add(1)
-		return e.ack(m)
-	}
-	var pkts []pcapng.SectionPacket
-	if _, _, err := pcapng.DecodeSection(m.Data(), func(p pcapng.SectionPacket) error {
-		pkts = append(pkts, p)
-		return nil
-	}); err != nil {
-		// Not ours or damaged: kept in the stream, not redelivered.
-		e.log.Warn("export: a message is not a jmxdp pcapng section: terminated", "seq", seq, "err", err)
-		return m.Term()
-	}
-	// Intent first: how the files were before this message.
-	intent := state{Seq: st.Seq, Pending: true, PendingSeq: seq, gen: st.gen}
-	if cur := e.w.CurrentFile(k); cur != "" {
-		intent.Part = cur
-		if fi, err := os.Stat(cur); err == nil {
-			intent.Size = fi.Size()
-		}
-		intent.Newest = fileBase(filepath.Base(cur))
-	}
-	if intent.Part == "" {
-		if intent.Newest, err = newestFile(streamDir(e.cfg.Writer.Dir, k)); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-	}
-	if intent.gen, err = saveState(e.cfg.StateDir, k, intent); err != nil {
-		return err
-	}
-	for _, p := range pkts {
-		if !e.w.Write(k, time.Unix(0, int64(p.NS)), p.Router, p.Kind, p.Data) {
-			return fmt.Errorf("export: message %d of mid %d sid %d: a packet was refused by the writer", seq, mid, sid)
-		}
-	}
-	if err := e.w.Flush(); err != nil {
-		return fmt.Errorf("export: message %d: %w", seq, err)
-	}
-	st = state{Seq: seq, gen: intent.gen}
-	if st.gen, err = saveState(e.cfg.StateDir, k, st); err != nil {
-		return err
-	}
-	e.states[k] = st
-	e.msgs.Add(1)
-	e.pkts.Add(uint64(len(pkts)))
-	return e.ack(m)
+// exportBatch bounds the messages written together (the iterator's
+// prefetch, PullMaxMessages).
+const exportBatch = 64
+
+// item is one message of a batch to write: its stream, sequence and
+// packets.
+type item struct {
+	m    jetstream.Msg
+	k    writer.Key
+	seq  uint64
+	pkts []pcapng.SectionPacket
 }
 
-// ack acks m. Not waited for: a lost ack only makes the server deliver
-// m again, and the state file skips it then.
+// handle writes a batch of messages' packets, those not in the files
+// already, then acks them. For each stream it touches, an intent (the
+// stream's files as they were, and the batch's last sequence) is saved
+// before the first packet is written, and the new sequence after the
+// one flush: a restart after a kill undoes the stream's part of the
+// batch, whose messages are then redelivered, unacked, and written
+// again.
+func (e *Exporter) handle(batch []jetstream.Msg) error {
+	items := e.items[:0]
+	var acks []jetstream.Msg
+	last := map[writer.Key]uint64{}
+	var order []writer.Key
+	for _, m := range batch {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("export: message metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		e.lag.Store(meta.NumPending)
+		mid, sid, err := natsink.ParseSubject(m.Subject())
+		if err != nil {
+			e.log.Warn("export: a message on a foreign subject: terminated", "subject", m.Subject(), "seq", seq)
+			m.Term()
+			continue
+		}
+		k := writer.Key{MID: mid, SID: sid}
+		st, ok := e.states[k]
+		if !ok {
+			if st, err = loadState(e.cfg.StateDir, k); err != nil {
+				return err
+			}
+			e.states[k] = st
+		}
+		if seq <= st.Seq || seq <= last[k] {
+			e.skip.Add(1)
+			acks = append(acks, m)
+			continue
+		}
+		it := item{m: m, k: k, seq: seq}
+		if _, _, err := pcapng.DecodeSection(m.Data(), func(p pcapng.SectionPacket) error {
+			it.pkts = append(it.pkts, p)
+			return nil
+		}); err != nil {
+			e.log.Warn("export: a message is not a jmxdp pcapng section: terminated", "seq", seq, "err", err)
+			m.Term()
+			continue
+		}
+		if _, seen := last[k]; !seen {
+			order = append(order, k)
+		}
+		last[k] = seq
+		items = append(items, it)
+	}
+	for _, k := range order {
+		st := e.states[k]
+		intent := state{Seq: st.Seq, Pending: true, PendingSeq: last[k], gen: st.gen}
+		if cur := e.w.CurrentFile(k); cur != "" {
+			intent.Part = cur
+			if fi, err := os.Stat(cur); err == nil {
+				intent.Size = fi.Size()
+			}
+			intent.Newest = fileBase(filepath.Base(cur))
+		}
+		var err error
+		if intent.Part == "" {
+			if intent.Newest, err = newestFile(streamDir(e.cfg.Writer.Dir, k)); err != nil {
+				return fmt.Errorf("export: %w", err)
+			}
+		}
+		if intent.gen, err = saveState(e.cfg.StateDir, k, intent); err != nil {
+			return err
+		}
+		st.gen = intent.gen
+		e.states[k] = st
+	}
+	packets := 0
+	for _, it := range items {
+		for _, p := range it.pkts {
+			if !e.w.Write(it.k, time.Unix(0, int64(p.NS)), p.Router, p.Kind, p.Data) {
+				return fmt.Errorf("export: message %d of mid %d sid %d: a packet was refused by the writer", it.seq, it.k.MID, it.k.SID)
+			}
+		}
+		packets += len(it.pkts)
+	}
+	if len(items) > 0 {
+		if err := e.w.Flush(); err != nil {
+			return fmt.Errorf("export: messages up to %d: %w", items[len(items)-1].seq, err)
+		}
+	}
+	for _, k := range order {
+		st := state{Seq: last[k], gen: e.states[k].gen}
+		var err error
+		if st.gen, err = saveState(e.cfg.StateDir, k, st); err != nil {
+			return err
+		}
+		e.states[k] = st
+	}
+	e.msgs.Add(uint64(len(items)))
+	e.pkts.Add(uint64(packets))
+	for _, it := range items {
+		acks = append(acks, it.m)
+	}
+	for _, m := range acks {
+		e.ack(m)
+	}
+	clear(items)
+	e.items = items[:0]
+	return nil
+}
+
 func (e *Exporter) ack(m jetstream.Msg) error {
 	if err := m.Ack(); err != nil {
 		e.log.Warn("export: ack failed: the message comes again and is skipped", "err", err)
