@@ -15,6 +15,8 @@
  *   cb_lru_atomic_ktime   the same with bpf_ktime_get_ns
  *   cb_lru_atomic_lazy    the same, last-seen written once per
  *                         CB_SEEN_EVERY packets of the stream
+ *   cb_lru_atomic_jiffies the same, the coarse clock read only when
+ *                         jiffies (inlined by the verifier) moved on
  *   cb_lru_percpu_lazy    LRU_PERCPU_HASH: plain adds to this CPU's value
  *   cb_hash_percpu_fold   PERCPU_HASH (no LRU): a stream that finds the
  *                         table full is folded into its router's total
@@ -133,9 +135,53 @@ static __always_inline int frame_key(struct xdp_md *ctx,
 	return 0;
 }
 
+/* The coarse clock as last read, and the jiffy it was read in: the
+ * clock moves on only at a tick, so reading it again in the same jiffy
+ * returns the same (or at most one tick older) value. */
+struct cb_clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cb_clock);
+} cb_clock SEC(".maps");
+
+static __always_inline __u64 coarse_now(void)
+{
+	__u32 zero = 0;
+	struct cb_clock *c = bpf_map_lookup_elem(&cb_clock, &zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies != j) {
+		c->ns = bpf_ktime_get_coarse_ns();
+		c->jiffies = j;
+	}
+	return c->ns;
+}
+
+/* Clocks of count_lru_atomic. */
+#define CB_CLOCK_COARSE 0
+#define CB_CLOCK_KTIME 1
+#define CB_CLOCK_JIFFIES 2
+
+static __always_inline __u64 clock_now(int clock)
+{
+	if (clock == CB_CLOCK_KTIME)
+		return bpf_ktime_get_ns();
+	if (clock == CB_CLOCK_JIFFIES)
+		return coarse_now();
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Atomic adds into the shared LRU; now is called for last-seen only when
  * lazy says so (0: every packet). */
-static __always_inline int count_lru_atomic(struct xdp_md *ctx, int ktime,
+static __always_inline int count_lru_atomic(struct xdp_md *ctx, int clock,
 					    int lazy)
 {
 	struct jm_stream_key key;
@@ -146,7 +192,7 @@ static __always_inline int count_lru_atomic(struct xdp_md *ctx, int ktime,
 		return XDP_PASS;
 	v = bpf_map_lookup_elem(&cb_lru, &key);
 	if (!v) {
-		now = ktime ? bpf_ktime_get_ns() : bpf_ktime_get_coarse_ns();
+		now = clock_now(clock);
 		nv.packets = 1;
 		nv.bytes = len;
 		nv.first_seen_ns = now;
@@ -165,26 +211,32 @@ static __always_inline int count_lru_atomic(struct xdp_md *ctx, int ktime,
 		return XDP_DROP;
 	}
 	__sync_fetch_and_add(&v->packets, 1);
-	v->last_seen_ns = ktime ? bpf_ktime_get_ns() : bpf_ktime_get_coarse_ns();
+	v->last_seen_ns = clock_now(clock);
 	return XDP_DROP;
 }
 
 SEC("xdp")
 int cb_lru_atomic_coarse(struct xdp_md *ctx)
 {
-	return count_lru_atomic(ctx, 0, 0);
+	return count_lru_atomic(ctx, CB_CLOCK_COARSE, 0);
 }
 
 SEC("xdp")
 int cb_lru_atomic_ktime(struct xdp_md *ctx)
 {
-	return count_lru_atomic(ctx, 1, 0);
+	return count_lru_atomic(ctx, CB_CLOCK_KTIME, 0);
+}
+
+SEC("xdp")
+int cb_lru_atomic_jiffies(struct xdp_md *ctx)
+{
+	return count_lru_atomic(ctx, CB_CLOCK_JIFFIES, 0);
 }
 
 SEC("xdp")
 int cb_lru_atomic_lazy(struct xdp_md *ctx)
 {
-	return count_lru_atomic(ctx, 0, 1);
+	return count_lru_atomic(ctx, CB_CLOCK_COARSE, 1);
 }
 
 /* Plain adds into this CPU's value of a per-CPU map; last-seen lazy. The

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type CountbenchCbClock struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type CountbenchCbSlot struct {
 	_           structs.HostLayout
 	Key         CountbenchJmStreamKey
@@ -54,22 +60,24 @@ type CountbenchJmStreamKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	CountbenchMapCbCache            = "cb_cache"
-	CountbenchMapCbLost             = "cb_lost"
-	CountbenchMapCbLru              = "cb_lru"
-	CountbenchMapCbLruPercpu        = "cb_lru_percpu"
-	CountbenchMapCbPercpu           = "cb_percpu"
-	CountbenchMapCbRouterTotal      = "cb_router_total"
-	CountbenchProgCbCacheFold       = "cb_cache_fold"
-	CountbenchProgCbHashPercpuFold  = "cb_hash_percpu_fold"
-	CountbenchProgCbLruAtomicCoarse = "cb_lru_atomic_coarse"
-	CountbenchProgCbLruAtomicKtime  = "cb_lru_atomic_ktime"
-	CountbenchProgCbLruAtomicLazy   = "cb_lru_atomic_lazy"
-	CountbenchProgCbLruPercpuLazy   = "cb_lru_percpu_lazy"
-	CountbenchVarCbCacheMask        = "cb_cache_mask"
-	CountbenchVarCbSlotUnused       = "cb_slot_unused"
-	CountbenchVarCbTotalUnused      = "cb_total_unused"
-	CountbenchVarCbValueUnused      = "cb_value_unused"
+	CountbenchMapCbCache             = "cb_cache"
+	CountbenchMapCbClock             = "cb_clock"
+	CountbenchMapCbLost              = "cb_lost"
+	CountbenchMapCbLru               = "cb_lru"
+	CountbenchMapCbLruPercpu         = "cb_lru_percpu"
+	CountbenchMapCbPercpu            = "cb_percpu"
+	CountbenchMapCbRouterTotal       = "cb_router_total"
+	CountbenchProgCbCacheFold        = "cb_cache_fold"
+	CountbenchProgCbHashPercpuFold   = "cb_hash_percpu_fold"
+	CountbenchProgCbLruAtomicCoarse  = "cb_lru_atomic_coarse"
+	CountbenchProgCbLruAtomicJiffies = "cb_lru_atomic_jiffies"
+	CountbenchProgCbLruAtomicKtime   = "cb_lru_atomic_ktime"
+	CountbenchProgCbLruAtomicLazy    = "cb_lru_atomic_lazy"
+	CountbenchProgCbLruPercpuLazy    = "cb_lru_percpu_lazy"
+	CountbenchVarCbCacheMask         = "cb_cache_mask"
+	CountbenchVarCbSlotUnused        = "cb_slot_unused"
+	CountbenchVarCbTotalUnused       = "cb_total_unused"
+	CountbenchVarCbValueUnused       = "cb_value_unused"
 )
 
 // LoadCountbench returns the embedded CollectionSpec for Countbench.
@@ -114,12 +122,13 @@ type CountbenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CountbenchProgramSpecs struct {
-	CbCacheFold       *ebpf.ProgramSpec `ebpf:"cb_cache_fold"`
-	CbHashPercpuFold  *ebpf.ProgramSpec `ebpf:"cb_hash_percpu_fold"`
-	CbLruAtomicCoarse *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_coarse"`
-	CbLruAtomicKtime  *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_ktime"`
-	CbLruAtomicLazy   *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_lazy"`
-	CbLruPercpuLazy   *ebpf.ProgramSpec `ebpf:"cb_lru_percpu_lazy"`
+	CbCacheFold        *ebpf.ProgramSpec `ebpf:"cb_cache_fold"`
+	CbHashPercpuFold   *ebpf.ProgramSpec `ebpf:"cb_hash_percpu_fold"`
+	CbLruAtomicCoarse  *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_coarse"`
+	CbLruAtomicJiffies *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_jiffies"`
+	CbLruAtomicKtime   *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_ktime"`
+	CbLruAtomicLazy    *ebpf.ProgramSpec `ebpf:"cb_lru_atomic_lazy"`
+	CbLruPercpuLazy    *ebpf.ProgramSpec `ebpf:"cb_lru_percpu_lazy"`
 }
 
 // CountbenchMapSpecs contains maps before they are loaded into the kernel.
@@ -127,6 +136,7 @@ type CountbenchProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CountbenchMapSpecs struct {
 	CbCache       *ebpf.MapSpec `ebpf:"cb_cache"`
+	CbClock       *ebpf.MapSpec `ebpf:"cb_clock"`
 	CbLost        *ebpf.MapSpec `ebpf:"cb_lost"`
 	CbLru         *ebpf.MapSpec `ebpf:"cb_lru"`
 	CbLruPercpu   *ebpf.MapSpec `ebpf:"cb_lru_percpu"`
@@ -165,6 +175,7 @@ func (o *CountbenchObjects) Close() error {
 // It can be passed to LoadCountbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CountbenchMaps struct {
 	CbCache       *ebpf.Map `ebpf:"cb_cache"`
+	CbClock       *ebpf.Map `ebpf:"cb_clock"`
 	CbLost        *ebpf.Map `ebpf:"cb_lost"`
 	CbLru         *ebpf.Map `ebpf:"cb_lru"`
 	CbLruPercpu   *ebpf.Map `ebpf:"cb_lru_percpu"`
@@ -175,6 +186,7 @@ type CountbenchMaps struct {
 func (m *CountbenchMaps) Close() error {
 	return _CountbenchClose(
 		m.CbCache,
+		m.CbClock,
 		m.CbLost,
 		m.CbLru,
 		m.CbLruPercpu,
@@ -197,12 +209,13 @@ type CountbenchVariables struct {
 //
 // It can be passed to LoadCountbenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CountbenchPrograms struct {
-	CbCacheFold       *ebpf.Program `ebpf:"cb_cache_fold"`
-	CbHashPercpuFold  *ebpf.Program `ebpf:"cb_hash_percpu_fold"`
-	CbLruAtomicCoarse *ebpf.Program `ebpf:"cb_lru_atomic_coarse"`
-	CbLruAtomicKtime  *ebpf.Program `ebpf:"cb_lru_atomic_ktime"`
-	CbLruAtomicLazy   *ebpf.Program `ebpf:"cb_lru_atomic_lazy"`
-	CbLruPercpuLazy   *ebpf.Program `ebpf:"cb_lru_percpu_lazy"`
+	CbCacheFold        *ebpf.Program `ebpf:"cb_cache_fold"`
+	CbHashPercpuFold   *ebpf.Program `ebpf:"cb_hash_percpu_fold"`
+	CbLruAtomicCoarse  *ebpf.Program `ebpf:"cb_lru_atomic_coarse"`
+	CbLruAtomicJiffies *ebpf.Program `ebpf:"cb_lru_atomic_jiffies"`
+	CbLruAtomicKtime   *ebpf.Program `ebpf:"cb_lru_atomic_ktime"`
+	CbLruAtomicLazy    *ebpf.Program `ebpf:"cb_lru_atomic_lazy"`
+	CbLruPercpuLazy    *ebpf.Program `ebpf:"cb_lru_percpu_lazy"`
 }
 
 func (p *CountbenchPrograms) Close() error {
@@ -210,6 +223,7 @@ func (p *CountbenchPrograms) Close() error {
 		p.CbCacheFold,
 		p.CbHashPercpuFold,
 		p.CbLruAtomicCoarse,
+		p.CbLruAtomicJiffies,
 		p.CbLruAtomicKtime,
 		p.CbLruAtomicLazy,
 		p.CbLruPercpuLazy,

@@ -244,6 +244,29 @@ static __always_inline __u64 policy_cache_word(__u32 gen, __u32 action)
 }
 
 /*
+ * CLOCK_MONOTONIC_COARSE, read through this CPU's jm_clock: the clock moves
+ * on only at a tick, so within a jiffy (bpf_jiffies64, which the verifier
+ * inlines into a load) it is the value read last, and the helper call runs
+ * once per jiffy per CPU rather than once per frame (docs/datapath.md,
+ * "Counter cost"). Its resolution stays a jiffy; it may lag the helper by
+ * at most one tick where jiffies moved on before the timekeeper did.
+ */
+static __always_inline __u64 coarse_now(void)
+{
+	__u32 zero = 0;
+	struct jm_clock *clk = bpf_map_lookup_elem(&jm_clock, &zero);
+	__u64 j = bpf_jiffies64();
+
+	if (!clk)
+		return bpf_ktime_get_coarse_ns();
+	if (clk->jiffies != j) {
+		clk->ns = bpf_ktime_get_coarse_ns();
+		clk->jiffies = j;
+	}
+	return clk->ns;
+}
+
+/*
  * Count the datagram into its stream and return the stream's action. The
  * action is cached in the stream's entry under the policy generation read
  * first, before any policy lookup: a rule written after that read comes with
@@ -257,7 +280,7 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 	struct jm_stream_value *v, nv = {};
 	__u32 kind = p->inner_kind;
 	__u32 gen = policy_gen();
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = coarse_now();
 	__u64 cached;
 	__u32 action;
 

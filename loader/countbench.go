@@ -21,6 +21,7 @@ const (
 	CounterLRUAtomicCoarse CounterVariant = "lru_atomic_coarse"
 	CounterLRUAtomicKtime  CounterVariant = "lru_atomic_ktime"
 	CounterLRUAtomicLazy   CounterVariant = "lru_atomic_lazy"
+	CounterLRUAtomicJiffy  CounterVariant = "lru_atomic_jiffies"
 	CounterLRUPercpuLazy   CounterVariant = "lru_percpu_lazy"
 	CounterHashPercpuFold  CounterVariant = "hash_percpu_fold"
 	CounterCacheFold       CounterVariant = "cache_fold"
@@ -29,7 +30,7 @@ const (
 // CounterVariants lists every variant.
 func CounterVariants() []CounterVariant {
 	return []CounterVariant{CounterLRUAtomicCoarse, CounterLRUAtomicKtime, CounterLRUAtomicLazy,
-		CounterLRUPercpuLazy, CounterHashPercpuFold, CounterCacheFold}
+		CounterLRUAtomicJiffy, CounterLRUPercpuLazy, CounterHashPercpuFold, CounterCacheFold}
 }
 
 // Folds reports whether the variant loses no count when its table is full
@@ -92,6 +93,7 @@ func LoadCountBench(opts CountBenchOptions) (*CountBench, error) {
 		CounterLRUAtomicCoarse: c.objs.CbLruAtomicCoarse,
 		CounterLRUAtomicKtime:  c.objs.CbLruAtomicKtime,
 		CounterLRUAtomicLazy:   c.objs.CbLruAtomicLazy,
+		CounterLRUAtomicJiffy:  c.objs.CbLruAtomicJiffies,
 		CounterLRUPercpuLazy:   c.objs.CbLruPercpuLazy,
 		CounterHashPercpuFold:  c.objs.CbHashPercpuFold,
 		CounterCacheFold:       c.objs.CbCacheFold,
@@ -181,7 +183,7 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	}
 	var err error
 	switch v {
-	case CounterLRUAtomicCoarse, CounterLRUAtomicKtime, CounterLRUAtomicLazy:
+	case CounterLRUAtomicCoarse, CounterLRUAtomicKtime, CounterLRUAtomicLazy, CounterLRUAtomicJiffy:
 		err = eachValue(c.objs.CbLru, func(k CountKey, vals []bpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, false)
 	case CounterLRUPercpuLazy:
 		err = eachValue(c.objs.CbLruPercpu, func(k CountKey, vals []bpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, true)
