@@ -20,6 +20,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,10 @@ type Options struct {
 	// Threads sending in parallel (each a BPF_PROG_TEST_RUN loop on its own
 	// OS thread); 0 means 1.
 	Threads int
+	// CPUs pins thread t to CPUs[t % len(CPUs)] (nil: wherever the
+	// scheduler runs it). veth hands a redirected frame to the peer's RX
+	// queue of the sending CPU, so pinned threads choose the queues.
+	CPUs []int
 	// Batch is the kernel's batch size; 0 means DefaultBatch.
 	Batch int
 	// MaxBurst caps the frames of one call (0: no cap). A call sends at
@@ -254,6 +259,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("batch %d: at most %d", o.Batch, maxBatch)
 	case o.Threads > 1024:
 		return fmt.Errorf("%d threads: at most 1024", o.Threads)
+	case slices.ContainsFunc(o.CPUs, func(c int) bool { return c < 0 || c >= runtime.NumCPU() }):
+		return fmt.Errorf("CPUs %v: want 0 to %d", o.CPUs, runtime.NumCPU()-1)
 	case o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Duration < 0:
 		return errors.New("rate and duration must be finite and not negative")
 	case o.Duration == 0 && o.Packets == 0:
@@ -412,8 +419,19 @@ func (r *runner) claim(n uint64) uint64 {
 func (r *runner) loop(ctx context.Context, t int) error {
 	// The thread's CPU time measures the calls: keep to one thread.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	o := r.opts
+	if len(o.CPUs) > 0 {
+		var set unix.CPUSet
+		set.Set(o.CPUs[t%len(o.CPUs)])
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			runtime.UnlockOSThread() // its affinity is unchanged
+			return fmt.Errorf("pin sender thread %d to CPU %d: %w", t, o.CPUs[t%len(o.CPUs)], err)
+		}
+		// Pinned: never unlocked, so the thread exits with this
+		// goroutine and no other goroutine inherits its affinity.
+	} else {
+		defer runtime.UnlockOSThread()
+	}
 	rate := o.Rate / float64(o.Threads) // this thread's share
 	// phase, in frames of this thread: t/Threads of a burst.
 	phase := 0.0
