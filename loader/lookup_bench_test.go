@@ -33,7 +33,7 @@ func BenchmarkStreamTable(b *testing.B) {
 		return mustFrame(b, gen.Mirror{Router: k.Router, Collector: collector, MID: k.MID, SID: k.SID, Inner: ipv4Echo()})
 	}
 	filled := 0
-	for _, level := range []int{0, 100_000, capacity} {
+	for _, level := range []int{0, 10_000, 100_000, 500_000, capacity} {
 		if level > filled {
 			base := filled
 			err := p.Maps.PutStreams(level-base, func(i int) maps.Stream {
