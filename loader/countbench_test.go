@@ -3,6 +3,7 @@ package loader_test
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
@@ -138,6 +139,40 @@ func TestCounterVariantsEvict(t *testing.T) {
 			if tot.Lost.Packets == 0 {
 				t.Errorf("nothing in lost with router totals for 2 of %d routers", routers)
 			}
+		})
+	}
+}
+
+// BenchmarkCounterVariants measures each counter variant on one stream's
+// frame (hit: chunks of 10000 repeats) next to xdp_pass and jmxdp's own
+// count floor, alternating in the same run (kernel-reported ns/frame,
+// pass-ns/frame and x_pass as BenchmarkProgram).
+func BenchmarkCounterVariants(b *testing.B) {
+	testenv.RequireRoot(b)
+	p := loadProgram(b, loader.Config{})
+	c, err := loader.LoadCountBench(loader.CountBenchOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	f, _ := countFrame(1, 1, 1, 114)
+	const chunk = 10000
+	for _, v := range loader.CounterVariants() {
+		b.Run(string(v), func(b *testing.B) {
+			var prog, pass time.Duration
+			var runs int
+			for b.Loop() {
+				_, d, err := c.Benchmark(v, f, chunk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, db, err := p.BenchmarkPass(f, chunk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				prog, pass, runs = prog+d, pass+db, runs+1
+			}
+			report(b, prog, pass, runs)
 		})
 	}
 }
