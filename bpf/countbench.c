@@ -35,6 +35,7 @@
 #include <bpf/bpf_helpers.h>
 #include "consts.h"
 #include "structs.h"
+#include "clock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -135,34 +136,17 @@ static __always_inline int frame_key(struct xdp_md *ctx,
 	return 0;
 }
 
-/* The coarse clock as last read, and the jiffy it was read in: the
- * clock moves on only at a tick, so reading it again in the same jiffy
- * returns the same (or at most one tick older) value. */
-struct cb_clock {
-	__u64 jiffies;
-	__u64 ns;
-};
-
+/* The coarse clock once per jiffy per CPU, as jmxdp reads it (clock.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct cb_clock);
+	__type(value, struct jm_clock);
 } cb_clock SEC(".maps");
 
 static __always_inline __u64 coarse_now(void)
 {
-	__u32 zero = 0;
-	struct cb_clock *c = bpf_map_lookup_elem(&cb_clock, &zero);
-	__u64 j = bpf_jiffies64();
-
-	if (!c)
-		return bpf_ktime_get_coarse_ns();
-	if (c->jiffies != j) {
-		c->ns = bpf_ktime_get_coarse_ns();
-		c->jiffies = j;
-	}
-	return c->ns;
+	return coarse_now_in(&cb_clock);
 }
 
 /* Clocks of count_lru_atomic. */

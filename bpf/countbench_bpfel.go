@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type CountbenchCbClock struct {
-	_       structs.HostLayout
-	Jiffies uint64
-	Ns      uint64
-}
-
 type CountbenchCbSlot struct {
 	_           structs.HostLayout
 	Key         CountbenchJmStreamKey
@@ -47,6 +41,12 @@ type CountbenchCbValue struct {
 type CountbenchJmAddr struct {
 	_    structs.HostLayout
 	Addr [16]uint8
+}
+
+type CountbenchJmClock struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
 }
 
 type CountbenchJmStreamKey struct {

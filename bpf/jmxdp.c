@@ -16,6 +16,7 @@
 #include "structs.h"
 #include "maps.h"
 #include "parsing_helpers.h"
+#include "clock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -243,27 +244,10 @@ static __always_inline __u64 policy_cache_word(__u32 gen, __u32 action)
 	       JM_POLICY_CACHE_VALID | action;
 }
 
-/*
- * CLOCK_MONOTONIC_COARSE, read through this CPU's jm_clock: the clock moves
- * on only at a tick, so within a jiffy (bpf_jiffies64, which the verifier
- * inlines into a load) it is the value read last, and the helper call runs
- * once per jiffy per CPU rather than once per frame (docs/datapath.md,
- * "Counter cost"). Its resolution stays a jiffy; it may lag the helper by
- * at most one tick where jiffies moved on before the timekeeper did.
- */
+/* The coarse clock, once per jiffy per CPU (clock.h). */
 static __always_inline __u64 coarse_now(void)
 {
-	__u32 zero = 0;
-	struct jm_clock *clk = bpf_map_lookup_elem(&jm_clock, &zero);
-	__u64 j = bpf_jiffies64();
-
-	if (!clk)
-		return bpf_ktime_get_coarse_ns();
-	if (clk->jiffies != j) {
-		clk->ns = bpf_ktime_get_coarse_ns();
-		clk->jiffies = j;
-	}
-	return clk->ns;
+	return coarse_now_in(&jm_clock);
 }
 
 /*

@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
@@ -156,23 +159,62 @@ func BenchmarkCounterVariants(b *testing.B) {
 	}
 	b.Cleanup(func() { c.Close() })
 	f, _ := countFrame(1, 1, 1, 114)
-	const chunk = 10000
 	for _, v := range loader.CounterVariants() {
 		b.Run(string(v), func(b *testing.B) {
-			var prog, pass time.Duration
-			var runs int
-			for b.Loop() {
-				_, d, err := c.Benchmark(v, f, chunk)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, db, err := p.BenchmarkPass(f, chunk)
-				if err != nil {
-					b.Fatal(err)
-				}
-				prog, pass, runs = prog+d, pass+db, runs+1
-			}
-			report(b, prog, pass, runs)
+			benchChunks(b, p, func(f []byte, n int) (loader.Verdict, time.Duration, error) { return c.Benchmark(v, f, n) }, f)
 		})
+	}
+}
+
+// coarseNow is CLOCK_MONOTONIC_COARSE, the clock a stream's first and last
+// seen are in.
+func coarseNow(t *testing.T) time.Duration {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
+}
+
+// TestLastSeenFollowsClock: with the coarse clock read once per jiffy
+// (jm_clock), a stream's first and last seen are still the coarse clock
+// of their frames, to a tick: a frame 50 ms after the first moves last
+// seen on by about that, never past the clock read after it.
+func TestLastSeenFollowsClock(t *testing.T) {
+	p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
+	f, err := mirror(7, 7, ipv4Echo()).Frame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := maps.StreamKey{Router: router1, MID: 7, SID: 7}
+	// A tick is at most 10 ms (HZ >= 100); the lag allowed is one.
+	const tick = 10 * time.Millisecond
+	read := func() maps.StreamStats {
+		t.Helper()
+		s, ok, err := p.Maps.Stream(k)
+		if err != nil || !ok {
+			t.Fatalf("stream %v: %v, %v", k, ok, err)
+		}
+		return s
+	}
+	before := coarseNow(t)
+	if v, err := p.Run(f); err != nil || v != drop {
+		t.Fatalf("run: %v, %v", v, err)
+	}
+	first := read()
+	after := coarseNow(t)
+	if first.FirstSeen < before-tick || first.FirstSeen > after || first.LastSeen != first.FirstSeen {
+		t.Fatalf("first frame: first/last seen %v/%v, clock %v..%v", first.FirstSeen, first.LastSeen, before, after)
+	}
+	time.Sleep(50 * time.Millisecond)
+	before = coarseNow(t)
+	if v, err := p.Run(f); err != nil || v != drop {
+		t.Fatalf("run: %v, %v", v, err)
+	}
+	second := read()
+	after = coarseNow(t)
+	if second.FirstSeen != first.FirstSeen || second.LastSeen < before-tick || second.LastSeen > after {
+		t.Errorf("second frame: first/last seen %v/%v, clock %v..%v (first frame's %v)", second.FirstSeen, second.LastSeen, before, after, first.FirstSeen)
 	}
 }
