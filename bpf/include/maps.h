@@ -138,7 +138,7 @@ struct {
 } jm_scratch SEC(".maps");
 
 /* The coarse clock as this CPU last read it, and the jiffy it read it in
- * (coarse_now in jmxdp.c): per CPU, so that no cache line is written by
+ * (coarse_now_in in clock.h): per CPU, so that no cache line is written by
  * every CPU. Not state: never pinned. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -207,7 +207,8 @@ struct jm_xsk_meta {
 	__u32 magic;     /* JM_META_MAGIC: this program wrote the metadata */
 };
 
-/* jm_clock's value: CLOCK_MONOTONIC_COARSE as read in jiffy jiffies. */
+/* jm_clock's value: a jiffy (bpf_jiffies64) and CLOCK_MONOTONIC_COARSE as
+ * read in it. */
 struct jm_clock {
 	__u64 jiffies;
 	__u64 ns;
