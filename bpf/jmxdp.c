@@ -16,6 +16,7 @@
 #include "structs.h"
 #include "maps.h"
 #include "parsing_helpers.h"
+#include "clock.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -243,6 +244,12 @@ static __always_inline __u64 policy_cache_word(__u32 gen, __u32 action)
 	       JM_POLICY_CACHE_VALID | action;
 }
 
+/* The coarse clock, once per jiffy per CPU (clock.h). */
+static __always_inline __u64 coarse_now(void)
+{
+	return coarse_now_in(&jm_clock);
+}
+
 /*
  * Count the datagram into its stream and return the stream's action. The
  * action is cached in the stream's entry under the policy generation read
@@ -257,7 +264,7 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 	struct jm_stream_value *v, nv = {};
 	__u32 kind = p->inner_kind;
 	__u32 gen = policy_gen();
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = coarse_now();
 	__u64 cached;
 	__u32 action;
 

@@ -40,6 +40,12 @@ type JmxdpJmCandidateValue struct {
 	Bytes   uint64
 }
 
+type JmxdpJmClock struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
 	Count [21]uint64
@@ -202,6 +208,7 @@ type JmxdpJmXskMeta struct {
 const (
 	JmxdpMapJmAllowlist         = "jm_allowlist"
 	JmxdpMapJmCandidates        = "jm_candidates"
+	JmxdpMapJmClock             = "jm_clock"
 	JmxdpMapJmConfig            = "jm_config"
 	JmxdpMapJmFragPairs         = "jm_frag_pairs"
 	JmxdpMapJmFragPairs6        = "jm_frag_pairs6"
@@ -279,6 +286,7 @@ type JmxdpProgramSpecs struct {
 type JmxdpMapSpecs struct {
 	JmAllowlist  *ebpf.MapSpec `ebpf:"jm_allowlist"`
 	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
+	JmClock      *ebpf.MapSpec `ebpf:"jm_clock"`
 	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
 	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
@@ -328,6 +336,7 @@ func (o *JmxdpObjects) Close() error {
 type JmxdpMaps struct {
 	JmAllowlist  *ebpf.Map `ebpf:"jm_allowlist"`
 	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
+	JmClock      *ebpf.Map `ebpf:"jm_clock"`
 	JmConfig     *ebpf.Map `ebpf:"jm_config"`
 	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
 	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
@@ -347,6 +356,7 @@ func (m *JmxdpMaps) Close() error {
 	return _JmxdpClose(
 		m.JmAllowlist,
 		m.JmCandidates,
+		m.JmClock,
 		m.JmConfig,
 		m.JmFragPairs,
 		m.JmFragPairs6,

@@ -39,7 +39,7 @@ type Options struct {
 }
 
 // scratchMaps hold nothing between frames: never pinned, never migrated.
-var scratchMaps = map[string]bool{"jm_scratch": true}
+var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true}
 
 // Config is what the configuration maps hold.
 type Config struct {

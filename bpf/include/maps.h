@@ -137,6 +137,16 @@ struct {
 	__type(value, struct jm_scratch);
 } jm_scratch SEC(".maps");
 
+/* The coarse clock as this CPU last read it, and the jiffy it read it in
+ * (coarse_now_in in clock.h): per CPU, so that no cache line is written by
+ * every CPU. Not state: never pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_clock);
+} jm_clock SEC(".maps");
+
 /* AF_XDP sockets, one per RX queue. */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);

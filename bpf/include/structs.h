@@ -207,6 +207,13 @@ struct jm_xsk_meta {
 	__u32 magic;     /* JM_META_MAGIC: this program wrote the metadata */
 };
 
+/* jm_clock's value: a jiffy (bpf_jiffies64) and CLOCK_MONOTONIC_COARSE as
+ * read in it. */
+struct jm_clock {
+	__u64 jiffies;
+	__u64 ns;
+};
+
 /* The per-CPU buffer headers are copied into when they are not linear. */
 struct jm_scratch {
 	__u8 buf[JM_SCRATCH_LEN];

@@ -40,6 +40,10 @@ const volatile __u32 base_mid = 0;     /* first intercept id */
 const volatile __u32 base_sid = 0;     /* first session id */
 const volatile __u32 intercepts = 1;   /* N: intercept ids base_mid.. */
 const volatile __u32 sessions = 1;     /* M: session ids base_sid.. */
+/* Session ids of CPU c start at base_sid + c * cpu_sid_stride: 0, every
+ * CPU sends the same streams; M, each its own (as RSS keeps a flow on one
+ * queue). */
+const volatile __u32 cpu_sid_stride = 0;
 
 /*
  * Per-CPU state: BPF_PROG_TEST_RUN runs a call's frames on one CPU at a
@@ -159,7 +163,8 @@ int jmxdp_xmit(struct xdp_md *ctx)
 	 */
 	mid = (base_mid + st->mid_idx) & XMIT_MID_MASK;
 	jh->word0 = (jh->word0 & bpf_htonl(~XMIT_MID_MASK)) | bpf_htonl(mid);
-	jh->sid = bpf_htonl(base_sid + st->sid_idx);
+	jh->sid = bpf_htonl(base_sid + st->sid_idx +
+			    bpf_get_smp_processor_id() * cpu_sid_stride);
 
 	/* Sessions vary fastest: N*M consecutive frames are N*M streams. */
 	if (++st->sid_idx >= sessions) {

@@ -25,15 +25,16 @@ type XmitXmitState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XmitMapXmitStats  = "xmit_stats"
-	XmitProgJmxdpXmit = "jmxdp_xmit"
-	XmitProgXdpDrop   = "xdp_drop"
-	XmitProgXdpPass   = "xdp_pass"
-	XmitVarBaseMid    = "base_mid"
-	XmitVarBaseSid    = "base_sid"
-	XmitVarIfindexOut = "ifindex_out"
-	XmitVarIntercepts = "intercepts"
-	XmitVarSessions   = "sessions"
+	XmitMapXmitStats    = "xmit_stats"
+	XmitProgJmxdpXmit   = "jmxdp_xmit"
+	XmitProgXdpDrop     = "xdp_drop"
+	XmitProgXdpPass     = "xdp_pass"
+	XmitVarBaseMid      = "base_mid"
+	XmitVarBaseSid      = "base_sid"
+	XmitVarCpuSidStride = "cpu_sid_stride"
+	XmitVarIfindexOut   = "ifindex_out"
+	XmitVarIntercepts   = "intercepts"
+	XmitVarSessions     = "sessions"
 )
 
 // LoadXmit returns the embedded CollectionSpec for Xmit.
@@ -94,11 +95,12 @@ type XmitMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XmitVariableSpecs struct {
-	BaseMid    *ebpf.VariableSpec `ebpf:"base_mid"`
-	BaseSid    *ebpf.VariableSpec `ebpf:"base_sid"`
-	IfindexOut *ebpf.VariableSpec `ebpf:"ifindex_out"`
-	Intercepts *ebpf.VariableSpec `ebpf:"intercepts"`
-	Sessions   *ebpf.VariableSpec `ebpf:"sessions"`
+	BaseMid      *ebpf.VariableSpec `ebpf:"base_mid"`
+	BaseSid      *ebpf.VariableSpec `ebpf:"base_sid"`
+	CpuSidStride *ebpf.VariableSpec `ebpf:"cpu_sid_stride"`
+	IfindexOut   *ebpf.VariableSpec `ebpf:"ifindex_out"`
+	Intercepts   *ebpf.VariableSpec `ebpf:"intercepts"`
+	Sessions     *ebpf.VariableSpec `ebpf:"sessions"`
 }
 
 // XmitObjects contains all objects after they have been loaded into the kernel.
@@ -134,11 +136,12 @@ func (m *XmitMaps) Close() error {
 //
 // It can be passed to LoadXmitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XmitVariables struct {
-	BaseMid    *ebpf.Variable `ebpf:"base_mid"`
-	BaseSid    *ebpf.Variable `ebpf:"base_sid"`
-	IfindexOut *ebpf.Variable `ebpf:"ifindex_out"`
-	Intercepts *ebpf.Variable `ebpf:"intercepts"`
-	Sessions   *ebpf.Variable `ebpf:"sessions"`
+	BaseMid      *ebpf.Variable `ebpf:"base_mid"`
+	BaseSid      *ebpf.Variable `ebpf:"base_sid"`
+	CpuSidStride *ebpf.Variable `ebpf:"cpu_sid_stride"`
+	IfindexOut   *ebpf.Variable `ebpf:"ifindex_out"`
+	Intercepts   *ebpf.Variable `ebpf:"intercepts"`
+	Sessions     *ebpf.Variable `ebpf:"sessions"`
 }
 
 // XmitPrograms contains all programs after they have been loaded into the kernel.

@@ -250,6 +250,17 @@ var (
 	collector = netip.MustParseAddr("198.51.100.1")
 )
 
+// counterVariantNotes says what each counter variant is (bpf/countbench.c).
+var counterVariantNotes = map[loader.CounterVariant]string{
+	loader.CounterLRUAtomicCoarse: "count floor as jmxdp counted before issue 17: shared LRU hash, atomic adds, bpf_ktime_get_coarse_ns per frame",
+	loader.CounterLRUAtomicKtime:  "the same with bpf_ktime_get_ns per frame",
+	loader.CounterLRUAtomicLazy:   "the same, last-seen written once per 64 packets of the stream",
+	loader.CounterLRUAtomicJiffy:  "the same, the coarse clock read once per jiffy per CPU (bpf_jiffies64, inlined, and a per-CPU copy): jmxdp's counter now",
+	loader.CounterLRUPercpuLazy:   "LRU_PERCPU_HASH, plain adds, lazy last-seen",
+	loader.CounterHashPercpuFold:  "PERCPU_HASH (no LRU), plain adds, lazy last-seen; a stream finding the table full is folded into its router's total",
+	loader.CounterCacheFold:       "a per-CPU direct-mapped cache of streams (1024 slots) in front of the per-CPU hash: a hit is an inlined array lookup and plain adds; a slot's stream is flushed into the table when another takes it",
+}
+
 // programCost: ns/frame of jmxdp and of xdp_pass on the same frame,
 // alternating chunks of both, for three frames.
 func programCost(opts Options) (Section, error) {
@@ -287,20 +298,33 @@ func programCost(opts Options) (Section, error) {
 		return sec, err
 	}
 	type benchFunc func([]byte, int) (loader.Verdict, time.Duration, error)
-	cases := []struct {
+	type costCase struct {
 		name   string
 		frame  []byte
 		target *Target
 		prog   benchFunc
 		desc   string
 		note   string
-	}{
+	}
+	cases := []costCase{
 		{"not_jmirror", gen.NotJmirrorTCPSyn(router, collector, 40000, 22), nil, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"counted", counted, &Target{On: "ratio", Op: "<=", Bound: 3}, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"captured", captured, nil, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"counted_9000", jumbo, nil, p.Benchmark, "jmxdp/xdp_pass", "a 9000-byte counted frame, in fragments (multi-buffer XDP)"},
 		{"count_floor", counted, nil, p.BenchmarkCountFloor, "xdp_count_floor/xdp_pass",
 			"not jmxdp: xdp_count_floor, the least a per-stream counter costs (one stream-table lookup, two atomic adds, a timestamp; no parsing), on the counted frame: the part of counted's cost no parser or policy change removes"},
+	}
+	// The counter variants of issue 17 (bpf/countbench.c), each the count
+	// floor with one way of counting, on the same frame.
+	cb, err := loader.LoadCountBench(loader.CountBenchOptions{})
+	if err != nil {
+		return sec, err
+	}
+	defer cb.Close()
+	for _, v := range loader.CounterVariants() {
+		cases = append(cases, costCase{"counter_" + string(v), counted, nil,
+			func(f []byte, n int) (loader.Verdict, time.Duration, error) { return cb.Benchmark(v, f, n) },
+			"variant/xdp_pass", "not jmxdp: " + counterVariantNotes[v]})
 	}
 	pairs := 20 // chunk pairs per run
 	if opts.Short {

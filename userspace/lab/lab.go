@@ -66,7 +66,16 @@ type Config struct {
 	PinDir      string           // router end's XDP link pin; default DefaultPinRoot/Name
 	// MTU of both ends; default DefaultMTU.
 	MTU int
+	// Queues is the RX and TX queues of each end (numrxqueues and
+	// numtxqueues); 0 is the kernel's default, 1. veth hands a frame
+	// redirected into it (XDP_REDIRECT, as xmit sends) to the peer's RX
+	// queue of the sending CPU (CPU modulo queues), so with 2 queues two
+	// senders on two CPUs load both.
+	Queues int
 }
+
+// MaxQueues bounds Config.Queues.
+const MaxQueues = 64
 
 // DefaultMTU lets the lab carry a 1500-byte packet under two VLAN tags (a
 // 1522-byte frame, as gen.Demo makes). Linux's AF_PACKET sends frames of
@@ -149,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.MTU < 68 || c.MTU > 65535 {
 		return fmt.Errorf("MTU %d: want 68 to 65535", c.MTU)
+	}
+	if c.Queues < 0 || c.Queues > MaxQueues {
+		return fmt.Errorf("%d queues: want 0 to %d", c.Queues, MaxQueues)
 	}
 	if !filepath.IsAbs(c.PinDir) {
 		return fmt.Errorf("pin directory %q is not an absolute path", c.PinDir)
@@ -284,8 +296,14 @@ func Up(cfg Config) (*Lab, error) {
 	undo = append(undo, func() { netns.Delete(cfg.Name) })
 
 	mtu := fmt.Sprint(cfg.MTU)
-	if err := ip("link", "add", cfg.HostIface, "mtu", mtu, "address", cfg.HostMAC.String(), "type", "veth",
-		"peer", "name", cfg.RouterIface, "mtu", mtu, "netns", cfg.Name); err != nil {
+	var queues []string
+	if cfg.Queues > 0 {
+		q := fmt.Sprint(cfg.Queues)
+		queues = []string{"numrxqueues", q, "numtxqueues", q}
+	}
+	args := append([]string{"link", "add", cfg.HostIface, "mtu", mtu, "address", cfg.HostMAC.String()}, queues...)
+	args = append(append(append(args, "type", "veth", "peer", "name", cfg.RouterIface, "mtu", mtu), queues...), "netns", cfg.Name)
+	if err := ip(args...); err != nil {
 		return fail(fmt.Errorf("create veth pair: %w", err))
 	}
 	// Deleting one end deletes both.

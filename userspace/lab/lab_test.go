@@ -171,6 +171,7 @@ func TestUpInvalid(t *testing.T) {
 		{func(c *lab.Config) { c.HostMAC = net.HardwareAddr{1, 0, 0, 0, 0, 1} }, "unicast"},
 		{func(c *lab.Config) { c.PinDir = "relative" }, "absolute"},
 		{func(c *lab.Config) { c.MTU = 10 }, "MTU"},
+		{func(c *lab.Config) { c.Queues = lab.MaxQueues + 1 }, "queues"},
 	} {
 		cfg := lab.Random("inval")
 		c.mod(&cfg)

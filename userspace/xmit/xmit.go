@@ -20,6 +20,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,11 @@ type Options struct {
 	// (BaseMID + i, BaseSID + j), j varying fastest. 0 means 1.
 	Intercepts, Sessions int
 	BaseMID, BaseSID     uint32
+	// StreamsPerCPU gives each CPU streams of its own: CPU c's session
+	// ids start at BaseSID + c x Sessions, as RSS keeps one flow on one
+	// RX queue (veth hands a frame to the queue of the sending CPU).
+	// false: every CPU cycles over the same streams.
+	StreamsPerCPU bool
 	// Rate is the total in frames per second; 0 sends as fast as possible.
 	// A call sends up to 200 ms worth at once (the kernel paces nothing),
 	// so the rate holds on average, not frame by frame.
@@ -85,6 +91,10 @@ type Options struct {
 	// Threads sending in parallel (each a BPF_PROG_TEST_RUN loop on its own
 	// OS thread); 0 means 1.
 	Threads int
+	// CPUs pins thread t to CPUs[t % len(CPUs)] (nil: wherever the
+	// scheduler runs it). veth hands a redirected frame to the peer's RX
+	// queue of the sending CPU, so pinned threads choose the queues.
+	CPUs []int
 	// Batch is the kernel's batch size; 0 means DefaultBatch.
 	Batch int
 	// MaxBurst caps the frames of one call (0: no cap). A call sends at
@@ -117,6 +127,7 @@ type Stats struct {
 	// The stream cycle the frames went over.
 	Intercepts, Sessions int
 	BaseMID, BaseSID     uint32
+	StreamsPerCPU        bool
 }
 
 // Rate is Sent per second of Elapsed.
@@ -127,6 +138,14 @@ func (s Stats) Rate() float64 {
 	return float64(s.Sent) / s.Elapsed.Seconds()
 }
 
+// sidBlocks is how many blocks of Sessions session ids the CPUs use.
+func sidBlocks(o Options) int {
+	if o.StreamsPerCPU {
+		return runtime.NumCPU()
+	}
+	return 1
+}
+
 // PerStream is how many frames went to each stream: frame k on a CPU went
 // to stream k mod (Intercepts x Sessions). Streams that got none are absent.
 func (s Stats) PerStream() map[Stream]uint64 {
@@ -135,7 +154,11 @@ func (s Stats) PerStream() map[Stream]uint64 {
 	if nm == 0 {
 		return out
 	}
-	for _, k := range s.PerCPU {
+	for cpu, k := range s.PerCPU {
+		var off uint32
+		if s.StreamsPerCPU {
+			off = uint32(cpu) * uint32(s.Sessions)
+		}
 		q, r := k/nm, k%nm
 		for j := range nm {
 			c := q
@@ -147,7 +170,7 @@ func (s Stats) PerStream() map[Stream]uint64 {
 			}
 			st := Stream{
 				MID: (s.BaseMID + uint32(j/uint64(s.Sessions))) & MaxMID,
-				SID: s.BaseSID + uint32(j%uint64(s.Sessions)),
+				SID: s.BaseSID + uint32(j%uint64(s.Sessions)) + off,
 			}
 			out[st] += c
 		}
@@ -248,12 +271,14 @@ func (o *Options) validate() error {
 		return errors.New("intercepts, sessions, threads, batch and burst cannot be negative")
 	case uint64(o.BaseMID)+uint64(o.Intercepts)-1 > MaxMID:
 		return fmt.Errorf("intercept ids %d + %d exceed 30 bits", o.BaseMID, o.Intercepts)
-	case uint64(o.BaseSID)+uint64(o.Sessions)-1 > math.MaxUint32:
+	case uint64(o.BaseSID)+uint64(o.Sessions)*uint64(sidBlocks(*o))-1 > math.MaxUint32:
 		return fmt.Errorf("session ids %d + %d exceed 32 bits", o.BaseSID, o.Sessions)
 	case o.Batch > maxBatch:
 		return fmt.Errorf("batch %d: at most %d", o.Batch, maxBatch)
 	case o.Threads > 1024:
 		return fmt.Errorf("%d threads: at most 1024", o.Threads)
+	case slices.ContainsFunc(o.CPUs, func(c int) bool { return c < 0 || c >= runtime.NumCPU() }):
+		return fmt.Errorf("CPUs %v: want 0 to %d", o.CPUs, runtime.NumCPU()-1)
 	case o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Duration < 0:
 		return errors.New("rate and duration must be finite and not negative")
 	case o.Duration == 0 && o.Packets == 0:
@@ -275,7 +300,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	if err := opts.validate(); err != nil {
 		return Stats{}, fmt.Errorf("xmit: %w", err)
 	}
-	st := Stats{Intercepts: opts.Intercepts, Sessions: opts.Sessions, BaseMID: opts.BaseMID, BaseSID: opts.BaseSID}
+	st := Stats{Intercepts: opts.Intercepts, Sessions: opts.Sessions, BaseMID: opts.BaseMID, BaseSID: opts.BaseSID, StreamsPerCPU: opts.StreamsPerCPU}
 	var ifindex int
 	err := netns.Do(opts.Netns, func() error {
 		ifc, err := net.InterfaceByName(opts.Iface)
@@ -341,12 +366,17 @@ func load(opts Options, ifindex uint32) (*xmitbpf.XmitObjects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xmit: read embedded BPF object: %w", err)
 	}
+	var stride uint32
+	if opts.StreamsPerCPU {
+		stride = uint32(opts.Sessions)
+	}
 	for name, v := range map[string]uint32{
-		xmitbpf.XmitVarIfindexOut: ifindex,
-		xmitbpf.XmitVarBaseMid:    opts.BaseMID,
-		xmitbpf.XmitVarBaseSid:    opts.BaseSID,
-		xmitbpf.XmitVarIntercepts: uint32(opts.Intercepts),
-		xmitbpf.XmitVarSessions:   uint32(opts.Sessions),
+		xmitbpf.XmitVarIfindexOut:   ifindex,
+		xmitbpf.XmitVarBaseMid:      opts.BaseMID,
+		xmitbpf.XmitVarBaseSid:      opts.BaseSID,
+		xmitbpf.XmitVarIntercepts:   uint32(opts.Intercepts),
+		xmitbpf.XmitVarSessions:     uint32(opts.Sessions),
+		xmitbpf.XmitVarCpuSidStride: stride,
 	} {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -412,8 +442,19 @@ func (r *runner) claim(n uint64) uint64 {
 func (r *runner) loop(ctx context.Context, t int) error {
 	// The thread's CPU time measures the calls: keep to one thread.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	o := r.opts
+	if len(o.CPUs) > 0 {
+		var set unix.CPUSet
+		set.Set(o.CPUs[t%len(o.CPUs)])
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			runtime.UnlockOSThread() // its affinity is unchanged
+			return fmt.Errorf("pin sender thread %d to CPU %d: %w", t, o.CPUs[t%len(o.CPUs)], err)
+		}
+		// Pinned: never unlocked, so the thread exits with this
+		// goroutine and no other goroutine inherits its affinity.
+	} else {
+		defer runtime.UnlockOSThread()
+	}
 	rate := o.Rate / float64(o.Threads) // this thread's share
 	// phase, in frames of this thread: t/Threads of a burst.
 	phase := 0.0

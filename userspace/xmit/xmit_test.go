@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,16 @@ func TestXmitPerStream(t *testing.T) {
 	if got := st.PerStream(); !maps.Equal(got, want) {
 		t.Errorf("PerStream %v, want %v", got, want)
 	}
+	// Streams of its own per CPU: CPU c's session ids start at 10 + 3c.
+	own := st
+	own.StreamsPerCPU = true
+	wantOwn := map[Stream]uint64{
+		{MaxMID - 1, 10}: 2, {MaxMID - 1, 11}: 1, {MaxMID - 1, 12}: 1, {MaxMID, 10}: 1, {MaxMID, 11}: 1, {MaxMID, 12}: 1,
+		{MaxMID - 1, 16}: 2, {MaxMID - 1, 17}: 2, {MaxMID - 1, 18}: 2, {MaxMID, 16}: 2, {MaxMID, 17}: 2, {MaxMID, 18}: 2,
+	}
+	if got := own.PerStream(); !maps.Equal(got, wantOwn) {
+		t.Errorf("PerStream, streams per CPU: %v, want %v", got, wantOwn)
+	}
 	few := Stats{PerCPU: []uint64{2}, Intercepts: 4, Sessions: 4}
 	if got := few.PerStream(); !maps.Equal(got, map[Stream]uint64{{0, 0}: 1, {0, 1}: 1}) {
 		t.Errorf("PerStream %v", got)
@@ -103,6 +114,8 @@ func TestXmitOptionsRefused(t *testing.T) {
 		{"sid overflow", func(o *Options) { o.BaseSID, o.Sessions = 1<<32-1, 2 }, "32 bits"},
 		{"batch", func(o *Options) { o.Batch = 1000 }, "batch"},
 		{"rate", func(o *Options) { o.Rate = -1 }, "rate"},
+		{"cpu", func(o *Options) { o.CPUs = []int{runtime.NumCPU()} }, "CPUs"},
+		{"sid overflow per CPU", func(o *Options) { o.BaseSID, o.Sessions, o.StreamsPerCPU = 1<<32-1, 1, true }, "32 bits"},
 	} {
 		o := good
 		c.mod(&o)
@@ -225,6 +238,46 @@ func TestXmitCountsExactly(t *testing.T) {
 	}
 	if got := streamPackets(t, p); !maps.Equal(got, want) {
 		t.Errorf("jmxdp's streams %v\nwant %v", got, want)
+	}
+}
+
+// TestXmitStreamsPerCPU: two threads pinned to CPUs 0 and 1, each CPU
+// with streams of its own, into a veth of 2 RX queues: jmxdp's per-stream
+// counts are PerStream's, and both queues received.
+func TestXmitStreamsPerCPU(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU")
+	}
+	l := labtest.NewWith(t, "jmxxq", func(c *lab.Config) { c.Queues = 2 })
+	p := attachJmxdp(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A duration, not a packet count: each thread sends its share of the
+	// rate (a count could all be claimed by the first thread).
+	st, err := Run(ctx, Options{
+		Iface: l.RouterIface, Netns: l.Name, Templates: labTemplates(t, l),
+		Intercepts: 2, Sessions: 3, BaseMID: 7, BaseSID: 100,
+		Rate: 20_000, Duration: 300 * time.Millisecond, Threads: 2, CPUs: []int{0, 1}, StreamsPerCPU: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.PerCPU) < 2 || st.PerCPU[0] == 0 || st.PerCPU[1] == 0 {
+		t.Fatalf("sent by CPU %v: want both CPUs 0 and 1", st.PerCPU)
+	}
+	want := st.PerStream()
+	if len(want) != 12 {
+		t.Fatalf("xmit reports %d streams, want 12 (6 a CPU): %v", len(want), want)
+	}
+	if got := streamPackets(t, p); !maps.Equal(got, want) {
+		t.Errorf("jmxdp's streams %v\nwant %v", got, want)
+	}
+	hs, err := DeviceStats(l.HostIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs["rx_queue_0_xdp_packets"] == 0 || hs["rx_queue_1_xdp_packets"] == 0 {
+		t.Errorf("host end's queues saw %d and %d frames: want both used", hs["rx_queue_0_xdp_packets"], hs["rx_queue_1_xdp_packets"])
 	}
 }
 

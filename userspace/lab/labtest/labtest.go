@@ -32,9 +32,19 @@ const LockDir = "/run/jmxdp-labtest"
 // remove it fails the test.
 func New(t testing.TB, prefix string) *lab.Lab {
 	t.Helper()
+	return NewWith(t, prefix, nil)
+}
+
+// NewWith is New with mod applied to the random config before the lab
+// comes up (its queues, say); mod may be nil.
+func NewWith(t testing.TB, prefix string, mod func(*lab.Config)) *lab.Lab {
+	t.Helper()
 	testenv.RequireRoot(t)
 	Sweep(t)
 	cfg := lab.Random(prefix)
+	if mod != nil {
+		mod(&cfg)
+	}
 	lock, err := register(cfg)
 	if err != nil {
 		t.Fatalf("labtest: %v", err)
