@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
@@ -125,6 +126,11 @@ func (p *Program) Configure(cfg Config) error {
 	if err := settings.Validate(); err != nil {
 		return err
 	}
+	// Before any change: a forward target with no route refuses the
+	// whole configuration.
+	if err := forward.Prepare(p.Maps, cfg.Policies, p.log); err != nil {
+		return err
+	}
 	if err := p.Maps.SetPorts(ports); err != nil {
 		return err
 	}
@@ -152,11 +158,11 @@ func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
 		if err := p.Maps.PutPolicy(r); err != nil {
 			return err
 		}
-		r.Action = 0
+		r.Action, r.Target = 0, netip.AddrPort{}
 		keep[r] = true
 	}
 	for _, r := range old {
-		r.Action = 0
+		r.Action, r.Target = 0, netip.AddrPort{}
 		if !keep[r] {
 			if err := p.Maps.DeletePolicy(r); err != nil {
 				return err

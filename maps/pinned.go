@@ -32,6 +32,8 @@ func OpenPinned(dir string) (*Pinned, error) {
 		{"jm_allowlist", &objs.JmAllowlist}, {"jm_candidates", &objs.JmCandidates}, {"jm_config", &objs.JmConfig}, {"jm_frags", &objs.JmFrags},
 		{"jm_policy", &objs.JmPolicy}, {"jm_policy_gen", &objs.JmPolicyGen}, {"jm_ports", &objs.JmPorts}, {"jm_stats", &objs.JmStats},
 		{"jm_streams", &objs.JmStreams}, {"jm_untrusted", &objs.JmUntrusted}, {"jm_xsks", &objs.JmXsks},
+		{"jm_fwd_streams", &objs.JmFwdStreams}, {"jm_fwd_devs", &objs.JmFwdDevs}, {"jm_fwd_src", &objs.JmFwdSrc},
+		{"jm_fwd_cfg", &objs.JmFwdCfg},
 	}
 	for _, t := range targets {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
