@@ -176,10 +176,9 @@ func TestForwardTestRun(t *testing.T) {
 		{MID: 50, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, port)},
 		{MID: 51, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget6, 0)},
 	}
-	if err := p.Maps.SetForwardLookupInterface(n.fib); err != nil {
-		t.Fatal(err)
-	}
-	if err := netns.Do(n.ns, func() error { return p.Configure(loader.Config{Policies: rules}) }); err != nil {
+	if err := netns.Do(n.ns, func() error {
+		return p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"})
+	}); err != nil {
 		t.Fatalf("configure: %v", err)
 	}
 	echo := ipv4Echo()

@@ -40,6 +40,9 @@ type Config struct {
 	DefaultAction maps.Action
 	Policies      []maps.PolicyRule
 	Allowlist     []netip.Prefix // empty: every source is trusted
+	// ForwardLookupInterface is the interface the forward action's fib
+	// lookups are made from; "" means the ingress (docs/forward.md).
+	ForwardLookupInterface string
 }
 
 // Program is a loaded jmxdp program with its maps.
@@ -128,7 +131,14 @@ func (p *Program) Configure(cfg Config) error {
 	}
 	// Before any change: a forward target with no route refuses the
 	// whole configuration.
+	lookupIfindex, err := forward.LookupInterface(cfg.ForwardLookupInterface, cfg.Policies, p.log)
+	if err != nil {
+		return err
+	}
 	if err := forward.Prepare(p.Maps, cfg.Policies, p.log); err != nil {
+		return err
+	}
+	if err := p.Maps.SetForwardLookupInterface(lookupIfindex); err != nil {
 		return err
 	}
 	if err := p.Maps.SetPorts(ports); err != nil {

@@ -17,7 +17,7 @@ import (
 // The keys of each mapping, in the order of docs/config.md. Messages about
 // unknown keys list them.
 var (
-	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics", "sink"}
+	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "forward_lookup_interface", "output", "capture", "reassembly", "metrics", "sink"}
 	ruleKeys       = []string{"mid", "sid", "action", "to"}
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group", "allow_untrusted_dir"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached", "frame_size"}
@@ -290,6 +290,13 @@ func (d *decoder) document(doc *yaml.Node, c *Config) {
 		switch key {
 		case "interface":
 			set(&c.Interface)(d.str(v, path, checkIfName))
+		case "forward_lookup_interface":
+			set(&c.ForwardLookupInterface)(d.str(v, path, func(s string) error {
+				if s == "" {
+					return nil
+				}
+				return checkIfName(s)
+			}))
 		case "ports":
 			c.PortsSet = true
 			set(&c.Ports)(d.ports(v, path))

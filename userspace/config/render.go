@@ -63,6 +63,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	} else {
 		top.comment("allowlist: not set: any router (a start removes prefixes that only the pinned maps hold)")
 	}
+	top.add("forward_lookup_interface", str(c.ForwardLookupInterface))
 
 	o := newMapping()
 	o.add("dir", str(c.Output.Dir))

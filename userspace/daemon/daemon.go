@@ -352,7 +352,8 @@ func (d *Daemon) MetricsAddr() string {
 func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	m := d.prog.Maps
 	cfg := d.cfg
-	lc := loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist}
+	lc := loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist,
+		ForwardLookupInterface: cfg.ForwardLookupInterface}
 	pinnedPorts, err := m.Ports()
 	if err != nil {
 		return lc, err

@@ -8,6 +8,9 @@ package forward
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"strings"
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/nexthop"
@@ -40,4 +43,48 @@ func Prepare(m *maps.Maps, rules []maps.PolicyRule, log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// LookupInterface resolves the interface the program's fib lookups are
+// made from (0: the ingress). The kernel refuses lookups from an interface
+// whose forwarding sysctl is off; with forward rules, one named here whose
+// forwarding is off for a family a target uses is refused, and none named
+// is logged, since the ingress's forwarding is normally off.
+func LookupInterface(name string, rules []maps.PolicyRule, log *slog.Logger) (uint32, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var v4, v6 bool
+	for _, r := range rules {
+		if r.Action == maps.ActionForward {
+			v4 = v4 || r.Target.Addr().Is4()
+			v6 = v6 || r.Target.Addr().Is6()
+		}
+	}
+	if name == "" {
+		if v4 || v6 {
+			log.Warn("forward rules without forward_lookup_interface: the program's fib lookups are made from the ingress interface, which the kernel refuses while its IP forwarding is off (frames then go to userspace, counted forward_no_route); see docs/forward.md")
+		}
+		return 0, nil
+	}
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("forward_lookup_interface %s: %w", name, err)
+	}
+	for _, f := range []struct {
+		want bool
+		path string
+	}{{v4, "/proc/sys/net/ipv4/conf/" + name + "/forwarding"}, {v6, "/proc/sys/net/ipv6/conf/" + name + "/forwarding"}} {
+		if !f.want {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return 0, fmt.Errorf("forward_lookup_interface %s: %w", name, err)
+		}
+		if strings.TrimSpace(string(b)) != "1" {
+			return 0, fmt.Errorf("forward_lookup_interface %s: %s is not 1: the kernel refuses fib lookups from it", name, f.path)
+		}
+	}
+	return uint32(ifc.Index), nil
 }
