@@ -263,6 +263,7 @@ const (
 	JmxdpProgJmxdp              = "jmxdp"
 	JmxdpProgXdpCountFloor      = "xdp_count_floor"
 	JmxdpProgXdpPass            = "xdp_pass"
+	JmxdpProgXdpTxSwap          = "xdp_tx_swap"
 	JmxdpVarJmActionUnused      = "jm_action_unused"
 	JmxdpVarJmFwdReasonUnused   = "jm_fwd_reason_unused"
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
@@ -316,6 +317,7 @@ type JmxdpProgramSpecs struct {
 	Jmxdp         *ebpf.ProgramSpec `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.ProgramSpec `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.ProgramSpec `ebpf:"xdp_pass"`
+	XdpTxSwap     *ebpf.ProgramSpec `ebpf:"xdp_tx_swap"`
 }
 
 // JmxdpMapSpecs contains maps before they are loaded into the kernel.
@@ -436,6 +438,7 @@ type JmxdpPrograms struct {
 	Jmxdp         *ebpf.Program `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.Program `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.Program `ebpf:"xdp_pass"`
+	XdpTxSwap     *ebpf.Program `ebpf:"xdp_tx_swap"`
 }
 
 func (p *JmxdpPrograms) Close() error {
@@ -443,6 +446,7 @@ func (p *JmxdpPrograms) Close() error {
 		p.Jmxdp,
 		p.XdpCountFloor,
 		p.XdpPass,
+		p.XdpTxSwap,
 	)
 }
 

@@ -36,7 +36,7 @@ var (
 	fwdNeigh   = net.HardwareAddr{0x02, 0, 0, 0, 0x70, 0x50}
 )
 
-func ipIn(t *testing.T, ns string, args ...string) {
+func ipIn(t testing.TB, ns string, args ...string) {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput()
 	if err != nil {
@@ -44,7 +44,7 @@ func ipIn(t *testing.T, ns string, args ...string) {
 	}
 }
 
-func newFwdNet(t *testing.T) *fwdNet {
+func newFwdNet(t testing.TB) *fwdNet {
 	t.Helper()
 	testenv.RequireRoot(t)
 	n := &fwdNet{ns: fmt.Sprintf("jmfwd%d", os.Getpid()%100000), neighMAC: fwdNeigh}

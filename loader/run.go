@@ -141,3 +141,9 @@ func (p *Program) RunOn(frame []byte, ifindex uint32) (Verdict, []byte, error) {
 // xdpHeadroomSlack is room for a frame the program grew (the forward
 // action's new headers may be longer than the old).
 const xdpHeadroomSlack = 256
+
+// BenchmarkTxSwap is Benchmark for xdp_tx_swap, loaded with jmxdp: swap
+// the MAC addresses and XDP_TX, the least a forwarder costs.
+func (p *Program) BenchmarkTxSwap(frame []byte, repeat int) (Verdict, time.Duration, error) {
+	return benchmark(p.objs.XdpTxSwap, frame, repeat)
+}

@@ -476,3 +476,23 @@ func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
 	}
 	return nil
 }
+
+// ForwardTarget is the forward target of (mid, sid): the exact rule's,
+// else the mid-wide rule's, as the program looks it up.
+func (m *Maps) ForwardTarget(mid, sid uint32) (netip.AddrPort, bool, error) {
+	for _, r := range []PolicyRule{{MID: mid, SID: sid}, {MID: mid, AnySID: true}} {
+		k := policyKeyToBPF(r)
+		var v bpf.JmxdpJmPolicyValue
+		err := m.m.JmPolicy.Lookup(&k, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return netip.AddrPort{}, false, fmt.Errorf("read policy of mid %d: %w", mid, err)
+		}
+		if Action(v.Action) == ActionForward {
+			return policyTargetFromBPF(&v), true, nil
+		}
+	}
+	return netip.AddrPort{}, false, nil
+}

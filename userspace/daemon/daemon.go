@@ -18,6 +18,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -35,6 +36,9 @@ type Daemon struct {
 	prog    *loader.Program
 	sink    *writer.Group
 	capture *capture.Capture
+	// forward sends the forwarded streams' frames the program handed to
+	// userspace (docs/forward.md).
+	forward *forward.Sender
 	metrics *metrics.Server
 	ids     *logid.Namer // nil: logs show ids
 	keeper  *retention.Keeper
@@ -231,8 +235,10 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	}
 	// Sockets first, attachment second: a frame the program redirects
 	// before its queue has a socket only falls back to the stack.
+	d.forward = forward.NewSender(prog.Maps)
 	d.capture, err = capture.Start(capture.Config{
 		Ifname:         cfg.Interface,
+		Forward:        d.forward,
 		Queues:         queues,
 		ZeroCopy:       cfg.Capture.ZeroCopy,
 		FramesPerQueue: cfg.Capture.FramesPerQueue,
@@ -431,6 +437,9 @@ func (d *Daemon) teardown(keepAttached bool) error {
 	}
 	if d.capture != nil {
 		errs = append(errs, d.capture.Stop())
+		if d.forward != nil {
+			errs = append(errs, d.forward.Close())
+		}
 	}
 	errs = append(errs, d.stopNATS())
 	if d.sink != nil {

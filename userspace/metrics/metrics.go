@@ -175,7 +175,7 @@ var (
 	famJmirrorBytes = newFamily("jmxdp_jmirror_bytes_total", counter,
 		"Bytes of the mirrored packets of Jmirror datagrams (UDP length - 16), a fragmented datagram counted once.")
 	famActions = newFamily("jmxdp_policy_actions_total", counter,
-		"Jmirror frames given each policy action: capture (redirect to AF_XDP), count (drop) or pass (to the host stack). Every fragment of a datagram counts.",
+		"Jmirror frames given each policy action: capture (redirect to AF_XDP), count (drop), pass (to the host stack) or forward (re-originated to a collector, docs/forward.md). Every fragment of a datagram counts.",
 		"action")
 	famCaptureFailures = newFamily("jmxdp_capture_failures_total", counter,
 		"Frames to capture that found no AF_XDP socket on their RX queue and were passed to the host stack instead.")
@@ -186,6 +186,11 @@ var (
 	famFragments = newFamily("jmxdp_fragments_total", counter,
 		"Outer IPv4 fragments in the kernel's fragment tracking: first (a fragmented Jmirror datagram's first fragment, recorded for the rest), tracked (a later fragment matched to its datagram's stream), unmatched (a later fragment matching nothing, passed).",
 		"outcome")
+	famForwardSent = newFamily("jmxdp_forward_sent_total", counter,
+		"Frames of forwarded streams the XDP program re-encapsulated and sent to their target (docs/forward.md).")
+	famForwardUserspace = newFamily("jmxdp_forward_userspace_total", counter,
+		"Frames of forwarded streams the XDP program handed to userspace to send from a socket, by reason: neigh_miss, no_route, too_big, frag_family, no_source, unsupported (docs/forward.md).",
+		"reason")
 	famUntrustedMapped = newFamily("jmxdp_untrusted_mapped_total", counter, "Jmirror datagrams over IPv6 from a source that embeds an IPv4 address (::ffff:0:0/96 or ::/96), which is never a router: dropped, and also in jmxdp_frames_total{class=\"untrusted\"}.")
 
 	// Kernel: jm_streams, summed at scrape time.
@@ -488,8 +493,16 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 		emit(ch, famFrames, v(s), s.String())
 	}
 	emit(ch, famJmirrorBytes, v(maps.StatJmirrorBytes))
-	for _, a := range []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass} {
+	for _, a := range []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass, maps.ActionForward} {
 		emit(ch, famActions, v(maps.ActionStat(a)), a.String())
+	}
+	emit(ch, famForwardSent, v(maps.StatFwdSent))
+	for _, r := range []struct {
+		s      maps.Stat
+		reason maps.FwdReason
+	}{{maps.StatFwdNeighMiss, maps.FwdNeighMiss}, {maps.StatFwdNoRoute, maps.FwdNoRoute}, {maps.StatFwdTooBig, maps.FwdTooBig},
+		{maps.StatFwdFragFamily, maps.FwdFragFamily}, {maps.StatFwdNoSource, maps.FwdNoSource}, {maps.StatFwdUnsupported, maps.FwdUnsupported}} {
+		emit(ch, famForwardUserspace, v(r.s), r.reason.String())
 	}
 	emit(ch, famCaptureFailures, v(maps.StatCaptureFailed))
 	emit(ch, famStreamInserts, v(maps.StatStreamNew))

@@ -329,7 +329,7 @@ func TestCollector(t *testing.T) {
 	}
 	checkFamily(t, got, "jmxdp_jmirror_bytes_total", map[string]float64{"": 6*128 + 3*228 + 2*528 + 5*48 + 1028 + 2028})
 	checkFamily(t, got, "jmxdp_policy_actions_total", map[string]float64{
-		"action=capture": 4 + 2 + 3 + 1 + nf, "action=count": 2, "action=pass": 5,
+		"action=capture": 4 + 2 + 3 + 1 + nf, "action=count": 2, "action=pass": 5, "action=forward": 0,
 	})
 	checkFamily(t, got, "jmxdp_capture_failures_total", map[string]float64{"": 4 + 2 + 3 + 1 + nf})
 	checkFamily(t, got, "jmxdp_stream_table_inserts_total", map[string]float64{"": 7})
