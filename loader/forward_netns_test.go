@@ -3,26 +3,35 @@ package loader_test
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
+	stdmaps "maps"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/capture"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
 var (
-	fcoll4 = netip.MustParseAddr("198.19.80.50")
-	fcoll6 = netip.MustParseAddr("2001:db8:80::50")
+	// fcollMiss: a target whose neighbour entry is deleted after the rule.
+	fcollMiss = netip.MustParseAddr("198.19.80.51")
+	fcoll4    = netip.MustParseAddr("198.19.80.50")
+	fcoll6    = netip.MustParseAddr("2001:db8:80::50")
 )
 
 func sysctlIn(t *testing.T, ns, key, val string) {
@@ -91,7 +100,9 @@ func TestForwardNamespaces(t *testing.T) {
 	rules := []maps.PolicyRule{
 		{MID: 60, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
 		{MID: 61, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
+		{MID: 63, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
 	}
+	ipIn(t, C, "addr", "add", fcollMiss.String()+"/24", "dev", "c0")
 	err = netns.Do(H, func() error {
 		if err := p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"}); err != nil {
 			return err
@@ -103,13 +114,34 @@ func TestForwardNamespaces(t *testing.T) {
 		t.Fatalf("configure and attach in the host namespace: %v", err)
 	}
 	// Configure started resolving the collector's neighbour entries.
-	waitNeigh(t, H, fcoll4, fcoll6)
+	waitNeigh(t, H, fcoll4, fcoll6, fcollMiss)
+	// The capture pipeline, with the sender for what the program hands
+	// to userspace; its sockets opened in the host namespace.
+	sink := &recordSink{written: map[writer.Key]int{}}
+	sender := forward.NewSender(p.Maps)
+	defer sender.Close()
+	var capt *capture.Capture
+	err = netns.Do(H, func() error {
+		if err := sender.Open(false, port4); err != nil {
+			return err
+		}
+		var err error
+		capt, err = capture.Start(capture.Config{Ifname: "h0", Queues: []uint32{0}, Forward: sender, Logger: slog.New(slog.DiscardHandler)}, p.Maps, sink)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capt.Stop()
 
 	// The collector's sockets.
-	var c4, c6 *net.UDPConn
+	var c4, c6, cMiss *net.UDPConn
 	err = netns.Do(C, func() error {
 		var err error
 		if c4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcoll4, port4))); err != nil {
+			return err
+		}
+		if cMiss, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcollMiss, port4))); err != nil {
 			return err
 		}
 		c6, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcoll6, gen.DefaultPort)))
@@ -120,6 +152,7 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	defer c4.Close()
 	defer c6.Close()
+	defer cMiss.Close()
 
 	snd, err := send.Open("r0", R)
 	if err != nil {
@@ -151,6 +184,23 @@ func TestForwardNamespaces(t *testing.T) {
 			sendAndExpect(t, snd, tg.conn, []gen.Mirror{m})
 		}
 	}
+	// A missing neighbour: the program hands the frame to userspace
+	// (forward_neigh_miss), whose socket sends it; the kernel resolves the
+	// entry on the way. The entry goes after the rule was added.
+	ipIn(t, H, "neigh", "del", fcollMiss.String(), "dev", "h1")
+	miss := gen.Mirror{Router: router1, Collector: collector, MID: 63, SID: 3, Inner: echo}
+	sendAndExpect(t, snd, cMiss, []gen.Mirror{miss})
+	if st := sender.Stats(); st.Sent != 1 {
+		t.Errorf("userspace sender: %+v, want 1 sent", st)
+	}
+	fs, err := p.Maps.ForwardStreams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fs[maps.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[maps.FwdNeighMiss]; got != 1 {
+		t.Errorf("mid 63: forward_neigh_miss %d, want 1 (%v)", got, fs)
+	}
+
 	// A captured stream: counted, never forwarded.
 	cap := gen.Mirror{Router: router1, Collector: collector, MID: 62, SID: 1, Inner: echo}
 	f := frame(t, cap)
@@ -168,8 +218,17 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 0 {
+	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 1 || c[maps.StatFwdNeighMiss] != 1 || c[maps.StatCaptureFailed] != 0 {
 		t.Errorf("counters: %v", nonZero(c))
+	}
+	// Only the captured stream reached the sink (the files): no frame of
+	// a forwarded stream did.
+	deadline := time.Now().Add(3 * time.Second)
+	for sink.count(writer.Key{MID: 62, SID: 1}) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := sink.snapshot(); len(got) != 1 || got[writer.Key{MID: 62, SID: 1}] != 1 {
+		t.Errorf("written to the sink: %v, want only mid 62 sid 1 once", got)
 	}
 	st, ok, err := p.Maps.Stream(maps.StreamKey{Router: router1, MID: 62, SID: 1})
 	if err != nil || !ok || st.Packets != 1 {
@@ -235,4 +294,33 @@ func waitNeigh(t *testing.T, ns string, addrs ...netip.Addr) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// recordSink records what the capture pipeline writes, per stream.
+type recordSink struct {
+	mu      sync.Mutex
+	written map[writer.Key]int
+}
+
+func (s *recordSink) SetClock(time.Time)                      {}
+func (s *recordSink) Tick()                                   {}
+func (s *recordSink) Drop(writer.Key, writer.DropReason, int) {}
+
+func (s *recordSink) WriteAt(k writer.Key, _ uint64, _ netip.Addr, _ pcapng.LinkKind, _ []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.written[k]++
+	return true
+}
+
+func (s *recordSink) count(k writer.Key) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written[k]
+}
+
+func (s *recordSink) snapshot() map[writer.Key]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return stdmaps.Clone(s.written)
 }

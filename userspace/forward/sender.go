@@ -109,6 +109,14 @@ func (s *Sender) send(frame []byte, mid, sid uint32, jmOff, innerLen int) error 
 	return nil
 }
 
+// Open opens the socket for a family and port ahead of the first frame,
+// in the caller's network namespace (sockets opened later are opened in
+// the namespace of whichever thread sends).
+func (s *Sender) Open(v6 bool, port uint16) error {
+	_, err := s.conn(v6, port)
+	return err
+}
+
 func (s *Sender) conn(v6 bool, port uint16) (*net.UDPConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
