@@ -248,6 +248,35 @@ func TestForwardTestRun(t *testing.T) {
 	if pk != nf {
 		t.Errorf("per-stream forwarded packets %d, want %d (%v)", pk, nf, fs)
 	}
+
+	// MTU: a frame that no longer fits once re-encapsulated (outer IPv4,
+	// 20 bytes more as IPv6) is counted and handed to userspace as it
+	// came, never dropped. Without an AF_XDP socket here it falls back to
+	// XDP_PASS, counted capture_failed.
+	ipIn(t, n.ns, "link", "set", "out", "mtu", "1300")
+	m := gen.Mirror{Router: router1, Collector: collector, MID: 51, SID: 9,
+		Inner: gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 1290-20-8-16-28))}
+	in := frame(t, m)
+	var v loader.Verdict
+	var out []byte
+	if err := netns.Do(n.ns, func() error {
+		var err error
+		v, out, err = p.RunOn(in, n.in)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := p.Maps.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// BPF_PROG_TEST_RUN returns the metadata written for userspace in
+	// front of the frame.
+	const metaLen = 32
+	same := len(out) == len(in)+metaLen && bytes.Equal(out[metaLen:], in)
+	if v != loader.Verdict(2) || !same || c2[maps.StatFwdTooBig] != 1 || c2[maps.StatFwdUserspace] != 1 || c2[maps.StatCaptureFailed] != 1 {
+		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), nonZero(c2))
+	}
 }
 
 func nonZero(c maps.Counters) map[string]uint64 {
