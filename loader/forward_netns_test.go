@@ -183,6 +183,13 @@ func TestForwardNamespaces(t *testing.T) {
 			m := gen.Mirror{Router: router1, Collector: collector, MID: 60, SID: 200, Inner: big, MTU: 1500, IPID: 4242}
 			sendAndExpect(t, snd, tg.conn, []gen.Mirror{m})
 		}
+		// And an IPv6 one to the IPv6 target: the collector's kernel
+		// reassembles it and checks the first fragment's UDP checksum,
+		// which the program updated for the new addresses and ports.
+		if tg.mid == 61 {
+			m := gen.Mirror{Router: router6, Collector: coll6, MID: 61, SID: 201, Inner: big, MTU: 1500, UDPChecksum: true, IPv6FragID: 0x4243}
+			sendAndExpect(t, snd, tg.conn, []gen.Mirror{m})
+		}
 	}
 	// A missing neighbour: the program hands the frame to userspace
 	// (forward_neigh_miss), whose socket sends it; the kernel resolves the

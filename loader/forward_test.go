@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -249,7 +250,21 @@ func TestForwardTestRun(t *testing.T) {
 		t.Errorf("per-stream forwarded packets %d, want %d (%v)", pk, nf, fs)
 	}
 
-	// MTU: a frame that no longer fits once re-encapsulated (outer IPv4,
+	// A target with no route refuses the configuration, and changes
+	// nothing.
+	noRoute := append(slices.Clone(rules), maps.PolicyRule{MID: 52, AnySID: true, Action: maps.ActionForward,
+		Target: netip.MustParseAddrPort("203.0.113.9:30030")})
+	err = netns.Do(n.ns, func() error {
+		return p.Configure(loader.Config{Policies: noRoute, ForwardLookupInterface: "jmfib"})
+	})
+	if err == nil || !strings.Contains(err.Error(), "no route") {
+		t.Errorf("a target with no route: %v, want a no route error", err)
+	}
+	if got, err := p.Maps.Policies(); err != nil || len(got) != len(rules) {
+		t.Errorf("after the refused configuration: %v %v, want the %d rules before", got, err, len(rules))
+	}
+
+		// MTU: a frame that no longer fits once re-encapsulated (outer IPv4,
 	// 20 bytes more as IPv6) is counted and handed to userspace as it
 	// came, never dropped. Without an AF_XDP socket here it falls back to
 	// XDP_PASS, counted capture_failed.
