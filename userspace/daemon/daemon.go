@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,10 +40,13 @@ type Daemon struct {
 	// forward sends the forwarded streams' frames the program handed to
 	// userspace (docs/forward.md).
 	forward *forward.Sender
-	metrics *metrics.Server
-	ids     *logid.Namer // nil: logs show ids
-	keeper  *retention.Keeper
-	handoff *handoff.Runner
+	// keepStop ends forward.Keep, which keeps the forward paths ready.
+	keepStop context.CancelFunc
+	keepDone chan struct{}
+	metrics  *metrics.Server
+	ids      *logid.Namer // nil: logs show ids
+	keeper   *retention.Keeper
+	handoff  *handoff.Runner
 	// collector is the metrics collector, for a reload's new options.
 	collector *metrics.Collector
 	version   string
@@ -268,6 +272,12 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		log.Warn("cannot write the run-state file: stats, policy and allowlist need --pin-dir or --config to find this instance", "err", err)
 	}
 	d.startCheckpoints()
+	keepCtx, keepStop := context.WithCancel(context.Background())
+	d.keepStop, d.keepDone = keepStop, make(chan struct{})
+	go func() {
+		defer close(d.keepDone)
+		forward.Keep(keepCtx, d.prog.Maps, forward.KeepEvery, d.log)
+	}()
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
 	return d, nil
@@ -431,6 +441,11 @@ func (d *Daemon) Stop() error {
 func (d *Daemon) teardown(keepAttached bool) error {
 	d.stopped = true
 	d.haltCheckpoints()
+	if d.keepStop != nil {
+		d.keepStop()
+		<-d.keepDone
+		d.keepStop = nil
+	}
 	var errs []error
 	if d.metrics != nil {
 		errs = append(errs, d.metrics.Close())

@@ -6,11 +6,13 @@
 package forward
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/nexthop"
@@ -87,4 +89,50 @@ func LookupInterface(name string, rules []maps.PolicyRule, log *slog.Logger) (ui
 		}
 	}
 	return uint32(ifc.Index), nil
+}
+
+// KeepEvery is how often Keep re-readies the forward paths: well inside
+// the kernel's neighbour reachable time (30 s by default), so that an
+// entry that went stale or failed is probed before frames find it gone.
+const KeepEvery = 10 * time.Second
+
+// Keep re-readies the path of every forward rule in m's policy (the live
+// one: rules added with `jmxdp policy add` too) every `every` until ctx
+// ends: the route (the egress and source maps follow a route change) and
+// the neighbour entry (probed when it has no usable address). A target
+// that lost its route is logged when that changes and counted per frame
+// by the program (forward_no_route or forward_no_source).
+func Keep(ctx context.Context, m *maps.Maps, every time.Duration, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := map[maps.PolicyRule]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rules, err := m.Policies()
+		if err != nil {
+			log.Warn("forward: cannot read the policy to refresh forward paths", "err", err)
+			continue
+		}
+		for _, r := range rules {
+			if r.Action != maps.ActionForward {
+				continue
+			}
+			err := Prepare(m, []maps.PolicyRule{r}, log)
+			switch {
+			case err != nil && failing[r] != err.Error():
+				log.Warn("forward: a target's path is gone; its frames go to userspace, counted", "rule", r.String(), "err", err)
+				failing[r] = err.Error()
+			case err == nil && failing[r] != "":
+				log.Info("forward: a target's path is back", "rule", r.String())
+				delete(failing, r)
+			}
+		}
+	}
 }
