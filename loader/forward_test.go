@@ -264,7 +264,7 @@ func TestForwardTestRun(t *testing.T) {
 		t.Errorf("after the refused configuration: %v %v, want the %d rules before", got, err, len(rules))
 	}
 
-		// MTU: a frame that no longer fits once re-encapsulated (outer IPv4,
+	// MTU: a frame that no longer fits once re-encapsulated (outer IPv4,
 	// 20 bytes more as IPv6) is counted and handed to userspace as it
 	// came, never dropped. Without an AF_XDP socket here it falls back to
 	// XDP_PASS, counted capture_failed.
