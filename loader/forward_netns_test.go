@@ -96,11 +96,12 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	defer passLink.Close()
 
-	const port4 = 30031
+	const port4, port6b = 30031, 30032
 	rules := []maps.PolicyRule{
 		{MID: 60, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
 		{MID: 61, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
 		{MID: 63, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
+		{MID: 64, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, port6b)},
 	}
 	ipIn(t, C, "addr", "add", fcollMiss.String()+"/24", "dev", "c0")
 	err = netns.Do(H, func() error {
@@ -125,6 +126,9 @@ func TestForwardNamespaces(t *testing.T) {
 		if err := sender.Open(false, port4); err != nil {
 			return err
 		}
+		if err := sender.Open(true, port6b); err != nil {
+			return err
+		}
 		var err error
 		capt, err = capture.Start(capture.Config{Ifname: "h0", Queues: []uint32{0}, Forward: sender, Logger: slog.New(slog.DiscardHandler)}, p.Maps, sink)
 		return err
@@ -135,13 +139,16 @@ func TestForwardNamespaces(t *testing.T) {
 	defer capt.Stop()
 
 	// The collector's sockets.
-	var c4, c6, cMiss *net.UDPConn
+	var c4, c6, cMiss, c6b *net.UDPConn
 	err = netns.Do(C, func() error {
 		var err error
 		if c4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcoll4, port4))); err != nil {
 			return err
 		}
 		if cMiss, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcollMiss, port4))); err != nil {
+			return err
+		}
+		if c6b, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcoll6, port6b))); err != nil {
 			return err
 		}
 		c6, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(fcoll6, gen.DefaultPort)))
@@ -153,6 +160,7 @@ func TestForwardNamespaces(t *testing.T) {
 	defer c4.Close()
 	defer c6.Close()
 	defer cMiss.Close()
+	defer c6b.Close()
 
 	snd, err := send.Open("r0", R)
 	if err != nil {
@@ -197,6 +205,9 @@ func TestForwardNamespaces(t *testing.T) {
 	ipIn(t, H, "neigh", "del", fcollMiss.String(), "dev", "h1")
 	miss := gen.Mirror{Router: router1, Collector: collector, MID: 63, SID: 3, Inner: echo}
 	sendAndExpect(t, snd, cMiss, []gen.Mirror{miss})
+	for end := time.Now().Add(time.Second); sender.Stats().Sent < 1 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if st := sender.Stats(); st.Sent != 1 {
 		t.Errorf("userspace sender: %+v, want 1 sent", st)
 	}
@@ -206,6 +217,19 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	if got := fs[maps.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[maps.FwdNeighMiss]; got != 1 {
 		t.Errorf("mid 63: forward_neigh_miss %d, want 1 (%v)", got, fs)
+	}
+
+	// A fragmented IPv4 datagram to an IPv6 target: the program cannot
+	// rewrite its fragments (forward_frag_family), userspace reassembles
+	// the datagram and sends it from a socket.
+	famChange := gen.Mirror{Router: router1, Collector: collector, MID: 64, SID: 4, Inner: big, MTU: 1500, IPID: 4343}
+	sendAndExpect(t, snd, c6b, []gen.Mirror{famChange})
+	// The count follows the send the collector already saw: wait for it.
+	for end := time.Now().Add(time.Second); sender.Stats().Sent < 2 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := sender.Stats(); st.Sent != 2 || st.Reassembled != 1 || st.Fragments != 3 {
+		t.Errorf("userspace sender: %+v, want 2 sent, 3 fragments reassembled into 1", st)
 	}
 
 	// A captured stream: counted, never forwarded.
@@ -225,7 +249,8 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 1 || c[maps.StatFwdNeighMiss] != 1 || c[maps.StatCaptureFailed] != 0 {
+	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 4 || c[maps.StatFwdNeighMiss] != 1 ||
+		c[maps.StatFwdFragFamily] != 3 || c[maps.StatCaptureFailed] != 0 {
 		t.Errorf("counters: %v", nonZero(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of

@@ -53,8 +53,9 @@ type XSKMap interface {
 type Forwarder interface {
 	// Send sends the datagram whose Jmirror header is at jmOff of frame.
 	Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error
-	// CountFragment counts a fragment it cannot send.
-	CountFragment()
+	// Fragment takes a fragment whose outer IP header is at l3Off, and
+	// sends its datagram once whole.
+	Fragment(frame []byte, l3Off int) error
 }
 
 // Config describes a capture.
@@ -622,15 +623,16 @@ func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
 // hold keeps a later fragment that came before its first (a copy: the
 // frame goes back to the fill ring).
 // forward hands a forwarded stream's frame to the Forwarder: whole
-// datagrams are sent, fragments counted (their reassembly for a socket is
-// not implemented).
+// datagrams are sent, fragments reassembled and then sent.
 func (c *Capture) forward(frame []byte, m *meta) {
 	if c.cfg.Forward == nil {
 		c.unexpected.Add(1)
 		return
 	}
 	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
-		c.cfg.Forward.CountFragment()
+		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
+			c.log.Debug("forward from userspace failed", "err", err)
+		}
 		return
 	}
 	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {

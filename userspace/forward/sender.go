@@ -2,13 +2,17 @@ package forward
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"golang.org/x/sys/unix"
 )
 
 // Targets finds a stream's forward target; *maps.Maps is one.
@@ -28,7 +32,11 @@ type Sender struct {
 	mu    sync.Mutex
 	conns map[sockKey]*net.UDPConn
 
-	sent, failed, fragments atomic.Uint64
+	// reasmMu guards reasm: fragments come from every queue's ring loop.
+	reasmMu sync.Mutex
+	reasm   *reasm.Reassembler
+
+	sent, failed, fragments, reassembled atomic.Uint64
 }
 
 type sockKey struct {
@@ -40,19 +48,20 @@ type sockKey struct {
 type SenderStats struct {
 	Sent   uint64 // datagrams sent to a target
 	Failed uint64 // datagrams that could not be sent (no target, no route, a socket error)
-	// Fragments: fragments of forwarded datagrams handed to userspace,
-	// not sent: reassembling them here is not implemented.
-	Fragments uint64
+	// Fragments: fragments of forwarded datagrams handed to userspace
+	// (the outer family changes, docs/forward.md); Reassembled: the
+	// datagrams they made whole, each then sent (or failed) as one.
+	Fragments, Reassembled uint64
 }
 
 // NewSender sends to the targets t names.
 func NewSender(t Targets) *Sender {
-	return &Sender{targets: t, conns: make(map[sockKey]*net.UDPConn)}
+	return &Sender{targets: t, conns: make(map[sockKey]*net.UDPConn), reasm: reasm.New(reasm.Config{})}
 }
 
 // Stats reads the counters.
 func (s *Sender) Stats() SenderStats {
-	return SenderStats{Sent: s.sent.Load(), Failed: s.failed.Load(), Fragments: s.fragments.Load()}
+	return SenderStats{Sent: s.sent.Load(), Failed: s.failed.Load(), Fragments: s.fragments.Load(), Reassembled: s.reassembled.Load()}
 }
 
 // Close closes the sockets.
@@ -66,8 +75,76 @@ func (s *Sender) Close() error {
 	return nil
 }
 
-// CountFragment counts a fragment it was handed and did not send.
-func (s *Sender) CountFragment() { s.fragments.Add(1) }
+// Fragment takes a fragment of a forwarded datagram, its outer IP header
+// at l3Off of frame, and sends the datagram once it is whole (the kernel
+// fragments it again as the target's path needs).
+func (s *Sender) Fragment(frame []byte, l3Off int) error {
+	s.fragments.Add(1)
+	if l3Off < 0 || l3Off >= len(frame) {
+		s.failed.Add(1)
+		return fmt.Errorf("forward: fragment of %d bytes with its IP header at %d", len(frame), l3Off)
+	}
+	s.reasmMu.Lock()
+	dg, complete, err := s.reasm.Add(time.Now(), frame[l3Off:])
+	s.reasmMu.Unlock()
+	if err != nil {
+		s.failed.Add(1)
+		return fmt.Errorf("forward: reassemble: %w", err)
+	}
+	if !complete {
+		return nil
+	}
+	s.reassembled.Add(1)
+	udp, ok := udpOffset(dg)
+	if !ok {
+		s.failed.Add(1)
+		return errors.New("forward: reassembled datagram without a UDP header")
+	}
+	const udpLen, jmLen = 8, 8
+	if udp+udpLen+jmLen > len(dg) {
+		s.failed.Add(1)
+		return errors.New("forward: reassembled datagram too short for Jmirror")
+	}
+	w0 := binary.BigEndian.Uint32(dg[udp+udpLen:])
+	mid, sid := w0&maps.MaxMID, binary.BigEndian.Uint32(dg[udp+udpLen+4:])
+	ulen := int(binary.BigEndian.Uint16(dg[udp+4:]))
+	if ulen < udpLen+jmLen || udp+ulen > len(dg) {
+		s.failed.Add(1)
+		return fmt.Errorf("forward mid %d: UDP length %d does not fit the reassembled datagram", mid, ulen)
+	}
+	return s.Send(dg, mid, sid, udp+udpLen, ulen-udpLen-jmLen)
+}
+
+// udpOffset is where the UDP header of a reassembled IP datagram starts:
+// after the IPv4 header, or after the IPv6 fixed header and the
+// extension headers that stayed in the unfragmentable part (bounded).
+func udpOffset(dg []byte) (int, bool) {
+	const ipv6Len, maxExt = 40, 8
+	if len(dg) < 20 {
+		return 0, false
+	}
+	if dg[0]>>4 == 4 {
+		return int(dg[0]&0x0f) * 4, dg[9] == unix.IPPROTO_UDP
+	}
+	if len(dg) < ipv6Len {
+		return 0, false
+	}
+	next, off := dg[6], ipv6Len
+	for range maxExt {
+		switch next {
+		case unix.IPPROTO_UDP:
+			return off, true
+		case unix.IPPROTO_HOPOPTS, unix.IPPROTO_ROUTING, unix.IPPROTO_DSTOPTS:
+			if off+2 > len(dg) {
+				return 0, false
+			}
+			next, off = dg[off], off+(int(dg[off+1])+1)*8
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
+}
 
 // Send sends the UDP payload of a whole Jmirror datagram of (mid, sid),
 // the Jmirror header at jmOff of frame, its mirrored packet innerLen bytes
