@@ -310,6 +310,14 @@ func (d *Daemon) metricsOptions(cfg config.Config) metrics.Options {
 	return opts
 }
 
+// forwardStats are the forward sender's counters, 0 before it exists.
+func (d *Daemon) forwardStats() forward.SenderStats {
+	if d.forward == nil {
+		return forward.SenderStats{}
+	}
+	return d.forward.Stats()
+}
+
 // newMetrics makes a collector and an endpoint for cfg.Metrics.
 func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collector, error) {
 	col := metrics.NewCollector(metrics.Source{
@@ -320,6 +328,7 @@ func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collec
 		WriterStreams: d.sink.Streams,
 		Retention:     d.retentionStats,
 		Handoff:       d.handoffStats,
+		Forward:       d.forwardStats,
 	}, d.metricsOptions(cfg))
 	reg, err := metrics.NewRegistry(col, natsink.NewCollector(d.sinkStats()))
 	if err != nil {

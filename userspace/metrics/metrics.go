@@ -52,6 +52,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
@@ -78,6 +79,9 @@ type Source struct {
 	// when the feature is off.
 	Retention func() retention.Stats
 	Handoff   func() handoff.Stats
+	// Forward returns the userspace forward sender's counters (frames the
+	// program handed over, docs/forward.md); nil leaves the family out.
+	Forward func() forward.SenderStats
 }
 
 // Options tune what the Collector exports.
@@ -191,6 +195,9 @@ var (
 	famForwardUserspace = newFamily("jmxdp_forward_userspace_total", counter,
 		"Frames of forwarded streams the XDP program handed to userspace to send from a socket, by reason: neigh_miss, no_route, too_big, frag_family, no_source, unsupported (docs/forward.md).",
 		"reason")
+	famForwardSocket = newFamily("jmxdp_forward_socket_total", counter,
+		"What userspace did with the forwarded streams' frames the program handed it (docs/forward.md): datagrams sent from a socket, failed (no rule any more, no route, a socket error), fragments taken, and datagrams they were reassembled into.",
+		"outcome")
 	famUntrustedMapped = newFamily("jmxdp_untrusted_mapped_total", counter, "Jmirror datagrams over IPv6 from a source that embeds an IPv4 address (::ffff:0:0/96 or ::/96), which is never a router: dropped, and also in jmxdp_frames_total{class=\"untrusted\"}.")
 
 	// Kernel: jm_streams, summed at scrape time.
@@ -478,6 +485,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Handoff != nil {
 		c.collectHandoff(ch, c.src.Handoff())
+	}
+	if c.src.Forward != nil {
+		f := c.src.Forward()
+		emit(ch, famForwardSocket, float64(f.Sent), "sent")
+		emit(ch, famForwardSocket, float64(f.Failed), "failed")
+		emit(ch, famForwardSocket, float64(f.Reassembled), "reassembled")
+		emit(ch, famForwardSocket, float64(f.Fragments), "fragments")
 	}
 	emit(ch, famBuildInfo, 1, c.opts.Version, c.opts.Revision, runtime.Version())
 	c.collectAttached(ch, fail)

@@ -20,6 +20,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -298,6 +299,7 @@ func fullSource(tb *testbed) metrics.Source {
 		Maps: tb.prog.Maps, Iface: "lo", Ifindex: 1,
 		Capture: fakeCapture, Writer: fakeWriter, WriterStreams: fakeWriterStreams,
 		Retention: fakeRetention, Handoff: fakeHandoff,
+		Forward: forward.NewSender(tb.prog.Maps).Stats,
 	}
 }
 
