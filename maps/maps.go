@@ -445,6 +445,9 @@ func streamStatsToBPF(s StreamStats) bpf.JmxdpJmStreamValue {
 // ForwardStreams reads the per-stream forward counters.
 func (m *Maps) ForwardStreams() (map[StreamKey]ForwardStats, error) {
 	out := make(map[StreamKey]ForwardStats)
+	if m.m.JmFwdStreams == nil { // pinned by a jmxdp without the forward action
+		return out, nil
+	}
 	err := readAll(m.m.JmFwdStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmFwdStreamValue) {
 		s := ForwardStats{Packets: v.Packets, Bytes: v.Bytes}
 		copy(s.Userspace[:], v.Reason[:])
@@ -456,6 +459,9 @@ func (m *Maps) ForwardStreams() (map[StreamKey]ForwardStats, error) {
 // SetForwardEgress lets the program send forwarded frames out of ifindex
 // (the devmap) from src, that interface's own address for src's family.
 func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
+	if m.m.JmFwdDevs == nil || m.m.JmFwdSrc == nil {
+		return errors.New("the running instance's program has no forward action: restart it with this jmxdp")
+	}
 	if err := m.m.JmFwdDevs.Put(ifindex, ifindex); err != nil {
 		return fmt.Errorf("add egress interface %d to the forward devmap: %w", ifindex, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
@@ -37,6 +38,11 @@ func OpenPinned(dir string) (*Pinned, error) {
 	}
 	for _, t := range targets {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(t.name, "jm_fwd_") {
+			// An instance an older jmxdp started has no forward maps:
+			// reads of them come back empty, writes are refused.
+			continue
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			objs.Close()
 			return nil, fmt.Errorf("%s: %w", dir, ErrNotPinned)
