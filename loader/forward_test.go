@@ -35,6 +35,8 @@ var (
 	fwdSrc4    = netip.MustParseAddr("198.19.70.1")
 	fwdSrc6    = netip.MustParseAddr("2001:db8:70::1")
 	fwdNeigh   = net.HardwareAddr{0x02, 0, 0, 0, 0x70, 0x50}
+	// fwdTargetIn is reached through the ingress interface: XDP_TX.
+	fwdTargetIn = netip.MustParseAddr("198.19.71.50")
 )
 
 func ipIn(t testing.TB, ns string, args ...string) {
@@ -68,6 +70,7 @@ func newFwdNet(t testing.TB) *fwdNet {
 		}
 	}
 	ipIn(t, n.ns, "addr", "add", "198.19.71.1/24", "dev", "in")
+	ipIn(t, n.ns, "neigh", "replace", fwdTargetIn.String(), "lladdr", fwdNeigh.String(), "dev", "in", "nud", "permanent")
 	ipIn(t, n.ns, "addr", "add", fwdSrc4.String()+"/24", "dev", "out")
 	ipIn(t, n.ns, "addr", "add", fwdSrc6.String()+"/64", "dev", "out", "nodad")
 	ipIn(t, n.ns, "neigh", "replace", fwdTarget4.String(), "lladdr", fwdNeigh.String(), "dev", "out", "nud", "permanent")
@@ -176,6 +179,7 @@ func TestForwardTestRun(t *testing.T) {
 	rules := []maps.PolicyRule{
 		{MID: 50, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, port)},
 		{MID: 51, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget6, 0)},
+		{MID: 53, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTargetIn, 0)},
 	}
 	if err := netns.Do(n.ns, func() error {
 		return p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"})
@@ -248,6 +252,25 @@ func TestForwardTestRun(t *testing.T) {
 	}
 	if pk != nf {
 		t.Errorf("per-stream forwarded packets %d, want %d (%v)", pk, nf, fs)
+	}
+
+	// A target behind the ingress interface: the frame goes back out of
+	// it (XDP_TX), from the ingress interface's address and MAC.
+	{
+		m := gen.Mirror{Router: router1, Collector: collector, MID: 53, SID: 1, Inner: echo}
+		in := frame(t, m)
+		var v loader.Verdict
+		var out []byte
+		if err := netns.Do(n.ns, func() error {
+			var err error
+			v, out, err = p.RunOn(in, n.in)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if v != loader.Verdict(3) || len(out) < 34 || !bytes.Equal(out[26:30], []byte{198, 19, 71, 1}) || !bytes.Equal(out[30:34], fwdTargetIn.AsSlice()) {
+			t.Errorf("target behind the ingress: verdict %v (want XDP_TX), frame %x", v, out)
+		}
 	}
 
 	// A target with no route refuses the configuration, and changes
