@@ -76,12 +76,15 @@ test-short:
 # iteration runs 10000 frames through jmxdp and as many through a trivial
 # XDP_PASS program, alternating; x_pass is the ratio. (BenchmarkStreamTable,
 # the table at several fill levels, is left to `go test -bench StreamTable
-# -benchtime 3x ./loader`: it fills a 1M-entry table per case.) Last, the
+# -benchtime 3x ./loader`: it fills a 1M-entry table per case.)
+# BenchmarkForward: a forwarded frame next to xdp_pass and xdp_tx_swap
+# (docs/forward.md). Last, the
 # CPU per packet of the file sink and of the NATS sink (1 node, 3 nodes R3)
 # on the same packets (docs/scale-out.md#cost).
 bench: build
 	$(BIN) bench --out docs/bench
 	$(GO) test -run '^$$' -bench Program -benchtime 20x -count 5 ./loader
+	$(GO) test -run '^$$' -bench Forward -benchtime 20x -count 5 ./loader
 	$(GO) test -run '^$$' -bench SinkCPU -benchtime 1000000x ./userspace/natsink
 
 # The main job on an embedded default. As root: the live demo (a veth lab,

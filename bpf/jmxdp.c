@@ -17,6 +17,7 @@
 #include "maps.h"
 #include "parsing_helpers.h"
 #include "clock.h"
+#include "forward.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -100,9 +101,7 @@ static __always_inline __u32 lookup_action(const struct jm_settings *cfg,
 		pv = bpf_map_lookup_elem(&jm_policy, &pk);
 	}
 	action = pv ? pv->action : cfg->default_action;
-	if (action > JM_ACTION_PASS)
-		action = JM_ACTION_PASS;
-	return action;
+	return jm_action_sane(action);
 }
 
 static __always_inline int source_trusted(const struct jm_settings *cfg,
@@ -297,9 +296,7 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 	if ((cached & JM_POLICY_CACHE_VALID) &&
 	    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
 		action = cached & JM_POLICY_CACHE_ACTION_MASK;
-		if (action > JM_ACTION_PASS)
-			action = JM_ACTION_PASS;
-		return action;
+		return jm_action_sane(action);
 	}
 	action = lookup_action(cfg, p->key.mid, p->key.sid);
 	v->policy_cache = policy_cache_word(gen, action);
@@ -439,6 +436,21 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 
 		return capture(ctx, c, &info);
 	}
+	if (action == JM_ACTION_FORWARD) {
+		__u32 ihl = iph->ihl * 4;
+		struct jm_fwd_req r = {
+			.key.mid = mid,
+			.key.sid = sid,
+			.l3_off = (void *)iph - v->data,
+			.outer_v4 = 1,
+			.part = JM_FWD_LATER,
+		};
+
+		addr_from_v4(r.key.router, iph->saddr);
+		r.payload_off = r.l3_off + ihl;
+		r.ip_end = r.l3_off + bpf_ntohs(iph->tot_len);
+		return forward_frame(ctx, c, &r);
+	}
 	return apply_action(c, action);
 }
 
@@ -527,7 +539,8 @@ static __always_inline int first_copy(struct jm_frag_key *fk,
 	else
 		fv = bpf_map_lookup_elem(&jm_frags, fk);
 
-	if (!fv || fv->action > JM_ACTION_PASS || fv->mid != p->key.mid ||
+	if (!fv || jm_action_sane(fv->action) != fv->action ||
+	    fv->mid != p->key.mid ||
 	    fv->sid != p->key.sid || fv->inner_len != p->inner_len ||
 	    fv->fingerprint != fp || !recent(now, fv->first_ns))
 		return 0;
@@ -741,6 +754,23 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 		note_pair(fk, fk6, action, now);
 	}
 act:
+	if (action == JM_ACTION_FORWARD) {
+		/* No branches here: every path to act reaches this. */
+		struct jm_fwd_req r = {
+			.key = p.key,
+			.payload_off = udp_off,
+			.payload_len = udp_len,
+			.ip_end = ip_end,
+			.l3_off = l3_off,
+			.inner_len = p.inner_len,
+			.inner_off = nh->pos - data,
+			.outer_v4 = outer_v4,
+			.part = first, /* JM_FWD_FIRST or JM_FWD_WHOLE */
+			.inner_kind = p.inner_kind,
+		};
+
+		return forward_frame(ctx, c, &r);
+	}
 	if (action == JM_ACTION_CAPTURE) {
 		struct jm_xsk_meta info = {
 			.mid = p.key.mid,
@@ -807,7 +837,8 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 						  struct jm_counters *c,
 						  const struct jm_view *v,
 						  struct ipv6hdr *ip6h,
-						  const struct ip6_frag_info *fi)
+						  const struct ip6_frag_info *fi,
+						  __u64 payload_off)
 {
 	struct jm_frag6_key fk;
 	struct jm_frag_value *fv;
@@ -839,7 +870,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		__builtin_memcpy(router, fk.saddr, JM_ADDR_LEN);
 		return drop_untrusted(c, router);
 	}
-	if (action > JM_ACTION_PASS) {
+	if (jm_action_sane(action) != action) {
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
 		return XDP_PASS;
 	}
@@ -853,6 +884,22 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		};
 
 		return capture(ctx, c, &info);
+	}
+	if (action == JM_ACTION_FORWARD) {
+		__u64 l3_off = (void *)ip6h - v->data;
+		__u64 ip_end = l3_off + JM_IPV6_HDR_LEN +
+			       bpf_ntohs(ip6h->payload_len);
+		struct jm_fwd_req r = {
+			.key.mid = mid,
+			.key.sid = sid,
+			.l3_off = l3_off,
+			.payload_off = payload_off,
+			.ip_end = ip_end,
+			.part = JM_FWD_LATER,
+		};
+
+		__builtin_memcpy(r.key.router, fk.saddr, JM_ADDR_LEN);
+		return forward_frame(ctx, c, &r);
 	}
 	return apply_action(c, action);
 }
@@ -880,7 +927,8 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 		return XDP_PASS;
 	}
 	if (fi.present && (fi.off_flags & JM_IP6_OFFSET_MASK))
-		return handle_later_fragment6(ctx, c, v, ip6h, &fi);
+		return handle_later_fragment6(ctx, c, v, ip6h, &fi,
+					      nh->pos - data);
 	/* Only a first fragment (M set) is tracked: offset 0 without M is an
 	 * atomic fragment (RFC 6946), a whole datagram. */
 	fi.present = fi.present && (fi.off_flags & JM_IP6_MF);
@@ -1024,10 +1072,33 @@ int xdp_count_floor(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+/*
+ * The least a forwarder can cost, loaded next to jmxdp for the benchmark
+ * only (never attached): swap the Ethernet addresses and send the frame
+ * back out (XDP_TX), with no parsing, lookup or rewrite. jmxdp's forwarded
+ * frame costs this plus parsing, policy, the fib lookup and re-encapsulation.
+ */
+SEC("xdp")
+int xdp_tx_swap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 tmp[ETH_ALEN];
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+	return XDP_TX;
+}
+
 /* Anchor the enums in BTF so bpf2go emits Go constants for them. */
 const enum jm_action jm_action_unused __attribute__((unused));
 const enum jm_inner jm_inner_unused __attribute__((unused));
 const enum jm_stat jm_stat_unused __attribute__((unused));
 const enum jm_policy_scope jm_policy_scope_unused __attribute__((unused));
+const enum jm_fwd_reason jm_fwd_reason_unused __attribute__((unused));
 /* Only ever reached through a pointer cast, so anchor it for bpf2go too. */
 const struct jm_xsk_meta jm_xsk_meta_unused __attribute__((unused));

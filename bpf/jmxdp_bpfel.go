@@ -21,6 +21,7 @@ const (
 	JmxdpJmActionJM_ACTION_PASS        JmxdpJmAction = 2
 	JmxdpJmActionJM_ACTION_UNTRUSTED   JmxdpJmAction = 3
 	JmxdpJmActionJM_ACTION_NOT_JMIRROR JmxdpJmAction = 4
+	JmxdpJmActionJM_ACTION_FORWARD     JmxdpJmAction = 5
 )
 
 type JmxdpJmAddr struct {
@@ -48,7 +49,7 @@ type JmxdpJmClock struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [21]uint64
+	Count [30]uint64
 }
 
 type JmxdpJmFrag6Key struct {
@@ -77,6 +78,45 @@ type JmxdpJmFragValue struct {
 	Reserved    uint32
 	FirstNs     uint64
 	Fingerprint uint64
+}
+
+type JmxdpJmFwdReason uint32
+
+const (
+	JmxdpJmFwdReasonJM_FWD_REASON_NONE        JmxdpJmFwdReason = 0
+	JmxdpJmFwdReasonJM_FWD_REASON_NEIGH_MISS  JmxdpJmFwdReason = 1
+	JmxdpJmFwdReasonJM_FWD_REASON_NO_ROUTE    JmxdpJmFwdReason = 2
+	JmxdpJmFwdReasonJM_FWD_REASON_TOO_BIG     JmxdpJmFwdReason = 3
+	JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY JmxdpJmFwdReason = 4
+	JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE   JmxdpJmFwdReason = 5
+	JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED JmxdpJmFwdReason = 6
+	JmxdpJmFwdReasonJM_FWD_REASON_MAX         JmxdpJmFwdReason = 7
+)
+
+type JmxdpJmFwdScratch struct {
+	_    structs.HostLayout
+	B    [1024]uint8
+	Work [256]uint8
+	Zero [72]uint8
+}
+
+type JmxdpJmFwdSettings struct {
+	_          structs.HostLayout
+	FibIfindex uint32
+	Reserved   uint32
+}
+
+type JmxdpJmFwdSrcKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Family  uint32
+}
+
+type JmxdpJmFwdStreamValue struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+	Reason  [7]uint64
 }
 
 type JmxdpJmInner uint32
@@ -123,8 +163,12 @@ const (
 )
 
 type JmxdpJmPolicyValue struct {
-	_      structs.HostLayout
-	Action uint32
+	_         structs.HostLayout
+	Action    uint32
+	FwdPort   uint16
+	FwdFamily uint8
+	FwdPad    uint8
+	FwdAddr   [16]uint8
 }
 
 type JmxdpJmScratch struct {
@@ -162,7 +206,16 @@ const (
 	JmxdpJmStatJM_STAT_FRAG_DUPLICATE      JmxdpJmStat = 18
 	JmxdpJmStatJM_STAT_FRAG_HELD           JmxdpJmStat = 19
 	JmxdpJmStatJM_STAT_IPV6EXT_LONG        JmxdpJmStat = 20
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 21
+	JmxdpJmStatJM_STAT_ACTION_FORWARD      JmxdpJmStat = 21
+	JmxdpJmStatJM_STAT_FWD_SENT            JmxdpJmStat = 22
+	JmxdpJmStatJM_STAT_FWD_NEIGH_MISS      JmxdpJmStat = 23
+	JmxdpJmStatJM_STAT_FWD_NO_ROUTE        JmxdpJmStat = 24
+	JmxdpJmStatJM_STAT_FWD_TOO_BIG         JmxdpJmStat = 25
+	JmxdpJmStatJM_STAT_FWD_FRAG_FAMILY     JmxdpJmStat = 26
+	JmxdpJmStatJM_STAT_FWD_NO_SOURCE       JmxdpJmStat = 27
+	JmxdpJmStatJM_STAT_FWD_UNSUPPORTED     JmxdpJmStat = 28
+	JmxdpJmStatJM_STAT_FWD_USERSPACE       JmxdpJmStat = 29
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 30
 )
 
 type JmxdpJmStreamKey struct {
@@ -214,6 +267,11 @@ const (
 	JmxdpMapJmFragPairs6        = "jm_frag_pairs6"
 	JmxdpMapJmFrags             = "jm_frags"
 	JmxdpMapJmFrags6            = "jm_frags6"
+	JmxdpMapJmFwdCfg            = "jm_fwd_cfg"
+	JmxdpMapJmFwdDevs           = "jm_fwd_devs"
+	JmxdpMapJmFwdScratch        = "jm_fwd_scratch"
+	JmxdpMapJmFwdSrc            = "jm_fwd_src"
+	JmxdpMapJmFwdStreams        = "jm_fwd_streams"
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
@@ -225,8 +283,10 @@ const (
 	JmxdpProgJmxdp              = "jmxdp"
 	JmxdpProgXdpCountFloor      = "xdp_count_floor"
 	JmxdpProgXdpPass            = "xdp_pass"
+	JmxdpProgXdpTxSwap          = "xdp_tx_swap"
 	JmxdpVarJmActionUnused      = "jm_action_unused"
 	JmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
+	JmxdpVarJmFwdReasonUnused   = "jm_fwd_reason_unused"
 	JmxdpVarJmInnerUnused       = "jm_inner_unused"
 	JmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
 	JmxdpVarJmStatUnused        = "jm_stat_unused"
@@ -278,6 +338,7 @@ type JmxdpProgramSpecs struct {
 	Jmxdp         *ebpf.ProgramSpec `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.ProgramSpec `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.ProgramSpec `ebpf:"xdp_pass"`
+	XdpTxSwap     *ebpf.ProgramSpec `ebpf:"xdp_tx_swap"`
 }
 
 // JmxdpMapSpecs contains maps before they are loaded into the kernel.
@@ -292,6 +353,11 @@ type JmxdpMapSpecs struct {
 	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
+	JmFwdCfg     *ebpf.MapSpec `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs    *ebpf.MapSpec `ebpf:"jm_fwd_devs"`
+	JmFwdScratch *ebpf.MapSpec `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc     *ebpf.MapSpec `ebpf:"jm_fwd_src"`
+	JmFwdStreams *ebpf.MapSpec `ebpf:"jm_fwd_streams"`
 	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
@@ -308,6 +374,7 @@ type JmxdpMapSpecs struct {
 type JmxdpVariableSpecs struct {
 	JmActionUnused      *ebpf.VariableSpec `ebpf:"jm_action_unused"`
 	JmForceHeaderCopy   *ebpf.VariableSpec `ebpf:"jm_force_header_copy"`
+	JmFwdReasonUnused   *ebpf.VariableSpec `ebpf:"jm_fwd_reason_unused"`
 	JmInnerUnused       *ebpf.VariableSpec `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.VariableSpec `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.VariableSpec `ebpf:"jm_stat_unused"`
@@ -342,6 +409,11 @@ type JmxdpMaps struct {
 	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
 	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
 	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
+	JmFwdCfg     *ebpf.Map `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs    *ebpf.Map `ebpf:"jm_fwd_devs"`
+	JmFwdScratch *ebpf.Map `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc     *ebpf.Map `ebpf:"jm_fwd_src"`
+	JmFwdStreams *ebpf.Map `ebpf:"jm_fwd_streams"`
 	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
 	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
 	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
@@ -362,6 +434,11 @@ func (m *JmxdpMaps) Close() error {
 		m.JmFragPairs6,
 		m.JmFrags,
 		m.JmFrags6,
+		m.JmFwdCfg,
+		m.JmFwdDevs,
+		m.JmFwdScratch,
+		m.JmFwdSrc,
+		m.JmFwdStreams,
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,
@@ -379,6 +456,7 @@ func (m *JmxdpMaps) Close() error {
 type JmxdpVariables struct {
 	JmActionUnused      *ebpf.Variable `ebpf:"jm_action_unused"`
 	JmForceHeaderCopy   *ebpf.Variable `ebpf:"jm_force_header_copy"`
+	JmFwdReasonUnused   *ebpf.Variable `ebpf:"jm_fwd_reason_unused"`
 	JmInnerUnused       *ebpf.Variable `ebpf:"jm_inner_unused"`
 	JmPolicyScopeUnused *ebpf.Variable `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.Variable `ebpf:"jm_stat_unused"`
@@ -392,6 +470,7 @@ type JmxdpPrograms struct {
 	Jmxdp         *ebpf.Program `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.Program `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.Program `ebpf:"xdp_pass"`
+	XdpTxSwap     *ebpf.Program `ebpf:"xdp_tx_swap"`
 }
 
 func (p *JmxdpPrograms) Close() error {
@@ -399,6 +478,7 @@ func (p *JmxdpPrograms) Close() error {
 		p.Jmxdp,
 		p.XdpCountFloor,
 		p.XdpPass,
+		p.XdpTxSwap,
 	)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
@@ -47,6 +48,9 @@ type Config struct {
 	DefaultAction maps.Action
 	Policies      []maps.PolicyRule
 	Allowlist     []netip.Prefix // empty: every source is trusted
+	// ForwardLookupInterface is the interface the forward action's fib
+	// lookups are made from; "" means the ingress (docs/forward.md).
+	ForwardLookupInterface string
 }
 
 // Program is a loaded jmxdp program with its maps.
@@ -142,6 +146,18 @@ func (p *Program) Configure(cfg Config) error {
 	if err := settings.Validate(); err != nil {
 		return err
 	}
+	// Before any change: a forward target with no route refuses the
+	// whole configuration.
+	lookupIfindex, err := forward.LookupInterface(cfg.ForwardLookupInterface, cfg.Policies, p.log)
+	if err != nil {
+		return err
+	}
+	if err := forward.Prepare(p.Maps, cfg.Policies, p.log); err != nil {
+		return err
+	}
+	if err := p.Maps.SetForwardLookupInterface(lookupIfindex); err != nil {
+		return err
+	}
 	if err := p.Maps.SetPorts(ports); err != nil {
 		return err
 	}
@@ -169,11 +185,11 @@ func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
 		if err := p.Maps.PutPolicy(r); err != nil {
 			return err
 		}
-		r.Action = 0
+		r.Action, r.Target = 0, netip.AddrPort{}
 		keep[r] = true
 	}
 	for _, r := range old {
-		r.Action = 0
+		r.Action, r.Target = 0, netip.AddrPort{}
 		if !keep[r] {
 			if err := p.Maps.DeletePolicy(r); err != nil {
 				return err

@@ -172,3 +172,29 @@ func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Dura
 	}
 	return Verdict(ret), d, nil
 }
+
+// RunOn is Run as if the frame arrived on interface ifindex (queue 0) of
+// the caller's network namespace, which the forward action's fib lookup
+// reads, and also returns the frame as the program left it.
+func (p *Program) RunOn(frame []byte, ifindex uint32) (Verdict, []byte, error) {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
+		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
+	}
+	out := make([]byte, len(frame)+xdpHeadroomSlack)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: ifindex}}
+	ret, err := p.objs.Jmxdp.Run(opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("run XDP program on interface %d: %w", ifindex, err)
+	}
+	return Verdict(ret), opts.DataOut, nil
+}
+
+// xdpHeadroomSlack is room for a frame the program grew (the forward
+// action's new headers may be longer than the old).
+const xdpHeadroomSlack = 256
+
+// BenchmarkTxSwap is Benchmark for xdp_tx_swap, loaded with jmxdp: swap
+// the MAC addresses and XDP_TX, the least a forwarder costs.
+func (p *Program) BenchmarkTxSwap(frame []byte, repeat int) (Verdict, time.Duration, error) {
+	return benchmark(p.objs.XdpTxSwap, frame, repeat)
+}

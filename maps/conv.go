@@ -77,3 +77,39 @@ func fragKeyFromBPF(k *bpf.JmxdpJmFragKey) FragKey {
 	binary.NativeEndian.PutUint16(id[:], k.Id)
 	return FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
 }
+
+func policyValueToBPF(r PolicyRule) *bpf.JmxdpJmPolicyValue {
+	v := &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}
+	if r.Action == ActionForward && r.Target.IsValid() {
+		a := r.Target.Addr()
+		v.FwdPort = r.Target.Port()
+		v.FwdFamily = fwdFamilyV6
+		if a.Is4() {
+			v.FwdFamily = fwdFamilyV4
+		}
+		v.FwdAddr = addrTo16(a)
+	}
+	return v
+}
+
+func policyTargetFromBPF(v *bpf.JmxdpJmPolicyValue) netip.AddrPort {
+	if Action(v.Action) != ActionForward {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(addrFrom16(v.FwdAddr), v.FwdPort)
+}
+
+func fwdSrcKey(ifindex uint32, a netip.Addr) bpf.JmxdpJmFwdSrcKey {
+	k := bpf.JmxdpJmFwdSrcKey{Ifindex: ifindex, Family: fwdFamilyV6}
+	if a.Unmap().Is4() {
+		k.Family = fwdFamilyV4
+	}
+	return k
+}
+
+// JM_FWD_FAMILY_V4 and JM_FWD_FAMILY_V6 (bpf/include/consts.h): defines,
+// which bpf2go does not carry over.
+const (
+	fwdFamilyV4 = 4
+	fwdFamilyV6 = 6
+)

@@ -195,7 +195,7 @@ func (m *Maps) PutPolicy(r PolicyRule) error {
 		return err
 	}
 	k := policyKeyToBPF(r)
-	if err := m.m.JmPolicy.Put(&k, &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}); err != nil {
+	if err := m.m.JmPolicy.Put(&k, policyValueToBPF(r)); err != nil {
 		return fmt.Errorf("put policy %v: %w", r, err)
 	}
 	return m.newPolicyGeneration()
@@ -220,7 +220,7 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 	err := readAll(m.m.JmPolicy, func(k *bpf.JmxdpJmPolicyKey, v *bpf.JmxdpJmPolicyValue) {
 		out = append(out, PolicyRule{
 			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID),
-			Action: Action(v.Action),
+			Action: Action(v.Action), Target: policyTargetFromBPF(v),
 		})
 	})
 	slices.SortFunc(out, func(a, b PolicyRule) int {
@@ -440,4 +440,65 @@ func streamStatsToBPF(s StreamStats) bpf.JmxdpJmStreamValue {
 	}
 	copy(v.Inner[:], s.Inner[:])
 	return v
+}
+
+// ForwardStreams reads the per-stream forward counters.
+func (m *Maps) ForwardStreams() (map[StreamKey]ForwardStats, error) {
+	out := make(map[StreamKey]ForwardStats)
+	if m.m.JmFwdStreams == nil { // pinned by a jmxdp without the forward action
+		return out, nil
+	}
+	err := readAll(m.m.JmFwdStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmFwdStreamValue) {
+		s := ForwardStats{Packets: v.Packets, Bytes: v.Bytes}
+		copy(s.Userspace[:], v.Reason[:])
+		out[streamKeyFromBPF(k)] = s
+	})
+	return out, err
+}
+
+// SetForwardEgress lets the program send forwarded frames out of ifindex
+// (the devmap) from src, that interface's own address for src's family.
+func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
+	if m.m.JmFwdDevs == nil || m.m.JmFwdSrc == nil {
+		return errors.New("the running instance's program has no forward action: restart it with this jmxdp")
+	}
+	if err := m.m.JmFwdDevs.Put(ifindex, ifindex); err != nil {
+		return fmt.Errorf("add egress interface %d to the forward devmap: %w", ifindex, err)
+	}
+	k := fwdSrcKey(ifindex, src)
+	v := bpf.JmxdpJmAddr{Addr: addrTo16(src)}
+	if err := m.m.JmFwdSrc.Put(&k, &v); err != nil {
+		return fmt.Errorf("set forward source %s of interface %d: %w", src, ifindex, err)
+	}
+	return nil
+}
+
+// SetForwardLookupInterface sets the interface the program's fib lookups
+// are made from (0: the ingress interface); see docs/forward.md.
+func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
+	v := bpf.JmxdpJmFwdSettings{FibIfindex: ifindex}
+	if err := m.m.JmFwdCfg.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("write forward settings: %w", err)
+	}
+	return nil
+}
+
+// ForwardTarget is the forward target of (mid, sid): the exact rule's,
+// else the mid-wide rule's, as the program looks it up.
+func (m *Maps) ForwardTarget(mid, sid uint32) (netip.AddrPort, bool, error) {
+	for _, r := range []PolicyRule{{MID: mid, SID: sid}, {MID: mid, AnySID: true}} {
+		k := policyKeyToBPF(r)
+		var v bpf.JmxdpJmPolicyValue
+		err := m.m.JmPolicy.Lookup(&k, &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return netip.AddrPort{}, false, fmt.Errorf("read policy of mid %d: %w", mid, err)
+		}
+		if Action(v.Action) == ActionForward {
+			return policyTargetFromBPF(&v), true, nil
+		}
+	}
+	return netip.AddrPort{}, false, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
@@ -32,9 +33,16 @@ func OpenPinned(dir string) (*Pinned, error) {
 		{"jm_allowlist", &objs.JmAllowlist}, {"jm_candidates", &objs.JmCandidates}, {"jm_config", &objs.JmConfig}, {"jm_frags", &objs.JmFrags},
 		{"jm_policy", &objs.JmPolicy}, {"jm_policy_gen", &objs.JmPolicyGen}, {"jm_ports", &objs.JmPorts}, {"jm_stats", &objs.JmStats},
 		{"jm_streams", &objs.JmStreams}, {"jm_untrusted", &objs.JmUntrusted}, {"jm_xsks", &objs.JmXsks},
+		{"jm_fwd_streams", &objs.JmFwdStreams}, {"jm_fwd_devs", &objs.JmFwdDevs}, {"jm_fwd_src", &objs.JmFwdSrc},
+		{"jm_fwd_cfg", &objs.JmFwdCfg},
 	}
 	for _, t := range targets {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(t.name, "jm_fwd_") {
+			// An instance an older jmxdp started has no forward maps:
+			// reads of them come back empty, writes are refused.
+			continue
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			objs.Close()
 			return nil, fmt.Errorf("%s: %w", dir, ErrNotPinned)

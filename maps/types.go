@@ -4,6 +4,7 @@
 package maps
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -19,6 +20,9 @@ const (
 	ActionCapture Action = Action(bpf.JmxdpJmActionJM_ACTION_CAPTURE)
 	ActionCount   Action = Action(bpf.JmxdpJmActionJM_ACTION_COUNT)
 	ActionPass    Action = Action(bpf.JmxdpJmActionJM_ACTION_PASS)
+	// ActionForward re-originates the stream's frames to the rule's
+	// Target (docs/forward.md).
+	ActionForward Action = Action(bpf.JmxdpJmActionJM_ACTION_FORWARD)
 	// actionUntrusted marks fragments of untrusted datagrams; never a policy.
 	actionUntrusted Action = Action(bpf.JmxdpJmActionJM_ACTION_UNTRUSTED)
 	// actionNotJmirror marks fragments of a datagram whose first fragment
@@ -27,7 +31,7 @@ const (
 	actionNotJmirror Action = Action(bpf.JmxdpJmActionJM_ACTION_NOT_JMIRROR)
 )
 
-var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass"}
+var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass", ActionForward: "forward"}
 
 func (a Action) String() string {
 	if s, ok := actionNames[a]; ok {
@@ -36,20 +40,20 @@ func (a Action) String() string {
 	return fmt.Sprintf("action(%d)", uint32(a))
 }
 
-// ParseAction accepts capture, count or pass.
+// ParseAction accepts capture, count, pass or forward.
 func ParseAction(s string) (Action, error) {
 	for a, name := range actionNames {
 		if strings.EqualFold(s, name) {
 			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown action %q (want capture, count or pass)", s)
+	return 0, fmt.Errorf("unknown action %q (want capture, count, pass or forward)", s)
 }
 
 // Sanitize maps a value read from the kernel onto what the program does with
 // it: anything unknown is passed.
 func (a Action) Sanitize() Action {
-	if a > ActionPass {
+	if a > ActionPass && a != ActionForward {
 		return ActionPass
 	}
 	return a
@@ -111,7 +115,19 @@ const (
 	// StatIPv6ExtLong counts outer IPv6 frames whose extension-header
 	// chain goes on past the walked bound (JM_IPV6_MAX_EXT): passed.
 	StatIPv6ExtLong = Stat(bpf.JmxdpJmStatJM_STAT_IPV6EXT_LONG)
-	NumStats        = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// The forward action (docs/forward.md): frames given it, frames the
+	// program sent, and frames handed to userspace, by reason (their sum
+	// is StatFwdUserspace).
+	StatActionForward  = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_FORWARD)
+	StatFwdSent        = Stat(bpf.JmxdpJmStatJM_STAT_FWD_SENT)
+	StatFwdNeighMiss   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NEIGH_MISS)
+	StatFwdNoRoute     = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_ROUTE)
+	StatFwdTooBig      = Stat(bpf.JmxdpJmStatJM_STAT_FWD_TOO_BIG)
+	StatFwdFragFamily  = Stat(bpf.JmxdpJmStatJM_STAT_FWD_FRAG_FAMILY)
+	StatFwdNoSource    = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_SOURCE)
+	StatFwdUnsupported = Stat(bpf.JmxdpJmStatJM_STAT_FWD_UNSUPPORTED)
+	StatFwdUserspace   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_USERSPACE)
+	NumStats           = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -120,6 +136,9 @@ var statNames = [NumStats]string{
 	"untrusted", "action_capture", "action_count", "action_pass",
 	"capture_failed", "stream_new", "version_nonzero", "candidate",
 	"untrusted_mapped", "frag_duplicate", "frag_held", "ipv6_ext_too_long",
+	"action_forward", "forward_sent", "forward_neigh_miss", "forward_no_route",
+	"forward_too_big", "forward_frag_family", "forward_no_source",
+	"forward_unsupported", "forward_userspace",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
@@ -144,6 +163,8 @@ func ActionStat(a Action) Stat {
 		return StatActionCapture
 	case ActionCount:
 		return StatActionCount
+	case ActionForward:
+		return StatActionForward
 	default:
 		return StatActionPass
 	}
@@ -182,13 +203,55 @@ type PolicyRule struct {
 	SID    uint32
 	AnySID bool
 	Action Action
+	// Target is where ActionForward sends the stream (set only with it);
+	// port 0 means the stream's own destination port.
+	Target netip.AddrPort
 }
 
 func (r PolicyRule) String() string {
-	if r.AnySID {
-		return fmt.Sprintf("mid=%d sid=* %s", r.MID, r.Action)
+	act := r.Action.String()
+	if r.Action == ActionForward {
+		act += " to " + FormatTarget(r.Target)
 	}
-	return fmt.Sprintf("mid=%d sid=%d %s", r.MID, r.SID, r.Action)
+	if r.AnySID {
+		return fmt.Sprintf("mid=%d sid=* %s", r.MID, act)
+	}
+	return fmt.Sprintf("mid=%d sid=%d %s", r.MID, r.SID, act)
+}
+
+// FormatTarget writes a forward target as --to takes it: IP:PORT or
+// [v6]:PORT, the bare address when the port is the stream's own (0).
+func FormatTarget(t netip.AddrPort) string {
+	if t.Port() == 0 {
+		return t.Addr().String()
+	}
+	return t.String()
+}
+
+// ParseTarget reads a forward target: 198.19.50.50:30031,
+// [2001:db8::50]:30030, or an address alone (the stream's own port).
+func ParseTarget(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return checkTarget(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("forward target %q: want IP:PORT, [IPv6]:PORT or an address alone", s)
+	}
+	return checkTarget(netip.AddrPortFrom(a.Unmap(), 0))
+}
+
+// checkTarget refuses addresses a collector cannot have.
+func checkTarget(t netip.AddrPort) (netip.AddrPort, error) {
+	a := t.Addr()
+	if a.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("forward target %s: zones are not supported", t)
+	}
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() ||
+		(a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255})) {
+		return netip.AddrPort{}, fmt.Errorf("forward target %s: not a unicast address", t)
+	}
+	return t, nil
 }
 
 // MaxMID is the largest 30-bit intercept id.
@@ -205,6 +268,13 @@ func (r PolicyRule) Validate() error {
 	if _, ok := actionNames[r.Action]; !ok {
 		return fmt.Errorf("mid %d: unknown action %d", r.MID, uint32(r.Action))
 	}
+	if r.Action == ActionForward {
+		if _, err := checkTarget(r.Target); err != nil {
+			return fmt.Errorf("mid %d: forward needs a target (--to IP:PORT): %w", r.MID, err)
+		}
+	} else if r.Target.IsValid() {
+		return fmt.Errorf("mid %d: a target (%s) goes only with the forward action, not %s", r.MID, r.Target, r.Action)
+	}
 	return nil
 }
 
@@ -218,6 +288,9 @@ type Settings struct {
 func (s Settings) Validate() error {
 	if _, ok := actionNames[s.DefaultAction]; !ok {
 		return fmt.Errorf("default action: unknown action %d", uint32(s.DefaultAction))
+	}
+	if s.DefaultAction == ActionForward {
+		return errors.New("default action: forward needs a target, so it is a per-stream rule only")
 	}
 	return nil
 }
@@ -249,4 +322,35 @@ type UntrustedSource struct {
 	Addr     netip.Addr
 	Packets  uint64
 	LastSeen time.Duration
+}
+
+// ForwardStats are one stream's forward counters (jm_fwd_streams).
+type ForwardStats struct {
+	Packets uint64 // frames the program sent to the target
+	Bytes   uint64 // their IP payload bytes (UDP header, Jmirror header, mirrored packet)
+	// Userspace counts frames handed to userspace to send from a socket,
+	// by reason (FwdReason).
+	Userspace [NumFwdReasons]uint64
+}
+
+// FwdReason is why a forwarded frame went to userspace.
+type FwdReason int
+
+const (
+	FwdNeighMiss   = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NEIGH_MISS)
+	FwdNoRoute     = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NO_ROUTE)
+	FwdTooBig      = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_TOO_BIG)
+	FwdFragFamily  = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY)
+	FwdNoSource    = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE)
+	FwdUnsupported = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED)
+	NumFwdReasons  = int(bpf.JmxdpJmFwdReasonJM_FWD_REASON_MAX)
+)
+
+var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported"}
+
+func (r FwdReason) String() string {
+	if r > 0 && int(r) < NumFwdReasons {
+		return fwdReasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", int(r))
 }

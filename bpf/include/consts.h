@@ -134,4 +134,39 @@
 #define JM_POLICY_CACHE_ACTION_MASK 0xffU
 #define JM_POLICY_CACHE_GEN_SHIFT 32
 
+/*
+ * The forward action (issue 16, docs/forward.md). A forwarded frame leaves
+ * with fresh Ethernet + IP + UDP headers in front of its Jmirror header (or,
+ * for a later fragment, its fragment payload).
+ */
+#define JM_FWD_FAMILY_V4 4 /* jm_policy_value.fwd_family */
+#define JM_FWD_FAMILY_V6 6
+#define JM_ETH_HLEN 14
+#define JM_IPV4_TTL 64
+#define JM_IPV6_HOP_LIMIT 64
+#define JM_IPV4_VERSION_IHL 0x45
+#define JM_IPV6_VERSION_WORD 0x60000000U /* version 6, class and flow 0 */
+#define JM_IP_DF 0x4000
+#define JM_AF_INET 2   /* bpf_fib_lookup families */
+#define JM_AF_INET6 10
+/* The UDP checksum over IPv6 is summed JM_FWD_CSUM_CHUNK bytes at a time
+ * (bpf_csum_diff takes at most 512, a multiple of 4): JM_FWD_CSUM_CHUNKS
+ * of them cover a 9216-byte jumbo datagram. The scratch buffer has room
+ * for the 3 pad bytes after a full chunk; the mask bounds their index. */
+#define JM_FWD_CSUM_CHUNK 512
+#define JM_FWD_CSUM_CHUNKS 18
+#define JM_FWD_CSUM_CHUNK_MASK 0x3ff
+#define JM_FWD_SCRATCH_LEN 1024
+#define JM_FWD_WORK_LEN 256
+/* Offsets the forward code reads headers at are below JM_PULL_LEN: masked
+ * so that the verifier sees a bound on each packet pointer it builds. */
+#define JM_FWD_OFF_MASK 0x3ff
+#define JM_MAX_FWD_STREAMS 65536
+#define JM_MAX_FWD_DEVS 64
+#define JM_MAX_FWD_SRC 256
+/* struct jm_xsk_meta.flags: a frame of a forwarded stream that the program
+ * could not send (jm_xsk_meta.reserved says why, enum jm_fwd_reason):
+ * userspace sends its UDP payload to the target from a socket. */
+#define JM_META_FORWARD 0x80U
+
 #endif /* JMXDP_CONSTS_H */

@@ -155,4 +155,42 @@ struct {
 	__type(value, __u32);
 } jm_xsks SEC(".maps");
 
+/* The forward action (docs/forward.md): per-stream counters, the egress
+ * interfaces frames may be redirected to, their source addresses, and the
+ * fib lookup's settings. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, JM_MAX_FWD_STREAMS);
+	__type(key, struct jm_stream_key);
+	__type(value, struct jm_fwd_stream_value);
+} jm_fwd_streams SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, JM_MAX_FWD_DEVS);
+	__type(key, __u32);
+	__type(value, __u32);
+} jm_fwd_devs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, JM_MAX_FWD_SRC);
+	__type(key, struct jm_fwd_src_key);
+	__type(value, struct jm_addr);
+} jm_fwd_src SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_fwd_settings);
+} jm_fwd_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_fwd_scratch);
+} jm_fwd_scratch SEC(".maps");
+
 #endif /* JMXDP_MAPS_H */

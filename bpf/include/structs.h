@@ -20,6 +20,8 @@ enum jm_action {
 	 * Jmirror (or malformed), from a pair whose early fragments are held:
 	 * its later fragments pass as unmatched, never held. */
 	JM_ACTION_NOT_JMIRROR = 4,
+	/* count, then re-originate to the rule's target (docs/forward.md) */
+	JM_ACTION_FORWARD = 5,
 };
 
 /* Kind of the mirrored packet, from its first bytes. */
@@ -67,7 +69,18 @@ enum jm_stat {
 	/* Outer IPv6 whose extension-header chain is still going after
 	 * JM_IPV6_MAX_EXT headers: passed, not walked further. */
 	JM_STAT_IPV6_EXT_LONG = 20,
-	JM_STAT_MAX = 21,
+	/* The forward action (docs/forward.md): frames given it, those sent
+	 * by the program, and those handed to userspace, by reason. */
+	JM_STAT_ACTION_FORWARD = 21,
+	JM_STAT_FWD_SENT = 22,
+	JM_STAT_FWD_NEIGH_MISS = 23,  /* fib lookup: no neighbour entry */
+	JM_STAT_FWD_NO_ROUTE = 24,    /* fib lookup: no usable route */
+	JM_STAT_FWD_TOO_BIG = 25,     /* larger than the egress MTU once re-encapsulated */
+	JM_STAT_FWD_FRAG_FAMILY = 26, /* a fragment whose outer family changes */
+	JM_STAT_FWD_NO_SOURCE = 27,   /* no source address or devmap entry for the egress */
+	JM_STAT_FWD_UNSUPPORTED = 28, /* a shape the program does not rewrite */
+	JM_STAT_FWD_USERSPACE = 29,   /* frames redirected to AF_XDP for a socket to send */
+	JM_STAT_MAX = 30,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -111,6 +124,12 @@ struct jm_policy_key {
 
 struct jm_policy_value {
 	__u32 action;
+	/* Appended (issue 16): the forward action's target. A value of the
+	 * older 4-byte layout migrates with zeros, which no other action reads. */
+	__u16 fwd_port;   /* host order; 0: the stream's own port */
+	__u8 fwd_family;  /* JM_FWD_FAMILY_V4 or JM_FWD_FAMILY_V6 */
+	__u8 fwd_pad;
+	__u8 fwd_addr[JM_ADDR_LEN]; /* IPv6, or IPv4-mapped */
 };
 
 struct jm_settings {
@@ -217,6 +236,49 @@ struct jm_clock {
 /* The per-CPU buffer headers are copied into when they are not linear. */
 struct jm_scratch {
 	__u8 buf[JM_SCRATCH_LEN];
+};
+
+/* Why a forwarded frame went to userspace (jm_xsk_meta.reserved). */
+enum jm_fwd_reason {
+	JM_FWD_REASON_NONE = 0,
+	JM_FWD_REASON_NEIGH_MISS = 1,
+	JM_FWD_REASON_NO_ROUTE = 2,
+	JM_FWD_REASON_TOO_BIG = 3,
+	JM_FWD_REASON_FRAG_FAMILY = 4,
+	JM_FWD_REASON_NO_SOURCE = 5,
+	JM_FWD_REASON_UNSUPPORTED = 6,
+	JM_FWD_REASON_MAX = 7,
+};
+
+/* Per-stream forward counters (jm_fwd_streams). */
+struct jm_fwd_stream_value {
+	__u64 packets; /* frames the program sent to the target */
+	__u64 bytes;   /* their UDP payload bytes (Jmirror header + mirrored) */
+	__u64 reason[JM_FWD_REASON_MAX]; /* frames handed to userspace, by reason */
+};
+
+/* The source address of a forwarded frame: the egress interface's own,
+ * per family; the loader fills it for each target's egress. */
+struct jm_fwd_src_key {
+	__u32 ifindex;
+	__u32 family; /* JM_FWD_FAMILY_* */
+};
+
+/* Per-CPU scratch of the forward code: the checksum's buffer (b) and what
+ * forward_frame would otherwise hold on a stack it shares with jmxdp()
+ * (512 bytes for the whole call chain). Opaque to Go. */
+struct jm_fwd_scratch {
+	__u8 b[JM_FWD_SCRATCH_LEN];
+	__u8 work[JM_FWD_WORK_LEN];
+	__u8 zero[sizeof(struct jm_fwd_stream_value)];
+};
+
+struct jm_fwd_settings {
+	/* The interface bpf_fib_lookup looks up from: one whose forwarding
+	 * sysctl is on (the kernel refuses lookups from others) and that
+	 * receives nothing; 0: the ingress interface (docs/forward.md). */
+	__u32 fib_ifindex;
+	__u32 reserved;
 };
 
 #endif /* JMXDP_STRUCTS_H */

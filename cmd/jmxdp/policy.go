@@ -16,6 +16,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/configedit"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/spf13/cobra"
 )
@@ -272,11 +273,27 @@ type ruleJSON struct {
 	SID            uint32 `json:"sid"`
 	AnySID         bool   `json:"any_sid"`
 	Action         string `json:"action"`
+	To             string `json:"to,omitempty"` // the forward action's target
 	PreviousAction string `json:"previous_action,omitempty"`
 }
 
 func toRuleJSON(r maps.PolicyRule) ruleJSON {
-	return ruleJSON{MID: r.MID, SID: r.SID, AnySID: r.AnySID, Action: r.Action.String()}
+	j := ruleJSON{MID: r.MID, SID: r.SID, AnySID: r.AnySID, Action: r.Action.String()}
+	if r.Action == maps.ActionForward {
+		j.To = maps.FormatTarget(r.Target)
+	}
+	return j
+}
+
+// sameAction: a and b do the same (action, and target for forward).
+func sameAction(a, b maps.PolicyRule) bool { return a.Action == b.Action && a.Target == b.Target }
+
+// actionString is the action as a person reads it: "forward to ADDR".
+func actionString(r maps.PolicyRule) string {
+	if r.Action == maps.ActionForward {
+		return r.Action.String() + " to " + maps.FormatTarget(r.Target)
+	}
+	return r.Action.String()
 }
 
 func describeRule(r ruleJSON) string {
@@ -284,10 +301,14 @@ func describeRule(r ruleJSON) string {
 	if r.AnySID {
 		s = fmt.Sprintf("mid %d (any sid)", r.MID)
 	}
-	if r.PreviousAction != "" {
-		return fmt.Sprintf("%s: %s -> %s", s, r.PreviousAction, r.Action)
+	act := r.Action
+	if r.To != "" {
+		act += " to " + r.To
 	}
-	return s + ": " + r.Action
+	if r.PreviousAction != "" {
+		return fmt.Sprintf("%s: %s -> %s", s, r.PreviousAction, act)
+	}
+	return s + ": " + act
 }
 
 func ruleKeyString(r maps.PolicyRule) string {
@@ -301,9 +322,9 @@ func sameRuleKey(a, b maps.PolicyRule) bool {
 	return a.MID == b.MID && a.AnySID == b.AnySID && (a.AnySID || a.SID == b.SID)
 }
 
-// ruleFlags are --mid, --sid and --action.
+// ruleFlags are --mid, --sid, --action and --to.
 type ruleFlags struct {
-	mid, sid, action string
+	mid, sid, action, to string
 }
 
 // parse reads the rule; wantAction is false for del.
@@ -337,10 +358,21 @@ func (f *ruleFlags) parse(cmd *cobra.Command, wantAction bool) (maps.PolicyRule,
 	}
 	if wantAction {
 		if !cmd.Flags().Changed("action") {
-			return r, errors.New("--action is required (capture, count or pass)")
+			return r, errors.New("--action is required (capture, count, pass or forward)")
 		}
 		if r.Action, err = maps.ParseAction(f.action); err != nil {
 			return r, fmt.Errorf("--action: %w", err)
+		}
+		hasTo := cmd.Flags().Lookup("to") != nil && cmd.Flags().Changed("to")
+		switch {
+		case r.Action == maps.ActionForward && !hasTo:
+			return r, errors.New("--action forward needs --to IP:PORT, [IPv6]:PORT or an address (the stream's own port)")
+		case r.Action != maps.ActionForward && hasTo:
+			return r, fmt.Errorf("--to goes only with --action forward, not %s", r.Action)
+		case hasTo:
+			if r.Target, err = maps.ParseTarget(f.to); err != nil {
+				return r, fmt.Errorf("--to: %w", err)
+			}
 		}
 	}
 	return r, nil
@@ -370,7 +402,7 @@ func newPolicyAddCmd() *cobra.Command {
 	var rf ruleFlags
 	var replace bool
 	cmd := &cobra.Command{
-		Use:   "add --iface IF --mid M [--sid S|any] --action capture|count|pass [--replace] [--config FILE]",
+		Use:   "add --iface IF --mid M [--sid S|any] --action capture|count|pass|forward [--to IP:PORT] [--replace] [--config FILE]",
 		Short: "Add a rule (--replace: change the action of an existing one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -396,7 +428,8 @@ func newPolicyAddCmd() *cobra.Command {
 	f.add(cmd)
 	cmd.Flags().StringVar(&rf.mid, "mid", "", "intercept id (30 bits, decimal or 0x hex)")
 	cmd.Flags().StringVar(&rf.sid, "sid", "", `session id (32 bits), or "any" (the default): every session of the mid`)
-	cmd.Flags().StringVar(&rf.action, "action", "", "capture, count or pass")
+	cmd.Flags().StringVar(&rf.action, "action", "", "capture, count, pass or forward")
+	cmd.Flags().StringVar(&rf.to, "to", "", "the forward action's target: IP:PORT, [IPv6]:PORT, or an address alone for the stream's own port (docs/forward.md)")
 	cmd.Flags().BoolVar(&replace, "replace", false, "change the action of an existing rule for the same mid and sid (in one update: every packet sees the old or the new action)")
 	return cmd
 }
@@ -419,16 +452,23 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		fileOld, inFile = t.file.FindPolicy(r)
 	}
 	// Refuse before changing anything.
-	if inInst && instOld.Action != r.Action && !replace {
+	if inInst && !sameAction(instOld, r) && !replace {
 		return nil, fmt.Errorf("the %s already has a rule for %s (action %s); use --replace to change its action",
-			t.instanceName(), ruleKeyString(r), instOld.Action)
+			t.instanceName(), ruleKeyString(r), actionString(instOld))
 	}
-	if inFile && fileOld.Action != r.Action && !replace {
+	if inFile && !sameAction(fileOld, r) && !replace {
 		return nil, fmt.Errorf("%s already has a rule for %s (action %s); use --replace to change its action",
-			t.file.Name(), ruleKeyString(r), fileOld.Action)
+			t.file.Name(), ruleKeyString(r), actionString(fileOld))
 	}
-	instDone := t.pinned == nil || (inInst && instOld.Action == r.Action)
-	fileDone := t.file == nil || (inFile && fileOld.Action == r.Action)
+	if t.pinned != nil && r.Action == maps.ActionForward {
+		// The route, egress and neighbour first: no route refuses the
+		// rule before the file or the instance changes.
+		if err := forward.Prepare(t.pinned.Maps, []maps.PolicyRule{r}, nil); err != nil {
+			return nil, err
+		}
+	}
+	instDone := t.pinned == nil || (inInst && sameAction(instOld, r))
+	fileDone := t.file == nil || (inFile && sameAction(fileOld, r))
 	if instDone && fileDone {
 		return nil, fmt.Errorf("%s: %s already exists in %s: nothing to do", ruleKeyString(r), r.Action, targetsName(t))
 	}
@@ -459,7 +499,7 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		fileChanged = true
 		fi := item
 		if inFile {
-			fi.PreviousAction = fileOld.Action.String()
+			fi.PreviousAction = actionString(fileOld)
 		}
 		c.Config.Changed = append(c.Config.Changed, fi)
 	} else if t.file != nil {
@@ -473,7 +513,7 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		}
 		ii := item
 		if inInst {
-			ii.PreviousAction = instOld.Action.String()
+			ii.PreviousAction = actionString(instOld)
 		}
 		c.Instance.Changed = append(c.Instance.Changed, ii)
 	} else if t.pinned != nil {

@@ -535,3 +535,52 @@ func TestPolicyPinnedRollback(t *testing.T) {
 		t.Errorf("file changed:\n%s", mustRead(t, file))
 	}
 }
+
+// TestPolicyForwardConfigOnly: policy add --action forward --to writes the
+// target into the file (to:), reads back, replaces it, and refuses a
+// forward without --to and --to without forward.
+func TestPolicyForwardConfigOnly(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "jmxdp.yaml")
+	if err := os.WriteFile(file, []byte("interface: eth0\npolicy:\n  - {mid: 5, action: pass}\nmetrics:\n  addr: \"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--iface", "eth0", "--pin-dir", filepath.Join(dir, "pins"), "--config", file}
+	cli := func(args ...string) (string, error) {
+		t.Helper()
+		return run(t, append(args, base...)...)
+	}
+	if out, err := cli("policy", "add", "--mid", "7", "--action", "forward", "--to", "[2001:db8::50]:30031"); err != nil || !strings.Contains(out, "forward to [2001:db8::50]:30031") {
+		t.Fatalf("add: %v\n%s", err, out)
+	}
+	cfg, err := config.Load(file)
+	want := []maps.PolicyRule{{MID: 5, AnySID: true, Action: maps.ActionPass},
+		{MID: 7, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30031")}}
+	if err != nil || !slices.Equal(cfg.Policy, want) {
+		t.Fatalf("file after add: %v %v", cfg.Policy, err)
+	}
+	if _, err := cli("policy", "add", "--mid", "7", "--action", "forward", "--to", "198.19.50.50"); err == nil || !strings.Contains(err.Error(), "--replace") {
+		t.Errorf("a new target without --replace: %v", err)
+	}
+	if out, err := cli("policy", "add", "--mid", "7", "--action", "forward", "--to", "198.19.50.50", "--replace"); err != nil ||
+		!strings.Contains(out, "forward to [2001:db8::50]:30031 -> forward to 198.19.50.50") {
+		t.Errorf("replace: %v\n%s", err, out)
+	}
+	cfg, err = config.Load(file)
+	want[1].Target = netip.AddrPortFrom(netip.MustParseAddr("198.19.50.50"), 0)
+	if err != nil || !slices.Equal(cfg.Policy, want) {
+		t.Errorf("file after replace: %v %v", cfg.Policy, err)
+	}
+	for _, bad := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--mid", "8", "--action", "forward"}, "needs --to"},
+		{[]string{"--mid", "8", "--action", "count", "--to", "198.19.50.50:1"}, "--to goes only with --action forward"},
+		{[]string{"--mid", "8", "--action", "forward", "--to", "not-an-address"}, "--to"},
+	} {
+		if _, err := cli(append([]string{"policy", "add"}, bad.args...)...); err == nil || !strings.Contains(err.Error(), bad.msg) {
+			t.Errorf("%v: %v, want an error containing %q", bad.args, err, bad.msg)
+		}
+	}
+}

@@ -137,6 +137,9 @@ type sample struct {
 	ports      []uint16
 	rules      int
 	allow      int
+	// forward: the forward rules and their streams' forward counters.
+	forward    []maps.PolicyRule
+	fwdStreams map[maps.StreamKey]maps.ForwardStats
 }
 
 // readSample opens the pinned maps afresh, so that a watch follows an
@@ -178,6 +181,14 @@ func readSample(iface, dir string) (*sample, error) {
 		return nil, err
 	}
 	s.rules, s.allow = len(rules), len(allow)
+	for _, r := range rules {
+		if r.Action == maps.ActionForward {
+			s.forward = append(s.forward, r)
+		}
+	}
+	if s.fwdStreams, err = p.ForwardStreams(); err != nil {
+		return nil, err
+	}
 	s.at = time.Now()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err == nil {
@@ -367,6 +378,9 @@ var statsOrder = []struct {
 	{maps.StatCaptureFailed, false},
 	{maps.StatFragFirst, false}, {maps.StatStreamNew, false}, {maps.StatVersionNonzero, false},
 	{maps.StatCandidate, false}, {maps.StatUntrustedMapped, false},
+	{maps.StatActionForward, false}, {maps.StatFwdSent, true}, {maps.StatFwdUserspace, true},
+	{maps.StatFwdNeighMiss, true}, {maps.StatFwdNoRoute, true}, {maps.StatFwdTooBig, true},
+	{maps.StatFwdFragFamily, true}, {maps.StatFwdNoSource, true}, {maps.StatFwdUnsupported, true},
 }
 
 // jsonObject is a JSON object whose keys keep their order.
@@ -450,6 +464,36 @@ type statsJSON struct {
 	UntrustedTotal  int                  `json:"untrusted_total"`
 	Untrusted       []statsUntrustedJSON `json:"untrusted"`
 	CandidatePorts  []statsCandidateJSON `json:"candidate_ports"`
+	ForwardRules    []ruleJSON           `json:"forward_rules"`
+	ForwardStreams  []statsForwardJSON   `json:"forward_streams"`
+}
+
+// statsForwardJSON is one forwarded stream's forward counters; userspace
+// counts, by reason, the frames handed to userspace to send.
+type statsForwardJSON struct {
+	Router    string            `json:"router"`
+	MID       uint32            `json:"mid"`
+	SID       uint32            `json:"sid"`
+	Packets   uint64            `json:"packets"`
+	Bytes     uint64            `json:"bytes"`
+	Userspace map[string]uint64 `json:"userspace"`
+}
+
+func forwardJSON(s *sample) []statsForwardJSON {
+	out := []statsForwardJSON{}
+	for k, v := range s.fwdStreams {
+		j := statsForwardJSON{Router: k.Router.String(), MID: k.MID, SID: k.SID, Packets: v.Packets, Bytes: v.Bytes, Userspace: map[string]uint64{}}
+		for r, n := range v.Userspace {
+			if n > 0 {
+				j.Userspace[maps.FwdReason(r).String()] = n
+			}
+		}
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b statsForwardJSON) int {
+		return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID), strings.Compare(a.Router, b.Router))
+	})
+	return out
 }
 
 // statsCandidateJSON is a port not decoded that carried Jmirror-looking
@@ -521,6 +565,11 @@ func statsDocument(o statsOpts, dir string, s *sample, r *rates) statsJSON {
 		}
 		doc.Untrusted = append(doc.Untrusted, j)
 	}
+	doc.ForwardRules = []ruleJSON{}
+	for _, r := range s.forward {
+		doc.ForwardRules = append(doc.ForwardRules, toRuleJSON(r))
+	}
+	doc.ForwardStreams = forwardJSON(s)
 	return doc
 }
 
@@ -636,6 +685,23 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 		rows = append(rows, append(row, strings.Join(kinds, " "), agoString(s.ago(st.LastSeen))))
 	}
 	writeAligned(w, rows, align)
+
+	if len(s.forward) > 0 {
+		fmt.Fprintf(w, "\nFORWARD: %s\n", plural(len(s.forward), "rule", "rules"))
+		for _, r := range s.forward {
+			fmt.Fprintf(w, "  %s\n", describeRule(toRuleJSON(r)))
+		}
+		rows := [][]string{{"ROUTER", "MID", "SID", "FORWARDED", "BYTES", "TO USERSPACE"}}
+		for _, f := range forwardJSON(s) {
+			var why []string
+			for r, n := range f.Userspace {
+				why = append(why, fmt.Sprintf("%s:%d", r, n))
+			}
+			slices.Sort(why)
+			rows = append(rows, []string{f.Router, fmt.Sprint(f.MID), fmt.Sprint(f.SID), fmt.Sprint(f.Packets), fmt.Sprint(f.Bytes), strings.Join(why, " ")})
+		}
+		writeAligned(w, rows, "lrrrrl")
+	}
 
 	if len(s.untrusted) > 0 {
 		ut := topUntrusted(s, r, o.top)

@@ -47,9 +47,24 @@ type XSKMap interface {
 	DeleteXSK(queue uint32) error
 }
 
+// Forwarder sends the frames of forwarded streams that the program handed
+// to userspace (JM_META_FORWARD); *forward.Sender is one. They never go to
+// a sink.
+type Forwarder interface {
+	// Send sends the datagram whose Jmirror header is at jmOff of frame.
+	Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error
+	// Fragment takes a fragment whose outer IP header is at l3Off, and
+	// sends its datagram once whole.
+	Fragment(frame []byte, l3Off int) error
+}
+
 // Config describes a capture.
 type Config struct {
 	Ifname string
+	// Forward sends forwarded streams' frames the program could not send
+	// (docs/forward.md); nil: they are counted as unexpected, never
+	// written.
+	Forward Forwarder
 	// Queues are the RX queues to serve; nil means all of them. A queue
 	// without a socket falls back to XDP_PASS (counted as capture_failed).
 	Queues []uint32
@@ -80,6 +95,9 @@ const (
 	// metaHeld (JM_META_HELD): a later fragment ahead of its first, for
 	// userspace to hold; mid and sid are 0.
 	metaHeld = 0x8
+	// metaForward (JM_META_FORWARD): a forwarded stream's frame the
+	// program could not send; userspace sends it, never writes it.
+	metaForward = 0x80
 	// batchBytes is the size of one batch slab: large enough that a
 	// writer wakes up a few hundred times a second at 100 MB/s, small
 	// enough to stay in cache between the ring loop's copy and the
@@ -559,6 +577,9 @@ func (r *ring) frame(mb, data []byte) {
 	case !ok:
 		r.noMeta++
 		ref.slow, ref.key = true, slowKey(data)
+	case m.flags&metaForward != 0:
+		r.c.forward(data, &m)
+		return
 	case m.flags&metaHeld != 0:
 		r.c.hold(data, &m)
 		return
@@ -602,6 +623,24 @@ func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
 
 // hold keeps a later fragment that came before its first (a copy: the
 // frame goes back to the fill ring).
+// forward hands a forwarded stream's frame to the Forwarder: whole
+// datagrams are sent, fragments reassembled and then sent.
+func (c *Capture) forward(frame []byte, m *meta) {
+	if c.cfg.Forward == nil {
+		c.unexpected.Add(1)
+		return
+	}
+	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
+		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
+			c.log.Debug("forward from userspace failed", "err", err)
+		}
+		return
+	}
+	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {
+		c.log.Debug("forward from userspace failed", "err", err)
+	}
+}
+
 func (c *Capture) hold(frame []byte, m *meta) {
 	k, ok := fragKey(frame, m)
 	if !ok {

@@ -57,6 +57,9 @@ type Config struct {
 	// for every sid of the mid.
 	Policy    []maps.PolicyRule
 	PolicySet bool
+	// ForwardLookupInterface is the interface the forward action's fib
+	// lookups are made from (docs/forward.md); "" means the ingress.
+	ForwardLookupInterface string
 	// Allowlist are the prefixes routers may send from; empty allows any.
 	Allowlist    []netip.Prefix
 	AllowlistSet bool

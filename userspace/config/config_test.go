@@ -84,8 +84,10 @@ func TestExample(t *testing.T) {
 			{MID: 12345, SID: 100000, Action: maps.ActionCount},
 			{MID: 12345, AnySID: true, Action: maps.ActionPass},
 			{MID: 777, AnySID: true, Action: maps.ActionCapture},
+			{MID: 4242, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
 		},
-		PolicySet: true,
+		PolicySet:              true,
+		ForwardLookupInterface: "jmxdp-fib",
 		Allowlist: []netip.Prefix{
 			netip.MustParsePrefix("192.0.2.0/24"),
 			netip.MustParsePrefix("2001:db8::/32"),
@@ -373,7 +375,7 @@ func TestValidate(t *testing.T) {
 // TestRefusals: each bad file is refused with one message naming the file,
 // the line and the key.
 func TestRefusals(t *testing.T) {
-	const known = "known: interface, ports, default_action, policy, allowlist, output, capture, reassembly, metrics, sink"
+	const known = "known: interface, ports, default_action, policy, allowlist, forward_lookup_interface, output, capture, reassembly, metrics, sink"
 	for _, tc := range []struct {
 		name, in  string
 		line      int
@@ -388,7 +390,7 @@ func TestRefusals(t *testing.T) {
 		{"unknown capture key", "capture:\n  queus: all\n", 2, "capture.queus", "known: queues, xdp_mode, zero_copy, frames_per_queue, queue_memory, max_stream_memory, max_streams, writers, pin_dir, keep_attached"},
 		{"unknown reassembly key", "reassembly: {timeout: 1s, max_frags: 3}\n", 1, "reassembly.max_frags", "known: max_datagrams, max_memory, timeout"},
 		{"unknown metrics key", "metrics:\n  listen: :1\n", 2, "metrics.listen", "known: addr"},
-		{"unknown rule key", "policy:\n  - {mid: 1, action: pass}\n  - {mid: 2, action: pass, sd: 3}\n", 3, "policy[1].sd", "unknown key (known: mid, sid, action)"},
+		{"unknown rule key", "policy:\n  - {mid: 1, action: pass}\n  - {mid: 2, action: pass, sd: 3}\n", 3, "policy[1].sd", "unknown key (known: mid, sid, action, to)"},
 		{"merge key", "output: &o {dir: /x}\ncapture: {<<: *o}\n", 2, "capture.<<", "unknown key"},
 		{"repeated key", "ports: [1]\ninterface: eth0\nports: [2]\n", 3, "ports", "repeated key (first at line 1)"},
 		{"non-scalar key", "? [a]\n: 1\n", 1, "", "a key must be a name"},
@@ -425,7 +427,7 @@ func TestRefusals(t *testing.T) {
 		{"sid over 32 bits hex", "policy: [{mid: 1, sid: \"0x100000000\", action: pass}]\n", 1, "policy[0].sid", "0x100000000 does not fit in 32 bits"},
 		{"sid negative", "policy: [{mid: 1, sid: -5, action: pass}]\n", 1, "policy[0].sid", "-5 is negative"},
 		{"sid word", "policy: [{mid: 1, sid: all, action: pass}]\n", 1, "policy[0].sid", `"all" is not a decimal or 0x hex integer`},
-		{"unknown action", "policy:\n  - {mid: 1, action: drop}\n", 2, "policy[0].action", `unknown action "drop" (want capture, count or pass)`},
+		{"unknown action", "policy:\n  - {mid: 1, action: drop}\n", 2, "policy[0].action", `unknown action "drop" (want capture, count, pass or forward)`},
 		{"missing action", "policy:\n  - {mid: 1}\n", 2, "policy[0]", "missing action"},
 		{"missing mid and action", "policy:\n  -\n", 2, "policy[0]", "missing mid and action"},
 		{"duplicate exact rule", "policy:\n  - {mid: 0x3039, sid: 7, action: pass}\n  - {mid: 12345, sid: 7, action: count}\n", 3, "policy[1]", "duplicate rule for mid 12345 sid 7 (same as policy[0] at line 2)"},
@@ -763,6 +765,42 @@ func TestMetricsKeys(t *testing.T) {
 		c.Interface = "eth0"
 		if err := c.Validate(); err != nil {
 			t.Errorf("%q: Validate: %v", tc.in, err)
+		}
+	}
+}
+
+// TestForwardRules: a forward rule needs to:, to: goes only with forward,
+// and both target forms read back.
+func TestForwardRules(t *testing.T) {
+	c, err := Parse([]byte("policy:\n  - {mid: 1, action: forward, to: \"198.19.50.50:30031\"}\n  - {mid: 2, sid: 5, action: forward, to: \"[2001:db8::50]:30030\"}\n  - {mid: 3, action: forward, to: 2001:db8::51}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []maps.PolicyRule{
+		{MID: 1, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
+		{MID: 2, SID: 5, Action: maps.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30030")},
+		{MID: 3, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::51"), 0)},
+	}
+	if !reflect.DeepEqual(c.Policy, want) {
+		t.Fatalf("got %v, want %v", c.Policy, want)
+	}
+	out, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out, "rendered")
+	if err != nil || !reflect.DeepEqual(back.Policy, want) {
+		t.Fatalf("rendered %s read back as %v (%v)", out, back.Policy, err)
+	}
+	for _, bad := range []struct{ yaml, msg string }{
+		{"policy:\n  - {mid: 1, action: forward}\n", "action forward needs a target"},
+		{"policy:\n  - {mid: 1, action: count, to: \"198.19.50.50:1\"}\n", "to: goes only with action forward"},
+		{"policy:\n  - {mid: 1, action: forward, to: \"127.0.0.1:1\"}\n", "not a unicast address"},
+		{"policy:\n  - {mid: 1, action: forward, to: \"nonsense\"}\n", "want IP:PORT"},
+		{"default_action: forward\n", "forward needs a target"},
+	} {
+		if _, err := Parse([]byte(bad.yaml), "t.yaml"); err == nil || !strings.Contains(err.Error(), bad.msg) {
+			t.Errorf("%q: error %v, want one containing %q", bad.yaml, err, bad.msg)
 		}
 	}
 }

@@ -17,8 +17,8 @@ import (
 // The keys of each mapping, in the order of docs/config.md. Messages about
 // unknown keys list them.
 var (
-	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "output", "capture", "reassembly", "metrics", "sink"}
-	ruleKeys       = []string{"mid", "sid", "action"}
+	topKeys        = []string{"interface", "ports", "default_action", "policy", "allowlist", "forward_lookup_interface", "output", "capture", "reassembly", "metrics", "sink"}
+	ruleKeys       = []string{"mid", "sid", "action", "to"}
 	outputKeys     = []string{"dir", "rotate_size", "rotate_age", "max_open_files", "flush_interval", "buffer_size", "buffer_memory", "packet_comments", "max_bytes", "max_age", "retention", "on_complete", "on_complete_workers", "on_complete_timeout", "group", "allow_untrusted_dir"}
 	captureKeys    = []string{"queues", "xdp_mode", "zero_copy", "frames_per_queue", "queue_memory", "max_stream_memory", "max_streams", "writers", "pin_dir", "keep_attached", "frame_size"}
 	reassemblyKeys = []string{"max_datagrams", "max_memory", "timeout"}
@@ -290,6 +290,13 @@ func (d *decoder) document(doc *yaml.Node, c *Config) {
 		switch key {
 		case "interface":
 			set(&c.Interface)(d.str(v, path, checkIfName))
+		case "forward_lookup_interface":
+			set(&c.ForwardLookupInterface)(d.str(v, path, func(s string) error {
+				if s == "" {
+					return nil
+				}
+				return checkIfName(s)
+			}))
 		case "ports":
 			c.PortsSet = true
 			set(&c.Ports)(d.ports(v, path))
@@ -388,10 +395,27 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 			r.AnySID = false
 		case "action":
 			r.Action, good = d.action(v, path)
+		case "to":
+			var s string
+			if s, good = d.str(v, path, nil); good {
+				var err error
+				if r.Target, err = maps.ParseTarget(s); err != nil {
+					d.fail(v, path, err)
+					good = false
+				}
+			}
 		}
 		ok = ok && good
 	})
 	if present == nil {
+		return r, false
+	}
+	if ok && r.Action == maps.ActionForward && !present["to"] {
+		d.failf(n, key, "action forward needs a target: to: IP:PORT, [IPv6]:PORT or an address (the stream's own port)")
+		return r, false
+	}
+	if ok && r.Action != maps.ActionForward && present["to"] {
+		d.failf(n, key, "to: goes only with action forward, not %s", r.Action)
 		return r, false
 	}
 	var missing []string
@@ -401,7 +425,7 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 		}
 	}
 	if len(missing) > 0 {
-		d.failf(n, key, "missing %s (a rule is {mid: ID, sid: ID or any, action: capture, count or pass})", strings.Join(missing, " and "))
+		d.failf(n, key, "missing %s (a rule is {mid: ID, sid: ID or any, action: capture, count, pass or forward, to: IP:PORT with forward})", strings.Join(missing, " and "))
 		return r, false
 	}
 	return r, ok

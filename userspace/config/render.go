@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmxdp/jmxdp/maps"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -41,6 +42,9 @@ func (c *Config) Marshal() ([]byte, error) {
 				m.add("sid", integer(int64(r.SID)))
 			}
 			m.add("action", str(r.Action.String()))
+			if r.Action == maps.ActionForward {
+				m.add("to", str(maps.FormatTarget(r.Target)))
+			}
 			rules.Content = append(rules.Content, m.n)
 		}
 		if len(rules.Content) == 0 {
@@ -59,6 +63,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	} else {
 		top.comment("allowlist: not set: any router (a start removes prefixes that only the pinned maps hold)")
 	}
+	top.add("forward_lookup_interface", str(c.ForwardLookupInterface))
 
 	o := newMapping()
 	o.add("dir", str(c.Output.Dir))

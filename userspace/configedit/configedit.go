@@ -150,8 +150,17 @@ func (d *Doc) SetPolicyAction(r maps.PolicyRule) error {
 	if i < 0 {
 		return fmt.Errorf("%s: no rule for %s: %w", d.name, ruleName(r), ErrNotFound)
 	}
-	if d.cfg.Policy[i].Action == r.Action {
+	old := d.cfg.Policy[i]
+	if old.Action == r.Action && old.Target == r.Target {
 		return nil
+	}
+	if old.Action == maps.ActionForward || r.Action == maps.ActionForward {
+		// A forward rule has a to: key the in-place action edit does not
+		// write: the rule is rewritten whole, at the end of the list.
+		if err := d.DeletePolicy(r); err != nil {
+			return err
+		}
+		return d.AddPolicy(r)
 	}
 	want := d.cfg
 	want.Policy = slices.Clone(d.cfg.Policy)

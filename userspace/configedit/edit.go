@@ -34,7 +34,7 @@ func ruleItem(r maps.PolicyRule) newItem {
 		sid, sidTag = strconv.FormatUint(uint64(r.SID), 10), "!!int"
 	}
 	act := r.Action.String()
-	return newItem{
+	it := newItem{
 		flow:  fmt.Sprintf("{mid: %s, sid: %s, action: %s}", mid, sid, act),
 		block: []string{"mid: " + mid, "sid: " + sid, "action: " + act},
 		node: &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Style: yaml.FlowStyle, Content: []*yaml.Node{
@@ -43,6 +43,16 @@ func ruleItem(r maps.PolicyRule) newItem {
 			scalar("!!str", "action"), scalar("!!str", act),
 		}},
 	}
+	if r.Action == maps.ActionForward {
+		// Quoted: an IPv6 target's colons and brackets read badly bare.
+		to := strconv.Quote(maps.FormatTarget(r.Target))
+		it.flow = fmt.Sprintf("{mid: %s, sid: %s, action: %s, to: %s}", mid, sid, act, to)
+		it.block = append(it.block, "to: "+to)
+		tn := scalar("!!str", maps.FormatTarget(r.Target))
+		tn.Style = yaml.DoubleQuotedStyle
+		it.node.Content = append(it.node.Content, scalar("!!str", "to"), tn)
+	}
+	return it
 }
 
 // prefixItem quotes IPv6 prefixes: their colons read badly in flow lists.

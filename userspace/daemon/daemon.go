@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -35,10 +37,16 @@ type Daemon struct {
 	prog    *loader.Program
 	sink    *writer.Group
 	capture *capture.Capture
-	metrics *metrics.Server
-	ids     *logid.Namer // nil: logs show ids
-	keeper  *retention.Keeper
-	handoff *handoff.Runner
+	// forward sends the forwarded streams' frames the program handed to
+	// userspace (docs/forward.md).
+	forward *forward.Sender
+	// keepStop ends forward.Keep, which keeps the forward paths ready.
+	keepStop context.CancelFunc
+	keepDone chan struct{}
+	metrics  *metrics.Server
+	ids      *logid.Namer // nil: logs show ids
+	keeper   *retention.Keeper
+	handoff  *handoff.Runner
 	// collector is the metrics collector, for a reload's new options.
 	collector *metrics.Collector
 	version   string
@@ -231,8 +239,10 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	}
 	// Sockets first, attachment second: a frame the program redirects
 	// before its queue has a socket only falls back to the stack.
+	d.forward = forward.NewSender(prog.Maps)
 	d.capture, err = capture.Start(capture.Config{
 		Ifname:         cfg.Interface,
+		Forward:        d.forward,
 		Queues:         queues,
 		ZeroCopy:       cfg.Capture.ZeroCopy,
 		FramesPerQueue: cfg.Capture.FramesPerQueue,
@@ -262,6 +272,12 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		log.Warn("cannot write the run-state file: stats, policy and allowlist need --pin-dir or --config to find this instance", "err", err)
 	}
 	d.startCheckpoints()
+	keepCtx, keepStop := context.WithCancel(context.Background())
+	d.keepStop, d.keepDone = keepStop, make(chan struct{})
+	go func() {
+		defer close(d.keepDone)
+		forward.Keep(keepCtx, d.prog.Maps, forward.KeepEvery, d.log)
+	}()
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
 	return d, nil
@@ -294,6 +310,14 @@ func (d *Daemon) metricsOptions(cfg config.Config) metrics.Options {
 	return opts
 }
 
+// forwardStats are the forward sender's counters, 0 before it exists.
+func (d *Daemon) forwardStats() forward.SenderStats {
+	if d.forward == nil {
+		return forward.SenderStats{}
+	}
+	return d.forward.Stats()
+}
+
 // newMetrics makes a collector and an endpoint for cfg.Metrics.
 func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collector, error) {
 	col := metrics.NewCollector(metrics.Source{
@@ -304,6 +328,7 @@ func (d *Daemon) newMetrics(cfg config.Config) (*metrics.Server, *metrics.Collec
 		WriterStreams: d.sink.Streams,
 		Retention:     d.retentionStats,
 		Handoff:       d.handoffStats,
+		Forward:       d.forwardStats,
 	}, d.metricsOptions(cfg))
 	reg, err := metrics.NewRegistry(col, natsink.NewCollector(d.sinkStats()))
 	if err != nil {
@@ -352,7 +377,8 @@ func (d *Daemon) MetricsAddr() string {
 func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	m := d.prog.Maps
 	cfg := d.cfg
-	lc := loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist}
+	lc := loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist,
+		ForwardLookupInterface: cfg.ForwardLookupInterface}
 	pinnedPorts, err := m.Ports()
 	if err != nil {
 		return lc, err
@@ -424,12 +450,20 @@ func (d *Daemon) Stop() error {
 func (d *Daemon) teardown(keepAttached bool) error {
 	d.stopped = true
 	d.haltCheckpoints()
+	if d.keepStop != nil {
+		d.keepStop()
+		<-d.keepDone
+		d.keepStop = nil
+	}
 	var errs []error
 	if d.metrics != nil {
 		errs = append(errs, d.metrics.Close())
 	}
 	if d.capture != nil {
 		errs = append(errs, d.capture.Stop())
+		if d.forward != nil {
+			errs = append(errs, d.forward.Close())
+		}
 	}
 	errs = append(errs, d.stopNATS())
 	if d.sink != nil {

@@ -131,7 +131,8 @@ func (d *Daemon) undoMetrics(oldServer *metrics.Server) {
 
 // programConfig is what the program gets of cfg.
 func programConfig(cfg config.Config) loader.Config {
-	return loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist}
+	return loader.Config{Ports: cfg.Ports, DefaultAction: cfg.DefaultAction, Policies: cfg.Policy, Allowlist: cfg.Allowlist,
+		ForwardLookupInterface: cfg.ForwardLookupInterface}
 }
 
 func diffProgram(a, b loader.Config) []string {

@@ -52,6 +52,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
@@ -78,6 +79,9 @@ type Source struct {
 	// when the feature is off.
 	Retention func() retention.Stats
 	Handoff   func() handoff.Stats
+	// Forward returns the userspace forward sender's counters (frames the
+	// program handed over, docs/forward.md); nil leaves the family out.
+	Forward func() forward.SenderStats
 }
 
 // Options tune what the Collector exports.
@@ -175,7 +179,7 @@ var (
 	famJmirrorBytes = newFamily("jmxdp_jmirror_bytes_total", counter,
 		"Bytes of the mirrored packets of Jmirror datagrams (UDP length - 16), a fragmented datagram counted once.")
 	famActions = newFamily("jmxdp_policy_actions_total", counter,
-		"Jmirror frames given each policy action: capture (redirect to AF_XDP), count (drop) or pass (to the host stack). Every fragment of a datagram counts.",
+		"Jmirror frames given each policy action: capture (redirect to AF_XDP), count (drop), pass (to the host stack) or forward (re-originated to a collector, docs/forward.md). Every fragment of a datagram counts.",
 		"action")
 	famCaptureFailures = newFamily("jmxdp_capture_failures_total", counter,
 		"Frames to capture that found no AF_XDP socket on their RX queue and were passed to the host stack instead.")
@@ -185,6 +189,14 @@ var (
 		"Jmirror datagrams whose 2-bit header version is not 0 (still decoded).")
 	famFragments = newFamily("jmxdp_fragments_total", counter,
 		"Outer IPv4 fragments in the kernel's fragment tracking: first (a fragmented Jmirror datagram's first fragment, recorded for the rest), tracked (a later fragment matched to its datagram's stream), unmatched (a later fragment matching nothing, passed).",
+		"outcome")
+	famForwardSent = newFamily("jmxdp_forward_sent_total", counter,
+		"Frames of forwarded streams the XDP program re-encapsulated and sent to their target (docs/forward.md).")
+	famForwardUserspace = newFamily("jmxdp_forward_userspace_total", counter,
+		"Frames of forwarded streams the XDP program handed to userspace to send from a socket, by reason: neigh_miss, no_route, too_big, frag_family, no_source, unsupported (docs/forward.md).",
+		"reason")
+	famForwardSocket = newFamily("jmxdp_forward_socket_total", counter,
+		"What userspace did with the forwarded streams' frames the program handed it (docs/forward.md): datagrams sent from a socket, failed (no rule any more, no route, a socket error), fragments taken, and datagrams they were reassembled into.",
 		"outcome")
 	famUntrustedMapped = newFamily("jmxdp_untrusted_mapped_total", counter, "Jmirror datagrams over IPv6 from a source that embeds an IPv4 address (::ffff:0:0/96 or ::/96), which is never a router: dropped, and also in jmxdp_frames_total{class=\"untrusted\"}.")
 
@@ -474,6 +486,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Handoff != nil {
 		c.collectHandoff(ch, c.src.Handoff())
 	}
+	if c.src.Forward != nil {
+		f := c.src.Forward()
+		emit(ch, famForwardSocket, float64(f.Sent), "sent")
+		emit(ch, famForwardSocket, float64(f.Failed), "failed")
+		emit(ch, famForwardSocket, float64(f.Reassembled), "reassembled")
+		emit(ch, famForwardSocket, float64(f.Fragments), "fragments")
+	}
 	emit(ch, famBuildInfo, 1, c.opts.Version, c.opts.Revision, runtime.Version())
 	c.collectAttached(ch, fail)
 	for _, s := range errorSources {
@@ -488,8 +507,16 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 		emit(ch, famFrames, v(s), s.String())
 	}
 	emit(ch, famJmirrorBytes, v(maps.StatJmirrorBytes))
-	for _, a := range []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass} {
+	for _, a := range []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass, maps.ActionForward} {
 		emit(ch, famActions, v(maps.ActionStat(a)), a.String())
+	}
+	emit(ch, famForwardSent, v(maps.StatFwdSent))
+	for _, r := range []struct {
+		s      maps.Stat
+		reason maps.FwdReason
+	}{{maps.StatFwdNeighMiss, maps.FwdNeighMiss}, {maps.StatFwdNoRoute, maps.FwdNoRoute}, {maps.StatFwdTooBig, maps.FwdTooBig},
+		{maps.StatFwdFragFamily, maps.FwdFragFamily}, {maps.StatFwdNoSource, maps.FwdNoSource}, {maps.StatFwdUnsupported, maps.FwdUnsupported}} {
+		emit(ch, famForwardUserspace, v(r.s), r.reason.String())
 	}
 	emit(ch, famCaptureFailures, v(maps.StatCaptureFailed))
 	emit(ch, famStreamInserts, v(maps.StatStreamNew))

@@ -20,6 +20,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
@@ -298,6 +299,7 @@ func fullSource(tb *testbed) metrics.Source {
 		Maps: tb.prog.Maps, Iface: "lo", Ifindex: 1,
 		Capture: fakeCapture, Writer: fakeWriter, WriterStreams: fakeWriterStreams,
 		Retention: fakeRetention, Handoff: fakeHandoff,
+		Forward: forward.NewSender(tb.prog.Maps).Stats,
 	}
 }
 
@@ -329,7 +331,7 @@ func TestCollector(t *testing.T) {
 	}
 	checkFamily(t, got, "jmxdp_jmirror_bytes_total", map[string]float64{"": 6*128 + 3*228 + 2*528 + 5*48 + 1028 + 2028})
 	checkFamily(t, got, "jmxdp_policy_actions_total", map[string]float64{
-		"action=capture": 4 + 2 + 3 + 1 + nf, "action=count": 2, "action=pass": 5,
+		"action=capture": 4 + 2 + 3 + 1 + nf, "action=count": 2, "action=pass": 5, "action=forward": 0,
 	})
 	checkFamily(t, got, "jmxdp_capture_failures_total", map[string]float64{"": 4 + 2 + 3 + 1 + nf})
 	checkFamily(t, got, "jmxdp_stream_table_inserts_total", map[string]float64{"": 7})
