@@ -17,6 +17,7 @@
 #include "maps.h"
 #include "parsing_helpers.h"
 #include "clock.h"
+#include "stats.h"
 #include "forward.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -36,20 +37,6 @@ struct jm_packet {
 	__u32 inner_kind;
 	__u32 version;
 };
-
-static __always_inline struct jm_counters *counters(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&jm_stats, &zero);
-}
-
-static __always_inline void stat_add(struct jm_counters *c, __u32 stat,
-				     __u64 n)
-{
-	if (c && stat < JM_STAT_MAX)
-		c->count[stat] += n;
-}
 
 static __always_inline int pass_not_jmirror(struct jm_counters *c)
 {

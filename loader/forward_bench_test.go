@@ -43,7 +43,7 @@ func BenchmarkForward(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			if v != loader.Verdict(4) {
+			if v != loader.VerdictRedirect {
 				c, _ := p.Maps.Counters()
 				b.Fatalf("verdict %v, want XDP_REDIRECT: %v", v, nonZero(c))
 			}

@@ -97,6 +97,22 @@ func newFwdNet(t testing.TB) *fwdNet {
 	return n
 }
 
+// run runs p on in as received on the lab's ingress, inside its
+// namespace (the fib lookup and the devmap see the lab's interfaces).
+func (n *fwdNet) run(t *testing.T, p *loader.Program, in []byte) (loader.Verdict, []byte) {
+	t.Helper()
+	var v loader.Verdict
+	var out []byte
+	if err := netns.Do(n.ns, func() error {
+		var err error
+		v, out, err = p.RunOn(in, n.in)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v, out
+}
+
 // forwarded is what the target must receive for m: Ethernet from the
 // egress to the neighbour, the target's IP header from the egress's
 // address, UDP from and to port, and m's Jmirror header and mirrored
@@ -213,17 +229,8 @@ func TestForwardTestRun(t *testing.T) {
 					id = m.IPID
 				}
 				want := forwarded(t, n, m, tg.target, id, tg.port)
-				var v loader.Verdict
-				var out []byte
-				err := netns.Do(n.ns, func() error {
-					var err error
-					v, out, err = p.RunOn(in, n.in)
-					return err
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if v != loader.Verdict(4) { // XDP_REDIRECT
+				v, out := n.run(t, p, in)
+				if v != loader.VerdictRedirect { // XDP_REDIRECT
 					c, _ := p.Maps.Counters()
 					neigh, _ := exec.Command("ip", "-n", n.ns, "neigh").CombinedOutput()
 					t.Fatalf("verdict %v, want XDP_REDIRECT; counters %v; neighbours:\n%s", v, nonZero(c), neigh)
@@ -259,16 +266,8 @@ func TestForwardTestRun(t *testing.T) {
 	{
 		m := gen.Mirror{Router: router1, Collector: collector, MID: 53, SID: 1, Inner: echo}
 		in := frame(t, m)
-		var v loader.Verdict
-		var out []byte
-		if err := netns.Do(n.ns, func() error {
-			var err error
-			v, out, err = p.RunOn(in, n.in)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if v != loader.Verdict(3) || len(out) < 34 || !bytes.Equal(out[26:30], []byte{198, 19, 71, 1}) || !bytes.Equal(out[30:34], fwdTargetIn.AsSlice()) {
+		v, out := n.run(t, p, in)
+		if v != loader.VerdictTX || len(out) < 34 || !bytes.Equal(out[26:30], []byte{198, 19, 71, 1}) || !bytes.Equal(out[30:34], fwdTargetIn.AsSlice()) {
 			t.Errorf("target behind the ingress: verdict %v (want XDP_TX), frame %x", v, out)
 		}
 	}
@@ -295,15 +294,7 @@ func TestForwardTestRun(t *testing.T) {
 	m := gen.Mirror{Router: router1, Collector: collector, MID: 51, SID: 9,
 		Inner: gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 1290-20-8-16-28))}
 	in := frame(t, m)
-	var v loader.Verdict
-	var out []byte
-	if err := netns.Do(n.ns, func() error {
-		var err error
-		v, out, err = p.RunOn(in, n.in)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	v, out := n.run(t, p, in)
 	c2, err := p.Maps.Counters()
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +303,7 @@ func TestForwardTestRun(t *testing.T) {
 	// front of the frame.
 	const metaLen = 32
 	same := len(out) == len(in)+metaLen && bytes.Equal(out[metaLen:], in)
-	if v != loader.Verdict(2) || !same || c2[maps.StatFwdTooBig] != 1 || c2[maps.StatFwdUserspace] != 1 || c2[maps.StatCaptureFailed] != 1 {
+	if v != loader.VerdictPass || !same || c2[maps.StatFwdTooBig] != 1 || c2[maps.StatFwdUserspace] != 1 || c2[maps.StatCaptureFailed] != 1 {
 		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), nonZero(c2))
 	}
 }

@@ -20,6 +20,7 @@
 #include "structs.h"
 #include "maps.h"
 #include "parsing_helpers.h"
+#include "stats.h"
 
 /* Which part of a datagram a frame is. */
 enum jm_fwd_part {
@@ -57,12 +58,6 @@ static __always_inline __u32 jm_action_sane(__u32 a)
 	    a == JM_ACTION_NOT_JMIRROR)
 		return JM_ACTION_PASS;
 	return a;
-}
-
-static __always_inline void fwd_stat(struct jm_counters *c, __u32 stat)
-{
-	if (c && stat < JM_STAT_MAX)
-		c->count[stat] += 1;
 }
 
 /* The stream's forward counters, created on first use. */
@@ -110,8 +105,8 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 	if (reason == JM_FWD_REASON_NONE || reason >= JM_FWD_REASON_MAX)
 		reason = JM_FWD_REASON_UNSUPPORTED;
 	v = fwd_stream(&r->key);
-	fwd_stat(c, JM_STAT_FWD_NEIGH_MISS - 1 + reason);
-	fwd_stat(c, JM_STAT_FWD_USERSPACE);
+	stat_add(c, JM_STAT_FWD_NEIGH_MISS - 1 + reason, 1);
+	stat_add(c, JM_STAT_FWD_USERSPACE, 1);
 	if (v)
 		__sync_fetch_and_add(&v->reason[reason], 1);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)) == 0) {
@@ -134,7 +129,7 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 	}
 	ret = bpf_redirect_map(&jm_xsks, ctx->rx_queue_index, XDP_PASS);
 	if (ret != XDP_REDIRECT)
-		fwd_stat(c, JM_STAT_CAPTURE_FAILED);
+		stat_add(c, JM_STAT_CAPTURE_FAILED, 1);
 	return ret;
 }
 
@@ -267,7 +262,7 @@ static __always_inline void fwd_count_sent(struct jm_counters *c,
 {
 	struct jm_fwd_stream_value *v = fwd_stream(&r->key);
 
-	fwd_stat(c, JM_STAT_FWD_SENT);
+	stat_add(c, JM_STAT_FWD_SENT, 1);
 	if (v) {
 		__sync_fetch_and_add(&v->packets, 1);
 		__sync_fetch_and_add(&v->bytes, r->payload_len);
@@ -311,10 +306,10 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 	if (part != JM_FWD_WHOLE)
 		r->payload_len = r->ip_end > r->payload_off ?
 				 r->ip_end - r->payload_off : 0;
-	fwd_stat(c, JM_STAT_ACTION_FORWARD);
+	stat_add(c, JM_STAT_ACTION_FORWARD, 1);
 	if (fwd_target(r->key.mid, r->key.sid, &w->t) < 0) {
 		/* The rule went between the lookup and now: pass. */
-		fwd_stat(c, JM_STAT_ACTION_PASS);
+		stat_add(c, JM_STAT_ACTION_PASS, 1);
 		return XDP_PASS;
 	}
 	to_v6 = w->t.fwd_family == JM_FWD_FAMILY_V6;

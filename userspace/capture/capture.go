@@ -621,10 +621,10 @@ func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
 	return reasm.KeyOf(frame[off:])
 }
 
-// hold keeps a later fragment that came before its first (a copy: the
-// frame goes back to the fill ring).
 // forward hands a forwarded stream's frame to the Forwarder: whole
-// datagrams are sent, fragments reassembled and then sent.
+// datagrams are sent, fragments reassembled and then sent. A socket send
+// per frame on the ring's goroutine: these are the exceptions the program
+// could not send itself (no neighbour yet, too big, a family change).
 func (c *Capture) forward(frame []byte, m *meta) {
 	if c.cfg.Forward == nil {
 		c.unexpected.Add(1)
@@ -641,6 +641,8 @@ func (c *Capture) forward(frame []byte, m *meta) {
 	}
 }
 
+// hold keeps a later fragment that came before its first (a copy: the
+// frame goes back to the fill ring).
 func (c *Capture) hold(frame []byte, m *meta) {
 	k, ok := fragKey(frame, m)
 	if !ok {

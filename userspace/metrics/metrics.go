@@ -188,7 +188,7 @@ var (
 	famVersionNonzero = newFamily("jmxdp_version_nonzero_total", counter,
 		"Jmirror datagrams whose 2-bit header version is not 0 (still decoded).")
 	famFragments = newFamily("jmxdp_fragments_total", counter,
-		"Outer IPv4 fragments in the kernel's fragment tracking: first (a fragmented Jmirror datagram's first fragment, recorded for the rest), tracked (a later fragment matched to its datagram's stream), unmatched (a later fragment matching nothing, passed).",
+		"Outer IPv4 and IPv6 fragments in the kernel's fragment tracking: first (a fragmented Jmirror datagram's first fragment, recorded for the rest), tracked (a later fragment matched to its datagram's stream), unmatched (a later fragment matching nothing, passed).",
 		"outcome")
 	famForwardSent = newFamily("jmxdp_forward_sent_total", counter,
 		"Frames of forwarded streams the XDP program re-encapsulated and sent to their target (docs/forward.md).")
