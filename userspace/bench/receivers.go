@@ -31,9 +31,9 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
 )
 
 // Bounds of a receiver process's start and stop.
@@ -337,8 +337,7 @@ func (j *jmxdpSystem) start(out string) error {
 		args = append(args, "--max-open-files", strconv.Itoa(j.maxOpen))
 	}
 	args = append(args, j.args...)
-	cmd := exec.Command(j.exe, args...)
-	cmd.Env = append(os.Environ(), childEnv+"="+roleMain)
+	cmd := exec.Command(j.exe, append([]string{ChildArg, roleMain}, args...)...)
 	p, err := startProc("jmxdp run", cmd)
 	if err != nil {
 		return err
@@ -572,7 +571,7 @@ func scrapeMetrics(url string) (map[string]float64, error) {
 	return out, s.Err()
 }
 
-// udprecvSystem is the Go UDP collector (userspace/udprecv) on the host
+// udprecvSystem is the Go UDP collector (userspace/bench/udprecv) on the host
 // end's address, a process of its own (this executable, re-executed as
 // roleUdprecv).
 type udprecvSystem struct {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 19 item 9, live: datagrams whose fragments arrive last-first, and

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 15 items 3 and 4, live: Jmirror over IPv6 behind extension

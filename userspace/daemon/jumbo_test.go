@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 15, live at MTU 9000, in driver and generic mode: jumbo Jmirror frames over IPv4 and IPv6

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 19 item 2, live: 500 Jmirror datagrams over IPv6 from the IPv4

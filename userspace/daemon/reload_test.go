@@ -8,7 +8,7 @@ import (
 	"time"
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // A reload applies ports, default action, policy, allowlist, rotation and

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Jmirror over IPv6 from ::ffff:a.b.c.d is counted on its own and as
