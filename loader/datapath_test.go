@@ -7,9 +7,9 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 var (

@@ -6,8 +6,8 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // TestDifferential runs a large randomized and mutated corpus through the

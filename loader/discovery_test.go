@@ -8,8 +8,8 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // runBoth runs frames through the kernel program and the Go engine, with

@@ -7,8 +7,8 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 )
 
 // BenchmarkForward measures the program's cost per forwarded frame

@@ -19,11 +19,11 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/forward"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 

@@ -14,9 +14,9 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 )
 
 // fwdNet is a namespace the test made: ingress "in" (the router side) and

@@ -9,8 +9,8 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // fragStep is a frame and the verdict both engines must give it, or (age >

@@ -6,7 +6,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // mirror6 is a Jmirror datagram from router6 behind the extension headers

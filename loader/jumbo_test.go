@@ -8,9 +8,9 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // A veth at MTU 9000 takes the program in driver and generic mode, and its

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // tableKey is the i-th stream of the fill: one router per stream.

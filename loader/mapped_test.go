@@ -6,7 +6,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 19 item 2: an outer IPv6 source ::ffff:203.0.113.1 was taken for

@@ -13,8 +13,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // vethInNetns makes a veth whose peer lives in a namespace of the test's

@@ -15,9 +15,9 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // jumboIPv6Corpus is the issue 15 corpus: traffic at MTU 9000 with jumbo
