@@ -14,6 +14,7 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/forward"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
@@ -45,8 +46,8 @@ var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true}
 // Config is what the configuration maps hold.
 type Config struct {
 	Ports         []uint16 // UDP destination ports decoded; default {30030}
-	DefaultAction maps.Action
-	Policies      []maps.PolicyRule
+	DefaultAction vocab.Action
+	Policies      []vocab.PolicyRule
 	Allowlist     []netip.Prefix // empty: every source is trusted
 	// ForwardLookupInterface is the interface the forward action's fib
 	// lookups are made from; "" means the ingress (docs/forward.md).
@@ -138,11 +139,11 @@ func (p *Program) Configure(cfg Config) error {
 	}
 	for _, a := range cfg.Allowlist {
 		// Before any change: a refused allowlist changes nothing.
-		if err := maps.CheckAllowPrefix(a); err != nil {
+		if err := vocab.CheckAllowPrefix(a); err != nil {
 			return fmt.Errorf("allowlist: %w", err)
 		}
 	}
-	settings := maps.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}
+	settings := vocab.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}
 	if err := settings.Validate(); err != nil {
 		return err
 	}
@@ -175,12 +176,12 @@ func (p *Program) Configure(cfg Config) error {
 	return p.Maps.SetSettings(settings)
 }
 
-func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
+func (p *Program) configurePolicies(rules []vocab.PolicyRule) error {
 	old, err := p.Maps.Policies()
 	if err != nil {
 		return err
 	}
-	keep := make(map[maps.PolicyRule]bool, len(rules))
+	keep := make(map[vocab.PolicyRule]bool, len(rules))
 	for _, r := range rules {
 		if err := p.Maps.PutPolicy(r); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Addresses are 16 bytes in the kernel, IPv4 as IPv4-mapped IPv6.
@@ -16,16 +17,16 @@ func addrTo16(a netip.Addr) [16]byte { return a.As16() }
 // IPv4 router.
 func addrFrom16(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
 
-func streamKeyToBPF(k StreamKey) bpf.JmxdpJmStreamKey {
+func streamKeyToBPF(k vocab.StreamKey) bpf.JmxdpJmStreamKey {
 	return bpf.JmxdpJmStreamKey{Router: addrTo16(k.Router), Mid: k.MID, Sid: k.SID}
 }
 
-func streamKeyFromBPF(k *bpf.JmxdpJmStreamKey) StreamKey {
-	return StreamKey{Router: addrFrom16(k.Router), MID: k.Mid, SID: k.Sid}
+func streamKeyFromBPF(k *bpf.JmxdpJmStreamKey) vocab.StreamKey {
+	return vocab.StreamKey{Router: addrFrom16(k.Router), MID: k.Mid, SID: k.Sid}
 }
 
-func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
-	s := StreamStats{
+func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) vocab.StreamStats {
+	s := vocab.StreamStats{
 		Bytes:     v.Bytes,
 		FirstSeen: time.Duration(v.FirstSeenNs),
 		LastSeen:  time.Duration(v.LastSeenNs),
@@ -39,7 +40,7 @@ func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
 	return s
 }
 
-func policyKeyToBPF(r PolicyRule) bpf.JmxdpJmPolicyKey {
+func policyKeyToBPF(r vocab.PolicyRule) bpf.JmxdpJmPolicyKey {
 	k := bpf.JmxdpJmPolicyKey{Mid: r.MID, Sid: r.SID, Scope: uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_EXACT)}
 	if r.AnySID {
 		k.Sid = 0
@@ -69,18 +70,18 @@ func allowPrefix(k *bpf.JmxdpJmAllowKey) netip.Prefix {
 
 // The fragment key holds IPv4 header fields as they are on the wire: the
 // kernel copies them without byte swapping, so the Go side must not either.
-func fragKeyFromBPF(k *bpf.JmxdpJmFragKey) FragKey {
+func fragKeyFromBPF(k *bpf.JmxdpJmFragKey) vocab.FragKey {
 	var s, d [4]byte
 	binary.NativeEndian.PutUint32(s[:], k.Saddr)
 	binary.NativeEndian.PutUint32(d[:], k.Daddr)
 	var id [2]byte
 	binary.NativeEndian.PutUint16(id[:], k.Id)
-	return FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
+	return vocab.FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
 }
 
-func policyValueToBPF(r PolicyRule) *bpf.JmxdpJmPolicyValue {
+func policyValueToBPF(r vocab.PolicyRule) *bpf.JmxdpJmPolicyValue {
 	v := &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}
-	if r.Action == ActionForward && r.Target.IsValid() {
+	if r.Action == vocab.ActionForward && r.Target.IsValid() {
 		a := r.Target.Addr()
 		v.FwdPort = r.Target.Port()
 		v.FwdFamily = fwdFamilyV6
@@ -93,7 +94,7 @@ func policyValueToBPF(r PolicyRule) *bpf.JmxdpJmPolicyValue {
 }
 
 func policyTargetFromBPF(v *bpf.JmxdpJmPolicyValue) netip.AddrPort {
-	if Action(v.Action) != ActionForward {
+	if vocab.Action(v.Action) != vocab.ActionForward {
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(addrFrom16(v.FwdAddr), v.FwdPort)

@@ -34,6 +34,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Bounds of a receiver process's start and stop.
@@ -356,7 +357,7 @@ func (j *jmxdpSystem) start(out string) error {
 		j.abort()
 		return fmt.Errorf("jmxdp's counters: %w", err)
 	}
-	j.frames = c[jmmaps.StatFrames]
+	j.frames = c[vocab.StatFrames]
 	return nil
 }
 
@@ -391,7 +392,7 @@ func (j *jmxdpSystem) drain(sent uint64) {
 		if err != nil {
 			return 0
 		}
-		return c[jmmaps.StatFrames] - j.frames
+		return c[vocab.StatFrames] - j.frames
 	})
 	j.p.waitCPUQuiet()
 }
@@ -427,7 +428,7 @@ func (j *jmxdpSystem) stop(st *captureStep) error {
 	}
 	st.Written, st.Streams = n, files
 	if cerr == nil {
-		if f := c[jmmaps.StatCaptureFailed]; f > 0 {
+		if f := c[vocab.StatCaptureFailed]; f > 0 {
 			lost = append(lost, fmt.Sprintf("capture_failed %d", f))
 		}
 	}
@@ -441,7 +442,7 @@ func (j *jmxdpSystem) stop(st *captureStep) error {
 		if socks == 0 {
 			where = "after the program (no AF_XDP socket read)"
 		}
-		redirected := c[jmmaps.StatActionCapture] - min(c[jmmaps.StatCaptureFailed], c[jmmaps.StatActionCapture])
+		redirected := c[vocab.StatActionCapture] - min(c[vocab.StatCaptureFailed], c[vocab.StatActionCapture])
 		if after := int64(redirected) - int64(ring) - int64(n); after > 0 {
 			lost = append(lost, fmt.Sprintf("%s %d", where, after))
 		}

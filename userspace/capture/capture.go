@@ -27,6 +27,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -220,7 +221,7 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		a := netip.AddrFrom16([16]byte(frame[off+8 : off+24]))
-		return a, !maps.IPv4Embedded(a)
+		return a, !vocab.IPv4Embedded(a)
 	}
 	if off+16 > len(frame) {
 		return netip.Addr{}, false
@@ -229,10 +230,10 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 }
 
 func kindOf(k uint8) pcapng.LinkKind {
-	if k > uint8(maps.InnerEmpty) {
+	if k > uint8(vocab.InnerEmpty) {
 		return pcapng.LinkUnknown
 	}
-	return pcapng.KindOf(maps.Inner(k))
+	return pcapng.KindOf(vocab.Inner(k))
 }
 
 // QueueStats describe one RX queue's socket.
