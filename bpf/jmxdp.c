@@ -1089,3 +1089,5 @@ const enum jm_policy_scope jm_policy_scope_unused __attribute__((unused));
 const enum jm_fwd_reason jm_fwd_reason_unused __attribute__((unused));
 /* Only ever reached through a pointer cast, so anchor it for bpf2go too. */
 const struct jm_xsk_meta jm_xsk_meta_unused __attribute__((unused));
+const enum jm_meta_flag jm_meta_flag_unused __attribute__((unused));
+const enum jm_meta_magic jm_meta_magic_unused __attribute__((unused));

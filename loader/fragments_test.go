@@ -326,12 +326,12 @@ func ageFragRecords(t *testing.T, p *loader.Program, d time.Duration) {
 			*ns -= uint64(d)
 		}
 	}
-	ageFrag := func(v *bpf.JmxdpJmFragValue) { older(&v.FirstNs) }
-	agePair := func(v *bpf.JmxdpJmPairValue) { older(&v.CaptureNs); older(&v.OtherNs) }
-	ageEntries[bpf.JmxdpJmFragKey](t, objs.JmFrags, ageFrag)
-	ageEntries[bpf.JmxdpJmFrag6Key](t, objs.JmFrags6, ageFrag)
-	ageEntries[bpf.JmxdpJmPairKey](t, objs.JmFragPairs, agePair)
-	ageEntries[bpf.JmxdpJmPair6Key](t, objs.JmFragPairs6, agePair)
+	ageFrag := func(v *bpf.FragValue) { older(&v.FirstNs) }
+	agePair := func(v *bpf.PairValue) { older(&v.CaptureNs); older(&v.OtherNs) }
+	ageEntries[bpf.FragKey](t, objs.JmFrags, ageFrag)
+	ageEntries[bpf.Frag6Key](t, objs.JmFrags6, ageFrag)
+	ageEntries[bpf.PairKey](t, objs.JmFragPairs, agePair)
+	ageEntries[bpf.Pair6Key](t, objs.JmFragPairs6, agePair)
 }
 
 // ageEntries rewrites every value of m through f (read all, then write:

@@ -56,7 +56,7 @@ type Config struct {
 
 // Program is a loaded jmxdp program with its maps.
 type Program struct {
-	objs bpf.JmxdpObjects
+	objs bpf.Objects
 	Maps *maps.Maps
 	log  *slog.Logger
 	att  *attachment
@@ -73,7 +73,7 @@ func Load(opts Options) (*Program, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		log.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
 	}
-	spec, err := bpf.LoadJmxdp()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}
@@ -113,7 +113,7 @@ func Load(opts Options) (*Program, error) {
 		}
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
-	p.Maps = maps.New(&p.objs.JmxdpMaps)
+	p.Maps = maps.New(p.objs.MapSet())
 	return p, nil
 }
 
@@ -223,7 +223,7 @@ func (p *Program) configureAllowlist(prefixes []netip.Prefix) error {
 }
 
 // Objects exposes the programs and maps, for tests and benchmarks.
-func (p *Program) Objects() *bpf.JmxdpObjects { return &p.objs }
+func (p *Program) Objects() *bpf.Objects { return &p.objs }
 
 // Close detaches (unless the attachment is pinned) and releases the
 // program's file descriptors. Pinned maps stay in bpffs.
@@ -236,3 +236,7 @@ func (p *Program) Close() error {
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }
+
+// ObjectSHA256 is the SHA-256 of the BPF object this build embeds and
+// loads, for `jmxdp version`.
+func ObjectSHA256() string { return bpf.ObjectSHA256() }

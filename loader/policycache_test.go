@@ -53,14 +53,14 @@ func TestPolicyCacheFollowsEveryChange(t *testing.T) {
 		if err := p.Objects().JmPolicyGen.Lookup(uint32(0), &gen); err != nil {
 			t.Fatal(err)
 		}
-		var sv bpf.JmxdpJmStreamValue
-		key := bpf.JmxdpJmStreamKey{Router: router1.As16(), Mid: 7, Sid: 1}
+		var sv bpf.StreamValue
+		key := bpf.StreamKey{Router: router1.As16(), Mid: 7, Sid: 1}
 		if err := p.Objects().JmStreams.Lookup(&key, &sv); err != nil {
 			t.Fatalf("%s: stream entry: %v", s.name, err)
 		}
-		wantAction := uint32(bpf.JmxdpJmActionJM_ACTION_COUNT)
+		wantAction := uint32(vocab.ActionCount)
 		if s.want == pass {
-			wantAction = uint32(bpf.JmxdpJmActionJM_ACTION_PASS)
+			wantAction = uint32(vocab.ActionPass)
 		}
 		const valid = 1 << 31
 		if got := uint32(sv.PolicyCache); got != valid|wantAction || uint32(sv.PolicyCache>>32) != gen {

@@ -16,12 +16,12 @@ import (
 
 // Maps wraps the program's maps with typed accessors.
 type Maps struct {
-	m *bpf.JmxdpMaps
+	m *bpf.Maps
 }
 
 // New wraps maps loaded (or reopened from pins) elsewhere; it does not own
 // them: the loader closes them.
-func New(m *bpf.JmxdpMaps) *Maps { return &Maps{m: m} }
+func New(m *bpf.Maps) *Maps { return &Maps{m: m} }
 
 const batchSize = 4096
 
@@ -46,7 +46,7 @@ func (m *Maps) Streams() ([]vocab.Stream, error) {
 
 // Stream reads one entry; ok is false when it is absent.
 func (m *Maps) Stream(k vocab.StreamKey) (vocab.StreamStats, bool, error) {
-	var v bpf.JmxdpJmStreamValue
+	var v bpf.StreamValue
 	key := streamKeyToBPF(k)
 	err := m.m.JmStreams.Lookup(&key, &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -63,7 +63,7 @@ func (m *Maps) StreamCapacity() uint32 { return m.m.JmStreams.MaxEntries() }
 
 // Counters sums the per-CPU global counters.
 func (m *Maps) Counters() (vocab.Counters, error) {
-	var per []bpf.JmxdpJmCounters
+	var per []bpf.Counters
 	var c vocab.Counters
 	if err := m.m.JmStats.Lookup(uint32(0), &per); err != nil {
 		return c, fmt.Errorf("read counters: %w", err)
@@ -125,7 +125,7 @@ func (m *Maps) SetPorts(ports []uint16) error {
 
 // Settings reads the global switches.
 func (m *Maps) Settings() (vocab.Settings, error) {
-	var v bpf.JmxdpJmSettings
+	var v bpf.Settings
 	if err := m.m.JmConfig.Lookup(uint32(0), &v); err != nil {
 		return vocab.Settings{}, fmt.Errorf("read settings: %w", err)
 	}
@@ -137,7 +137,7 @@ func (m *Maps) SetSettings(s vocab.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	v := bpf.JmxdpJmSettings{DefaultAction: uint32(s.DefaultAction)}
+	v := bpf.Settings{DefaultAction: uint32(s.DefaultAction)}
 	if s.AllowlistEnabled {
 		v.AllowlistEnabled = 1
 	}
@@ -196,9 +196,9 @@ func (m *Maps) DeletePolicy(r vocab.PolicyRule) error {
 // Policies lists the rules, sorted by (mid, any-sid first, sid).
 func (m *Maps) Policies() ([]vocab.PolicyRule, error) {
 	var out []vocab.PolicyRule
-	err := readAll(m.m.JmPolicy, func(k *bpf.JmxdpJmPolicyKey, v *bpf.JmxdpJmPolicyValue) {
+	err := readAll(m.m.JmPolicy, func(k *bpf.PolicyKey, v *bpf.PolicyValue) {
 		out = append(out, vocab.PolicyRule{
-			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID),
+			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.ScopeMID),
 			Action: vocab.Action(v.Action), Target: policyTargetFromBPF(v),
 		})
 	})
@@ -242,7 +242,7 @@ func (m *Maps) DelAllow(p netip.Prefix) error {
 // Allowlist lists the trusted prefixes.
 func (m *Maps) Allowlist() ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	var k bpf.JmxdpJmAllowKey
+	var k bpf.AllowKey
 	var v uint32
 	// LPM tries support neither batch ops nor stable iteration under
 	// concurrent change; they are small, iterate.
@@ -265,7 +265,7 @@ func (m *Maps) Allowlist() ([]netip.Prefix, error) {
 // Untrusted lists sources refused by the allowlist.
 func (m *Maps) Untrusted() ([]vocab.UntrustedSource, error) {
 	var out []vocab.UntrustedSource
-	err := readAll(m.m.JmUntrusted, func(k *bpf.JmxdpJmAddr, v *bpf.JmxdpJmUntrustedValue) {
+	err := readAll(m.m.JmUntrusted, func(k *bpf.Addr, v *bpf.UntrustedValue) {
 		out = append(out, vocab.UntrustedSource{Addr: addrFrom16(k.Addr), Packets: v.Packets, LastSeen: time.Duration(v.LastSeenNs)})
 	})
 	slices.SortFunc(out, func(a, b vocab.UntrustedSource) int { return a.Addr.Compare(b.Addr) })
@@ -275,7 +275,7 @@ func (m *Maps) Untrusted() ([]vocab.UntrustedSource, error) {
 // Fragments lists the tracked outer IPv4 datagrams.
 func (m *Maps) Fragments() (map[vocab.FragKey]vocab.FragEntry, error) {
 	out := make(map[vocab.FragKey]vocab.FragEntry)
-	err := readAll(m.m.JmFrags, func(k *bpf.JmxdpJmFragKey, v *bpf.JmxdpJmFragValue) {
+	err := readAll(m.m.JmFrags, func(k *bpf.FragKey, v *bpf.FragValue) {
 		e := vocab.FragEntry{MID: v.Mid, SID: v.Sid, Action: vocab.Action(v.Action), InnerLen: v.InnerLen,
 			FirstSeen: time.Duration(v.FirstNs), Fingerprint: v.Fingerprint}
 		switch e.Action {
@@ -311,7 +311,7 @@ func (m *Maps) DeleteXSK(queue uint32) error {
 // was seen (port discovery), by port.
 func (m *Maps) Candidates() ([]vocab.Candidate, error) {
 	var out []vocab.Candidate
-	err := readAll(m.m.JmCandidates, func(k *uint32, v *bpf.JmxdpJmCandidateValue) {
+	err := readAll(m.m.JmCandidates, func(k *uint32, v *bpf.CandidateValue) {
 		if v.Packets > 0 && *k < 1<<16 {
 			out = append(out, vocab.Candidate{Port: uint16(*k), Packets: v.Packets, Bytes: v.Bytes})
 		}
@@ -335,7 +335,7 @@ func (m *Maps) Candidates() ([]vocab.Candidate, error) {
 // restarts from the first bucket when the key it stands on was deleted
 // (an LRU eviction), so there keys already seen are skipped.
 func (m *Maps) EachStream(fn func(vocab.Stream)) error {
-	return readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
+	return readAll(m.m.JmStreams, func(k *bpf.StreamKey, v *bpf.StreamValue) {
 		fn(vocab.Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
 	})
 }
@@ -386,8 +386,8 @@ func readAll[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
 // under a second. Packets is not stored (the kernel keeps it as the sum of
 // Inner). The table is an LRU: past its capacity, older entries go.
 func (m *Maps) PutStreams(n int, stream func(i int) vocab.Stream) error {
-	keys := make([]bpf.JmxdpJmStreamKey, 0, min(n, batchSize))
-	vals := make([]bpf.JmxdpJmStreamValue, 0, min(n, batchSize))
+	keys := make([]bpf.StreamKey, 0, min(n, batchSize))
+	vals := make([]bpf.StreamValue, 0, min(n, batchSize))
 	flush := func() error {
 		if len(keys) == 0 {
 			return nil
@@ -411,8 +411,8 @@ func (m *Maps) PutStreams(n int, stream func(i int) vocab.Stream) error {
 	return flush()
 }
 
-func streamStatsToBPF(s vocab.StreamStats) bpf.JmxdpJmStreamValue {
-	v := bpf.JmxdpJmStreamValue{
+func streamStatsToBPF(s vocab.StreamStats) bpf.StreamValue {
+	v := bpf.StreamValue{
 		Bytes:       s.Bytes,
 		FirstSeenNs: uint64(s.FirstSeen),
 		LastSeenNs:  uint64(s.LastSeen),
@@ -427,7 +427,7 @@ func (m *Maps) ForwardStreams() (map[vocab.StreamKey]vocab.ForwardStats, error) 
 	if m.m.JmFwdStreams == nil { // pinned by a jmxdp without the forward action
 		return out, nil
 	}
-	err := readAll(m.m.JmFwdStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmFwdStreamValue) {
+	err := readAll(m.m.JmFwdStreams, func(k *bpf.StreamKey, v *bpf.FwdStreamValue) {
 		s := vocab.ForwardStats{Packets: v.Packets, Bytes: v.Bytes}
 		copy(s.Userspace[:], v.Reason[:])
 		out[streamKeyFromBPF(k)] = s
@@ -445,7 +445,7 @@ func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
 		return fmt.Errorf("add egress interface %d to the forward devmap: %w", ifindex, err)
 	}
 	k := fwdSrcKey(ifindex, src)
-	v := bpf.JmxdpJmAddr{Addr: addrTo16(src)}
+	v := bpf.Addr{Addr: addrTo16(src)}
 	if err := m.m.JmFwdSrc.Put(&k, &v); err != nil {
 		return fmt.Errorf("set forward source %s of interface %d: %w", src, ifindex, err)
 	}
@@ -455,7 +455,7 @@ func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
 // SetForwardLookupInterface sets the interface the program's fib lookups
 // are made from (0: the ingress interface); see docs/forward.md.
 func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
-	v := bpf.JmxdpJmFwdSettings{FibIfindex: ifindex}
+	v := bpf.FwdSettings{FibIfindex: ifindex}
 	if err := m.m.JmFwdCfg.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("write forward settings: %w", err)
 	}
@@ -467,7 +467,7 @@ func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
 func (m *Maps) ForwardTarget(mid, sid uint32) (netip.AddrPort, bool, error) {
 	for _, r := range []vocab.PolicyRule{{MID: mid, SID: sid}, {MID: mid, AnySID: true}} {
 		k := policyKeyToBPF(r)
-		var v bpf.JmxdpJmPolicyValue
+		var v bpf.PolicyValue
 		err := m.m.JmPolicy.Lookup(&k, &v)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue

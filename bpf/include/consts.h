@@ -100,17 +100,6 @@
 /* Bit set in the ports map value for a port jmxdp decodes. */
 #define JM_PORT_DECODE 1U
 
-/* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
- * wrote from stale bytes when a driver has no metadata support. */
-#define JM_META_MAGIC 0x4a4d5844U
-/* struct jm_xsk_meta.flags */
-#define JM_META_OUTER_V6 0x1U   /* the outer header is IPv6 (else IPv4) */
-#define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 or IPv6 datagram */
-#define JM_META_LATER_FRAG 0x4U /* a later fragment: only mid and sid are set */
-/* A later fragment whose first fragment has not been seen (held): mid and
- * sid are 0, userspace keeps it until its first fragment arrives. */
-#define JM_META_HELD 0x8U
-
 /*
  * Fragment tracking (docs/datapath.md, "Fragments out of order and
  * duplicated"). JM_FRAG_WINDOW_NS is how long a first fragment's record
@@ -164,9 +153,5 @@
 #define JM_MAX_FWD_STREAMS 65536
 #define JM_MAX_FWD_DEVS 64
 #define JM_MAX_FWD_SRC 256
-/* struct jm_xsk_meta.flags: a frame of a forwarded stream that the program
- * could not send (jm_xsk_meta.reserved says why, enum jm_fwd_reason):
- * userspace sends its UDP payload to the target from a socket. */
-#define JM_META_FORWARD 0x80U
 
 #endif /* JMXDP_CONSTS_H */
