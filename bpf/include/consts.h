@@ -3,9 +3,6 @@
 #ifndef JMXDP_CONSTS_H
 #define JMXDP_CONSTS_H
 
-/* Wireshark's default Jmirror port; routers may be configured with any. */
-#define JM_DEFAULT_PORT 30030
-
 /* The Jmirror header: V (2 bits) | intercept id (30 bits), session id (32 bits). */
 #define JM_HDR_LEN 8
 #define JM_MID_MASK 0x3fffffffU
@@ -17,7 +14,6 @@
 
 /* 802.1Q and 802.1ad: up to two tags (QinQ). */
 #define JM_MAX_VLAN_DEPTH 2
-#define JM_VLAN_VID_MASK 0x0fff
 
 /* Outer IPv4 fragmentation fields (host order, after bpf_ntohs). */
 #define JM_IP_MF 0x2000
@@ -69,7 +65,6 @@
 
 /* IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) in 16-byte keys. */
 #define JM_ADDR_LEN 16
-#define JM_V4MAPPED_PREFIX_BITS 96
 
 /* Map sizes. Userspace may override max_entries before loading. */
 #define JM_MAX_STREAMS (1U << 20)
