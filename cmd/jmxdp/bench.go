@@ -22,7 +22,11 @@ func newBenchChildCmd() *cobra.Command {
 		Use:                bench.ChildArg + " ROLE [ARGS...]",
 		Hidden:             true,
 		DisableFlagParsing: true,
+		Short:              "The bench's own re-executed processes (not for operators)",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+				return cmd.Help() // flags are not parsed: they are the role's
+			}
 			if code := bench.RunChild(args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()); code != 0 {
 				return &exitError{code: code, err: fmt.Errorf("bench-child %v", args)}
 			}
