@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "stats.h"
 #include "forward.h"
+#include "discover.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -555,94 +556,6 @@ static __always_inline void record_fragment(struct jm_frag_key *fk,
 		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
 }
 
-/* An IPv4 header without options whose checksum holds. */
-static __always_inline int ipv4_header_sound(const __u8 *q, __u32 inner_len)
-{
-	__u32 sum = 0;
-	int i;
-
-	if (q[0] != ((JM_IP_VERSION_4 << 4) | JM_IPV4_MIN_IHL) ||
-	    ((q[2] << 8) | q[3]) != inner_len)
-		return 0;
-#pragma unroll
-	for (i = 0; i < JM_IPV4_NOOPT_LEN; i += 2)
-		sum += (q[i] << 8) | q[i + 1];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == JM_CSUM_OK;
-}
-
-static __always_inline int ppp_protocol_known(__u16 proto)
-{
-	switch (proto) {
-	case JM_PPP_IPV4:
-	case JM_PPP_IPV6:
-	case JM_PPP_LCP:
-	case JM_PPP_IPCP:
-	case JM_PPP_IPV6CP:
-	case JM_PPP_PAP:
-	case JM_PPP_CHAP:
-		return 1;
-	}
-	return 0;
-}
-
-/*
- * Port discovery: does a UDP datagram to a port jmxdp does not decode look
- * like what routers send? All of: source port == destination port, a zero
- * checksum over IPv4, V bits 0, not GTP-U's shape, and a mirrored packet
- * whose own header agrees exactly with the UDP length (IPv4 without options
- * and a valid header checksum, IPv6 payload length) or a PPP frame with a
- * known protocol. docs/datapath.md says why each is there.
- */
-static __always_inline int jmirror_lookalike(struct udphdr *udph, int udp_len,
-					     __u64 udp_off, __u64 limit,
-					     void *data_end, int outer_v4)
-{
-	const __u8 *j = (const __u8 *)(udph + 1);
-	const __u8 *q = j + JM_HDR_LEN;
-	__u32 inner_len;
-
-	if (udph->source != udph->dest || (outer_v4 && udph->check != 0))
-		return 0;
-	if (udp_len < JM_MIN_UDP_LEN + 4 || udp_off + udp_len > limit)
-		return 0;
-	inner_len = udp_len - JM_MIN_UDP_LEN;
-	if ((void *)(q + 4) > data_end)
-		return 0;
-	if (j[0] >> 6)
-		return 0; /* V bits: always 0 from real routers */
-	if ((j[0] >> JM_GTP_VERSION_SHIFT) == JM_GTP_VERSION_1 &&
-	    j[1] == JM_GTP_TYPE_GPDU && ((j[2] << 8) | j[3]) == inner_len)
-		return 0; /* GTP-U: 8-byte header, then an IP packet too */
-	if (q[0] == JM_PPP_ADDRESS && q[1] == JM_PPP_CONTROL)
-		return ppp_protocol_known((q[2] << 8) | q[3]);
-	if ((q[0] >> 4) == JM_IP_VERSION_4) {
-		if ((void *)(q + JM_IPV4_NOOPT_LEN) > data_end)
-			return 0;
-		return ipv4_header_sound(q, inner_len);
-	}
-	if ((q[0] >> 4) == JM_IP_VERSION_6) {
-		if ((void *)(q + 8) > data_end)
-			return 0;
-		return ((q[4] << 8) | q[5]) + JM_IPV6_HDR_LEN == inner_len &&
-		       q[7] != 0;
-	}
-	return 0;
-}
-
-static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
-					   int udp_len)
-{
-	struct jm_candidate_value *v = bpf_map_lookup_elem(&jm_candidates, &port);
-
-	stat_add(c, JM_STAT_CANDIDATE, 1);
-	if (v) {
-		__sync_fetch_and_add(&v->packets, 1);
-		__sync_fetch_and_add(&v->bytes, udp_len - JM_MIN_UDP_LEN);
-	}
-}
-
 /*
  * UDP and Jmirror. l3_off is where the outer IP header starts, ip_end the
  * end offset of the IP packet (or fragment) per its header; fk (outer IPv4)
@@ -1089,3 +1002,5 @@ const enum jm_policy_scope jm_policy_scope_unused __attribute__((unused));
 const enum jm_fwd_reason jm_fwd_reason_unused __attribute__((unused));
 /* Only ever reached through a pointer cast, so anchor it for bpf2go too. */
 const struct jm_xsk_meta jm_xsk_meta_unused __attribute__((unused));
+const enum jm_meta_flag jm_meta_flag_unused __attribute__((unused));
+const enum jm_meta_magic jm_meta_magic_unused __attribute__((unused));

@@ -6,10 +6,10 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 var (
@@ -88,31 +88,31 @@ func ipv4Echo() []byte { return gen.InnerIPv4ICMPEcho(subA, subB, 1, 1, 32) }
 
 // streamWant is a stream table entry without its timestamps.
 type streamWant struct {
-	key     maps.StreamKey
+	key     vocab.StreamKey
 	packets uint64
 	bytes   uint64
-	inner   [maps.NumInner]uint64
+	inner   [vocab.NumInner]uint64
 }
 
 type datapathCase struct {
 	name     string
 	cfg      loader.Config
 	frames   func(t *testing.T) [][]byte
-	verdicts []loader.Verdict // one per frame
-	stats    map[maps.Stat]uint64
+	verdicts []vocab.Verdict // one per frame
+	stats    map[vocab.Stat]uint64
 	streams  []streamWant
 }
 
-func one(v loader.Verdict) []loader.Verdict { return []loader.Verdict{v} }
+func one(v vocab.Verdict) []vocab.Verdict { return []vocab.Verdict{v} }
 
-func inner(kind maps.Inner) (a [maps.NumInner]uint64) { a[kind] = 1; return a }
+func inner(kind vocab.Inner) (a [vocab.NumInner]uint64) { a[kind] = 1; return a }
 
-func k1(mid, sid uint32) maps.StreamKey { return maps.StreamKey{Router: router1, MID: mid, SID: sid} }
+func k1(mid, sid uint32) vocab.StreamKey { return vocab.StreamKey{Router: router1, MID: mid, SID: sid} }
 
 const (
-	pass     = loader.VerdictPass
-	drop     = loader.VerdictDrop
-	redirect = loader.VerdictRedirect
+	pass     = vocab.VerdictPass
+	drop     = vocab.VerdictDrop
+	redirect = vocab.VerdictRedirect
 )
 
 func datapathCases() []datapathCase {
@@ -122,57 +122,57 @@ func datapathCases() []datapathCase {
 	v6 := gen.InnerIPv6UDP(sub6A, sub6B, 1000, 2000, []byte("hello"))
 	big := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 3100))
 	bigLen := uint64(len(big))
-	captured := func(extra map[maps.Stat]uint64) map[maps.Stat]uint64 {
-		m := map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatJmirror: 1, maps.StatActionCapture: 1,
-			maps.StatCaptureFailed: 1, maps.StatStreamNew: 1}
+	captured := func(extra map[vocab.Stat]uint64) map[vocab.Stat]uint64 {
+		m := map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatJmirror: 1, vocab.StatActionCapture: 1,
+			vocab.StatCaptureFailed: 1, vocab.StatStreamNew: 1}
 		for k, v := range extra {
 			m[k] = v
 		}
 		return m
 	}
-	notJM := map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatNotJmirror: 1}
+	notJM := map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatNotJmirror: 1}
 	return []datapathCase{
 		{
 			name:     "ipv4 inner, capture without socket falls back to pass",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(2, 1111111, echo))} },
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(2, 1111111), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k1(2, 1111111), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name:     "ipv6 inner",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(3, 4, v6))} },
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(v6))}),
-			streams:  []streamWant{{k1(3, 4), 1, uint64(len(v6)), inner(maps.InnerIPv6)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: uint64(len(v6))}),
+			streams:  []streamWant{{k1(3, 4), 1, uint64(len(v6)), inner(vocab.InnerIPv6)}},
 		},
 		{
 			name:     "ppp inner (FF 03 framing), padded short frame counts UDP length not frame length",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(0x3039, 0x1e240, ppp))} },
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(ppp))}),
-			streams:  []streamWant{{k1(0x3039, 0x1e240), 1, uint64(len(ppp)), inner(maps.InnerPPP)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: uint64(len(ppp))}),
+			streams:  []streamWant{{k1(0x3039, 0x1e240), 1, uint64(len(ppp)), inner(vocab.InnerPPP)}},
 		},
 		{
 			name:     "unknown inner",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(5, 6, []byte{0x00, 0x11, 0x22}))} },
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: 3}),
-			streams:  []streamWant{{k1(5, 6), 1, 3, inner(maps.InnerUnknown)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: 3}),
+			streams:  []streamWant{{k1(5, 6), 1, 3, inner(vocab.InnerUnknown)}},
 		},
 		{
 			name:     "FF without 03 is unknown",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(5, 6, []byte{0xff, 0x04, 0xc0, 0x21}))} },
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: 4}),
-			streams:  []streamWant{{k1(5, 6), 1, 4, inner(maps.InnerUnknown)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: 4}),
+			streams:  []streamWant{{k1(5, 6), 1, 4, inner(vocab.InnerUnknown)}},
 		},
 		{
 			name:     "empty inner: exactly the 8-byte header, still counted",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(7, 8, nil))} },
 			verdicts: one(pass),
 			stats:    captured(nil),
-			streams:  []streamWant{{k1(7, 8), 1, 0, inner(maps.InnerEmpty)}},
+			streams:  []streamWant{{k1(7, 8), 1, 0, inner(vocab.InnerEmpty)}},
 		},
 		{
 			name: "V bits are not part of mid, and are counted",
@@ -182,8 +182,8 @@ func datapathCases() []datapathCase {
 				return [][]byte{frame(t, m)}
 			},
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el, maps.StatVersionNonzero: 1}),
-			streams:  []streamWant{{k1(0x3fffffff, 9), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el, vocab.StatVersionNonzero: 1}),
+			streams:  []streamWant{{k1(0x3fffffff, 9), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "UDP payload shorter than 8 bytes is malformed (short) and passed",
@@ -192,7 +192,7 @@ func datapathCases() []datapathCase {
 				return [][]byte{setUDPLen(m, frame(t, m), 12)}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedShort: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedShort: 1},
 		},
 		{
 			name: "UDP length below the UDP header is short",
@@ -201,7 +201,7 @@ func datapathCases() []datapathCase {
 				return [][]byte{setUDPLen(m, frame(t, m), 4)}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedShort: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedShort: 1},
 		},
 		{
 			name: "UDP length beyond the frame is truncated",
@@ -210,7 +210,7 @@ func datapathCases() []datapathCase {
 				return [][]byte{setUDPLen(m, frame(t, m), uint16(16+len(echo)+1))}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedTruncated: 1},
 		},
 		{
 			name: "UDP length inside Ethernet padding but beyond the IP packet is truncated",
@@ -220,7 +220,7 @@ func datapathCases() []datapathCase {
 				return [][]byte{setUDPLen(m, f, 16+4)}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedTruncated: 1},
 		},
 		{
 			name: "frame cut inside the Jmirror header is truncated",
@@ -230,7 +230,7 @@ func datapathCases() []datapathCase {
 				return [][]byte{f[:m.HeaderOffset()+4]}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedTruncated: 1},
 		},
 		{
 			name: "outer IPv4 options (IHL 15) and QinQ tags",
@@ -241,8 +241,8 @@ func datapathCases() []datapathCase {
 				return [][]byte{frame(t, m)}
 			},
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(10, 11), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k1(10, 11), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "single 802.1Q tag",
@@ -252,8 +252,8 @@ func datapathCases() []datapathCase {
 				return [][]byte{frame(t, m)}
 			},
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(10, 12), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k1(10, 12), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "three VLAN tags are beyond what is parsed: not Jmirror",
@@ -272,8 +272,8 @@ func datapathCases() []datapathCase {
 				return [][]byte{frame(t, m)}
 			},
 			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(ppp))}),
-			streams:  []streamWant{{maps.StreamKey{Router: router6, MID: 0x8000, SID: 1}, 1, uint64(len(ppp)), inner(maps.InnerPPP)}},
+			stats:    captured(map[vocab.Stat]uint64{vocab.StatJmirrorBytes: uint64(len(ppp))}),
+			streams:  []streamWant{{vocab.StreamKey{Router: router6, MID: 0x8000, SID: 1}, 1, uint64(len(ppp)), inner(vocab.InnerPPP)}},
 		},
 		{
 			name: "same (mid, sid) from two routers: two entries",
@@ -283,17 +283,17 @@ func datapathCases() []datapathCase {
 				b.Router = router2
 				return [][]byte{frame(t, a), frame(t, b), frame(t, a)}
 			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * el,
-				maps.StatActionCapture: 3, maps.StatCaptureFailed: 3, maps.StatStreamNew: 2},
+			verdicts: []vocab.Verdict{pass, pass, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 3, vocab.StatJmirrorBytes: 3 * el,
+				vocab.StatActionCapture: 3, vocab.StatCaptureFailed: 3, vocab.StatStreamNew: 2},
 			streams: []streamWant{
-				{k1(0x8000, 1), 2, 2 * el, [maps.NumInner]uint64{2, 0, 0, 0, 0}},
-				{maps.StreamKey{Router: router2, MID: 0x8000, SID: 1}, 1, el, inner(maps.InnerIPv4)},
+				{k1(0x8000, 1), 2, 2 * el, [vocab.NumInner]uint64{2, 0, 0, 0, 0}},
+				{vocab.StreamKey{Router: router2, MID: 0x8000, SID: 1}, 1, el, inner(vocab.InnerIPv4)},
 			},
 		},
 		{
 			name: "fragmented datagram: counted once at the first fragment, later ones tracked",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				m := mirror(20, 21, big)
 				m.MTU = 1500
@@ -304,24 +304,24 @@ func datapathCases() []datapathCase {
 				}
 				return f
 			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatActionCount: 3, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 21), 1, bigLen, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{drop, drop, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bigLen,
+				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatActionCount: 3, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 21), 1, bigLen, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "later fragments before their first pass unmatched; the first still counts",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				m := mirror(20, 22, big)
 				m.MTU = 1500
 				f := frames(t, m)
 				return [][]byte{f[2], f[1], f[0]}
 			},
-			verdicts: []loader.Verdict{pass, pass, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragUnmatched: 2, maps.StatActionCount: 1, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 22), 1, bigLen, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, pass, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bigLen,
+				vocab.StatFragFirst: 1, vocab.StatFragUnmatched: 2, vocab.StatActionCount: 1, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k1(20, 22), 1, bigLen, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "fragments of a non-Jmirror datagram pass untouched",
@@ -331,8 +331,8 @@ func datapathCases() []datapathCase {
 				m.MTU = 1500
 				return frames(t, m)
 			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatNotJmirror: 1, maps.StatFragUnmatched: 2},
+			verdicts: []vocab.Verdict{pass, pass, pass},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatNotJmirror: 1, vocab.StatFragUnmatched: 2},
 		},
 		{
 			name: "not Jmirror: ARP, TCP, DNS, ICMP, Jmirror to a port not decoded (a discovery candidate)",
@@ -347,41 +347,41 @@ func datapathCases() []datapathCase {
 					frame(t, m),
 				}
 			},
-			verdicts: []loader.Verdict{pass, pass, pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatNotJmirror: 5, maps.StatCandidate: 1},
+			verdicts: []vocab.Verdict{pass, pass, pass, pass, pass},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 5, vocab.StatNotJmirror: 5, vocab.StatCandidate: 1},
 		},
 		{
 			name: "several ports at once",
-			cfg:  loader.Config{Ports: []uint16{6502, 5000, 54301}, DefaultAction: maps.ActionPass},
+			cfg:  loader.Config{Ports: []uint16{6502, 5000, 54301}, DefaultAction: vocab.ActionPass},
 			frames: func(t *testing.T) [][]byte {
 				a, b, c := mirror(1, 1, echo), mirror(1, 2, echo), mirror(1, 3, echo)
 				a.Port, b.Port, c.Port = 6502, 54301, 30030
 				return [][]byte{frame(t, a), frame(t, b), frame(t, c)}
 			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * el,
-				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatNotJmirror: 1, maps.StatCandidate: 1},
-			streams: []streamWant{{k1(1, 1), 1, el, inner(maps.InnerIPv4)}, {k1(1, 2), 1, el, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, pass, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * el,
+				vocab.StatActionPass: 2, vocab.StatStreamNew: 2, vocab.StatNotJmirror: 1, vocab.StatCandidate: 1},
+			streams: []streamWant{{k1(1, 1), 1, el, inner(vocab.InnerIPv4)}, {k1(1, 2), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "policy: exact (mid, sid) beats (mid, any), which beats the default",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Policies: []maps.PolicyRule{
-				{MID: 40, SID: 1, Action: maps.ActionCapture},
-				{MID: 40, AnySID: true, Action: maps.ActionCount},
+			cfg: loader.Config{DefaultAction: vocab.ActionPass, Policies: []vocab.PolicyRule{
+				{MID: 40, SID: 1, Action: vocab.ActionCapture},
+				{MID: 40, AnySID: true, Action: vocab.ActionCount},
 			}},
 			frames: func(t *testing.T) [][]byte {
 				return [][]byte{frame(t, mirror(40, 1, echo)), frame(t, mirror(40, 2, echo)), frame(t, mirror(41, 1, echo))}
 			},
-			verdicts: []loader.Verdict{pass, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * el,
-				maps.StatActionCapture: 1, maps.StatCaptureFailed: 1, maps.StatActionCount: 1, maps.StatActionPass: 1,
-				maps.StatStreamNew: 3},
-			streams: []streamWant{{k1(40, 1), 1, el, inner(maps.InnerIPv4)}, {k1(40, 2), 1, el, inner(maps.InnerIPv4)},
-				{k1(41, 1), 1, el, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, drop, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 3, vocab.StatJmirrorBytes: 3 * el,
+				vocab.StatActionCapture: 1, vocab.StatCaptureFailed: 1, vocab.StatActionCount: 1, vocab.StatActionPass: 1,
+				vocab.StatStreamNew: 3},
+			streams: []streamWant{{k1(40, 1), 1, el, inner(vocab.InnerIPv4)}, {k1(40, 2), 1, el, inner(vocab.InnerIPv4)},
+				{k1(41, 1), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "allowlist: untrusted sources are dropped, never counted as streams",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Allowlist: []netip.Prefix{
+			cfg: loader.Config{DefaultAction: vocab.ActionPass, Allowlist: []netip.Prefix{
 				netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64")}},
 			frames: func(t *testing.T) [][]byte {
 				forged := mirror(50, 1, echo)
@@ -392,15 +392,15 @@ func datapathCases() []datapathCase {
 				return [][]byte{frame(t, mirror(50, 1, echo)), frame(t, forged), frame(t, v6), frame(t, forged6),
 					gen.NotJmirrorICMPEcho(router2, collector, 1, 1, 8)}
 			},
-			verdicts: []loader.Verdict{pass, drop, pass, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * el,
-				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatUntrusted: 2, maps.StatNotJmirror: 1},
-			streams: []streamWant{{k1(50, 1), 1, el, inner(maps.InnerIPv4)},
-				{maps.StreamKey{Router: router6, MID: 50, SID: 2}, 1, el, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, drop, pass, drop, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 5, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * el,
+				vocab.StatActionPass: 2, vocab.StatStreamNew: 2, vocab.StatUntrusted: 2, vocab.StatNotJmirror: 1},
+			streams: []streamWant{{k1(50, 1), 1, el, inner(vocab.InnerIPv4)},
+				{vocab.StreamKey{Router: router6, MID: 50, SID: 2}, 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "IPv6 sources that embed IPv4 (mapped, compatible, ::, ::1) are never a router, allowlist or not",
-			cfg:  loader.Config{DefaultAction: maps.ActionPass},
+			cfg:  loader.Config{DefaultAction: vocab.ActionPass},
 			frames: func(t *testing.T) [][]byte {
 				var out [][]byte
 				for _, a := range v4EmbeddedSources() {
@@ -416,14 +416,14 @@ func datapathCases() []datapathCase {
 				real.Router = mappedRouter.Unmap()
 				return append(out, frame(t, real))
 			},
-			verdicts: []loader.Verdict{drop, drop, drop, drop, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatUntrusted: 5, maps.StatUntrustedMapped: 5,
-				maps.StatJmirror: 1, maps.StatJmirrorBytes: el, maps.StatActionPass: 1, maps.StatStreamNew: 1},
-			streams: []streamWant{{maps.StreamKey{Router: mappedRouter.Unmap(), MID: 70, SID: 1}, 1, el, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{drop, drop, drop, drop, drop, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatUntrusted: 5, vocab.StatUntrustedMapped: 5,
+				vocab.StatJmirror: 1, vocab.StatJmirrorBytes: el, vocab.StatActionPass: 1, vocab.StatStreamNew: 1},
+			streams: []streamWant{{vocab.StreamKey{Router: mappedRouter.Unmap(), MID: 70, SID: 1}, 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "an IPv4-mapped source is refused even when the allowlist names its IPv4 router",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Allowlist: []netip.Prefix{
+			cfg: loader.Config{DefaultAction: vocab.ActionPass, Allowlist: []netip.Prefix{
 				netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("2001:db8::/64")}},
 			frames: func(t *testing.T) [][]byte {
 				m := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 71, SID: 1, Inner: echo}
@@ -431,9 +431,9 @@ func datapathCases() []datapathCase {
 				other.Port = 9999 // not decoded: not Jmirror, passed as before
 				return [][]byte{frame(t, m), frame(t, other)}
 			},
-			verdicts: []loader.Verdict{drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatUntrusted: 1, maps.StatUntrustedMapped: 1,
-				maps.StatNotJmirror: 1, maps.StatCandidate: 1},
+			verdicts: []vocab.Verdict{drop, pass},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 2, vocab.StatUntrusted: 1, vocab.StatUntrustedMapped: 1,
+				vocab.StatNotJmirror: 1, vocab.StatCandidate: 1},
 		},
 		{
 			name: "fragments of an untrusted datagram are all dropped",
@@ -444,8 +444,8 @@ func datapathCases() []datapathCase {
 				m.MTU = 1500
 				return frames(t, m)
 			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+			verdicts: []vocab.Verdict{drop, drop, drop},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatUntrusted: 3},
 		},
 	}
 }
@@ -474,15 +474,15 @@ func runDatapathCase(t *testing.T, tc datapathCase) {
 		if v != tc.verdicts[i] {
 			t.Errorf("frame %d: kernel verdict %v, want %v", i, v, tc.verdicts[i])
 		}
-		if gv := eng.Process(f).Verdict; loader.Verdict(gv) != tc.verdicts[i] {
-			t.Errorf("frame %d: Go decoder verdict %v, want %v", i, loader.Verdict(gv), tc.verdicts[i])
+		if gv := eng.Process(f).Verdict; vocab.Verdict(gv) != tc.verdicts[i] {
+			t.Errorf("frame %d: Go decoder verdict %v, want %v", i, vocab.Verdict(gv), tc.verdicts[i])
 		}
 	}
 	got, err := p.Maps.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want maps.Counters
+	var want vocab.Counters
 	for s, n := range tc.stats {
 		want[s] = n
 	}
@@ -508,17 +508,17 @@ func engineConfig(c loader.Config) jmirror.Config {
 	return jmirror.Config{Ports: ports, DefaultAction: c.DefaultAction, Policies: c.Policies, Allowlist: c.Allowlist}
 }
 
-func named(c maps.Counters) map[string]uint64 {
+func named(c vocab.Counters) map[string]uint64 {
 	m := map[string]uint64{}
 	for i, n := range c {
 		if n != 0 {
-			m[maps.Stat(i).String()] = n
+			m[vocab.Stat(i).String()] = n
 		}
 	}
 	return m
 }
 
-func checkStreams(t *testing.T, who string, got []maps.Stream, want []streamWant) {
+func checkStreams(t *testing.T, who string, got []vocab.Stream, want []streamWant) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Errorf("%s: %d streams, want %d: %+v", who, len(got), len(want), got)

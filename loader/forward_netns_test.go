@@ -16,14 +16,14 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/forward"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -97,11 +97,11 @@ func TestForwardNamespaces(t *testing.T) {
 	defer passLink.Close()
 
 	const port4, port6b = 30031, 30032
-	rules := []maps.PolicyRule{
-		{MID: 60, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
-		{MID: 61, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
-		{MID: 63, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
-		{MID: 64, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, port6b)},
+	rules := []vocab.PolicyRule{
+		{MID: 60, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
+		{MID: 61, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
+		{MID: 63, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
+		{MID: 64, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll6, port6b)},
 	}
 	ipIn(t, C, "addr", "add", fcollMiss.String()+"/24", "dev", "c0")
 	err = netns.Do(H, func() error {
@@ -215,7 +215,7 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fs[maps.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[maps.FwdNeighMiss]; got != 1 {
+	if got := fs[vocab.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[vocab.FwdNeighMiss]; got != 1 {
 		t.Errorf("mid 63: forward_neigh_miss %d, want 1 (%v)", got, fs)
 	}
 
@@ -249,8 +249,8 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 4 || c[maps.StatFwdNeighMiss] != 1 ||
-		c[maps.StatFwdFragFamily] != 3 || c[maps.StatCaptureFailed] != 0 {
+	if c[vocab.StatActionCapture] != 1 || c[vocab.StatFwdUserspace] != 4 || c[vocab.StatFwdNeighMiss] != 1 ||
+		c[vocab.StatFwdFragFamily] != 3 || c[vocab.StatCaptureFailed] != 0 {
 		t.Errorf("counters: %v", nonZero(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of
@@ -262,7 +262,7 @@ func TestForwardNamespaces(t *testing.T) {
 	if got := sink.snapshot(); len(got) != 1 || got[writer.Key{MID: 62, SID: 1}] != 1 {
 		t.Errorf("written to the sink: %v, want only mid 62 sid 1 once", got)
 	}
-	st, ok, err := p.Maps.Stream(maps.StreamKey{Router: router1, MID: 62, SID: 1})
+	st, ok, err := p.Maps.Stream(vocab.StreamKey{Router: router1, MID: 62, SID: 1})
 	if err != nil || !ok || st.Packets != 1 {
 		t.Errorf("captured stream: %+v %v %v", st, ok, err)
 	}
@@ -304,7 +304,7 @@ func sendAndExpect(t *testing.T, snd *send.Sender, conn *net.UDPConn, ms []gen.M
 }
 
 func jmirrorHeader(m gen.Mirror) []byte {
-	w0 := m.MID&maps.MaxMID | uint32(m.Version)<<30
+	w0 := m.MID&vocab.MaxMID | uint32(m.Version)<<30
 	return []byte{byte(w0 >> 24), byte(w0 >> 16), byte(w0 >> 8), byte(w0), byte(m.SID >> 24), byte(m.SID >> 16), byte(m.SID >> 8), byte(m.SID)}
 }
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // mirror6 is a Jmirror datagram from router6 behind the extension headers
@@ -15,7 +15,7 @@ func mirror6(mid, sid uint32, in []byte, exts ...gen.ExtHeader) gen.Mirror {
 	return gen.Mirror{Router: router6, Collector: coll6, MID: mid, SID: sid, Inner: in, UDPChecksum: true, IPv6Ext: exts}
 }
 
-func k6(mid, sid uint32) maps.StreamKey { return maps.StreamKey{Router: router6, MID: mid, SID: sid} }
+func k6(mid, sid uint32) vocab.StreamKey { return vocab.StreamKey{Router: router6, MID: mid, SID: sid} }
 
 func ext(typ uint8) gen.ExtHeader { return gen.ExtHeader{Type: typ} }
 
@@ -35,16 +35,16 @@ func ipv6ExtCases() []datapathCase {
 	el := uint64(len(echo))
 	big := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 3100))
 	bigLen := uint64(len(big))
-	captured := func(n uint64, extra map[maps.Stat]uint64) map[maps.Stat]uint64 {
-		m := map[maps.Stat]uint64{maps.StatFrames: n, maps.StatJmirror: 1, maps.StatActionCapture: n,
-			maps.StatCaptureFailed: n, maps.StatStreamNew: 1}
+	captured := func(n uint64, extra map[vocab.Stat]uint64) map[vocab.Stat]uint64 {
+		m := map[vocab.Stat]uint64{vocab.StatFrames: n, vocab.StatJmirror: 1, vocab.StatActionCapture: n,
+			vocab.StatCaptureFailed: n, vocab.StatStreamNew: 1}
 		for k, v := range extra {
 			m[k] = v
 		}
 		return m
 	}
-	notJM := func(n uint64) map[maps.Stat]uint64 {
-		return map[maps.Stat]uint64{maps.StatFrames: n, maps.StatNotJmirror: n}
+	notJM := func(n uint64) map[vocab.Stat]uint64 {
+		return map[vocab.Stat]uint64{vocab.StatFrames: n, vocab.StatNotJmirror: n}
 	}
 	// frag6 is the fragments of a datagram of big from mid 30, sid.
 	frag6 := func(t *testing.T, sid uint32, exts ...gen.ExtHeader) [][]byte {
@@ -65,8 +65,8 @@ func ipv6ExtCases() []datapathCase {
 					gen.ExtHeader{Type: gen.ExtRouting, Len: 24}, gen.ExtHeader{Type: gen.ExtAH, Len: 24}, ext(gen.ExtDstOpts)))}
 			},
 			verdicts: one(pass),
-			stats:    captured(1, map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k6(1, 1), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(1, map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k6(1, 1), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "a header of the largest length (2048 bytes)",
@@ -74,21 +74,21 @@ func ipv6ExtCases() []datapathCase {
 				return [][]byte{frame(t, mirror6(1, 2, echo, gen.ExtHeader{Type: gen.ExtDstOpts, Len: 2048}))}
 			},
 			verdicts: one(pass),
-			stats:    captured(1, map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k6(1, 2), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(1, map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k6(1, 2), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name:     "eight extension headers are the bound: walked",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror6(1, 3, echo, extChain(8)...))} },
 			verdicts: one(pass),
-			stats:    captured(1, map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k6(1, 3), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(1, map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k6(1, 3), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name:     "nine are too long: counted as such, passed",
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror6(1, 4, echo, extChain(9)...))} },
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatIPv6ExtLong: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatIPv6ExtLong: 1},
 		},
 		{
 			name: "not Jmirror: ESP, hop-by-hop not first, AH of a bad length, two fragment headers, a header past the frame",
@@ -106,7 +106,7 @@ func ipv6ExtCases() []datapathCase {
 				cut := frame(t, mirror6(1, 5, echo, ext(gen.ExtDstOpts)))
 				return [][]byte{esp, hbh, ah, ah2, twoFrag, past, cut[:14+40+1]}
 			},
-			verdicts: []loader.Verdict{pass, pass, pass, pass, pass, pass, pass},
+			verdicts: []vocab.Verdict{pass, pass, pass, pass, pass, pass, pass},
 			stats:    notJM(7),
 		},
 		{
@@ -115,40 +115,40 @@ func ipv6ExtCases() []datapathCase {
 				return [][]byte{frame(t, mirror6(1, 6, echo, gen.ExtHeader{Type: gen.ExtFragment, ID: 7}))}
 			},
 			verdicts: one(pass),
-			stats:    captured(1, map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k6(1, 6), 1, el, inner(maps.InnerIPv4)}},
+			stats:    captured(1, map[vocab.Stat]uint64{vocab.StatJmirrorBytes: el}),
+			streams:  []streamWant{{k6(1, 6), 1, el, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name:     "IPv6 fragments: counted once at the first, later ones tracked by (source, destination, id)",
 			frames:   func(t *testing.T) [][]byte { return frag6(t, 1) },
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats: captured(3, map[maps.Stat]uint64{maps.StatJmirrorBytes: bigLen, maps.StatFragFirst: 1,
-				maps.StatFragTracked: 2}),
-			streams: []streamWant{{k6(30, 1), 1, bigLen, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, pass, pass},
+			stats: captured(3, map[vocab.Stat]uint64{vocab.StatJmirrorBytes: bigLen, vocab.StatFragFirst: 1,
+				vocab.StatFragTracked: 2}),
+			streams: []streamWant{{k6(30, 1), 1, bigLen, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "IPv6 fragments behind hop-by-hop and routing headers, counted with the count action",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				return frag6(t, 2, ext(gen.ExtHopByHop), gen.ExtHeader{Type: gen.ExtRouting, Len: 40})
 			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatActionCount: 3, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(30, 2), 1, bigLen, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{drop, drop, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bigLen,
+				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatActionCount: 3, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k6(30, 2), 1, bigLen, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "IPv6 later fragments before their first pass unmatched (never held); a copy of the first is a duplicate",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				f := frag6(t, 3)
 				return [][]byte{f[2], f[1], f[0], f[0], f[1]}
 			},
-			verdicts: []loader.Verdict{pass, pass, drop, drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragUnmatched: 2, maps.StatFragDuplicate: 1, maps.StatFragTracked: 1,
-				maps.StatActionCount: 3, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(30, 3), 1, bigLen, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{pass, pass, drop, drop, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 5, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bigLen,
+				vocab.StatFragFirst: 1, vocab.StatFragUnmatched: 2, vocab.StatFragDuplicate: 1, vocab.StatFragTracked: 1,
+				vocab.StatActionCount: 3, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k6(30, 3), 1, bigLen, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "fragments of an IPv6 datagram to a port not decoded pass untouched",
@@ -157,8 +157,8 @@ func ipv6ExtCases() []datapathCase {
 				m.Port, m.MTU = 9999, 1500
 				return frames(t, m)
 			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatNotJmirror: 1, maps.StatFragUnmatched: 2},
+			verdicts: []vocab.Verdict{pass, pass, pass},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatNotJmirror: 1, vocab.StatFragUnmatched: 2},
 		},
 		{
 			name: "fragments of an untrusted IPv6 datagram are all dropped",
@@ -166,8 +166,8 @@ func ipv6ExtCases() []datapathCase {
 			frames: func(t *testing.T) [][]byte {
 				return frag6(t, 5)
 			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+			verdicts: []vocab.Verdict{drop, drop, drop},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatUntrusted: 3},
 		},
 	}
 }
@@ -189,24 +189,24 @@ func jumboCases() []datapathCase {
 	return []datapathCase{
 		{
 			name:     "a 9000-byte IPv4 Jmirror frame",
-			cfg:      loader.Config{DefaultAction: maps.ActionCount},
+			cfg:      loader.Config{DefaultAction: vocab.ActionCount},
 			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(50, 1, big))} },
 			verdicts: one(drop),
-			stats: map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
-				maps.StatActionCount: 1, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(50, 1), 1, bl, inner(maps.InnerIPv4)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
+				vocab.StatActionCount: 1, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k1(50, 1), 1, bl, inner(vocab.InnerIPv4)}},
 		},
 		{
 			name: "a 9000-byte IPv6 frame behind extension headers, and a 60000-byte one",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				return [][]byte{frame(t, mirror6(50, 2, big, ext(gen.ExtHopByHop), ext(gen.ExtDstOpts))),
 					frame(t, mirror6(50, 2, huge))}
 			},
-			verdicts: []loader.Verdict{drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatJmirror: 2, maps.StatJmirrorBytes: bl + hl,
-				maps.StatActionCount: 2, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(50, 2), 2, bl + hl, [maps.NumInner]uint64{maps.InnerIPv4: 2}}},
+			verdicts: []vocab.Verdict{drop, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 2, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: bl + hl,
+				vocab.StatActionCount: 2, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k6(50, 2), 2, bl + hl, [vocab.NumInner]uint64{vocab.InnerIPv4: 2}}},
 		},
 		{
 			name: "a jumbo frame whose UDP length goes past its last buffer is truncated",
@@ -216,11 +216,11 @@ func jumboCases() []datapathCase {
 				return [][]byte{setUDPLen(m, f, uint16(len(big)+17))}
 			},
 			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
+			stats:    map[vocab.Stat]uint64{vocab.StatFrames: 1, vocab.StatMalformedTruncated: 1},
 		},
 		{
 			name: "IPv4 fragments of a jumbo datagram at MTU 9000",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			frames: func(t *testing.T) [][]byte {
 				m := mirror(50, 4, huge)
 				m.MTU = 9000
@@ -230,10 +230,10 @@ func jumboCases() []datapathCase {
 				}
 				return f
 			},
-			verdicts: []loader.Verdict{drop, drop, drop, drop, drop, drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 1, maps.StatJmirrorBytes: hl,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 6, maps.StatActionCount: 7, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(50, 4), 1, hl, inner(maps.InnerIPv4)}},
+			verdicts: []vocab.Verdict{drop, drop, drop, drop, drop, drop, drop},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 7, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: hl,
+				vocab.StatFragFirst: 1, vocab.StatFragTracked: 6, vocab.StatActionCount: 7, vocab.StatStreamNew: 1},
+			streams: []streamWant{{k1(50, 4), 1, hl, inner(vocab.InnerIPv4)}},
 		},
 	}
 }

@@ -297,7 +297,7 @@ func (s PinSnapshot) Undo() ([]string, error) {
 
 // pinNames are the names jmxdp pins: its maps and the link.
 func pinNames() ([]string, error) {
-	spec, err := bpf.LoadJmxdp()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}

@@ -19,13 +19,13 @@ var ErrNotPinned = errors.New("no jmxdp maps pinned there")
 // pin directory, for the CLI to read and change without loading a program.
 type Pinned struct {
 	*Maps
-	objs *bpf.JmxdpMaps
+	objs *bpf.Maps
 }
 
 // OpenPinned opens the maps pinned in dir (PIN_DIR/IFACE). Changes through
 // them take effect on the next packet the instance's program sees.
 func OpenPinned(dir string) (*Pinned, error) {
-	var objs bpf.JmxdpMaps
+	var objs bpf.Maps
 	targets := []struct {
 		name string
 		m    **ebpf.Map

@@ -213,6 +213,27 @@ struct jm_candidate_value {
  * again, and the receive time, taken in the kernel before any queueing, so
  * that files carry when the frame arrived and not when userspace got round
  * to it. bpf_xdp_adjust_meta takes at most 32 bytes: this is all of them. */
+/* struct jm_xsk_meta.flags. Enums, not defines, so that bpf2go hands them
+ * to Go and userspace reads the metadata with the program's own words. */
+enum jm_meta_flag {
+	JM_META_OUTER_V6 = 0x1,   /* the outer header is IPv6 (else IPv4) */
+	JM_META_FIRST_FRAG = 0x2, /* first fragment of an outer IPv4 or IPv6 datagram */
+	JM_META_LATER_FRAG = 0x4, /* a later fragment: only mid and sid are set */
+	/* A later fragment whose first fragment has not been seen (held): mid
+	 * and sid are 0, userspace keeps it until its first fragment arrives. */
+	JM_META_HELD = 0x8,
+	/* A frame of a forwarded stream that the program could not send
+	 * (jm_xsk_meta.reserved says why, enum jm_fwd_reason): userspace sends
+	 * its UDP payload to the target from a socket. */
+	JM_META_FORWARD = 0x80,
+};
+
+/* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
+ * wrote from stale bytes when a driver has no metadata support. */
+enum jm_meta_magic {
+	JM_META_MAGIC = 0x4a4d5844,
+};
+
 struct jm_xsk_meta {
 	__u64 rx_ns;     /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 mid;       /* the stream, also for a later fragment */

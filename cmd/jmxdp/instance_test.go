@@ -12,8 +12,8 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // `stats`, `policy list` and `detach` find a daemon whose pin dir came

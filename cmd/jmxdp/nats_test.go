@@ -16,10 +16,10 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/natstest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // End to end: `jmxdp run --sink` captures mirrored frames on a veth lab

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // freePort is a TCP port on 127.0.0.1 that nobody listens on now.

@@ -18,6 +18,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/spf13/cobra"
 )
 
@@ -277,21 +278,21 @@ type ruleJSON struct {
 	PreviousAction string `json:"previous_action,omitempty"`
 }
 
-func toRuleJSON(r maps.PolicyRule) ruleJSON {
+func toRuleJSON(r vocab.PolicyRule) ruleJSON {
 	j := ruleJSON{MID: r.MID, SID: r.SID, AnySID: r.AnySID, Action: r.Action.String()}
-	if r.Action == maps.ActionForward {
-		j.To = maps.FormatTarget(r.Target)
+	if r.Action == vocab.ActionForward {
+		j.To = vocab.FormatTarget(r.Target)
 	}
 	return j
 }
 
 // sameAction: a and b do the same (action, and target for forward).
-func sameAction(a, b maps.PolicyRule) bool { return a.Action == b.Action && a.Target == b.Target }
+func sameAction(a, b vocab.PolicyRule) bool { return a.Action == b.Action && a.Target == b.Target }
 
 // actionString is the action as a person reads it: "forward to ADDR".
-func actionString(r maps.PolicyRule) string {
-	if r.Action == maps.ActionForward {
-		return r.Action.String() + " to " + maps.FormatTarget(r.Target)
+func actionString(r vocab.PolicyRule) string {
+	if r.Action == vocab.ActionForward {
+		return r.Action.String() + " to " + vocab.FormatTarget(r.Target)
 	}
 	return r.Action.String()
 }
@@ -311,14 +312,14 @@ func describeRule(r ruleJSON) string {
 	return s + ": " + act
 }
 
-func ruleKeyString(r maps.PolicyRule) string {
+func ruleKeyString(r vocab.PolicyRule) string {
 	if r.AnySID {
 		return fmt.Sprintf("mid %d (any sid)", r.MID)
 	}
 	return fmt.Sprintf("mid %d sid %d", r.MID, r.SID)
 }
 
-func sameRuleKey(a, b maps.PolicyRule) bool {
+func sameRuleKey(a, b vocab.PolicyRule) bool {
 	return a.MID == b.MID && a.AnySID == b.AnySID && (a.AnySID || a.SID == b.SID)
 }
 
@@ -328,8 +329,8 @@ type ruleFlags struct {
 }
 
 // parse reads the rule; wantAction is false for del.
-func (f *ruleFlags) parse(cmd *cobra.Command, wantAction bool) (maps.PolicyRule, error) {
-	var r maps.PolicyRule
+func (f *ruleFlags) parse(cmd *cobra.Command, wantAction bool) (vocab.PolicyRule, error) {
+	var r vocab.PolicyRule
 	if !cmd.Flags().Changed("mid") {
 		return r, errors.New("--mid is required (the intercept id, decimal or 0x hex)")
 	}
@@ -337,8 +338,8 @@ func (f *ruleFlags) parse(cmd *cobra.Command, wantAction bool) (maps.PolicyRule,
 	if err != nil {
 		return r, fmt.Errorf("--mid: %w", err)
 	}
-	if mid > maps.MaxMID {
-		return r, fmt.Errorf("--mid %s: not a 30-bit intercept id (max %#x)", f.mid, maps.MaxMID)
+	if mid > vocab.MaxMID {
+		return r, fmt.Errorf("--mid %s: not a 30-bit intercept id (max %#x)", f.mid, vocab.MaxMID)
 	}
 	r.MID = uint32(mid)
 	if s := f.sid; s == "" || strings.EqualFold(s, "any") {
@@ -360,17 +361,17 @@ func (f *ruleFlags) parse(cmd *cobra.Command, wantAction bool) (maps.PolicyRule,
 		if !cmd.Flags().Changed("action") {
 			return r, errors.New("--action is required (capture, count, pass or forward)")
 		}
-		if r.Action, err = maps.ParseAction(f.action); err != nil {
+		if r.Action, err = vocab.ParseAction(f.action); err != nil {
 			return r, fmt.Errorf("--action: %w", err)
 		}
 		hasTo := cmd.Flags().Lookup("to") != nil && cmd.Flags().Changed("to")
 		switch {
-		case r.Action == maps.ActionForward && !hasTo:
+		case r.Action == vocab.ActionForward && !hasTo:
 			return r, errors.New("--action forward needs --to IP:PORT, [IPv6]:PORT or an address (the stream's own port)")
-		case r.Action != maps.ActionForward && hasTo:
+		case r.Action != vocab.ActionForward && hasTo:
 			return r, fmt.Errorf("--to goes only with --action forward, not %s", r.Action)
 		case hasTo:
-			if r.Target, err = maps.ParseTarget(f.to); err != nil {
+			if r.Target, err = vocab.ParseTarget(f.to); err != nil {
 				return r, fmt.Errorf("--to: %w", err)
 			}
 		}
@@ -434,17 +435,17 @@ func newPolicyAddCmd() *cobra.Command {
 	return cmd
 }
 
-func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON], error) {
+func policyAdd(t *target, r vocab.PolicyRule, replace bool) (*changeJSON[ruleJSON], error) {
 	c := newChange[ruleJSON]("add", t)
-	var instRules []maps.PolicyRule
-	var instOld, fileOld maps.PolicyRule
+	var instRules []vocab.PolicyRule
+	var instOld, fileOld vocab.PolicyRule
 	var inInst, inFile bool
 	if t.pinned != nil {
 		var err error
 		if instRules, err = t.pinned.Policies(); err != nil {
 			return nil, err
 		}
-		if i := slices.IndexFunc(instRules, func(x maps.PolicyRule) bool { return sameRuleKey(x, r) }); i >= 0 {
+		if i := slices.IndexFunc(instRules, func(x vocab.PolicyRule) bool { return sameRuleKey(x, r) }); i >= 0 {
 			instOld, inInst = instRules[i], true
 		}
 	}
@@ -460,10 +461,10 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		return nil, fmt.Errorf("%s already has a rule for %s (action %s); use --replace to change its action",
 			t.file.Name(), ruleKeyString(r), actionString(fileOld))
 	}
-	if t.pinned != nil && r.Action == maps.ActionForward {
+	if t.pinned != nil && r.Action == vocab.ActionForward {
 		// The route, egress and neighbour first: no route refuses the
 		// rule before the file or the instance changes.
-		if err := forward.Prepare(t.pinned.Maps, []maps.PolicyRule{r}, nil); err != nil {
+		if err := forward.Prepare(t.pinned.Maps, []vocab.PolicyRule{r}, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -483,7 +484,7 @@ func policyAdd(t *target, r maps.PolicyRule, replace bool) (*changeJSON[ruleJSON
 		case !t.file.Config().PolicySet && t.pinned != nil:
 			// A policy key makes the file authoritative at start: seed it
 			// with the instance's whole policy, so a restart keeps all of it.
-			rules := slices.DeleteFunc(slices.Clone(instRules), func(x maps.PolicyRule) bool { return sameRuleKey(x, r) })
+			rules := slices.DeleteFunc(slices.Clone(instRules), func(x vocab.PolicyRule) bool { return sameRuleKey(x, r) })
 			rules = append(rules, r)
 			err = t.file.AddPolicies(rules)
 			if len(rules) > 1 {
@@ -586,16 +587,16 @@ func newPolicyDelCmd() *cobra.Command {
 	return cmd
 }
 
-func policyDel(t *target, r maps.PolicyRule) (*changeJSON[ruleJSON], error) {
+func policyDel(t *target, r vocab.PolicyRule) (*changeJSON[ruleJSON], error) {
 	c := newChange[ruleJSON]("del", t)
-	var instOld, fileOld maps.PolicyRule
+	var instOld, fileOld vocab.PolicyRule
 	var inInst, inFile bool
 	if t.pinned != nil {
 		rules, err := t.pinned.Policies()
 		if err != nil {
 			return nil, err
 		}
-		if i := slices.IndexFunc(rules, func(x maps.PolicyRule) bool { return sameRuleKey(x, r) }); i >= 0 {
+		if i := slices.IndexFunc(rules, func(x vocab.PolicyRule) bool { return sameRuleKey(x, r) }); i >= 0 {
 			instOld, inInst = rules[i], true
 		}
 	}
@@ -680,8 +681,8 @@ func newListCmd(short string, list func(*cobra.Command, *target, string) error) 
 
 func policyList(cmd *cobra.Command, t *target, format string) error {
 	w := cmd.OutOrStdout()
-	var rules []maps.PolicyRule
-	var def maps.Action
+	var rules []vocab.PolicyRule
+	var def vocab.Action
 	var source string
 	if t.pinned != nil {
 		var err error
@@ -701,7 +702,7 @@ func policyList(cmd *cobra.Command, t *target, format string) error {
 		cfg := t.file.Config()
 		rules, def = slices.Clone(cfg.Policy), cfg.DefaultAction
 		// The instance's order: by mid, the mid-wide rule first, then sid.
-		slices.SortFunc(rules, func(a, b maps.PolicyRule) int {
+		slices.SortFunc(rules, func(a, b vocab.PolicyRule) int {
 			if a.MID != b.MID {
 				return cmp.Compare(a.MID, b.MID)
 			}
@@ -743,7 +744,7 @@ func policyList(cmd *cobra.Command, t *target, format string) error {
 }
 
 // sameRules compares two policies as sets.
-func sameRules(a, b []maps.PolicyRule) bool {
+func sameRules(a, b []vocab.PolicyRule) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -841,7 +842,7 @@ func allowChange(t *target, op string, prefixes []netip.Prefix) (*changeJSON[pre
 	c := newChange[prefixJSON](op, t)
 	add := op == "add"
 	var inst []netip.Prefix
-	var settings maps.Settings
+	var settings vocab.Settings
 	if t.pinned != nil {
 		var err error
 		if inst, err = t.pinned.Allowlist(); err != nil {
@@ -935,7 +936,7 @@ func allowChange(t *target, op string, prefixes []netip.Prefix) (*changeJSON[pre
 
 // applyAllow changes the pinned allowlist gap-free and returns how to undo
 // it.
-func applyAllow(m *maps.Pinned, add bool, before, todo []netip.Prefix, s maps.Settings) (func() error, error) {
+func applyAllow(m *maps.Pinned, add bool, before, todo []netip.Prefix, s vocab.Settings) (func() error, error) {
 	nothing := func() error { return nil }
 	if m == nil || len(todo) == 0 {
 		return nothing, nil

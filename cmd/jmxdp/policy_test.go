@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/configedit"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Bad ids, actions, prefixes and flags, and nothing to change, are refused
@@ -134,7 +134,7 @@ func TestPolicyConfigOnly(t *testing.T) {
 		t.Fatalf("add: %v\n%s", err, out)
 	}
 	cfg, err := config.Load(file)
-	if err != nil || !slices.Equal(cfg.Policy, []maps.PolicyRule{{MID: 5, AnySID: true, Action: maps.ActionPass}, {MID: 60, SID: 1, Action: maps.ActionCount}}) {
+	if err != nil || !slices.Equal(cfg.Policy, []vocab.PolicyRule{{MID: 5, AnySID: true, Action: vocab.ActionPass}, {MID: 60, SID: 1, Action: vocab.ActionCount}}) {
 		t.Fatalf("file after add: %v %v", cfg.Policy, err)
 	}
 	data, _ := os.ReadFile(file)
@@ -245,7 +245,7 @@ func (e *liveEnv) start(t *testing.T) {
 	e.d = d
 }
 
-func (e *liveEnv) counters(t *testing.T) maps.Counters {
+func (e *liveEnv) counters(t *testing.T) vocab.Counters {
 	t.Helper()
 	c, err := e.d.Counters()
 	if err != nil {
@@ -278,7 +278,7 @@ func (e *liveEnv) send(t *testing.T, router netip.Addr, mid, sid uint32, n int) 
 	if sent, err := s.Send(frames); err != nil || sent != n {
 		t.Fatalf("sent %d of %d: %v", sent, n, err)
 	}
-	seen := func(c maps.Counters) uint64 { return c[maps.StatJmirror] + c[maps.StatUntrusted] }
+	seen := func(c vocab.Counters) uint64 { return c[vocab.StatJmirror] + c[vocab.StatUntrusted] }
 	waitUntil(t, "the kernel to see the frames", func() bool { return seen(e.counters(t)) >= seen(before)+uint64(n) })
 	time.Sleep(50 * time.Millisecond) // nothing more should come
 }
@@ -294,7 +294,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func diff(a, b maps.Counters, s maps.Stat) uint64 { return b[s] - a[s] }
+func diff(a, b vocab.Counters, s vocab.Stat) uint64 { return b[s] - a[s] }
 
 // The requirement, end to end: a live daemon captures (60, 1); a
 // policy added through the CLI makes the very next packets counted and
@@ -332,8 +332,8 @@ func TestPolicyLive(t *testing.T) {
 	c0 := e.counters(t)
 	e.send(t, router, 60, 1, 5)
 	c1 := e.counters(t)
-	if diff(c0, c1, maps.StatActionCapture) != 5 {
-		t.Fatalf("captured %d of 5", diff(c0, c1, maps.StatActionCapture))
+	if diff(c0, c1, vocab.StatActionCapture) != 5 {
+		t.Fatalf("captured %d of 5", diff(c0, c1, vocab.StatActionCapture))
 	}
 	waitUntil(t, "the writer", func() bool { return written() >= 5 })
 	w1 := written()
@@ -345,10 +345,10 @@ func TestPolicyLive(t *testing.T) {
 	}
 	e.send(t, router, 60, 1, 7)
 	c2 := e.counters(t)
-	if n := diff(c1, c2, maps.StatActionCount); n != 7 {
+	if n := diff(c1, c2, vocab.StatActionCount); n != 7 {
 		t.Errorf("counted %d of the 7 frames sent after the change", n)
 	}
-	if n := diff(c1, c2, maps.StatActionCapture); n != 0 {
+	if n := diff(c1, c2, vocab.StatActionCapture); n != 0 {
 		t.Errorf("%d frames captured after the change", n)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -370,9 +370,9 @@ func TestPolicyLive(t *testing.T) {
 	}
 	e.send(t, router, 60, 1, 4)
 	c3 := e.counters(t)
-	if diff(c2, c3, maps.StatUntrusted) != 4 || diff(c2, c3, maps.StatJmirror) != 0 || diff(c2, c3, maps.StatActionCount) != 0 {
+	if diff(c2, c3, vocab.StatUntrusted) != 4 || diff(c2, c3, vocab.StatJmirror) != 0 || diff(c2, c3, vocab.StatActionCount) != 0 {
 		t.Errorf("with the allowlist: untrusted %d jmirror %d counted %d, want 4 0 0",
-			diff(c2, c3, maps.StatUntrusted), diff(c2, c3, maps.StatJmirror), diff(c2, c3, maps.StatActionCount))
+			diff(c2, c3, vocab.StatUntrusted), diff(c2, c3, vocab.StatJmirror), diff(c2, c3, vocab.StatActionCount))
 	}
 	if o := cli("allowlist", "del", other.String()); !strings.Contains(o, "any source") {
 		t.Errorf("allowlist del output:\n%s", o)
@@ -382,8 +382,8 @@ func TestPolicyLive(t *testing.T) {
 	}
 	e.send(t, router, 60, 1, 3)
 	c4 := e.counters(t)
-	if diff(c3, c4, maps.StatUntrusted) != 0 || diff(c3, c4, maps.StatActionCount) != 3 {
-		t.Errorf("after allowlist del: untrusted %d counted %d, want 0 3", diff(c3, c4, maps.StatUntrusted), diff(c3, c4, maps.StatActionCount))
+	if diff(c3, c4, vocab.StatUntrusted) != 0 || diff(c3, c4, vocab.StatActionCount) != 3 {
+		t.Errorf("after allowlist del: untrusted %d counted %d, want 0 3", diff(c3, c4, vocab.StatUntrusted), diff(c3, c4, vocab.StatActionCount))
 	}
 
 	// stats reads the same counts from the pins.
@@ -399,7 +399,7 @@ func TestPolicyLive(t *testing.T) {
 	if err := json.Unmarshal([]byte(o), &doc); err != nil {
 		t.Fatalf("stats json: %v\n%s", err, o)
 	}
-	if doc.Totals["action_count"] != c4[maps.StatActionCount] || len(doc.Streams) != 1 || doc.Streams[0].Packets != 5+7+3 || doc.Streams[0].Router != router.String() {
+	if doc.Totals["action_count"] != c4[vocab.StatActionCount] || len(doc.Streams) != 1 || doc.Streams[0].Packets != 5+7+3 || doc.Streams[0].Router != router.String() {
 		t.Errorf("stats: %+v", doc)
 	}
 
@@ -409,10 +409,10 @@ func TestPolicyLive(t *testing.T) {
 	if !strings.Contains(o, "pass to "+e.file) || !strings.Contains(o, "whole policy (2 rules)") {
 		t.Errorf("policy add --config output:\n%s", o)
 	}
-	want60 := maps.PolicyRule{MID: 60, SID: 1, Action: maps.ActionCount}
-	want61 := maps.PolicyRule{MID: 61, AnySID: true, Action: maps.ActionPass}
+	want60 := vocab.PolicyRule{MID: 60, SID: 1, Action: vocab.ActionCount}
+	want61 := vocab.PolicyRule{MID: 61, AnySID: true, Action: vocab.ActionPass}
 	cfg, err := config.Load(e.file)
-	if err != nil || !cfg.PolicySet || !slices.Equal(cfg.Policy, []maps.PolicyRule{want60, want61}) {
+	if err != nil || !cfg.PolicySet || !slices.Equal(cfg.Policy, []vocab.PolicyRule{want60, want61}) {
 		t.Fatalf("file policy: %v %v\n%s", cfg.Policy, err, mustRead(t, e.file))
 	}
 	t.Logf("%s:\n%s", e.file, mustRead(t, e.file))
@@ -423,15 +423,15 @@ func TestPolicyLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t)
-	if rules, err := e.d.Program().Maps.Policies(); err != nil || !slices.Equal(rules, []maps.PolicyRule{want60, want61}) {
+	if rules, err := e.d.Program().Maps.Policies(); err != nil || !slices.Equal(rules, []vocab.PolicyRule{want60, want61}) {
 		t.Fatalf("policy after restart with the file: %v %v", rules, err)
 	}
 	c7 := e.counters(t)
 	e.send(t, router, 61, 9, 3)
 	e.send(t, router, 60, 1, 2)
-	if c8 := e.counters(t); diff(c7, c8, maps.StatActionPass) != 3 || diff(c7, c8, maps.StatActionCount) != 2 || diff(c7, c8, maps.StatActionCapture) != 0 {
+	if c8 := e.counters(t); diff(c7, c8, vocab.StatActionPass) != 3 || diff(c7, c8, vocab.StatActionCount) != 2 || diff(c7, c8, vocab.StatActionCapture) != 0 {
 		t.Errorf("after restart with the file: pass %d count %d capture %d, want 3 2 0",
-			diff(c7, c8, maps.StatActionPass), diff(c7, c8, maps.StatActionCount), diff(c7, c8, maps.StatActionCapture))
+			diff(c7, c8, vocab.StatActionPass), diff(c7, c8, vocab.StatActionCount), diff(c7, c8, vocab.StatActionCapture))
 	}
 
 	// A rule added live only is gone after a restart: the file is what a
@@ -444,16 +444,16 @@ func TestPolicyLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t)
-	if rules, err := e.d.Program().Maps.Policies(); err != nil || !slices.Equal(rules, []maps.PolicyRule{want60, want61}) {
+	if rules, err := e.d.Program().Maps.Policies(); err != nil || !slices.Equal(rules, []vocab.PolicyRule{want60, want61}) {
 		t.Fatalf("policy after a restart with a live-only rule: %v %v (want the file's two)", rules, err)
 	}
 
 	// del with --config removes it from both.
 	cli("policy", "del", "--mid", "61", "--config", e.file)
-	if rules, _ := e.d.Program().Maps.Policies(); !slices.Equal(rules, []maps.PolicyRule{want60}) {
+	if rules, _ := e.d.Program().Maps.Policies(); !slices.Equal(rules, []vocab.PolicyRule{want60}) {
 		t.Errorf("instance policy after del: %v", rules)
 	}
-	if cfg, err := config.Load(e.file); err != nil || !slices.Equal(cfg.Policy, []maps.PolicyRule{want60}) {
+	if cfg, err := config.Load(e.file); err != nil || !slices.Equal(cfg.Policy, []vocab.PolicyRule{want60}) {
 		t.Errorf("file policy after del: %v %v", cfg.Policy, err)
 	}
 
@@ -470,8 +470,8 @@ func TestPolicyLive(t *testing.T) {
 	}
 	c9 := e.counters(t)
 	e.send(t, router, 60, 1, 2)
-	if c10 := e.counters(t); diff(c9, c10, maps.StatUntrusted) != 0 || diff(c9, c10, maps.StatActionCount) != 2 {
-		t.Errorf("router inside the allowlist: untrusted %d counted %d", diff(c9, c10, maps.StatUntrusted), diff(c9, c10, maps.StatActionCount))
+	if c10 := e.counters(t); diff(c9, c10, vocab.StatUntrusted) != 0 || diff(c9, c10, vocab.StatActionCount) != 2 {
+		t.Errorf("router inside the allowlist: untrusted %d counted %d", diff(c9, c10, vocab.StatUntrusted), diff(c9, c10, vocab.StatActionCount))
 	}
 	cli("allowlist", "del", routerNet.String(), "--config", e.file)
 	if s, _ := m.Settings(); s.AllowlistEnabled {
@@ -493,8 +493,8 @@ func TestPolicyPinnedRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	old := maps.PolicyRule{MID: 9, SID: 9, Action: maps.ActionPass}
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCapture, Policies: []maps.PolicyRule{old}}); err != nil {
+	old := vocab.PolicyRule{MID: 9, SID: 9, Action: vocab.ActionPass}
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCapture, Policies: []vocab.PolicyRule{old}}); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "jmxdp.yaml")
@@ -522,7 +522,7 @@ func TestPolicyPinnedRollback(t *testing.T) {
 		}
 	}
 	rules, _ := p.Maps.Policies()
-	if want := []maps.PolicyRule{{MID: 1, AnySID: true, Action: maps.ActionCount}, old}; !slices.Equal(rules, want) {
+	if want := []vocab.PolicyRule{{MID: 1, AnySID: true, Action: vocab.ActionCount}, old}; !slices.Equal(rules, want) {
 		t.Errorf("policy after failed writes: %v, want %v", rules, want)
 	}
 	if list, _ := p.Maps.Allowlist(); len(list) != 0 {
@@ -554,8 +554,8 @@ func TestPolicyForwardConfigOnly(t *testing.T) {
 		t.Fatalf("add: %v\n%s", err, out)
 	}
 	cfg, err := config.Load(file)
-	want := []maps.PolicyRule{{MID: 5, AnySID: true, Action: maps.ActionPass},
-		{MID: 7, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30031")}}
+	want := []vocab.PolicyRule{{MID: 5, AnySID: true, Action: vocab.ActionPass},
+		{MID: 7, AnySID: true, Action: vocab.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30031")}}
 	if err != nil || !slices.Equal(cfg.Policy, want) {
 		t.Fatalf("file after add: %v %v", cfg.Policy, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/filter"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/spf13/cobra"
 )
 
@@ -127,19 +128,19 @@ type sample struct {
 	at        time.Time     // when it was read (wall and monotonic clock)
 	coarse    time.Duration // CLOCK_MONOTONIC_COARSE then: the clock of last_seen
 	attached  bool
-	counters  maps.Counters
-	streams   []maps.Stream
-	untrusted []maps.UntrustedSource
+	counters  vocab.Counters
+	streams   []vocab.Stream
+	untrusted []vocab.UntrustedSource
 	// candidates: Jmirror-looking traffic on ports not decoded.
-	candidates []maps.Candidate
+	candidates []vocab.Candidate
 	capacity   uint32
-	settings   maps.Settings
+	settings   vocab.Settings
 	ports      []uint16
 	rules      int
 	allow      int
 	// forward: the forward rules and their streams' forward counters.
-	forward    []maps.PolicyRule
-	fwdStreams map[maps.StreamKey]maps.ForwardStats
+	forward    []vocab.PolicyRule
+	fwdStreams map[vocab.StreamKey]vocab.ForwardStats
 }
 
 // readSample opens the pinned maps afresh, so that a watch follows an
@@ -182,7 +183,7 @@ func readSample(iface, dir string) (*sample, error) {
 	}
 	s.rules, s.allow = len(rules), len(allow)
 	for _, r := range rules {
-		if r.Action == maps.ActionForward {
+		if r.Action == vocab.ActionForward {
 			s.forward = append(s.forward, r)
 		}
 	}
@@ -202,9 +203,9 @@ func readSample(iface, dir string) (*sample, error) {
 // rates are per-second rates between two samples.
 type rates struct {
 	dt        float64 // seconds
-	counters  [maps.NumStats]float64
-	streams   map[maps.StreamKey][2]float64 // packets/s, bits/s
-	untrusted map[netip.Addr]float64        // packets/s
+	counters  [vocab.NumStats]float64
+	streams   map[vocab.StreamKey][2]float64 // packets/s, bits/s
+	untrusted map[netip.Addr]float64         // packets/s
 }
 
 // delta is how much a counter grew; one that went back (maps recreated)
@@ -221,11 +222,11 @@ func computeRates(prev, cur *sample) *rates {
 	if dt <= 0 {
 		return nil
 	}
-	r := &rates{dt: dt, streams: make(map[maps.StreamKey][2]float64, len(cur.streams)), untrusted: map[netip.Addr]float64{}}
+	r := &rates{dt: dt, streams: make(map[vocab.StreamKey][2]float64, len(cur.streams)), untrusted: map[netip.Addr]float64{}}
 	for i := range cur.counters {
 		r.counters[i] = float64(delta(prev.counters[i], cur.counters[i])) / dt
 	}
-	before := make(map[maps.StreamKey]maps.StreamStats, len(prev.streams))
+	before := make(map[vocab.StreamKey]vocab.StreamStats, len(prev.streams))
 	for _, s := range prev.streams {
 		before[s.StreamKey] = s.StreamStats
 	}
@@ -259,9 +260,9 @@ func (s *sample) ago(t time.Duration) time.Duration {
 // Without rates busiest is most bytes; with rates, most bits/s, then most
 // bytes. Ties fall back to packets, then (mid, sid, router): the order is
 // the same for the same counts.
-func topStreams(s *sample, r *rates, top int, f *filter.Filter) []maps.Stream {
+func topStreams(s *sample, r *rates, top int, f *filter.Filter) []vocab.Stream {
 	out := matchingStreams(s, f)
-	slices.SortStableFunc(out, func(a, b maps.Stream) int {
+	slices.SortStableFunc(out, func(a, b vocab.Stream) int {
 		if r != nil {
 			if c := cmp.Compare(r.streams[b.StreamKey][1], r.streams[a.StreamKey][1]); c != 0 {
 				return c
@@ -279,11 +280,11 @@ func topStreams(s *sample, r *rates, top int, f *filter.Filter) []maps.Stream {
 // matchingStreams is a copy of the sample's streams that match f (nil:
 // all). Each is one router's entry of the stream table, filtered on its
 // own: router is that router, packets and bytes its share.
-func matchingStreams(s *sample, f *filter.Filter) []maps.Stream {
+func matchingStreams(s *sample, f *filter.Filter) []vocab.Stream {
 	if f == nil {
 		return slices.Clone(s.streams)
 	}
-	var out []maps.Stream
+	var out []vocab.Stream
 	for _, st := range s.streams {
 		if f.Match(filter.StreamOf(st)) {
 			out = append(out, st)
@@ -292,9 +293,9 @@ func matchingStreams(s *sample, f *filter.Filter) []maps.Stream {
 	return out
 }
 
-func topUntrusted(s *sample, r *rates, top int) []maps.UntrustedSource {
+func topUntrusted(s *sample, r *rates, top int) []vocab.UntrustedSource {
 	out := slices.Clone(s.untrusted)
-	slices.SortStableFunc(out, func(a, b maps.UntrustedSource) int {
+	slices.SortStableFunc(out, func(a, b vocab.UntrustedSource) int {
 		if r != nil {
 			if c := cmp.Compare(r.untrusted[b.Addr], r.untrusted[a.Addr]); c != 0 {
 				return c
@@ -365,22 +366,22 @@ func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
 // The counters in the order the table and the JSON show them; frames is
 // the sum of the indented classes.
 var statsOrder = []struct {
-	stat   maps.Stat
+	stat   vocab.Stat
 	indent bool
 }{
-	{maps.StatFrames, false},
-	{maps.StatNotJmirror, true}, {maps.StatJmirror, true}, {maps.StatMalformedShort, true},
-	{maps.StatMalformedTruncated, true}, {maps.StatUntrusted, true}, {maps.StatFragTracked, true},
-	{maps.StatFragUnmatched, true},
-	{maps.StatFragDuplicate, true}, {maps.StatFragHeld, true}, {maps.StatIPv6ExtLong, true},
-	{maps.StatJmirrorBytes, false},
-	{maps.StatActionCapture, false}, {maps.StatActionCount, false}, {maps.StatActionPass, false},
-	{maps.StatCaptureFailed, false},
-	{maps.StatFragFirst, false}, {maps.StatStreamNew, false}, {maps.StatVersionNonzero, false},
-	{maps.StatCandidate, false}, {maps.StatUntrustedMapped, false},
-	{maps.StatActionForward, false}, {maps.StatFwdSent, true}, {maps.StatFwdUserspace, true},
-	{maps.StatFwdNeighMiss, true}, {maps.StatFwdNoRoute, true}, {maps.StatFwdTooBig, true},
-	{maps.StatFwdFragFamily, true}, {maps.StatFwdNoSource, true}, {maps.StatFwdUnsupported, true},
+	{vocab.StatFrames, false},
+	{vocab.StatNotJmirror, true}, {vocab.StatJmirror, true}, {vocab.StatMalformedShort, true},
+	{vocab.StatMalformedTruncated, true}, {vocab.StatUntrusted, true}, {vocab.StatFragTracked, true},
+	{vocab.StatFragUnmatched, true},
+	{vocab.StatFragDuplicate, true}, {vocab.StatFragHeld, true}, {vocab.StatIPv6ExtLong, true},
+	{vocab.StatJmirrorBytes, false},
+	{vocab.StatActionCapture, false}, {vocab.StatActionCount, false}, {vocab.StatActionPass, false},
+	{vocab.StatCaptureFailed, false},
+	{vocab.StatFragFirst, false}, {vocab.StatStreamNew, false}, {vocab.StatVersionNonzero, false},
+	{vocab.StatCandidate, false}, {vocab.StatUntrustedMapped, false},
+	{vocab.StatActionForward, false}, {vocab.StatFwdSent, true}, {vocab.StatFwdUserspace, true},
+	{vocab.StatFwdNeighMiss, true}, {vocab.StatFwdNoRoute, true}, {vocab.StatFwdTooBig, true},
+	{vocab.StatFwdFragFamily, true}, {vocab.StatFwdNoSource, true}, {vocab.StatFwdUnsupported, true},
 }
 
 // jsonObject is a JSON object whose keys keep their order.
@@ -485,7 +486,7 @@ func forwardJSON(s *sample) []statsForwardJSON {
 		j := statsForwardJSON{Router: k.Router.String(), MID: k.MID, SID: k.SID, Packets: v.Packets, Bytes: v.Bytes, Userspace: map[string]uint64{}}
 		for r, n := range v.Userspace {
 			if n > 0 {
-				j.Userspace[maps.FwdReason(r).String()] = n
+				j.Userspace[vocab.FwdReason(r).String()] = n
 			}
 		}
 		out = append(out, j)
@@ -506,8 +507,8 @@ type statsCandidateJSON struct {
 
 func evicted(s *sample) uint64 {
 	n := uint64(len(s.streams))
-	if s.counters[maps.StatStreamNew] > n {
-		return s.counters[maps.StatStreamNew] - n
+	if s.counters[vocab.StatStreamNew] > n {
+		return s.counters[vocab.StatStreamNew] - n
 	}
 	return 0
 }
@@ -542,13 +543,13 @@ func statsDocument(o statsOpts, dir string, s *sample, r *rates) statsJSON {
 		for _, e := range statsOrder {
 			doc.Rates = append(doc.Rates, jsonField{e.stat.String(), r.counters[e.stat]})
 		}
-		doc.Rates = append(doc.Rates, jsonField{"jmirror_bits", r.counters[maps.StatJmirrorBytes] * 8})
+		doc.Rates = append(doc.Rates, jsonField{"jmirror_bits", r.counters[vocab.StatJmirrorBytes] * 8})
 	}
 	for _, st := range topStreams(s, r, o.top, o.flt) {
 		j := statsStreamJSON{
 			Router: st.Router.String(), MID: st.MID, SID: st.SID, Packets: st.Packets, Bytes: st.Bytes,
-			Inner: innerJSON{st.Inner[maps.InnerIPv4], st.Inner[maps.InnerIPv6], st.Inner[maps.InnerPPP],
-				st.Inner[maps.InnerUnknown], st.Inner[maps.InnerEmpty]},
+			Inner: innerJSON{st.Inner[vocab.InnerIPv4], st.Inner[vocab.InnerIPv6], st.Inner[vocab.InnerPPP],
+				st.Inner[vocab.InnerUnknown], st.Inner[vocab.InnerEmpty]},
 			LastSeenAgoSeconds: s.ago(st.LastSeen).Seconds(),
 		}
 		if r != nil {
@@ -642,7 +643,7 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 		row := []string{name, fmt.Sprint(s.counters[e.stat])}
 		if r != nil {
 			rate := pps(r.counters[e.stat])
-			if e.stat == maps.StatJmirrorBytes {
+			if e.stat == vocab.StatJmirrorBytes {
 				rate = bps(r.counters[e.stat] * 8)
 			}
 			row = append(row, rate)
@@ -673,7 +674,7 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 		var kinds []string
 		for k, n := range st.Inner {
 			if n > 0 {
-				kinds = append(kinds, fmt.Sprintf("%s:%d", maps.Inner(k), n))
+				kinds = append(kinds, fmt.Sprintf("%s:%d", vocab.Inner(k), n))
 			}
 		}
 		row := []string{st.Router.String(), fmt.Sprintf("%d (0x%x)", st.MID, st.MID), fmt.Sprintf("%d (0x%x)", st.SID, st.SID),

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // statsProgram loads the program with its maps pinned under
@@ -35,8 +35,8 @@ func statsProgram(t *testing.T, iface string) (*loader.Program, string) {
 	t.Cleanup(func() { p.Close() })
 	err = p.Configure(loader.Config{
 		Ports:         []uint16{gen.DefaultPort},
-		DefaultAction: maps.ActionCapture,
-		Policies:      []maps.PolicyRule{{MID: 7, AnySID: true, Action: maps.ActionCount}},
+		DefaultAction: vocab.ActionCapture,
+		Policies:      []vocab.PolicyRule{{MID: 7, AnySID: true, Action: vocab.ActionCount}},
 		Allowlist:     []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 	})
 	if err != nil {

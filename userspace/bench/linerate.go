@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // SectionLineRate is the frames per second jmxdp counts on a live
@@ -155,7 +155,7 @@ func lineRateLab(queues int, sends []lineRateSend, runs int, blast time.Duration
 		return nil, err
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		return nil, err
 	}
 	var out []lineRateResult
@@ -238,7 +238,7 @@ func blastBoth(l *lab.Lab, p *loader.Program, xo xmit.Options, runs int, progres
 		if err != nil {
 			return err
 		}
-		n := after[maps.StatActionCount] - before[maps.StatActionCount]
+		n := after[vocab.StatActionCount] - before[vocab.StatActionCount]
 		count.sent += st.Sent
 		count.received += n
 		countRates = append(countRates, rate(n, st))

@@ -9,7 +9,6 @@ package capture
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +26,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -84,20 +84,18 @@ type Config struct {
 }
 
 const (
-	// metaLen is sizeof(struct jm_xsk_meta): bpf/include/structs.h.
-	metaLen = 32
-	// metaMagic is JM_META_MAGIC (bpf/include/consts.h).
-	metaMagic = 0x4a4d5844
-	// The flags of struct jm_xsk_meta (JM_META_*).
-	metaOuterV6  = 0x1
-	metaFirstFrg = 0x2
-	metaLaterFrg = 0x4
-	// metaHeld (JM_META_HELD): a later fragment ahead of its first, for
-	// userspace to hold; mid and sid are 0.
-	metaHeld = 0x8
-	// metaForward (JM_META_FORWARD): a forwarded stream's frame the
-	// program could not send; userspace sends it, never writes it.
-	metaForward = 0x80
+	// The metadata in front of a frame (struct jm_xsk_meta): its size and
+	// flags as bpf2go generated them (maps.XskMeta).
+	metaLen      = maps.XskMetaLen
+	metaOuterV6  = maps.MetaOuterV6
+	metaFirstFrg = maps.MetaFirstFrg
+	metaLaterFrg = maps.MetaLaterFrg
+	// metaHeld: a later fragment ahead of its first, for userspace to
+	// hold; mid and sid are 0.
+	metaHeld = maps.MetaHeld
+	// metaForward: a forwarded stream's frame the program could not send;
+	// userspace sends it, never writes it.
+	metaForward = maps.MetaForward
 	// batchBytes is the size of one batch slab: large enough that a
 	// writer wakes up a few hundred times a second at 100 MB/s, small
 	// enough to stay in cache between the ring loop's copy and the
@@ -187,26 +185,14 @@ type meta struct {
 	l3Off    uint16
 	kind     uint8
 	flags    uint8
-	magic    uint32
 }
 
 func readMeta(b []byte) (meta, bool) {
-	if len(b) != metaLen {
-		return meta{}, false
-	}
-	ne := binary.NativeEndian
-	m := meta{
-		rxNs:     ne.Uint64(b[0:]),
-		mid:      ne.Uint32(b[8:]),
-		sid:      ne.Uint32(b[12:]),
-		innerLen: ne.Uint32(b[16:]),
-		innerOff: ne.Uint16(b[20:]),
-		l3Off:    ne.Uint16(b[22:]),
-		kind:     b[24],
-		flags:    b[25],
-		magic:    ne.Uint32(b[28:]),
-	}
-	return m, m.magic == metaMagic
+	x, ok := maps.ReadXskMeta(b)
+	return meta{
+		rxNs: x.RxNs, mid: x.Mid, sid: x.Sid, innerLen: x.InnerLen,
+		innerOff: x.InnerOff, l3Off: x.L3Off, kind: x.InnerKind, flags: x.Flags,
+	}, ok
 }
 
 // router reads the outer source address where the metadata says the IP
@@ -220,7 +206,7 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		a := netip.AddrFrom16([16]byte(frame[off+8 : off+24]))
-		return a, !maps.IPv4Embedded(a)
+		return a, !vocab.IPv4Embedded(a)
 	}
 	if off+16 > len(frame) {
 		return netip.Addr{}, false
@@ -229,10 +215,10 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 }
 
 func kindOf(k uint8) pcapng.LinkKind {
-	if k > uint8(maps.InnerEmpty) {
+	if k > uint8(vocab.InnerEmpty) {
 		return pcapng.LinkUnknown
 	}
-	return pcapng.KindOf(maps.Inner(k))
+	return pcapng.KindOf(vocab.Inner(k))
 }
 
 // QueueStats describe one RX queue's socket.

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/retention"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The checks below are shared by the decoder, which adds the file position,
@@ -80,8 +80,8 @@ func checkFrames(v int64) error {
 // checkMID reports a mid beyond the 30 bits of the wire format; lit is the
 // value as written, so that a hex id is echoed in hex.
 func checkMID(v uint64, lit string) error {
-	if v > maps.MaxMID {
-		return fmt.Errorf("%s is not a 30-bit intercept id (max %#x)", lit, maps.MaxMID)
+	if v > vocab.MaxMID {
+		return fmt.Errorf("%s is not a 30-bit intercept id (max %#x)", lit, vocab.MaxMID)
 	}
 	return nil
 }
@@ -123,7 +123,7 @@ func checkPrefix(p netip.Prefix) error {
 		return fmt.Errorf("%v has host bits set; did you mean %v?", p, m)
 	}
 	// No IPv6 form of an IPv4 router (docs/operating.md, Security).
-	return maps.CheckAllowPrefix(p)
+	return vocab.CheckAllowPrefix(p)
 }
 
 // parsePrefix reads a prefix, or an address as a prefix of that one host.
@@ -251,7 +251,7 @@ type ruleKey struct {
 	any      bool
 }
 
-func keyOf(r maps.PolicyRule) ruleKey { return ruleKey{r.MID, r.SID, r.AnySID} }
+func keyOf(r vocab.PolicyRule) ruleKey { return ruleKey{r.MID, r.SID, r.AnySID} }
 
 func (k ruleKey) String() string {
 	if k.any {

@@ -30,10 +30,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/retention"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -51,11 +51,11 @@ type Config struct {
 	Ports    []uint16
 	PortsSet bool
 	// DefaultAction applies to streams that no policy rule names.
-	DefaultAction    maps.Action
+	DefaultAction    vocab.Action
 	DefaultActionSet bool
 	// Policy holds per-stream actions: an exact (mid, sid) rule beats a rule
 	// for every sid of the mid.
-	Policy    []maps.PolicyRule
+	Policy    []vocab.PolicyRule
 	PolicySet bool
 	// ForwardLookupInterface is the interface the forward action's fib
 	// lookups are made from (docs/forward.md); "" means the ingress.
@@ -180,7 +180,7 @@ const maxHandoffWorkers = 1024
 func Default() Config {
 	return Config{
 		Ports:         []uint16{DefaultPort},
-		DefaultAction: maps.ActionCapture,
+		DefaultAction: vocab.ActionCapture,
 		Output: Output{
 			Dir:           DefaultOutputDir,
 			RotateSize:    256 << 20,
@@ -358,7 +358,7 @@ func (c *Config) check(requireIface bool) []*Error {
 		bad(key, checkPort(int64(p)))
 	}
 
-	bad("default_action", maps.Settings{DefaultAction: c.DefaultAction}.Validate())
+	bad("default_action", vocab.Settings{DefaultAction: c.DefaultAction}.Validate())
 
 	seenRule := map[ruleKey]int{}
 	for i, r := range c.Policy {

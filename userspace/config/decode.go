@@ -10,8 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The keys of each mapping, in the order of docs/config.md. Messages about
@@ -257,12 +257,12 @@ func (d *decoder) duration(n *yaml.Node, key string, min time.Duration) (time.Du
 	return t, true
 }
 
-func (d *decoder) action(n *yaml.Node, key string) (maps.Action, bool) {
+func (d *decoder) action(n *yaml.Node, key string) (vocab.Action, bool) {
 	s, ok := d.str(n, key, nil)
 	if !ok {
 		return 0, false
 	}
-	a, err := maps.ParseAction(s)
+	a, err := vocab.ParseAction(s)
 	if err != nil {
 		d.fail(n, key, err)
 		return 0, false
@@ -352,12 +352,12 @@ func (d *decoder) ports(n *yaml.Node, key string) ([]uint16, bool) {
 	return ports, ok
 }
 
-func (d *decoder) policy(n *yaml.Node, key string) ([]maps.PolicyRule, bool) {
+func (d *decoder) policy(n *yaml.Node, key string) ([]vocab.PolicyRule, bool) {
 	items, ok := d.list(n, key, "a list of rules like {mid: 12345, sid: 100000, action: count}")
 	if !ok {
 		return nil, false
 	}
-	var rules []maps.PolicyRule
+	var rules []vocab.PolicyRule
 	seen := map[ruleKey]int{}
 	for i, it := range items {
 		k := index(key, i)
@@ -378,8 +378,8 @@ func (d *decoder) policy(n *yaml.Node, key string) ([]maps.PolicyRule, bool) {
 }
 
 // rule reads {mid, sid, action}; sid omitted or "any" means every session.
-func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
-	r := maps.PolicyRule{AnySID: true}
+func (d *decoder) rule(n *yaml.Node, key string) (vocab.PolicyRule, bool) {
+	r := vocab.PolicyRule{AnySID: true}
 	ok := true
 	present := d.fields(n, key, ruleKeys, func(k, path string, v *yaml.Node) {
 		var good bool
@@ -399,7 +399,7 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 			var s string
 			if s, good = d.str(v, path, nil); good {
 				var err error
-				if r.Target, err = maps.ParseTarget(s); err != nil {
+				if r.Target, err = vocab.ParseTarget(s); err != nil {
 					d.fail(v, path, err)
 					good = false
 				}
@@ -410,11 +410,11 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 	if present == nil {
 		return r, false
 	}
-	if ok && r.Action == maps.ActionForward && !present["to"] {
+	if ok && r.Action == vocab.ActionForward && !present["to"] {
 		d.failf(n, key, "action forward needs a target: to: IP:PORT, [IPv6]:PORT or an address (the stream's own port)")
 		return r, false
 	}
-	if ok && r.Action != maps.ActionForward && present["to"] {
+	if ok && r.Action != vocab.ActionForward && present["to"] {
 		d.failf(n, key, "to: goes only with action forward, not %s", r.Action)
 		return r, false
 	}

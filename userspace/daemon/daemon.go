@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/forward"
@@ -27,6 +26,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -393,7 +393,7 @@ func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	}
 	// A fresh map holds the zero Settings; only a value someone set is
 	// worth a word.
-	if settings != (maps.Settings{}) && settings.DefaultAction != lc.DefaultAction {
+	if settings != (vocab.Settings{}) && settings.DefaultAction != lc.DefaultAction {
 		d.log.Warn("the pinned default_action differs from the config's: the config's applies",
 			"pinned", settings.DefaultAction, "config", lc.DefaultAction)
 	}
@@ -538,7 +538,7 @@ func (d *Daemon) Account() (Account, error) {
 	}
 	cs, ws := d.capture.Stats(), d.writerStats()
 	a := Account{
-		Redirected:  c[maps.StatActionCapture] - c[maps.StatCaptureFailed],
+		Redirected:  c[vocab.StatActionCapture] - c[vocab.StatCaptureFailed],
 		Written:     ws.Packets,
 		Fragments:   cs.Fragments,
 		RingDrops:   cs.RingDrops,
@@ -596,4 +596,4 @@ func (d *Daemon) Capture() *capture.Capture { return d.capture }
 func (d *Daemon) Mode() loader.Mode { return d.mode }
 
 // Counters reads the kernel's counters.
-func (d *Daemon) Counters() (maps.Counters, error) { return d.prog.Maps.Counters() }
+func (d *Daemon) Counters() (vocab.Counters, error) { return d.prog.Maps.Counters() }

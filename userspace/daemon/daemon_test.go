@@ -20,17 +20,17 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/jmxdp/jmxdp/loader"
-	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
-	"github.com/jmxdp/jmxdp/userspace/netns"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -134,7 +134,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
+func counter(t *testing.T, d *daemon.Daemon, s vocab.Stat) uint64 {
 	t.Helper()
 	c, err := d.Counters()
 	if err != nil {
@@ -149,14 +149,14 @@ func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
 func settle(t *testing.T, d *daemon.Daemon, frames int) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("%d frames through the kernel", frames), func() bool {
-		return counter(t, d, jmmaps.StatFrames) >= uint64(frames)
+		return counter(t, d, vocab.StatFrames) >= uint64(frames)
 	})
 	waitFor(t, "the pipeline to drain", func() bool {
 		var got uint64
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
 		}
-		redirected := counter(t, d, jmmaps.StatActionCapture) - counter(t, d, jmmaps.StatCaptureFailed)
+		redirected := counter(t, d, vocab.StatActionCapture) - counter(t, d, vocab.StatCaptureFailed)
 		return got >= redirected
 	})
 	// The decode loop is asynchronous: let it finish its last batch.
@@ -477,9 +477,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	router := e.lab.RouterAddr.Addr()
 	forged := netip.MustParseAddr("192.0.2.66")
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{
-		{MID: 10, AnySID: true, Action: jmmaps.ActionCount},
-		{MID: 20, SID: 1, Action: jmmaps.ActionPass},
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{
+		{MID: 10, AnySID: true, Action: vocab.ActionCount},
+		{MID: 20, SID: 1, Action: vocab.ActionPass},
 	}, true
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{e.lab.RouterAddr.Masked()}, true
 	d := e.start(t, cfg)
@@ -498,9 +498,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[jmmaps.StatActionCount] != 5 || c[jmmaps.StatActionPass] != 5 || c[jmmaps.StatActionCapture] != 5 || c[jmmaps.StatUntrusted] != 5 {
+	if c[vocab.StatActionCount] != 5 || c[vocab.StatActionPass] != 5 || c[vocab.StatActionCapture] != 5 || c[vocab.StatUntrusted] != 5 {
 		t.Errorf("actions: count %d pass %d capture %d untrusted %d, want 5 each",
-			c[jmmaps.StatActionCount], c[jmmaps.StatActionPass], c[jmmaps.StatActionCapture], c[jmmaps.StatUntrusted])
+			c[vocab.StatActionCount], c[vocab.StatActionPass], c[vocab.StatActionCapture], c[vocab.StatUntrusted])
 	}
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -540,7 +540,7 @@ func udpListener(t *testing.T, addr netip.Addr, port uint16) (*net.UDPConn, func
 func TestPassReachesListener(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 20, AnySID: true, Action: jmmaps.ActionPass}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 20, AnySID: true, Action: vocab.ActionPass}}, true
 	d := e.start(t, cfg)
 	_, count := udpListener(t, e.lab.HostAddr.Addr(), gen.DefaultPort)
 	router := e.lab.RouterAddr.Addr()
@@ -630,10 +630,10 @@ func TestOtherTrafficReachesHost(t *testing.T) {
 	if got := count(5, 3*time.Second); got != 5 {
 		t.Errorf("UDP listener on port %d got %d of 5 datagrams", port, got)
 	}
-	if c := counter(t, d, jmmaps.StatNotJmirror); c == 0 {
+	if c := counter(t, d, vocab.StatNotJmirror); c == 0 {
 		t.Error("the program saw none of this traffic")
 	}
-	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
+	if c := counter(t, d, vocab.StatJmirror); c != 0 {
 		t.Errorf("%d frames taken for Jmirror", c)
 	}
 }
@@ -645,7 +645,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	cfg.Capture.KeepAttached = true
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 40, SID: 4, Action: jmmaps.ActionCount}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 40, SID: 4, Action: vocab.ActionCount}}, true
 	d := e.start(t, cfg)
 
 	router := e.lab.RouterAddr.Addr()
@@ -662,7 +662,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		sent <- rep
 	}()
 
-	key := jmmaps.StreamKey{Router: router, MID: 40, SID: 4}
+	key := vocab.StreamKey{Router: router, MID: 40, SID: 4}
 	readStream := func(d *daemon.Daemon) uint64 {
 		st, _, err := d.Program().Maps.Stream(key)
 		if err != nil {
@@ -699,7 +699,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 1 || rules[0] != (jmmaps.PolicyRule{MID: 40, SID: 4, Action: jmmaps.ActionCount}) {
+	if len(rules) != 1 || rules[0] != (vocab.PolicyRule{MID: 40, SID: 4, Action: vocab.ActionCount}) {
 		t.Errorf("policy after restart %v", rules)
 	}
 	if strings.Contains(e.logs.String(), "start from zero") {
@@ -823,7 +823,7 @@ func TestCandidatePortReachesHost(t *testing.T) {
 	if len(cands) != 1 || cands[0].Port != port || cands[0].Packets != 12 {
 		t.Errorf("candidates %+v, want port %d with 12 packets", cands, port)
 	}
-	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
+	if c := counter(t, d, vocab.StatJmirror); c != 0 {
 		t.Errorf("%d frames decoded on a port not configured", c)
 	}
 }

@@ -13,8 +13,9 @@ import (
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -24,7 +25,7 @@ import (
 func TestRefusedStartChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 7, AnySID: true, Action: jmmaps.ActionCapture}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 7, AnySID: true, Action: vocab.ActionCapture}}, true
 	d := e.start(t, cfg)
 	ports0, err := d.Program().Maps.Ports()
 	if err != nil {
@@ -40,7 +41,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 	}
 
 	bad := e.config(40000)
-	bad.DefaultAction, bad.DefaultActionSet = jmmaps.ActionCount, true
+	bad.DefaultAction, bad.DefaultActionSet = vocab.ActionCount, true
 	bad.Policy, bad.PolicySet = nil, true
 	if err := bad.Validate(); err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 	}
 	e.send(t, frames)
 	waitFor(t, "capture by the running instance", func() bool { return d.Writer().Stats().Packets >= 20 })
-	if n := counter(t, d, jmmaps.StatActionPass) + counter(t, d, jmmaps.StatActionCount); n != 0 {
+	if n := counter(t, d, vocab.StatActionPass) + counter(t, d, vocab.StatActionCount); n != 0 {
 		t.Errorf("%d frames counted or passed: the refused start's settings leaked in", n)
 	}
 	if err := d.Stop(); err != nil {
@@ -88,8 +89,8 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 	e := newEnv(t)
 	first := e.config(40000, 40001)
-	first.DefaultAction, first.DefaultActionSet = jmmaps.ActionCount, true
-	first.Policy, first.PolicySet = []jmmaps.PolicyRule{{MID: 9, SID: 9, Action: jmmaps.ActionPass}}, true
+	first.DefaultAction, first.DefaultActionSet = vocab.ActionCount, true
+	first.Policy, first.PolicySet = []vocab.PolicyRule{{MID: 9, SID: 9, Action: vocab.ActionPass}}, true
 	d := e.start(t, first)
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -99,7 +100,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := maps.Settings(); s.DefaultAction != jmmaps.ActionCount {
+	if s, _ := maps.Settings(); s.DefaultAction != vocab.ActionCount {
 		t.Fatalf("pinned default action %v, want count (the test's premise)", s.DefaultAction)
 	}
 	maps.Close()
@@ -113,7 +114,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 	if !slices.Equal(ports, []uint16{gen.DefaultPort}) {
 		t.Errorf("ports %v, want the default [%d]", ports, gen.DefaultPort)
 	}
-	if set.DefaultAction != jmmaps.ActionCapture {
+	if set.DefaultAction != vocab.ActionCapture {
 		t.Errorf("default action %v, want capture (the default)", set.DefaultAction)
 	}
 	if len(pol) != 0 {
@@ -192,7 +193,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 	d = e.start(t, cfg)
 	router := e.lab.RouterAddr.Addr()
 	e.send(t, [][]byte{e.mirror(t, router, 1, 1, gen.DefaultPort, 0)})
-	waitFor(t, "a counted frame", func() bool { return counter(t, d, jmmaps.StatJmirror) >= 1 })
+	waitFor(t, "a counted frame", func() bool { return counter(t, d, vocab.StatJmirror) >= 1 })
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +211,8 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 		t.Fatalf("the earlier instance's maps are gone after a failed start: %v", err)
 	}
 	defer m.Close()
-	if c, err := m.Counters(); err != nil || c[jmmaps.StatJmirror] < 1 {
-		t.Errorf("the earlier instance's counters: %v %v", c[jmmaps.StatJmirror], err)
+	if c, err := m.Counters(); err != nil || c[vocab.StatJmirror] < 1 {
+		t.Errorf("the earlier instance's counters: %v %v", c[vocab.StatJmirror], err)
 	}
 }
 

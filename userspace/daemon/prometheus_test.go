@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // promServer is a real Prometheus (Debian's package) started for one test,
@@ -205,9 +205,9 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	if len(midList) < 3 {
 		t.Fatalf("demo has %d intercepts", len(midList))
 	}
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{
-		{MID: midList[0], AnySID: true, Action: jmmaps.ActionCount},
-		{MID: midList[1], AnySID: true, Action: jmmaps.ActionPass},
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{
+		{MID: midList[0], AnySID: true, Action: vocab.ActionCount},
+		{MID: midList[1], AnySID: true, Action: vocab.ActionPass},
 	}, true
 	dn := gen.DemoNetwork()
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{
@@ -295,15 +295,15 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := prom.query(t, `sum(jmxdp_untrusted_packets_total)`)
-	if len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] || c[jmmaps.StatUntrusted] == 0 {
-		t.Errorf("untrusted packets: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	if len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatUntrusted] || c[vocab.StatUntrusted] == 0 {
+		t.Errorf("untrusted packets: Prometheus %v, kernel %d", r, c[vocab.StatUntrusted])
 	}
 	// The unlabelled totals the alerts use agree with the kernel.
-	if r := prom.query(t, `jmxdp_untrusted_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] {
-		t.Errorf("untrusted total: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	if r := prom.query(t, `jmxdp_untrusted_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatUntrusted] {
+		t.Errorf("untrusted total: Prometheus %v, kernel %d", r, c[vocab.StatUntrusted])
 	}
-	if r := prom.query(t, `jmxdp_candidate_port_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatCandidate] || c[jmmaps.StatCandidate] < 20 {
-		t.Errorf("candidate port total: Prometheus %v, kernel %d (20 sent to port 6502)", r, c[jmmaps.StatCandidate])
+	if r := prom.query(t, `jmxdp_candidate_port_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatCandidate] || c[vocab.StatCandidate] < 20 {
+		t.Errorf("candidate port total: Prometheus %v, kernel %d (20 sent to port 6502)", r, c[vocab.StatCandidate])
 	}
 	// The rules loaded and evaluate: Prometheus lists them.
 	resp, err := http.Get(prom.url + "/api/v1/rules")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,7 +107,7 @@ func (s *Sender) Fragment(frame []byte, l3Off int) error {
 		return errors.New("forward: reassembled datagram too short for Jmirror")
 	}
 	w0 := binary.BigEndian.Uint32(dg[udp+udpLen:])
-	mid, sid := w0&maps.MaxMID, binary.BigEndian.Uint32(dg[udp+udpLen+4:])
+	mid, sid := w0&vocab.MaxMID, binary.BigEndian.Uint32(dg[udp+udpLen+4:])
 	ulen := int(binary.BigEndian.Uint16(dg[udp+4:]))
 	if ulen < udpLen+jmLen || udp+ulen > len(dg) {
 		s.failed.Add(1)

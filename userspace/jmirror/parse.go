@@ -8,7 +8,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Wire-format constants, as in bpf/include/consts.h.
@@ -122,7 +122,7 @@ type Header struct {
 	MID, SID uint32
 	Version  uint8
 	InnerLen int
-	Inner    maps.Inner
+	Inner    vocab.Inner
 }
 
 // InnerOffset is where the mirrored packet starts in the frame.
@@ -324,20 +324,20 @@ func (h *Header) Fingerprint(frame []byte) uint64 {
 
 // ClassifyInner tells the kind of a mirrored packet of length n from the
 // bytes of it at hand (in a first fragment, maybe fewer than n).
-func ClassifyInner(b []byte, n int) maps.Inner {
+func ClassifyInner(b []byte, n int) vocab.Inner {
 	switch {
 	case n == 0:
-		return maps.InnerEmpty
+		return vocab.InnerEmpty
 	case len(b) < 1:
-		return maps.InnerUnknown
+		return vocab.InnerUnknown
 	case b[0]>>4 == 4:
-		return maps.InnerIPv4
+		return vocab.InnerIPv4
 	case b[0]>>4 == 6:
-		return maps.InnerIPv6
+		return vocab.InnerIPv6
 	case n >= 2 && len(b) >= 2 && b[0] == pppAddress && b[1] == pppControl:
-		return maps.InnerPPP
+		return vocab.InnerPPP
 	}
-	return maps.InnerUnknown
+	return vocab.InnerUnknown
 }
 
 // Decode reads one frame statelessly: no allowlist and no fragment table.
@@ -351,7 +351,7 @@ func Decode(frame []byte, decoded func(port uint16) bool) (Header, Class) {
 	if !ok || h.LaterFragment || !h.UDP || !decoded(h.Port) {
 		return h, ClassNotJmirror
 	}
-	if maps.IPv4Embedded(h.Router) {
+	if vocab.IPv4Embedded(h.Router) {
 		return h, ClassUntrusted
 	}
 	c := h.lengthClass(frame)

@@ -27,16 +27,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
-	"github.com/jmxdp/jmxdp/userspace/send"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
 )
 
 // Defaults of Config.
@@ -400,17 +398,9 @@ func (c Config) Flags() string { return c.WithDefaults().flags() }
 func attachPass(l *Lab) error {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
 	_ = rlimit.RemoveMemlock()
-	spec, err := bpf.LoadJmxdp()
+	prog, err := PassProgram()
 	if err != nil {
-		return fmt.Errorf("read embedded BPF object: %w", err)
-	}
-	ps := spec.Programs[bpf.JmxdpProgXdpPass]
-	if ps == nil {
-		return fmt.Errorf("BPF object has no program %s", bpf.JmxdpProgXdpPass)
-	}
-	prog, err := ebpf.NewProgram(ps)
-	if err != nil {
-		return fmt.Errorf("load %s: %w", bpf.JmxdpProgXdpPass, err)
+		return err
 	}
 	defer prog.Close()
 	if err := ensurePinDir(l.PinDir); err != nil {
@@ -431,7 +421,7 @@ func attachPass(l *Lab) error {
 			l.XDPMode = "generic"
 		}
 		if err != nil {
-			return fmt.Errorf("attach %s to %s (MTU %d): %w", bpf.JmxdpProgXdpPass, l.RouterIface, l.MTU, err)
+			return fmt.Errorf("attach %s to %s (MTU %d): %w", PassProgramName, l.RouterIface, l.MTU, err)
 		}
 		return nil
 	})

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // demoHash digests everything Demo returns: each packet's time and bytes,

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	jmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
-	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 var (
@@ -155,7 +155,7 @@ func attachJmxdp(t *testing.T, l *lab.Lab) *loader.Program {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	if err := p.Configure(loader.Config{DefaultAction: jmaps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Attach(l.HostIface, loader.ModeDriver); err != nil {
@@ -184,7 +184,7 @@ func counted(t *testing.T, p *loader.Program) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c[jmaps.StatActionCount]
+	return c[vocab.StatActionCount]
 }
 
 // labTemplates are Jmirror frames to the lab's host end, of several sizes,

@@ -1,34 +1,38 @@
-// Package maps gives typed access to the jmxdp BPF maps: streams, policy,
-// ports, allowlist, settings, fragments, untrusted sources and counters.
-// It is the only place that knows the kernel's key and value layouts.
-package maps
+// Package vocab holds the words every part of jmxdp speaks: actions, inner
+// kinds, counters, stream keys, policy rules and settings. It imports no BPF
+// object, so that packages which only need these words (pcapng, filter,
+// config, jmirror) do not embed the program. The values are the kernel
+// program's enums; a test in package bpf checks them against the generated
+// ones.
+package vocab
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
-
-	"github.com/jmxdp/jmxdp/bpf"
 )
 
 // Action is what the program does with a stream's frames.
 type Action uint32
 
 const (
-	ActionCapture Action = Action(bpf.JmxdpJmActionJM_ACTION_CAPTURE)
-	ActionCount   Action = Action(bpf.JmxdpJmActionJM_ACTION_COUNT)
-	ActionPass    Action = Action(bpf.JmxdpJmActionJM_ACTION_PASS)
+	ActionCapture Action = 0
+	ActionCount   Action = 1
+	ActionPass    Action = 2
 	// ActionForward re-originates the stream's frames to the rule's
 	// Target (docs/forward.md).
-	ActionForward Action = Action(bpf.JmxdpJmActionJM_ACTION_FORWARD)
-	// actionUntrusted marks fragments of untrusted datagrams; never a policy.
-	actionUntrusted Action = Action(bpf.JmxdpJmActionJM_ACTION_UNTRUSTED)
-	// actionNotJmirror marks fragments of a datagram whose first fragment
+	ActionForward Action = 5
+	// ActionUntrusted and ActionNotJmirror are the fragment table's marks,
+	// never a policy. ActionUntrusted marks fragments of untrusted datagrams.
+	ActionUntrusted Action = 3
+	// ActionNotJmirror marks fragments of a datagram whose first fragment
 	// was not Jmirror, from a pair whose early fragments are held: its
 	// later fragments pass, never held. Never a policy.
-	actionNotJmirror Action = Action(bpf.JmxdpJmActionJM_ACTION_NOT_JMIRROR)
+	ActionNotJmirror Action = 4
 )
 
 var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass", ActionForward: "forward"}
@@ -63,12 +67,12 @@ func (a Action) Sanitize() Action {
 type Inner int
 
 const (
-	InnerIPv4    Inner = Inner(bpf.JmxdpJmInnerJM_INNER_IPV4)
-	InnerIPv6    Inner = Inner(bpf.JmxdpJmInnerJM_INNER_IPV6)
-	InnerPPP     Inner = Inner(bpf.JmxdpJmInnerJM_INNER_PPP)
-	InnerUnknown Inner = Inner(bpf.JmxdpJmInnerJM_INNER_UNKNOWN)
-	InnerEmpty   Inner = Inner(bpf.JmxdpJmInnerJM_INNER_EMPTY)
-	NumInner           = int(bpf.JmxdpJmInnerJM_INNER_MAX)
+	InnerIPv4    Inner = 0
+	InnerIPv6    Inner = 1
+	InnerPPP     Inner = 2
+	InnerUnknown Inner = 3
+	InnerEmpty   Inner = 4
+	NumInner           = 5
 )
 
 var innerNames = [NumInner]string{"ipv4", "ipv6", "ppp", "unknown", "empty"}
@@ -84,50 +88,50 @@ func (k Inner) String() string {
 type Stat int
 
 const (
-	StatFrames             = Stat(bpf.JmxdpJmStatJM_STAT_FRAMES)
-	StatNotJmirror         = Stat(bpf.JmxdpJmStatJM_STAT_NOT_JMIRROR)
-	StatJmirror            = Stat(bpf.JmxdpJmStatJM_STAT_JMIRROR)
-	StatJmirrorBytes       = Stat(bpf.JmxdpJmStatJM_STAT_JMIRROR_BYTES)
-	StatMalformedShort     = Stat(bpf.JmxdpJmStatJM_STAT_MALFORMED_SHORT)
-	StatMalformedTruncated = Stat(bpf.JmxdpJmStatJM_STAT_MALFORMED_TRUNCATED)
-	StatFragFirst          = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_FIRST)
-	StatFragTracked        = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_TRACKED)
-	StatFragUnmatched      = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_UNMATCHED)
-	StatUntrusted          = Stat(bpf.JmxdpJmStatJM_STAT_UNTRUSTED)
-	StatActionCapture      = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_CAPTURE)
-	StatActionCount        = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_COUNT)
-	StatActionPass         = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_PASS)
-	StatCaptureFailed      = Stat(bpf.JmxdpJmStatJM_STAT_CAPTURE_FAILED)
-	StatStreamNew          = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_NEW)
-	StatVersionNonzero     = Stat(bpf.JmxdpJmStatJM_STAT_VERSION_NONZERO)
-	StatCandidate          = Stat(bpf.JmxdpJmStatJM_STAT_CANDIDATE)
+	StatFrames             Stat = 0
+	StatNotJmirror         Stat = 1
+	StatJmirror            Stat = 2
+	StatJmirrorBytes       Stat = 3
+	StatMalformedShort     Stat = 4
+	StatMalformedTruncated Stat = 5
+	StatFragFirst          Stat = 6
+	StatFragTracked        Stat = 7
+	StatFragUnmatched      Stat = 8
+	StatUntrusted          Stat = 9
+	StatActionCapture      Stat = 10
+	StatActionCount        Stat = 11
+	StatActionPass         Stat = 12
+	StatCaptureFailed      Stat = 13
+	StatStreamNew          Stat = 14
+	StatVersionNonzero     Stat = 15
+	StatCandidate          Stat = 16
 	// StatUntrustedMapped counts Jmirror datagrams over IPv6 from a source
 	// that embeds an IPv4 address (IPv4-mapped or -compatible): dropped,
 	// and counted in StatUntrusted too.
-	StatUntrustedMapped = Stat(bpf.JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED)
+	StatUntrustedMapped Stat = 17
 	// StatFragDuplicate counts copies of a first fragment already counted:
 	// given their datagram's action, not counted into the stream again.
-	StatFragDuplicate = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_DUPLICATE)
+	StatFragDuplicate Stat = 18
 	// StatFragHeld counts later fragments that came before their first,
 	// from a pair sending only captured fragmented Jmirror: redirected for
 	// userspace to hold until the first arrives.
-	StatFragHeld = Stat(bpf.JmxdpJmStatJM_STAT_FRAG_HELD)
+	StatFragHeld Stat = 19
 	// StatIPv6ExtLong counts outer IPv6 frames whose extension-header
 	// chain goes on past the walked bound (JM_IPV6_MAX_EXT): passed.
-	StatIPv6ExtLong = Stat(bpf.JmxdpJmStatJM_STAT_IPV6EXT_LONG)
+	StatIPv6ExtLong Stat = 20
 	// The forward action (docs/forward.md): frames given it, frames the
 	// program sent, and frames handed to userspace, by reason (their sum
 	// is StatFwdUserspace).
-	StatActionForward  = Stat(bpf.JmxdpJmStatJM_STAT_ACTION_FORWARD)
-	StatFwdSent        = Stat(bpf.JmxdpJmStatJM_STAT_FWD_SENT)
-	StatFwdNeighMiss   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NEIGH_MISS)
-	StatFwdNoRoute     = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_ROUTE)
-	StatFwdTooBig      = Stat(bpf.JmxdpJmStatJM_STAT_FWD_TOO_BIG)
-	StatFwdFragFamily  = Stat(bpf.JmxdpJmStatJM_STAT_FWD_FRAG_FAMILY)
-	StatFwdNoSource    = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_SOURCE)
-	StatFwdUnsupported = Stat(bpf.JmxdpJmStatJM_STAT_FWD_UNSUPPORTED)
-	StatFwdUserspace   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_USERSPACE)
-	NumStats           = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	StatActionForward  Stat = 21
+	StatFwdSent        Stat = 22
+	StatFwdNeighMiss   Stat = 23
+	StatFwdNoRoute     Stat = 24
+	StatFwdTooBig      Stat = 25
+	StatFwdFragFamily  Stat = 26
+	StatFwdNoSource    Stat = 27
+	StatFwdUnsupported Stat = 28
+	StatFwdUserspace   Stat = 29
+	NumStats                = 30
 )
 
 var statNames = [NumStats]string{
@@ -194,6 +198,19 @@ type StreamStats struct {
 type Stream struct {
 	StreamKey
 	StreamStats
+}
+
+// SortStreams orders streams by (mid, sid, router).
+func SortStreams(s []Stream) {
+	slices.SortFunc(s, func(a, b Stream) int {
+		if c := cmp.Compare(a.MID, b.MID); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.SID, b.SID); c != 0 {
+			return c
+		}
+		return a.Router.Compare(b.Router)
+	})
 }
 
 // PolicyRule sets the action of (MID, SID), or of every SID of MID when
@@ -337,13 +354,13 @@ type ForwardStats struct {
 type FwdReason int
 
 const (
-	FwdNeighMiss   = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NEIGH_MISS)
-	FwdNoRoute     = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NO_ROUTE)
-	FwdTooBig      = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_TOO_BIG)
-	FwdFragFamily  = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY)
-	FwdNoSource    = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE)
-	FwdUnsupported = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED)
-	NumFwdReasons  = int(bpf.JmxdpJmFwdReasonJM_FWD_REASON_MAX)
+	FwdNeighMiss   FwdReason = 1
+	FwdNoRoute     FwdReason = 2
+	FwdTooBig      FwdReason = 3
+	FwdFragFamily  FwdReason = 4
+	FwdNoSource    FwdReason = 5
+	FwdUnsupported FwdReason = 6
+	NumFwdReasons            = 7
 )
 
 var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported"}
@@ -353,4 +370,33 @@ func (r FwdReason) String() string {
 		return fwdReasonNames[r]
 	}
 	return fmt.Sprintf("reason(%d)", int(r))
+}
+
+// Verdict is an XDP action as the program returns it (or, for the Go
+// engine, would return).
+type Verdict uint32
+
+// XDP actions (uapi enum xdp_action).
+const (
+	VerdictAborted  Verdict = 0
+	VerdictDrop     Verdict = 1
+	VerdictPass     Verdict = 2
+	VerdictTX       Verdict = 3
+	VerdictRedirect Verdict = 4
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case VerdictAborted:
+		return "XDP_ABORTED"
+	case VerdictDrop:
+		return "XDP_DROP"
+	case VerdictPass:
+		return "XDP_PASS"
+	case VerdictTX:
+		return "XDP_TX"
+	case VerdictRedirect:
+		return "XDP_REDIRECT"
+	}
+	return fmt.Sprintf("xdp_action(%d)", uint32(v))
 }

@@ -30,7 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	xmitbpf "github.com/jmxdp/jmxdp/bpf/xmit"
-	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 )
 
 // MaxMID is the largest 30-bit intercept id.

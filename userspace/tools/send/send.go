@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 )
 
 // MaxBatch is the most frames one sendmmsg call carries.
