@@ -1,0 +1,101 @@
+package instance
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/jmxdp/jmxdp/maps"
+)
+
+// Change is what a policy or allowlist change did, to each target.
+type Change[T any] struct {
+	Op       string   // "add" or "del"
+	Iface    string   //
+	Instance *Side[T] // the pinned maps; nil: nothing pinned
+	Config   *Side[T] // the config file; nil: none given
+}
+
+// Side is what a change did to one target.
+type Side[T any] struct {
+	PinDir    string // the instance's
+	Attached  bool   // the instance's program runs
+	File      string // the config file's name
+	Changed   []T
+	Unchanged []T
+	Notes     []string
+}
+
+func newChange[T any](op string, t *Instance) *Change[T] {
+	c := &Change[T]{Op: op, Iface: t.iface}
+	if t.pinned != nil {
+		c.Instance = &Side[T]{PinDir: t.dir, Attached: t.attached, Changed: []T{}, Unchanged: []T{}}
+	}
+	if t.file != nil {
+		c.Config = &Side[T]{File: t.file.Name(), Changed: []T{}, Unchanged: []T{}}
+	}
+	return c
+}
+
+// RuleChange is one rule a policy change added, replaced, deleted or
+// left.
+type RuleChange struct {
+	Rule maps.PolicyRule
+	// Previous is the rule it replaced (add --replace); nil otherwise.
+	Previous *maps.PolicyRule
+}
+
+// SameAction reports whether a and b do the same (the action, and the
+// target for forward).
+func SameAction(a, b maps.PolicyRule) bool { return a.Action == b.Action && a.Target == b.Target }
+
+// ActionString is a rule's action as a person reads it: "forward to ADDR".
+func ActionString(r maps.PolicyRule) string {
+	if r.Action == maps.ActionForward {
+		return r.Action.String() + " to " + maps.FormatTarget(r.Target)
+	}
+	return r.Action.String()
+}
+
+// RuleKeyString names the streams a rule applies to.
+func RuleKeyString(r maps.PolicyRule) string {
+	if r.AnySID {
+		return fmt.Sprintf("mid %d (any sid)", r.MID)
+	}
+	return fmt.Sprintf("mid %d sid %d", r.MID, r.SID)
+}
+
+// sameRuleKey: a and b apply to the same streams.
+func sameRuleKey(a, b maps.PolicyRule) bool {
+	return a.MID == b.MID && a.AnySID == b.AnySID && (a.AnySID || a.SID == b.SID)
+}
+
+// sortRules puts rules in the instance's order: by mid, the mid-wide rule
+// first, then by sid.
+func sortRules(rules []maps.PolicyRule) {
+	slices.SortFunc(rules, func(a, b maps.PolicyRule) int {
+		if a.MID != b.MID {
+			return cmp.Compare(a.MID, b.MID)
+		}
+		if a.AnySID != b.AnySID {
+			if a.AnySID {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.SID, b.SID)
+	})
+}
+
+// sameSet compares two lists as sets.
+func sameSet[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
