@@ -33,7 +33,7 @@ address means /32 or /128. See docs/cli.md.`,
 			return errors.New("missing subcommand: jmxdp allowlist add, del or list")
 		},
 	}
-	cmd.AddCommand(newAllowAddDelCmd("add"), newAllowAddDelCmd("del"), newAllowListCmd())
+	cmd.AddCommand(newAllowAddDelCmd("add"), newAllowAddDelCmd("del"), newListCmd("List the allowed router prefixes (of the config file when nothing is pinned)", allowList))
 	return cmd
 }
 
@@ -89,20 +89,13 @@ func newAllowAddDelCmd(op string) *cobra.Command {
 	return cmd
 }
 
-func newAllowListCmd() *cobra.Command {
-	return newListCmd("List the allowed router prefixes (of the config file when nothing is pinned)", allowList)
-}
-
 func allowList(cmd *cobra.Command, t *instance.Instance, format string) error {
 	w := cmd.OutOrStdout()
 	l, err := t.Allowlist()
 	if err != nil {
 		return err
 	}
-	if l.FileDiffers {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the allowlist in %s differs from the instance's: a restart with %s applies the file's (%d prefixes)\n",
-			t.File(), t.File(), l.FilePrefixes)
-	}
+	warnFileDiffers(cmd, t, "allowlist", l.Origin, "prefixes")
 	list, source := l.Prefixes, l.Source
 	if format == "json" {
 		out := make([]prefixJSON, len(list))

@@ -162,3 +162,12 @@ func newListCmd(short string, list func(*cobra.Command, *instance.Instance, stri
 	cmd.Flags().Lookup("config").Usage = "config file: listed when nothing is pinned, else compared with the instance"
 	return cmd
 }
+
+// warnFileDiffers warns, on stderr, that the config file given sets key
+// otherwise than the instance holds it.
+func warnFileDiffers(cmd *cobra.Command, t *instance.Instance, key string, o instance.Origin, unit string) {
+	if o.FileDiffers {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the %s in %s differs from the instance's: a restart with %s applies the file's (%d %s)\n",
+			key, t.File(), t.File(), o.FileCount, unit)
+	}
+}

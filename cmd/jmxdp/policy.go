@@ -125,7 +125,7 @@ or pinned instance, --config FILE changes the file only. Ids are decimal or
 			return errors.New("missing subcommand: jmxdp policy add, del or list")
 		},
 	}
-	cmd.AddCommand(newPolicyAddCmd(), newPolicyDelCmd(), newPolicyListCmd())
+	cmd.AddCommand(newPolicyAddCmd(), newPolicyDelCmd(), newListCmd("List the rules of the instance (or of the config file when nothing is pinned)", policyList))
 	return cmd
 }
 
@@ -199,20 +199,13 @@ func newPolicyDelCmd() *cobra.Command {
 	return cmd
 }
 
-func newPolicyListCmd() *cobra.Command {
-	return newListCmd("List the rules of the instance (or of the config file when nothing is pinned)", policyList)
-}
-
 func policyList(cmd *cobra.Command, t *instance.Instance, format string) error {
 	w := cmd.OutOrStdout()
 	l, err := t.Policy()
 	if err != nil {
 		return err
 	}
-	if l.FileDiffers {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: the policy in %s differs from the instance's: a restart with %s applies the file's (%d rules)\n",
-			t.File(), t.File(), l.FileRules)
-	}
+	warnFileDiffers(cmd, t, "policy", l.Origin, "rules")
 	if format == "json" {
 		out := make([]ruleJSON, len(l.Rules))
 		for i, r := range l.Rules {

@@ -289,25 +289,13 @@ func TestPolicyLive(t *testing.T) {
 // the output says so. (The rollback when the config file cannot be
 // written is userspace/instance's TestChangeRollback.)
 func TestPolicyStoppedInstance(t *testing.T) {
-	testenv.RequireRoot(t)
-	base := filepath.Join(loader.BPFFSRoot, "jmxdp-test-stopped-"+filepath.Base(t.TempDir()))
-	t.Cleanup(func() { os.RemoveAll(base) })
-	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: filepath.Join(base, "jmrb0")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	old := maps.PolicyRule{MID: 9, SID: 9, Action: maps.ActionPass}
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCapture, Policies: []maps.PolicyRule{old}}); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"--iface", "jmrb0", "--pin-dir", base}
-	out, err := run(t, append([]string{"policy", "add", "--mid", "1", "--action", "count"}, args...)...)
+	p, base := statsProgram(t, "jmrb0") // loaded and pinned, not attached
+	out, err := run(t, "policy", "add", "--mid", "1", "--action", "count", "--iface", "jmrb0", "--pin-dir", base)
 	if err != nil || !strings.Contains(out, "stopped instance on jmrb0 (maps still pinned, no program attached)") {
 		t.Errorf("stopped instance: %v\n%s", err, out)
 	}
 	rules, _ := p.Maps.Policies()
-	if want := []maps.PolicyRule{{MID: 1, AnySID: true, Action: maps.ActionCount}, old}; !slices.Equal(rules, want) {
+	if want := []maps.PolicyRule{{MID: 1, AnySID: true, Action: maps.ActionCount}, {MID: 7, AnySID: true, Action: maps.ActionCount}}; !slices.Equal(rules, want) {
 		t.Errorf("policy after the change: %v, want %v", rules, want)
 	}
 }

@@ -131,12 +131,7 @@ type AllowList struct {
 	// Enabled is the instance's switch (a file's list is on when it has
 	// entries).
 	Enabled bool
-	// Source names where it was read, as PolicyList.Source.
-	Source string
-	// FileDiffers: the config file given sets another allowlist, which a
-	// restart with it applies (FilePrefixes prefixes).
-	FileDiffers  bool
-	FilePrefixes int
+	Origin
 }
 
 // Allowlist reads the instance's allowlist (the file's when nothing is
@@ -151,14 +146,14 @@ func (t *Instance) Allowlist() (*AllowList, error) {
 		if err != nil {
 			return nil, err
 		}
-		l := &AllowList{Prefixes: list, Enabled: s.AllowlistEnabled, Source: "the " + t.Name()}
+		l := &AllowList{Prefixes: list, Enabled: s.AllowlistEnabled, Origin: Origin{Source: "the " + t.Name()}}
 		if fc := t.file; fc != nil && fc.Config().AllowlistSet && !sameSet(list, fc.Config().Allowlist) {
-			l.FileDiffers, l.FilePrefixes = true, len(fc.Config().Allowlist)
+			l.FileDiffers, l.FileCount = true, len(fc.Config().Allowlist)
 		}
 		return l, nil
 	}
 	cfg := t.file.Config()
-	l := &AllowList{Prefixes: slices.Clone(cfg.Allowlist), Enabled: true, Source: t.file.Name()}
+	l := &AllowList{Prefixes: slices.Clone(cfg.Allowlist), Enabled: true, Origin: Origin{Source: t.file.Name()}}
 	slices.SortFunc(l.Prefixes, func(a, b netip.Prefix) int {
 		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 	})

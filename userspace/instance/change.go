@@ -87,6 +87,19 @@ func sortRules(rules []maps.PolicyRule) {
 	})
 }
 
+// Origin is where a listing was read, and how the config file given
+// compares.
+type Origin struct {
+	// Source names it: "the running instance on X", or the config file
+	// (saying when it does not set the key) when nothing is pinned.
+	Source string
+	// FileDiffers: the config file given sets the key otherwise than the
+	// instance holds it, and a restart with the file applies the file's
+	// (FileCount entries).
+	FileDiffers bool
+	FileCount   int
+}
+
 // sameSet compares two lists as sets.
 func sameSet[T comparable](a, b []T) bool {
 	if len(a) != len(b) {

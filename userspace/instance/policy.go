@@ -192,13 +192,7 @@ func (t *Instance) DeletePolicy(r maps.PolicyRule) (*Change[RuleChange], error) 
 type PolicyList struct {
 	Rules   []maps.PolicyRule // in the instance's order
 	Default maps.Action       // for streams no rule names
-	// Source names where they were read: "the running instance on X",
-	// or the file (saying when it has no policy key).
-	Source string
-	// FileDiffers: the config file given sets a policy other than the
-	// instance's, which a restart with it applies (FileRules rules).
-	FileDiffers bool
-	FileRules   int
+	Origin
 }
 
 // Policy reads the instance's policy (the file's when nothing is
@@ -213,14 +207,14 @@ func (t *Instance) Policy() (*PolicyList, error) {
 		if err != nil {
 			return nil, err
 		}
-		l := &PolicyList{Rules: rules, Default: s.DefaultAction, Source: "the " + t.Name()}
+		l := &PolicyList{Rules: rules, Default: s.DefaultAction, Origin: Origin{Source: "the " + t.Name()}}
 		if t.file != nil && t.file.Config().PolicySet && !sameSet(rules, t.file.Config().Policy) {
-			l.FileDiffers, l.FileRules = true, len(t.file.Config().Policy)
+			l.FileDiffers, l.FileCount = true, len(t.file.Config().Policy)
 		}
 		return l, nil
 	}
 	cfg := t.file.Config()
-	l := &PolicyList{Rules: slices.Clone(cfg.Policy), Default: cfg.DefaultAction, Source: t.file.Name()}
+	l := &PolicyList{Rules: slices.Clone(cfg.Policy), Default: cfg.DefaultAction, Origin: Origin{Source: t.file.Name()}}
 	sortRules(l.Rules)
 	if !cfg.PolicySet {
 		l.Source += " (no policy key: a start applies no rules)"
