@@ -8,8 +8,7 @@ import "net/netip"
 // put before the stale ones are deleted, and a switch that ends on is
 // turned on only once they are all in. No packet sees an enabled empty
 // list or a half-filled one. The loader's Configure and a live `jmxdp
-// allowlist` change (and its rollback) both go through here. Settings
-// equal to the current ones are not written again.
+// allowlist` change (and its rollback) both go through here.
 func (m *Maps) SetAllowlist(want []netip.Prefix, s Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -32,7 +31,6 @@ func (m *Maps) SetAllowlist(want []netip.Prefix, s Settings) error {
 		if err := m.SetSettings(s); err != nil {
 			return err
 		}
-		cur = s
 	}
 	keep := make(map[netip.Prefix]bool, len(want))
 	for _, p := range want {
@@ -48,8 +46,7 @@ func (m *Maps) SetAllowlist(want []netip.Prefix, s Settings) error {
 			}
 		}
 	}
-	if cur != s {
-		return m.SetSettings(s)
-	}
-	return nil
+	// Written even when unchanged, as the loader always has: it also
+	// starts a new policy generation (SetSettings).
+	return m.SetSettings(s)
 }
