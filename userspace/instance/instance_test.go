@@ -67,14 +67,28 @@ func TestLocate(t *testing.T) {
 	}
 }
 
+// pinBase is a directory of bpffs for the test alone: unique across
+// processes, as other test runs on the machine pin there too.
+func pinBase(t *testing.T, name string) string {
+	t.Helper()
+	if err := pins.EnsureBPFFS(pins.BPFFSRoot); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp(pins.BPFFSRoot, "jmxdp-test-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	return base
+}
+
 // A stopped instance (maps pinned, no program attached) is changed and
 // named so; when the config file cannot be written, every change (a new
 // rule, a replaced one, a deleted one, an allowlist that would switch the
 // allowlist on) is undone in the maps, and the file is left as it was.
 func TestChangeRollback(t *testing.T) {
 	testenv.RequireRoot(t)
-	base := filepath.Join(pins.BPFFSRoot, "jmxdp-test-rollback-"+filepath.Base(t.TempDir()))
-	t.Cleanup(func() { os.RemoveAll(base) })
+	base := pinBase(t, "rollback")
 	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: pins.Dir(base, "jmrb0")})
 	if err != nil {
 		t.Fatal(err)
@@ -153,8 +167,7 @@ func TestChangeRollback(t *testing.T) {
 // off when the last goes, and a change read back through Allowlist.
 func TestAllowlistSwitch(t *testing.T) {
 	testenv.RequireRoot(t)
-	base := filepath.Join(pins.BPFFSRoot, "jmxdp-test-allow-"+filepath.Base(t.TempDir()))
-	t.Cleanup(func() { os.RemoveAll(base) })
+	base := pinBase(t, "allow")
 	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: pins.Dir(base, "jmal0")})
 	if err != nil {
 		t.Fatal(err)
