@@ -14,6 +14,7 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/forward"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
@@ -91,7 +92,7 @@ func Load(opts Options) (*Program, error) {
 	}
 	var collOpts ebpf.CollectionOptions
 	if opts.PinDir != "" {
-		if err := ensurePinDir(opts.PinDir); err != nil {
+		if err := pins.EnsureDir(opts.PinDir); err != nil {
 			return nil, err
 		}
 		for _, m := range spec.Maps {
@@ -165,15 +166,7 @@ func (p *Program) Configure(cfg Config) error {
 	if err := p.configurePolicies(cfg.Policies); err != nil {
 		return err
 	}
-	if !settings.AllowlistEnabled {
-		if err := p.Maps.SetSettings(settings); err != nil {
-			return err
-		}
-	}
-	if err := p.configureAllowlist(cfg.Allowlist); err != nil {
-		return err
-	}
-	return p.Maps.SetSettings(settings)
+	return p.Maps.SetAllowlist(cfg.Allowlist, settings)
 }
 
 func (p *Program) configurePolicies(rules []vocab.PolicyRule) error {
@@ -193,28 +186,6 @@ func (p *Program) configurePolicies(rules []vocab.PolicyRule) error {
 		r.Action, r.Target = 0, netip.AddrPort{}
 		if !keep[r] {
 			if err := p.Maps.DeletePolicy(r); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (p *Program) configureAllowlist(prefixes []netip.Prefix) error {
-	old, err := p.Maps.Allowlist()
-	if err != nil {
-		return err
-	}
-	keep := make(map[netip.Prefix]bool, len(prefixes))
-	for _, a := range prefixes {
-		if err := p.Maps.AddAllow(a); err != nil {
-			return err
-		}
-		keep[a.Masked()] = true
-	}
-	for _, a := range old {
-		if !keep[a] {
-			if err := p.Maps.DelAllow(a); err != nil {
 				return err
 			}
 		}

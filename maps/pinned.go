@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 )
 
 // ErrNotPinned means no jmxdp maps are pinned in the directory: no instance
@@ -37,7 +37,7 @@ func OpenPinned(dir string) (*Pinned, error) {
 		{"jm_fwd_cfg", &objs.JmFwdCfg},
 	}
 	for _, t := range targets {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+		m, err := ebpf.LoadPinnedMap(pins.Map(dir, t.name), nil)
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(t.name, "jm_fwd_") {
 			// An instance an older jmxdp started has no forward maps:
 			// reads of them come back empty, writes are refused.

@@ -16,6 +16,7 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/spf13/cobra"
 )
@@ -343,7 +344,7 @@ func newDetachCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			detached, err := loader.DetachPinned(daemon.LinkPin(dir))
+			detached, err := loader.DetachPinned(pins.Link(dir))
 			if err != nil {
 				return err
 			}

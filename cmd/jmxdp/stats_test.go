@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
@@ -26,7 +27,15 @@ import (
 func statsProgram(t *testing.T, iface string) (*loader.Program, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	base := filepath.Join(loader.BPFFSRoot, "jmxdp-test-stats-"+filepath.Base(t.TempDir()))
+	// Unique across processes: other test runs on the machine pin under
+	// BPFFSRoot too.
+	if err := pins.EnsureBPFFS(pins.BPFFSRoot); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp(pins.BPFFSRoot, "jmxdp-test-stats-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: filepath.Join(base, iface)})
 	if err != nil {

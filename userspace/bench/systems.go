@@ -24,8 +24,8 @@ import (
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
-	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/decode"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
@@ -73,7 +73,7 @@ func (j *jmxdpSystem) name() string {
 func (j *jmxdpSystem) passThrough() bool { return false }
 
 // pinDir is where `jmxdp run` pins its maps for the lab's interface.
-func (j *jmxdpSystem) pinDir() string { return daemon.PinDir(config.DefaultPinDir, j.lab.HostIface) }
+func (j *jmxdpSystem) pinDir() string { return pins.Dir(config.DefaultPinDir, j.lab.HostIface) }
 
 func (j *jmxdpSystem) start(out string) error {
 	// A fresh instance every time: pinned maps left by an earlier run

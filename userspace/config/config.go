@@ -32,6 +32,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
@@ -156,7 +157,7 @@ type Metrics struct {
 const (
 	DefaultPort       = 30030
 	DefaultOutputDir  = "/var/lib/jmxdp/streams"
-	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
+	DefaultPinDir     = pins.DefaultBase
 	DefaultMetrics    = "127.0.0.1:9877"
 	DefaultTopStreams = 20
 	// DefaultMaxStreamMemory: about 670k streams of state.

@@ -23,6 +23,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/natsink"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
@@ -95,12 +96,6 @@ func WithConfigPath(path string) Option {
 	}
 }
 
-// PinDir is where the maps and the link of ifname are pinned.
-func PinDir(base, ifname string) string { return filepath.Join(base, ifname) }
-
-// LinkPin is the pinned XDP link's path in a pin directory.
-func LinkPin(pinDir string) string { return filepath.Join(pinDir, "link") }
-
 // Start brings the daemon up. cfg must have passed Validate. On error,
 // whatever was set up is undone, except that pinned maps stay.
 //
@@ -168,15 +163,15 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		log = slog.New(logid.Handler(d.ids, log.Handler()))
 		d.log = log
 	}
-	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
+	pinDir := pins.Dir(cfg.Capture.PinDir, cfg.Interface)
 	// A start that fails must not leave maps behind (up to 180 MiB of
 	// kernel memory with a 1M-stream table): what it pinned goes, what an
 	// earlier instance pinned stays.
-	pins, err := loader.SnapshotPins(pinDir)
+	snap, err := loader.SnapshotPins(pinDir)
 	if err != nil {
 		return fail(err)
 	}
-	d.pins = &pins
+	d.pins = &snap
 	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
 	if err != nil {
 		return fail(err)
@@ -258,7 +253,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if err != nil {
 		return fail(err)
 	}
-	d.mode, d.reused, err = prog.AttachPinned(cfg.Interface, loader.Mode(cfg.Capture.XDPMode), LinkPin(pinDir))
+	d.mode, d.reused, err = prog.AttachPinned(cfg.Interface, loader.Mode(cfg.Capture.XDPMode), pins.Link(pinDir))
 	if err != nil {
 		return fail(err)
 	}

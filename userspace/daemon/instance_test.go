@@ -13,6 +13,7 @@ import (
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
@@ -96,7 +97,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The maps stay pinned with the first run's values.
-	maps, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	maps, err := jmmaps.OpenPinned(pins.Dir(e.pinDir, e.lab.HostIface))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestRunStateFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !running || st.PinDir != daemon.PinDir(e.pinDir, e.lab.HostIface) || st.Config != "/etc/jmxdp/test.yaml" || st.Out != e.out {
+	if !running || st.PinDir != pins.Dir(e.pinDir, e.lab.HostIface) || st.Config != "/etc/jmxdp/test.yaml" || st.Out != e.out {
 		t.Errorf("state %+v running=%v", st, running)
 	}
 	if time.Since(st.Started) > time.Minute {
@@ -184,7 +185,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 		t.Fatal("started while another writer holds the output directory")
 	}
 	if _, serr := os.Stat(e.pinDir); !errors.Is(serr, os.ErrNotExist) {
-		entries, _ := os.ReadDir(daemon.PinDir(e.pinDir, e.lab.HostIface))
+		entries, _ := os.ReadDir(pins.Dir(e.pinDir, e.lab.HostIface))
 		t.Errorf("pin dir left after a failed first start (%v): %v", serr, entries)
 	}
 	holder.Close()
@@ -206,7 +207,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 		d.Stop()
 		t.Fatal("started while another writer holds the output directory")
 	}
-	m, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	m, err := jmmaps.OpenPinned(pins.Dir(e.pinDir, e.lab.HostIface))
 	if err != nil {
 		t.Fatalf("the earlier instance's maps are gone after a failed start: %v", err)
 	}

@@ -29,9 +29,8 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 	"github.com/jmxdp/jmxdp/userspace/tools/send"
@@ -43,7 +42,7 @@ const (
 	DefaultHostIface   = "jmxlab0"
 	DefaultRouterIface = "jmxlab1"
 	// DefaultPinRoot holds one directory per lab (PinDir's default).
-	DefaultPinRoot = loader.BPFFSRoot + "/jmxdp-lab"
+	DefaultPinRoot = pins.BPFFSRoot + "/jmxdp-lab"
 )
 
 // PinName is the file, in PinDir, of the router end's pinned XDP link.
@@ -403,7 +402,7 @@ func attachPass(l *Lab) error {
 		return err
 	}
 	defer prog.Close()
-	if err := ensurePinDir(l.PinDir); err != nil {
+	if err := pins.EnsureDir(l.PinDir); err != nil {
 		return err
 	}
 	var lk link.Link
@@ -437,45 +436,15 @@ func attachPass(l *Lab) error {
 	return nil
 }
 
-// ensurePinDir makes dir on a bpffs, mounting bpffs at /sys/fs/bpf first
-// if dir is under it and the system has not.
-func ensurePinDir(dir string) error {
-	if rel, err := filepath.Rel(loader.BPFFSRoot, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-		if err := loader.EnsureBPFFS(loader.BPFFSRoot); err != nil {
-			return err
-		}
-	}
-	// Another lab's Down may remove an empty DefaultPinRoot between
-	// MkdirAll's steps: try again.
-	var err error
-	for range 5 {
-		if err = os.MkdirAll(dir, 0o700); !errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("create pin directory: %w", err)
-	}
-	if !onBPFFS(dir) {
-		return fmt.Errorf("pin directory %s is not on a bpffs", dir)
-	}
-	return nil
-}
-
 // removePinDirs removes PinDir and DefaultPinRoot when they are empty
 // bpffs directories.
 func removePinDirs(c Config) {
-	if onBPFFS(c.PinDir) {
+	if pins.OnBPFFS(c.PinDir) {
 		os.Remove(c.PinDir)
 	}
-	if filepath.Dir(filepath.Clean(c.PinDir)) == DefaultPinRoot && onBPFFS(DefaultPinRoot) {
+	if filepath.Dir(filepath.Clean(c.PinDir)) == DefaultPinRoot && pins.OnBPFFS(DefaultPinRoot) {
 		os.Remove(DefaultPinRoot)
 	}
-}
-
-func onBPFFS(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.BPF_FS_MAGIC
 }
 
 // disableIPv6 turns IPv6 off on ifname in the calling thread's namespace;
