@@ -53,7 +53,7 @@ func slowFrames(b *testing.B, id uint16) [][]byte {
 // and the sink. Per op: one batch of 3 fragments and 3 whole frames.
 func BenchmarkSlowPath(b *testing.B) {
 	sink := &countSink{}
-	sh := &shard{sink: sink, drops: map[writer.Key]int{}, reasm: reasm.New(reasm.Config{})}
+	sh := &shard{sink: sink, drops: map[writer.Key]int{}, reasm: lockedReasm{r: reasm.New(reasm.Config{})}}
 	c := &Capture{shards: []*shard{sh}}
 	bt := &batch{}
 	for _, f := range slowFrames(b, 0) {
@@ -73,6 +73,6 @@ func BenchmarkSlowPath(b *testing.B) {
 	}
 	b.StopTimer()
 	if sink.packets != 4*b.N {
-		b.Fatalf("%d packets written for %d batches, want 4 each (stats %+v)", sink.packets, b.N, sh.reasm.Stats())
+		b.Fatalf("%d packets written for %d batches, want 4 each (stats %+v)", sink.packets, b.N, sh.reasm.r.Stats())
 	}
 }

@@ -198,16 +198,6 @@ func TestManyDatagrams(t *testing.T) {
 	}
 }
 
-func TestParseJmirror(t *testing.T) {
-	mid, sid, inner, ok := ParseJmirror([]byte{0xc0, 0, 0, 5, 0, 0, 0, 6, 0x45})
-	if !ok || mid != 5 || sid != 6 || !bytes.Equal(inner, []byte{0x45}) {
-		t.Errorf("got %d %d %x %v", mid, sid, inner, ok)
-	}
-	if _, _, _, ok := ParseJmirror(make([]byte, 7)); ok {
-		t.Error("7 bytes parsed")
-	}
-}
-
 func TestListenErrors(t *testing.T) {
 	if _, err := Listen(Config{Writer: writer.Config{Dir: t.TempDir()}}); err == nil {
 		t.Error("no address accepted")
