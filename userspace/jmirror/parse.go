@@ -130,7 +130,9 @@ func (h *Header) InnerOffset() int { return h.UDPOffset + MinUDPLen }
 
 // Payload is the mirrored packet in frame, which h is the decode of (class
 // ClassJmirror, not a fragment).
-func (h *Header) Payload(frame []byte) []byte { return frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen] }
+func (h *Header) Payload(frame []byte) []byte {
+	return frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
+}
 
 // parseHeader reads the headers of frame, up to and including the UDP
 // header. Jmirror fields are filled by jmirrorFields.
