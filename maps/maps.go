@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -46,23 +47,13 @@ func (m *Maps) Streams() ([]Stream, error) {
 func SortStreams(s []Stream) {
 	slices.SortFunc(s, func(a, b Stream) int {
 		if a.MID != b.MID {
-			return cmpU32(a.MID, b.MID)
+			return cmp.Compare(a.MID, b.MID)
 		}
 		if a.SID != b.SID {
-			return cmpU32(a.SID, b.SID)
+			return cmp.Compare(a.SID, b.SID)
 		}
 		return a.Router.Compare(b.Router)
 	})
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Stream reads one entry; ok is false when it is absent.
@@ -225,7 +216,7 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 	})
 	slices.SortFunc(out, func(a, b PolicyRule) int {
 		if a.MID != b.MID {
-			return cmpU32(a.MID, b.MID)
+			return cmp.Compare(a.MID, b.MID)
 		}
 		if a.AnySID != b.AnySID {
 			if a.AnySID {
@@ -233,7 +224,7 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 			}
 			return 1
 		}
-		return cmpU32(a.SID, b.SID)
+		return cmp.Compare(a.SID, b.SID)
 	})
 	return out, err
 }

@@ -383,7 +383,7 @@ func (c *Config) check(requireIface bool) []*Error {
 			continue
 		}
 		seenPrefix[p] = i
-		bad(key, checkPrefix(p))
+		bad(key, CheckPrefix(p))
 	}
 
 	o := &c.Output

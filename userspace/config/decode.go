@@ -445,7 +445,7 @@ func (d *decoder) allowlist(n *yaml.Node, key string) ([]netip.Prefix, bool) {
 			ok = false
 			continue
 		}
-		p, err := parsePrefix(s)
+		p, err := ParsePrefix(s)
 		if err != nil {
 			d.fail(it, k, err)
 			ok = false
