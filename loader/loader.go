@@ -14,10 +14,11 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/forward"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
-const DefaultPort = 30030
+const DefaultPort = jmirror.DefaultPort
 
 // DefaultMaxStreams sizes the stream table: see docs/datapath.md for what
 // it costs.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/writer"
@@ -154,7 +155,7 @@ type Metrics struct {
 
 // Defaults that other packages and the docs refer to.
 const (
-	DefaultPort       = 30030
+	DefaultPort       = jmirror.DefaultPort
 	DefaultOutputDir  = "/var/lib/jmxdp/streams"
 	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
 	DefaultMetrics    = "127.0.0.1:9877"

@@ -122,18 +122,6 @@ func (e *env) send(t *testing.T, frames [][]byte) {
 	}
 }
 
-// waitFor polls cond every 20 ms for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
 	t.Helper()
 	c, err := d.Counters()
@@ -148,10 +136,10 @@ func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
 // as many outcomes as the kernel redirected frames.
 func settle(t *testing.T, d *daemon.Daemon, frames int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d frames through the kernel", frames), func() bool {
+	testenv.WaitFor(t, fmt.Sprintf("%d frames through the kernel", frames), 10*time.Second, func() bool {
 		return counter(t, d, jmmaps.StatFrames) >= uint64(frames)
 	})
-	waitFor(t, "the pipeline to drain", func() bool {
+	testenv.WaitFor(t, "the pipeline to drain", 10*time.Second, func() bool {
 		var got uint64
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
@@ -160,7 +148,7 @@ func settle(t *testing.T, d *daemon.Daemon, frames int) {
 		return got >= redirected
 	})
 	// The decode loop is asynchronous: let it finish its last batch.
-	waitFor(t, "the writers", func() bool {
+	testenv.WaitFor(t, "the writers", 10*time.Second, func() bool {
 		cs := d.Capture().Stats()
 		var got uint64
 		for _, q := range cs.Queues {
@@ -679,7 +667,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		}
 		last = n
 	}
-	waitFor(t, "traffic", func() bool { return readStream(d) > 20 })
+	testenv.WaitFor(t, "traffic", 10*time.Second, func() bool { return readStream(d) > 20 })
 	check(d, "first run")
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -693,7 +681,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	d2 := e.start(t, cfg2)
 	check(d2, "after restart")
 	prev := last
-	waitFor(t, "counting after restart", func() bool { return readStream(d2) > prev+20 })
+	testenv.WaitFor(t, "counting after restart", 10*time.Second, func() bool { return readStream(d2) > prev+20 })
 	check(d2, "second run")
 	rules, err := d2.Program().Maps.Policies()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -68,7 +69,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 7, 1, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture by the running instance", func() bool { return d.Writer().Stats().Packets >= 20 })
+	testenv.WaitFor(t, "capture by the running instance", 10*time.Second, func() bool { return d.Writer().Stats().Packets >= 20 })
 	if n := counter(t, d, jmmaps.StatActionPass) + counter(t, d, jmmaps.StatActionCount); n != 0 {
 		t.Errorf("%d frames counted or passed: the refused start's settings leaked in", n)
 	}
@@ -132,7 +133,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 3, 3, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture with the default action", func() bool { return d2.Writer().Stats().Packets >= 10 })
+	testenv.WaitFor(t, "capture with the default action", 10*time.Second, func() bool { return d2.Writer().Stats().Packets >= 10 })
 }
 
 // The state file names the running instance's pin dir and config; after a
@@ -192,7 +193,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 	d = e.start(t, cfg)
 	router := e.lab.RouterAddr.Addr()
 	e.send(t, [][]byte{e.mirror(t, router, 1, 1, gen.DefaultPort, 0)})
-	waitFor(t, "a counted frame", func() bool { return counter(t, d, jmmaps.StatJmirror) >= 1 })
+	testenv.WaitFor(t, "a counted frame", 10*time.Second, func() bool { return counter(t, d, jmmaps.StatJmirror) >= 1 })
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}

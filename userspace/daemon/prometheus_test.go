@@ -79,7 +79,7 @@ scrape_configs:
 		}
 	})
 	p := &promServer{url: "http://" + addr}
-	waitFor(t, "prometheus to be ready", func() bool {
+	testenv.WaitFor(t, "prometheus to be ready", 10*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")
 		if err != nil {
 			return false
@@ -230,7 +230,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 		s.Run(ctx, frames, send.Options{Rate: 3000, Duration: 6 * time.Second})
 	}()
 	// Let Prometheus see the counters move over several scrapes.
-	waitFor(t, "three scrapes with traffic", func() bool {
+	testenv.WaitFor(t, "three scrapes with traffic", 10*time.Second, func() bool {
 		r := prom.query(t, `count_over_time(jmxdp_jmirror_bytes_total[10s])`)
 		return len(r) == 1 && r[0].float(t) >= 4
 	})
@@ -246,7 +246,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	for _, st := range streams {
 		jmBytes += st.Bytes
 	}
-	waitFor(t, "a scrape of the final counters", func() bool {
+	testenv.WaitFor(t, "a scrape of the final counters", 10*time.Second, func() bool {
 		r := prom.query(t, `sum(jmxdp_intercept_bytes_total)`)
 		return len(r) == 1 && uint64(r[0].float(t)) == jmBytes
 	})

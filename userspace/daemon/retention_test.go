@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // TestRetentionAndHandoff: the daemon hands each completed file to the
@@ -58,11 +60,11 @@ func TestRetentionAndHandoff(t *testing.T) {
 	}
 	e.send(t, frames)
 	settle(t, d, len(frames))
-	waitFor(t, "retention to delete the old file", func() bool {
+	testenv.WaitFor(t, "retention to delete the old file", 10*time.Second, func() bool {
 		_, err := os.Stat(old)
 		return os.IsNotExist(err)
 	})
-	waitFor(t, "the hand-offs", func() bool {
+	testenv.WaitFor(t, "the hand-offs", 10*time.Second, func() bool {
 		m := scrape()
 		return strings.Contains(m, "jmxdp_handoff_queued 0") && strings.Contains(m, "jmxdp_handoff_running 0")
 	})

@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/logid"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // TestStartBadWebConfig: a web config that cannot work stops the start
@@ -87,7 +89,7 @@ func TestHideIDsByDefault(t *testing.T) {
 	d = e.start(t, cfg)
 	defer d.Stop()
 	e.send(t, frames)
-	waitFor(t, "a per-intercept series (hide_ids: false)", func() bool {
+	testenv.WaitFor(t, "a per-intercept series (hide_ids: false)", 10*time.Second, func() bool {
 		resp, err := http.Get("http://" + d.MetricsAddr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)

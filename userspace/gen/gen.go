@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 )
 
 // Wire constants shared by the builders.
 const (
 	// DefaultPort is Wireshark's default Jmirror UDP port.
-	DefaultPort = 30030
+	DefaultPort = jmirror.DefaultPort
 	// DefaultTTL is what Juniper routers put in the outer IPv4 header.
 	DefaultTTL = 255
 	// HeaderLen is the length of the Jmirror header (V|mid, sid).

@@ -11,6 +11,10 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 )
 
+// DefaultPort is Wireshark's Jmirror UDP port, decoded when none is
+// configured: the one definition, which loader, config and gen name too.
+const DefaultPort = 30030
+
 // Wire-format constants, as in bpf/include/consts.h.
 const (
 	HeaderLen    = 8  // the Jmirror header

@@ -219,17 +219,6 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestDaemonUnderProfile runs the real jmxdp binary under the shipped
 // profile: it loads the program, attaches to a lab's veth (its other end
 // in a namespace the test made), serves metrics, captures generated
@@ -278,7 +267,7 @@ metrics: {addr: %q, hide_ids: true}
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, "/readyz", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "/readyz", 30*time.Second, func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("jmxdp exited under the profile: %v", err)
@@ -305,7 +294,7 @@ metrics: {addr: %q, hide_ids: true}
 		t.Fatalf("sent %d of %d: %v", n, len(frames), err)
 	}
 	written := regexp.MustCompile(`(?m)^jmxdp_writer_packets_total (\d+)`)
-	waitFor(t, "packets written", 20*time.Second, func() bool {
+	testenv.WaitFor(t, "packets written", 20*time.Second, func() bool {
 		_, body := scrape("/metrics")
 		m := written.FindStringSubmatch(body)
 		n, _ := strconv.Atoi(m2(m))

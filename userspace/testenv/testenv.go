@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run in CI, where nothing may be skipped.
@@ -94,3 +95,19 @@ func PartSkip(t testing.TB, reason string) {
 	}
 	t.Log(PartSkipPrefix + reason)
 }
+
+// WaitFor polls cond until it holds, failing t after d: a test's one
+// bounded wait for something another goroutine or process does.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// pollEvery is how often WaitFor looks.
+const pollEvery = 10 * time.Millisecond
