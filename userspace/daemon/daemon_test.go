@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/jmxdp/jmxdp/loader"
 	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
@@ -225,40 +224,11 @@ func filePackets(t *testing.T, paths ...string) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, p := range paths {
-		for _, pk := range readNg(t, p) {
-			out = append(out, pk.data)
+		for _, pk := range testenv.MustReadPcapng(t, p, testenv.Single) {
+			out = append(out, pk.Data)
 		}
 	}
 	return out
-}
-
-type ngPacket struct {
-	ts   time.Time
-	data []byte
-}
-
-func readNg(t *testing.T, path string) []ngPacket {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	var out []ngPacket
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		out = append(out, ngPacket{ci.Timestamp, bytes.Clone(data)})
-	}
 }
 
 // compareWithDecode checks the daemon's files against what `jmxdp decode
@@ -395,7 +365,7 @@ func TestCaptureGeneratedTraffic(t *testing.T) {
 	}
 	// Timestamps are the kernel's receive times, not the generator's.
 	for _, files := range streamFiles(t, e.out) {
-		ts := readNg(t, files[0])[0].ts
+		ts := testenv.MustReadPcapng(t, files[0], testenv.Single)[0].Time
 		if ts.Before(before.Add(-time.Second)) || ts.After(after.Add(time.Second)) {
 			t.Errorf("%s: first packet stamped %v, sent between %v and %v", files[0], ts, before, after)
 		}
