@@ -11,6 +11,7 @@ import (
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/jmirror/fixtures"
 )
 
 // fragStep is a frame and the verdict both engines must give it, or (age >
@@ -27,7 +28,7 @@ type fragCase struct {
 	cfg     loader.Config
 	steps   func(t *testing.T) []fragStep
 	stats   map[maps.Stat]uint64
-	streams []streamWant
+	streams []fixtures.Stream
 }
 
 // bigMirror is a 3-fragment datagram (at MTU 1500) of stream (mid, sid)
@@ -97,7 +98,7 @@ func fragCases() []fragCase {
 			stats: map[maps.Stat]uint64{maps.StatFrames: 9, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * bl,
 				maps.StatFragFirst: 3, maps.StatFragTracked: 4, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
 				maps.StatCaptureFailed: 4, maps.StatActionPass: 3, maps.StatStreamNew: 2},
-			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 23), 2, 2*bl, ipv4(2)), fixtures.Want(k1(30, 1), 1, bl, ipv4(1))},
 		},
 		{
 			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
@@ -125,7 +126,7 @@ func fragCases() []fragCase {
 			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
 				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
 				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 25), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 25), 1, bl, ipv4(1))},
 		},
 		{
 			name: "copies of a first fragment are counted once, and follow the datagram's action",
@@ -137,7 +138,7 @@ func fragCases() []fragCase {
 			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
 				maps.StatFragFirst: 1, maps.StatFragDuplicate: 2, maps.StatFragTracked: 2, maps.StatActionCount: 5,
 				maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 26), 1, bl, ipv4(1))},
 		},
 		{
 			name: "another datagram of the stream reusing the IP id within the window is counted",
@@ -149,7 +150,7 @@ func fragCases() []fragCase {
 			},
 			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatFragTracked: 4, maps.StatActionCount: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 28), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 28), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "the same first fragment after the window is a new datagram (a wrapped IP id)",
@@ -160,7 +161,7 @@ func fragCases() []fragCase {
 			},
 			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatActionCount: 2, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 29), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 29), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
@@ -196,7 +197,7 @@ func fragCases() []fragCase {
 			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
 				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
 				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 45), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k6(20, 45), 1, bl, ipv4(1))},
 		},
 	}...)
 }
@@ -217,7 +218,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
 				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 21), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 21), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
@@ -230,7 +231,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
 				maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 22), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 22), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": the pair's window ends: early fragments pass unmatched again",
@@ -242,7 +243,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
 				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 24), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 24), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a captured datagram last-first with its first fragment twice",
@@ -254,7 +255,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
 				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
 				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 27), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 27), 2, 2*bl, ipv4(2))},
 		},
 	}
 }
@@ -310,8 +311,8 @@ func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkStreams(t, "kernel", streams, tc.streams)
-			checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
+			fixtures.CheckStreams(t, "kernel", streams, tc.streams)
+			fixtures.CheckStreams(t, "Go decoder", eng.Streams(), tc.streams)
 		})
 	}
 }
