@@ -251,7 +251,7 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 4 || c[maps.StatFwdNeighMiss] != 1 ||
 		c[maps.StatFwdFragFamily] != 3 || c[maps.StatCaptureFailed] != 0 {
-		t.Errorf("counters: %v", nonZero(c))
+		t.Errorf("counters: %v", named(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of
 	// a forwarded stream did.
