@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,25 +37,8 @@ type env struct {
 	lab    *lab.Lab
 	pinDir string
 	out    string
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	runDir string // the per-interface lock and state file (runstate)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -66,7 +48,7 @@ func newEnv(t *testing.T) *env {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	return &env{lab: l, pinDir: pin, out: out, logs: &syncBuffer{}, runDir: t.TempDir()}
+	return &env{lab: l, pinDir: pin, out: out, logs: &testenv.LogBuffer{}, runDir: t.TempDir()}
 }
 
 // config is a small daemon config for the lab.

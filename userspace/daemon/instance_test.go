@@ -46,7 +46,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 	if err := bad.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	d2, err := daemon.Start(bad, slog.New(slog.NewTextHandler(&logs, nil)), daemon.WithRunDir(e.runDir))
 	if err == nil {
 		d2.Stop()
@@ -227,7 +227,7 @@ func TestNoAllowlistWarning(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "no allowlist:"); n != 1 {
 		t.Errorf("%d no-allowlist warnings without an allowlist, want 1:\n%s", n, e.logs.String())
 	}
-	e.logs = &syncBuffer{}
+	e.logs = &testenv.LogBuffer{}
 	cfg := e.config()
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{netip.PrefixFrom(e.lab.RouterAddr.Addr(), 32)}, true
 	d = e.start(t, cfg)

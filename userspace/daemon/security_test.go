@@ -84,7 +84,7 @@ func TestHideIDsByDefault(t *testing.T) {
 		t.Errorf("the mid in the logs:\n%s", e.logs.String())
 	}
 
-	e.logs = &syncBuffer{}
+	e.logs = &testenv.LogBuffer{}
 	cfg.Metrics.HideIDs, cfg.Metrics.HideIDsSet = false, true
 	d = e.start(t, cfg)
 	defer d.Stop()

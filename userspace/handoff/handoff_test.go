@@ -1,15 +1,12 @@
 package handoff
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,25 +23,6 @@ func script(t *testing.T, body string) string {
 	}
 	return p
 }
-
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 func newRunner(t *testing.T, cfg Config) *Runner {
 	t.Helper()
@@ -149,9 +127,9 @@ func must[T any](v T, err error) T {
 // TestFailures: a non-zero exit and a command gone since the start are
 // counted by reason and logged with the file, the output's tail too.
 func TestFailures(t *testing.T) {
-	var log logBuf
+	var log testenv.LogBuffer
 	fail := script(t, `echo "cannot reach the mediation function" >&2; exit 3`)
-	r := newRunner(t, Config{Argv: []string{fail}, Logger: log.logger(), Workers: 1})
+	r := newRunner(t, Config{Argv: []string{fail}, Logger: log.Logger(), Workers: 1})
 	r.Submit("/out/mid-1/sid-2/a.pcapng")
 	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
 	st := r.Stats()
@@ -180,8 +158,8 @@ func TestFailures(t *testing.T) {
 func TestTimeoutKillsGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	slow := script(t, `sleep 60 & echo $! > `+pidFile+`; wait`)
-	var log logBuf
-	r := newRunner(t, Config{Argv: []string{slow}, Timeout: 300 * time.Millisecond, Logger: log.logger(), Workers: 1})
+	var log testenv.LogBuffer
+	r := newRunner(t, Config{Argv: []string{slow}, Timeout: 300 * time.Millisecond, Logger: log.Logger(), Workers: 1})
 	start := time.Now()
 	r.Submit("/out/slow.pcapng")
 	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
@@ -240,8 +218,8 @@ func TestConcurrencyBound(t *testing.T) {
 func TestQueueFullAndPending(t *testing.T) {
 	release := filepath.Join(t.TempDir(), "release")
 	hook := script(t, `while [ ! -e `+release+` ]; do sleep 0.02; done`)
-	var log logBuf
-	r := newRunner(t, Config{Argv: []string{hook}, Workers: 1, Queue: 1, Logger: log.logger()})
+	var log testenv.LogBuffer
+	r := newRunner(t, Config{Argv: []string{hook}, Workers: 1, Queue: 1, Logger: log.Logger()})
 	r.Submit("/out/a.pcapng")
 	testenv.WaitFor(t, "a to run", 10*time.Second, func() bool { return r.Stats().Running == 1 })
 	if !r.Submit("/out/b.pcapng") {

@@ -1,9 +1,7 @@
 package retention
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,31 +16,6 @@ import (
 
 // base is the tests' "now" for files: mtimes are base plus minutes.
 var base = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
-
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) lines(substr string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		if strings.Contains(line, substr) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // put writes a file of size bytes at DIR/rel, modified at base+minute.
 func put(t *testing.T, dir, rel string, size int, minute int) string {
@@ -144,8 +117,8 @@ func TestMaxBytesAll(t *testing.T) {
 	put(t, dir, "mid-1/sid-1/"+name(3), 100, 3)
 	put(t, dir, "mid-2/sid-1/"+name(4), 100, 4)
 	put(t, dir, "mid-1/sid-2/"+name(5), 100, 5)
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxBytes: 250, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxBytes: 250, Logger: log.Logger()})
 	settle(t, k)
 	want := sorted("mid-2/sid-1/"+name(4), "mid-1/sid-2/"+name(5))
 	if got := files(t, dir); !slices.Equal(got, want) {
@@ -155,7 +128,7 @@ func TestMaxBytesAll(t *testing.T) {
 	if st.DeletedFiles[MaxBytes] != 3 || st.DeletedBytes[MaxBytes] != 300 || st.DeletedFiles[MaxAge] != 0 || st.Bytes != 200 {
 		t.Errorf("stats %+v", st)
 	}
-	lines := log.lines("deleted a completed stream file")
+	lines := log.Lines("deleted a completed stream file")
 	if len(lines) != 3 || !strings.Contains(lines[0], "mid-1/sid-1/"+name(1)) || !strings.Contains(lines[0], "reason=max_bytes") {
 		t.Errorf("log lines %q", lines)
 	}
@@ -207,8 +180,8 @@ func TestMaxAge(t *testing.T) {
 	var mu sync.Mutex
 	now := base.Add(30 * time.Minute)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxAge: 15 * time.Minute, Now: clock, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxAge: 15 * time.Minute, Now: clock, Logger: log.Logger()})
 	settle(t, k)
 	want := sorted("mid-1/sid-1/"+name(20), "mid-2/sid-1/"+name(40))
 	if got := files(t, dir); !slices.Equal(got, want) {
@@ -224,7 +197,7 @@ func TestMaxAge(t *testing.T) {
 	if st := k.Stats(); st.DeletedBytes[MaxAge] != 200 || st.DeletedFiles[MaxBytes] != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if l := log.lines("reason=max_age"); len(l) != 2 {
+	if l := log.Lines("reason=max_age"); len(l) != 2 {
 		t.Errorf("log lines %q", l)
 	}
 }
@@ -256,8 +229,8 @@ func TestSymlinksNotFollowed(t *testing.T) {
 	must(t, os.Symlink(outside, filepath.Join(dir, "mid-9")))
 	must(t, os.MkdirAll(filepath.Join(dir, "mid-2"), 0o700))
 	must(t, os.Symlink(filepath.Join(outside, "sub"), filepath.Join(dir, "mid-2/sid-2")))
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxBytes: 1, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxBytes: 1, Logger: log.Logger()})
 	// Completions named through the symlinks (they cannot come from the
 	// writer, but an index must not trust them).
 	k.Add(filepath.Join(dir, "mid-9/sid-1/"+name(0)), 100, base)
@@ -278,7 +251,7 @@ func TestSymlinksNotFollowed(t *testing.T) {
 	if st := k.Stats(); st.DeletedFiles[MaxBytes] != 1 || st.Errors != 3 {
 		t.Errorf("stats %+v: want 1 deletion, 3 refusals", st)
 	}
-	if l := log.lines("cannot delete"); len(l) != 3 {
+	if l := log.Lines("cannot delete"); len(l) != 3 {
 		t.Errorf("log lines %q", l)
 	}
 }
