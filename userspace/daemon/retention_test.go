@@ -30,7 +30,7 @@ func TestRetentionAndHandoff(t *testing.T) {
 	os.WriteFile(hook, []byte("#!/bin/sh\n[ -f \"$2\" ] && echo \"$2\" >> "+log+"\n"), 0o700)
 
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Output.RotateSize = 2000
 	cfg.Output.MaxBytes = 8000
 	cfg.Output.OnComplete = []string{hook, "--file", "{path}"}

@@ -21,7 +21,7 @@ import (
 func TestStartBadWebConfig(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Metrics.WebConfig = filepath.Join(t.TempDir(), "web.yml")
 	os.WriteFile(cfg.Metrics.WebConfig, []byte("basic_auth_users:\n  alice: not-a-bcrypt-hash\n"), 0o600)
 	if err := cfg.Validate(); err != nil {
@@ -49,7 +49,7 @@ func TestHideIDsByDefault(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	// The lab's host end: an address of this machine that is not loopback.
-	cfg.Metrics.Addr = fmt.Sprintf("%s:%d", e.lab.HostAddr.Addr(), freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("%s:%d", e.lab.HostAddr.Addr(), testenv.FreePort(t))
 	d := e.start(t, cfg)
 	logs := e.logs.String()
 	if n := strings.Count(logs, "intercept ids in metrics and logs"); n != 1 || !strings.Contains(logs, "hidden=true") ||

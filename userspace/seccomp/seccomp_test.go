@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -190,16 +189,6 @@ func buildJmxdp(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestDaemonUnderProfile runs the real jmxdp binary under the shipped
 // profile: it loads the program, attaches to a lab's veth (its other end
 // in a namespace the test made), serves metrics, captures generated
@@ -213,7 +202,7 @@ func TestDaemonUnderProfile(t *testing.T) {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := fmt.Sprintf(`interface: %s
 output: {dir: %q, group: "4711", rotate_size: 4KiB}
 capture: {pin_dir: %q, max_streams: 4096}
