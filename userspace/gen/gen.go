@@ -473,6 +473,10 @@ func copiedOptions(opts []byte) []byte {
 	return out
 }
 
+// Checksum is the Internet checksum (RFC 1071) of b: what an ICMP echo
+// or an IPv4 header carries.
+func Checksum(b []byte) uint16 { return checksum(b, 0) }
+
 // checksum is the Internet checksum (RFC 1071) of b, starting from the
 // partial sum initial (for pseudo-headers).
 func checksum(b []byte, initial uint32) uint16 {
