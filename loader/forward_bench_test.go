@@ -45,7 +45,7 @@ func BenchmarkForward(b *testing.B) {
 			}
 			if v != vocab.VerdictRedirect {
 				c, _ := p.Maps.Counters()
-				b.Fatalf("verdict %v, want XDP_REDIRECT: %v", v, nonZero(c))
+				b.Fatalf("verdict %v, want XDP_REDIRECT: %v", v, named(c))
 			}
 			_, dp, err := p.BenchmarkPass(f, chunk)
 			if err != nil {
@@ -68,7 +68,7 @@ func BenchmarkForward(b *testing.B) {
 		b.Fatal(err)
 	}
 	if c[vocab.StatFwdSent] == 0 || c[vocab.StatFwdUserspace] != 0 {
-		b.Fatalf("not all forwarded in the kernel: %v", nonZero(c))
+		b.Fatalf("not all forwarded in the kernel: %v", named(c))
 	}
 	b.ReportMetric(float64(prog.Nanoseconds())/float64(runs), "ns/frame")
 	b.ReportMetric(float64(pass.Nanoseconds())/float64(runs), "pass-ns/frame")

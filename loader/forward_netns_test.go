@@ -251,7 +251,7 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	if c[vocab.StatActionCapture] != 1 || c[vocab.StatFwdUserspace] != 4 || c[vocab.StatFwdNeighMiss] != 1 ||
 		c[vocab.StatFwdFragFamily] != 3 || c[vocab.StatCaptureFailed] != 0 {
-		t.Errorf("counters: %v", nonZero(c))
+		t.Errorf("counters: %v", named(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of
 	// a forwarded stream did.

@@ -233,7 +233,7 @@ func TestForwardTestRun(t *testing.T) {
 				if v != vocab.VerdictRedirect { // XDP_REDIRECT
 					c, _ := p.Maps.Counters()
 					neigh, _ := exec.Command("ip", "-n", n.ns, "neigh").CombinedOutput()
-					t.Fatalf("verdict %v, want XDP_REDIRECT; counters %v; neighbours:\n%s", v, nonZero(c), neigh)
+					t.Fatalf("verdict %v, want XDP_REDIRECT; counters %v; neighbours:\n%s", v, named(c), neigh)
 				}
 				if !bytes.Equal(out, want) {
 					t.Fatalf("frame out:\n got %x\nwant %x", out, want)
@@ -247,7 +247,7 @@ func TestForwardTestRun(t *testing.T) {
 	}
 	nf := uint64(2 * len(shapes))
 	if c[vocab.StatActionForward] != nf || c[vocab.StatFwdSent] != nf || c[vocab.StatFwdUserspace] != 0 {
-		t.Errorf("counters: %v", nonZero(c))
+		t.Errorf("counters: %v", named(c))
 	}
 	fs, err := p.Maps.ForwardStreams()
 	if err != nil {
@@ -304,16 +304,6 @@ func TestForwardTestRun(t *testing.T) {
 	const metaLen = 32
 	same := len(out) == len(in)+metaLen && bytes.Equal(out[metaLen:], in)
 	if v != vocab.VerdictPass || !same || c2[vocab.StatFwdTooBig] != 1 || c2[vocab.StatFwdUserspace] != 1 || c2[vocab.StatCaptureFailed] != 1 {
-		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), nonZero(c2))
+		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), named(c2))
 	}
-}
-
-func nonZero(c vocab.Counters) map[string]uint64 {
-	out := map[string]uint64{}
-	for i, v := range c {
-		if v != 0 {
-			out[vocab.Stat(i).String()] = v
-		}
-	}
-	return out
 }

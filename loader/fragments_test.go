@@ -9,6 +9,7 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/jmirror/fixtures"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
@@ -27,7 +28,7 @@ type fragCase struct {
 	cfg     loader.Config
 	steps   func(t *testing.T) []fragStep
 	stats   map[vocab.Stat]uint64
-	streams []streamWant
+	streams []fixtures.Stream
 }
 
 // bigMirror is a 3-fragment datagram (at MTU 1500) of stream (mid, sid)
@@ -97,7 +98,7 @@ func fragCases() []fragCase {
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 9, vocab.StatJmirror: 3, vocab.StatJmirrorBytes: 3 * bl,
 				vocab.StatFragFirst: 3, vocab.StatFragTracked: 4, vocab.StatFragUnmatched: 2, vocab.StatActionCapture: 4,
 				vocab.StatCaptureFailed: 4, vocab.StatActionPass: 3, vocab.StatStreamNew: 2},
-			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 23), 2, 2*bl, ipv4(2)), fixtures.Want(k1(30, 1), 1, bl, ipv4(1))},
 		},
 		{
 			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
@@ -125,7 +126,7 @@ func fragCases() []fragCase {
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 11, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
 				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatNotJmirror: 2, vocab.StatFragUnmatched: 4,
 				vocab.StatFragHeld: 2, vocab.StatActionCapture: 5, vocab.StatCaptureFailed: 5, vocab.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 25), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 25), 1, bl, ipv4(1))},
 		},
 		{
 			name: "copies of a first fragment are counted once, and follow the datagram's action",
@@ -137,7 +138,7 @@ func fragCases() []fragCase {
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 5, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
 				vocab.StatFragFirst: 1, vocab.StatFragDuplicate: 2, vocab.StatFragTracked: 2, vocab.StatActionCount: 5,
 				vocab.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 26), 1, bl, ipv4(1))},
 		},
 		{
 			name: "another datagram of the stream reusing the IP id within the window is counted",
@@ -149,7 +150,7 @@ func fragCases() []fragCase {
 			},
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatFragTracked: 4, vocab.StatActionCount: 6, vocab.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 28), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 28), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "the same first fragment after the window is a new datagram (a wrapped IP id)",
@@ -160,7 +161,7 @@ func fragCases() []fragCase {
 			},
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 2, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatActionCount: 2, vocab.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 29), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 29), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
@@ -196,7 +197,7 @@ func fragCases() []fragCase {
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 11, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
 				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatNotJmirror: 2, vocab.StatFragUnmatched: 4,
 				vocab.StatFragHeld: 2, vocab.StatActionCapture: 5, vocab.StatCaptureFailed: 5, vocab.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 45), 1, bl, ipv4(1)}},
+			streams: []fixtures.Stream{fixtures.Want(k6(20, 45), 1, bl, ipv4(1))},
 		},
 	}...)
 }
@@ -217,7 +218,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragHeld: 2, vocab.StatActionCapture: 6,
 				vocab.StatCaptureFailed: 6, vocab.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 21), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 21), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
@@ -230,7 +231,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragUnmatched: 2, vocab.StatActionCount: 4,
 				vocab.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 22), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 22), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": the pair's window ends: early fragments pass unmatched again",
@@ -242,7 +243,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragUnmatched: 2, vocab.StatActionCapture: 4,
 				vocab.StatCaptureFailed: 4, vocab.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 24), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 24), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a captured datagram last-first with its first fragment twice",
@@ -254,7 +255,7 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 			stats: map[vocab.Stat]uint64{vocab.StatFrames: 7, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
 				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragHeld: 2, vocab.StatFragDuplicate: 1,
 				vocab.StatActionCapture: 7, vocab.StatCaptureFailed: 7, vocab.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 27), 2, 2 * bl, ipv4(2)}},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 27), 2, 2*bl, ipv4(2))},
 		},
 	}
 }
@@ -310,8 +311,8 @@ func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkStreams(t, "kernel", streams, tc.streams)
-			checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
+			fixtures.CheckStreams(t, "kernel", streams, tc.streams)
+			fixtures.CheckStreams(t, "Go decoder", eng.Streams(), tc.streams)
 		})
 	}
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/forward"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
-const DefaultPort = 30030
+const DefaultPort = jmirror.DefaultPort
 
 // DefaultMaxStreams sizes the stream table: see docs/datapath.md for what
 // it costs.

@@ -304,8 +304,19 @@ type shard struct {
 	dropMu sync.Mutex
 	drops  map[writer.Key]int
 
-	reasmMu sync.Mutex // Stats reads the reassembler
-	reasm   *reasm.Reassembler
+	reasm lockedReasm
+}
+
+// lockedReasm is a shard's reassembler, locked because Stats reads it.
+type lockedReasm struct {
+	mu sync.Mutex
+	r  *reasm.Reassembler
+}
+
+func (l *lockedReasm) Add(now time.Time, pkt []byte) ([]byte, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Add(now, pkt)
 }
 
 // Capture is a running capture.
@@ -375,7 +386,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 			sink:  sk,
 			work:  make(chan *batch, nb),
 			drops: make(map[writer.Key]int),
-			reasm: reasm.New(cfg.Reassembly),
+			reasm: lockedReasm{r: reasm.New(cfg.Reassembly)},
 		})
 	}
 	for range nb {
@@ -809,9 +820,9 @@ func (c *Capture) shardLoop(sh *shard) {
 				// Stopped: no fragment comes any more. What is pending
 				// never completes, and is counted (timeouts, or
 				// duplicates for copies of completed datagrams).
-				sh.reasmMu.Lock()
-				sh.reasm.Expire(time.Now().Add(time.Hour))
-				sh.reasmMu.Unlock()
+				sh.reasm.mu.Lock()
+				sh.reasm.r.Expire(time.Now().Add(time.Hour))
+				sh.reasm.mu.Unlock()
 				c.housekeeping(sh, clk)
 				return
 			}
@@ -835,9 +846,9 @@ func (c *Capture) housekeeping(sh *shard, clk *clock) {
 	for k, n := range drops {
 		sh.sink.Drop(k, writer.DropQueue, n)
 	}
-	sh.reasmMu.Lock()
-	sh.reasm.Expire(time.Now())
-	sh.reasmMu.Unlock()
+	sh.reasm.mu.Lock()
+	sh.reasm.r.Expire(time.Now())
+	sh.reasm.mu.Unlock()
 	c.expireHeld(time.Now())
 	sh.sink.Tick()
 }
@@ -858,7 +869,7 @@ func (c *Capture) writeBatch(sh *shard, b *batch, clk *clock) {
 			ns = uint64(f.mono + clk.offset)
 		}
 		if f.slow {
-			c.frameSlow(sh, ns, data)
+			c.frameSlow(sh, now, ns, data)
 			continue
 		}
 		if sh.sink.WriteAt(f.key, ns, f.router, f.kind, data) {
@@ -872,45 +883,22 @@ func (c *Capture) writeBatch(sh *shard, b *batch, clk *clock) {
 }
 
 // frameSlow decodes a frame the program gave no usable metadata for, or a
-// fragment, which is reassembled.
-func (c *Capture) frameSlow(sh *shard, ns uint64, data []byte) {
-	h, class := jmirror.Decode(data, anyPort)
-	if h.FirstFragment || h.LaterFragment {
-		c.fragment(sh, ns, data, h)
-		return
+// fragment, which is reassembled (at now, the batch's time) and written,
+// once complete, stamped with its last fragment's time (as the kernel's
+// defragmenter and tshark do).
+func (c *Capture) frameSlow(sh *shard, now time.Time, ns uint64, data []byte) {
+	u := jmirror.Unwrap(data, anyPort, &sh.reasm, now)
+	if u.Fragment {
+		c.fragments.Add(1)
 	}
-	if class != jmirror.ClassJmirror {
-		c.unexpected.Add(1)
-		return
+	if !u.OK {
+		if !u.Fragment || u.Complete {
+			c.unexpected.Add(1)
+		}
+		return // else counted by the reassembler
 	}
-	c.write(sh, ns, data, h)
-}
-
-// fragment feeds an outer IPv4 fragment to the reassembler and writes the
-// datagram it completes, stamped with its last fragment's time (as the
-// kernel's defragmenter and tshark do).
-func (c *Capture) fragment(sh *shard, ns uint64, data []byte, h jmirror.Header) {
-	c.fragments.Add(1)
-	sh.reasmMu.Lock()
-	dgram, complete, err := sh.reasm.Add(time.Now(), data[h.IPOffset:])
-	sh.reasmMu.Unlock()
-	if err != nil || !complete {
-		return // counted by the reassembler
-	}
-	frame := make([]byte, h.IPOffset+len(dgram))
-	copy(frame, data[:h.IPOffset])
-	copy(frame[h.IPOffset:], dgram)
-	rh, class := jmirror.Decode(frame, anyPort)
-	if class != jmirror.ClassJmirror {
-		c.unexpected.Add(1)
-		return
-	}
-	c.write(sh, ns, frame, rh)
-}
-
-func (c *Capture) write(sh *shard, ns uint64, frame []byte, h jmirror.Header) {
-	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if sh.sink.WriteAt(writer.Key{MID: h.MID, SID: h.SID}, ns, h.Router, pcapng.KindOf(h.Inner), inner) {
+	h := &u.Packet
+	if sh.sink.WriteAt(writer.Key{MID: h.MID, SID: h.SID}, ns, h.Router, pcapng.KindOf(h.Inner), u.Payload()) {
 		c.written.Add(1)
 	} else {
 		c.refused.Add(1)
@@ -937,9 +925,9 @@ func (c *Capture) Stats() Stats {
 	s.Written, s.Refused = c.written.Load(), c.refused.Load()
 	s.Unexpected, s.NoMetadata, s.Fragments = c.unexpected.Load(), c.noMeta.Load(), c.fragments.Load()
 	for _, sh := range c.shards {
-		sh.reasmMu.Lock()
-		s.Reassembly.Add(sh.reasm.Stats())
-		sh.reasmMu.Unlock()
+		sh.reasm.mu.Lock()
+		s.Reassembly.Add(sh.reasm.r.Stats())
+		sh.reasm.mu.Unlock()
 	}
 	c.holdMu.Lock()
 	s.Held = c.held.Stats()

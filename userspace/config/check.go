@@ -112,10 +112,10 @@ func checkIfName(s string) error {
 	return nil
 }
 
-// checkPrefix refuses a prefix with host bits: 192.0.2.1/24 is usually a
+// CheckPrefix refuses a prefix with host bits: 192.0.2.1/24 is usually a
 // typo for a host or for its network, and the kernel's LPM trie would
 // silently treat it as the network.
-func checkPrefix(p netip.Prefix) error {
+func CheckPrefix(p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("%v is not a valid prefix", p)
 	}
@@ -126,14 +126,16 @@ func checkPrefix(p netip.Prefix) error {
 	return vocab.CheckAllowPrefix(p)
 }
 
-// parsePrefix reads a prefix, or an address as a prefix of that one host.
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix reads an allowlist entry: a prefix without host bits, or an
+// address meaning /32 or /128. Zones are refused. configedit reads its
+// edits with it, so that they are what the file accepts.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, checkPrefix(p)
+		return p, CheckPrefix(p)
 	}
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 		p := netip.PrefixFrom(a, a.BitLen())
-		return p, checkPrefix(p)
+		return p, CheckPrefix(p)
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix (e.g. 192.0.2.0/24, 2001:db8::/32)", s)
 }

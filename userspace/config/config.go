@@ -31,6 +31,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/retention"
@@ -155,7 +156,7 @@ type Metrics struct {
 
 // Defaults that other packages and the docs refer to.
 const (
-	DefaultPort       = 30030
+	DefaultPort       = jmirror.DefaultPort
 	DefaultOutputDir  = "/var/lib/jmxdp/streams"
 	DefaultPinDir     = pins.DefaultBase
 	DefaultMetrics    = "127.0.0.1:9877"
@@ -384,7 +385,7 @@ func (c *Config) check(requireIface bool) []*Error {
 			continue
 		}
 		seenPrefix[p] = i
-		bad(key, checkPrefix(p))
+		bad(key, CheckPrefix(p))
 	}
 
 	o := &c.Output

@@ -441,6 +441,7 @@ func TestRefusals(t *testing.T) {
 		{"port too big", "ports:\n  - 65536\n", 2, "ports[0]", "65536 is not a UDP port"},
 		{"port negative", "ports: [-1]\n", 1, "ports[0]", "-1 is not a UDP port"},
 		{"port duplicated", "ports:\n  - 6502\n  - 0x1966\n", 3, "ports[1]", "duplicate port 6502 (same as ports[0] at line 2)"},
+		{"prefix duplicated", "allowlist:\n  - 192.0.2.0/24\n  - \"2001:db8::/32\"\n  - 192.0.2.0/24\n", 4, "allowlist[2]", "duplicate prefix 192.0.2.0/24 (same as allowlist[0] at line 2)"},
 		{"ports empty", "ports: []\n", 1, "ports", "at least one UDP port"},
 		{"ports no value", "ports:\n", 1, "ports", "at least one UDP port"},
 

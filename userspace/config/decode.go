@@ -332,24 +332,35 @@ func (d *decoder) ports(n *yaml.Node, key string) ([]uint16, bool) {
 		d.fail(n, key, errEmptyPorts)
 		return nil, false
 	}
-	var ports []uint16
-	seen := map[int64]int{}
+	ports, good := uniqueItems(d, items, key, "port", func(it *yaml.Node, k string) (uint16, bool) {
+		p, good := d.integer(it, k, false, checkPort)
+		return uint16(p), good
+	})
+	return ports, ok && good
+}
+
+// uniqueItems reads a list's items with parse and refuses a value given
+// twice, naming the item it repeats.
+func uniqueItems[T comparable](d *decoder, items []*yaml.Node, key, what string, parse func(it *yaml.Node, k string) (T, bool)) ([]T, bool) {
+	ok := true
+	var out []T
+	seen := map[T]int{}
 	for i, it := range items {
 		k := index(key, i)
-		p, good := d.integer(it, k, false, checkPort)
+		v, good := parse(it, k)
 		if !good {
 			ok = false
 			continue
 		}
-		if j, dup := seen[p]; dup {
-			d.failf(it, k, "duplicate port %d (same as %s at line %d)", p, index(key, j), items[j].Line)
+		if j, dup := seen[v]; dup {
+			d.failf(it, k, "duplicate %s %v (same as %s at line %d)", what, v, index(key, j), items[j].Line)
 			ok = false
 			continue
 		}
-		seen[p] = i
-		ports = append(ports, uint16(p))
+		seen[v] = i
+		out = append(out, v)
 	}
-	return ports, ok
+	return out, ok
 }
 
 func (d *decoder) policy(n *yaml.Node, key string) ([]vocab.PolicyRule, bool) {
@@ -436,30 +447,19 @@ func (d *decoder) allowlist(n *yaml.Node, key string) ([]netip.Prefix, bool) {
 	if !ok {
 		return nil, false
 	}
-	var prefixes []netip.Prefix
-	seen := map[netip.Prefix]int{}
-	for i, it := range items {
-		k := index(key, i)
+	prefixes, good := uniqueItems(d, items, key, "prefix", func(it *yaml.Node, k string) (netip.Prefix, bool) {
 		s, good := d.str(it, k, nil)
 		if !good {
-			ok = false
-			continue
+			return netip.Prefix{}, false
 		}
-		p, err := parsePrefix(s)
+		p, err := ParsePrefix(s)
 		if err != nil {
 			d.fail(it, k, err)
-			ok = false
-			continue
+			return netip.Prefix{}, false
 		}
-		if j, dup := seen[p]; dup {
-			d.failf(it, k, "duplicate prefix %s (same as %s at line %d)", p, index(key, j), items[j].Line)
-			ok = false
-			continue
-		}
-		seen[p] = i
-		prefixes = append(prefixes, p)
-	}
-	return prefixes, ok
+		return p, true
+	})
+	return prefixes, ok && good
 }
 
 func (d *decoder) output(n *yaml.Node, path string, o *Output) {

@@ -192,7 +192,7 @@ func (d *Doc) AddAllows(prefixes []netip.Prefix) error {
 	want.Allowlist, want.AllowlistSet = slices.Clone(d.cfg.Allowlist), true
 	c := change{key: KeyAllowlist}
 	for _, p := range prefixes {
-		if err := checkPrefix(p); err != nil {
+		if err := config.CheckPrefix(p); err != nil {
 			return err
 		}
 		if slices.Contains(want.Allowlist, p) {
@@ -293,27 +293,7 @@ func ParseID(s string) (uint64, error) {
 
 // ParsePrefix reads an allowlist entry as the config file does: a prefix
 // without host bits, or an address meaning /32 or /128. Zones are refused.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, checkPrefix(p)
-	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		p := netip.PrefixFrom(a, a.BitLen())
-		return p, checkPrefix(p)
-	}
-	return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix (e.g. 192.0.2.0/24, 2001:db8::/32)", s)
-}
-
-func checkPrefix(p netip.Prefix) error {
-	if !p.IsValid() {
-		return fmt.Errorf("%v is not a valid prefix", p)
-	}
-	if m := p.Masked(); m != p {
-		return fmt.Errorf("%v has host bits set; did you mean %v?", p, m)
-	}
-	// No IPv6 form of an IPv4 router (docs/operating.md, Security).
-	return vocab.CheckAllowPrefix(p)
-}
+func ParsePrefix(s string) (netip.Prefix, error) { return config.ParsePrefix(s) }
 
 // File is a configuration file opened for editing.
 type File struct {

@@ -14,11 +14,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
@@ -39,25 +37,8 @@ type env struct {
 	lab    *lab.Lab
 	pinDir string
 	out    string
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	runDir string // the per-interface lock and state file (runstate)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -67,7 +48,7 @@ func newEnv(t *testing.T) *env {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	return &env{lab: l, pinDir: pin, out: out, logs: &syncBuffer{}, runDir: t.TempDir()}
+	return &env{lab: l, pinDir: pin, out: out, logs: &testenv.LogBuffer{}, runDir: t.TempDir()}
 }
 
 // config is a small daemon config for the lab.
@@ -122,18 +103,6 @@ func (e *env) send(t *testing.T, frames [][]byte) {
 	}
 }
 
-// waitFor polls cond every 20 ms for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func counter(t *testing.T, d *daemon.Daemon, s vocab.Stat) uint64 {
 	t.Helper()
 	c, err := d.Counters()
@@ -148,10 +117,10 @@ func counter(t *testing.T, d *daemon.Daemon, s vocab.Stat) uint64 {
 // as many outcomes as the kernel redirected frames.
 func settle(t *testing.T, d *daemon.Daemon, frames int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d frames through the kernel", frames), func() bool {
+	testenv.WaitFor(t, fmt.Sprintf("%d frames through the kernel", frames), 10*time.Second, func() bool {
 		return counter(t, d, vocab.StatFrames) >= uint64(frames)
 	})
-	waitFor(t, "the pipeline to drain", func() bool {
+	testenv.WaitFor(t, "the pipeline to drain", 10*time.Second, func() bool {
 		var got uint64
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
@@ -160,7 +129,7 @@ func settle(t *testing.T, d *daemon.Daemon, frames int) {
 		return got >= redirected
 	})
 	// The decode loop is asynchronous: let it finish its last batch.
-	waitFor(t, "the writers", func() bool {
+	testenv.WaitFor(t, "the writers", 10*time.Second, func() bool {
 		cs := d.Capture().Stats()
 		var got uint64
 		for _, q := range cs.Queues {
@@ -237,40 +206,11 @@ func filePackets(t *testing.T, paths ...string) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, p := range paths {
-		for _, pk := range readNg(t, p) {
-			out = append(out, pk.data)
+		for _, pk := range testenv.MustReadPcapng(t, p, testenv.Single) {
+			out = append(out, pk.Data)
 		}
 	}
 	return out
-}
-
-type ngPacket struct {
-	ts   time.Time
-	data []byte
-}
-
-func readNg(t *testing.T, path string) []ngPacket {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	var out []ngPacket
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		out = append(out, ngPacket{ci.Timestamp, bytes.Clone(data)})
-	}
 }
 
 // compareWithDecode checks the daemon's files against what `jmxdp decode
@@ -407,7 +347,7 @@ func TestCaptureGeneratedTraffic(t *testing.T) {
 	}
 	// Timestamps are the kernel's receive times, not the generator's.
 	for _, files := range streamFiles(t, e.out) {
-		ts := readNg(t, files[0])[0].ts
+		ts := testenv.MustReadPcapng(t, files[0], testenv.Single)[0].Time
 		if ts.Before(before.Add(-time.Second)) || ts.After(after.Add(time.Second)) {
 			t.Errorf("%s: first packet stamped %v, sent between %v and %v", files[0], ts, before, after)
 		}
@@ -679,7 +619,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		}
 		last = n
 	}
-	waitFor(t, "traffic", func() bool { return readStream(d) > 20 })
+	testenv.WaitFor(t, "traffic", 10*time.Second, func() bool { return readStream(d) > 20 })
 	check(d, "first run")
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -693,7 +633,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	d2 := e.start(t, cfg2)
 	check(d2, "after restart")
 	prev := last
-	waitFor(t, "counting after restart", func() bool { return readStream(d2) > prev+20 })
+	testenv.WaitFor(t, "counting after restart", 10*time.Second, func() bool { return readStream(d2) > prev+20 })
 	check(d2, "second run")
 	rules, err := d2.Program().Maps.Policies()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
@@ -47,7 +48,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 	if err := bad.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	d2, err := daemon.Start(bad, slog.New(slog.NewTextHandler(&logs, nil)), daemon.WithRunDir(e.runDir))
 	if err == nil {
 		d2.Stop()
@@ -70,7 +71,7 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 7, 1, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture by the running instance", func() bool { return d.Writer().Stats().Packets >= 20 })
+	testenv.WaitFor(t, "capture by the running instance", 10*time.Second, func() bool { return d.Writer().Stats().Packets >= 20 })
 	if n := counter(t, d, vocab.StatActionPass) + counter(t, d, vocab.StatActionCount); n != 0 {
 		t.Errorf("%d frames counted or passed: the refused start's settings leaked in", n)
 	}
@@ -134,7 +135,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 3, 3, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture with the default action", func() bool { return d2.Writer().Stats().Packets >= 10 })
+	testenv.WaitFor(t, "capture with the default action", 10*time.Second, func() bool { return d2.Writer().Stats().Packets >= 10 })
 }
 
 // The state file names the running instance's pin dir and config; after a
@@ -194,7 +195,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 	d = e.start(t, cfg)
 	router := e.lab.RouterAddr.Addr()
 	e.send(t, [][]byte{e.mirror(t, router, 1, 1, gen.DefaultPort, 0)})
-	waitFor(t, "a counted frame", func() bool { return counter(t, d, vocab.StatJmirror) >= 1 })
+	testenv.WaitFor(t, "a counted frame", 10*time.Second, func() bool { return counter(t, d, vocab.StatJmirror) >= 1 })
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestNoAllowlistWarning(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "no allowlist:"); n != 1 {
 		t.Errorf("%d no-allowlist warnings without an allowlist, want 1:\n%s", n, e.logs.String())
 	}
-	e.logs = &syncBuffer{}
+	e.logs = &testenv.LogBuffer{}
 	cfg := e.config()
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{netip.PrefixFrom(e.lab.RouterAddr.Addr(), 32)}, true
 	d = e.start(t, cfg)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -30,16 +29,6 @@ type promServer struct {
 	url string
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func startPrometheus(t *testing.T, target string) *promServer {
 	t.Helper()
 	bin := testenv.Tool(t, "prometheus")
@@ -61,11 +50,11 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -79,7 +68,7 @@ scrape_configs:
 		}
 	})
 	p := &promServer{url: "http://" + addr}
-	waitFor(t, "prometheus to be ready", func() bool {
+	testenv.WaitFor(t, "prometheus to be ready", 10*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")
 		if err != nil {
 			return false
@@ -181,7 +170,7 @@ func dashboardExprs(t *testing.T) map[string][]string {
 func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Metrics.TopStreams = 50
 	dc := gen.DefaultDemo()
 	pkts, _, err := gen.Demo(dc)
@@ -230,7 +219,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 		s.Run(ctx, frames, send.Options{Rate: 3000, Duration: 6 * time.Second})
 	}()
 	// Let Prometheus see the counters move over several scrapes.
-	waitFor(t, "three scrapes with traffic", func() bool {
+	testenv.WaitFor(t, "three scrapes with traffic", 10*time.Second, func() bool {
 		r := prom.query(t, `count_over_time(jmxdp_jmirror_bytes_total[10s])`)
 		return len(r) == 1 && r[0].float(t) >= 4
 	})
@@ -246,7 +235,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	for _, st := range streams {
 		jmBytes += st.Bytes
 	}
-	waitFor(t, "a scrape of the final counters", func() bool {
+	testenv.WaitFor(t, "a scrape of the final counters", 10*time.Second, func() bool {
 		r := prom.query(t, `sum(jmxdp_intercept_bytes_total)`)
 		return len(r) == 1 && uint64(r[0].float(t)) == jmBytes
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
@@ -66,8 +67,8 @@ func TestReload(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 5, 1, 30031, i), e.mirror(t, router, 6, 1, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture of mid 5", func() bool { return d.Writer().Stats().Packets >= 40 })
-	waitFor(t, "a size rotation", func() bool { return d.Writer().Stats().RotationsSize > 0 })
+	testenv.WaitFor(t, "capture of mid 5", 10*time.Second, func() bool { return d.Writer().Stats().Packets >= 40 })
+	testenv.WaitFor(t, "a size rotation", 10*time.Second, func() bool { return d.Writer().Stats().RotationsSize > 0 })
 	if n := counter(t, d, vocab.StatActionCount); n < 40 {
 		t.Errorf("counted %d, want mid 6's 40", n)
 	}

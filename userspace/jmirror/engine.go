@@ -189,6 +189,32 @@ func (e *Engine) dropUntrusted(a netip.Addr) vocab.Verdict {
 	return vocab.VerdictDrop
 }
 
+// laterFragment classifies a later fragment by its first's record fe
+// (found: there is one): held when its pair holds early fragments, else
+// unmatched, untrusted or tracked as its first.
+func (e *Engine) laterFragment(r Result, fe fragEntry, found, holdable bool) Result {
+	switch {
+	case !found && holdable && e.pairHolds(pairOf(&r.Header)):
+		r.Class = ClassFragHeld
+		r.Action = vocab.ActionCapture
+		e.count(vocab.StatFragHeld, 1)
+		r.Verdict = e.apply(vocab.ActionCapture)
+	case !found, fe.notJmirror:
+		r.Class = ClassFragUnmatched
+		e.count(vocab.StatFragUnmatched, 1)
+	case fe.untrusted:
+		r.Class = ClassUntrusted
+		r.Verdict = e.dropUntrusted(r.Header.Router)
+	default:
+		r.Class = ClassFragTracked
+		r.Action = fe.action
+		r.Header.MID, r.Header.SID = fe.mid, fe.sid
+		e.count(vocab.StatFragTracked, 1)
+		r.Verdict = e.apply(fe.action)
+	}
+	return r
+}
+
 // Process runs one Ethernet frame through the program's logic.
 func (e *Engine) Process(frame []byte) Result {
 	e.count(vocab.StatFrames, 1)
@@ -203,53 +229,20 @@ func (e *Engine) Process(frame []byte) Result {
 		e.count(vocab.StatIPv6ExtLong, 1)
 		return r
 	}
-	if h.LaterFragment && h.Frag6 {
-		// As the kernel's handle_later_fragment6: held as IPv4 ones are,
-		// whatever the protocol (only the first fragment names it).
-		fe, found := e.frags6[h.Frag6Key]
-		switch {
-		case !found && e.pairHolds(pairOf(&h)):
-			r.Class = ClassFragHeld
-			r.Action = vocab.ActionCapture
-			e.count(vocab.StatFragHeld, 1)
-			r.Verdict = e.apply(vocab.ActionCapture)
-		case !found, fe.notJmirror:
-			r.Class = ClassFragUnmatched
-			e.count(vocab.StatFragUnmatched, 1)
-		case fe.untrusted:
-			r.Class = ClassUntrusted
-			r.Verdict = e.dropUntrusted(h.Router)
-		default:
-			r.Class = ClassFragTracked
-			r.Action = fe.action
-			r.Header.MID, r.Header.SID = fe.mid, fe.sid
-			e.count(vocab.StatFragTracked, 1)
-			r.Verdict = e.apply(fe.action)
-		}
-		return r
-	}
 	if h.LaterFragment {
-		fe, found := e.frags[h.Frag]
-		switch {
-		case !found && h.Frag.Proto == protoUDP && e.pairHolds(pairOf(&h)):
-			r.Class = ClassFragHeld
-			r.Action = vocab.ActionCapture
-			e.count(vocab.StatFragHeld, 1)
-			r.Verdict = e.apply(vocab.ActionCapture)
-		case !found, fe.notJmirror:
-			r.Class = ClassFragUnmatched
-			e.count(vocab.StatFragUnmatched, 1)
-		case fe.untrusted:
-			r.Class = ClassUntrusted
-			r.Verdict = e.dropUntrusted(h.Router)
-		default:
-			r.Class = ClassFragTracked
-			r.Action = fe.action
-			r.Header.MID, r.Header.SID = fe.mid, fe.sid
-			e.count(vocab.StatFragTracked, 1)
-			r.Verdict = e.apply(fe.action)
+		// As the kernel's handle_later_fragment(6). An IPv6 one is held
+		// whatever the protocol (only the first fragment names it); an
+		// IPv4 one only if UDP.
+		var fe fragEntry
+		var found bool
+		holdable := true
+		if h.Frag6 {
+			fe, found = e.frags6[h.Frag6Key]
+		} else {
+			fe, found = e.frags[h.Frag]
+			holdable = h.Frag.Proto == protoUDP
 		}
-		return r
+		return e.laterFragment(r, fe, found, holdable)
 	}
 	// forget: a first fragment that is not Jmirror leaves no stale record,
 	// or, from a pair whose early fragments are held, one saying so.

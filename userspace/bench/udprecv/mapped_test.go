@@ -39,7 +39,7 @@ func TestMappedSourceKeepsItsIPv6Form(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readStreams(t, dir)
-	if p := got["mid-5/sid-6"]; len(p) != 1 || p[0].router != "router=::ffff:203.0.113.1" {
+	if p := got["mid-5/sid-6"]; len(p) != 1 || p[0].Comment != "router=::ffff:203.0.113.1" {
 		t.Errorf("streams %v, want one packet tagged router=::ffff:203.0.113.1", got)
 	}
 }

@@ -412,14 +412,14 @@ func (r *Receiver) writeBatch(b *batch) {
 		if ts.IsZero() {
 			ts = b.at
 		}
-		mid, sid, inner, ok := ParseJmirror(b.bufs[i*slot : i*slot+n])
+		f, inner, ok := jmirror.ParseJmirror(b.bufs[i*slot : i*slot+n])
 		if !ok {
 			r.malformed.Add(1)
 			continue
 		}
 		router := sockaddrAddr(&b.names[i], m.Hdr.Namelen)
 		kind := pcapng.KindOf(jmirror.ClassifyInner(inner, len(inner)))
-		if r.sink.Write(writer.Key{MID: mid, SID: sid}, ts, router, kind, inner) {
+		if r.sink.Write(writer.Key{MID: f.MID, SID: f.SID}, ts, router, kind, inner) {
 			r.written.Add(1)
 		} else {
 			r.refused.Add(1)
@@ -427,18 +427,6 @@ func (r *Receiver) writeBatch(b *batch) {
 	}
 	r.datagrams.Add(uint64(b.n))
 	r.bytes.Add(bytes)
-}
-
-// ParseJmirror splits a Jmirror UDP payload into its header fields and the
-// mirrored packet. ok is false when the payload is shorter than the header.
-// The two version bits are not checked, as jmxdp does not.
-func ParseJmirror(p []byte) (mid, sid uint32, inner []byte, ok bool) {
-	if len(p) < jmirror.HeaderLen {
-		return 0, 0, nil, false
-	}
-	mid = binary.BigEndian.Uint32(p) & 0x3fffffff
-	sid = binary.BigEndian.Uint32(p[4:])
-	return mid, sid, p[jmirror.HeaderLen:], true
 }
 
 // parseControl reads the receive time (SCM_TIMESTAMPNS) and the socket's

@@ -3,9 +3,7 @@ package udprecv
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -15,8 +13,8 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
@@ -119,11 +117,11 @@ func TestWritesEachStream(t *testing.T) {
 			continue
 		}
 		for i := range exp {
-			if !bytes.Equal(pkts[i].data, exp[i].inner) || pkts[i].link != exp[i].link {
-				t.Errorf("%s packet %d: got %x (%v), want %x (%v)", key, i, pkts[i].data, pkts[i].link, exp[i].inner, exp[i].link)
+			if !bytes.Equal(pkts[i].Data, exp[i].inner) || pkts[i].Link != exp[i].link {
+				t.Errorf("%s packet %d: got %x (%v), want %x (%v)", key, i, pkts[i].Data, pkts[i].Link, exp[i].inner, exp[i].link)
 			}
-			if pkts[i].router != "router=127.0.0.1" {
-				t.Errorf("%s packet %d: comment %q", key, i, pkts[i].router)
+			if pkts[i].Comment != "router=127.0.0.1" {
+				t.Errorf("%s packet %d: comment %q", key, i, pkts[i].Comment)
 			}
 		}
 	}
@@ -145,7 +143,7 @@ func TestEmptyInner(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readStreams(t, dir)
-	if p := got["mid-5/sid-6"]; len(p) != 1 || len(p[0].data) != 0 || p[0].router != "router=::1" {
+	if p := got["mid-5/sid-6"]; len(p) != 1 || len(p[0].Data) != 0 || p[0].Comment != "router=::1" {
 		t.Errorf("streams %v", got)
 	}
 }
@@ -165,8 +163,8 @@ func TestTimestamps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range readStreams(t, dir)["mid-1/sid-1"] {
-		if p.ts.Before(before.Add(-time.Millisecond)) || p.ts.After(after.Add(time.Millisecond)) {
-			t.Errorf("timestamp %v outside [%v, %v]", p.ts, before, after)
+		if p.Time.Before(before.Add(-time.Millisecond)) || p.Time.After(after.Add(time.Millisecond)) {
+			t.Errorf("timestamp %v outside [%v, %v]", p.Time, before, after)
 		}
 	}
 }
@@ -198,16 +196,6 @@ func TestManyDatagrams(t *testing.T) {
 	}
 }
 
-func TestParseJmirror(t *testing.T) {
-	mid, sid, inner, ok := ParseJmirror([]byte{0xc0, 0, 0, 5, 0, 0, 0, 6, 0x45})
-	if !ok || mid != 5 || sid != 6 || !bytes.Equal(inner, []byte{0x45}) {
-		t.Errorf("got %d %d %x %v", mid, sid, inner, ok)
-	}
-	if _, _, _, ok := ParseJmirror(make([]byte, 7)); ok {
-		t.Error("7 bytes parsed")
-	}
-}
-
 func TestListenErrors(t *testing.T) {
 	if _, err := Listen(Config{Writer: writer.Config{Dir: t.TempDir()}}); err == nil {
 		t.Error("no address accepted")
@@ -223,17 +211,10 @@ func TestListenErrors(t *testing.T) {
 	}
 }
 
-type filePacket struct {
-	data   []byte
-	ts     time.Time
-	link   layers.LinkType
-	router string
-}
-
 // readStreams reads every completed file under dir, by "mid-M/sid-S".
-func readStreams(t *testing.T, dir string) map[string][]filePacket {
+func readStreams(t *testing.T, dir string) map[string][]testenv.Packet {
 	t.Helper()
-	out := map[string][]filePacket{}
+	out := map[string][]testenv.Packet{}
 	err := filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
 		if err != nil || de.IsDir() || strings.HasPrefix(de.Name(), ".") {
 			return err
@@ -246,7 +227,7 @@ func readStreams(t *testing.T, dir string) map[string][]filePacket {
 			t.Errorf("%s: mode %v, want 0600", p, fi.Mode())
 		}
 		rel, _ := filepath.Rel(dir, filepath.Dir(p))
-		pkts, err := readFile(p)
+		pkts, err := testenv.ReadPcapng(p, testenv.Single)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
@@ -257,37 +238,6 @@ func readStreams(t *testing.T, dir string) map[string][]filePacket {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func readFile(path string) ([]filePacket, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		return nil, err
-	}
-	var out []filePacket
-	for {
-		data, ci, popts, err := r.ReadPacketDataWithOptions()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		ifc, err := r.Interface(ci.InterfaceIndex)
-		if err != nil {
-			return nil, err
-		}
-		p := filePacket{data: bytes.Clone(data), ts: ci.Timestamp, link: ifc.LinkType}
-		if len(popts.Comments) > 0 {
-			p.router = popts.Comments[0]
-		}
-		out = append(out, p)
-	}
 }
 
 func keys[V any](m map[string]V) []string {

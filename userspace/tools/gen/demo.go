@@ -422,36 +422,44 @@ func (s *demoStream) inner(rng *rand.Rand, k int, big bool) []byte {
 // ipv4 is an ICMP echo or a UDP packet of the subscriber, of size bytes (at
 // least 28), in either direction.
 func (s *demoStream) ipv4(rng *rand.Rand, size, k int) []byte {
-	size = max(size, 28)
-	src, dst, sport, dport := s.sub4, s.peer4, s.sport, s.dport
-	reply := rng.IntN(2) == 0
-	if reply {
-		src, dst, sport, dport = dst, src, dport, sport
-	}
-	if rng.IntN(3) == 0 {
-		if reply {
-			return InnerIPv4ICMPEchoReply(src, dst, uint16(s.id.SID), uint16(k), size-28)
-		}
-		return InnerIPv4ICMPEcho(src, dst, uint16(s.id.SID), uint16(k), size-28)
-	}
-	return InnerIPv4UDP(src, dst, sport, dport, randomBytes(rng, size-28))
+	return s.ip(rng, size, k, demoIPv4)
 }
 
 // ipv6 is the IPv6 counterpart of ipv4 (at least 48 bytes).
 func (s *demoStream) ipv6(rng *rand.Rand, size, k int) []byte {
-	size = max(size, 48)
-	src, dst, sport, dport := s.sub6, s.peer6, s.sport, s.dport
+	return s.ip(rng, size, k, demoIPv6)
+}
+
+// demoFamily is what ip builds an IPv4 or an IPv6 packet with.
+type demoFamily struct {
+	v6              bool
+	headers         int // IP and ICMP or UDP headers
+	echo, echoReply func(src, dst netip.Addr, id, seq uint16, payloadLen int) []byte
+	udp             func(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte
+}
+
+var (
+	demoIPv4 = demoFamily{false, 28, InnerIPv4ICMPEcho, InnerIPv4ICMPEchoReply, InnerIPv4UDP}
+	demoIPv6 = demoFamily{true, 48, InnerIPv6ICMPEcho, InnerIPv6ICMPEchoReply, InnerIPv6UDP}
+)
+
+func (s *demoStream) ip(rng *rand.Rand, size, k int, f demoFamily) []byte {
+	size = max(size, f.headers)
+	src, dst, sport, dport := s.sub4, s.peer4, s.sport, s.dport
+	if f.v6 {
+		src, dst = s.sub6, s.peer6
+	}
 	reply := rng.IntN(2) == 0
 	if reply {
 		src, dst, sport, dport = dst, src, dport, sport
 	}
 	if rng.IntN(3) == 0 {
 		if reply {
-			return InnerIPv6ICMPEchoReply(src, dst, uint16(s.id.SID), uint16(k), size-48)
+			return f.echoReply(src, dst, uint16(s.id.SID), uint16(k), size-f.headers)
 		}
-		return InnerIPv6ICMPEcho(src, dst, uint16(s.id.SID), uint16(k), size-48)
+		return f.echo(src, dst, uint16(s.id.SID), uint16(k), size-f.headers)
 	}
-	return InnerIPv6UDP(src, dst, sport, dport, randomBytes(rng, size-48))
+	return f.udp(src, dst, sport, dport, randomBytes(rng, size-f.headers))
 }
 
 // unknown is an inner that is neither IP nor PPP: here an Ethernet frame

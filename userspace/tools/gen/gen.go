@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 )
 
 // Wire constants shared by the builders.
 const (
 	// DefaultPort is Wireshark's default Jmirror UDP port.
-	DefaultPort = 30030
+	DefaultPort = jmirror.DefaultPort
 	// DefaultTTL is what Juniper routers put in the outer IPv4 header.
 	DefaultTTL = 255
 	// HeaderLen is the length of the Jmirror header (V|mid, sid).
@@ -470,6 +472,10 @@ func copiedOptions(opts []byte) []byte {
 	}
 	return out
 }
+
+// Checksum is the Internet checksum (RFC 1071) of b: what an ICMP echo
+// or an IPv4 header carries.
+func Checksum(b []byte) uint16 { return checksum(b, 0) }
 
 // checksum is the Internet checksum (RFC 1071) of b, starting from the
 // partial sum initial (for pseudo-headers).

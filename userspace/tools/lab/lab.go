@@ -300,12 +300,12 @@ func Up(cfg Config) (*Lab, error) {
 	}
 	args := append([]string{"link", "add", cfg.HostIface, "mtu", mtu, "address", cfg.HostMAC.String()}, queues...)
 	args = append(append(append(args, "type", "veth", "peer", "name", cfg.RouterIface, "mtu", mtu), queues...), "netns", cfg.Name)
-	if err := ip(args...); err != nil {
+	if err := netns.IP(args...); err != nil {
 		return fail(fmt.Errorf("create veth pair: %w", err))
 	}
 	// Deleting one end deletes both.
-	undo = append(undo, func() { ip("link", "del", "dev", cfg.HostIface) })
-	if err := ip("link", "set", "dev", cfg.HostIface, "alias", aliasPrefix+cfg.Name); err != nil {
+	undo = append(undo, func() { netns.IP("link", "del", "dev", cfg.HostIface) })
+	if err := netns.IP("link", "set", "dev", cfg.HostIface, "alias", aliasPrefix+cfg.Name); err != nil {
 		return fail(err)
 	}
 
@@ -326,7 +326,7 @@ func Up(cfg Config) (*Lab, error) {
 		{"link", "set", "dev", cfg.HostIface, "up"},
 		{"route", "add", netip.PrefixFrom(cfg.RouterAddr.Addr(), 32).String(), "dev", cfg.HostIface},
 	} {
-		if err := ip(args...); err != nil {
+		if err := netns.IP(args...); err != nil {
 			return fail(err)
 		}
 	}
@@ -475,7 +475,7 @@ func Down(cfg Config) error {
 		case alias != aliasPrefix+cfg.Name:
 			errs = append(errs, fmt.Errorf("not deleting interface %s: not made by `jmxdp lab up` for lab %s (alias %q)", cfg.HostIface, cfg.Name, alias))
 		default:
-			if err := ip("link", "del", "dev", cfg.HostIface); err != nil && linkExists(cfg.HostIface) {
+			if err := netns.IP("link", "del", "dev", cfg.HostIface); err != nil && linkExists(cfg.HostIface) {
 				errs = append(errs, err)
 			}
 		}
@@ -559,17 +559,4 @@ func linkState(name string, opts ...string) (state, error) {
 func ifalias(name string) (string, error) {
 	st, err := linkState(name)
 	return st.IfAlias, err
-}
-
-// ip runs iproute2's ip, folding its stderr into the error.
-func ip(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		msg := strings.TrimSpace(string(out))
-		if errors.Is(err, exec.ErrNotFound) {
-			return fmt.Errorf("ip %s: %w (install iproute2)", strings.Join(args, " "), err)
-		}
-		return fmt.Errorf("ip %s: %s (%w)", strings.Join(args, " "), msg, err)
-	}
-	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/tools/netns"
@@ -75,7 +76,7 @@ func ping(dst netip.Addr, timeout time.Duration) error {
 	end := time.Now().Add(timeout)
 	for seq := uint16(1); time.Now().Before(end); seq++ {
 		req := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 'j', 'm', 'x', 'd', 'p', 0}
-		ck := icmpChecksum(req)
+		ck := gen.Checksum(req)
 		req[2], req[3] = byte(ck>>8), byte(ck)
 		if err := unix.Sendto(fd, req, 0, to); err != nil {
 			return fmt.Errorf("send echo request: %w", err)
@@ -98,20 +99,6 @@ func ping(dst netip.Addr, timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("no echo reply from %v within %v", dst, timeout)
-}
-
-func icmpChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }
 
 func TestRandom(t *testing.T) {

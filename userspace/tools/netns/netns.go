@@ -120,7 +120,7 @@ func Add(name string) error {
 	if Exists(name) {
 		return fmt.Errorf("network namespace %q already exists: %w", name, fs.ErrExist)
 	}
-	if err := ip("netns", "add", name); err != nil {
+	if err := IP("netns", "add", name); err != nil {
 		return fmt.Errorf("create network namespace %q: %w", name, err)
 	}
 	return nil
@@ -136,14 +136,15 @@ func Delete(name string) error {
 	if !Exists(name) {
 		return fmt.Errorf("network namespace %q does not exist: %w", name, fs.ErrNotExist)
 	}
-	if err := ip("netns", "del", name); err != nil {
+	if err := IP("netns", "del", name); err != nil {
 		return fmt.Errorf("delete network namespace %q: %w", name, err)
 	}
 	return nil
 }
 
-// ip runs iproute2's ip, folding its stderr into the error.
-func ip(args ...string) error {
+// IP runs iproute2's ip, folding its stderr into the error (lab runs
+// its commands with it too).
+func IP(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
 		msg := strings.TrimSpace(string(out))
