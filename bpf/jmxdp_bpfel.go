@@ -16,12 +16,14 @@ import (
 type JmxdpJmAction uint32
 
 const (
-	JmxdpJmActionJM_ACTION_CAPTURE     JmxdpJmAction = 0
-	JmxdpJmActionJM_ACTION_COUNT       JmxdpJmAction = 1
-	JmxdpJmActionJM_ACTION_PASS        JmxdpJmAction = 2
-	JmxdpJmActionJM_ACTION_UNTRUSTED   JmxdpJmAction = 3
-	JmxdpJmActionJM_ACTION_NOT_JMIRROR JmxdpJmAction = 4
-	JmxdpJmActionJM_ACTION_FORWARD     JmxdpJmAction = 5
+	JmxdpJmActionJM_ACTION_CAPTURE      JmxdpJmAction = 0
+	JmxdpJmActionJM_ACTION_COUNT        JmxdpJmAction = 1
+	JmxdpJmActionJM_ACTION_PASS         JmxdpJmAction = 2
+	JmxdpJmActionJM_ACTION_UNTRUSTED    JmxdpJmAction = 3
+	JmxdpJmActionJM_ACTION_NOT_JMIRROR  JmxdpJmAction = 4
+	JmxdpJmActionJM_ACTION_FORWARD      JmxdpJmAction = 5
+	JmxdpJmActionJM_ACTION_EARLY        JmxdpJmAction = 6
+	JmxdpJmActionJM_ACTION_FORWARD_USER JmxdpJmAction = 7
 )
 
 type JmxdpJmAddr struct {
@@ -49,7 +51,7 @@ type JmxdpJmClock struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [30]uint64
+	Count [31]uint64
 }
 
 type JmxdpJmFrag6Key struct {
@@ -90,14 +92,15 @@ const (
 	JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY JmxdpJmFwdReason = 4
 	JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE   JmxdpJmFwdReason = 5
 	JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED JmxdpJmFwdReason = 6
-	JmxdpJmFwdReasonJM_FWD_REASON_MAX         JmxdpJmFwdReason = 7
+	JmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY  JmxdpJmFwdReason = 7
+	JmxdpJmFwdReasonJM_FWD_REASON_MAX         JmxdpJmFwdReason = 8
 )
 
 type JmxdpJmFwdScratch struct {
 	_    structs.HostLayout
 	B    [1024]uint8
 	Work [256]uint8
-	Zero [72]uint8
+	Zero [80]uint8
 }
 
 type JmxdpJmFwdSettings struct {
@@ -116,7 +119,7 @@ type JmxdpJmFwdStreamValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Reason  [7]uint64
+	Reason  [8]uint64
 }
 
 type JmxdpJmInner uint32
@@ -215,7 +218,8 @@ const (
 	JmxdpJmStatJM_STAT_FWD_NO_SOURCE       JmxdpJmStat = 27
 	JmxdpJmStatJM_STAT_FWD_UNSUPPORTED     JmxdpJmStat = 28
 	JmxdpJmStatJM_STAT_FWD_USERSPACE       JmxdpJmStat = 29
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 30
+	JmxdpJmStatJM_STAT_FWD_FRAG_EARLY      JmxdpJmStat = 30
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 31
 )
 
 type JmxdpJmStreamKey struct {

@@ -127,7 +127,10 @@ const (
 	StatFwdNoSource    = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_SOURCE)
 	StatFwdUnsupported = Stat(bpf.JmxdpJmStatJM_STAT_FWD_UNSUPPORTED)
 	StatFwdUserspace   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_USERSPACE)
-	NumStats           = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// StatFwdFragEarly counts a forwarded datagram's fragments sent to
+	// userspace because some came before the first and are held there.
+	StatFwdFragEarly = Stat(bpf.JmxdpJmStatJM_STAT_FWD_FRAG_EARLY)
+	NumStats         = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -138,7 +141,7 @@ var statNames = [NumStats]string{
 	"untrusted_mapped", "frag_duplicate", "frag_held", "ipv6_ext_too_long",
 	"action_forward", "forward_sent", "forward_neigh_miss", "forward_no_route",
 	"forward_too_big", "forward_frag_family", "forward_no_source",
-	"forward_unsupported", "forward_userspace",
+	"forward_unsupported", "forward_userspace", "forward_frag_early",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
@@ -343,10 +346,11 @@ const (
 	FwdFragFamily  = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY)
 	FwdNoSource    = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE)
 	FwdUnsupported = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED)
+	FwdFragEarly   = FwdReason(bpf.JmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY)
 	NumFwdReasons  = int(bpf.JmxdpJmFwdReasonJM_FWD_REASON_MAX)
 )
 
-var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported"}
+var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported", "frag_early"}
 
 func (r FwdReason) String() string {
 	if r > 0 && int(r) < NumFwdReasons {

@@ -44,6 +44,7 @@ struct jm_fwd_req {
 	__u8 outer_v4;
 	__u8 part;         /* enum jm_fwd_part */
 	__u8 inner_kind;
+	__u8 early;        /* fragments of the datagram are held in userspace */
 };
 
 /* Actions a policy value may hold; anything else is treated as pass. */
@@ -98,6 +99,7 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 {
 	struct jm_fwd_stream_value *v;
 	struct jm_xsk_meta *meta;
+	__u32 stat;
 	int ret;
 
 	if (!r)
@@ -105,9 +107,18 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 	if (reason == JM_FWD_REASON_NONE || reason >= JM_FWD_REASON_MAX)
 		reason = JM_FWD_REASON_UNSUPPORTED;
 	v = fwd_stream(&r->key);
-	stat_add(c, JM_STAT_FWD_NEIGH_MISS - 1 + reason, 1);
+	/* The reasons before FRAG_EARLY line up with the JM_STAT_FWD_*
+	 * counters; FRAG_EARLY's was appended after JM_STAT_FWD_USERSPACE. */
+	stat = JM_STAT_FWD_NEIGH_MISS - 1 + reason;
+	if (reason == JM_FWD_REASON_FRAG_EARLY)
+		stat = JM_STAT_FWD_FRAG_EARLY;
+	/* Keep clang from folding the bounds checks (stat_add's, the one
+	 * below) into what it knows of reason: the verifier needs them on
+	 * the index registers. */
+	asm volatile("" : "+r"(stat), "+r"(reason));
+	stat_add(c, stat, 1);
 	stat_add(c, JM_STAT_FWD_USERSPACE, 1);
-	if (v)
+	if (v && reason < JM_FWD_REASON_MAX)
 		__sync_fetch_and_add(&v->reason[reason], 1);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)) == 0) {
 		meta = (void *)(long)ctx->data_meta;
@@ -312,6 +323,11 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_ACTION_PASS, 1);
 		return XDP_PASS;
 	}
+	/* A fragment came before its first and waits in userspace
+	 * (JM_ACTION_FORWARD_USER): the datagram is whole only there. */
+	if (r->early)
+		return fwd_to_user(ctx, c, r, JM_FWD_REASON_FRAG_EARLY,
+				   JM_STAT_FWD_FRAG_EARLY);
 	to_v6 = w->t.fwd_family == JM_FWD_FAMILY_V6;
 	if (part != JM_FWD_WHOLE && to_v6 == r->outer_v4)
 		return fwd_to_user(ctx, c, r, JM_FWD_REASON_FRAG_FAMILY,

@@ -22,6 +22,14 @@ enum jm_action {
 	JM_ACTION_NOT_JMIRROR = 4,
 	/* count, then re-originate to the rule's target (docs/forward.md) */
 	JM_ACTION_FORWARD = 5,
+	/* internal, in jm_frags/jm_frags6 only: a later fragment came before
+	 * its first and was held in userspace (JM_META_HELD). Its first
+	 * fragment, if forwarded, then sends the datagram to userspace. */
+	JM_ACTION_EARLY = 6,
+	/* internal, in jm_frags/jm_frags6 only: a forwarded datagram with
+	 * fragments held in userspace; all its frames go to userspace, which
+	 * reassembles it and sends it from a socket (forward_frag_early). */
+	JM_ACTION_FORWARD_USER = 7,
 };
 
 /* Kind of the mirrored packet, from its first bytes. */
@@ -80,7 +88,8 @@ enum jm_stat {
 	JM_STAT_FWD_NO_SOURCE = 27,   /* no source address or devmap entry for the egress */
 	JM_STAT_FWD_UNSUPPORTED = 28, /* a shape the program does not rewrite */
 	JM_STAT_FWD_USERSPACE = 29,   /* frames redirected to AF_XDP for a socket to send */
-	JM_STAT_MAX = 30,
+	JM_STAT_FWD_FRAG_EARLY = 30,  /* a forwarded datagram's fragments sent to userspace: some came before the first */
+	JM_STAT_MAX = 31,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -247,7 +256,8 @@ enum jm_fwd_reason {
 	JM_FWD_REASON_FRAG_FAMILY = 4,
 	JM_FWD_REASON_NO_SOURCE = 5,
 	JM_FWD_REASON_UNSUPPORTED = 6,
-	JM_FWD_REASON_MAX = 7,
+	JM_FWD_REASON_FRAG_EARLY = 7,
+	JM_FWD_REASON_MAX = 8,
 };
 
 /* Per-stream forward counters (jm_fwd_streams). */

@@ -515,7 +515,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Count
 		s      maps.Stat
 		reason maps.FwdReason
 	}{{maps.StatFwdNeighMiss, maps.FwdNeighMiss}, {maps.StatFwdNoRoute, maps.FwdNoRoute}, {maps.StatFwdTooBig, maps.FwdTooBig},
-		{maps.StatFwdFragFamily, maps.FwdFragFamily}, {maps.StatFwdNoSource, maps.FwdNoSource}, {maps.StatFwdUnsupported, maps.FwdUnsupported}} {
+		{maps.StatFwdFragFamily, maps.FwdFragFamily}, {maps.StatFwdNoSource, maps.FwdNoSource}, {maps.StatFwdUnsupported, maps.FwdUnsupported},
+		{maps.StatFwdFragEarly, maps.FwdFragEarly}} {
 		emit(ch, famForwardUserspace, v(r.s), r.reason.String())
 	}
 	emit(ch, famCaptureFailures, v(maps.StatCaptureFailed))
