@@ -631,6 +631,12 @@ func (c *Capture) forward(frame []byte, m *meta) {
 		return
 	}
 	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
+		// Later fragments that came before their first wait in the
+		// holder (JM_META_HELD): a forwarded datagram's are the
+		// Forwarder's (forward_frag_early, docs/forward.md).
+		if c.heldN.Load() > 0 {
+			c.forwardHeld(frame, m)
+		}
 		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
@@ -639,6 +645,50 @@ func (c *Capture) forward(frame []byte, m *meta) {
 	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {
 		c.log.Debug("forward from userspace failed", "err", err)
 	}
+}
+
+// forwardHeld hands the fragments held for the datagram of a forwarded
+// fragment to the Forwarder, which reassembles them with it.
+func (c *Capture) forwardHeld(frame []byte, m *meta) {
+	k, ok := fragKey(frame, m)
+	if !ok {
+		return
+	}
+	c.holdMu.Lock()
+	held := c.held.Take(k)
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
+	for _, h := range held {
+		off, ok := l3Offset(h.Frame)
+		if !ok {
+			c.unexpected.Add(1) // the program held it as IP: cannot happen
+			continue
+		}
+		if err := c.cfg.Forward.Fragment(h.Frame, off); err != nil {
+			c.log.Debug("forward from userspace failed", "err", err)
+		}
+	}
+}
+
+// l3Offset is where the IP header of an Ethernet frame starts, after up
+// to two VLAN tags (the shapes the program parses); false if the frame is
+// neither IPv4 nor IPv6.
+func l3Offset(frame []byte) (int, bool) {
+	const ethLen, tagLen, maxTags = 14, 4, 2
+	if len(frame) < ethLen {
+		return 0, false
+	}
+	off, et := ethLen, binary.BigEndian.Uint16(frame[12:])
+	for range maxTags {
+		if et != unix.ETH_P_8021Q && et != unix.ETH_P_8021AD {
+			break
+		}
+		if off+tagLen > len(frame) {
+			return 0, false
+		}
+		et, off = binary.BigEndian.Uint16(frame[off+2:]), off+tagLen
+	}
+	return off, et == unix.ETH_P_IP || et == unix.ETH_P_IPV6
 }
 
 // hold keeps a later fragment that came before its first (a copy: the
