@@ -336,6 +336,16 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 	    r->payload_off > JM_PULL_LEN)
 		return fwd_to_user(ctx, c, r, JM_FWD_REASON_UNSUPPORTED,
 				   JM_STAT_FWD_UNSUPPORTED);
+	/* Headers parsed from the scratch copy (not linear, and not
+	 * pullable: docs/datapath.md, "Frame sizes"): the rewrite moves the
+	 * linear part's start, which cannot pass its end, and reads the old
+	 * headers there. Unless the kept bytes' first (up to a UDP header's
+	 * worth) lie in it, the frame goes to userspace as it came. */
+	if ((__u64)r->payload_off +
+		    (r->payload_len < JM_UDP_HDR_LEN ? r->payload_len : JM_UDP_HDR_LEN) >
+	    (__u64)(data_end - data))
+		return fwd_to_user(ctx, c, r, JM_FWD_REASON_UNSUPPORTED,
+				   JM_STAT_FWD_UNSUPPORTED);
 
 	/* What the rewrite keeps from the old headers, read before they go. */
 	if (r->outer_v4) {
