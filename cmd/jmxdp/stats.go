@@ -381,6 +381,7 @@ var statsOrder = []struct {
 	{maps.StatActionForward, false}, {maps.StatFwdSent, true}, {maps.StatFwdUserspace, true},
 	{maps.StatFwdNeighMiss, true}, {maps.StatFwdNoRoute, true}, {maps.StatFwdTooBig, true},
 	{maps.StatFwdFragFamily, true}, {maps.StatFwdNoSource, true}, {maps.StatFwdUnsupported, true},
+	{maps.StatFwdFragEarly, true},
 }
 
 // jsonObject is a JSON object whose keys keep their order.
