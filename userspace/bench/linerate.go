@@ -76,6 +76,19 @@ func lineRate(opts Options) (Section, error) {
 		Target: &Target{On: "ratio", Op: ">=", Bound: 0.9},
 		Note:   r.note,
 	})
+	// The forward action's rate on the same kind of lab: one forwarded
+	// stream redirected out of a second veth pair, counted where it
+	// arrives, next to xdp_drop on the host end in the same run.
+	fr, err := forwardRate(runs, blast, progress)
+	if err != nil {
+		return sec, err
+	}
+	sec.Figures = append(sec.Figures, Figure{
+		Name: "forward_rate", Unit: "Mpps", Value: fr.fwd, Baseline: fr.drop, BaselineName: "xdp_drop",
+		Ratio: fr.fwd / fr.drop, RatioDesc: "jmxdp forward/xdp_drop",
+		Note: "one forwarded stream (IPv4 to an IPv4 target), each frame re-originated by the program and redirected (bpf_redirect_map) out of a second veth pair whose target end runs xdp_drop; " +
+			"the rate is the frames that arrive there per second of the sender thread's CPU time, which on veth includes the redirect and the target end's XDP; " + fr.note,
+	})
 	// Two RX queues, one sender thread then two: veth hands each frame
 	// to the RX queue of the sending CPU, so two threads on two CPUs load
 	// both queues, each counted on its own CPU.
