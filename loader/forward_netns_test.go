@@ -263,6 +263,27 @@ func TestForwardNamespaces(t *testing.T) {
 	if st := sender.Stats(); st.Sent != 4 || st.Reassembled != 3 || st.Fragments != 9 {
 		t.Errorf("userspace sender: %+v, want 4 sent, 9 fragments reassembled into 3", st)
 	}
+	// The sender's counts per stream, by the reason each was handed over.
+	socket := sender.Streams()
+	for _, w := range []struct {
+		k      maps.StreamKey
+		reason maps.FwdReason
+		inner  int
+	}{
+		{maps.StreamKey{Router: router1, MID: 63, SID: 3}, maps.FwdNeighMiss, len(echo)},
+		{maps.StreamKey{Router: router1, MID: 64, SID: 4}, maps.FwdFragFamily, len(big)},
+		{maps.StreamKey{Router: router1, MID: 60, SID: 202}, maps.FwdFragEarly, len(big)},
+		{maps.StreamKey{Router: router6, MID: 61, SID: 203}, maps.FwdFragEarly, len(big)},
+	} {
+		var want forward.StreamCounts
+		want.Sent[w.reason], want.Bytes[w.reason] = 1, uint64(16+w.inner)
+		if got := socket[w.k]; got != want {
+			t.Errorf("sender's counts of %v: %+v, want %+v", w.k, got, want)
+		}
+	}
+	if len(socket) != 4 {
+		t.Errorf("sender's counts for %d streams, want 4: %v", len(socket), socket)
+	}
 	if fs, err := p.Maps.ForwardStreams(); err != nil {
 		t.Error(err)
 	} else {

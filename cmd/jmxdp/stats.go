@@ -22,6 +22,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/filter"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/spf13/cobra"
 )
 
@@ -140,6 +141,20 @@ type sample struct {
 	// forward: the forward rules and their streams' forward counters.
 	forward    []maps.PolicyRule
 	fwdStreams map[maps.StreamKey]maps.ForwardStats
+	// socket: what the daemon's sender sent from sockets, per stream (the
+	// file it publishes; nil without one).
+	socket map[maps.StreamKey]forward.StreamFile
+}
+
+// readSample is readSample with the sender's per-stream counts, which
+// the daemon publishes to the run-state directory (docs/forward.md). A
+// file that cannot be read leaves them out: the maps are what counts.
+func (o *statsOpts) readSample(dir string) (*sample, error) {
+	s, err := readSample(o.iface, dir)
+	if err == nil {
+		s.socket, _ = forward.ReadStreams(forward.StreamsPath(o.runDir, o.iface))
+	}
+	return s, err
 }
 
 // readSample opens the pinned maps afresh, so that a watch follows an
@@ -329,7 +344,7 @@ func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
 		_, err := w.Write(b.Bytes())
 		return err
 	}
-	prev, err := readSample(o.iface, dir)
+	prev, err := o.readSample(dir)
 	if err != nil {
 		return err
 	}
@@ -350,7 +365,7 @@ func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
 			return nil
 		case <-tick.C:
 		}
-		cur, err := readSample(o.iface, dir)
+		cur, err := o.readSample(dir)
 		if err != nil {
 			return err
 		}
@@ -478,6 +493,14 @@ type statsForwardJSON struct {
 	Packets   uint64            `json:"packets"`
 	Bytes     uint64            `json:"bytes"`
 	Userspace map[string]uint64 `json:"userspace"`
+	// Socket: what the daemon's sender did with those, by reason.
+	Socket *statsSocketJSON `json:"socket,omitempty"`
+}
+
+type statsSocketJSON struct {
+	Sent   map[string]uint64 `json:"sent"`
+	Bytes  map[string]uint64 `json:"bytes"`
+	Failed map[string]uint64 `json:"failed"`
 }
 
 func forwardJSON(s *sample) []statsForwardJSON {
@@ -488,6 +511,9 @@ func forwardJSON(s *sample) []statsForwardJSON {
 			if n > 0 {
 				j.Userspace[maps.FwdReason(r).String()] = n
 			}
+		}
+		if f, ok := s.socket[k]; ok {
+			j.Socket = &statsSocketJSON{Sent: f.Sent, Bytes: f.Bytes, Failed: f.Failed}
 		}
 		out = append(out, j)
 	}
@@ -692,16 +718,16 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *sample, r *rates) 
 		for _, r := range s.forward {
 			fmt.Fprintf(w, "  %s\n", describeRule(toRuleJSON(r)))
 		}
-		rows := [][]string{{"ROUTER", "MID", "SID", "FORWARDED", "BYTES", "TO USERSPACE"}}
+		rows := [][]string{{"ROUTER", "MID", "SID", "FORWARDED", "BYTES", "TO USERSPACE", "SOCKET SENT", "SOCKET FAILED"}}
 		for _, f := range forwardJSON(s) {
-			var why []string
-			for r, n := range f.Userspace {
-				why = append(why, fmt.Sprintf("%s:%d", r, n))
+			var sent, failed map[string]uint64
+			if f.Socket != nil {
+				sent, failed = f.Socket.Sent, f.Socket.Failed
 			}
-			slices.Sort(why)
-			rows = append(rows, []string{f.Router, fmt.Sprint(f.MID), fmt.Sprint(f.SID), fmt.Sprint(f.Packets), fmt.Sprint(f.Bytes), strings.Join(why, " ")})
+			rows = append(rows, []string{f.Router, fmt.Sprint(f.MID), fmt.Sprint(f.SID), fmt.Sprint(f.Packets), fmt.Sprint(f.Bytes),
+				reasonList(f.Userspace), reasonList(sent), reasonList(failed)})
 		}
-		writeAligned(w, rows, "lrrrrl")
+		writeAligned(w, rows, "lrrrrlll")
 	}
 
 	if len(s.untrusted) > 0 {
@@ -756,4 +782,14 @@ func writeAligned(w io.Writer, rows [][]string, align string) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// reasonList renders counts by reason as "reason:n ...", sorted.
+func reasonList(m map[string]uint64) string {
+	var out []string
+	for r, n := range m {
+		out = append(out, fmt.Sprintf("%s:%d", r, n))
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }

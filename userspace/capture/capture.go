@@ -24,6 +24,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
@@ -51,11 +52,11 @@ type XSKMap interface {
 // to userspace (JM_META_FORWARD); *forward.Sender is one. They never go to
 // a sink.
 type Forwarder interface {
-	// Send sends the datagram whose Jmirror header is at jmOff of frame.
-	Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error
-	// Fragment takes a fragment whose outer IP header is at l3Off, and
-	// sends its datagram once whole.
-	Fragment(frame []byte, l3Off int) error
+	// Send sends the whole datagram h describes.
+	Send(frame []byte, h forward.Handed) error
+	// Fragment takes a fragment whose outer IP header is at l3Off, handed
+	// over for reason, and sends its datagram once whole.
+	Fragment(frame []byte, l3Off int, reason maps.FwdReason) error
 }
 
 // Config describes a capture.
@@ -187,7 +188,10 @@ type meta struct {
 	l3Off    uint16
 	kind     uint8
 	flags    uint8
-	magic    uint32
+	// reason: why a JM_META_FORWARD frame was handed over (jm_xsk_meta's
+	// reserved field, enum jm_fwd_reason).
+	reason uint16
+	magic  uint32
 }
 
 func readMeta(b []byte) (meta, bool) {
@@ -204,6 +208,7 @@ func readMeta(b []byte) (meta, bool) {
 		l3Off:    ne.Uint16(b[22:]),
 		kind:     b[24],
 		flags:    b[25],
+		reason:   ne.Uint16(b[26:]),
 		magic:    ne.Uint32(b[28:]),
 	}
 	return m, m.magic == metaMagic
@@ -637,12 +642,14 @@ func (c *Capture) forward(frame []byte, m *meta) {
 		if c.heldN.Load() > 0 {
 			c.forwardHeld(frame, m)
 		}
-		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
+		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off), maps.FwdReason(m.reason)); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
 		return
 	}
-	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {
+	h := forward.Handed{L3Off: int(m.l3Off), JMOff: int(m.innerOff) - jmirror.HeaderLen, InnerLen: int(m.innerLen),
+		MID: m.mid, SID: m.sid, Reason: maps.FwdReason(m.reason)}
+	if err := c.cfg.Forward.Send(frame, h); err != nil {
 		c.log.Debug("forward from userspace failed", "err", err)
 	}
 }
@@ -664,7 +671,7 @@ func (c *Capture) forwardHeld(frame []byte, m *meta) {
 			c.unexpected.Add(1) // the program held it as IP: cannot happen
 			continue
 		}
-		if err := c.cfg.Forward.Fragment(h.Frame, off); err != nil {
+		if err := c.cfg.Forward.Fragment(h.Frame, off, maps.FwdFragEarly); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
 	}
