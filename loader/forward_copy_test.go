@@ -54,19 +54,11 @@ func TestForwardHeaderCopy(t *testing.T) {
 		}
 		var handed uint64
 		for _, sh := range shapes {
-			for _, tg := range []struct {
-				mid    uint32
-				target netip.Addr
-				port   uint16
-			}{{50, fwdTarget4, port}, {51, fwdTarget6, gen.DefaultPort}} {
+			for _, tg := range fwdTargetCases(port) {
 				m := sh.m
 				m.MID, m.SID, m.Inner = tg.mid, 77, inner
 				in := frame(t, m)
-				var id uint16
-				if m.Router.Is4() && tg.target.Is4() {
-					id = m.IPID
-				}
-				want := forwarded(t, n, m, tg.target, id, tg.port)
+				want := tg.forwarded(t, n, m)
 				// The UDP header's start in the frame: what the rewrite keeps.
 				keep := m.HeaderOffset() - 8
 				for _, linear := range []int{keep + 8 + 16, keep + 4, 20} {

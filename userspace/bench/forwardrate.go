@@ -96,26 +96,13 @@ func forwardRate(runs int, blast time.Duration, progress io.Writer) (_ fwdRateRe
 	var sentF, gotF, sentD, gotD, progSent uint64
 	rate := func(n uint64, st xmit.Stats) float64 { return float64(n) / busySeconds(st) / 1e6 }
 	runDrop := func() error {
-		d, err := xmit.AttachDrop(l.HostIface)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		before, err := xmit.XDPDrops(l.HostIface)
-		if err != nil {
-			return err
-		}
-		st, err := xmit.Run(context.Background(), xo)
-		if err != nil {
-			return err
-		}
-		after, err := xmit.XDPDrops(l.HostIface)
+		st, dropped, err := dropBlast(l, xo)
 		if err != nil {
 			return err
 		}
 		sentD += st.Sent
-		gotD += after - before
-		dropRates = append(dropRates, rate(after-before, st))
+		gotD += dropped
+		dropRates = append(dropRates, rate(dropped, st))
 		return nil
 	}
 	runFwd := func() (err error) {
@@ -149,18 +136,10 @@ func forwardRate(runs int, blast time.Duration, progress io.Writer) (_ fwdRateRe
 		fwdRates = append(fwdRates, rate(after-before, st))
 		return nil
 	}
-	for i := range runs {
+	if err := alternate(runs, runDrop, runFwd, func(i int) {
 		fmt.Fprintf(progress, "bench: forward rate: run %d/%d\n", i+1, runs)
-		first, second := runDrop, runFwd
-		if i%2 == 1 {
-			first, second = runFwd, runDrop
-		}
-		if err := first(); err != nil {
-			return fwdRateResult{}, err
-		}
-		if err := second(); err != nil {
-			return fwdRateResult{}, err
-		}
+	}); err != nil {
+		return fwdRateResult{}, err
 	}
 	f, d := median(fwdRates), median(dropRates)
 	if !(f > 0 && d > 0) {
