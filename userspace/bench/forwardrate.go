@@ -146,7 +146,7 @@ func forwardRate(runs int, blast time.Duration, progress io.Writer) (_ fwdRateRe
 		return fwdRateResult{}, fmt.Errorf("forward rate: forwarded %.3g Mpps, xdp_drop %.3g Mpps: nothing received (target MAC %s)", f, d, tmac)
 	}
 	return fwdRateResult{fwd: f, drop: d, note: fmt.Sprintf(
-		"over %d runs: forward: sent %d, the program forwarded %d, the target end received %d; xdp_drop: sent %d, dropped %d",
+		"over %d runs: forward: sent %d, the program forwarded %d, the target end received %d (with any frame the egress end sends on its own once up, such as IPv6 link-local traffic); xdp_drop: sent %d, dropped %d",
 		runs, sentF, progSent, gotF, sentD, gotD)}, nil
 }
 
