@@ -97,10 +97,24 @@ const (
 )
 
 type JmxdpJmFwdScratch struct {
-	_    structs.HostLayout
-	B    [1024]uint8
-	Work [256]uint8
-	Zero [80]uint8
+	_        structs.HostLayout
+	B        [1024]uint8
+	Work     [256]uint8
+	Zero     [80]uint8
+	FibCache struct {
+		_          structs.HostLayout
+		Jiffies    uint64
+		Dst        [4]uint32
+		FibIfindex uint32
+		Egress     uint32
+		TotLen     uint16
+		Port       uint16
+		Family     uint8
+		Dmac       [6]uint8
+		Smac       [6]uint8
+		Pad        [3]uint8
+		_          [4]byte
+	}
 }
 
 type JmxdpJmFwdSettings struct {

@@ -1,10 +1,14 @@
 package loader_test
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math/bits"
+	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
@@ -153,4 +157,54 @@ func fragAction(t *testing.T, p *loader.Program, m gen.Mirror) uint32 {
 		return 255
 	}
 	return v.Action
+}
+
+// TestForwardFibCache: with the per-CPU fib cache (a lookup's answer
+// reused within its jiffy), every frame of a 2000-repeat BPF_PROG_TEST_RUN
+// is forwarded by the program, a frame out is the exact forwarded frame,
+// and a neighbour entry's new address is in the frames once a jiffy has
+// passed: the cache never keeps an answer longer.
+func TestForwardFibCache(t *testing.T) {
+	n := newFwdNet(t)
+	p, err := loader.Load(loader.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The stream's own port: BPF_PROG_TEST_RUN does not reset the frame
+	// between repeats, and the forwarded frame is Jmirror of the stream
+	// again (as in BenchmarkForward).
+	rules := []maps.PolicyRule{{MID: 50, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, 0)}}
+	if err := netns.Do(n.ns, func() error {
+		return p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"})
+	}); err != nil {
+		t.Fatalf("configure: %v", err)
+	}
+	m := gen.Mirror{Router: router1, Collector: collector, MID: 50, SID: 1, Inner: ipv4Echo(), IPID: 9}
+	in := frame(t, m)
+	const repeat = 2000
+	if err := netns.Do(n.ns, func() error {
+		v, _, err := p.Benchmark(in, repeat)
+		if err == nil && v != loader.VerdictRedirect {
+			err = fmt.Errorf("verdict %v, want XDP_REDIRECT", v)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := p.Maps.Counters(); err != nil || c[maps.StatFwdSent] != repeat || c[maps.StatFwdUserspace] != 0 {
+		t.Fatalf("after %d repeats: %v %v, want all forwarded by the program", repeat, nonZero(c), err)
+	}
+	// Cached or not, the frame out is exact.
+	if v, out := n.run(t, p, in); v != loader.VerdictRedirect || !bytes.Equal(out, fwdTargetCase{50, fwdTarget4, gen.DefaultPort}.forwarded(t, n, m)) {
+		t.Fatalf("verdict %v, frame out %x", v, out)
+	}
+	// A new neighbour address is used once the jiffy is over (bounded
+	// wait: a jiffy is at most 10 ms).
+	moved := net.HardwareAddr{0x02, 0, 0, 0, 0x70, 0x51}
+	ipIn(t, n.ns, "neigh", "replace", fwdTarget4.String(), "lladdr", moved.String(), "dev", "out", "nud", "permanent")
+	time.Sleep(30 * time.Millisecond)
+	if v, out := n.run(t, p, in); v != loader.VerdictRedirect || len(out) < 6 || !bytes.Equal(out[:6], moved) {
+		t.Fatalf("after the neighbour moved: verdict %v, destination MAC %x, want %s", v, out[:min(6, len(out))], moved)
+	}
 }

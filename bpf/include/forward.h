@@ -281,6 +281,51 @@ static __always_inline void fwd_count_sent(struct jm_counters *c,
 }
 
 /*
+ * bpf_fib_lookup, or its answer of earlier in the same jiffy on this CPU
+ * for the same target, port and lookup interface, when the frame is no
+ * longer than the one looked up (so the MTU check holds too). A route or
+ * neighbour change is seen a jiffy late at most, as the stack's own
+ * caches see theirs. Only a success is kept.
+ */
+static __always_inline int fwd_fib(struct xdp_md *ctx,
+				   struct jm_fwd_fib_cache *fc,
+				   struct bpf_fib_lookup *fib, __be16 port)
+{
+	__u64 j = bpf_jiffies64();
+	int ret;
+
+	/* ipv4_dst shares its first word with ipv6_dst, and the rest of an
+	 * IPv4 lookup's is zero (forward_frame zeroes the parameters). */
+	if (fc->jiffies == j && fc->family == fib->family &&
+	    fc->fib_ifindex == fib->ifindex && fc->port == port &&
+	    fib->tot_len <= fc->tot_len &&
+	    fc->dst[0] == fib->ipv6_dst[0] && fc->dst[1] == fib->ipv6_dst[1] &&
+	    fc->dst[2] == fib->ipv6_dst[2] && fc->dst[3] == fib->ipv6_dst[3]) {
+		__builtin_memcpy(fib->dmac, fc->dmac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, fc->smac, ETH_ALEN);
+		fib->ifindex = fc->egress;
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	fc->jiffies = 0;
+	fc->fib_ifindex = fib->ifindex;
+	fc->tot_len = fib->tot_len;
+	fc->dst[0] = fib->ipv6_dst[0];
+	fc->dst[1] = fib->ipv6_dst[1];
+	fc->dst[2] = fib->ipv6_dst[2];
+	fc->dst[3] = fib->ipv6_dst[3];
+	ret = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS)
+		return ret;
+	fc->egress = fib->ifindex;
+	fc->port = port;
+	fc->family = fib->family;
+	__builtin_memcpy(fc->dmac, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(fc->smac, fib->smac, ETH_ALEN);
+	fc->jiffies = j;
+	return ret;
+}
+
+/*
  * Forward one frame of a forwarded stream (docs/forward.md). Nothing in the
  * frame changes until every check has passed: a frame that goes to
  * userspace goes as it came. A global BPF function: the verifier checks
@@ -407,7 +452,7 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 	w->fib.sport = port;
 	w->fib.dport = port;
 	w->fib.ifindex = fwd_fib_ifindex(ctx);
-	ret = bpf_fib_lookup(ctx, &w->fib, sizeof(w->fib), 0);
+	ret = fwd_fib(ctx, &scratch->fib_cache, &w->fib, port);
 	switch (ret) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		break;

@@ -277,10 +277,28 @@ struct jm_fwd_src_key {
 /* Per-CPU scratch of the forward code: the checksum's buffer (b) and what
  * forward_frame would otherwise hold on a stack it shares with jmxdp()
  * (512 bytes for the whole call chain). Opaque to Go. */
+/* forward_frame's last successful fib lookup on this CPU, reused within
+ * the jiffy it was made in for the same target, port and lookup interface
+ * and a frame no longer than the one it was made for (docs/forward.md,
+ * "Cost"). */
+struct jm_fwd_fib_cache {
+	__u64 jiffies;         /* bpf_jiffies64() at the lookup; 0: empty */
+	__u32 dst[4];          /* the lookup's ipv6_dst (ipv4_dst, then zeros) */
+	__u32 fib_ifindex;     /* the lookup's input interface */
+	__u32 egress;          /* its output interface */
+	__u16 tot_len;         /* the IP length looked up: shorter fits too */
+	__u16 port;            /* the ports looked up (network order) */
+	__u8 family;           /* JM_AF_INET or JM_AF_INET6 */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[3];
+};
+
 struct jm_fwd_scratch {
 	__u8 b[JM_FWD_SCRATCH_LEN];
 	__u8 work[JM_FWD_WORK_LEN];
 	__u8 zero[sizeof(struct jm_fwd_stream_value)];
+	struct jm_fwd_fib_cache fib_cache;
 };
 
 struct jm_fwd_settings {
