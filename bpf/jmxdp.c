@@ -331,21 +331,27 @@ static __always_inline int pair_holds6(const __u8 *saddr, const __u8 *daddr,
 	return pair_holds_in(&jm_frag_pairs6, &pk, now);
 }
 
-/* A Jmirror first fragment was counted with action: remember its pair. */
+/* A Jmirror first fragment was counted with action: remember its pair.
+ * Forwarded datagrams are taken from the host as captured ones are, so
+ * they count as captured here: a pair that sends only captured and
+ * forwarded Jmirror has its early fragments held too (issue 16). */
 static __always_inline void note_pair_in(void *pairs, const void *pk,
 					 __u32 action, __u64 now)
 {
 	struct jm_pair_value *pv, nv = {};
+	int taken = action == JM_ACTION_CAPTURE ||
+		    action == JM_ACTION_FORWARD ||
+		    action == JM_ACTION_FORWARD_USER;
 
 	pv = bpf_map_lookup_elem(pairs, pk);
 	if (pv) {
-		if (action == JM_ACTION_CAPTURE)
+		if (taken)
 			pv->capture_ns = now;
 		else
 			pv->other_ns = now;
 		return;
 	}
-	if (action == JM_ACTION_CAPTURE)
+	if (taken)
 		nv.capture_ns = now;
 	else
 		nv.other_ns = now;
@@ -370,6 +376,26 @@ static __always_inline void note_pair(const struct jm_frag_key *fk,
 	}
 }
 
+/*
+ * A later fragment before its first was held in userspace: leave the mark
+ * (JM_ACTION_EARLY) under its datagram's key, so that a forwarded first
+ * fragment sends the datagram to userspace, where the held fragments are
+ * (handle_udp). BPF_NOEXIST: a first fragment's record that came in the
+ * meantime stays. A captured first fragment overwrites the mark as any
+ * record; an LRU map ages out the ones no first fragment follows.
+ */
+static __always_inline void note_early(struct jm_frag_key *fk,
+				       struct jm_frag6_key *fk6)
+{
+	struct jm_frag_value fv = { .action = JM_ACTION_EARLY,
+				    .first_ns = bpf_ktime_get_coarse_ns() };
+
+	if (fk6)
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_NOEXIST);
+	else if (fk)
+		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_NOEXIST);
+}
+
 /* Later fragments carry no UDP header: they follow their first fragment. */
 static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 						 struct jm_counters *c,
@@ -383,11 +409,13 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 	__u32 action, mid, sid;
 
 	fv = bpf_map_lookup_elem(&jm_frags, &fk);
-	if (!fv) {
+	if (!fv || fv->action == JM_ACTION_EARLY) {
 		/* Its first fragment has not come (or was evicted). XDP cannot
-		 * hold a frame: from a pair that sends only captured Jmirror,
-		 * userspace holds it until the first comes or the window ends;
-		 * anything else goes to the host untouched. */
+		 * hold a frame: from a pair that sends only captured or
+		 * forwarded Jmirror, userspace holds it until the first comes or
+		 * the window ends, and the mark left under its key tells a
+		 * forwarded first fragment to follow it (note_early); anything
+		 * else goes to the host untouched. */
 		if (fk.proto == IPPROTO_UDP &&
 		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
@@ -395,6 +423,8 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD,
 			};
 
+			if (!fv)
+				note_early(&fk, NULL);
 			stat_add(c, JM_STAT_FRAG_HELD, 1);
 			return capture(ctx, c, &info);
 		}
@@ -424,7 +454,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 
 		return capture(ctx, c, &info);
 	}
-	if (action == JM_ACTION_FORWARD) {
+	if (action == JM_ACTION_FORWARD || action == JM_ACTION_FORWARD_USER) {
 		__u32 ihl = iph->ihl * 4;
 		struct jm_fwd_req r = {
 			.key.mid = mid,
@@ -432,6 +462,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 			.l3_off = (void *)iph - v->data,
 			.outer_v4 = 1,
 			.part = JM_FWD_LATER,
+			.early = action == JM_ACTION_FORWARD_USER,
 		};
 
 		addr_from_v4(r.key.router, iph->saddr);
@@ -536,24 +567,38 @@ static __always_inline int first_copy(struct jm_frag_key *fk,
 	return 1;
 }
 
-static __always_inline void record_fragment(struct jm_frag_key *fk,
-					    struct jm_frag6_key *fk6,
-					    const struct jm_packet *p,
-					    __u32 action, __u64 fp, __u64 now)
+/*
+ * Record a first fragment's datagram under its key (fv: the record). A
+ * forwarded one whose key holds the mark of a later fragment held in
+ * userspace before it (note_early), or the record of a copy of it that
+ * found one, is recorded JM_ACTION_FORWARD_USER: its frames all go to
+ * userspace, where the held fragments are. Returns 1 then. A global
+ * function, verified once: the caller never branches on its answer (it
+ * only hands it to forward_frame), so no state of the caller's doubles.
+ */
+__noinline int record_fragment(struct jm_frag_key *fk,
+			       struct jm_frag6_key *fk6,
+			       struct jm_frag_value *fv)
 {
-	struct jm_frag_value fv = {
-		.mid = p->key.mid,
-		.sid = p->key.sid,
-		.action = action,
-		.inner_len = p->inner_len,
-		.first_ns = now,
-		.fingerprint = fp,
-	};
+	struct jm_frag_value *old = NULL;
 
+	if (!fv)
+		return 0;
+	if (fv->action == JM_ACTION_FORWARD) {
+		if (fk6)
+			old = bpf_map_lookup_elem(&jm_frags6, fk6);
+		else if (fk)
+			old = bpf_map_lookup_elem(&jm_frags, fk);
+		if (old && (old->action == JM_ACTION_EARLY ||
+			    old->action == JM_ACTION_FORWARD_USER) &&
+		    recent(fv->first_ns, old->first_ns))
+			fv->action = JM_ACTION_FORWARD_USER;
+	}
 	if (fk6)
-		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
-	else
-		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
+		bpf_map_update_elem(&jm_frags6, fk6, fv, BPF_ANY);
+	else if (fk)
+		bpf_map_update_elem(&jm_frags, fk, fv, BPF_ANY);
+	return fv->action == JM_ACTION_FORWARD_USER;
 }
 
 /*
@@ -578,7 +623,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	__u32 *port_flags;
 	__u64 udp_off, limit, now = 0, fp = 0;
 	__u32 port, word0, action;
-	int udp_len;
+	int udp_len, early = 0;
 
 	udp_len = parse_udphdr(nh, data_end, &udph);
 	if (udp_len < 0)
@@ -650,7 +695,17 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
 	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
-		record_fragment(fk, fk6, &p, action, fp, now);
+		struct jm_frag_value fv = {
+			.mid = p.key.mid,
+			.sid = p.key.sid,
+			.action = action,
+			.inner_len = p.inner_len,
+			.first_ns = now,
+			.fingerprint = fp,
+		};
+
+		/* Fragments of it wait in userspace: so does the rest. */
+		early = record_fragment(fk, fk6, &fv);
 		note_pair(fk, fk6, action, now);
 	}
 act:
@@ -667,6 +722,7 @@ act:
 			.outer_v4 = outer_v4,
 			.part = first, /* JM_FWD_FIRST or JM_FWD_WHOLE */
 			.inner_kind = p.inner_kind,
+			.early = early,
 		};
 
 		return forward_frame(ctx, c, &r);
@@ -749,7 +805,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	__builtin_memcpy(fk.daddr, &ip6h->daddr, JM_ADDR_LEN);
 	fk.id = fi->id;
 	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
-	if (!fv) {
+	if (!fv || fv->action == JM_ACTION_EARLY) {
 		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
 				.l3_off = (void *)ip6h - v->data,
@@ -757,6 +813,8 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 					 JM_META_OUTER_V6,
 			};
 
+			if (!fv)
+				note_early(NULL, &fk);
 			stat_add(c, JM_STAT_FRAG_HELD, 1);
 			return capture(ctx, c, &info);
 		}
@@ -769,6 +827,10 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	if (action == JM_ACTION_UNTRUSTED) {
 		__builtin_memcpy(router, fk.saddr, JM_ADDR_LEN);
 		return drop_untrusted(c, router);
+	}
+	if (action == JM_ACTION_FORWARD_USER) {
+		stat_add(c, JM_STAT_FRAG_TRACKED, 1);
+		goto forward;
 	}
 	if (jm_action_sane(action) != action) {
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
@@ -786,6 +848,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		return capture(ctx, c, &info);
 	}
 	if (action == JM_ACTION_FORWARD) {
+forward:;
 		__u64 l3_off = (void *)ip6h - v->data;
 		__u64 ip_end = l3_off + JM_IPV6_HDR_LEN +
 			       bpf_ntohs(ip6h->payload_len);
@@ -796,6 +859,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 			.payload_off = payload_off,
 			.ip_end = ip_end,
 			.part = JM_FWD_LATER,
+			.early = action == JM_ACTION_FORWARD_USER,
 		};
 
 		__builtin_memcpy(r.key.router, fk.saddr, JM_ADDR_LEN);

@@ -16,12 +16,14 @@ import (
 type jmxdpJmAction uint32
 
 const (
-	jmxdpJmActionJM_ACTION_CAPTURE     jmxdpJmAction = 0
-	jmxdpJmActionJM_ACTION_COUNT       jmxdpJmAction = 1
-	jmxdpJmActionJM_ACTION_PASS        jmxdpJmAction = 2
-	jmxdpJmActionJM_ACTION_UNTRUSTED   jmxdpJmAction = 3
-	jmxdpJmActionJM_ACTION_NOT_JMIRROR jmxdpJmAction = 4
-	jmxdpJmActionJM_ACTION_FORWARD     jmxdpJmAction = 5
+	jmxdpJmActionJM_ACTION_CAPTURE      jmxdpJmAction = 0
+	jmxdpJmActionJM_ACTION_COUNT        jmxdpJmAction = 1
+	jmxdpJmActionJM_ACTION_PASS         jmxdpJmAction = 2
+	jmxdpJmActionJM_ACTION_UNTRUSTED    jmxdpJmAction = 3
+	jmxdpJmActionJM_ACTION_NOT_JMIRROR  jmxdpJmAction = 4
+	jmxdpJmActionJM_ACTION_FORWARD      jmxdpJmAction = 5
+	jmxdpJmActionJM_ACTION_EARLY        jmxdpJmAction = 6
+	jmxdpJmActionJM_ACTION_FORWARD_USER jmxdpJmAction = 7
 )
 
 type jmxdpJmAddr struct {
@@ -49,7 +51,7 @@ type jmxdpJmClock struct {
 
 type jmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [30]uint64
+	Count [31]uint64
 }
 
 type jmxdpJmFrag6Key struct {
@@ -90,14 +92,29 @@ const (
 	jmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY jmxdpJmFwdReason = 4
 	jmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE   jmxdpJmFwdReason = 5
 	jmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED jmxdpJmFwdReason = 6
-	jmxdpJmFwdReasonJM_FWD_REASON_MAX         jmxdpJmFwdReason = 7
+	jmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY  jmxdpJmFwdReason = 7
+	jmxdpJmFwdReasonJM_FWD_REASON_MAX         jmxdpJmFwdReason = 8
 )
 
 type jmxdpJmFwdScratch struct {
-	_    structs.HostLayout
-	B    [1024]uint8
-	Work [256]uint8
-	Zero [72]uint8
+	_        structs.HostLayout
+	B        [1024]uint8
+	Work     [256]uint8
+	Zero     [80]uint8
+	FibCache struct {
+		_          structs.HostLayout
+		Jiffies    uint64
+		Dst        [4]uint32
+		FibIfindex uint32
+		Egress     uint32
+		TotLen     uint16
+		Port       uint16
+		Family     uint8
+		Dmac       [6]uint8
+		Smac       [6]uint8
+		Pad        [3]uint8
+		_          [4]byte
+	}
 }
 
 type jmxdpJmFwdSettings struct {
@@ -116,7 +133,7 @@ type jmxdpJmFwdStreamValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Reason  [7]uint64
+	Reason  [8]uint64
 }
 
 type jmxdpJmInner uint32
@@ -231,7 +248,8 @@ const (
 	jmxdpJmStatJM_STAT_FWD_NO_SOURCE       jmxdpJmStat = 27
 	jmxdpJmStatJM_STAT_FWD_UNSUPPORTED     jmxdpJmStat = 28
 	jmxdpJmStatJM_STAT_FWD_USERSPACE       jmxdpJmStat = 29
-	jmxdpJmStatJM_STAT_MAX                 jmxdpJmStat = 30
+	jmxdpJmStatJM_STAT_FWD_FRAG_EARLY      jmxdpJmStat = 30
+	jmxdpJmStatJM_STAT_MAX                 jmxdpJmStat = 31
 )
 
 type jmxdpJmStreamKey struct {

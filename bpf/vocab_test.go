@@ -65,6 +65,10 @@ func TestVocabularyMatchesProgram(t *testing.T) {
 		{"FwdNoSource", int64(vocab.FwdNoSource), int64(jmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE)},
 		{"FwdUnsupported", int64(vocab.FwdUnsupported), int64(jmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED)},
 		{"NumFwdReasons", int64(vocab.NumFwdReasons), int64(jmxdpJmFwdReasonJM_FWD_REASON_MAX)},
+		{"StatFwdFragEarly", int64(vocab.StatFwdFragEarly), int64(jmxdpJmStatJM_STAT_FWD_FRAG_EARLY)},
+		{"FwdFragEarly", int64(vocab.FwdFragEarly), int64(jmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY)},
+		{"ActionEarly", int64(vocab.ActionEarly), int64(jmxdpJmActionJM_ACTION_EARLY)},
+		{"ActionForwardUser", int64(vocab.ActionForwardUser), int64(jmxdpJmActionJM_ACTION_FORWARD_USER)},
 		{"ScopeExact", int64(ScopeExact), int64(jmxdpJmPolicyScopeJM_SCOPE_EXACT)},
 		{"ScopeMID", int64(ScopeMID), int64(jmxdpJmPolicyScopeJM_SCOPE_MID)},
 	} {

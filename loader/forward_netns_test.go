@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +130,11 @@ func TestForwardNamespaces(t *testing.T) {
 		if err := sender.Open(true, port6b); err != nil {
 			return err
 		}
+		// mid 61's target port is the stream's own: early fragments'
+		// datagrams are sent from userspace to it.
+		if err := sender.Open(true, gen.DefaultPort); err != nil {
+			return err
+		}
 		var err error
 		capt, err = capture.Start(capture.Config{Ifname: "h0", Queues: []uint32{0}, Forward: sender, Logger: slog.New(slog.DiscardHandler)}, p.Maps, sink)
 		return err
@@ -232,6 +238,62 @@ func TestForwardNamespaces(t *testing.T) {
 		t.Errorf("userspace sender: %+v, want 2 sent, 3 fragments reassembled into 1", st)
 	}
 
+	// Forwarded datagrams whose later fragments come before the first,
+	// outer IPv4 to the IPv4 target and outer IPv6 to the IPv6 one: the
+	// pairs sent only forwarded fragmented Jmirror above, so the early
+	// fragments are held in userspace; the first finds their mark, goes
+	// to userspace with the rest (forward_frag_early), and the datagram
+	// is reassembled there and sent from a socket.
+	early4 := gen.Mirror{Router: router1, Collector: collector, MID: 60, SID: 202, Inner: big, MTU: 1500, IPID: 4444}
+	early6 := gen.Mirror{Router: router6, Collector: coll6, MID: 61, SID: 203, Inner: big, MTU: 1500, UDPChecksum: true, IPv6FragID: 0x4545}
+	for _, e := range []struct {
+		m    gen.Mirror
+		conn *net.UDPConn
+	}{{early4, c4}, {early6, c6}} {
+		fs := frames(t, e.m)
+		if len(fs) != 3 {
+			t.Fatalf("mid %d: %d fragments, want 3", e.m.MID, len(fs))
+		}
+		slices.Reverse(fs)
+		sendFramesAndExpect(t, snd, e.conn, e.m, fs)
+	}
+	for end := time.Now().Add(time.Second); sender.Stats().Sent < 4 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := sender.Stats(); st.Sent != 4 || st.Reassembled != 3 || st.Fragments != 9 {
+		t.Errorf("userspace sender: %+v, want 4 sent, 9 fragments reassembled into 3", st)
+	}
+	// The sender's counts per stream, by the reason each was handed over.
+	socket := sender.Streams()
+	for _, w := range []struct {
+		k      vocab.StreamKey
+		reason vocab.FwdReason
+		inner  int
+	}{
+		{vocab.StreamKey{Router: router1, MID: 63, SID: 3}, vocab.FwdNeighMiss, len(echo)},
+		{vocab.StreamKey{Router: router1, MID: 64, SID: 4}, vocab.FwdFragFamily, len(big)},
+		{vocab.StreamKey{Router: router1, MID: 60, SID: 202}, vocab.FwdFragEarly, len(big)},
+		{vocab.StreamKey{Router: router6, MID: 61, SID: 203}, vocab.FwdFragEarly, len(big)},
+	} {
+		var want forward.StreamCounts
+		want.Sent[w.reason], want.Bytes[w.reason] = 1, uint64(16+w.inner)
+		if got := socket[w.k]; got != want {
+			t.Errorf("sender's counts of %v: %+v, want %+v", w.k, got, want)
+		}
+	}
+	if len(socket) != 4 {
+		t.Errorf("sender's counts for %d streams, want 4: %v", len(socket), socket)
+	}
+	if fs, err := p.Maps.ForwardStreams(); err != nil {
+		t.Error(err)
+	} else {
+		for _, k := range []vocab.StreamKey{{Router: router1, MID: 60, SID: 202}, {Router: router6, MID: 61, SID: 203}} {
+			if st := fs[k]; st.Userspace[vocab.FwdFragEarly] != 1 || st.Packets != 0 {
+				t.Errorf("%v: %+v, want its first fragment handed over as frag_early, nothing sent by the program", k, st)
+			}
+		}
+	}
+
 	// A captured stream: counted, never forwarded.
 	cap := gen.Mirror{Router: router1, Collector: collector, MID: 62, SID: 1, Inner: echo}
 	f := frame(t, cap)
@@ -249,8 +311,11 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[vocab.StatActionCapture] != 1 || c[vocab.StatFwdUserspace] != 4 || c[vocab.StatFwdNeighMiss] != 1 ||
-		c[vocab.StatFwdFragFamily] != 3 || c[vocab.StatCaptureFailed] != 0 {
+	// action_capture: the captured frame and the 4 held early fragments
+	// (redirected by the same path).
+	if c[vocab.StatActionCapture] != 5 || c[vocab.StatFwdUserspace] != 6 || c[vocab.StatFwdNeighMiss] != 1 ||
+		c[vocab.StatFwdFragFamily] != 3 || c[vocab.StatFwdFragEarly] != 2 || c[vocab.StatFragHeld] != 4 ||
+		c[vocab.StatCaptureFailed] != 0 {
 		t.Errorf("counters: %v", named(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of
@@ -282,24 +347,30 @@ func TestForwardNamespaces(t *testing.T) {
 func sendAndExpect(t *testing.T, snd *send.Sender, conn *net.UDPConn, ms []gen.Mirror) {
 	t.Helper()
 	for _, m := range ms {
-		fs := frames(t, m)
-		if _, err := snd.Send(fs); err != nil {
-			t.Fatal(err)
-		}
-		want := append(jmirrorHeader(m), m.Inner...)
-		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 65536)
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("mid %d sid %d (%d frames, %d VLANs, %d option bytes, outer %s): collector received nothing: %v",
-				m.MID, m.SID, len(fs), len(m.VLANs), len(m.IPOptions), m.Router, err)
-		}
-		if !bytes.Equal(buf[:n], want) {
-			t.Fatalf("mid %d sid %d: collector received\n%x\nwant\n%x", m.MID, m.SID, buf[:n], want)
-		}
-		if from.Port() != conn.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
-			t.Errorf("mid %d: source port %d, want the target port", m.MID, from.Port())
-		}
+		sendFramesAndExpect(t, snd, conn, m, frames(t, m))
+	}
+}
+
+// sendFramesAndExpect sends fs, m's frames in any order, and expects conn
+// to receive m's UDP payload once.
+func sendFramesAndExpect(t *testing.T, snd *send.Sender, conn *net.UDPConn, m gen.Mirror, fs [][]byte) {
+	t.Helper()
+	if _, err := snd.Send(fs); err != nil {
+		t.Fatal(err)
+	}
+	want := append(jmirrorHeader(m), m.Inner...)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 65536)
+	n, from, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("mid %d sid %d (%d frames, %d VLANs, %d option bytes, outer %s): collector received nothing: %v",
+			m.MID, m.SID, len(fs), len(m.VLANs), len(m.IPOptions), m.Router, err)
+	}
+	if !bytes.Equal(buf[:n], want) {
+		t.Fatalf("mid %d sid %d: collector received\n%x\nwant\n%x", m.MID, m.SID, buf[:n], want)
+	}
+	if from.Port() != conn.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
+		t.Errorf("mid %d: source port %d, want the target port", m.MID, from.Port())
 	}
 }
 

@@ -166,6 +166,28 @@ func forwarded(t *testing.T, n *fwdNet, m gen.Mirror, target netip.Addr, id uint
 	return append(b, udp...)
 }
 
+// fwdTargetCase is a rule of the test-run tests: mid 50 to the IPv4
+// target at a port, mid 51 to the IPv6 one at the stream's own.
+type fwdTargetCase struct {
+	mid    uint32
+	target netip.Addr
+	port   uint16
+}
+
+func fwdTargetCases(port uint16) []fwdTargetCase {
+	return []fwdTargetCase{{50, fwdTarget4, port}, {51, fwdTarget6, gen.DefaultPort}}
+}
+
+// forwarded is what the target must receive for m, sent as tg's stream:
+// the IPv4 id is kept from IPv4 to IPv4 only.
+func (tg fwdTargetCase) forwarded(t *testing.T, n *fwdNet, m gen.Mirror) []byte {
+	var id uint16
+	if m.Router.Is4() && tg.target.Is4() {
+		id = m.IPID
+	}
+	return forwarded(t, n, m, tg.target, id, tg.port)
+}
+
 func onesSum(b []byte) uint16 {
 	var s uint32
 	for i := 0; i+1 < len(b); i += 2 {
@@ -215,20 +237,12 @@ func TestForwardTestRun(t *testing.T) {
 			IPv6Ext: []gen.ExtHeader{ext(gen.ExtHopByHop), ext(gen.ExtDstOpts), ext(gen.ExtRouting)}}},
 	}
 	for _, sh := range shapes {
-		for _, tg := range []struct {
-			mid    uint32
-			target netip.Addr
-			port   uint16
-		}{{50, fwdTarget4, port}, {51, fwdTarget6, gen.DefaultPort}} {
+		for _, tg := range fwdTargetCases(port) {
 			t.Run(fmt.Sprintf("%s to %s", sh.name, tg.target), func(t *testing.T) {
 				m := sh.m
 				m.MID, m.SID, m.Inner = tg.mid, 77, echo
 				in := frame(t, m)
-				var id uint16
-				if m.Router.Is4() && tg.target.Is4() {
-					id = m.IPID
-				}
-				want := forwarded(t, n, m, tg.target, id, tg.port)
+				want := tg.forwarded(t, n, m)
 				v, out := n.run(t, p, in)
 				if v != vocab.VerdictRedirect { // XDP_REDIRECT
 					c, _ := p.Maps.Counters()

@@ -150,11 +150,17 @@ func benchmark(prog *ebpf.Program, frame []byte, repeat int) (vocab.Verdict, tim
 // the caller's network namespace, which the forward action's fib lookup
 // reads, and also returns the frame as the program left it.
 func (p *Program) RunOn(frame []byte, ifindex uint32) (vocab.Verdict, []byte, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
-		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
+	return p.RunSplitOn(frame, len(frame), ifindex)
+}
+
+// RunSplitOn is RunOn with only the frame's first linear bytes in the
+// linear part, as RunSplit splits it.
+func (p *Program) RunSplitOn(frame []byte, linear int, ifindex uint32) (vocab.Verdict, []byte, error) {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
+		return 0, nil, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
 	}
 	out := make([]byte, len(frame)+xdpHeadroomSlack)
-	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: ifindex}}
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: xdpMD{DataEnd: uint32(linear), IngressIfindex: ifindex}}
 	ret, err := p.objs.Jmxdp.Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("run XDP program on interface %d: %w", ifindex, err)

@@ -22,6 +22,14 @@ enum jm_action {
 	JM_ACTION_NOT_JMIRROR = 4,
 	/* count, then re-originate to the rule's target (docs/forward.md) */
 	JM_ACTION_FORWARD = 5,
+	/* internal, in jm_frags/jm_frags6 only: a later fragment came before
+	 * its first and was held in userspace (JM_META_HELD). Its first
+	 * fragment, if forwarded, then sends the datagram to userspace. */
+	JM_ACTION_EARLY = 6,
+	/* internal, in jm_frags/jm_frags6 only: a forwarded datagram with
+	 * fragments held in userspace; all its frames go to userspace, which
+	 * reassembles it and sends it from a socket (forward_frag_early). */
+	JM_ACTION_FORWARD_USER = 7,
 };
 
 /* Kind of the mirrored packet, from its first bytes. */
@@ -80,7 +88,8 @@ enum jm_stat {
 	JM_STAT_FWD_NO_SOURCE = 27,   /* no source address or devmap entry for the egress */
 	JM_STAT_FWD_UNSUPPORTED = 28, /* a shape the program does not rewrite */
 	JM_STAT_FWD_USERSPACE = 29,   /* frames redirected to AF_XDP for a socket to send */
-	JM_STAT_MAX = 30,
+	JM_STAT_FWD_FRAG_EARLY = 30,  /* a forwarded datagram's fragments sent to userspace: some came before the first */
+	JM_STAT_MAX = 31,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -268,7 +277,8 @@ enum jm_fwd_reason {
 	JM_FWD_REASON_FRAG_FAMILY = 4,
 	JM_FWD_REASON_NO_SOURCE = 5,
 	JM_FWD_REASON_UNSUPPORTED = 6,
-	JM_FWD_REASON_MAX = 7,
+	JM_FWD_REASON_FRAG_EARLY = 7,
+	JM_FWD_REASON_MAX = 8,
 };
 
 /* Per-stream forward counters (jm_fwd_streams). */
@@ -288,10 +298,28 @@ struct jm_fwd_src_key {
 /* Per-CPU scratch of the forward code: the checksum's buffer (b) and what
  * forward_frame would otherwise hold on a stack it shares with jmxdp()
  * (512 bytes for the whole call chain). Opaque to Go. */
+/* forward_frame's last successful fib lookup on this CPU, reused within
+ * the jiffy it was made in for the same target, port and lookup interface
+ * and a frame no longer than the one it was made for (docs/forward.md,
+ * "Cost"). */
+struct jm_fwd_fib_cache {
+	__u64 jiffies;         /* bpf_jiffies64() at the lookup; 0: empty */
+	__u32 dst[4];          /* the lookup's ipv6_dst (ipv4_dst, then zeros) */
+	__u32 fib_ifindex;     /* the lookup's input interface */
+	__u32 egress;          /* its output interface */
+	__u16 tot_len;         /* the IP length looked up: shorter fits too */
+	__u16 port;            /* the ports looked up (network order) */
+	__u8 family;           /* JM_AF_INET or JM_AF_INET6 */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[3];
+};
+
 struct jm_fwd_scratch {
 	__u8 b[JM_FWD_SCRATCH_LEN];
 	__u8 work[JM_FWD_WORK_LEN];
 	__u8 zero[sizeof(struct jm_fwd_stream_value)];
+	struct jm_fwd_fib_cache fib_cache;
 };
 
 struct jm_fwd_settings {

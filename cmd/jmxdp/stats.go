@@ -136,7 +136,7 @@ func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
 		_, err := w.Write(b.Bytes())
 		return err
 	}
-	prev, err := instance.ReadSample(o.iface, dir)
+	prev, err := o.readSample(dir)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func runStats(ctx context.Context, w io.Writer, o statsOpts) error {
 			return nil
 		case <-tick.C:
 		}
-		cur, err := instance.ReadSample(o.iface, dir)
+		cur, err := o.readSample(dir)
 		if err != nil {
 			return err
 		}
@@ -188,4 +188,14 @@ var statsOrder = []struct {
 	{vocab.StatActionForward, false}, {vocab.StatFwdSent, true}, {vocab.StatFwdUserspace, true},
 	{vocab.StatFwdNeighMiss, true}, {vocab.StatFwdNoRoute, true}, {vocab.StatFwdTooBig, true},
 	{vocab.StatFwdFragFamily, true}, {vocab.StatFwdNoSource, true}, {vocab.StatFwdUnsupported, true},
+	{vocab.StatFwdFragEarly, true},
+}
+
+// readSample reads the instance's maps and its forward sender's counts.
+func (o *statsOpts) readSample(dir string) (*instance.Sample, error) {
+	s, err := instance.ReadSample(o.iface, dir)
+	if err == nil {
+		s.ReadSenderCounts(o.runDir, o.iface)
+	}
+	return s, err
 }

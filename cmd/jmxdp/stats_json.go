@@ -108,6 +108,14 @@ type statsForwardJSON struct {
 	Packets   uint64            `json:"packets"`
 	Bytes     uint64            `json:"bytes"`
 	Userspace map[string]uint64 `json:"userspace"`
+	// Socket: what the daemon's sender did with those, by reason.
+	Socket *statsSocketJSON `json:"socket,omitempty"`
+}
+
+type statsSocketJSON struct {
+	Sent   map[string]uint64 `json:"sent"`
+	Bytes  map[string]uint64 `json:"bytes"`
+	Failed map[string]uint64 `json:"failed"`
 }
 
 func forwardJSON(s *instance.Sample) []statsForwardJSON {
@@ -118,6 +126,9 @@ func forwardJSON(s *instance.Sample) []statsForwardJSON {
 			if n > 0 {
 				j.Userspace[vocab.FwdReason(r).String()] = n
 			}
+		}
+		if f, ok := s.Socket[k]; ok {
+			j.Socket = &statsSocketJSON{Sent: f.Sent, Bytes: f.Bytes, Failed: f.Failed}
 		}
 		out = append(out, j)
 	}

@@ -131,16 +131,16 @@ func writeStatsTable(w io.Writer, o statsOpts, dir string, s *instance.Sample, r
 		for _, r := range s.Forward {
 			fmt.Fprintf(w, "  %s\n", describeRule(toRuleJSON(r)))
 		}
-		rows := [][]string{{"ROUTER", "MID", "SID", "FORWARDED", "BYTES", "TO USERSPACE"}}
+		rows := [][]string{{"ROUTER", "MID", "SID", "FORWARDED", "BYTES", "TO USERSPACE", "SOCKET SENT", "SOCKET FAILED"}}
 		for _, f := range forwardJSON(s) {
-			var why []string
-			for r, n := range f.Userspace {
-				why = append(why, fmt.Sprintf("%s:%d", r, n))
+			var sent, failed map[string]uint64
+			if f.Socket != nil {
+				sent, failed = f.Socket.Sent, f.Socket.Failed
 			}
-			slices.Sort(why)
-			rows = append(rows, []string{f.Router, fmt.Sprint(f.MID), fmt.Sprint(f.SID), fmt.Sprint(f.Packets), fmt.Sprint(f.Bytes), strings.Join(why, " ")})
+			rows = append(rows, []string{f.Router, fmt.Sprint(f.MID), fmt.Sprint(f.SID), fmt.Sprint(f.Packets), fmt.Sprint(f.Bytes),
+				reasonList(f.Userspace), reasonList(sent), reasonList(failed)})
 		}
-		writeAligned(w, rows, "lrrrrl")
+		writeAligned(w, rows, "lrrrrlll")
 	}
 
 	if len(s.Untrusted) > 0 {
@@ -195,4 +195,14 @@ func writeAligned(w io.Writer, rows [][]string, align string) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// reasonList renders counts by reason as "reason:n ...", sorted.
+func reasonList(m map[string]uint64) string {
+	var out []string
+	for r, n := range m {
+		out = append(out, fmt.Sprintf("%s:%d", r, n))
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
 }

@@ -131,8 +131,8 @@ func TestStatsCounts(t *testing.T) {
 		"frag_duplicate": 0, "frag_held": 0, "ipv6_ext_too_long": 0,
 		"action_forward": 0, "forward_sent": 0, "forward_userspace": 0, "forward_neigh_miss": 0,
 		"forward_no_route": 0, "forward_too_big": 0, "forward_frag_family": 0, "forward_no_source": 0,
-		"forward_unsupported": 0,
-		"streams":             2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
+		"forward_unsupported": 0, "forward_frag_early": 0,
+		"streams": 2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
 	}
 	for k, v := range want {
 		if doc.Totals[k] != v {

@@ -9,6 +9,7 @@ package capture
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
@@ -51,11 +53,11 @@ type XSKMap interface {
 // to userspace (JM_META_FORWARD); *forward.Sender is one. They never go to
 // a sink.
 type Forwarder interface {
-	// Send sends the datagram whose Jmirror header is at jmOff of frame.
-	Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error
-	// Fragment takes a fragment whose outer IP header is at l3Off, and
-	// sends its datagram once whole.
-	Fragment(frame []byte, l3Off int) error
+	// Send sends the whole datagram h describes.
+	Send(frame []byte, h forward.Handed) error
+	// Fragment takes a fragment whose outer IP header is at l3Off, handed
+	// over for reason, and sends its datagram once whole.
+	Fragment(frame []byte, l3Off int, reason vocab.FwdReason) error
 }
 
 // Config describes a capture.
@@ -185,6 +187,9 @@ type meta struct {
 	l3Off    uint16
 	kind     uint8
 	flags    uint8
+	// reason: why a JM_META_FORWARD frame was handed over (jm_xsk_meta's
+	// reserved field, enum jm_fwd_reason).
+	reason uint16
 }
 
 func readMeta(b []byte) (meta, bool) {
@@ -192,6 +197,7 @@ func readMeta(b []byte) (meta, bool) {
 	return meta{
 		rxNs: x.RxNs, mid: x.Mid, sid: x.Sid, innerLen: x.InnerLen,
 		innerOff: x.InnerOff, l3Off: x.L3Off, kind: x.InnerKind, flags: x.Flags,
+		reason: x.Reserved,
 	}, ok
 }
 
@@ -628,14 +634,66 @@ func (c *Capture) forward(frame []byte, m *meta) {
 		return
 	}
 	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
-		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
+		// Later fragments that came before their first wait in the
+		// holder (JM_META_HELD): a forwarded datagram's are the
+		// Forwarder's (forward_frag_early, docs/forward.md).
+		if c.heldN.Load() > 0 {
+			c.forwardHeld(frame, m)
+		}
+		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off), vocab.FwdReason(m.reason)); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
 		return
 	}
-	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {
+	h := forward.Handed{L3Off: int(m.l3Off), JMOff: int(m.innerOff) - jmirror.HeaderLen, InnerLen: int(m.innerLen),
+		MID: m.mid, SID: m.sid, Reason: vocab.FwdReason(m.reason)}
+	if err := c.cfg.Forward.Send(frame, h); err != nil {
 		c.log.Debug("forward from userspace failed", "err", err)
 	}
+}
+
+// forwardHeld hands the fragments held for the datagram of a forwarded
+// fragment to the Forwarder, which reassembles them with it.
+func (c *Capture) forwardHeld(frame []byte, m *meta) {
+	k, ok := fragKey(frame, m)
+	if !ok {
+		return
+	}
+	c.holdMu.Lock()
+	held := c.held.Take(k)
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
+	for _, h := range held {
+		off, ok := l3Offset(h.Frame)
+		if !ok {
+			c.unexpected.Add(1) // the program held it as IP: cannot happen
+			continue
+		}
+		if err := c.cfg.Forward.Fragment(h.Frame, off, vocab.FwdFragEarly); err != nil {
+			c.log.Debug("forward from userspace failed", "err", err)
+		}
+	}
+}
+
+// l3Offset is where the IP header of an Ethernet frame starts, after up
+// to two VLAN tags (the shapes the program parses); false if the frame is
+// neither IPv4 nor IPv6.
+func l3Offset(frame []byte) (int, bool) {
+	const ethLen, tagLen, maxTags = 14, 4, 2
+	if len(frame) < ethLen {
+		return 0, false
+	}
+	off, et := ethLen, binary.BigEndian.Uint16(frame[12:])
+	for range maxTags {
+		if et != unix.ETH_P_8021Q && et != unix.ETH_P_8021AD {
+			break
+		}
+		if off+tagLen > len(frame) {
+			return 0, false
+		}
+		et, off = binary.BigEndian.Uint16(frame[off+2:]), off+tagLen
+	}
+	return off, et == unix.ETH_P_IP || et == unix.ETH_P_IPV6
 }
 
 // hold keeps a later fragment that came before its first (a copy: the

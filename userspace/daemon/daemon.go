@@ -271,7 +271,15 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	d.keepStop, d.keepDone = keepStop, make(chan struct{})
 	go func() {
 		defer close(d.keepDone)
+		// The sender's per-stream counts, for `jmxdp stats` (another
+		// process): published to the run-state directory.
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			d.forward.Publish(keepCtx, forward.StreamsPath(d.runDir, cfg.Interface), forward.PublishEvery, d.log)
+		}()
 		forward.Keep(keepCtx, d.prog.Maps, forward.KeepEvery, d.log)
+		<-published
 	}()
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)

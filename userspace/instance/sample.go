@@ -11,6 +11,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/filter"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
@@ -34,6 +35,17 @@ type Sample struct {
 	// forward counters.
 	Forward        []vocab.PolicyRule
 	ForwardStreams map[vocab.StreamKey]vocab.ForwardStats
+	// Socket is what the daemon's sender sent from sockets, per stream:
+	// the file it publishes in the run-state directory (docs/forward.md);
+	// nil without one (ReadSenderCounts).
+	Socket map[vocab.StreamKey]forward.StreamFile
+}
+
+// ReadSenderCounts adds the forward sender's per-stream counts, which the
+// daemon on iface publishes under runDir. A file that cannot be read
+// leaves them out: the maps are what counts.
+func (s *Sample) ReadSenderCounts(runDir, iface string) {
+	s.Socket, _ = forward.ReadStreams(forward.StreamsPath(runDir, iface))
 }
 
 // ReadSample reads the maps pinned in dir, the instance on iface. It

@@ -47,6 +47,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
@@ -432,10 +433,10 @@ type Collector struct {
 // NewCollector returns a Collector reading src.
 func NewCollector(src Source, opts Options) *Collector {
 	c := &Collector{src: src, opts: opts.withDefaults(), maxEntries: map[string]uint32{}, errors: map[string]uint64{}}
-	if caps, err := maps.Capacities(); err == nil {
+	if spec, err := bpf.LoadSpec(); err == nil {
 		for _, name := range []string{srcUntrusted, srcFrags, srcPolicy, srcAllowlist} {
-			if n, ok := caps[name]; ok {
-				c.maxEntries[name] = n
+			if ms := spec.Maps[name]; ms != nil {
+				c.maxEntries[name] = ms.MaxEntries
 			}
 		}
 	}
@@ -515,7 +516,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *vocab.Coun
 		s      vocab.Stat
 		reason vocab.FwdReason
 	}{{vocab.StatFwdNeighMiss, vocab.FwdNeighMiss}, {vocab.StatFwdNoRoute, vocab.FwdNoRoute}, {vocab.StatFwdTooBig, vocab.FwdTooBig},
-		{vocab.StatFwdFragFamily, vocab.FwdFragFamily}, {vocab.StatFwdNoSource, vocab.FwdNoSource}, {vocab.StatFwdUnsupported, vocab.FwdUnsupported}} {
+		{vocab.StatFwdFragFamily, vocab.FwdFragFamily}, {vocab.StatFwdNoSource, vocab.FwdNoSource}, {vocab.StatFwdUnsupported, vocab.FwdUnsupported},
+		{vocab.StatFwdFragEarly, vocab.FwdFragEarly}} {
 		emit(ch, famForwardUserspace, v(r.s), r.reason.String())
 	}
 	emit(ch, famCaptureFailures, v(vocab.StatCaptureFailed))

@@ -33,6 +33,12 @@ const (
 	// was not Jmirror, from a pair whose early fragments are held: its
 	// later fragments pass, never held. Never a policy.
 	ActionNotJmirror Action = 4
+	// ActionEarly marks a datagram one of whose later fragments came
+	// before its first and is held in userspace; ActionForwardUser, a
+	// forwarded datagram with such fragments, all of whose frames go to
+	// userspace to be reassembled and sent from a socket.
+	ActionEarly       Action = 6
+	ActionForwardUser Action = 7
 )
 
 var actionNames = map[Action]string{ActionCapture: "capture", ActionCount: "count", ActionPass: "pass", ActionForward: "forward"}
@@ -131,7 +137,10 @@ const (
 	StatFwdNoSource    Stat = 27
 	StatFwdUnsupported Stat = 28
 	StatFwdUserspace   Stat = 29
-	NumStats                = 30
+	// StatFwdFragEarly counts a forwarded datagram's fragments sent to
+	// userspace because some came before the first and are held there.
+	StatFwdFragEarly Stat = 30
+	NumStats              = 31
 )
 
 var statNames = [NumStats]string{
@@ -142,7 +151,7 @@ var statNames = [NumStats]string{
 	"untrusted_mapped", "frag_duplicate", "frag_held", "ipv6_ext_too_long",
 	"action_forward", "forward_sent", "forward_neigh_miss", "forward_no_route",
 	"forward_too_big", "forward_frag_family", "forward_no_source",
-	"forward_unsupported", "forward_userspace",
+	"forward_unsupported", "forward_userspace", "forward_frag_early",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
@@ -360,10 +369,11 @@ const (
 	FwdFragFamily  FwdReason = 4
 	FwdNoSource    FwdReason = 5
 	FwdUnsupported FwdReason = 6
-	NumFwdReasons            = 7
+	FwdFragEarly   FwdReason = 7
+	NumFwdReasons            = 8
 )
 
-var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported"}
+var fwdReasonNames = [NumFwdReasons]string{"", "neigh_miss", "no_route", "too_big", "frag_family", "no_source", "unsupported", "frag_early"}
 
 func (r FwdReason) String() string {
 	if r > 0 && int(r) < NumFwdReasons {

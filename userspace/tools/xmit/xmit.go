@@ -102,7 +102,17 @@ type Options struct {
 	// call also costs a fixed tens of milliseconds asleep, so a small cap
 	// needs more Threads to reach Rate.
 	MaxBurst int
+	// RestoreHeaders writes each frame's first RestoreLen bytes back from
+	// the (one) template before stamping it: live frames reuse their
+	// pages and the kernel resets only their pointers, so a receiver that
+	// rewrites frames in place (jmxdp's forward action) would be sent its
+	// own output again. It costs a 64-byte copy a frame: measure a
+	// baseline with it too.
+	RestoreHeaders bool
 }
+
+// RestoreLen is how many bytes RestoreHeaders restores (XMIT_RESTORE_LEN).
+const RestoreLen = 64
 
 // Stream is one (mid, sid).
 type Stream struct{ MID, SID uint32 }
@@ -384,6 +394,21 @@ func load(opts Options, ifindex uint32) (*xmitbpf.XmitObjects, error) {
 		}
 		if err := vs.Set(v); err != nil {
 			return nil, fmt.Errorf("xmit: set %s: %w", name, err)
+		}
+	}
+	if opts.RestoreHeaders {
+		if len(opts.Templates) != 1 || len(opts.Templates[0]) < RestoreLen {
+			return nil, fmt.Errorf("xmit: restoring headers takes one template of at least %d bytes", RestoreLen)
+		}
+		var hdr [RestoreLen / 8]uint64 // restore_hdr: words as the CPU loads them
+		for i := range hdr {
+			hdr[i] = binary.NativeEndian.Uint64(opts.Templates[0][i*8:])
+		}
+		if err := spec.Variables[xmitbpf.XmitVarRestore].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("xmit: set restore: %w", err)
+		}
+		if err := spec.Variables[xmitbpf.XmitVarRestoreHdr].Set(hdr); err != nil {
+			return nil, fmt.Errorf("xmit: set restore_hdr: %w", err)
 		}
 	}
 	var objs xmitbpf.XmitObjects
