@@ -18,6 +18,7 @@
 #include "parsing_helpers.h"
 #include "clock.h"
 #include "stats.h"
+#include "policy.h"
 #include "forward.h"
 #include "discover.h"
 
@@ -31,12 +32,18 @@ extern int bpf_xdp_pull_data(struct xdp_md *xdp, __u32 len) __ksym __weak;
  * the copy path older kernels take runs, and is tested, on this one. */
 volatile const __u32 jm_force_header_copy = 0;
 
-/* What the program learnt of one Jmirror datagram. */
+/* What the program learnt of one frame, filled as parsing goes (Katran's
+ * packet_description): the IP layer sets where the outer header starts and
+ * ends, its family and the router (key.router); the Jmirror layer the rest
+ * of the stream key and the mirrored packet. */
 struct jm_packet {
 	struct jm_stream_key key;
+	__u64 l3_off; /* where the outer IP header starts */
+	__u64 ip_end; /* end of the IP packet (or fragment) per its header */
 	__u32 inner_len;
 	__u32 inner_kind;
 	__u32 version;
+	__u32 outer_v4;
 };
 
 static __always_inline int pass_not_jmirror(struct jm_counters *c)
@@ -56,51 +63,6 @@ static __always_inline void addr_from_v4(__u8 *dst, __be32 v4)
 	dst[10] = 0xff;
 	dst[11] = 0xff;
 	__builtin_memcpy(dst + 12, &v4, sizeof(v4));
-}
-
-/* The global switches, copied once per Jmirror frame. A copy, not the map
- * pointer: clang may otherwise merge it with a policy value pointer, which
- * the verifier refuses. */
-static __always_inline struct jm_settings load_settings(void)
-{
-	struct jm_settings out = { .default_action = JM_ACTION_CAPTURE };
-	__u32 zero = 0;
-	struct jm_settings *cfg = bpf_map_lookup_elem(&jm_config, &zero);
-
-	if (cfg)
-		out = *cfg;
-	return out;
-}
-
-/* Policy lookup: exact (mid, sid), then (mid, any sid), then the default.
- * Values userspace should never write are treated as pass: never lose. */
-static __always_inline __u32 lookup_action(const struct jm_settings *cfg,
-					   __u32 mid, __u32 sid)
-{
-	struct jm_policy_key pk = { .mid = mid, .sid = sid,
-				    .scope = JM_SCOPE_EXACT };
-	struct jm_policy_value *pv;
-	__u32 action;
-
-	pv = bpf_map_lookup_elem(&jm_policy, &pk);
-	if (!pv) {
-		pk.sid = 0;
-		pk.scope = JM_SCOPE_MID;
-		pv = bpf_map_lookup_elem(&jm_policy, &pk);
-	}
-	action = pv ? pv->action : cfg->default_action;
-	return jm_action_sane(action);
-}
-
-static __always_inline int source_trusted(const struct jm_settings *cfg,
-					  const __u8 *router)
-{
-	struct jm_allow_key key = { .prefixlen = JM_ADDR_LEN * 8 };
-
-	if (!cfg->allowlist_enabled)
-		return 1;
-	__builtin_memcpy(key.addr, router, JM_ADDR_LEN);
-	return bpf_map_lookup_elem(&jm_allowlist, &key) != NULL;
 }
 
 /*
@@ -215,20 +177,6 @@ static __always_inline __u32 classify_inner(const __u8 *inner, void *data_end,
 	    inner[0] == JM_PPP_ADDRESS && inner[1] == JM_PPP_CONTROL)
 		return JM_INNER_PPP;
 	return JM_INNER_UNKNOWN;
-}
-
-static __always_inline __u32 policy_gen(void)
-{
-	__u32 zero = 0;
-	__u32 *gen = bpf_map_lookup_elem(&jm_policy_gen, &zero);
-
-	return gen ? *gen : 0;
-}
-
-static __always_inline __u64 policy_cache_word(__u32 gen, __u32 action)
-{
-	return ((__u64)gen << JM_POLICY_CACHE_GEN_SHIFT) |
-	       JM_POLICY_CACHE_VALID | action;
 }
 
 /* The coarse clock, once per jiffy per CPU (clock.h). */
@@ -602,24 +550,26 @@ __noinline int record_fragment(struct jm_frag_key *fk,
 }
 
 /*
- * UDP and Jmirror. l3_off is where the outer IP header starts, ip_end the
- * end offset of the IP packet (or fragment) per its header; fk (outer IPv4)
- * or fk6 (outer IPv6) is set for a first fragment.
+ * UDP and Jmirror, with what the IP layer put in p. fk (outer IPv4) or fk6
+ * (outer IPv6) is set for a first fragment. They stay out of p: a pointer
+ * kept in the stack would not survive the global functions p is passed to.
  */
 static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 				      const struct jm_view *v,
-				      struct hdr_cursor *nh, __u64 l3_off,
-				      __u64 ip_end, const __u8 *router,
+				      struct hdr_cursor *nh, struct jm_packet *p,
 				      struct jm_frag_key *fk,
-				      struct jm_frag6_key *fk6, int outer_v4)
+				      struct jm_frag6_key *fk6)
 {
+	/* Read before any call: once inlined it is the caller's constant, so
+	 * the verifier walks each family's path alone (read from p after a
+	 * global function, which may write p, it would walk both). */
+	const int outer_v4 = p->outer_v4;
 	int first = fk || fk6;
 	void *data = v->data;
 	void *data_end = v->data_end;
 	struct jm_settings cfg;
 	struct jmirror_hdr *jh;
 	struct udphdr *udph;
-	struct jm_packet p;
 	__u32 *port_flags;
 	__u64 udp_off, limit, now = 0, fp = 0;
 	__u32 port, word0, action;
@@ -634,8 +584,8 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	 * part's: a jumbo datagram is whole even when data_end comes early. */
 	udp_off = (void *)udph - data;
 	limit = bpf_xdp_get_buff_len(ctx);
-	if (ip_end < limit)
-		limit = ip_end;
+	if (p->ip_end < limit)
+		limit = p->ip_end;
 	port_flags = bpf_map_lookup_elem(&jm_ports, &port);
 	if (!port_flags || !(*port_flags & JM_PORT_DECODE)) {
 		if (!first && jmirror_lookalike(udph, udp_len, udp_off, limit,
@@ -646,13 +596,13 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 
 	/* Before the allowlist, and whether or not there is one: never a
 	 * router, whatever the allowlist names. */
-	if (!outer_v4 && v4_embedded(router))
+	if (!outer_v4 && v4_embedded(p->key.router))
 		return drop_v4_embedded(c);
 
 	cfg = load_settings();
-	if (!source_trusted(&cfg, router)) {
+	if (!source_trusted(&cfg, p->key.router)) {
 		record_untrusted(fk, fk6);
-		return drop_untrusted(c, router);
+		return drop_untrusted(c, p->key.router);
 	}
 
 	if (udp_len < JM_MIN_UDP_LEN) {
@@ -670,36 +620,35 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	}
 
 	word0 = bpf_ntohl(jh->word0);
-	__builtin_memcpy(p.key.router, router, JM_ADDR_LEN);
-	p.key.mid = word0 & JM_MID_MASK;
-	p.key.sid = bpf_ntohl(jh->sid);
-	p.version = word0 >> JM_VERSION_SHIFT;
-	p.inner_len = udp_len - JM_MIN_UDP_LEN;
-	p.inner_kind = classify_inner(nh->pos, data_end, p.inner_len);
+	p->key.mid = word0 & JM_MID_MASK;
+	p->key.sid = bpf_ntohl(jh->sid);
+	p->version = word0 >> JM_VERSION_SHIFT;
+	p->inner_len = udp_len - JM_MIN_UDP_LEN;
+	p->inner_kind = classify_inner(nh->pos, data_end, p->inner_len);
 
 	if (first) {
 		now = bpf_ktime_get_coarse_ns();
 		fp = fingerprint(nh->pos, data_end,
-				 min_u64(limit - (nh->pos - data), p.inner_len));
-		if (first_copy(fk, fk6, &p, fp, now, &action)) {
+				 min_u64(limit - (nh->pos - data), p->inner_len));
+		if (first_copy(fk, fk6, p, fp, now, &action)) {
 			/* Counted already: follows its datagram like a
 			 * later fragment, not counted again. */
 			stat_add(c, JM_STAT_FRAG_DUPLICATE, 1);
 			goto act;
 		}
 	}
-	action = count_stream(c, &cfg, &p);
+	action = count_stream(c, &cfg, p);
 	stat_add(c, JM_STAT_JMIRROR, 1);
-	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
-	if (p.version)
+	stat_add(c, JM_STAT_JMIRROR_BYTES, p->inner_len);
+	if (p->version)
 		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
 	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
 		struct jm_frag_value fv = {
-			.mid = p.key.mid,
-			.sid = p.key.sid,
+			.mid = p->key.mid,
+			.sid = p->key.sid,
 			.action = action,
-			.inner_len = p.inner_len,
+			.inner_len = p->inner_len,
 			.first_ns = now,
 			.fingerprint = fp,
 		};
@@ -712,16 +661,16 @@ act:
 	if (action == JM_ACTION_FORWARD) {
 		/* No branches here: every path to act reaches this. */
 		struct jm_fwd_req r = {
-			.key = p.key,
+			.key = p->key,
 			.payload_off = udp_off,
 			.payload_len = udp_len,
-			.ip_end = ip_end,
-			.l3_off = l3_off,
-			.inner_len = p.inner_len,
+			.ip_end = p->ip_end,
+			.l3_off = p->l3_off,
+			.inner_len = p->inner_len,
 			.inner_off = nh->pos - data,
 			.outer_v4 = outer_v4,
 			.part = first, /* JM_FWD_FIRST or JM_FWD_WHOLE */
-			.inner_kind = p.inner_kind,
+			.inner_kind = p->inner_kind,
 			.early = early,
 		};
 
@@ -729,12 +678,12 @@ act:
 	}
 	if (action == JM_ACTION_CAPTURE) {
 		struct jm_xsk_meta info = {
-			.mid = p.key.mid,
-			.sid = p.key.sid,
-			.inner_len = p.inner_len,
+			.mid = p->key.mid,
+			.sid = p->key.sid,
+			.inner_len = p->inner_len,
 			.inner_off = nh->pos - data,
-			.l3_off = l3_off,
-			.inner_kind = p.inner_kind,
+			.l3_off = p->l3_off,
+			.inner_kind = p->inner_kind,
 			.flags = (outer_v4 ? 0 : JM_META_OUTER_V6) |
 				 (first ? JM_META_FIRST_FRAG : 0),
 		};
@@ -757,10 +706,9 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 	void *data = v->data;
 	void *data_end = v->data_end;
 	struct jm_frag_key fk;
-	__u8 router[JM_ADDR_LEN];
+	struct jm_packet p = { .outer_v4 = 1 };
 	struct iphdr *iph;
 	__u16 frag;
-	__u64 ip_end;
 	int proto;
 
 	proto = parse_iphdr(nh, data_end, &iph);
@@ -780,10 +728,11 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx,
 			forget_fragment(&fk);
 		return pass_not_jmirror(c);
 	}
-	ip_end = ((void *)iph - data) + bpf_ntohs(iph->tot_len);
-	addr_from_v4(router, iph->saddr);
-	return handle_udp(ctx, c, v, nh, (void *)iph - data, ip_end, router,
-			  (frag & JM_IP_MF) ? &fk : NULL, NULL, 1);
+	p.l3_off = (void *)iph - data;
+	p.ip_end = p.l3_off + bpf_ntohs(iph->tot_len);
+	addr_from_v4(p.key.router, iph->saddr);
+	return handle_udp(ctx, c, v, nh, &p, (frag & JM_IP_MF) ? &fk : NULL,
+			  NULL);
 }
 
 /* A later outer IPv6 fragment (offset > 0): it follows its first fragment
@@ -877,9 +826,8 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 	void *data_end = v->data_end;
 	struct ip6_frag_info fi = {};
 	struct jm_frag6_key fk;
-	__u8 router[JM_ADDR_LEN];
+	struct jm_packet p = { .outer_v4 = 0 };
 	struct ipv6hdr *ip6h;
-	__u64 ip_end;
 	int proto;
 
 	proto = parse_ip6hdr(nh, data_end, &ip6h);
@@ -906,10 +854,10 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx,
 			forget_fragment6(&fk);
 		return pass_not_jmirror(c);
 	}
-	ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
-	__builtin_memcpy(router, &ip6h->saddr, JM_ADDR_LEN);
-	return handle_udp(ctx, c, v, nh, (void *)ip6h - data, ip_end, router,
-			  NULL, fi.present ? &fk : NULL, 0);
+	p.l3_off = (void *)ip6h - data;
+	p.ip_end = ((void *)(ip6h + 1) - data) + bpf_ntohs(ip6h->payload_len);
+	__builtin_memcpy(p.key.router, &ip6h->saddr, JM_ADDR_LEN);
+	return handle_udp(ctx, c, v, nh, &p, NULL, fi.present ? &fk : NULL);
 }
 
 /*

@@ -21,6 +21,7 @@
 #include "maps.h"
 #include "parsing_helpers.h"
 #include "stats.h"
+#include "policy.h"
 
 /* Which part of a datagram a frame is. */
 enum jm_fwd_part {
@@ -46,20 +47,6 @@ struct jm_fwd_req {
 	__u8 inner_kind;
 	__u8 early;        /* fragments of the datagram are held in userspace */
 };
-
-/* Actions a policy value may hold; anything else is treated as pass. */
-/* Written so that the verifier follows one range, [capture, forward], past
- * it: "a <= pass || a == forward" made two disjoint ones, [capture, pass]
- * and forward, and every state after it doubled (jmxdp then passed the
- * verifier's 1M-instruction limit). The internal actions in between are
- * pass, as any value past forward. */
-static __always_inline __u32 jm_action_sane(__u32 a)
-{
-	if (a > JM_ACTION_FORWARD || a == JM_ACTION_UNTRUSTED ||
-	    a == JM_ACTION_NOT_JMIRROR)
-		return JM_ACTION_PASS;
-	return a;
-}
 
 /* The stream's forward counters, created on first use. */
 static __always_inline struct jm_fwd_stream_value *
