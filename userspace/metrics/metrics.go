@@ -47,7 +47,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
@@ -433,10 +432,10 @@ type Collector struct {
 // NewCollector returns a Collector reading src.
 func NewCollector(src Source, opts Options) *Collector {
 	c := &Collector{src: src, opts: opts.withDefaults(), maxEntries: map[string]uint32{}, errors: map[string]uint64{}}
-	if spec, err := bpf.LoadSpec(); err == nil {
+	if caps, err := maps.Capacities(); err == nil {
 		for _, name := range []string{srcUntrusted, srcFrags, srcPolicy, srcAllowlist} {
-			if ms := spec.Maps[name]; ms != nil {
-				c.maxEntries[name] = ms.MaxEntries
+			if n, ok := caps[name]; ok {
+				c.maxEntries[name] = n
 			}
 		}
 	}
