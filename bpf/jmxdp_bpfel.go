@@ -49,7 +49,7 @@ type JmxdpJmClock struct {
 
 type JmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [30]uint64
+	Count [32]uint64
 }
 
 type JmxdpJmFrag6Key struct {
@@ -171,6 +171,12 @@ type JmxdpJmPolicyValue struct {
 	FwdAddr   [16]uint8
 }
 
+type JmxdpJmRouterTotal struct {
+	_     structs.HostLayout
+	Bytes uint64
+	Inner [5]uint64
+}
+
 type JmxdpJmScratch struct {
 	_   structs.HostLayout
 	Buf [2048]uint8
@@ -215,7 +221,9 @@ const (
 	JmxdpJmStatJM_STAT_FWD_NO_SOURCE       JmxdpJmStat = 27
 	JmxdpJmStatJM_STAT_FWD_UNSUPPORTED     JmxdpJmStat = 28
 	JmxdpJmStatJM_STAT_FWD_USERSPACE       JmxdpJmStat = 29
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 30
+	JmxdpJmStatJM_STAT_STREAM_FULL         JmxdpJmStat = 30
+	JmxdpJmStatJM_STAT_STREAM_LOST         JmxdpJmStat = 31
+	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 32
 )
 
 type JmxdpJmStreamKey struct {
@@ -223,6 +231,18 @@ type JmxdpJmStreamKey struct {
 	Router [16]uint8
 	Mid    uint32
 	Sid    uint32
+}
+
+type JmxdpJmStreamSlot struct {
+	_           structs.HostLayout
+	Seq         uint32
+	Valid       uint32
+	Key         JmxdpJmStreamKey
+	Bytes       uint64
+	Inner       [5]uint64
+	FirstSeenNs uint64
+	LastSeenNs  uint64
+	PolicyCache uint64
 }
 
 type JmxdpJmStreamValue struct {
@@ -275,8 +295,11 @@ const (
 	JmxdpMapJmPolicy            = "jm_policy"
 	JmxdpMapJmPolicyGen         = "jm_policy_gen"
 	JmxdpMapJmPorts             = "jm_ports"
+	JmxdpMapJmRouterOverflow    = "jm_router_overflow"
+	JmxdpMapJmRouterRetired     = "jm_router_retired"
 	JmxdpMapJmScratch           = "jm_scratch"
 	JmxdpMapJmStats             = "jm_stats"
+	JmxdpMapJmStreamCache       = "jm_stream_cache"
 	JmxdpMapJmStreams           = "jm_streams"
 	JmxdpMapJmUntrusted         = "jm_untrusted"
 	JmxdpMapJmXsks              = "jm_xsks"
@@ -345,27 +368,30 @@ type JmxdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type JmxdpMapSpecs struct {
-	JmAllowlist  *ebpf.MapSpec `ebpf:"jm_allowlist"`
-	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
-	JmClock      *ebpf.MapSpec `ebpf:"jm_clock"`
-	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
-	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
-	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
-	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
-	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
-	JmFwdCfg     *ebpf.MapSpec `ebpf:"jm_fwd_cfg"`
-	JmFwdDevs    *ebpf.MapSpec `ebpf:"jm_fwd_devs"`
-	JmFwdScratch *ebpf.MapSpec `ebpf:"jm_fwd_scratch"`
-	JmFwdSrc     *ebpf.MapSpec `ebpf:"jm_fwd_src"`
-	JmFwdStreams *ebpf.MapSpec `ebpf:"jm_fwd_streams"`
-	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
-	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
-	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
-	JmScratch    *ebpf.MapSpec `ebpf:"jm_scratch"`
-	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
-	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
-	JmUntrusted  *ebpf.MapSpec `ebpf:"jm_untrusted"`
-	JmXsks       *ebpf.MapSpec `ebpf:"jm_xsks"`
+	JmAllowlist      *ebpf.MapSpec `ebpf:"jm_allowlist"`
+	JmCandidates     *ebpf.MapSpec `ebpf:"jm_candidates"`
+	JmClock          *ebpf.MapSpec `ebpf:"jm_clock"`
+	JmConfig         *ebpf.MapSpec `ebpf:"jm_config"`
+	JmFragPairs      *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
+	JmFragPairs6     *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
+	JmFrags          *ebpf.MapSpec `ebpf:"jm_frags"`
+	JmFrags6         *ebpf.MapSpec `ebpf:"jm_frags6"`
+	JmFwdCfg         *ebpf.MapSpec `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs        *ebpf.MapSpec `ebpf:"jm_fwd_devs"`
+	JmFwdScratch     *ebpf.MapSpec `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc         *ebpf.MapSpec `ebpf:"jm_fwd_src"`
+	JmFwdStreams     *ebpf.MapSpec `ebpf:"jm_fwd_streams"`
+	JmPolicy         *ebpf.MapSpec `ebpf:"jm_policy"`
+	JmPolicyGen      *ebpf.MapSpec `ebpf:"jm_policy_gen"`
+	JmPorts          *ebpf.MapSpec `ebpf:"jm_ports"`
+	JmRouterOverflow *ebpf.MapSpec `ebpf:"jm_router_overflow"`
+	JmRouterRetired  *ebpf.MapSpec `ebpf:"jm_router_retired"`
+	JmScratch        *ebpf.MapSpec `ebpf:"jm_scratch"`
+	JmStats          *ebpf.MapSpec `ebpf:"jm_stats"`
+	JmStreamCache    *ebpf.MapSpec `ebpf:"jm_stream_cache"`
+	JmStreams        *ebpf.MapSpec `ebpf:"jm_streams"`
+	JmUntrusted      *ebpf.MapSpec `ebpf:"jm_untrusted"`
+	JmXsks           *ebpf.MapSpec `ebpf:"jm_xsks"`
 }
 
 // JmxdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -401,27 +427,30 @@ func (o *JmxdpObjects) Close() error {
 //
 // It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type JmxdpMaps struct {
-	JmAllowlist  *ebpf.Map `ebpf:"jm_allowlist"`
-	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
-	JmClock      *ebpf.Map `ebpf:"jm_clock"`
-	JmConfig     *ebpf.Map `ebpf:"jm_config"`
-	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
-	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
-	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
-	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
-	JmFwdCfg     *ebpf.Map `ebpf:"jm_fwd_cfg"`
-	JmFwdDevs    *ebpf.Map `ebpf:"jm_fwd_devs"`
-	JmFwdScratch *ebpf.Map `ebpf:"jm_fwd_scratch"`
-	JmFwdSrc     *ebpf.Map `ebpf:"jm_fwd_src"`
-	JmFwdStreams *ebpf.Map `ebpf:"jm_fwd_streams"`
-	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
-	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
-	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
-	JmScratch    *ebpf.Map `ebpf:"jm_scratch"`
-	JmStats      *ebpf.Map `ebpf:"jm_stats"`
-	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
-	JmUntrusted  *ebpf.Map `ebpf:"jm_untrusted"`
-	JmXsks       *ebpf.Map `ebpf:"jm_xsks"`
+	JmAllowlist      *ebpf.Map `ebpf:"jm_allowlist"`
+	JmCandidates     *ebpf.Map `ebpf:"jm_candidates"`
+	JmClock          *ebpf.Map `ebpf:"jm_clock"`
+	JmConfig         *ebpf.Map `ebpf:"jm_config"`
+	JmFragPairs      *ebpf.Map `ebpf:"jm_frag_pairs"`
+	JmFragPairs6     *ebpf.Map `ebpf:"jm_frag_pairs6"`
+	JmFrags          *ebpf.Map `ebpf:"jm_frags"`
+	JmFrags6         *ebpf.Map `ebpf:"jm_frags6"`
+	JmFwdCfg         *ebpf.Map `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs        *ebpf.Map `ebpf:"jm_fwd_devs"`
+	JmFwdScratch     *ebpf.Map `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc         *ebpf.Map `ebpf:"jm_fwd_src"`
+	JmFwdStreams     *ebpf.Map `ebpf:"jm_fwd_streams"`
+	JmPolicy         *ebpf.Map `ebpf:"jm_policy"`
+	JmPolicyGen      *ebpf.Map `ebpf:"jm_policy_gen"`
+	JmPorts          *ebpf.Map `ebpf:"jm_ports"`
+	JmRouterOverflow *ebpf.Map `ebpf:"jm_router_overflow"`
+	JmRouterRetired  *ebpf.Map `ebpf:"jm_router_retired"`
+	JmScratch        *ebpf.Map `ebpf:"jm_scratch"`
+	JmStats          *ebpf.Map `ebpf:"jm_stats"`
+	JmStreamCache    *ebpf.Map `ebpf:"jm_stream_cache"`
+	JmStreams        *ebpf.Map `ebpf:"jm_streams"`
+	JmUntrusted      *ebpf.Map `ebpf:"jm_untrusted"`
+	JmXsks           *ebpf.Map `ebpf:"jm_xsks"`
 }
 
 func (m *JmxdpMaps) Close() error {
@@ -442,8 +471,11 @@ func (m *JmxdpMaps) Close() error {
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,
+		m.JmRouterOverflow,
+		m.JmRouterRetired,
 		m.JmScratch,
 		m.JmStats,
+		m.JmStreamCache,
 		m.JmStreams,
 		m.JmUntrusted,
 		m.JmXsks,

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -15,6 +16,9 @@ import (
 // Maps wraps the program's maps with typed accessors.
 type Maps struct {
 	m *bpf.JmxdpMaps
+	// retire orders RetireIdle against the readers that sum streams and
+	// router totals together (EachStreamAndRouters).
+	retire sync.RWMutex
 }
 
 // New wraps maps loaded (or reopened from pins) elsewhere; it does not own
@@ -65,18 +69,11 @@ func cmpU32(a, b uint32) int {
 	return 0
 }
 
-// Stream reads one entry; ok is false when it is absent.
+// Stream reads one stream's exact counts: its table entry plus the cache
+// slots that hold it (streamExact); ok is false when it counted nothing.
 func (m *Maps) Stream(k StreamKey) (StreamStats, bool, error) {
-	var v bpf.JmxdpJmStreamValue
 	key := streamKeyToBPF(k)
-	err := m.m.JmStreams.Lookup(&key, &v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return StreamStats{}, false, nil
-	}
-	if err != nil {
-		return StreamStats{}, false, fmt.Errorf("look up stream %v: %w", k, err)
-	}
-	return streamStatsFromBPF(&v), true, nil
+	return m.streamExact(&key)
 }
 
 // StreamCapacity is the size of the stream table.
@@ -344,21 +341,20 @@ func (m *Maps) Candidates() ([]Candidate, error) {
 	return out, nil
 }
 
-// EachStream calls fn with every entry of the stream table, in the kernel's
-// order, reading it in batches through one reused buffer: memory does not
-// grow with the table.
+// EachStream calls fn with every stream's exact counts (its table entry
+// plus the cache slots holding it: eachStreamExact), in the kernel's order
+// for streams no slot holds, reading the table in batches through one
+// reused buffer: memory does not grow with the table.
 //
 // Each key is seen once. A batch read of a hash map walks it bucket by
 // bucket (the cursor is a bucket index, a bucket is copied whole under its
 // lock, and a key always hashes to the same bucket of a table that never
 // resizes), so an entry added or removed meanwhile is seen at most once.
 // Per-key iteration, the fallback on kernels without batch operations,
-// restarts from the first bucket when the key it stands on was deleted
-// (an LRU eviction), so there keys already seen are skipped.
+// restarts from the first bucket when the key it stands on was deleted,
+// so there keys already seen are skipped.
 func (m *Maps) EachStream(fn func(Stream)) error {
-	return readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
-		fn(Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
-	})
+	return m.eachStreamExact(fn)
 }
 
 // readAll reads a map in batches through one reused buffer, falling back

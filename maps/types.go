@@ -127,7 +127,12 @@ const (
 	StatFwdNoSource    = Stat(bpf.JmxdpJmStatJM_STAT_FWD_NO_SOURCE)
 	StatFwdUnsupported = Stat(bpf.JmxdpJmStatJM_STAT_FWD_UNSUPPORTED)
 	StatFwdUserspace   = Stat(bpf.JmxdpJmStatJM_STAT_FWD_USERSPACE)
-	NumStats           = int(bpf.JmxdpJmStatJM_STAT_MAX)
+	// StatStreamFull counts packets whose stream found the stream table
+	// full: folded into their router's overflow total (RouterTotals).
+	// StatStreamLost counts those that found the overflow totals full too.
+	StatStreamFull = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_FULL)
+	StatStreamLost = Stat(bpf.JmxdpJmStatJM_STAT_STREAM_LOST)
+	NumStats       = int(bpf.JmxdpJmStatJM_STAT_MAX)
 )
 
 var statNames = [NumStats]string{
@@ -138,7 +143,7 @@ var statNames = [NumStats]string{
 	"untrusted_mapped", "frag_duplicate", "frag_held", "ipv6_ext_too_long",
 	"action_forward", "forward_sent", "forward_neigh_miss", "forward_no_route",
 	"forward_too_big", "forward_frag_family", "forward_no_source",
-	"forward_unsupported", "forward_userspace",
+	"forward_unsupported", "forward_userspace", "stream_full", "stream_lost",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
