@@ -401,7 +401,7 @@ func readAll[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
 // PutStreams writes n entries into the stream table, the i-th being
 // stream(i), in batches: a benchmark fills a million-entry table in well
 // under a second. Packets is not stored (the kernel keeps it as the sum of
-// Inner). The table is an LRU: past its capacity, older entries go.
+// Inner). The table refuses entries past its capacity: the write fails.
 func (m *Maps) PutStreams(n int, stream func(i int) Stream) error {
 	keys := make([]bpf.JmxdpJmStreamKey, 0, min(n, batchSize))
 	vals := make([]bpf.JmxdpJmStreamValue, 0, min(n, batchSize))
