@@ -374,6 +374,27 @@ static __always_inline void take_slot(struct jm_counters *c,
 	__sync_fetch_and_add(&s->seq, 1);
 }
 
+/* The action a stream's policy word (*word, in its entry or its cache
+ * slot) holds when it was cached under gen; otherwise looked up and cached
+ * there under gen. */
+static __always_inline __u32 cached_action(__u64 *word,
+					   const struct jm_settings *cfg,
+					   const struct jm_stream_key *key,
+					   __u32 gen)
+{
+	__u64 cached = *word;
+	__u32 action;
+
+	if ((cached & JM_POLICY_CACHE_VALID) &&
+	    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
+		action = cached & JM_POLICY_CACHE_ACTION_MASK;
+		return jm_action_sane(action);
+	}
+	action = lookup_action(cfg, key->mid, key->sid);
+	*word = policy_cache_word(gen, action);
+	return action;
+}
+
 /* Count the datagram into jm_streams and return the stream's action. */
 static __always_inline __u32 count_in_table(struct jm_counters *c,
 					    const struct jm_settings *cfg,
@@ -381,7 +402,6 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
 					    __u32 gen, __u64 now)
 {
 	struct jm_stream_value *v, nv = {};
-	__u64 cached;
 	__u32 action;
 
 	v = bpf_map_lookup_elem(&jm_streams, &p->key);
@@ -404,16 +424,7 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
 	__sync_fetch_and_add(&v->bytes, p->inner_len);
 	__sync_fetch_and_add(&v->inner[kind], 1);
 	v->last_seen_ns = now;
-
-	cached = v->policy_cache;
-	if ((cached & JM_POLICY_CACHE_VALID) &&
-	    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
-		action = cached & JM_POLICY_CACHE_ACTION_MASK;
-		return jm_action_sane(action);
-	}
-	action = lookup_action(cfg, p->key.mid, p->key.sid);
-	v->policy_cache = policy_cache_word(gen, action);
-	return action;
+	return cached_action(&v->policy_cache, cfg, &p->key, gen);
 }
 
 /*
@@ -437,7 +448,6 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 	__u32 gen = policy_gen();
 	__u64 now = coarse_now();
 	__u32 idx = slot_index(&p->key);
-	__u64 cached;
 	__u32 action;
 
 	if (kind >= JM_INNER_MAX)
@@ -450,15 +460,7 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 		if (!s->first_seen_ns)
 			s->first_seen_ns = now;
 		s->last_seen_ns = now;
-		cached = s->policy_cache;
-		if ((cached & JM_POLICY_CACHE_VALID) &&
-		    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
-			action = cached & JM_POLICY_CACHE_ACTION_MASK;
-			return jm_action_sane(action);
-		}
-		action = lookup_action(cfg, p->key.mid, p->key.sid);
-		s->policy_cache = policy_cache_word(gen, action);
-		return action;
+		return cached_action(&s->policy_cache, cfg, &p->key, gen);
 	}
 	action = count_in_table(c, cfg, p, kind, gen, now);
 	if (s)
