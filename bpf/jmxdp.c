@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "stats.h"
 #include "forward.h"
+#include "discover.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -236,6 +237,14 @@ static __always_inline __u64 coarse_now(void)
 	return coarse_now_in(&jm_clock);
 }
 
+/* This CPU's jm_count_scratch (maps.h). */
+static __always_inline struct jm_count_scratch *count_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&jm_count_scratch, &zero);
+}
+
 /* Fold counts that found jm_streams full into the router's overflow total
  * (this CPU's value), never lost: when even that map is full, the packets
  * are counted in JM_STAT_STREAM_LOST. */
@@ -243,7 +252,8 @@ static __always_inline void fold_router(struct jm_counters *c,
 					const struct jm_stream_key *key,
 					const struct jm_stream_value *nv)
 {
-	struct jm_router_total *t, nt = {};
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_router_total *t;
 	struct jm_addr r;
 	__u64 packets = 0;
 
@@ -254,10 +264,14 @@ static __always_inline void fold_router(struct jm_counters *c,
 	__builtin_memcpy(r.addr, key->router, JM_ADDR_LEN);
 	t = bpf_map_lookup_elem(&jm_router_overflow, &r);
 	if (!t) {
-		nt.bytes = nv->bytes;
-		__builtin_memcpy(nt.inner, nv->inner, sizeof(nt.inner));
+		if (!sc) { /* cannot happen: an array of one */
+			stat_add(c, JM_STAT_STREAM_LOST, packets);
+			return;
+		}
+		sc->nt.bytes = nv->bytes;
+		__builtin_memcpy(sc->nt.inner, nv->inner, sizeof(sc->nt.inner));
 		/* A per-CPU insert: this CPU's value is nt, the others 0. */
-		if (bpf_map_update_elem(&jm_router_overflow, &r, &nt,
+		if (bpf_map_update_elem(&jm_router_overflow, &r, &sc->nt,
 					BPF_NOEXIST) == 0)
 			return;
 		t = bpf_map_lookup_elem(&jm_router_overflow, &r);
@@ -321,20 +335,25 @@ static __always_inline int key_eq(const struct jm_stream_key *a,
 static __always_inline void flush_slot(struct jm_counters *c,
 				       struct jm_stream_slot *s)
 {
-	struct jm_stream_value *v, nv = {};
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_stream_value *v, *nv;
 
 	v = bpf_map_lookup_elem(&jm_streams, &s->key);
 	if (!v) {
-		nv.bytes = s->bytes;
-		__builtin_memcpy(nv.inner, s->inner, sizeof(nv.inner));
-		nv.first_seen_ns = s->first_seen_ns;
-		nv.last_seen_ns = s->last_seen_ns;
-		nv.policy_cache = s->policy_cache;
-		if (insert_stream(c, &s->key, &nv) != 1)
+		if (!sc) /* cannot happen: an array of one */
+			return;
+		nv = &sc->nv;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->bytes = s->bytes;
+		__builtin_memcpy(nv->inner, s->inner, sizeof(nv->inner));
+		nv->first_seen_ns = s->first_seen_ns;
+		nv->last_seen_ns = s->last_seen_ns;
+		nv->policy_cache = s->policy_cache;
+		if (insert_stream(c, &s->key, nv) != 1)
 			return;
 		v = bpf_map_lookup_elem(&jm_streams, &s->key);
 		if (!v) {
-			fold_router(c, &s->key, &nv);
+			fold_router(c, &s->key, nv);
 			return;
 		}
 	}
@@ -401,23 +420,28 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
 					    struct jm_packet *p, __u32 kind,
 					    __u32 gen, __u64 now)
 {
-	struct jm_stream_value *v, nv = {};
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_stream_value *v, *nv;
 	__u32 action;
 
 	v = bpf_map_lookup_elem(&jm_streams, &p->key);
 	if (!v) {
 		action = lookup_action(cfg, p->key.mid, p->key.sid);
-		nv.bytes = p->inner_len;
-		nv.first_seen_ns = now;
-		nv.last_seen_ns = now;
-		nv.inner[kind] = 1;
-		nv.policy_cache = policy_cache_word(gen, action);
-		if (insert_stream(c, &p->key, &nv) != 1)
+		if (!sc) /* cannot happen: an array of one */
+			return action;
+		nv = &sc->nv;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->bytes = p->inner_len;
+		nv->first_seen_ns = now;
+		nv->last_seen_ns = now;
+		nv->inner[kind] = 1;
+		nv->policy_cache = policy_cache_word(gen, action);
+		if (insert_stream(c, &p->key, nv) != 1)
 			return action;
 		/* Another CPU inserted it first: add to its entry. */
 		v = bpf_map_lookup_elem(&jm_streams, &p->key);
 		if (!v) {
-			fold_router(c, &p->key, &nv);
+			fold_router(c, &p->key, nv);
 			return action;
 		}
 	}
@@ -473,14 +497,17 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
  * own, rather than once for every state the parse reaches it in (the cache,
  * the flush and the full-table paths multiplied jmxdp past the 1M
  * instruction limit inlined). The caller sees only its return value, which
- * it passes through jm_action_sane.
+ * it passes through jm_action_sane. It reads the settings itself: a pointer
+ * to the caller's copy would keep that copy on the caller's stack, whose
+ * frame and forward_frame's must fit in 512 bytes together.
  */
-__noinline int jm_count_stream(const struct jm_settings *cfg,
-			       struct jm_packet *p)
+__noinline int jm_count_stream(struct jm_packet *p)
 {
-	if (!cfg || !p)
+	struct jm_settings cfg = load_settings();
+
+	if (!p)
 		return JM_ACTION_PASS;
-	return count_stream(counters(), cfg, p);
+	return count_stream(counters(), &cfg, p);
 }
 
 /* t lies within JM_FRAG_WINDOW_NS before now. Signed: a time another CPU
@@ -523,21 +550,27 @@ static __always_inline int pair_holds6(const __u8 *saddr, const __u8 *daddr,
 	return pair_holds_in(&jm_frag_pairs6, &pk, now);
 }
 
-/* A Jmirror first fragment was counted with action: remember its pair. */
+/* A Jmirror first fragment was counted with action: remember its pair.
+ * Forwarded datagrams are taken from the host as captured ones are, so
+ * they count as captured here: a pair that sends only captured and
+ * forwarded Jmirror has its early fragments held too (issue 16). */
 static __always_inline void note_pair_in(void *pairs, const void *pk,
 					 __u32 action, __u64 now)
 {
 	struct jm_pair_value *pv, nv = {};
+	int taken = action == JM_ACTION_CAPTURE ||
+		    action == JM_ACTION_FORWARD ||
+		    action == JM_ACTION_FORWARD_USER;
 
 	pv = bpf_map_lookup_elem(pairs, pk);
 	if (pv) {
-		if (action == JM_ACTION_CAPTURE)
+		if (taken)
 			pv->capture_ns = now;
 		else
 			pv->other_ns = now;
 		return;
 	}
-	if (action == JM_ACTION_CAPTURE)
+	if (taken)
 		nv.capture_ns = now;
 	else
 		nv.other_ns = now;
@@ -562,6 +595,26 @@ static __always_inline void note_pair(const struct jm_frag_key *fk,
 	}
 }
 
+/*
+ * A later fragment before its first was held in userspace: leave the mark
+ * (JM_ACTION_EARLY) under its datagram's key, so that a forwarded first
+ * fragment sends the datagram to userspace, where the held fragments are
+ * (handle_udp). BPF_NOEXIST: a first fragment's record that came in the
+ * meantime stays. A captured first fragment overwrites the mark as any
+ * record; an LRU map ages out the ones no first fragment follows.
+ */
+static __always_inline void note_early(struct jm_frag_key *fk,
+				       struct jm_frag6_key *fk6)
+{
+	struct jm_frag_value fv = { .action = JM_ACTION_EARLY,
+				    .first_ns = bpf_ktime_get_coarse_ns() };
+
+	if (fk6)
+		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_NOEXIST);
+	else if (fk)
+		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_NOEXIST);
+}
+
 /* Later fragments carry no UDP header: they follow their first fragment. */
 static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 						 struct jm_counters *c,
@@ -575,11 +628,13 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 	__u32 action, mid, sid;
 
 	fv = bpf_map_lookup_elem(&jm_frags, &fk);
-	if (!fv) {
+	if (!fv || fv->action == JM_ACTION_EARLY) {
 		/* Its first fragment has not come (or was evicted). XDP cannot
-		 * hold a frame: from a pair that sends only captured Jmirror,
-		 * userspace holds it until the first comes or the window ends;
-		 * anything else goes to the host untouched. */
+		 * hold a frame: from a pair that sends only captured or
+		 * forwarded Jmirror, userspace holds it until the first comes or
+		 * the window ends, and the mark left under its key tells a
+		 * forwarded first fragment to follow it (note_early); anything
+		 * else goes to the host untouched. */
 		if (fk.proto == IPPROTO_UDP &&
 		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
@@ -587,6 +642,8 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD,
 			};
 
+			if (!fv)
+				note_early(&fk, NULL);
 			stat_add(c, JM_STAT_FRAG_HELD, 1);
 			return capture(ctx, c, &info);
 		}
@@ -616,7 +673,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 
 		return capture(ctx, c, &info);
 	}
-	if (action == JM_ACTION_FORWARD) {
+	if (action == JM_ACTION_FORWARD || action == JM_ACTION_FORWARD_USER) {
 		__u32 ihl = iph->ihl * 4;
 		struct jm_fwd_req r = {
 			.key.mid = mid,
@@ -624,6 +681,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 			.l3_off = (void *)iph - v->data,
 			.outer_v4 = 1,
 			.part = JM_FWD_LATER,
+			.early = action == JM_ACTION_FORWARD_USER,
 		};
 
 		addr_from_v4(r.key.router, iph->saddr);
@@ -728,112 +786,38 @@ static __always_inline int first_copy(struct jm_frag_key *fk,
 	return 1;
 }
 
-static __always_inline void record_fragment(struct jm_frag_key *fk,
-					    struct jm_frag6_key *fk6,
-					    const struct jm_packet *p,
-					    __u32 action, __u64 fp, __u64 now)
-{
-	struct jm_frag_value fv = {
-		.mid = p->key.mid,
-		.sid = p->key.sid,
-		.action = action,
-		.inner_len = p->inner_len,
-		.first_ns = now,
-		.fingerprint = fp,
-	};
-
-	if (fk6)
-		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
-	else
-		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
-}
-
-/* An IPv4 header without options whose checksum holds. */
-static __always_inline int ipv4_header_sound(const __u8 *q, __u32 inner_len)
-{
-	__u32 sum = 0;
-	int i;
-
-	if (q[0] != ((JM_IP_VERSION_4 << 4) | JM_IPV4_MIN_IHL) ||
-	    ((q[2] << 8) | q[3]) != inner_len)
-		return 0;
-#pragma unroll
-	for (i = 0; i < JM_IPV4_NOOPT_LEN; i += 2)
-		sum += (q[i] << 8) | q[i + 1];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return sum == JM_CSUM_OK;
-}
-
-static __always_inline int ppp_protocol_known(__u16 proto)
-{
-	switch (proto) {
-	case JM_PPP_IPV4:
-	case JM_PPP_IPV6:
-	case JM_PPP_LCP:
-	case JM_PPP_IPCP:
-	case JM_PPP_IPV6CP:
-	case JM_PPP_PAP:
-	case JM_PPP_CHAP:
-		return 1;
-	}
-	return 0;
-}
-
 /*
- * Port discovery: does a UDP datagram to a port jmxdp does not decode look
- * like what routers send? All of: source port == destination port, a zero
- * checksum over IPv4, V bits 0, not GTP-U's shape, and a mirrored packet
- * whose own header agrees exactly with the UDP length (IPv4 without options
- * and a valid header checksum, IPv6 payload length) or a PPP frame with a
- * known protocol. docs/datapath.md says why each is there.
+ * Record a first fragment's datagram under its key (fv: the record). A
+ * forwarded one whose key holds the mark of a later fragment held in
+ * userspace before it (note_early), or the record of a copy of it that
+ * found one, is recorded JM_ACTION_FORWARD_USER: its frames all go to
+ * userspace, where the held fragments are. Returns 1 then. A global
+ * function, verified once: the caller never branches on its answer (it
+ * only hands it to forward_frame), so no state of the caller's doubles.
  */
-static __always_inline int jmirror_lookalike(struct udphdr *udph, int udp_len,
-					     __u64 udp_off, __u64 limit,
-					     void *data_end, int outer_v4)
+__noinline int record_fragment(struct jm_frag_key *fk,
+			       struct jm_frag6_key *fk6,
+			       struct jm_frag_value *fv)
 {
-	const __u8 *j = (const __u8 *)(udph + 1);
-	const __u8 *q = j + JM_HDR_LEN;
-	__u32 inner_len;
+	struct jm_frag_value *old = NULL;
 
-	if (udph->source != udph->dest || (outer_v4 && udph->check != 0))
+	if (!fv)
 		return 0;
-	if (udp_len < JM_MIN_UDP_LEN + 4 || udp_off + udp_len > limit)
-		return 0;
-	inner_len = udp_len - JM_MIN_UDP_LEN;
-	if ((void *)(q + 4) > data_end)
-		return 0;
-	if (j[0] >> 6)
-		return 0; /* V bits: always 0 from real routers */
-	if ((j[0] >> JM_GTP_VERSION_SHIFT) == JM_GTP_VERSION_1 &&
-	    j[1] == JM_GTP_TYPE_GPDU && ((j[2] << 8) | j[3]) == inner_len)
-		return 0; /* GTP-U: 8-byte header, then an IP packet too */
-	if (q[0] == JM_PPP_ADDRESS && q[1] == JM_PPP_CONTROL)
-		return ppp_protocol_known((q[2] << 8) | q[3]);
-	if ((q[0] >> 4) == JM_IP_VERSION_4) {
-		if ((void *)(q + JM_IPV4_NOOPT_LEN) > data_end)
-			return 0;
-		return ipv4_header_sound(q, inner_len);
+	if (fv->action == JM_ACTION_FORWARD) {
+		if (fk6)
+			old = bpf_map_lookup_elem(&jm_frags6, fk6);
+		else if (fk)
+			old = bpf_map_lookup_elem(&jm_frags, fk);
+		if (old && (old->action == JM_ACTION_EARLY ||
+			    old->action == JM_ACTION_FORWARD_USER) &&
+		    recent(fv->first_ns, old->first_ns))
+			fv->action = JM_ACTION_FORWARD_USER;
 	}
-	if ((q[0] >> 4) == JM_IP_VERSION_6) {
-		if ((void *)(q + 8) > data_end)
-			return 0;
-		return ((q[4] << 8) | q[5]) + JM_IPV6_HDR_LEN == inner_len &&
-		       q[7] != 0;
-	}
-	return 0;
-}
-
-static __always_inline void note_candidate(struct jm_counters *c, __u32 port,
-					   int udp_len)
-{
-	struct jm_candidate_value *v = bpf_map_lookup_elem(&jm_candidates, &port);
-
-	stat_add(c, JM_STAT_CANDIDATE, 1);
-	if (v) {
-		__sync_fetch_and_add(&v->packets, 1);
-		__sync_fetch_and_add(&v->bytes, udp_len - JM_MIN_UDP_LEN);
-	}
+	if (fk6)
+		bpf_map_update_elem(&jm_frags6, fk6, fv, BPF_ANY);
+	else if (fk)
+		bpf_map_update_elem(&jm_frags, fk, fv, BPF_ANY);
+	return fv->action == JM_ACTION_FORWARD_USER;
 }
 
 /*
@@ -858,7 +842,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	__u32 *port_flags;
 	__u64 udp_off, limit, now = 0, fp = 0;
 	__u32 port, word0, action;
-	int udp_len;
+	int udp_len, early = 0;
 
 	udp_len = parse_udphdr(nh, data_end, &udph);
 	if (udp_len < 0)
@@ -923,14 +907,24 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 			goto act;
 		}
 	}
-	action = jm_action_sane(jm_count_stream(&cfg, &p));
+	action = jm_action_sane(jm_count_stream(&p));
 	stat_add(c, JM_STAT_JMIRROR, 1);
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p.inner_len);
 	if (p.version)
 		stat_add(c, JM_STAT_VERSION_NONZERO, 1);
 	if (first) {
 		stat_add(c, JM_STAT_FRAG_FIRST, 1);
-		record_fragment(fk, fk6, &p, action, fp, now);
+		struct jm_frag_value fv = {
+			.mid = p.key.mid,
+			.sid = p.key.sid,
+			.action = action,
+			.inner_len = p.inner_len,
+			.first_ns = now,
+			.fingerprint = fp,
+		};
+
+		/* Fragments of it wait in userspace: so does the rest. */
+		early = record_fragment(fk, fk6, &fv);
 		note_pair(fk, fk6, action, now);
 	}
 act:
@@ -947,6 +941,7 @@ act:
 			.outer_v4 = outer_v4,
 			.part = first, /* JM_FWD_FIRST or JM_FWD_WHOLE */
 			.inner_kind = p.inner_kind,
+			.early = early,
 		};
 
 		return forward_frame(ctx, c, &r);
@@ -1029,7 +1024,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	__builtin_memcpy(fk.daddr, &ip6h->daddr, JM_ADDR_LEN);
 	fk.id = fi->id;
 	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
-	if (!fv) {
+	if (!fv || fv->action == JM_ACTION_EARLY) {
 		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
 			struct jm_xsk_meta info = {
 				.l3_off = (void *)ip6h - v->data,
@@ -1037,6 +1032,8 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 					 JM_META_OUTER_V6,
 			};
 
+			if (!fv)
+				note_early(NULL, &fk);
 			stat_add(c, JM_STAT_FRAG_HELD, 1);
 			return capture(ctx, c, &info);
 		}
@@ -1049,6 +1046,10 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	if (action == JM_ACTION_UNTRUSTED) {
 		__builtin_memcpy(router, fk.saddr, JM_ADDR_LEN);
 		return drop_untrusted(c, router);
+	}
+	if (action == JM_ACTION_FORWARD_USER) {
+		stat_add(c, JM_STAT_FRAG_TRACKED, 1);
+		goto forward;
 	}
 	if (jm_action_sane(action) != action) {
 		stat_add(c, JM_STAT_FRAG_UNMATCHED, 1);
@@ -1066,6 +1067,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 		return capture(ctx, c, &info);
 	}
 	if (action == JM_ACTION_FORWARD) {
+forward:;
 		__u64 l3_off = (void *)ip6h - v->data;
 		__u64 ip_end = l3_off + JM_IPV6_HDR_LEN +
 			       bpf_ntohs(ip6h->payload_len);
@@ -1076,6 +1078,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 			.payload_off = payload_off,
 			.ip_end = ip_end,
 			.part = JM_FWD_LATER,
+			.early = action == JM_ACTION_FORWARD_USER,
 		};
 
 		__builtin_memcpy(r.key.router, fk.saddr, JM_ADDR_LEN);
@@ -1282,3 +1285,5 @@ const enum jm_policy_scope jm_policy_scope_unused __attribute__((unused));
 const enum jm_fwd_reason jm_fwd_reason_unused __attribute__((unused));
 /* Only ever reached through a pointer cast, so anchor it for bpf2go too. */
 const struct jm_xsk_meta jm_xsk_meta_unused __attribute__((unused));
+const enum jm_meta_flag jm_meta_flag_unused __attribute__((unused));
+const enum jm_meta_magic jm_meta_magic_unused __attribute__((unused));

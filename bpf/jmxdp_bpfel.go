@@ -13,53 +13,61 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type JmxdpJmAction uint32
+type jmxdpJmAction uint32
 
 const (
-	JmxdpJmActionJM_ACTION_CAPTURE     JmxdpJmAction = 0
-	JmxdpJmActionJM_ACTION_COUNT       JmxdpJmAction = 1
-	JmxdpJmActionJM_ACTION_PASS        JmxdpJmAction = 2
-	JmxdpJmActionJM_ACTION_UNTRUSTED   JmxdpJmAction = 3
-	JmxdpJmActionJM_ACTION_NOT_JMIRROR JmxdpJmAction = 4
-	JmxdpJmActionJM_ACTION_FORWARD     JmxdpJmAction = 5
+	jmxdpJmActionJM_ACTION_CAPTURE      jmxdpJmAction = 0
+	jmxdpJmActionJM_ACTION_COUNT        jmxdpJmAction = 1
+	jmxdpJmActionJM_ACTION_PASS         jmxdpJmAction = 2
+	jmxdpJmActionJM_ACTION_UNTRUSTED    jmxdpJmAction = 3
+	jmxdpJmActionJM_ACTION_NOT_JMIRROR  jmxdpJmAction = 4
+	jmxdpJmActionJM_ACTION_FORWARD      jmxdpJmAction = 5
+	jmxdpJmActionJM_ACTION_EARLY        jmxdpJmAction = 6
+	jmxdpJmActionJM_ACTION_FORWARD_USER jmxdpJmAction = 7
 )
 
-type JmxdpJmAddr struct {
+type jmxdpJmAddr struct {
 	_    structs.HostLayout
 	Addr [16]uint8
 }
 
-type JmxdpJmAllowKey struct {
+type jmxdpJmAllowKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      [16]uint8
 }
 
-type JmxdpJmCandidateValue struct {
+type jmxdpJmCandidateValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
 }
 
-type JmxdpJmClock struct {
+type jmxdpJmClock struct {
 	_       structs.HostLayout
 	Jiffies uint64
 	Ns      uint64
 }
 
-type JmxdpJmCounters struct {
-	_     structs.HostLayout
-	Count [32]uint64
+type jmxdpJmCountScratch struct {
+	_  structs.HostLayout
+	Nv jmxdpJmStreamValue
+	Nt jmxdpJmRouterTotal
 }
 
-type JmxdpJmFrag6Key struct {
+type jmxdpJmCounters struct {
+	_     structs.HostLayout
+	Count [33]uint64
+}
+
+type jmxdpJmFrag6Key struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
 	Daddr [16]uint8
 	Id    uint32
 }
 
-type JmxdpJmFragKey struct {
+type jmxdpJmFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
 	Daddr uint32
@@ -68,7 +76,7 @@ type JmxdpJmFragKey struct {
 	Pad   uint8
 }
 
-type JmxdpJmFragValue struct {
+type jmxdpJmFragValue struct {
 	_           structs.HostLayout
 	Mid         uint32
 	Sid         uint32
@@ -80,89 +88,120 @@ type JmxdpJmFragValue struct {
 	Fingerprint uint64
 }
 
-type JmxdpJmFwdReason uint32
+type jmxdpJmFwdReason uint32
 
 const (
-	JmxdpJmFwdReasonJM_FWD_REASON_NONE        JmxdpJmFwdReason = 0
-	JmxdpJmFwdReasonJM_FWD_REASON_NEIGH_MISS  JmxdpJmFwdReason = 1
-	JmxdpJmFwdReasonJM_FWD_REASON_NO_ROUTE    JmxdpJmFwdReason = 2
-	JmxdpJmFwdReasonJM_FWD_REASON_TOO_BIG     JmxdpJmFwdReason = 3
-	JmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY JmxdpJmFwdReason = 4
-	JmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE   JmxdpJmFwdReason = 5
-	JmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED JmxdpJmFwdReason = 6
-	JmxdpJmFwdReasonJM_FWD_REASON_MAX         JmxdpJmFwdReason = 7
+	jmxdpJmFwdReasonJM_FWD_REASON_NONE        jmxdpJmFwdReason = 0
+	jmxdpJmFwdReasonJM_FWD_REASON_NEIGH_MISS  jmxdpJmFwdReason = 1
+	jmxdpJmFwdReasonJM_FWD_REASON_NO_ROUTE    jmxdpJmFwdReason = 2
+	jmxdpJmFwdReasonJM_FWD_REASON_TOO_BIG     jmxdpJmFwdReason = 3
+	jmxdpJmFwdReasonJM_FWD_REASON_FRAG_FAMILY jmxdpJmFwdReason = 4
+	jmxdpJmFwdReasonJM_FWD_REASON_NO_SOURCE   jmxdpJmFwdReason = 5
+	jmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED jmxdpJmFwdReason = 6
+	jmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY  jmxdpJmFwdReason = 7
+	jmxdpJmFwdReasonJM_FWD_REASON_MAX         jmxdpJmFwdReason = 8
 )
 
-type JmxdpJmFwdScratch struct {
-	_    structs.HostLayout
-	B    [1024]uint8
-	Work [256]uint8
-	Zero [72]uint8
+type jmxdpJmFwdScratch struct {
+	_        structs.HostLayout
+	B        [1024]uint8
+	Work     [256]uint8
+	Zero     [80]uint8
+	FibCache struct {
+		_          structs.HostLayout
+		Jiffies    uint64
+		Dst        [4]uint32
+		FibIfindex uint32
+		Egress     uint32
+		TotLen     uint16
+		Port       uint16
+		Family     uint8
+		Dmac       [6]uint8
+		Smac       [6]uint8
+		Pad        [3]uint8
+		_          [4]byte
+	}
 }
 
-type JmxdpJmFwdSettings struct {
+type jmxdpJmFwdSettings struct {
 	_          structs.HostLayout
 	FibIfindex uint32
 	Reserved   uint32
 }
 
-type JmxdpJmFwdSrcKey struct {
+type jmxdpJmFwdSrcKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Family  uint32
 }
 
-type JmxdpJmFwdStreamValue struct {
+type jmxdpJmFwdStreamValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Reason  [7]uint64
+	Reason  [8]uint64
 }
 
-type JmxdpJmInner uint32
+type jmxdpJmInner uint32
 
 const (
-	JmxdpJmInnerJM_INNER_IPV4    JmxdpJmInner = 0
-	JmxdpJmInnerJM_INNER_IPV6    JmxdpJmInner = 1
-	JmxdpJmInnerJM_INNER_PPP     JmxdpJmInner = 2
-	JmxdpJmInnerJM_INNER_UNKNOWN JmxdpJmInner = 3
-	JmxdpJmInnerJM_INNER_EMPTY   JmxdpJmInner = 4
-	JmxdpJmInnerJM_INNER_MAX     JmxdpJmInner = 5
+	jmxdpJmInnerJM_INNER_IPV4    jmxdpJmInner = 0
+	jmxdpJmInnerJM_INNER_IPV6    jmxdpJmInner = 1
+	jmxdpJmInnerJM_INNER_PPP     jmxdpJmInner = 2
+	jmxdpJmInnerJM_INNER_UNKNOWN jmxdpJmInner = 3
+	jmxdpJmInnerJM_INNER_EMPTY   jmxdpJmInner = 4
+	jmxdpJmInnerJM_INNER_MAX     jmxdpJmInner = 5
 )
 
-type JmxdpJmPair6Key struct {
+type jmxdpJmMetaFlag uint32
+
+const (
+	jmxdpJmMetaFlagJM_META_OUTER_V6   jmxdpJmMetaFlag = 1
+	jmxdpJmMetaFlagJM_META_FIRST_FRAG jmxdpJmMetaFlag = 2
+	jmxdpJmMetaFlagJM_META_LATER_FRAG jmxdpJmMetaFlag = 4
+	jmxdpJmMetaFlagJM_META_HELD       jmxdpJmMetaFlag = 8
+	jmxdpJmMetaFlagJM_META_FORWARD    jmxdpJmMetaFlag = 128
+)
+
+type jmxdpJmMetaMagic uint32
+
+const (
+	jmxdpJmMetaMagicJM_META_MAGIC jmxdpJmMetaMagic = 1246582852
+)
+
+type jmxdpJmPair6Key struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
 	Daddr [16]uint8
 }
 
-type JmxdpJmPairKey struct {
+type jmxdpJmPairKey struct {
 	_     structs.HostLayout
 	Saddr uint32
 	Daddr uint32
 }
 
-type JmxdpJmPairValue struct {
+type jmxdpJmPairValue struct {
 	_         structs.HostLayout
 	CaptureNs uint64
 	OtherNs   uint64
 }
 
-type JmxdpJmPolicyKey struct {
+type jmxdpJmPolicyKey struct {
 	_     structs.HostLayout
 	Mid   uint32
 	Sid   uint32
 	Scope uint32
 }
 
-type JmxdpJmPolicyScope uint32
+type jmxdpJmPolicyScope uint32
 
 const (
-	JmxdpJmPolicyScopeJM_SCOPE_EXACT JmxdpJmPolicyScope = 0
-	JmxdpJmPolicyScopeJM_SCOPE_MID   JmxdpJmPolicyScope = 1
+	jmxdpJmPolicyScopeJM_SCOPE_EXACT jmxdpJmPolicyScope = 0
+	jmxdpJmPolicyScopeJM_SCOPE_MID   jmxdpJmPolicyScope = 1
 )
 
-type JmxdpJmPolicyValue struct {
+type jmxdpJmPolicyValue struct {
 	_         structs.HostLayout
 	Action    uint32
 	FwdPort   uint16
@@ -171,73 +210,74 @@ type JmxdpJmPolicyValue struct {
 	FwdAddr   [16]uint8
 }
 
-type JmxdpJmRouterTotal struct {
+type jmxdpJmRouterTotal struct {
 	_     structs.HostLayout
 	Bytes uint64
 	Inner [5]uint64
 }
 
-type JmxdpJmScratch struct {
+type jmxdpJmScratch struct {
 	_   structs.HostLayout
 	Buf [2048]uint8
 }
 
-type JmxdpJmSettings struct {
+type jmxdpJmSettings struct {
 	_                structs.HostLayout
 	DefaultAction    uint32
 	AllowlistEnabled uint32
 }
 
-type JmxdpJmStat uint32
+type jmxdpJmStat uint32
 
 const (
-	JmxdpJmStatJM_STAT_FRAMES              JmxdpJmStat = 0
-	JmxdpJmStatJM_STAT_NOT_JMIRROR         JmxdpJmStat = 1
-	JmxdpJmStatJM_STAT_JMIRROR             JmxdpJmStat = 2
-	JmxdpJmStatJM_STAT_JMIRROR_BYTES       JmxdpJmStat = 3
-	JmxdpJmStatJM_STAT_MALFORMED_SHORT     JmxdpJmStat = 4
-	JmxdpJmStatJM_STAT_MALFORMED_TRUNCATED JmxdpJmStat = 5
-	JmxdpJmStatJM_STAT_FRAG_FIRST          JmxdpJmStat = 6
-	JmxdpJmStatJM_STAT_FRAG_TRACKED        JmxdpJmStat = 7
-	JmxdpJmStatJM_STAT_FRAG_UNMATCHED      JmxdpJmStat = 8
-	JmxdpJmStatJM_STAT_UNTRUSTED           JmxdpJmStat = 9
-	JmxdpJmStatJM_STAT_ACTION_CAPTURE      JmxdpJmStat = 10
-	JmxdpJmStatJM_STAT_ACTION_COUNT        JmxdpJmStat = 11
-	JmxdpJmStatJM_STAT_ACTION_PASS         JmxdpJmStat = 12
-	JmxdpJmStatJM_STAT_CAPTURE_FAILED      JmxdpJmStat = 13
-	JmxdpJmStatJM_STAT_STREAM_NEW          JmxdpJmStat = 14
-	JmxdpJmStatJM_STAT_VERSION_NONZERO     JmxdpJmStat = 15
-	JmxdpJmStatJM_STAT_CANDIDATE           JmxdpJmStat = 16
-	JmxdpJmStatJM_STAT_UNTRUSTED_MAPPED    JmxdpJmStat = 17
-	JmxdpJmStatJM_STAT_FRAG_DUPLICATE      JmxdpJmStat = 18
-	JmxdpJmStatJM_STAT_FRAG_HELD           JmxdpJmStat = 19
-	JmxdpJmStatJM_STAT_IPV6EXT_LONG        JmxdpJmStat = 20
-	JmxdpJmStatJM_STAT_ACTION_FORWARD      JmxdpJmStat = 21
-	JmxdpJmStatJM_STAT_FWD_SENT            JmxdpJmStat = 22
-	JmxdpJmStatJM_STAT_FWD_NEIGH_MISS      JmxdpJmStat = 23
-	JmxdpJmStatJM_STAT_FWD_NO_ROUTE        JmxdpJmStat = 24
-	JmxdpJmStatJM_STAT_FWD_TOO_BIG         JmxdpJmStat = 25
-	JmxdpJmStatJM_STAT_FWD_FRAG_FAMILY     JmxdpJmStat = 26
-	JmxdpJmStatJM_STAT_FWD_NO_SOURCE       JmxdpJmStat = 27
-	JmxdpJmStatJM_STAT_FWD_UNSUPPORTED     JmxdpJmStat = 28
-	JmxdpJmStatJM_STAT_FWD_USERSPACE       JmxdpJmStat = 29
-	JmxdpJmStatJM_STAT_STREAM_FULL         JmxdpJmStat = 30
-	JmxdpJmStatJM_STAT_STREAM_LOST         JmxdpJmStat = 31
-	JmxdpJmStatJM_STAT_MAX                 JmxdpJmStat = 32
+	jmxdpJmStatJM_STAT_FRAMES              jmxdpJmStat = 0
+	jmxdpJmStatJM_STAT_NOT_JMIRROR         jmxdpJmStat = 1
+	jmxdpJmStatJM_STAT_JMIRROR             jmxdpJmStat = 2
+	jmxdpJmStatJM_STAT_JMIRROR_BYTES       jmxdpJmStat = 3
+	jmxdpJmStatJM_STAT_MALFORMED_SHORT     jmxdpJmStat = 4
+	jmxdpJmStatJM_STAT_MALFORMED_TRUNCATED jmxdpJmStat = 5
+	jmxdpJmStatJM_STAT_FRAG_FIRST          jmxdpJmStat = 6
+	jmxdpJmStatJM_STAT_FRAG_TRACKED        jmxdpJmStat = 7
+	jmxdpJmStatJM_STAT_FRAG_UNMATCHED      jmxdpJmStat = 8
+	jmxdpJmStatJM_STAT_UNTRUSTED           jmxdpJmStat = 9
+	jmxdpJmStatJM_STAT_ACTION_CAPTURE      jmxdpJmStat = 10
+	jmxdpJmStatJM_STAT_ACTION_COUNT        jmxdpJmStat = 11
+	jmxdpJmStatJM_STAT_ACTION_PASS         jmxdpJmStat = 12
+	jmxdpJmStatJM_STAT_CAPTURE_FAILED      jmxdpJmStat = 13
+	jmxdpJmStatJM_STAT_STREAM_NEW          jmxdpJmStat = 14
+	jmxdpJmStatJM_STAT_VERSION_NONZERO     jmxdpJmStat = 15
+	jmxdpJmStatJM_STAT_CANDIDATE           jmxdpJmStat = 16
+	jmxdpJmStatJM_STAT_UNTRUSTED_MAPPED    jmxdpJmStat = 17
+	jmxdpJmStatJM_STAT_FRAG_DUPLICATE      jmxdpJmStat = 18
+	jmxdpJmStatJM_STAT_FRAG_HELD           jmxdpJmStat = 19
+	jmxdpJmStatJM_STAT_IPV6EXT_LONG        jmxdpJmStat = 20
+	jmxdpJmStatJM_STAT_ACTION_FORWARD      jmxdpJmStat = 21
+	jmxdpJmStatJM_STAT_FWD_SENT            jmxdpJmStat = 22
+	jmxdpJmStatJM_STAT_FWD_NEIGH_MISS      jmxdpJmStat = 23
+	jmxdpJmStatJM_STAT_FWD_NO_ROUTE        jmxdpJmStat = 24
+	jmxdpJmStatJM_STAT_FWD_TOO_BIG         jmxdpJmStat = 25
+	jmxdpJmStatJM_STAT_FWD_FRAG_FAMILY     jmxdpJmStat = 26
+	jmxdpJmStatJM_STAT_FWD_NO_SOURCE       jmxdpJmStat = 27
+	jmxdpJmStatJM_STAT_FWD_UNSUPPORTED     jmxdpJmStat = 28
+	jmxdpJmStatJM_STAT_FWD_USERSPACE       jmxdpJmStat = 29
+	jmxdpJmStatJM_STAT_FWD_FRAG_EARLY      jmxdpJmStat = 30
+	jmxdpJmStatJM_STAT_STREAM_FULL         jmxdpJmStat = 31
+	jmxdpJmStatJM_STAT_STREAM_LOST         jmxdpJmStat = 32
+	jmxdpJmStatJM_STAT_MAX                 jmxdpJmStat = 33
 )
 
-type JmxdpJmStreamKey struct {
+type jmxdpJmStreamKey struct {
 	_      structs.HostLayout
 	Router [16]uint8
 	Mid    uint32
 	Sid    uint32
 }
 
-type JmxdpJmStreamSlot struct {
+type jmxdpJmStreamSlot struct {
 	_           structs.HostLayout
 	Seq         uint32
 	Valid       uint32
-	Key         JmxdpJmStreamKey
+	Key         jmxdpJmStreamKey
 	Bytes       uint64
 	Inner       [5]uint64
 	FirstSeenNs uint64
@@ -245,7 +285,7 @@ type JmxdpJmStreamSlot struct {
 	PolicyCache uint64
 }
 
-type JmxdpJmStreamValue struct {
+type jmxdpJmStreamValue struct {
 	_           structs.HostLayout
 	Reserved    uint64
 	Bytes       uint64
@@ -255,13 +295,13 @@ type JmxdpJmStreamValue struct {
 	PolicyCache uint64
 }
 
-type JmxdpJmUntrustedValue struct {
+type jmxdpJmUntrustedValue struct {
 	_          structs.HostLayout
 	Packets    uint64
 	LastSeenNs uint64
 }
 
-type JmxdpJmXskMeta struct {
+type jmxdpJmXskMeta struct {
 	_         structs.HostLayout
 	RxNs      uint64
 	Mid       uint32
@@ -279,65 +319,68 @@ type JmxdpJmXskMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	JmxdpMapJmAllowlist         = "jm_allowlist"
-	JmxdpMapJmCandidates        = "jm_candidates"
-	JmxdpMapJmClock             = "jm_clock"
-	JmxdpMapJmConfig            = "jm_config"
-	JmxdpMapJmFragPairs         = "jm_frag_pairs"
-	JmxdpMapJmFragPairs6        = "jm_frag_pairs6"
-	JmxdpMapJmFrags             = "jm_frags"
-	JmxdpMapJmFrags6            = "jm_frags6"
-	JmxdpMapJmFwdCfg            = "jm_fwd_cfg"
-	JmxdpMapJmFwdDevs           = "jm_fwd_devs"
-	JmxdpMapJmFwdScratch        = "jm_fwd_scratch"
-	JmxdpMapJmFwdSrc            = "jm_fwd_src"
-	JmxdpMapJmFwdStreams        = "jm_fwd_streams"
-	JmxdpMapJmPolicy            = "jm_policy"
-	JmxdpMapJmPolicyGen         = "jm_policy_gen"
-	JmxdpMapJmPorts             = "jm_ports"
-	JmxdpMapJmRouterOverflow    = "jm_router_overflow"
-	JmxdpMapJmRouterRetired     = "jm_router_retired"
-	JmxdpMapJmScratch           = "jm_scratch"
-	JmxdpMapJmStats             = "jm_stats"
-	JmxdpMapJmStreamCache       = "jm_stream_cache"
-	JmxdpMapJmStreams           = "jm_streams"
-	JmxdpMapJmUntrusted         = "jm_untrusted"
-	JmxdpMapJmXsks              = "jm_xsks"
-	JmxdpProgJmxdp              = "jmxdp"
-	JmxdpProgXdpCountFloor      = "xdp_count_floor"
-	JmxdpProgXdpPass            = "xdp_pass"
-	JmxdpProgXdpTxSwap          = "xdp_tx_swap"
-	JmxdpVarJmActionUnused      = "jm_action_unused"
-	JmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
-	JmxdpVarJmFwdReasonUnused   = "jm_fwd_reason_unused"
-	JmxdpVarJmInnerUnused       = "jm_inner_unused"
-	JmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
-	JmxdpVarJmStatUnused        = "jm_stat_unused"
-	JmxdpVarJmXskMetaUnused     = "jm_xsk_meta_unused"
+	jmxdpMapJmAllowlist         = "jm_allowlist"
+	jmxdpMapJmCandidates        = "jm_candidates"
+	jmxdpMapJmClock             = "jm_clock"
+	jmxdpMapJmConfig            = "jm_config"
+	jmxdpMapJmCountScratch      = "jm_count_scratch"
+	jmxdpMapJmFragPairs         = "jm_frag_pairs"
+	jmxdpMapJmFragPairs6        = "jm_frag_pairs6"
+	jmxdpMapJmFrags             = "jm_frags"
+	jmxdpMapJmFrags6            = "jm_frags6"
+	jmxdpMapJmFwdCfg            = "jm_fwd_cfg"
+	jmxdpMapJmFwdDevs           = "jm_fwd_devs"
+	jmxdpMapJmFwdScratch        = "jm_fwd_scratch"
+	jmxdpMapJmFwdSrc            = "jm_fwd_src"
+	jmxdpMapJmFwdStreams        = "jm_fwd_streams"
+	jmxdpMapJmPolicy            = "jm_policy"
+	jmxdpMapJmPolicyGen         = "jm_policy_gen"
+	jmxdpMapJmPorts             = "jm_ports"
+	jmxdpMapJmRouterOverflow    = "jm_router_overflow"
+	jmxdpMapJmRouterRetired     = "jm_router_retired"
+	jmxdpMapJmScratch           = "jm_scratch"
+	jmxdpMapJmStats             = "jm_stats"
+	jmxdpMapJmStreamCache       = "jm_stream_cache"
+	jmxdpMapJmStreams           = "jm_streams"
+	jmxdpMapJmUntrusted         = "jm_untrusted"
+	jmxdpMapJmXsks              = "jm_xsks"
+	jmxdpProgJmxdp              = "jmxdp"
+	jmxdpProgXdpCountFloor      = "xdp_count_floor"
+	jmxdpProgXdpPass            = "xdp_pass"
+	jmxdpProgXdpTxSwap          = "xdp_tx_swap"
+	jmxdpVarJmActionUnused      = "jm_action_unused"
+	jmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
+	jmxdpVarJmFwdReasonUnused   = "jm_fwd_reason_unused"
+	jmxdpVarJmInnerUnused       = "jm_inner_unused"
+	jmxdpVarJmMetaFlagUnused    = "jm_meta_flag_unused"
+	jmxdpVarJmMetaMagicUnused   = "jm_meta_magic_unused"
+	jmxdpVarJmPolicyScopeUnused = "jm_policy_scope_unused"
+	jmxdpVarJmStatUnused        = "jm_stat_unused"
+	jmxdpVarJmXskMetaUnused     = "jm_xsk_meta_unused"
 )
 
-// LoadJmxdp returns the embedded CollectionSpec for Jmxdp.
-func LoadJmxdp() (*ebpf.CollectionSpec, error) {
+// loadJmxdp returns the embedded CollectionSpec for jmxdp.
+func loadJmxdp() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_JmxdpBytes)
 	spec, err := ebpf.LoadCollectionSpecFromReader(reader)
 	if err != nil {
-		return nil, fmt.Errorf("can't load Jmxdp: %w", err)
+		return nil, fmt.Errorf("can't load jmxdp: %w", err)
 	}
 
 	return spec, err
 }
 
-// LoadJmxdpObjects loads Jmxdp and converts it into a struct.
+// loadJmxdpObjects loads jmxdp and converts it into a struct.
 //
 // The following types are suitable as obj argument:
 //
-//	*JmxdpObjects
-//	*JmxdpPrograms
-//	*JmxdpMaps
+//	*jmxdpObjects
+//	*jmxdpPrograms
+//	*jmxdpMaps
 //
 // See ebpf.CollectionSpec.LoadAndAssign documentation for details.
-func LoadJmxdpObjects(obj any, opts *ebpf.CollectionOptions) error {
-	spec, err := LoadJmxdp()
+func loadJmxdpObjects(obj any, opts *ebpf.CollectionOptions) error {
+	spec, err := loadJmxdp()
 	if err != nil {
 		return err
 	}
@@ -345,33 +388,34 @@ func LoadJmxdpObjects(obj any, opts *ebpf.CollectionOptions) error {
 	return spec.LoadAndAssign(obj, opts)
 }
 
-// JmxdpSpecs contains maps and programs before they are loaded into the kernel.
+// jmxdpSpecs contains maps and programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type JmxdpSpecs struct {
-	JmxdpProgramSpecs
-	JmxdpMapSpecs
-	JmxdpVariableSpecs
+type jmxdpSpecs struct {
+	jmxdpProgramSpecs
+	jmxdpMapSpecs
+	jmxdpVariableSpecs
 }
 
-// JmxdpProgramSpecs contains programs before they are loaded into the kernel.
+// jmxdpProgramSpecs contains programs before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type JmxdpProgramSpecs struct {
+type jmxdpProgramSpecs struct {
 	Jmxdp         *ebpf.ProgramSpec `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.ProgramSpec `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 	XdpTxSwap     *ebpf.ProgramSpec `ebpf:"xdp_tx_swap"`
 }
 
-// JmxdpMapSpecs contains maps before they are loaded into the kernel.
+// jmxdpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type JmxdpMapSpecs struct {
+type jmxdpMapSpecs struct {
 	JmAllowlist      *ebpf.MapSpec `ebpf:"jm_allowlist"`
 	JmCandidates     *ebpf.MapSpec `ebpf:"jm_candidates"`
 	JmClock          *ebpf.MapSpec `ebpf:"jm_clock"`
 	JmConfig         *ebpf.MapSpec `ebpf:"jm_config"`
+	JmCountScratch   *ebpf.MapSpec `ebpf:"jm_count_scratch"`
 	JmFragPairs      *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
 	JmFragPairs6     *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
 	JmFrags          *ebpf.MapSpec `ebpf:"jm_frags"`
@@ -394,43 +438,46 @@ type JmxdpMapSpecs struct {
 	JmXsks           *ebpf.MapSpec `ebpf:"jm_xsks"`
 }
 
-// JmxdpVariableSpecs contains global variables before they are loaded into the kernel.
+// jmxdpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
-type JmxdpVariableSpecs struct {
+type jmxdpVariableSpecs struct {
 	JmActionUnused      *ebpf.VariableSpec `ebpf:"jm_action_unused"`
 	JmForceHeaderCopy   *ebpf.VariableSpec `ebpf:"jm_force_header_copy"`
 	JmFwdReasonUnused   *ebpf.VariableSpec `ebpf:"jm_fwd_reason_unused"`
 	JmInnerUnused       *ebpf.VariableSpec `ebpf:"jm_inner_unused"`
+	JmMetaFlagUnused    *ebpf.VariableSpec `ebpf:"jm_meta_flag_unused"`
+	JmMetaMagicUnused   *ebpf.VariableSpec `ebpf:"jm_meta_magic_unused"`
 	JmPolicyScopeUnused *ebpf.VariableSpec `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.VariableSpec `ebpf:"jm_stat_unused"`
 	JmXskMetaUnused     *ebpf.VariableSpec `ebpf:"jm_xsk_meta_unused"`
 }
 
-// JmxdpObjects contains all objects after they have been loaded into the kernel.
+// jmxdpObjects contains all objects after they have been loaded into the kernel.
 //
-// It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
-type JmxdpObjects struct {
-	JmxdpPrograms
-	JmxdpMaps
-	JmxdpVariables
+// It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
+type jmxdpObjects struct {
+	jmxdpPrograms
+	jmxdpMaps
+	jmxdpVariables
 }
 
-func (o *JmxdpObjects) Close() error {
+func (o *jmxdpObjects) Close() error {
 	return _JmxdpClose(
-		&o.JmxdpPrograms,
-		&o.JmxdpMaps,
+		&o.jmxdpPrograms,
+		&o.jmxdpMaps,
 	)
 }
 
-// JmxdpMaps contains all maps after they have been loaded into the kernel.
+// jmxdpMaps contains all maps after they have been loaded into the kernel.
 //
-// It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
-type JmxdpMaps struct {
+// It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
+type jmxdpMaps struct {
 	JmAllowlist      *ebpf.Map `ebpf:"jm_allowlist"`
 	JmCandidates     *ebpf.Map `ebpf:"jm_candidates"`
 	JmClock          *ebpf.Map `ebpf:"jm_clock"`
 	JmConfig         *ebpf.Map `ebpf:"jm_config"`
+	JmCountScratch   *ebpf.Map `ebpf:"jm_count_scratch"`
 	JmFragPairs      *ebpf.Map `ebpf:"jm_frag_pairs"`
 	JmFragPairs6     *ebpf.Map `ebpf:"jm_frag_pairs6"`
 	JmFrags          *ebpf.Map `ebpf:"jm_frags"`
@@ -453,12 +500,13 @@ type JmxdpMaps struct {
 	JmXsks           *ebpf.Map `ebpf:"jm_xsks"`
 }
 
-func (m *JmxdpMaps) Close() error {
+func (m *jmxdpMaps) Close() error {
 	return _JmxdpClose(
 		m.JmAllowlist,
 		m.JmCandidates,
 		m.JmClock,
 		m.JmConfig,
+		m.JmCountScratch,
 		m.JmFragPairs,
 		m.JmFragPairs6,
 		m.JmFrags,
@@ -482,30 +530,32 @@ func (m *JmxdpMaps) Close() error {
 	)
 }
 
-// JmxdpVariables contains all global variables after they have been loaded into the kernel.
+// jmxdpVariables contains all global variables after they have been loaded into the kernel.
 //
-// It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
-type JmxdpVariables struct {
+// It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
+type jmxdpVariables struct {
 	JmActionUnused      *ebpf.Variable `ebpf:"jm_action_unused"`
 	JmForceHeaderCopy   *ebpf.Variable `ebpf:"jm_force_header_copy"`
 	JmFwdReasonUnused   *ebpf.Variable `ebpf:"jm_fwd_reason_unused"`
 	JmInnerUnused       *ebpf.Variable `ebpf:"jm_inner_unused"`
+	JmMetaFlagUnused    *ebpf.Variable `ebpf:"jm_meta_flag_unused"`
+	JmMetaMagicUnused   *ebpf.Variable `ebpf:"jm_meta_magic_unused"`
 	JmPolicyScopeUnused *ebpf.Variable `ebpf:"jm_policy_scope_unused"`
 	JmStatUnused        *ebpf.Variable `ebpf:"jm_stat_unused"`
 	JmXskMetaUnused     *ebpf.Variable `ebpf:"jm_xsk_meta_unused"`
 }
 
-// JmxdpPrograms contains all programs after they have been loaded into the kernel.
+// jmxdpPrograms contains all programs after they have been loaded into the kernel.
 //
-// It can be passed to LoadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
-type JmxdpPrograms struct {
+// It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
+type jmxdpPrograms struct {
 	Jmxdp         *ebpf.Program `ebpf:"jmxdp"`
 	XdpCountFloor *ebpf.Program `ebpf:"xdp_count_floor"`
 	XdpPass       *ebpf.Program `ebpf:"xdp_pass"`
 	XdpTxSwap     *ebpf.Program `ebpf:"xdp_tx_swap"`
 }
 
-func (p *JmxdpPrograms) Close() error {
+func (p *jmxdpPrograms) Close() error {
 	return _JmxdpClose(
 		p.Jmxdp,
 		p.XdpCountFloor,

@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 )
 
 // Mode is how the program is attached.
@@ -100,41 +97,6 @@ func (p *Program) Detach() error {
 	return nil
 }
 
-// BPFFSRoot is where bpffs is mounted on every modern distribution.
-const BPFFSRoot = "/sys/fs/bpf"
-
-// ensurePinDir makes dir (mode 0700) on a bpffs, mounting bpffs at
-// BPFFSRoot first if the system has not.
-func ensurePinDir(dir string) error {
-	if rel, err := filepath.Rel(BPFFSRoot, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-		if err := EnsureBPFFS(BPFFSRoot); err != nil {
-			return err
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create pin directory: %w", err)
-	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("pin directory %s: %w", dir, err)
-	}
-	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("pin directory %s is not on a bpffs", dir)
-	}
-	return nil
-}
-
-// EnsureBPFFS mounts bpffs at dir unless a bpffs is already there.
-func EnsureBPFFS(dir string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create bpffs mount point %s: %w", dir, err)
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", filepath.Clean(dir), err)
-	}
-	return nil
-}
+// BPFFSRoot is where bpffs is mounted: pins.BPFFSRoot, kept here for the
+// tests that make their pin directories under it.
+const BPFFSRoot = pins.BPFFSRoot

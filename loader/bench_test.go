@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // BenchmarkProgram measures the program's per-frame cost in the kernel
@@ -20,7 +20,7 @@ func BenchmarkProgram(b *testing.B) {
 	cases := []struct {
 		name  string
 		frame func(b *testing.B) []byte
-		want  loader.Verdict
+		want  vocab.Verdict
 	}{
 		{"not_jmirror", func(*testing.B) []byte { return gen.NotJmirrorTCPSyn(router1, collector, 40000, 22) }, pass},
 		{"counted", func(b *testing.B) []byte { return mustFrame(b, counted) }, drop},
@@ -32,9 +32,9 @@ func BenchmarkProgram(b *testing.B) {
 			return mustFrame(b, mirror(1, 3, gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 9000-14-20-16-28))))
 		}, drop},
 	}
-	p := loadProgram(b, loader.Config{Policies: []maps.PolicyRule{
-		{MID: 1, AnySID: true, Action: maps.ActionCount},
-		{MID: 2, AnySID: true, Action: maps.ActionCapture},
+	p := loadProgram(b, loader.Config{Policies: []vocab.PolicyRule{
+		{MID: 1, AnySID: true, Action: vocab.ActionCount},
+		{MID: 2, AnySID: true, Action: vocab.ActionCapture},
 	}})
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -79,7 +79,7 @@ func BenchmarkProgram(b *testing.B) {
 //
 // Metrics: ns/frame of each, and x_linear, copy over linear.
 func BenchmarkHeaderPaths(b *testing.B) {
-	cfg := loader.Config{DefaultAction: maps.ActionCount}
+	cfg := loader.Config{DefaultAction: vocab.ActionCount}
 	pull := loadProgram(b, cfg)
 	cp := loadProgramWith(b, loader.Options{MaxStreams: 4096, ForceHeaderCopy: true}, cfg)
 	f := mustFrame(b, mirror(1, 3, gen.InnerIPv4UDP(subA, subB, 1, 2, make([]byte, 9000-14-20-16-28))))
@@ -89,12 +89,12 @@ func BenchmarkHeaderPaths(b *testing.B) {
 	for b.Loop() {
 		// Alternate the three, so drift hits all.
 		for _, r := range []struct {
-			run func() (loader.Verdict, time.Duration, error)
+			run func() (vocab.Verdict, time.Duration, error)
 			sum *time.Duration
 		}{
-			{func() (loader.Verdict, time.Duration, error) { return pull.Benchmark(f, chunk) }, &dLinear},
-			{func() (loader.Verdict, time.Duration, error) { return pull.BenchmarkSplit(f, linear, chunk) }, &dPull},
-			{func() (loader.Verdict, time.Duration, error) { return cp.BenchmarkSplit(f, linear, chunk) }, &dCopy},
+			{func() (vocab.Verdict, time.Duration, error) { return pull.Benchmark(f, chunk) }, &dLinear},
+			{func() (vocab.Verdict, time.Duration, error) { return pull.BenchmarkSplit(f, linear, chunk) }, &dPull},
+			{func() (vocab.Verdict, time.Duration, error) { return cp.BenchmarkSplit(f, linear, chunk) }, &dCopy},
 		} {
 			v, d, err := r.run()
 			if err != nil {

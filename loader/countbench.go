@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // CounterVariant names one way of counting a stream (bpf/countbench.c),
@@ -114,7 +115,7 @@ func (c *CountBench) prog(v CounterVariant) (*ebpf.Program, error) {
 
 // Run runs variant v once over frame: one datagram of len(frame) bytes
 // counted into the stream its first 24 bytes name.
-func (c *CountBench) Run(v CounterVariant, frame []byte) (Verdict, error) {
+func (c *CountBench) Run(v CounterVariant, frame []byte) (vocab.Verdict, error) {
 	p, err := c.prog(v)
 	if err != nil {
 		return 0, err
@@ -124,7 +125,7 @@ func (c *CountBench) Run(v CounterVariant, frame []byte) (Verdict, error) {
 
 // Benchmark runs variant v repeat times over frame in the kernel and
 // returns the mean time per run.
-func (c *CountBench) Benchmark(v CounterVariant, frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (c *CountBench) Benchmark(v CounterVariant, frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	p, err := c.prog(v)
 	if err != nil {
 		return 0, 0, err

@@ -8,8 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // countFrame is a frame the counter variants count into stream
@@ -161,7 +161,7 @@ func BenchmarkCounterVariants(b *testing.B) {
 	f, _ := countFrame(1, 1, 1, 114)
 	for _, v := range loader.CounterVariants() {
 		b.Run(string(v), func(b *testing.B) {
-			benchChunks(b, p, func(f []byte, n int) (loader.Verdict, time.Duration, error) { return c.Benchmark(v, f, n) }, f)
+			benchChunks(b, p, func(f []byte, n int) (vocab.Verdict, time.Duration, error) { return c.Benchmark(v, f, n) }, f)
 		})
 	}
 }
@@ -182,15 +182,15 @@ func coarseNow(t *testing.T) time.Duration {
 // of their frames, to a tick: a frame 50 ms after the first moves last
 // seen on by about that, never past the clock read after it.
 func TestLastSeenFollowsClock(t *testing.T) {
-	p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
+	p := loadProgram(t, loader.Config{DefaultAction: vocab.ActionCount})
 	f, err := mirror(7, 7, ipv4Echo()).Frame()
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := maps.StreamKey{Router: router1, MID: 7, SID: 7}
+	k := vocab.StreamKey{Router: router1, MID: 7, SID: 7}
 	// A tick is at most 10 ms (HZ >= 100); the lag allowed is one.
 	const tick = 10 * time.Millisecond
-	read := func() maps.StreamStats {
+	read := func() vocab.StreamStats {
 		t.Helper()
 		s, ok, err := p.Maps.Stream(k)
 		if err != nil || !ok {

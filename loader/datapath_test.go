@@ -1,36 +1,43 @@
 package loader_test
 
 import (
-	"encoding/binary"
-	"net/netip"
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/jmirror/fixtures"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
+// The tables' addresses and frame builders (userspace/jmirror/fixtures),
+// by the short names loader's tests use.
 var (
-	router1   = netip.MustParseAddr("192.0.2.1")
-	router2   = netip.MustParseAddr("192.0.2.2")
-	collector = netip.MustParseAddr("198.51.100.1")
-	router6   = netip.MustParseAddr("2001:db8::1")
-	coll6     = netip.MustParseAddr("2001:db8::100")
-	subA      = netip.MustParseAddr("10.0.0.1")
-	subB      = netip.MustParseAddr("10.0.0.2")
-	sub6A     = netip.MustParseAddr("2001:db8:1::1")
-	sub6B     = netip.MustParseAddr("2001:db8:1::2")
-	// The IPv6 form of an IPv4 router: 16 bytes, never unmapped.
-	mappedRouter = netip.AddrFrom16(netip.MustParseAddr("203.0.113.1").As16())
+	router1      = fixtures.Router1
+	router2      = fixtures.Router2
+	collector    = fixtures.Collector
+	router6      = fixtures.Router6
+	coll6        = fixtures.Coll6
+	subA         = fixtures.SubA
+	subB         = fixtures.SubB
+	mappedRouter = fixtures.MappedRouter
 )
 
-// v4EmbeddedSources are IPv6 sources that embed IPv4: mapped,
-// compatible, unspecified and loopback.
-func v4EmbeddedSources() []netip.Addr {
-	return []netip.Addr{mappedRouter, netip.MustParseAddr("::203.0.113.1"), netip.IPv6Unspecified(), netip.IPv6Loopback()}
+func mirror(mid, sid uint32, inner []byte) gen.Mirror { return fixtures.Mirror(mid, sid, inner) }
+func mirror6(mid, sid uint32, in []byte, exts ...gen.ExtHeader) gen.Mirror {
+	return fixtures.Mirror6(mid, sid, in, exts...)
 }
+func frame(t *testing.T, m gen.Mirror) []byte           { return fixtures.Frame(t, m) }
+func frames(t *testing.T, m gen.Mirror) [][]byte        { return fixtures.Frames(t, m) }
+func setUDPLen(m gen.Mirror, f []byte, n uint16) []byte { return fixtures.SetUDPLen(m, f, n) }
+func ipv4Echo() []byte                                  { return fixtures.IPv4Echo() }
+func inner(kind vocab.Inner) [vocab.NumInner]uint64     { return fixtures.InnerOf(kind) }
+func k1(mid, sid uint32) vocab.StreamKey                { return fixtures.K1(mid, sid) }
+func k6(mid, sid uint32) vocab.StreamKey                { return fixtures.K6(mid, sid) }
+func ext(typ uint8) gen.ExtHeader                       { return fixtures.Ext(typ) }
+func named(c vocab.Counters) map[string]uint64          { return fixtures.Named(c) }
+func one(v vocab.Verdict) []vocab.Verdict               { return []vocab.Verdict{v} }
 
 func loadProgram(t testing.TB, cfg loader.Config) *loader.Program {
 	t.Helper()
@@ -56,448 +63,46 @@ func loadProgramWith(t testing.TB, opts loader.Options, cfg loader.Config) *load
 	return p
 }
 
-func mirror(mid, sid uint32, inner []byte) gen.Mirror {
-	return gen.Mirror{Router: router1, Collector: collector, MID: mid, SID: sid, Inner: inner}
-}
-
-func frame(t *testing.T, m gen.Mirror) []byte {
-	t.Helper()
-	f, err := m.Frame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-func frames(t *testing.T, m gen.Mirror) [][]byte {
-	t.Helper()
-	f, err := m.Frames()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-// setUDPLen rewrites the UDP length field of a built Jmirror frame.
-func setUDPLen(m gen.Mirror, f []byte, n uint16) []byte {
-	binary.BigEndian.PutUint16(f[m.HeaderOffset()-4:], n)
-	return f
-}
-
-func ipv4Echo() []byte { return gen.InnerIPv4ICMPEcho(subA, subB, 1, 1, 32) }
-
-// streamWant is a stream table entry without its timestamps.
-type streamWant struct {
-	key     maps.StreamKey
-	packets uint64
-	bytes   uint64
-	inner   [maps.NumInner]uint64
-}
-
-type datapathCase struct {
-	name     string
-	cfg      loader.Config
-	frames   func(t *testing.T) [][]byte
-	verdicts []loader.Verdict // one per frame
-	stats    map[maps.Stat]uint64
-	streams  []streamWant
-}
-
-func one(v loader.Verdict) []loader.Verdict { return []loader.Verdict{v} }
-
-func inner(kind maps.Inner) (a [maps.NumInner]uint64) { a[kind] = 1; return a }
-
-func k1(mid, sid uint32) maps.StreamKey { return maps.StreamKey{Router: router1, MID: mid, SID: sid} }
-
 const (
-	pass     = loader.VerdictPass
-	drop     = loader.VerdictDrop
-	redirect = loader.VerdictRedirect
+	pass     = vocab.VerdictPass
+	drop     = vocab.VerdictDrop
+	redirect = vocab.VerdictRedirect
 )
 
-func datapathCases() []datapathCase {
-	echo := ipv4Echo()
-	el := uint64(len(echo))
-	ppp := gen.InnerLCPEcho(1, 0x01020304)
-	v6 := gen.InnerIPv6UDP(sub6A, sub6B, 1000, 2000, []byte("hello"))
-	big := gen.InnerIPv4UDP(subA, subB, 1000, 2000, make([]byte, 3100))
-	bigLen := uint64(len(big))
-	captured := func(extra map[maps.Stat]uint64) map[maps.Stat]uint64 {
-		m := map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatJmirror: 1, maps.StatActionCapture: 1,
-			maps.StatCaptureFailed: 1, maps.StatStreamNew: 1}
-		for k, v := range extra {
-			m[k] = v
-		}
-		return m
-	}
-	notJM := map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatNotJmirror: 1}
-	return []datapathCase{
-		{
-			name:     "ipv4 inner, capture without socket falls back to pass",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(2, 1111111, echo))} },
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(2, 1111111), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name:     "ipv6 inner",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(3, 4, v6))} },
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(v6))}),
-			streams:  []streamWant{{k1(3, 4), 1, uint64(len(v6)), inner(maps.InnerIPv6)}},
-		},
-		{
-			name:     "ppp inner (FF 03 framing), padded short frame counts UDP length not frame length",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(0x3039, 0x1e240, ppp))} },
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(ppp))}),
-			streams:  []streamWant{{k1(0x3039, 0x1e240), 1, uint64(len(ppp)), inner(maps.InnerPPP)}},
-		},
-		{
-			name:     "unknown inner",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(5, 6, []byte{0x00, 0x11, 0x22}))} },
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: 3}),
-			streams:  []streamWant{{k1(5, 6), 1, 3, inner(maps.InnerUnknown)}},
-		},
-		{
-			name:     "FF without 03 is unknown",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(5, 6, []byte{0xff, 0x04, 0xc0, 0x21}))} },
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: 4}),
-			streams:  []streamWant{{k1(5, 6), 1, 4, inner(maps.InnerUnknown)}},
-		},
-		{
-			name:     "empty inner: exactly the 8-byte header, still counted",
-			frames:   func(t *testing.T) [][]byte { return [][]byte{frame(t, mirror(7, 8, nil))} },
-			verdicts: one(pass),
-			stats:    captured(nil),
-			streams:  []streamWant{{k1(7, 8), 1, 0, inner(maps.InnerEmpty)}},
-		},
-		{
-			name: "V bits are not part of mid, and are counted",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(0x3fffffff, 9, echo)
-				m.Version = 3
-				return [][]byte{frame(t, m)}
-			},
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el, maps.StatVersionNonzero: 1}),
-			streams:  []streamWant{{k1(0x3fffffff, 9), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "UDP payload shorter than 8 bytes is malformed (short) and passed",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, nil)
-				return [][]byte{setUDPLen(m, frame(t, m), 12)}
-			},
-			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedShort: 1},
-		},
-		{
-			name: "UDP length below the UDP header is short",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, nil)
-				return [][]byte{setUDPLen(m, frame(t, m), 4)}
-			},
-			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedShort: 1},
-		},
-		{
-			name: "UDP length beyond the frame is truncated",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, echo)
-				return [][]byte{setUDPLen(m, frame(t, m), uint16(16+len(echo)+1))}
-			},
-			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
-		},
-		{
-			name: "UDP length inside Ethernet padding but beyond the IP packet is truncated",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, []byte{0x45})
-				f := frame(t, m) // 14+20+8+8+1 = 51 bytes, padded to 60
-				return [][]byte{setUDPLen(m, f, 16+4)}
-			},
-			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
-		},
-		{
-			name: "frame cut inside the Jmirror header is truncated",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, echo)
-				f := frame(t, m)
-				return [][]byte{f[:m.HeaderOffset()+4]}
-			},
-			verdicts: one(pass),
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 1, maps.StatMalformedTruncated: 1},
-		},
-		{
-			name: "outer IPv4 options (IHL 15) and QinQ tags",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(10, 11, echo)
-				m.IPOptions = gen.IPv4OptRecordRoute(9) // 3+36 bytes: IHL 15
-				m.VLANs = []gen.VLAN{{TPID: 0x88a8, ID: 100}, {TPID: 0x8100, ID: 200}}
-				return [][]byte{frame(t, m)}
-			},
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(10, 11), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "single 802.1Q tag",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(10, 12, echo)
-				m.VLANs = []gen.VLAN{{TPID: 0x8100, ID: 7}}
-				return [][]byte{frame(t, m)}
-			},
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: el}),
-			streams:  []streamWant{{k1(10, 12), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "three VLAN tags are beyond what is parsed: not Jmirror",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(10, 13, echo)
-				m.VLANs = []gen.VLAN{{TPID: 0x88a8, ID: 1}, {TPID: 0x8100, ID: 2}, {TPID: 0x8100, ID: 3}}
-				return [][]byte{frame(t, m)}
-			},
-			verdicts: one(pass),
-			stats:    notJM,
-		},
-		{
-			name: "outer IPv6",
-			frames: func(t *testing.T) [][]byte {
-				m := gen.Mirror{Router: router6, Collector: coll6, MID: 0x8000, SID: 1, Inner: ppp}
-				return [][]byte{frame(t, m)}
-			},
-			verdicts: one(pass),
-			stats:    captured(map[maps.Stat]uint64{maps.StatJmirrorBytes: uint64(len(ppp))}),
-			streams:  []streamWant{{maps.StreamKey{Router: router6, MID: 0x8000, SID: 1}, 1, uint64(len(ppp)), inner(maps.InnerPPP)}},
-		},
-		{
-			name: "same (mid, sid) from two routers: two entries",
-			frames: func(t *testing.T) [][]byte {
-				a := mirror(0x8000, 1, echo)
-				b := a
-				b.Router = router2
-				return [][]byte{frame(t, a), frame(t, b), frame(t, a)}
-			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * el,
-				maps.StatActionCapture: 3, maps.StatCaptureFailed: 3, maps.StatStreamNew: 2},
-			streams: []streamWant{
-				{k1(0x8000, 1), 2, 2 * el, [maps.NumInner]uint64{2, 0, 0, 0, 0}},
-				{maps.StreamKey{Router: router2, MID: 0x8000, SID: 1}, 1, el, inner(maps.InnerIPv4)},
-			},
-		},
-		{
-			name: "fragmented datagram: counted once at the first fragment, later ones tracked",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(20, 21, big)
-				m.MTU = 1500
-				m.IPID = 0x1234
-				f := frames(t, m)
-				if len(f) != 3 {
-					t.Fatalf("want 3 fragments, got %d", len(f))
-				}
-				return f
-			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatActionCount: 3, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 21), 1, bigLen, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "later fragments before their first pass unmatched; the first still counts",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(20, 22, big)
-				m.MTU = 1500
-				f := frames(t, m)
-				return [][]byte{f[2], f[1], f[0]}
-			},
-			verdicts: []loader.Verdict{pass, pass, drop},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 1, maps.StatJmirrorBytes: bigLen,
-				maps.StatFragFirst: 1, maps.StatFragUnmatched: 2, maps.StatActionCount: 1, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 22), 1, bigLen, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "fragments of a non-Jmirror datagram pass untouched",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(20, 23, big)
-				m.Port = 9999
-				m.MTU = 1500
-				return frames(t, m)
-			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatNotJmirror: 1, maps.StatFragUnmatched: 2},
-		},
-		{
-			name: "not Jmirror: ARP, TCP, DNS, ICMP, Jmirror to a port not decoded (a discovery candidate)",
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(1, 1, echo)
-				m.Port = 30031
-				return [][]byte{
-					gen.NotJmirrorARP(router1, collector),
-					gen.NotJmirrorTCPSyn(router1, collector, 40000, 22),
-					gen.NotJmirrorDNSQuery(router1, collector, 7, "example.org"),
-					gen.NotJmirrorICMPEcho(router1, collector, 1, 1, 56),
-					frame(t, m),
-				}
-			},
-			verdicts: []loader.Verdict{pass, pass, pass, pass, pass},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatNotJmirror: 5, maps.StatCandidate: 1},
-		},
-		{
-			name: "several ports at once",
-			cfg:  loader.Config{Ports: []uint16{6502, 5000, 54301}, DefaultAction: maps.ActionPass},
-			frames: func(t *testing.T) [][]byte {
-				a, b, c := mirror(1, 1, echo), mirror(1, 2, echo), mirror(1, 3, echo)
-				a.Port, b.Port, c.Port = 6502, 54301, 30030
-				return [][]byte{frame(t, a), frame(t, b), frame(t, c)}
-			},
-			verdicts: []loader.Verdict{pass, pass, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * el,
-				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatNotJmirror: 1, maps.StatCandidate: 1},
-			streams: []streamWant{{k1(1, 1), 1, el, inner(maps.InnerIPv4)}, {k1(1, 2), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "policy: exact (mid, sid) beats (mid, any), which beats the default",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Policies: []maps.PolicyRule{
-				{MID: 40, SID: 1, Action: maps.ActionCapture},
-				{MID: 40, AnySID: true, Action: maps.ActionCount},
-			}},
-			frames: func(t *testing.T) [][]byte {
-				return [][]byte{frame(t, mirror(40, 1, echo)), frame(t, mirror(40, 2, echo)), frame(t, mirror(41, 1, echo))}
-			},
-			verdicts: []loader.Verdict{pass, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * el,
-				maps.StatActionCapture: 1, maps.StatCaptureFailed: 1, maps.StatActionCount: 1, maps.StatActionPass: 1,
-				maps.StatStreamNew: 3},
-			streams: []streamWant{{k1(40, 1), 1, el, inner(maps.InnerIPv4)}, {k1(40, 2), 1, el, inner(maps.InnerIPv4)},
-				{k1(41, 1), 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "allowlist: untrusted sources are dropped, never counted as streams",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Allowlist: []netip.Prefix{
-				netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64")}},
-			frames: func(t *testing.T) [][]byte {
-				forged := mirror(50, 1, echo)
-				forged.Router = router2
-				v6 := gen.Mirror{Router: router6, Collector: coll6, MID: 50, SID: 2, Inner: echo}
-				forged6 := v6
-				forged6.Router = netip.MustParseAddr("2001:db9::1")
-				return [][]byte{frame(t, mirror(50, 1, echo)), frame(t, forged), frame(t, v6), frame(t, forged6),
-					gen.NotJmirrorICMPEcho(router2, collector, 1, 1, 8)}
-			},
-			verdicts: []loader.Verdict{pass, drop, pass, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * el,
-				maps.StatActionPass: 2, maps.StatStreamNew: 2, maps.StatUntrusted: 2, maps.StatNotJmirror: 1},
-			streams: []streamWant{{k1(50, 1), 1, el, inner(maps.InnerIPv4)},
-				{maps.StreamKey{Router: router6, MID: 50, SID: 2}, 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "IPv6 sources that embed IPv4 (mapped, compatible, ::, ::1) are never a router, allowlist or not",
-			cfg:  loader.Config{DefaultAction: maps.ActionPass},
-			frames: func(t *testing.T) [][]byte {
-				var out [][]byte
-				for _, a := range v4EmbeddedSources() {
-					m := gen.Mirror{Router: a, Collector: coll6, MID: 70, SID: 1, Inner: echo}
-					out = append(out, frame(t, m))
-				}
-				// Malformed from such a source is dropped too, before the
-				// length checks, as for any untrusted sender.
-				short := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 70, SID: 1, Inner: echo}
-				out = append(out, setUDPLen(short, frame(t, short), 12))
-				// The IPv4 router itself is unaffected.
-				real := mirror(70, 1, echo)
-				real.Router = mappedRouter.Unmap()
-				return append(out, frame(t, real))
-			},
-			verdicts: []loader.Verdict{drop, drop, drop, drop, drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatUntrusted: 5, maps.StatUntrustedMapped: 5,
-				maps.StatJmirror: 1, maps.StatJmirrorBytes: el, maps.StatActionPass: 1, maps.StatStreamNew: 1},
-			streams: []streamWant{{maps.StreamKey{Router: mappedRouter.Unmap(), MID: 70, SID: 1}, 1, el, inner(maps.InnerIPv4)}},
-		},
-		{
-			name: "an IPv4-mapped source is refused even when the allowlist names its IPv4 router",
-			cfg: loader.Config{DefaultAction: maps.ActionPass, Allowlist: []netip.Prefix{
-				netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("2001:db8::/64")}},
-			frames: func(t *testing.T) [][]byte {
-				m := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 71, SID: 1, Inner: echo}
-				other := m
-				other.Port = 9999 // not decoded: not Jmirror, passed as before
-				return [][]byte{frame(t, m), frame(t, other)}
-			},
-			verdicts: []loader.Verdict{drop, pass},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatUntrusted: 1, maps.StatUntrustedMapped: 1,
-				maps.StatNotJmirror: 1, maps.StatCandidate: 1},
-		},
-		{
-			name: "fragments of an untrusted datagram are all dropped",
-			cfg:  loader.Config{Allowlist: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}},
-			frames: func(t *testing.T) [][]byte {
-				m := mirror(60, 1, big)
-				m.Router = router2
-				m.MTU = 1500
-				return frames(t, m)
-			},
-			verdicts: []loader.Verdict{drop, drop, drop},
-			stats:    map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
-		},
+// The datapath tables against the kernel program, as root; the Go engine
+// runs the same tables in userspace/jmirror, without root.
+
+func TestDatapath(t *testing.T)    { runKernelTable(t, fixtures.Datapath()) }
+func TestIPv6Shapes(t *testing.T)  { runKernelTable(t, fixtures.IPv6Shapes()) }
+func TestJumboFrames(t *testing.T) { runKernelTable(t, fixtures.Jumbo()) }
+
+func runKernelTable(t *testing.T, cases []fixtures.Case) {
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) { runKernelCase(t, tc) })
 	}
 }
 
-func TestDatapath(t *testing.T) {
-	for _, tc := range datapathCases() {
-		t.Run(tc.name, func(t *testing.T) { runDatapathCase(t, tc) })
-	}
-}
-
-// runDatapathCase runs one case through BPF_PROG_TEST_RUN and the Go
-// engine and checks both against its verdicts, counters and streams.
-func runDatapathCase(t *testing.T, tc datapathCase) {
+// runKernelCase runs one case through BPF_PROG_TEST_RUN and checks its
+// verdicts, counters and streams.
+func runKernelCase(t *testing.T, tc fixtures.Case) {
 	t.Helper()
-	p := loadProgram(t, tc.cfg)
-	eng := jmirror.NewEngine(engineConfig(tc.cfg), nil)
-	in := tc.frames(t)
-	if len(in) != len(tc.verdicts) {
-		t.Fatalf("test has %d frames, %d verdicts", len(in), len(tc.verdicts))
-	}
-	for i, f := range in {
+	const who = "kernel"
+	c := tc.Config
+	p := loadProgram(t, loader.Config{Ports: c.Ports, DefaultAction: c.DefaultAction, Policies: c.Policies, Allowlist: c.Allowlist})
+	tc.Run(t, who, func(f []byte) (vocab.Verdict, error) {
 		v, err := p.Run(f)
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if v != tc.verdicts[i] {
-			t.Errorf("frame %d: kernel verdict %v, want %v", i, v, tc.verdicts[i])
-		}
-		if gv := eng.Process(f).Verdict; loader.Verdict(gv) != tc.verdicts[i] {
-			t.Errorf("frame %d: Go decoder verdict %v, want %v", i, loader.Verdict(gv), tc.verdicts[i])
-		}
-	}
+		return vocab.Verdict(v), err
+	})
 	got, err := p.Maps.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want maps.Counters
-	for s, n := range tc.stats {
-		want[s] = n
-	}
-	if got != want {
-		t.Errorf("kernel counters:\n got  %v\n want %v", named(got), named(want))
-	}
-	if g := eng.Counters(); g != want {
-		t.Errorf("Go decoder counters:\n got  %v\n want %v", named(g), named(want))
-	}
+	tc.CheckCounters(t, who, got)
 	streams, err := p.Maps.Streams()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkStreams(t, "kernel", streams, tc.streams)
-	checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
+	fixtures.CheckStreams(t, who, streams, tc.Streams)
 }
 
 func engineConfig(c loader.Config) jmirror.Config {
@@ -506,32 +111,4 @@ func engineConfig(c loader.Config) jmirror.Config {
 		ports = []uint16{loader.DefaultPort}
 	}
 	return jmirror.Config{Ports: ports, DefaultAction: c.DefaultAction, Policies: c.Policies, Allowlist: c.Allowlist}
-}
-
-func named(c maps.Counters) map[string]uint64 {
-	m := map[string]uint64{}
-	for i, n := range c {
-		if n != 0 {
-			m[maps.Stat(i).String()] = n
-		}
-	}
-	return m
-}
-
-func checkStreams(t *testing.T, who string, got []maps.Stream, want []streamWant) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Errorf("%s: %d streams, want %d: %+v", who, len(got), len(want), got)
-		return
-	}
-	for i, w := range want {
-		g := got[i]
-		if g.StreamKey != w.key || g.Packets != w.packets || g.Bytes != w.bytes || g.Inner != w.inner {
-			t.Errorf("%s: stream %d = %v packets=%d bytes=%d inner=%v, want %v packets=%d bytes=%d inner=%v",
-				who, i, g.StreamKey, g.Packets, g.Bytes, g.Inner, w.key, w.packets, w.bytes, w.inner)
-		}
-		if g.FirstSeen == 0 || g.LastSeen < g.FirstSeen {
-			t.Errorf("%s: stream %v: first/last seen %v/%v", who, g.StreamKey, g.FirstSeen, g.LastSeen)
-		}
-	}
 }

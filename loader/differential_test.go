@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // TestDifferential runs a large randomized and mutated corpus through the
@@ -30,11 +30,11 @@ func TestDifferential(t *testing.T) {
 		{"defaults", loader.Config{Ports: ports}},
 		{"policy and allowlist", loader.Config{
 			Ports:         ports,
-			DefaultAction: maps.ActionCount,
-			Policies: []maps.PolicyRule{
-				{MID: 1, AnySID: true, Action: maps.ActionPass},
-				{MID: 2, SID: 2, Action: maps.ActionCapture},
-				{MID: 3, AnySID: true, Action: maps.ActionCapture},
+			DefaultAction: vocab.ActionCount,
+			Policies: []vocab.PolicyRule{
+				{MID: 1, AnySID: true, Action: vocab.ActionPass},
+				{MID: 2, SID: 2, Action: vocab.ActionCapture},
+				{MID: 3, AnySID: true, Action: vocab.ActionCapture},
 			},
 			// Covers part of what the corpus generator uses as routers.
 			Allowlist: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("192.0.2.1/32"),
@@ -47,7 +47,7 @@ func TestDifferential(t *testing.T) {
 			p := loadProgramSized(t, c.cfg, 1<<17)
 			eng := jmirror.NewEngine(engineConfig(c.cfg), nil)
 			corpus := gen.Corpus(int64(1000+i), n, ports)
-			var prev maps.Counters
+			var prev vocab.Counters
 			classes := map[jmirror.Class]int{}
 			for j, f := range corpus {
 				if len(f) < loader.MinFrameLen || len(f) > loader.MaxFrameLen {
@@ -59,8 +59,8 @@ func TestDifferential(t *testing.T) {
 				}
 				res := eng.Process(f)
 				classes[res.Class]++
-				if loader.Verdict(res.Verdict) != kv {
-					t.Fatalf("frame %d (% x): kernel %v, Go %v (class %v)", j, f, kv, loader.Verdict(res.Verdict), res.Class)
+				if vocab.Verdict(res.Verdict) != kv {
+					t.Fatalf("frame %d (% x): kernel %v, Go %v (class %v)", j, f, kv, vocab.Verdict(res.Verdict), res.Class)
 				}
 				kc, err := p.Maps.Counters()
 				if err != nil {
@@ -113,7 +113,7 @@ func TestDifferential(t *testing.T) {
 				if cl == jmirror.ClassUntrusted && len(c.cfg.Allowlist) == 0 {
 					continue
 				}
-				if cl == jmirror.ClassFragHeld && c.cfg.DefaultAction != maps.ActionCapture {
+				if cl == jmirror.ClassFragHeld && c.cfg.DefaultAction != vocab.ActionCapture {
 					continue
 				}
 				if classes[cl] == 0 {
@@ -122,11 +122,11 @@ func TestDifferential(t *testing.T) {
 			}
 			// Sources that embed IPv4 must have been refused by both (the
 			// counters agree), and none may be a stream's router.
-			if prev[maps.StatUntrustedMapped] == 0 {
+			if prev[vocab.StatUntrustedMapped] == 0 {
 				t.Errorf("corpus produced no frame from an IPv4-embedding IPv6 source")
 			}
 			for _, s := range ks {
-				if maps.IPv4Embedded(s.Router) {
+				if vocab.IPv4Embedded(s.Router) {
 					t.Errorf("stream %v has an IPv4-embedding IPv6 router", s.StreamKey)
 				}
 			}

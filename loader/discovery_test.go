@@ -7,14 +7,14 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // runBoth runs frames through the kernel program and the Go engine, with
 // the same configuration, and returns the candidates each found.
-func runBoth(t *testing.T, cfg loader.Config, frames [][]byte) (kernel, goEngine []maps.Candidate) {
+func runBoth(t *testing.T, cfg loader.Config, frames [][]byte) (kernel, goEngine []vocab.Candidate) {
 	t.Helper()
 	p := loadProgram(t, cfg)
 	ports := cfg.Ports
@@ -28,7 +28,7 @@ func runBoth(t *testing.T, cfg loader.Config, frames [][]byte) (kernel, goEngine
 			t.Fatal(err)
 		}
 		r := e.Process(f)
-		if v != loader.VerdictPass || r.Verdict != jmirror.VerdictPass {
+		if v != vocab.VerdictPass || r.Verdict != vocab.VerdictPass {
 			t.Fatalf("frame %d: kernel %v, Go %v: a frame on a port not decoded must pass", i, v, r.Verdict)
 		}
 	}
@@ -47,8 +47,8 @@ func runBoth(t *testing.T, cfg loader.Config, frames [][]byte) (kernel, goEngine
 	for _, k := range kernel {
 		sum += k.Packets
 	}
-	if sum != c[maps.StatCandidate] {
-		t.Errorf("candidate map holds %d packets, the counter %d", sum, c[maps.StatCandidate])
+	if sum != c[vocab.StatCandidate] {
+		t.Errorf("candidate map holds %d packets, the counter %d", sum, c[vocab.StatCandidate])
 	}
 	return kernel, e.Candidates()
 }

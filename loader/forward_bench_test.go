@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // BenchmarkForward measures the program's cost per forwarded frame
@@ -27,7 +27,7 @@ func BenchmarkForward(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	rules := []maps.PolicyRule{{MID: 50, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, 0)}}
+	rules := []vocab.PolicyRule{{MID: 50, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, 0)}}
 	if err := netns.Do(n.ns, func() error {
 		return p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"})
 	}); err != nil {
@@ -43,9 +43,9 @@ func BenchmarkForward(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			if v != loader.VerdictRedirect {
+			if v != vocab.VerdictRedirect {
 				c, _ := p.Maps.Counters()
-				b.Fatalf("verdict %v, want XDP_REDIRECT: %v", v, nonZero(c))
+				b.Fatalf("verdict %v, want XDP_REDIRECT: %v", v, named(c))
 			}
 			_, dp, err := p.BenchmarkPass(f, chunk)
 			if err != nil {
@@ -67,8 +67,8 @@ func BenchmarkForward(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if c[maps.StatFwdSent] == 0 || c[maps.StatFwdUserspace] != 0 {
-		b.Fatalf("not all forwarded in the kernel: %v", nonZero(c))
+	if c[vocab.StatFwdSent] == 0 || c[vocab.StatFwdUserspace] != 0 {
+		b.Fatalf("not all forwarded in the kernel: %v", named(c))
 	}
 	b.ReportMetric(float64(prog.Nanoseconds())/float64(runs), "ns/frame")
 	b.ReportMetric(float64(pass.Nanoseconds())/float64(runs), "pass-ns/frame")

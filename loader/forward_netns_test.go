@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,14 +17,14 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/forward"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -97,11 +98,11 @@ func TestForwardNamespaces(t *testing.T) {
 	defer passLink.Close()
 
 	const port4, port6b = 30031, 30032
-	rules := []maps.PolicyRule{
-		{MID: 60, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
-		{MID: 61, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
-		{MID: 63, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
-		{MID: 64, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fcoll6, port6b)},
+	rules := []vocab.PolicyRule{
+		{MID: 60, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll4, port4)},
+		{MID: 61, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll6, 0)},
+		{MID: 63, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcollMiss, port4)},
+		{MID: 64, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fcoll6, port6b)},
 	}
 	ipIn(t, C, "addr", "add", fcollMiss.String()+"/24", "dev", "c0")
 	err = netns.Do(H, func() error {
@@ -127,6 +128,11 @@ func TestForwardNamespaces(t *testing.T) {
 			return err
 		}
 		if err := sender.Open(true, port6b); err != nil {
+			return err
+		}
+		// mid 61's target port is the stream's own: early fragments'
+		// datagrams are sent from userspace to it.
+		if err := sender.Open(true, gen.DefaultPort); err != nil {
 			return err
 		}
 		var err error
@@ -215,7 +221,7 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fs[maps.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[maps.FwdNeighMiss]; got != 1 {
+	if got := fs[vocab.StreamKey{Router: router1, MID: 63, SID: 3}].Userspace[vocab.FwdNeighMiss]; got != 1 {
 		t.Errorf("mid 63: forward_neigh_miss %d, want 1 (%v)", got, fs)
 	}
 
@@ -230,6 +236,62 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	if st := sender.Stats(); st.Sent != 2 || st.Reassembled != 1 || st.Fragments != 3 {
 		t.Errorf("userspace sender: %+v, want 2 sent, 3 fragments reassembled into 1", st)
+	}
+
+	// Forwarded datagrams whose later fragments come before the first,
+	// outer IPv4 to the IPv4 target and outer IPv6 to the IPv6 one: the
+	// pairs sent only forwarded fragmented Jmirror above, so the early
+	// fragments are held in userspace; the first finds their mark, goes
+	// to userspace with the rest (forward_frag_early), and the datagram
+	// is reassembled there and sent from a socket.
+	early4 := gen.Mirror{Router: router1, Collector: collector, MID: 60, SID: 202, Inner: big, MTU: 1500, IPID: 4444}
+	early6 := gen.Mirror{Router: router6, Collector: coll6, MID: 61, SID: 203, Inner: big, MTU: 1500, UDPChecksum: true, IPv6FragID: 0x4545}
+	for _, e := range []struct {
+		m    gen.Mirror
+		conn *net.UDPConn
+	}{{early4, c4}, {early6, c6}} {
+		fs := frames(t, e.m)
+		if len(fs) != 3 {
+			t.Fatalf("mid %d: %d fragments, want 3", e.m.MID, len(fs))
+		}
+		slices.Reverse(fs)
+		sendFramesAndExpect(t, snd, e.conn, e.m, fs)
+	}
+	for end := time.Now().Add(time.Second); sender.Stats().Sent < 4 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := sender.Stats(); st.Sent != 4 || st.Reassembled != 3 || st.Fragments != 9 {
+		t.Errorf("userspace sender: %+v, want 4 sent, 9 fragments reassembled into 3", st)
+	}
+	// The sender's counts per stream, by the reason each was handed over.
+	socket := sender.Streams()
+	for _, w := range []struct {
+		k      vocab.StreamKey
+		reason vocab.FwdReason
+		inner  int
+	}{
+		{vocab.StreamKey{Router: router1, MID: 63, SID: 3}, vocab.FwdNeighMiss, len(echo)},
+		{vocab.StreamKey{Router: router1, MID: 64, SID: 4}, vocab.FwdFragFamily, len(big)},
+		{vocab.StreamKey{Router: router1, MID: 60, SID: 202}, vocab.FwdFragEarly, len(big)},
+		{vocab.StreamKey{Router: router6, MID: 61, SID: 203}, vocab.FwdFragEarly, len(big)},
+	} {
+		var want forward.StreamCounts
+		want.Sent[w.reason], want.Bytes[w.reason] = 1, uint64(16+w.inner)
+		if got := socket[w.k]; got != want {
+			t.Errorf("sender's counts of %v: %+v, want %+v", w.k, got, want)
+		}
+	}
+	if len(socket) != 4 {
+		t.Errorf("sender's counts for %d streams, want 4: %v", len(socket), socket)
+	}
+	if fs, err := p.Maps.ForwardStreams(); err != nil {
+		t.Error(err)
+	} else {
+		for _, k := range []vocab.StreamKey{{Router: router1, MID: 60, SID: 202}, {Router: router6, MID: 61, SID: 203}} {
+			if st := fs[k]; st.Userspace[vocab.FwdFragEarly] != 1 || st.Packets != 0 {
+				t.Errorf("%v: %+v, want its first fragment handed over as frag_early, nothing sent by the program", k, st)
+			}
+		}
 	}
 
 	// A captured stream: counted, never forwarded.
@@ -249,9 +311,12 @@ func TestForwardNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatActionCapture] != 1 || c[maps.StatFwdUserspace] != 4 || c[maps.StatFwdNeighMiss] != 1 ||
-		c[maps.StatFwdFragFamily] != 3 || c[maps.StatCaptureFailed] != 0 {
-		t.Errorf("counters: %v", nonZero(c))
+	// action_capture: the captured frame and the 4 held early fragments
+	// (redirected by the same path).
+	if c[vocab.StatActionCapture] != 5 || c[vocab.StatFwdUserspace] != 6 || c[vocab.StatFwdNeighMiss] != 1 ||
+		c[vocab.StatFwdFragFamily] != 3 || c[vocab.StatFwdFragEarly] != 2 || c[vocab.StatFragHeld] != 4 ||
+		c[vocab.StatCaptureFailed] != 0 {
+		t.Errorf("counters: %v", named(c))
 	}
 	// Only the captured stream reached the sink (the files): no frame of
 	// a forwarded stream did.
@@ -262,7 +327,7 @@ func TestForwardNamespaces(t *testing.T) {
 	if got := sink.snapshot(); len(got) != 1 || got[writer.Key{MID: 62, SID: 1}] != 1 {
 		t.Errorf("written to the sink: %v, want only mid 62 sid 1 once", got)
 	}
-	st, ok, err := p.Maps.Stream(maps.StreamKey{Router: router1, MID: 62, SID: 1})
+	st, ok, err := p.Maps.Stream(vocab.StreamKey{Router: router1, MID: 62, SID: 1})
 	if err != nil || !ok || st.Packets != 1 {
 		t.Errorf("captured stream: %+v %v %v", st, ok, err)
 	}
@@ -282,29 +347,35 @@ func TestForwardNamespaces(t *testing.T) {
 func sendAndExpect(t *testing.T, snd *send.Sender, conn *net.UDPConn, ms []gen.Mirror) {
 	t.Helper()
 	for _, m := range ms {
-		fs := frames(t, m)
-		if _, err := snd.Send(fs); err != nil {
-			t.Fatal(err)
-		}
-		want := append(jmirrorHeader(m), m.Inner...)
-		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 65536)
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("mid %d sid %d (%d frames, %d VLANs, %d option bytes, outer %s): collector received nothing: %v",
-				m.MID, m.SID, len(fs), len(m.VLANs), len(m.IPOptions), m.Router, err)
-		}
-		if !bytes.Equal(buf[:n], want) {
-			t.Fatalf("mid %d sid %d: collector received\n%x\nwant\n%x", m.MID, m.SID, buf[:n], want)
-		}
-		if from.Port() != conn.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
-			t.Errorf("mid %d: source port %d, want the target port", m.MID, from.Port())
-		}
+		sendFramesAndExpect(t, snd, conn, m, frames(t, m))
+	}
+}
+
+// sendFramesAndExpect sends fs, m's frames in any order, and expects conn
+// to receive m's UDP payload once.
+func sendFramesAndExpect(t *testing.T, snd *send.Sender, conn *net.UDPConn, m gen.Mirror, fs [][]byte) {
+	t.Helper()
+	if _, err := snd.Send(fs); err != nil {
+		t.Fatal(err)
+	}
+	want := append(jmirrorHeader(m), m.Inner...)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 65536)
+	n, from, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("mid %d sid %d (%d frames, %d VLANs, %d option bytes, outer %s): collector received nothing: %v",
+			m.MID, m.SID, len(fs), len(m.VLANs), len(m.IPOptions), m.Router, err)
+	}
+	if !bytes.Equal(buf[:n], want) {
+		t.Fatalf("mid %d sid %d: collector received\n%x\nwant\n%x", m.MID, m.SID, buf[:n], want)
+	}
+	if from.Port() != conn.LocalAddr().(*net.UDPAddr).AddrPort().Port() {
+		t.Errorf("mid %d: source port %d, want the target port", m.MID, from.Port())
 	}
 }
 
 func jmirrorHeader(m gen.Mirror) []byte {
-	w0 := m.MID&maps.MaxMID | uint32(m.Version)<<30
+	w0 := m.MID&vocab.MaxMID | uint32(m.Version)<<30
 	return []byte{byte(w0 >> 24), byte(w0 >> 16), byte(w0 >> 8), byte(w0), byte(m.SID >> 24), byte(m.SID >> 16), byte(m.SID >> 8), byte(m.SID)}
 }
 

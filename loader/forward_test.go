@@ -13,10 +13,10 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // fwdNet is a namespace the test made: ingress "in" (the router side) and
@@ -99,9 +99,9 @@ func newFwdNet(t testing.TB) *fwdNet {
 
 // run runs p on in as received on the lab's ingress, inside its
 // namespace (the fib lookup and the devmap see the lab's interfaces).
-func (n *fwdNet) run(t *testing.T, p *loader.Program, in []byte) (loader.Verdict, []byte) {
+func (n *fwdNet) run(t *testing.T, p *loader.Program, in []byte) (vocab.Verdict, []byte) {
 	t.Helper()
-	var v loader.Verdict
+	var v vocab.Verdict
 	var out []byte
 	if err := netns.Do(n.ns, func() error {
 		var err error
@@ -166,6 +166,28 @@ func forwarded(t *testing.T, n *fwdNet, m gen.Mirror, target netip.Addr, id uint
 	return append(b, udp...)
 }
 
+// fwdTargetCase is a rule of the test-run tests: mid 50 to the IPv4
+// target at a port, mid 51 to the IPv6 one at the stream's own.
+type fwdTargetCase struct {
+	mid    uint32
+	target netip.Addr
+	port   uint16
+}
+
+func fwdTargetCases(port uint16) []fwdTargetCase {
+	return []fwdTargetCase{{50, fwdTarget4, port}, {51, fwdTarget6, gen.DefaultPort}}
+}
+
+// forwarded is what the target must receive for m, sent as tg's stream:
+// the IPv4 id is kept from IPv4 to IPv4 only.
+func (tg fwdTargetCase) forwarded(t *testing.T, n *fwdNet, m gen.Mirror) []byte {
+	var id uint16
+	if m.Router.Is4() && tg.target.Is4() {
+		id = m.IPID
+	}
+	return forwarded(t, n, m, tg.target, id, tg.port)
+}
+
 func onesSum(b []byte) uint16 {
 	var s uint32
 	for i := 0; i+1 < len(b); i += 2 {
@@ -192,10 +214,10 @@ func TestForwardTestRun(t *testing.T) {
 	}
 	defer p.Close()
 	const port = 30031
-	rules := []maps.PolicyRule{
-		{MID: 50, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, port)},
-		{MID: 51, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTarget6, 0)},
-		{MID: 53, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(fwdTargetIn, 0)},
+	rules := []vocab.PolicyRule{
+		{MID: 50, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fwdTarget4, port)},
+		{MID: 51, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fwdTarget6, 0)},
+		{MID: 53, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(fwdTargetIn, 0)},
 	}
 	if err := netns.Do(n.ns, func() error {
 		return p.Configure(loader.Config{Policies: rules, ForwardLookupInterface: "jmfib"})
@@ -215,25 +237,17 @@ func TestForwardTestRun(t *testing.T) {
 			IPv6Ext: []gen.ExtHeader{ext(gen.ExtHopByHop), ext(gen.ExtDstOpts), ext(gen.ExtRouting)}}},
 	}
 	for _, sh := range shapes {
-		for _, tg := range []struct {
-			mid    uint32
-			target netip.Addr
-			port   uint16
-		}{{50, fwdTarget4, port}, {51, fwdTarget6, gen.DefaultPort}} {
+		for _, tg := range fwdTargetCases(port) {
 			t.Run(fmt.Sprintf("%s to %s", sh.name, tg.target), func(t *testing.T) {
 				m := sh.m
 				m.MID, m.SID, m.Inner = tg.mid, 77, echo
 				in := frame(t, m)
-				var id uint16
-				if m.Router.Is4() && tg.target.Is4() {
-					id = m.IPID
-				}
-				want := forwarded(t, n, m, tg.target, id, tg.port)
+				want := tg.forwarded(t, n, m)
 				v, out := n.run(t, p, in)
-				if v != loader.VerdictRedirect { // XDP_REDIRECT
+				if v != vocab.VerdictRedirect { // XDP_REDIRECT
 					c, _ := p.Maps.Counters()
 					neigh, _ := exec.Command("ip", "-n", n.ns, "neigh").CombinedOutput()
-					t.Fatalf("verdict %v, want XDP_REDIRECT; counters %v; neighbours:\n%s", v, nonZero(c), neigh)
+					t.Fatalf("verdict %v, want XDP_REDIRECT; counters %v; neighbours:\n%s", v, named(c), neigh)
 				}
 				if !bytes.Equal(out, want) {
 					t.Fatalf("frame out:\n got %x\nwant %x", out, want)
@@ -246,8 +260,8 @@ func TestForwardTestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	nf := uint64(2 * len(shapes))
-	if c[maps.StatActionForward] != nf || c[maps.StatFwdSent] != nf || c[maps.StatFwdUserspace] != 0 {
-		t.Errorf("counters: %v", nonZero(c))
+	if c[vocab.StatActionForward] != nf || c[vocab.StatFwdSent] != nf || c[vocab.StatFwdUserspace] != 0 {
+		t.Errorf("counters: %v", named(c))
 	}
 	fs, err := p.Maps.ForwardStreams()
 	if err != nil {
@@ -267,14 +281,14 @@ func TestForwardTestRun(t *testing.T) {
 		m := gen.Mirror{Router: router1, Collector: collector, MID: 53, SID: 1, Inner: echo}
 		in := frame(t, m)
 		v, out := n.run(t, p, in)
-		if v != loader.VerdictTX || len(out) < 34 || !bytes.Equal(out[26:30], []byte{198, 19, 71, 1}) || !bytes.Equal(out[30:34], fwdTargetIn.AsSlice()) {
+		if v != vocab.VerdictTX || len(out) < 34 || !bytes.Equal(out[26:30], []byte{198, 19, 71, 1}) || !bytes.Equal(out[30:34], fwdTargetIn.AsSlice()) {
 			t.Errorf("target behind the ingress: verdict %v (want XDP_TX), frame %x", v, out)
 		}
 	}
 
 	// A target with no route refuses the configuration, and changes
 	// nothing.
-	noRoute := append(slices.Clone(rules), maps.PolicyRule{MID: 52, AnySID: true, Action: maps.ActionForward,
+	noRoute := append(slices.Clone(rules), vocab.PolicyRule{MID: 52, AnySID: true, Action: vocab.ActionForward,
 		Target: netip.MustParseAddrPort("203.0.113.9:30030")})
 	err = netns.Do(n.ns, func() error {
 		return p.Configure(loader.Config{Policies: noRoute, ForwardLookupInterface: "jmfib"})
@@ -303,17 +317,7 @@ func TestForwardTestRun(t *testing.T) {
 	// front of the frame.
 	const metaLen = 32
 	same := len(out) == len(in)+metaLen && bytes.Equal(out[metaLen:], in)
-	if v != loader.VerdictPass || !same || c2[maps.StatFwdTooBig] != 1 || c2[maps.StatFwdUserspace] != 1 || c2[maps.StatCaptureFailed] != 1 {
-		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), nonZero(c2))
+	if v != vocab.VerdictPass || !same || c2[vocab.StatFwdTooBig] != 1 || c2[vocab.StatFwdUserspace] != 1 || c2[vocab.StatCaptureFailed] != 1 {
+		t.Errorf("too big: verdict %v, frame unchanged %v (%d bytes out, %d in), counters %v", v, same, len(out), len(in), named(c2))
 	}
-}
-
-func nonZero(c maps.Counters) map[string]uint64 {
-	out := map[string]uint64{}
-	for i, v := range c {
-		if v != 0 {
-			out[maps.Stat(i).String()] = v
-		}
-	}
-	return out
 }

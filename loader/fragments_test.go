@@ -8,9 +8,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/jmirror/fixtures"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // fragStep is a frame and the verdict both engines must give it, or (age >
@@ -18,7 +19,7 @@ import (
 // much older, and the Go engine's clock moves on as much.
 type fragStep struct {
 	frame   []byte
-	verdict loader.Verdict
+	verdict vocab.Verdict
 	age     time.Duration
 }
 
@@ -26,8 +27,8 @@ type fragCase struct {
 	name    string
 	cfg     loader.Config
 	steps   func(t *testing.T) []fragStep
-	stats   map[maps.Stat]uint64
-	streams []streamWant
+	stats   map[vocab.Stat]uint64
+	streams []fixtures.Stream
 }
 
 // bigMirror is a 3-fragment datagram (at MTU 1500) of stream (mid, sid)
@@ -54,11 +55,11 @@ func bigMirror6(mid, sid uint32, id uint16, seed byte) gen.Mirror {
 }
 
 // innerIPv4 is a stream's packets by inner kind: n IPv4 ones.
-func innerIPv4(n uint64) (a [maps.NumInner]uint64) { a[maps.InnerIPv4] = n; return a }
+func innerIPv4(n uint64) (a [vocab.NumInner]uint64) { a[vocab.InnerIPv4] = n; return a }
 
 func bigLen() uint64 { return uint64(len(bigMirror(1, 1, 1, 0).Inner)) }
 
-func steps(v loader.Verdict, fs ...[]byte) []fragStep {
+func steps(v vocab.Verdict, fs ...[]byte) []fragStep {
 	out := make([]fragStep, len(fs))
 	for i, f := range fs {
 		out[i] = fragStep{frame: f, verdict: v}
@@ -87,17 +88,17 @@ func fragCases() []fragCase {
 	return append(out, []fragCase{
 		{
 			name: "a pair with a captured and a passed stream: early fragments are not held",
-			cfg:  loader.Config{Policies: []maps.PolicyRule{{MID: 30, AnySID: true, Action: maps.ActionPass}}},
+			cfg:  loader.Config{Policies: []vocab.PolicyRule{{MID: 30, AnySID: true, Action: vocab.ActionPass}}},
 			steps: func(t *testing.T) []fragStep {
 				a := frames(t, bigMirror(20, 23, 0x300, 1))
 				c := frames(t, bigMirror(30, 1, 0x301, 2))
 				b := frames(t, bigMirror(20, 23, 0x302, 3))
 				return cat(steps(pass, a...), steps(pass, c...), steps(pass, b[2], b[1], b[0]))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 9, maps.StatJmirror: 3, maps.StatJmirrorBytes: 3 * bl,
-				maps.StatFragFirst: 3, maps.StatFragTracked: 4, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
-				maps.StatCaptureFailed: 4, maps.StatActionPass: 3, maps.StatStreamNew: 2},
-			streams: []streamWant{{k1(20, 23), 2, 2 * bl, ipv4(2)}, {k1(30, 1), 1, bl, ipv4(1)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 9, vocab.StatJmirror: 3, vocab.StatJmirrorBytes: 3 * bl,
+				vocab.StatFragFirst: 3, vocab.StatFragTracked: 4, vocab.StatFragUnmatched: 2, vocab.StatActionCapture: 4,
+				vocab.StatCaptureFailed: 4, vocab.StatActionPass: 3, vocab.StatStreamNew: 2},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 23), 2, 2*bl, ipv4(2)), fixtures.Want(k1(30, 1), 1, bl, ipv4(1))},
 		},
 		{
 			name: "other traffic from a holding pair and from other sources is passed, except UDP fragments of the pair ahead of their first",
@@ -122,45 +123,45 @@ func fragCases() []fragCase {
 					steps(pass, r[2], r[1], r[0]),
 					steps(pass, icmp, stranger))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
-				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 25), 1, bl, ipv4(1)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 11, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
+				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatNotJmirror: 2, vocab.StatFragUnmatched: 4,
+				vocab.StatFragHeld: 2, vocab.StatActionCapture: 5, vocab.StatCaptureFailed: 5, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 25), 1, bl, ipv4(1))},
 		},
 		{
 			name: "copies of a first fragment are counted once, and follow the datagram's action",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			steps: func(t *testing.T) []fragStep {
 				a := frames(t, bigMirror(20, 26, 0x600, 1))
 				return steps(drop, a[0], a[0], a[1], a[0], a[2])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 5, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
-				maps.StatFragFirst: 1, maps.StatFragDuplicate: 2, maps.StatFragTracked: 2, maps.StatActionCount: 5,
-				maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 26), 1, bl, ipv4(1)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 5, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
+				vocab.StatFragFirst: 1, vocab.StatFragDuplicate: 2, vocab.StatFragTracked: 2, vocab.StatActionCount: 5,
+				vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 26), 1, bl, ipv4(1))},
 		},
 		{
 			name: "another datagram of the stream reusing the IP id within the window is counted",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			steps: func(t *testing.T) []fragStep {
 				a := frames(t, bigMirror(20, 28, 0x800, 1))
 				b := frames(t, bigMirror(20, 28, 0x800, 2)) // same id, same length, other bytes
 				return steps(drop, a[0], a[1], a[2], b[0], b[1], b[2])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 4, maps.StatActionCount: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 28), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatFragTracked: 4, vocab.StatActionCount: 6, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 28), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "the same first fragment after the window is a new datagram (a wrapped IP id)",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			steps: func(t *testing.T) []fragStep {
 				a := frames(t, bigMirror(20, 29, 0x900, 1))
 				return cat(steps(drop, a[0]), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(drop, a[0]))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 2, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatActionCount: 2, maps.StatStreamNew: 1},
-			streams: []streamWant{{k1(20, 29), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 2, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatActionCount: 2, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(k1(20, 29), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: "a copy of an untrusted first fragment is untrusted again, never a duplicate",
@@ -171,7 +172,7 @@ func fragCases() []fragCase {
 				a := frames(t, m)
 				return steps(drop, a[0], a[0], a[2])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 3, maps.StatUntrusted: 3},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 3, vocab.StatUntrusted: 3},
 		},
 		// Issue 15: what differs over outer IPv6, byte for byte the
 		// frames gen writes.
@@ -193,17 +194,17 @@ func fragCases() []fragCase {
 				return cat(steps(pass, a...), steps(pass, n...), steps(pass, r[2], r[1], r[0]),
 					steps(pass, stranger[2], v4[2]))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 11, maps.StatJmirror: 1, maps.StatJmirrorBytes: bl,
-				maps.StatFragFirst: 1, maps.StatFragTracked: 2, maps.StatNotJmirror: 2, maps.StatFragUnmatched: 4,
-				maps.StatFragHeld: 2, maps.StatActionCapture: 5, maps.StatCaptureFailed: 5, maps.StatStreamNew: 1},
-			streams: []streamWant{{k6(20, 45), 1, bl, ipv4(1)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 11, vocab.StatJmirror: 1, vocab.StatJmirrorBytes: bl,
+				vocab.StatFragFirst: 1, vocab.StatFragTracked: 2, vocab.StatNotJmirror: 2, vocab.StatFragUnmatched: 4,
+				vocab.StatFragHeld: 2, vocab.StatActionCapture: 5, vocab.StatCaptureFailed: 5, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(k6(20, 45), 1, bl, ipv4(1))},
 		},
 	}...)
 }
 
 // holdCases are the cases of fragCases that hold alike over outer IPv4
 // and IPv6: mk makes a family's 3-fragment datagram, key its stream.
-func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen.Mirror, key func(mid, sid uint32) maps.StreamKey) []fragCase {
+func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen.Mirror, key func(mid, sid uint32) vocab.StreamKey) []fragCase {
 	bl, ipv4 := bigLen(), innerIPv4
 	return []fragCase{
 		{
@@ -214,23 +215,23 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 				// No socket in a test run: captured frames fall back to pass.
 				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatActionCapture: 6,
-				maps.StatCaptureFailed: 6, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 21), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragHeld: 2, vocab.StatActionCapture: 6,
+				vocab.StatCaptureFailed: 6, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 21), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a pair whose fragmented stream is counted, not captured: early fragments pass unmatched",
-			cfg:  loader.Config{DefaultAction: maps.ActionCount},
+			cfg:  loader.Config{DefaultAction: vocab.ActionCount},
 			steps: func(t *testing.T) []fragStep {
 				a := frames(t, mk(20, 22, 0x200, 1))
 				b := frames(t, mk(20, 22, 0x201, 2))
 				return cat(steps(drop, a...), steps(pass, b[2], b[1]), steps(drop, b[0]))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCount: 4,
-				maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 22), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragUnmatched: 2, vocab.StatActionCount: 4,
+				vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 22), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": the pair's window ends: early fragments pass unmatched again",
@@ -239,10 +240,10 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 				b := frames(t, mk(20, 24, 0x401, 2))
 				return cat(steps(pass, a...), []fragStep{age(jmirror.FragWindow + time.Second)}, steps(pass, b[2], b[1], b[0]))
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 6, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragUnmatched: 2, maps.StatActionCapture: 4,
-				maps.StatCaptureFailed: 4, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 24), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 6, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragUnmatched: 2, vocab.StatActionCapture: 4,
+				vocab.StatCaptureFailed: 4, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 24), 2, 2*bl, ipv4(2))},
 		},
 		{
 			name: family + ": a captured datagram last-first with its first fragment twice",
@@ -251,10 +252,10 @@ func holdCases(family string, mk func(mid, sid uint32, id uint16, seed byte) gen
 				b := frames(t, mk(20, 27, 0x701, 2))
 				return steps(pass, a[0], a[1], a[2], b[2], b[1], b[0], b[0])
 			},
-			stats: map[maps.Stat]uint64{maps.StatFrames: 7, maps.StatJmirror: 2, maps.StatJmirrorBytes: 2 * bl,
-				maps.StatFragFirst: 2, maps.StatFragTracked: 2, maps.StatFragHeld: 2, maps.StatFragDuplicate: 1,
-				maps.StatActionCapture: 7, maps.StatCaptureFailed: 7, maps.StatStreamNew: 1},
-			streams: []streamWant{{key(20, 27), 2, 2 * bl, ipv4(2)}},
+			stats: map[vocab.Stat]uint64{vocab.StatFrames: 7, vocab.StatJmirror: 2, vocab.StatJmirrorBytes: 2 * bl,
+				vocab.StatFragFirst: 2, vocab.StatFragTracked: 2, vocab.StatFragHeld: 2, vocab.StatFragDuplicate: 1,
+				vocab.StatActionCapture: 7, vocab.StatCaptureFailed: 7, vocab.StatStreamNew: 1},
+			streams: []fixtures.Stream{fixtures.Want(key(20, 27), 2, 2*bl, ipv4(2))},
 		},
 	}
 }
@@ -280,15 +281,15 @@ func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
 				if v != s.verdict {
 					t.Errorf("step %d: kernel verdict %v, want %v", i, v, s.verdict)
 				}
-				if loader.Verdict(res.Verdict) != s.verdict {
-					t.Errorf("step %d: Go verdict %v (class %v), want %v", i, loader.Verdict(res.Verdict), res.Class, s.verdict)
+				if vocab.Verdict(res.Verdict) != s.verdict {
+					t.Errorf("step %d: Go verdict %v (class %v), want %v", i, vocab.Verdict(res.Verdict), res.Class, s.verdict)
 				}
 			}
 			got, err := p.Maps.Counters()
 			if err != nil {
 				t.Fatal(err)
 			}
-			var want maps.Counters
+			var want vocab.Counters
 			for s, n := range tc.stats {
 				want[s] = n
 			}
@@ -299,19 +300,19 @@ func TestFragmentsOutOfOrderAndDuplicated(t *testing.T) {
 				t.Errorf("Go counters:\n got  %v\n want %v", named(g), named(want))
 			}
 			var sum uint64
-			for _, s := range []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
-				maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched, maps.StatFragDuplicate, maps.StatFragHeld} {
+			for _, s := range []vocab.Stat{vocab.StatNotJmirror, vocab.StatJmirror, vocab.StatMalformedShort, vocab.StatMalformedTruncated,
+				vocab.StatUntrusted, vocab.StatFragTracked, vocab.StatFragUnmatched, vocab.StatFragDuplicate, vocab.StatFragHeld} {
 				sum += got[s]
 			}
-			if sum != got[maps.StatFrames] {
-				t.Errorf("the classes sum to %d, frames %d", sum, got[maps.StatFrames])
+			if sum != got[vocab.StatFrames] {
+				t.Errorf("the classes sum to %d, frames %d", sum, got[vocab.StatFrames])
 			}
 			streams, err := p.Maps.Streams()
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkStreams(t, "kernel", streams, tc.streams)
-			checkStreams(t, "Go decoder", eng.Streams(), tc.streams)
+			fixtures.CheckStreams(t, "kernel", streams, tc.streams)
+			fixtures.CheckStreams(t, "Go decoder", eng.Streams(), tc.streams)
 		})
 	}
 }
@@ -326,12 +327,12 @@ func ageFragRecords(t *testing.T, p *loader.Program, d time.Duration) {
 			*ns -= uint64(d)
 		}
 	}
-	ageFrag := func(v *bpf.JmxdpJmFragValue) { older(&v.FirstNs) }
-	agePair := func(v *bpf.JmxdpJmPairValue) { older(&v.CaptureNs); older(&v.OtherNs) }
-	ageEntries[bpf.JmxdpJmFragKey](t, objs.JmFrags, ageFrag)
-	ageEntries[bpf.JmxdpJmFrag6Key](t, objs.JmFrags6, ageFrag)
-	ageEntries[bpf.JmxdpJmPairKey](t, objs.JmFragPairs, agePair)
-	ageEntries[bpf.JmxdpJmPair6Key](t, objs.JmFragPairs6, agePair)
+	ageFrag := func(v *bpf.FragValue) { older(&v.FirstNs) }
+	agePair := func(v *bpf.PairValue) { older(&v.CaptureNs); older(&v.OtherNs) }
+	ageEntries[bpf.FragKey](t, objs.JmFrags, ageFrag)
+	ageEntries[bpf.Frag6Key](t, objs.JmFrags6, ageFrag)
+	ageEntries[bpf.PairKey](t, objs.JmFragPairs, agePair)
+	ageEntries[bpf.Pair6Key](t, objs.JmFragPairs6, agePair)
 }
 
 // ageEntries rewrites every value of m through f (read all, then write:

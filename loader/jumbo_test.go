@@ -7,10 +7,10 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // A veth at MTU 9000 takes the program in driver and generic mode, and its
@@ -88,23 +88,23 @@ func TestSplitHeaders(t *testing.T) {
 		for _, linear := range []int{14, 40, 100} {
 			name := fmt.Sprintf("copy %v, linear %d", copyHeaders, linear)
 			p := loadProgramWith(t, loader.Options{MaxStreams: 4096, ForceHeaderCopy: copyHeaders},
-				loader.Config{DefaultAction: maps.ActionCount})
-			eng := jmirror.NewEngine(engineConfig(loader.Config{DefaultAction: maps.ActionCount}), nil)
+				loader.Config{DefaultAction: vocab.ActionCount})
+			eng := jmirror.NewEngine(engineConfig(loader.Config{DefaultAction: vocab.ActionCount}), nil)
 			for i, f := range cases {
 				v, err := p.RunSplit(f, linear)
 				if err != nil {
 					testenv.SkipOrFail(t, fmt.Sprintf("kernel cannot split a test frame (BPF_PROG_TEST_RUN takes data_end as the linear size from Linux 6.18): %v", err))
 				}
-				if g := eng.Process(f).Verdict; loader.Verdict(g) != v {
-					t.Errorf("%s, frame %d: kernel %v, Go %v", name, i, v, loader.Verdict(g))
+				if g := eng.Process(f).Verdict; vocab.Verdict(g) != v {
+					t.Errorf("%s, frame %d: kernel %v, Go %v", name, i, v, vocab.Verdict(g))
 				}
 			}
 			kc, err := p.Maps.Counters()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if gc := eng.Counters(); gc != kc || kc[maps.StatJmirror] != 5 || kc[maps.StatMalformedTruncated] != 1 ||
-				kc[maps.StatFragFirst] != 2 || kc[maps.StatFragTracked] != 4 {
+			if gc := eng.Counters(); gc != kc || kc[vocab.StatJmirror] != 5 || kc[vocab.StatMalformedTruncated] != 1 ||
+				kc[vocab.StatFragFirst] != 2 || kc[vocab.StatFragTracked] != 4 {
 				t.Errorf("%s: kernel %v, Go %v", name, named(kc), named(gc))
 			}
 		}

@@ -14,10 +14,13 @@ import (
 	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/forward"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/pins"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // DefaultPort is Wireshark's Jmirror port, decoded when none is configured.
-const DefaultPort = 30030
+const DefaultPort = jmirror.DefaultPort
 
 // DefaultMaxStreams sizes the stream table: see docs/datapath.md for what
 // it costs.
@@ -40,13 +43,13 @@ type Options struct {
 }
 
 // scratchMaps hold nothing between frames: never pinned, never migrated.
-var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true}
+var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true, "jm_count_scratch": true}
 
 // Config is what the configuration maps hold.
 type Config struct {
 	Ports         []uint16 // UDP destination ports decoded; default {30030}
-	DefaultAction maps.Action
-	Policies      []maps.PolicyRule
+	DefaultAction vocab.Action
+	Policies      []vocab.PolicyRule
 	Allowlist     []netip.Prefix // empty: every source is trusted
 	// ForwardLookupInterface is the interface the forward action's fib
 	// lookups are made from; "" means the ingress (docs/forward.md).
@@ -55,7 +58,7 @@ type Config struct {
 
 // Program is a loaded jmxdp program with its maps.
 type Program struct {
-	objs bpf.JmxdpObjects
+	objs bpf.Objects
 	Maps *maps.Maps
 	log  *slog.Logger
 	att  *attachment
@@ -72,7 +75,7 @@ func Load(opts Options) (*Program, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		log.Debug("could not raise RLIMIT_MEMLOCK", "err", err)
 	}
-	spec, err := bpf.LoadJmxdp()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}
@@ -90,7 +93,7 @@ func Load(opts Options) (*Program, error) {
 	}
 	var collOpts ebpf.CollectionOptions
 	if opts.PinDir != "" {
-		if err := ensurePinDir(opts.PinDir); err != nil {
+		if err := pins.EnsureDir(opts.PinDir); err != nil {
 			return nil, err
 		}
 		for _, m := range spec.Maps {
@@ -112,7 +115,7 @@ func Load(opts Options) (*Program, error) {
 		}
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
-	p.Maps = maps.New(&p.objs.JmxdpMaps)
+	p.Maps = maps.New(p.objs.MapSet())
 	return p, nil
 }
 
@@ -138,11 +141,11 @@ func (p *Program) Configure(cfg Config) error {
 	}
 	for _, a := range cfg.Allowlist {
 		// Before any change: a refused allowlist changes nothing.
-		if err := maps.CheckAllowPrefix(a); err != nil {
+		if err := vocab.CheckAllowPrefix(a); err != nil {
 			return fmt.Errorf("allowlist: %w", err)
 		}
 	}
-	settings := maps.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}
+	settings := vocab.Settings{DefaultAction: cfg.DefaultAction, AllowlistEnabled: len(cfg.Allowlist) > 0}
 	if err := settings.Validate(); err != nil {
 		return err
 	}
@@ -164,23 +167,15 @@ func (p *Program) Configure(cfg Config) error {
 	if err := p.configurePolicies(cfg.Policies); err != nil {
 		return err
 	}
-	if !settings.AllowlistEnabled {
-		if err := p.Maps.SetSettings(settings); err != nil {
-			return err
-		}
-	}
-	if err := p.configureAllowlist(cfg.Allowlist); err != nil {
-		return err
-	}
-	return p.Maps.SetSettings(settings)
+	return p.Maps.SetAllowlist(cfg.Allowlist, settings)
 }
 
-func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
+func (p *Program) configurePolicies(rules []vocab.PolicyRule) error {
 	old, err := p.Maps.Policies()
 	if err != nil {
 		return err
 	}
-	keep := make(map[maps.PolicyRule]bool, len(rules))
+	keep := make(map[vocab.PolicyRule]bool, len(rules))
 	for _, r := range rules {
 		if err := p.Maps.PutPolicy(r); err != nil {
 			return err
@@ -199,30 +194,8 @@ func (p *Program) configurePolicies(rules []maps.PolicyRule) error {
 	return nil
 }
 
-func (p *Program) configureAllowlist(prefixes []netip.Prefix) error {
-	old, err := p.Maps.Allowlist()
-	if err != nil {
-		return err
-	}
-	keep := make(map[netip.Prefix]bool, len(prefixes))
-	for _, a := range prefixes {
-		if err := p.Maps.AddAllow(a); err != nil {
-			return err
-		}
-		keep[a.Masked()] = true
-	}
-	for _, a := range old {
-		if !keep[a] {
-			if err := p.Maps.DelAllow(a); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // Objects exposes the programs and maps, for tests and benchmarks.
-func (p *Program) Objects() *bpf.JmxdpObjects { return &p.objs }
+func (p *Program) Objects() *bpf.Objects { return &p.objs }
 
 // Close detaches (unless the attachment is pinned) and releases the
 // program's file descriptors. Pinned maps stay in bpffs.
@@ -235,3 +208,7 @@ func (p *Program) Close() error {
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }
+
+// ObjectSHA256 is the SHA-256 of the BPF object this build embeds and
+// loads, for `jmxdp version`.
+func ObjectSHA256() string { return bpf.ObjectSHA256() }

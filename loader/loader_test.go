@@ -14,8 +14,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 func uniqueName(prefix string) string {
@@ -27,13 +27,13 @@ func uniqueName(prefix string) string {
 // The configuration maps read back what Configure wrote, and a second
 // Configure replaces (not merges) the previous one.
 func TestConfigureRoundTrip(t *testing.T) {
-	rules := []maps.PolicyRule{
-		{MID: 7, AnySID: true, Action: maps.ActionCount},
-		{MID: 7, SID: 1, Action: maps.ActionCapture},
-		{MID: 9, SID: 4294967295, Action: maps.ActionPass},
+	rules := []vocab.PolicyRule{
+		{MID: 7, AnySID: true, Action: vocab.ActionCount},
+		{MID: 7, SID: 1, Action: vocab.ActionCapture},
+		{MID: 9, SID: 4294967295, Action: vocab.ActionPass},
 	}
 	allow := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
-	p := loadProgram(t, loader.Config{Ports: []uint16{6502, 5000}, DefaultAction: maps.ActionPass, Policies: rules, Allowlist: allow})
+	p := loadProgram(t, loader.Config{Ports: []uint16{6502, 5000}, DefaultAction: vocab.ActionPass, Policies: rules, Allowlist: allow})
 	ports, err := p.Maps.Ports()
 	if err != nil || !slices.Equal(ports, []uint16{5000, 6502}) {
 		t.Errorf("ports %v %v", ports, err)
@@ -47,7 +47,7 @@ func TestConfigureRoundTrip(t *testing.T) {
 		t.Errorf("allowlist %v %v, want %v", gotAllow, err, allow)
 	}
 	s, err := p.Maps.Settings()
-	if err != nil || s != (maps.Settings{DefaultAction: maps.ActionPass, AllowlistEnabled: true}) {
+	if err != nil || s != (vocab.Settings{DefaultAction: vocab.ActionPass, AllowlistEnabled: true}) {
 		t.Errorf("settings %+v %v", s, err)
 	}
 
@@ -59,7 +59,7 @@ func TestConfigureRoundTrip(t *testing.T) {
 	gotAllow, _ = p.Maps.Allowlist()
 	s, _ = p.Maps.Settings()
 	if !slices.Equal(ports, []uint16{loader.DefaultPort}) || len(got) != 0 || len(gotAllow) != 0 ||
-		s != (maps.Settings{DefaultAction: maps.ActionCapture}) {
+		s != (vocab.Settings{DefaultAction: vocab.ActionCapture}) {
 		t.Errorf("after reset: ports %v policies %v allowlist %v settings %+v", ports, got, gotAllow, s)
 	}
 }
@@ -68,10 +68,10 @@ func TestConfigureRefusesBadInput(t *testing.T) {
 	p := loadProgram(t, loader.Config{})
 	for _, cfg := range []loader.Config{
 		{Ports: []uint16{0}},
-		{Policies: []maps.PolicyRule{{MID: 1 << 30, Action: maps.ActionCount}}},
-		{Policies: []maps.PolicyRule{{MID: 1, Action: maps.Action(7)}}},
-		{Policies: []maps.PolicyRule{{MID: 1, SID: 5, AnySID: true}}},
-		{DefaultAction: maps.Action(3)},
+		{Policies: []vocab.PolicyRule{{MID: 1 << 30, Action: vocab.ActionCount}}},
+		{Policies: []vocab.PolicyRule{{MID: 1, Action: vocab.Action(7)}}},
+		{Policies: []vocab.PolicyRule{{MID: 1, SID: 5, AnySID: true}}},
+		{DefaultAction: vocab.Action(3)},
 	} {
 		if err := p.Configure(cfg); err == nil {
 			t.Errorf("Configure(%+v) accepted", cfg)
@@ -81,7 +81,7 @@ func TestConfigureRefusesBadInput(t *testing.T) {
 
 // A first fragment's record reads back with the right addresses and IP id.
 func TestFragmentTable(t *testing.T) {
-	p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount})
+	p := loadProgram(t, loader.Config{DefaultAction: vocab.ActionCount})
 	m := mirror(20, 21, make([]byte, 3000))
 	m.MTU = 1500
 	m.IPID = 0xbeef
@@ -92,9 +92,9 @@ func TestFragmentTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := maps.FragKey{Src: router1, Dst: collector, ID: 0xbeef, Proto: 17}
+	want := vocab.FragKey{Src: router1, Dst: collector, ID: 0xbeef, Proto: 17}
 	e, ok := fr[want]
-	if !ok || e.MID != 20 || e.SID != 21 || e.Action != maps.ActionCount || e.Untrusted || e.NotJmirror || len(fr) != 1 {
+	if !ok || e.MID != 20 || e.SID != 21 || e.Action != vocab.ActionCount || e.Untrusted || e.NotJmirror || len(fr) != 1 {
 		t.Fatalf("fragment table %+v, want %v -> mid 20 sid 21 count", fr, want)
 	}
 	// What tells a copy of this first fragment from another datagram.
@@ -130,8 +130,8 @@ func TestPinnedMapsSurviveReload(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatal("stream missing", err)
 		}
-		if c[maps.StatJmirror] != round || st.Packets != round {
-			t.Errorf("round %d: jmirror counter %d, stream packets %d", round, c[maps.StatJmirror], st.Packets)
+		if c[vocab.StatJmirror] != round || st.Packets != round {
+			t.Errorf("round %d: jmirror counter %d, stream packets %d", round, c[vocab.StatJmirror], st.Packets)
 		}
 		p.Close()
 	}

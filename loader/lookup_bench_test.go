@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // tableKey is the i-th stream of the fill: one router per stream.
-func tableKey(i int) maps.StreamKey {
-	return maps.StreamKey{Router: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), MID: uint32(i%1000 + 1), SID: uint32(i)}
+func tableKey(i int) vocab.StreamKey {
+	return vocab.StreamKey{Router: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), MID: uint32(i%1000 + 1), SID: uint32(i)}
 }
 
 // BenchmarkStreamTable measures the program as the stream table fills,
@@ -28,17 +28,17 @@ func tableKey(i int) maps.StreamKey {
 // same at more levels, with a cache sweep before each spread.
 func BenchmarkStreamTable(b *testing.B) {
 	const capacity = loader.DefaultMaxStreams
-	p := loadProgramSized(b, loader.Config{DefaultAction: maps.ActionCount}, capacity)
-	frameOf := func(b *testing.B, k maps.StreamKey) []byte {
+	p := loadProgramSized(b, loader.Config{DefaultAction: vocab.ActionCount}, capacity)
+	frameOf := func(b *testing.B, k vocab.StreamKey) []byte {
 		return mustFrame(b, gen.Mirror{Router: k.Router, Collector: collector, MID: k.MID, SID: k.SID, Inner: ipv4Echo()})
 	}
 	filled := 0
 	for _, level := range []int{0, 10_000, 100_000, 500_000, capacity} {
 		if level > filled {
 			base := filled
-			err := p.Maps.PutStreams(level-base, func(i int) maps.Stream {
-				s := maps.Stream{StreamKey: tableKey(base + i)}
-				s.Inner[maps.InnerIPv4] = 1
+			err := p.Maps.PutStreams(level-base, func(i int) vocab.Stream {
+				s := vocab.Stream{StreamKey: tableKey(base + i)}
+				s.Inner[vocab.InnerIPv4] = 1
 				return s
 			})
 			if err != nil {
@@ -84,7 +84,7 @@ func BenchmarkStreamTable(b *testing.B) {
 
 // benchChunks runs chunks of 10000 repeats of frame through prog then
 // xdp_pass per iteration, and reports both and their ratio.
-func benchChunks(b *testing.B, p *loader.Program, prog func([]byte, int) (loader.Verdict, time.Duration, error), frame []byte) {
+func benchChunks(b *testing.B, p *loader.Program, prog func([]byte, int) (vocab.Verdict, time.Duration, error), frame []byte) {
 	const chunk = 10000
 	var progT, pass time.Duration
 	var runs int

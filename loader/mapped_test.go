@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Issue 19 item 2: an outer IPv6 source ::ffff:203.0.113.1 was taken for
@@ -25,7 +25,7 @@ func TestMappedSourceIsNeverTheIPv4Router(t *testing.T) {
 		{"allowlist names the IPv4 router", []netip.Prefix{netip.PrefixFrom(realRouter, 32)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := loadProgram(t, loader.Config{DefaultAction: maps.ActionCount, Allowlist: tc.allowlist})
+			p := loadProgram(t, loader.Config{DefaultAction: vocab.ActionCount, Allowlist: tc.allowlist})
 			fake := gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 9, SID: 9, Inner: ipv4Echo()}
 			f := frame(t, fake)
 			for i := range forged {
@@ -33,7 +33,7 @@ func TestMappedSourceIsNeverTheIPv4Router(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if v != loader.VerdictDrop {
+				if v != vocab.VerdictDrop {
 					t.Fatalf("forged frame %d: verdict %v, want drop", i, v)
 				}
 			}
@@ -41,10 +41,10 @@ func TestMappedSourceIsNeverTheIPv4Router(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c[maps.StatUntrustedMapped] != forged || c[maps.StatUntrusted] != forged || c[maps.StatJmirror] != 0 {
+			if c[vocab.StatUntrustedMapped] != forged || c[vocab.StatUntrusted] != forged || c[vocab.StatJmirror] != 0 {
 				t.Errorf("counters %v, want untrusted_mapped and untrusted %d, jmirror 0", named(c), forged)
 			}
-			if _, ok, err := p.Maps.Stream(maps.StreamKey{Router: realRouter, MID: 9, SID: 9}); err != nil || ok {
+			if _, ok, err := p.Maps.Stream(vocab.StreamKey{Router: realRouter, MID: 9, SID: 9}); err != nil || ok {
 				t.Errorf("stream table has the IPv4 router's stream (%v, %v) after forged frames only", ok, err)
 			}
 			// Not in the per-source table either: its key would read back
@@ -57,11 +57,11 @@ func TestMappedSourceIsNeverTheIPv4Router(t *testing.T) {
 			realMirror := gen.Mirror{Router: realRouter, Collector: collector, MID: 9, SID: 9, Inner: ipv4Echo()}
 			rf := frame(t, realMirror)
 			for range 3 {
-				if v, err := p.Run(rf); err != nil || v != loader.VerdictDrop {
+				if v, err := p.Run(rf); err != nil || v != vocab.VerdictDrop {
 					t.Fatalf("real frame: %v %v, want drop (policy count)", v, err)
 				}
 			}
-			st, ok, err := p.Maps.Stream(maps.StreamKey{Router: realRouter, MID: 9, SID: 9})
+			st, ok, err := p.Maps.Stream(vocab.StreamKey{Router: realRouter, MID: 9, SID: 9})
 			if err != nil || !ok || st.Packets != 3 {
 				t.Errorf("real router's stream %+v (%v, %v), want 3 packets", st, ok, err)
 			}

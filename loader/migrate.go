@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 )
 
 // migratePins prepares the maps pinned in dir for reuse by spec. A pinned
@@ -22,7 +22,7 @@ func migratePins(spec *ebpf.CollectionSpec, dir string, log *slog.Logger) error 
 		if ms.Pinning != ebpf.PinByName {
 			continue
 		}
-		path := filepath.Join(dir, name)
+		path := pins.Map(dir, name)
 		old, err := ebpf.LoadPinnedMap(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 )
 
 // AttachPinned attaches the program to ifname with its link pinned at path,
@@ -183,9 +184,6 @@ func nestedU8(b []byte, typ uint16) uint8 {
 	return 0
 }
 
-// LinkPinName is the pinned XDP link's file in a pin directory.
-const LinkPinName = "link"
-
 // PurgePinned removes what jmxdp pins in dir: its maps, by name, and the
 // link. Nothing else: no recursive delete, nothing outside dir (dir itself
 // is resolved first and must be a directory on bpffs), and dir is removed
@@ -212,7 +210,7 @@ func PurgePinned(dir string) ([]string, error) {
 	}
 	var removed []string
 	for _, name := range names {
-		err := os.Remove(filepath.Join(real, name))
+		err := os.Remove(pins.Map(real, name))
 		switch {
 		case err == nil:
 			removed = append(removed, name)
@@ -256,7 +254,7 @@ func SnapshotPins(dir string) (PinSnapshot, error) {
 		return s, err
 	}
 	for _, name := range names {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+		if _, err := os.Lstat(pins.Map(dir, name)); err == nil {
 			s.had[name] = true
 		}
 	}
@@ -280,7 +278,7 @@ func (s PinSnapshot) Undo() ([]string, error) {
 		if s.had[name] {
 			continue
 		}
-		switch err := os.Remove(filepath.Join(s.dir, name)); {
+		switch err := os.Remove(pins.Map(s.dir, name)); {
 		case err == nil:
 			removed = append(removed, name)
 		case !errors.Is(err, os.ErrNotExist):
@@ -297,11 +295,11 @@ func (s PinSnapshot) Undo() ([]string, error) {
 
 // pinNames are the names jmxdp pins: its maps and the link.
 func pinNames() ([]string, error) {
-	spec, err := bpf.LoadJmxdp()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF object: %w", err)
 	}
-	names := []string{LinkPinName}
+	names := []string{pins.LinkName}
 	for name := range spec.Maps {
 		if name != "" && name[0] != '.' && !scratchMaps[name] {
 			names = append(names, name)

@@ -12,9 +12,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // vethInNetns makes a veth whose peer lives in a namespace of the test's
@@ -213,10 +213,10 @@ func TestPinnedMapMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.ValueSize() != 8*uint32(maps.NumStats) {
-		t.Fatalf("jm_stats value %d bytes, want %d", spec.ValueSize(), 8*maps.NumStats)
+	if spec.ValueSize() != 8*uint32(vocab.NumStats) {
+		t.Fatalf("jm_stats value %d bytes, want %d", spec.ValueSize(), 8*vocab.NumStats)
 	}
-	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8 * uint32(maps.StatFragDuplicate), MaxEntries: 1})
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8 * uint32(vocab.StatFragDuplicate), MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +224,10 @@ func TestPinnedMapMigration(t *testing.T) {
 	vals := make([][]byte, ncpu)
 	for i := range vals {
 		vals[i] = make([]byte, old.ValueSize())
-		vals[i][8*int(maps.StatFrames)] = 7 // every CPU saw 7 frames
-		vals[i][8*int(maps.StatCandidate)] = 5
+		vals[i][8*int(vocab.StatFrames)] = 7 // every CPU saw 7 frames
+		vals[i][8*int(vocab.StatCandidate)] = 5
 		// The old layout's last counter.
-		vals[i][8*int(maps.StatUntrustedMapped)] = 4
+		vals[i][8*int(vocab.StatUntrustedMapped)] = 4
 	}
 	if err := old.Put(uint32(0), vals); err != nil {
 		t.Fatal(err)
@@ -287,13 +287,13 @@ func TestPinnedMapMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[maps.StatFrames] != uint64(7*ncpu) {
-		t.Errorf("migrated frame counter %d, want %d", c[maps.StatFrames], 7*ncpu)
+	if c[vocab.StatFrames] != uint64(7*ncpu) {
+		t.Errorf("migrated frame counter %d, want %d", c[vocab.StatFrames], 7*ncpu)
 	}
-	if c[maps.StatCandidate] != uint64(5*ncpu) || c[maps.StatUntrustedMapped] != uint64(4*ncpu) ||
-		c[maps.StatFragDuplicate] != 0 || c[maps.StatFragHeld] != 0 {
+	if c[vocab.StatCandidate] != uint64(5*ncpu) || c[vocab.StatUntrustedMapped] != uint64(4*ncpu) ||
+		c[vocab.StatFragDuplicate] != 0 || c[vocab.StatFragHeld] != 0 {
 		t.Errorf("migrated candidate %d, untrusted_mapped %d, frag_duplicate %d, frag_held %d; want %d, %d, 0, 0 (appended counters start at zero)",
-			c[maps.StatCandidate], c[maps.StatUntrustedMapped], c[maps.StatFragDuplicate], c[maps.StatFragHeld], 5*ncpu, 4*ncpu)
+			c[vocab.StatCandidate], c[vocab.StatUntrustedMapped], c[vocab.StatFragDuplicate], c[vocab.StatFragHeld], 5*ncpu, 4*ncpu)
 	}
 	// The fragment record kept its stream and action; its appended fields
 	// are zero, so no copy of its first fragment can match it.
@@ -301,8 +301,8 @@ func TestPinnedMapMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fe, ok := fr[maps.FragKey{Src: router1, Dst: collector, ID: 0x1234, Proto: 17}]
-	if !ok || len(fr) != 1 || fe.MID != 77 || fe.SID != 88 || fe.Action != maps.ActionCapture || fe.FirstSeen != 0 || fe.Fingerprint != 0 {
+	fe, ok := fr[vocab.FragKey{Src: router1, Dst: collector, ID: 0x1234, Proto: 17}]
+	if !ok || len(fr) != 1 || fe.MID != 77 || fe.SID != 88 || fe.Action != vocab.ActionCapture || fe.FirstSeen != 0 || fe.Fingerprint != 0 {
 		t.Errorf("migrated fragments %+v, want mid 77 sid 88 capture, times zero", fr)
 	}
 	log := logs.String()
@@ -312,18 +312,18 @@ func TestPinnedMapMigration(t *testing.T) {
 		}
 	}
 	// The replaced policy map works.
-	if err := p.Configure(loader.Config{Policies: []maps.PolicyRule{{MID: 1, SID: 2, Action: maps.ActionCount}}}); err != nil {
+	if err := p.Configure(loader.Config{Policies: []vocab.PolicyRule{{MID: 1, SID: 2, Action: vocab.ActionCount}}}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := p.Run(f); err != nil || v != loader.VerdictDrop {
+	if v, err := p.Run(f); err != nil || v != vocab.VerdictDrop {
 		t.Errorf("count rule after migration: %v %v", v, err)
 	}
 	// The appended counter counts in the migrated map.
 	if _, err := p.Run(frame(t, gen.Mirror{Router: mappedRouter, Collector: coll6, MID: 1, SID: 2, Inner: ipv4Echo()})); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := p.Maps.Counters(); err != nil || c[maps.StatUntrustedMapped] != uint64(4*ncpu)+1 || c[maps.StatFrames] != uint64(7*ncpu)+2 {
-		t.Errorf("after migration: untrusted_mapped %d, frames %d (%v); want %d and %d", c[maps.StatUntrustedMapped], c[maps.StatFrames], err, 4*ncpu+1, 7*ncpu+2)
+	if c, err := p.Maps.Counters(); err != nil || c[vocab.StatUntrustedMapped] != uint64(4*ncpu)+1 || c[vocab.StatFrames] != uint64(7*ncpu)+2 {
+		t.Errorf("after migration: untrusted_mapped %d, frames %d (%v); want %d and %d", c[vocab.StatUntrustedMapped], c[vocab.StatFrames], err, 4*ncpu+1, 7*ncpu+2)
 	}
 	// And so do the new ones: a first fragment twice.
 	first := frames(t, bigMirror(5, 6, 0x4321, 1))[0]
@@ -332,7 +332,7 @@ func TestPinnedMapMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if c, err := p.Maps.Counters(); err != nil || c[maps.StatFragDuplicate] != 1 || c[maps.StatFragFirst] != 1 {
-		t.Errorf("after migration: frag_duplicate %d, frag_first %d (%v); want 1 and 1", c[maps.StatFragDuplicate], c[maps.StatFragFirst], err)
+	if c, err := p.Maps.Counters(); err != nil || c[vocab.StatFragDuplicate] != 1 || c[vocab.StatFragFirst] != 1 {
+		t.Errorf("after migration: frag_duplicate %d, frag_first %d (%v); want 1 and 1", c[vocab.StatFragDuplicate], c[vocab.StatFragFirst], err)
 	}
 }

@@ -9,36 +9,9 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"golang.org/x/sys/unix"
 )
-
-// Verdict is an XDP action as the program returns it.
-type Verdict uint32
-
-// XDP actions (uapi enum xdp_action).
-const (
-	VerdictAborted  Verdict = 0
-	VerdictDrop     Verdict = 1
-	VerdictPass     Verdict = 2
-	VerdictTX       Verdict = 3
-	VerdictRedirect Verdict = 4
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case VerdictAborted:
-		return "XDP_ABORTED"
-	case VerdictDrop:
-		return "XDP_DROP"
-	case VerdictPass:
-		return "XDP_PASS"
-	case VerdictTX:
-		return "XDP_TX"
-	case VerdictRedirect:
-		return "XDP_REDIRECT"
-	}
-	return fmt.Sprintf("xdp_action(%d)", uint32(v))
-}
 
 // MinFrameLen is the shortest frame BPF_PROG_TEST_RUN accepts: an Ethernet
 // header. No NIC delivers shorter frames to XDP.
@@ -65,11 +38,11 @@ type xdpMD struct {
 
 // Run runs the program once over frame with BPF_PROG_TEST_RUN, updating the
 // maps exactly as live traffic would, and returns its verdict.
-func (p *Program) Run(frame []byte) (Verdict, error) {
+func (p *Program) Run(frame []byte) (vocab.Verdict, error) {
 	return runFrame(p.objs.Jmxdp, frame)
 }
 
-func runFrame(prog *ebpf.Program, frame []byte) (Verdict, error) {
+func runFrame(prog *ebpf.Program, frame []byte) (vocab.Verdict, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
@@ -77,14 +50,14 @@ func runFrame(prog *ebpf.Program, frame []byte) (Verdict, error) {
 	if err != nil {
 		return 0, fmt.Errorf("run XDP program: %w", err)
 	}
-	return Verdict(ret), nil
+	return vocab.Verdict(ret), nil
 }
 
 // RunSplit is Run with only the frame's first linear bytes in the linear
 // part and the rest in fragments, as a driver that splits headers from
 // payload delivers it (BPF_PROG_TEST_RUN takes the linear size from the
 // context's data_end, Linux 6.18).
-func (p *Program) RunSplit(frame []byte, linear int) (Verdict, error) {
+func (p *Program) RunSplit(frame []byte, linear int) (vocab.Verdict, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
 		return 0, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
 	}
@@ -92,14 +65,14 @@ func (p *Program) RunSplit(frame []byte, linear int) (Verdict, error) {
 	if err != nil {
 		return 0, fmt.Errorf("run XDP program with %d linear bytes: %w", linear, err)
 	}
-	return Verdict(ret), nil
+	return vocab.Verdict(ret), nil
 }
 
 // BenchmarkSplit is Benchmark over a frame split as RunSplit splits it,
 // timed by the kernel as Benchmark is (so time this thread lost to others
 // is left out). Whatever a run changes in the frame (a pull) stays for the
 // next repeat.
-func (p *Program) BenchmarkSplit(frame []byte, linear, repeat int) (Verdict, time.Duration, error) {
+func (p *Program) BenchmarkSplit(frame []byte, linear, repeat int) (vocab.Verdict, time.Duration, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
 		return 0, 0, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
 	}
@@ -127,7 +100,7 @@ func (p *Program) BenchmarkSplit(frame []byte, linear, repeat int) (Verdict, tim
 		if errno != 0 {
 			return 0, 0, fmt.Errorf("benchmark XDP program with %d linear bytes: %w", linear, errno)
 		}
-		return Verdict(attr.Retval), time.Duration(attr.Duration), nil
+		return vocab.Verdict(attr.Retval), time.Duration(attr.Duration), nil
 	}
 }
 
@@ -144,13 +117,13 @@ type progTestRunAttr struct {
 
 // Benchmark runs the program repeat times over frame in the kernel and
 // returns the mean time per run. Maps are updated by every run.
-func (p *Program) Benchmark(frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (p *Program) Benchmark(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	return benchmark(p.objs.Jmxdp, frame, repeat)
 }
 
 // BenchmarkPass is Benchmark for a trivial XDP_PASS program loaded with
 // jmxdp, the baseline its cost is measured against.
-func (p *Program) BenchmarkPass(frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (p *Program) BenchmarkPass(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	return benchmark(p.objs.XdpPass, frame, repeat)
 }
 
@@ -158,11 +131,11 @@ func (p *Program) BenchmarkPass(frame []byte, repeat int) (Verdict, time.Duratio
 // only the stream-table lookup, atomic adds and timestamp of counting, on a
 // key made of the frame's first bytes. It writes that key into the stream
 // table: use it on a program that serves no traffic.
-func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	return benchmark(p.objs.XdpCountFloor, frame, repeat)
 }
 
-func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Duration, error) {
+func benchmark(prog *ebpf.Program, frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
 	}
@@ -170,23 +143,29 @@ func benchmark(prog *ebpf.Program, frame []byte, repeat int) (Verdict, time.Dura
 	if err != nil {
 		return 0, 0, fmt.Errorf("benchmark XDP program: %w", err)
 	}
-	return Verdict(ret), d, nil
+	return vocab.Verdict(ret), d, nil
 }
 
 // RunOn is Run as if the frame arrived on interface ifindex (queue 0) of
 // the caller's network namespace, which the forward action's fib lookup
 // reads, and also returns the frame as the program left it.
-func (p *Program) RunOn(frame []byte, ifindex uint32) (Verdict, []byte, error) {
-	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
-		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
+func (p *Program) RunOn(frame []byte, ifindex uint32) (vocab.Verdict, []byte, error) {
+	return p.RunSplitOn(frame, len(frame), ifindex)
+}
+
+// RunSplitOn is RunOn with only the frame's first linear bytes in the
+// linear part, as RunSplit splits it.
+func (p *Program) RunSplitOn(frame []byte, linear int, ifindex uint32) (vocab.Verdict, []byte, error) {
+	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen || linear < MinFrameLen || linear > len(frame) {
+		return 0, nil, fmt.Errorf("%w: %d bytes, %d linear", ErrFrameSize, len(frame), linear)
 	}
 	out := make([]byte, len(frame)+xdpHeadroomSlack)
-	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: ifindex}}
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: xdpMD{DataEnd: uint32(linear), IngressIfindex: ifindex}}
 	ret, err := p.objs.Jmxdp.Run(opts)
 	if err != nil {
 		return 0, nil, fmt.Errorf("run XDP program on interface %d: %w", ifindex, err)
 	}
-	return Verdict(ret), opts.DataOut, nil
+	return vocab.Verdict(ret), opts.DataOut, nil
 }
 
 // xdpHeadroomSlack is room for a frame the program grew (the forward
@@ -195,6 +174,6 @@ const xdpHeadroomSlack = 256
 
 // BenchmarkTxSwap is Benchmark for xdp_tx_swap, loaded with jmxdp: swap
 // the MAC addresses and XDP_TX, the least a forwarder costs.
-func (p *Program) BenchmarkTxSwap(frame []byte, repeat int) (Verdict, time.Duration, error) {
+func (p *Program) BenchmarkTxSwap(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	return benchmark(p.objs.XdpTxSwap, frame, repeat)
 }

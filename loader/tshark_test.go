@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // jumboIPv6Corpus is the issue 15 corpus: traffic at MTU 9000 with jumbo
@@ -193,8 +193,8 @@ func TestDifferentialTshark(t *testing.T) {
 			t.Fatalf("frame %d: %v", i+1, err)
 		}
 		res[i] = eng.Process(pk.Data)
-		if loader.Verdict(res[i].Verdict) != kv {
-			t.Fatalf("frame %d: kernel %v, Go %v (class %v)", i+1, kv, loader.Verdict(res[i].Verdict), res[i].Class)
+		if vocab.Verdict(res[i].Verdict) != kv {
+			t.Fatalf("frame %d: kernel %v, Go %v (class %v)", i+1, kv, vocab.Verdict(res[i].Verdict), res[i].Class)
 		}
 		kc, err := p.Maps.Counters()
 		if err != nil {
@@ -273,7 +273,7 @@ func TestDifferentialTshark(t *testing.T) {
 	// The corpus must hold every shape, or agreement means little.
 	c := eng.Counters()
 	if agreed < 1000 || fragmented == 0 || refused[jmirror.ClassNotJmirror] == 0 || refused[jmirror.ClassIPv6ExtTooLong] == 0 ||
-		refused[jmirror.ClassMalformedTruncated] == 0 || c[maps.StatFragFirst] == 0 {
+		refused[jmirror.ClassMalformedTruncated] == 0 || c[vocab.StatFragFirst] == 0 {
 		t.Errorf("corpus too thin: %d datagrams agreed (%d fragmented), refusals %v, counters %v", agreed, fragmented, refused, named(c))
 	}
 	t.Logf("%d frames: %d datagrams tshark and both engines agree on (%d reassembled from fragments); tshark decodes %v that jmxdp's rules refuse",

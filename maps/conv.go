@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Addresses are 16 bytes in the kernel, IPv4 as IPv4-mapped IPv6.
@@ -16,16 +17,16 @@ func addrTo16(a netip.Addr) [16]byte { return a.As16() }
 // IPv4 router.
 func addrFrom16(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
 
-func streamKeyToBPF(k StreamKey) bpf.JmxdpJmStreamKey {
-	return bpf.JmxdpJmStreamKey{Router: addrTo16(k.Router), Mid: k.MID, Sid: k.SID}
+func streamKeyToBPF(k vocab.StreamKey) bpf.StreamKey {
+	return bpf.StreamKey{Router: addrTo16(k.Router), Mid: k.MID, Sid: k.SID}
 }
 
-func streamKeyFromBPF(k *bpf.JmxdpJmStreamKey) StreamKey {
-	return StreamKey{Router: addrFrom16(k.Router), MID: k.Mid, SID: k.Sid}
+func streamKeyFromBPF(k *bpf.StreamKey) vocab.StreamKey {
+	return vocab.StreamKey{Router: addrFrom16(k.Router), MID: k.Mid, SID: k.Sid}
 }
 
-func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
-	s := StreamStats{
+func streamStatsFromBPF(v *bpf.StreamValue) vocab.StreamStats {
+	s := vocab.StreamStats{
 		Bytes:     v.Bytes,
 		FirstSeen: time.Duration(v.FirstSeenNs),
 		LastSeen:  time.Duration(v.LastSeenNs),
@@ -39,26 +40,26 @@ func streamStatsFromBPF(v *bpf.JmxdpJmStreamValue) StreamStats {
 	return s
 }
 
-func policyKeyToBPF(r PolicyRule) bpf.JmxdpJmPolicyKey {
-	k := bpf.JmxdpJmPolicyKey{Mid: r.MID, Sid: r.SID, Scope: uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_EXACT)}
+func policyKeyToBPF(r vocab.PolicyRule) bpf.PolicyKey {
+	k := bpf.PolicyKey{Mid: r.MID, Sid: r.SID, Scope: uint32(bpf.ScopeExact)}
 	if r.AnySID {
 		k.Sid = 0
-		k.Scope = uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID)
+		k.Scope = uint32(bpf.ScopeMID)
 	}
 	return k
 }
 
 // allowKey builds the LPM key; an IPv4 prefix becomes its IPv4-mapped form.
-func allowKey(p netip.Prefix) bpf.JmxdpJmAllowKey {
+func allowKey(p netip.Prefix) bpf.AllowKey {
 	p = p.Masked()
 	bits := p.Bits()
 	if p.Addr().Is4() {
 		bits += 96
 	}
-	return bpf.JmxdpJmAllowKey{Prefixlen: uint32(bits), Addr: addrTo16(p.Addr())}
+	return bpf.AllowKey{Prefixlen: uint32(bits), Addr: addrTo16(p.Addr())}
 }
 
-func allowPrefix(k *bpf.JmxdpJmAllowKey) netip.Prefix {
+func allowPrefix(k *bpf.AllowKey) netip.Prefix {
 	a := netip.AddrFrom16(k.Addr)
 	bits := int(k.Prefixlen)
 	if a.Is4In6() && bits >= 96 {
@@ -69,18 +70,18 @@ func allowPrefix(k *bpf.JmxdpJmAllowKey) netip.Prefix {
 
 // The fragment key holds IPv4 header fields as they are on the wire: the
 // kernel copies them without byte swapping, so the Go side must not either.
-func fragKeyFromBPF(k *bpf.JmxdpJmFragKey) FragKey {
+func fragKeyFromBPF(k *bpf.FragKey) vocab.FragKey {
 	var s, d [4]byte
 	binary.NativeEndian.PutUint32(s[:], k.Saddr)
 	binary.NativeEndian.PutUint32(d[:], k.Daddr)
 	var id [2]byte
 	binary.NativeEndian.PutUint16(id[:], k.Id)
-	return FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
+	return vocab.FragKey{Src: netip.AddrFrom4(s), Dst: netip.AddrFrom4(d), ID: binary.BigEndian.Uint16(id[:]), Proto: k.Proto}
 }
 
-func policyValueToBPF(r PolicyRule) *bpf.JmxdpJmPolicyValue {
-	v := &bpf.JmxdpJmPolicyValue{Action: uint32(r.Action)}
-	if r.Action == ActionForward && r.Target.IsValid() {
+func policyValueToBPF(r vocab.PolicyRule) *bpf.PolicyValue {
+	v := &bpf.PolicyValue{Action: uint32(r.Action)}
+	if r.Action == vocab.ActionForward && r.Target.IsValid() {
 		a := r.Target.Addr()
 		v.FwdPort = r.Target.Port()
 		v.FwdFamily = fwdFamilyV6
@@ -92,15 +93,15 @@ func policyValueToBPF(r PolicyRule) *bpf.JmxdpJmPolicyValue {
 	return v
 }
 
-func policyTargetFromBPF(v *bpf.JmxdpJmPolicyValue) netip.AddrPort {
-	if Action(v.Action) != ActionForward {
+func policyTargetFromBPF(v *bpf.PolicyValue) netip.AddrPort {
+	if vocab.Action(v.Action) != vocab.ActionForward {
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(addrFrom16(v.FwdAddr), v.FwdPort)
 }
 
-func fwdSrcKey(ifindex uint32, a netip.Addr) bpf.JmxdpJmFwdSrcKey {
-	k := bpf.JmxdpJmFwdSrcKey{Ifindex: ifindex, Family: fwdFamilyV6}
+func fwdSrcKey(ifindex uint32, a netip.Addr) bpf.FwdSrcKey {
+	k := bpf.FwdSrcKey{Ifindex: ifindex, Family: fwdFamilyV6}
 	if a.Unmap().Is4() {
 		k.Family = fwdFamilyV4
 	}

@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,11 +12,12 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Maps wraps the program's maps with typed accessors.
 type Maps struct {
-	m *bpf.JmxdpMaps
+	m *bpf.Maps
 	// retire orders RetireIdle against the readers that sum streams and
 	// router totals together (EachStreamAndRouters).
 	retire sync.RWMutex
@@ -23,7 +25,7 @@ type Maps struct {
 
 // New wraps maps loaded (or reopened from pins) elsewhere; it does not own
 // them: the loader closes them.
-func New(m *bpf.JmxdpMaps) *Maps { return &Maps{m: m} }
+func New(m *bpf.Maps) *Maps { return &Maps{m: m} }
 
 const batchSize = 4096
 
@@ -37,41 +39,18 @@ func mapName(mp *ebpf.Map) string {
 // Streams returns every entry of the stream table, sorted by (mid, sid,
 // router). Callers that only need sums should use EachStream, which holds
 // no copy of the table.
-func (m *Maps) Streams() ([]Stream, error) {
-	var out []Stream
-	if err := m.EachStream(func(s Stream) { out = append(out, s) }); err != nil {
+func (m *Maps) Streams() ([]vocab.Stream, error) {
+	var out []vocab.Stream
+	if err := m.EachStream(func(s vocab.Stream) { out = append(out, s) }); err != nil {
 		return nil, err
 	}
-	SortStreams(out)
+	vocab.SortStreams(out)
 	return out, nil
-}
-
-// SortStreams orders streams by (mid, sid, router).
-func SortStreams(s []Stream) {
-	slices.SortFunc(s, func(a, b Stream) int {
-		if a.MID != b.MID {
-			return cmpU32(a.MID, b.MID)
-		}
-		if a.SID != b.SID {
-			return cmpU32(a.SID, b.SID)
-		}
-		return a.Router.Compare(b.Router)
-	})
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Stream reads one stream's exact counts: its table entry plus the cache
 // slots that hold it (streamExact); ok is false when it counted nothing.
-func (m *Maps) Stream(k StreamKey) (StreamStats, bool, error) {
+func (m *Maps) Stream(k vocab.StreamKey) (vocab.StreamStats, bool, error) {
 	key := streamKeyToBPF(k)
 	return m.streamExact(&key)
 }
@@ -80,9 +59,9 @@ func (m *Maps) Stream(k StreamKey) (StreamStats, bool, error) {
 func (m *Maps) StreamCapacity() uint32 { return m.m.JmStreams.MaxEntries() }
 
 // Counters sums the per-CPU global counters.
-func (m *Maps) Counters() (Counters, error) {
-	var per []bpf.JmxdpJmCounters
-	var c Counters
+func (m *Maps) Counters() (vocab.Counters, error) {
+	var per []bpf.Counters
+	var c vocab.Counters
 	if err := m.m.JmStats.Lookup(uint32(0), &per); err != nil {
 		return c, fmt.Errorf("read counters: %w", err)
 	}
@@ -142,20 +121,20 @@ func (m *Maps) SetPorts(ports []uint16) error {
 }
 
 // Settings reads the global switches.
-func (m *Maps) Settings() (Settings, error) {
-	var v bpf.JmxdpJmSettings
+func (m *Maps) Settings() (vocab.Settings, error) {
+	var v bpf.Settings
 	if err := m.m.JmConfig.Lookup(uint32(0), &v); err != nil {
-		return Settings{}, fmt.Errorf("read settings: %w", err)
+		return vocab.Settings{}, fmt.Errorf("read settings: %w", err)
 	}
-	return Settings{DefaultAction: Action(v.DefaultAction), AllowlistEnabled: v.AllowlistEnabled != 0}, nil
+	return vocab.Settings{DefaultAction: vocab.Action(v.DefaultAction), AllowlistEnabled: v.AllowlistEnabled != 0}, nil
 }
 
 // SetSettings writes the global switches.
-func (m *Maps) SetSettings(s Settings) error {
+func (m *Maps) SetSettings(s vocab.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	v := bpf.JmxdpJmSettings{DefaultAction: uint32(s.DefaultAction)}
+	v := bpf.Settings{DefaultAction: uint32(s.DefaultAction)}
 	if s.AllowlistEnabled {
 		v.AllowlistEnabled = 1
 	}
@@ -187,7 +166,7 @@ func (m *Maps) newPolicyGeneration() error {
 }
 
 // PutPolicy adds or replaces a rule.
-func (m *Maps) PutPolicy(r PolicyRule) error {
+func (m *Maps) PutPolicy(r vocab.PolicyRule) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
@@ -200,7 +179,7 @@ func (m *Maps) PutPolicy(r PolicyRule) error {
 
 // DeletePolicy removes the rule for r's (MID, SID/AnySID); its Action is
 // ignored. Deleting an absent rule is not an error.
-func (m *Maps) DeletePolicy(r PolicyRule) error {
+func (m *Maps) DeletePolicy(r vocab.PolicyRule) error {
 	k := policyKeyToBPF(r)
 	if err := m.m.JmPolicy.Delete(&k); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -212,17 +191,17 @@ func (m *Maps) DeletePolicy(r PolicyRule) error {
 }
 
 // Policies lists the rules, sorted by (mid, any-sid first, sid).
-func (m *Maps) Policies() ([]PolicyRule, error) {
-	var out []PolicyRule
-	err := readAll(m.m.JmPolicy, func(k *bpf.JmxdpJmPolicyKey, v *bpf.JmxdpJmPolicyValue) {
-		out = append(out, PolicyRule{
-			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.JmxdpJmPolicyScopeJM_SCOPE_MID),
-			Action: Action(v.Action), Target: policyTargetFromBPF(v),
+func (m *Maps) Policies() ([]vocab.PolicyRule, error) {
+	var out []vocab.PolicyRule
+	err := readAll(m.m.JmPolicy, func(k *bpf.PolicyKey, v *bpf.PolicyValue) {
+		out = append(out, vocab.PolicyRule{
+			MID: k.Mid, SID: k.Sid, AnySID: k.Scope == uint32(bpf.ScopeMID),
+			Action: vocab.Action(v.Action), Target: policyTargetFromBPF(v),
 		})
 	})
-	slices.SortFunc(out, func(a, b PolicyRule) int {
+	slices.SortFunc(out, func(a, b vocab.PolicyRule) int {
 		if a.MID != b.MID {
-			return cmpU32(a.MID, b.MID)
+			return cmp.Compare(a.MID, b.MID)
 		}
 		if a.AnySID != b.AnySID {
 			if a.AnySID {
@@ -230,7 +209,7 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 			}
 			return 1
 		}
-		return cmpU32(a.SID, b.SID)
+		return cmp.Compare(a.SID, b.SID)
 	})
 	return out, err
 }
@@ -238,7 +217,7 @@ func (m *Maps) Policies() ([]PolicyRule, error) {
 // AddAllow adds a trusted router prefix. The allowlist only takes effect
 // once Settings.AllowlistEnabled is set (the loader does it when non-empty).
 func (m *Maps) AddAllow(p netip.Prefix) error {
-	if err := CheckAllowPrefix(p); err != nil {
+	if err := vocab.CheckAllowPrefix(p); err != nil {
 		return fmt.Errorf("add allowlist prefix: %w", err)
 	}
 	k := allowKey(p)
@@ -260,7 +239,7 @@ func (m *Maps) DelAllow(p netip.Prefix) error {
 // Allowlist lists the trusted prefixes.
 func (m *Maps) Allowlist() ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	var k bpf.JmxdpJmAllowKey
+	var k bpf.AllowKey
 	var v uint32
 	// LPM tries support neither batch ops nor stable iteration under
 	// concurrent change; they are small, iterate.
@@ -281,26 +260,26 @@ func (m *Maps) Allowlist() ([]netip.Prefix, error) {
 }
 
 // Untrusted lists sources refused by the allowlist.
-func (m *Maps) Untrusted() ([]UntrustedSource, error) {
-	var out []UntrustedSource
-	err := readAll(m.m.JmUntrusted, func(k *bpf.JmxdpJmAddr, v *bpf.JmxdpJmUntrustedValue) {
-		out = append(out, UntrustedSource{Addr: addrFrom16(k.Addr), Packets: v.Packets, LastSeen: time.Duration(v.LastSeenNs)})
+func (m *Maps) Untrusted() ([]vocab.UntrustedSource, error) {
+	var out []vocab.UntrustedSource
+	err := readAll(m.m.JmUntrusted, func(k *bpf.Addr, v *bpf.UntrustedValue) {
+		out = append(out, vocab.UntrustedSource{Addr: addrFrom16(k.Addr), Packets: v.Packets, LastSeen: time.Duration(v.LastSeenNs)})
 	})
-	slices.SortFunc(out, func(a, b UntrustedSource) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b vocab.UntrustedSource) int { return a.Addr.Compare(b.Addr) })
 	return out, err
 }
 
 // Fragments lists the tracked outer IPv4 datagrams.
-func (m *Maps) Fragments() (map[FragKey]FragEntry, error) {
-	out := make(map[FragKey]FragEntry)
-	err := readAll(m.m.JmFrags, func(k *bpf.JmxdpJmFragKey, v *bpf.JmxdpJmFragValue) {
-		e := FragEntry{MID: v.Mid, SID: v.Sid, Action: Action(v.Action), InnerLen: v.InnerLen,
+func (m *Maps) Fragments() (map[vocab.FragKey]vocab.FragEntry, error) {
+	out := make(map[vocab.FragKey]vocab.FragEntry)
+	err := readAll(m.m.JmFrags, func(k *bpf.FragKey, v *bpf.FragValue) {
+		e := vocab.FragEntry{MID: v.Mid, SID: v.Sid, Action: vocab.Action(v.Action), InnerLen: v.InnerLen,
 			FirstSeen: time.Duration(v.FirstNs), Fingerprint: v.Fingerprint}
 		switch e.Action {
-		case actionUntrusted:
+		case vocab.ActionUntrusted:
 			e.Untrusted = true
 			e.Action = 0
-		case actionNotJmirror:
+		case vocab.ActionNotJmirror:
 			e.NotJmirror = true
 			e.Action = 0
 		}
@@ -327,17 +306,17 @@ func (m *Maps) DeleteXSK(queue uint32) error {
 
 // Candidates returns the ports not decoded on which Jmirror-looking traffic
 // was seen (port discovery), by port.
-func (m *Maps) Candidates() ([]Candidate, error) {
-	var out []Candidate
-	err := readAll(m.m.JmCandidates, func(k *uint32, v *bpf.JmxdpJmCandidateValue) {
+func (m *Maps) Candidates() ([]vocab.Candidate, error) {
+	var out []vocab.Candidate
+	err := readAll(m.m.JmCandidates, func(k *uint32, v *bpf.CandidateValue) {
 		if v.Packets > 0 && *k < 1<<16 {
-			out = append(out, Candidate{Port: uint16(*k), Packets: v.Packets, Bytes: v.Bytes})
+			out = append(out, vocab.Candidate{Port: uint16(*k), Packets: v.Packets, Bytes: v.Bytes})
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b Candidate) int { return int(a.Port) - int(b.Port) })
+	slices.SortFunc(out, func(a, b vocab.Candidate) int { return int(a.Port) - int(b.Port) })
 	return out, nil
 }
 
@@ -353,7 +332,7 @@ func (m *Maps) Candidates() ([]Candidate, error) {
 // Per-key iteration, the fallback on kernels without batch operations,
 // restarts from the first bucket when the key it stands on was deleted,
 // so there keys already seen are skipped.
-func (m *Maps) EachStream(fn func(Stream)) error {
+func (m *Maps) EachStream(fn func(vocab.Stream)) error {
 	return m.eachStreamExact(fn)
 }
 
@@ -402,9 +381,9 @@ func readAll[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
 // stream(i), in batches: a benchmark fills a million-entry table in well
 // under a second. Packets is not stored (the kernel keeps it as the sum of
 // Inner). The table refuses entries past its capacity: the write fails.
-func (m *Maps) PutStreams(n int, stream func(i int) Stream) error {
-	keys := make([]bpf.JmxdpJmStreamKey, 0, min(n, batchSize))
-	vals := make([]bpf.JmxdpJmStreamValue, 0, min(n, batchSize))
+func (m *Maps) PutStreams(n int, stream func(i int) vocab.Stream) error {
+	keys := make([]bpf.StreamKey, 0, min(n, batchSize))
+	vals := make([]bpf.StreamValue, 0, min(n, batchSize))
 	flush := func() error {
 		if len(keys) == 0 {
 			return nil
@@ -428,8 +407,8 @@ func (m *Maps) PutStreams(n int, stream func(i int) Stream) error {
 	return flush()
 }
 
-func streamStatsToBPF(s StreamStats) bpf.JmxdpJmStreamValue {
-	v := bpf.JmxdpJmStreamValue{
+func streamStatsToBPF(s vocab.StreamStats) bpf.StreamValue {
+	v := bpf.StreamValue{
 		Bytes:       s.Bytes,
 		FirstSeenNs: uint64(s.FirstSeen),
 		LastSeenNs:  uint64(s.LastSeen),
@@ -439,13 +418,13 @@ func streamStatsToBPF(s StreamStats) bpf.JmxdpJmStreamValue {
 }
 
 // ForwardStreams reads the per-stream forward counters.
-func (m *Maps) ForwardStreams() (map[StreamKey]ForwardStats, error) {
-	out := make(map[StreamKey]ForwardStats)
+func (m *Maps) ForwardStreams() (map[vocab.StreamKey]vocab.ForwardStats, error) {
+	out := make(map[vocab.StreamKey]vocab.ForwardStats)
 	if m.m.JmFwdStreams == nil { // pinned by a jmxdp without the forward action
 		return out, nil
 	}
-	err := readAll(m.m.JmFwdStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmFwdStreamValue) {
-		s := ForwardStats{Packets: v.Packets, Bytes: v.Bytes}
+	err := readAll(m.m.JmFwdStreams, func(k *bpf.StreamKey, v *bpf.FwdStreamValue) {
+		s := vocab.ForwardStats{Packets: v.Packets, Bytes: v.Bytes}
 		copy(s.Userspace[:], v.Reason[:])
 		out[streamKeyFromBPF(k)] = s
 	})
@@ -462,7 +441,7 @@ func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
 		return fmt.Errorf("add egress interface %d to the forward devmap: %w", ifindex, err)
 	}
 	k := fwdSrcKey(ifindex, src)
-	v := bpf.JmxdpJmAddr{Addr: addrTo16(src)}
+	v := bpf.Addr{Addr: addrTo16(src)}
 	if err := m.m.JmFwdSrc.Put(&k, &v); err != nil {
 		return fmt.Errorf("set forward source %s of interface %d: %w", src, ifindex, err)
 	}
@@ -472,7 +451,7 @@ func (m *Maps) SetForwardEgress(ifindex uint32, src netip.Addr) error {
 // SetForwardLookupInterface sets the interface the program's fib lookups
 // are made from (0: the ingress interface); see docs/forward.md.
 func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
-	v := bpf.JmxdpJmFwdSettings{FibIfindex: ifindex}
+	v := bpf.FwdSettings{FibIfindex: ifindex}
 	if err := m.m.JmFwdCfg.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("write forward settings: %w", err)
 	}
@@ -482,9 +461,9 @@ func (m *Maps) SetForwardLookupInterface(ifindex uint32) error {
 // ForwardTarget is the forward target of (mid, sid): the exact rule's,
 // else the mid-wide rule's, as the program looks it up.
 func (m *Maps) ForwardTarget(mid, sid uint32) (netip.AddrPort, bool, error) {
-	for _, r := range []PolicyRule{{MID: mid, SID: sid}, {MID: mid, AnySID: true}} {
+	for _, r := range []vocab.PolicyRule{{MID: mid, SID: sid}, {MID: mid, AnySID: true}} {
 		k := policyKeyToBPF(r)
-		var v bpf.JmxdpJmPolicyValue
+		var v bpf.PolicyValue
 		err := m.m.JmPolicy.Lookup(&k, &v)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue
@@ -492,7 +471,7 @@ func (m *Maps) ForwardTarget(mid, sid uint32) (netip.AddrPort, bool, error) {
 		if err != nil {
 			return netip.AddrPort{}, false, fmt.Errorf("read policy of mid %d: %w", mid, err)
 		}
-		if Action(v.Action) == ActionForward {
+		if vocab.Action(v.Action) == vocab.ActionForward {
 			return policyTargetFromBPF(&v), true, nil
 		}
 	}

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 )
 
 // ErrNotPinned means no jmxdp maps are pinned in the directory: no instance
@@ -19,13 +19,13 @@ var ErrNotPinned = errors.New("no jmxdp maps pinned there")
 // pin directory, for the CLI to read and change without loading a program.
 type Pinned struct {
 	*Maps
-	objs *bpf.JmxdpMaps
+	objs *bpf.Maps
 }
 
 // OpenPinned opens the maps pinned in dir (PIN_DIR/IFACE). Changes through
 // them take effect on the next packet the instance's program sees.
 func OpenPinned(dir string) (*Pinned, error) {
-	var objs bpf.JmxdpMaps
+	var objs bpf.Maps
 	targets := []struct {
 		name string
 		m    **ebpf.Map
@@ -38,7 +38,7 @@ func OpenPinned(dir string) (*Pinned, error) {
 		{"jm_stream_cache", &objs.JmStreamCache}, {"jm_router_overflow", &objs.JmRouterOverflow}, {"jm_router_retired", &objs.JmRouterRetired},
 	}
 	for _, t := range targets {
-		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, t.name), nil)
+		m, err := ebpf.LoadPinnedMap(pins.Map(dir, t.name), nil)
 		if errors.Is(err, os.ErrNotExist) && (strings.HasPrefix(t.name, "jm_fwd_") || optionalCounterMaps[t.name]) {
 			// An instance an older jmxdp started has no forward maps
 			// (reads of them come back empty, writes are refused) and

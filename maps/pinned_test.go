@@ -9,6 +9,7 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The CLI's view of a running instance: a rule put through the pinned
@@ -30,7 +31,7 @@ func TestOpenPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pm.Close()
-	rule := maps.PolicyRule{MID: 5, AnySID: true, Action: maps.ActionPass}
+	rule := vocab.PolicyRule{MID: 5, AnySID: true, Action: vocab.ActionPass}
 	if err := pm.PutPolicy(rule); err != nil {
 		t.Fatal(err)
 	}

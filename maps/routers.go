@@ -9,17 +9,19 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Counts are packets and bytes, packets by inner kind as a stream has them.
 type Counts struct {
 	Packets uint64
 	Bytes   uint64
-	Inner   [NumInner]uint64
+	Inner   [vocab.NumInner]uint64
 }
 
-func (c *Counts) add(t *bpf.JmxdpJmRouterTotal) {
+func (c *Counts) add(t *bpf.RouterTotal) {
 	c.Bytes += t.Bytes
 	for i, n := range t.Inner {
 		c.Inner[i] += n
@@ -55,8 +57,8 @@ func (m *Maps) RouterTotals() (map[netip.Addr]RouterTotal, error) {
 	out := make(map[netip.Addr]RouterTotal)
 	if m.m.JmRouterOverflow != nil {
 		it := m.m.JmRouterOverflow.Iterate()
-		var k bpf.JmxdpJmAddr
-		var per []bpf.JmxdpJmRouterTotal
+		var k bpf.Addr
+		var per []bpf.RouterTotal
 		for it.Next(&k, &per) {
 			a := addrFrom16(k.Addr)
 			t := out[a]
@@ -70,7 +72,7 @@ func (m *Maps) RouterTotals() (map[netip.Addr]RouterTotal, error) {
 		}
 	}
 	if m.m.JmRouterRetired != nil {
-		err := readAll(m.m.JmRouterRetired, func(k *bpf.JmxdpJmAddr, v *bpf.JmxdpJmRouterTotal) {
+		err := readAll(m.m.JmRouterRetired, func(k *bpf.Addr, v *bpf.RouterTotal) {
 			a := addrFrom16(k.Addr)
 			t := out[a]
 			t.Retired.add(v)
@@ -103,7 +105,7 @@ func (m *Maps) RetireIdle(idleBefore time.Duration, limit int) (int, error) {
 	// A slot may hold counts newer than the entry's: the stream is idle
 	// only when they are old too. Its slot's counts stay in the slot (the
 	// stream is listed with them alone) until a flush inserts it again.
-	slotSeen := map[bpf.JmxdpJmStreamKey]uint64{}
+	slotSeen := map[bpf.StreamKey]uint64{}
 	snap, err := m.readSlots()
 	if err != nil {
 		return 0, err
@@ -116,11 +118,11 @@ func (m *Maps) RetireIdle(idleBefore time.Duration, limit int) (int, error) {
 		}
 	}
 	type cand struct {
-		k    bpf.JmxdpJmStreamKey
+		k    bpf.StreamKey
 		last uint64
 	}
 	var cands []cand
-	err = readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
+	err = readAll(m.m.JmStreams, func(k *bpf.StreamKey, v *bpf.StreamValue) {
 		last := max(v.LastSeenNs, slotSeen[*k])
 		if last < uint64(idleBefore) {
 			cands = append(cands, cand{*k, last})
@@ -135,7 +137,7 @@ func (m *Maps) RetireIdle(idleBefore time.Duration, limit int) (int, error) {
 		if n >= limit {
 			break
 		}
-		var v bpf.JmxdpJmStreamValue
+		var v bpf.StreamValue
 		if err := m.m.JmStreams.LookupAndDelete(&c.k, &v); err != nil {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
 				continue
@@ -154,9 +156,9 @@ func (m *Maps) RetireIdle(idleBefore time.Duration, limit int) (int, error) {
 	return n, nil
 }
 
-func (m *Maps) foldRetired(router [16]byte, v *bpf.JmxdpJmStreamValue) error {
-	k := bpf.JmxdpJmAddr{Addr: router}
-	var t bpf.JmxdpJmRouterTotal
+func (m *Maps) foldRetired(router [16]byte, v *bpf.StreamValue) error {
+	k := bpf.Addr{Addr: router}
+	var t bpf.RouterTotal
 	if err := m.m.JmRouterRetired.Lookup(&k, &t); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("read retired total of %v: %w", addrFrom16(router), err)
 	}
@@ -175,7 +177,7 @@ func (m *Maps) foldRetired(router [16]byte, v *bpf.JmxdpJmStreamValue) error {
 // the streams and already in its router's retired total, or counted in
 // both. Readers in other processes (jmxdp stats on the pins) do not share
 // the lock: a retirement can make one of their reads a stream short.
-func (m *Maps) EachStreamAndRouters(fn func(Stream)) (map[netip.Addr]RouterTotal, error) {
+func (m *Maps) EachStreamAndRouters(fn func(vocab.Stream)) (map[netip.Addr]RouterTotal, error) {
 	m.retire.RLock()
 	defer m.retire.RUnlock()
 	if err := m.eachStreamExact(fn); err != nil {

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
 	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The per-CPU cache of hot streams in front of the stream table (struct
@@ -37,7 +39,7 @@ const (
 // slotIndex is slot_index in bpf/jmxdp.c: the slot a key takes among n (a
 // power of two). The key's words are read in host order, as the program
 // reads them (bpfel).
-func slotIndex(k *bpf.JmxdpJmStreamKey, n uint32) uint32 {
+func slotIndex(k *bpf.StreamKey, n uint32) uint32 {
 	var w [slotKeyWords]uint32
 	for i := range 4 {
 		w[i] = binary.LittleEndian.Uint32(k.Router[4*i:])
@@ -53,7 +55,7 @@ func slotIndex(k *bpf.JmxdpJmStreamKey, n uint32) uint32 {
 // slotsSnap is every CPU's copy of every slot, [index*ncpu + cpu].
 type slotsSnap struct {
 	ncpu int
-	s    []bpf.JmxdpJmStreamSlot
+	s    []bpf.StreamSlot
 }
 
 func (m *Maps) cache() *ebpf.Map { return m.m.JmStreamCache }
@@ -70,7 +72,7 @@ func (m *Maps) readSlots() (*slotsSnap, error) {
 		return nil, fmt.Errorf("possible CPUs: %w", err)
 	}
 	n := int(c.MaxEntries())
-	snap := &slotsSnap{ncpu: ncpu, s: make([]bpf.JmxdpJmStreamSlot, n*ncpu)}
+	snap := &slotsSnap{ncpu: ncpu, s: make([]bpf.StreamSlot, n*ncpu)}
 	keys := make([]uint32, n)
 	var cursor ebpf.MapBatchCursor
 	got, err := c.BatchLookup(&cursor, keys, snap.s, nil)
@@ -82,7 +84,7 @@ func (m *Maps) readSlots() (*slotsSnap, error) {
 		return nil, fmt.Errorf("batch read jm_stream_cache: %w", err)
 	}
 	// Per slot: kernels without batch reads of per-CPU arrays.
-	per := make([]bpf.JmxdpJmStreamSlot, ncpu)
+	per := make([]bpf.StreamSlot, ncpu)
 	for i := range n {
 		if err := c.Lookup(uint32(i), &per); err != nil {
 			return nil, fmt.Errorf("read jm_stream_cache[%d]: %w", i, err)
@@ -93,8 +95,8 @@ func (m *Maps) readSlots() (*slotsSnap, error) {
 }
 
 // readSlot copies one slot index on every CPU.
-func (m *Maps) readSlot(idx uint32) ([]bpf.JmxdpJmStreamSlot, error) {
-	var per []bpf.JmxdpJmStreamSlot
+func (m *Maps) readSlot(idx uint32) ([]bpf.StreamSlot, error) {
+	var per []bpf.StreamSlot
 	if err := m.cache().Lookup(idx, &per); err != nil {
 		return nil, fmt.Errorf("read jm_stream_cache[%d]: %w", idx, err)
 	}
@@ -102,7 +104,7 @@ func (m *Maps) readSlot(idx uint32) ([]bpf.JmxdpJmStreamSlot, error) {
 }
 
 // addSlot adds a slot's counts for its stream to s.
-func addSlot(s *StreamStats, sl *bpf.JmxdpJmStreamSlot) {
+func addSlot(s *vocab.StreamStats, sl *bpf.StreamSlot) {
 	if sl.FirstSeenNs == 0 { // holds no counts
 		return
 	}
@@ -120,7 +122,7 @@ func addSlot(s *StreamStats, sl *bpf.JmxdpJmStreamSlot) {
 }
 
 // settled reports whether no slot of a moved between the two copies.
-func settled(a, b []bpf.JmxdpJmStreamSlot) bool {
+func settled(a, b []bpf.StreamSlot) bool {
 	for i := range a {
 		if a[i].Seq&1 != 0 || a[i].Seq != b[i].Seq {
 			return false
@@ -132,23 +134,23 @@ func settled(a, b []bpf.JmxdpJmStreamSlot) bool {
 // streamExact reads one stream alone: its slot index on every CPU, its
 // table entry, the slots again, until no slot moved meanwhile. ok is false
 // when the stream counted nothing anywhere.
-func (m *Maps) streamExact(key *bpf.JmxdpJmStreamKey) (StreamStats, bool, error) {
+func (m *Maps) streamExact(key *bpf.StreamKey) (vocab.StreamStats, bool, error) {
 	for range slotRetries {
 		var idx uint32
-		var a []bpf.JmxdpJmStreamSlot
+		var a []bpf.StreamSlot
 		if m.cache() != nil {
 			idx = slotIndex(key, m.cache().MaxEntries())
 			var err error
 			if a, err = m.readSlot(idx); err != nil {
-				return StreamStats{}, false, err
+				return vocab.StreamStats{}, false, err
 			}
 		}
-		var v bpf.JmxdpJmStreamValue
-		var st StreamStats
+		var v bpf.StreamValue
+		var st vocab.StreamStats
 		err := m.m.JmStreams.Lookup(key, &v)
 		inTable := err == nil
 		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return StreamStats{}, false, fmt.Errorf("look up stream %v: %w", streamKeyFromBPF(key), err)
+			return vocab.StreamStats{}, false, fmt.Errorf("look up stream %v: %w", streamKeyFromBPF(key), err)
 		}
 		if inTable {
 			st = streamStatsFromBPF(&v)
@@ -158,7 +160,7 @@ func (m *Maps) streamExact(key *bpf.JmxdpJmStreamKey) (StreamStats, bool, error)
 		}
 		b, err := m.readSlot(idx)
 		if err != nil {
-			return StreamStats{}, false, err
+			return vocab.StreamStats{}, false, err
 		}
 		if !settled(a, b) {
 			continue
@@ -170,7 +172,7 @@ func (m *Maps) streamExact(key *bpf.JmxdpJmStreamKey) (StreamStats, bool, error)
 		}
 		return st, inTable || st.Packets > 0, nil
 	}
-	return StreamStats{}, false, fmt.Errorf("stream %v: %w", streamKeyFromBPF(key), ErrStreamsUnsettled)
+	return vocab.StreamStats{}, false, fmt.Errorf("stream %v: %w", streamKeyFromBPF(key), ErrStreamsUnsettled)
 }
 
 // eachStreamExact calls fn with every stream's exact counts: table entry
@@ -180,17 +182,17 @@ func (m *Maps) streamExact(key *bpf.JmxdpJmStreamKey) (StreamStats, bool, error)
 // those a slot held wait for the second read of the slots and are read
 // again alone (streamExact) when one of their slots moved. Memory: the
 // cache's copies and the entries of the streams it holds, not the table.
-func (m *Maps) eachStreamExact(fn func(Stream)) error {
+func (m *Maps) eachStreamExact(fn func(vocab.Stream)) error {
 	a, err := m.readSlots()
 	if err != nil {
 		return err
 	}
 	type held struct {
 		at      []int // indexes into a.s holding the stream
-		v       bpf.JmxdpJmStreamValue
+		v       bpf.StreamValue
 		inTable bool
 	}
-	pending := make(map[bpf.JmxdpJmStreamKey]*held)
+	pending := make(map[bpf.StreamKey]*held)
 	if a != nil {
 		for i := range a.s {
 			if a.s[i].Valid == 0 {
@@ -204,12 +206,12 @@ func (m *Maps) eachStreamExact(fn func(Stream)) error {
 			h.at = append(h.at, i)
 		}
 	}
-	err = readAll(m.m.JmStreams, func(k *bpf.JmxdpJmStreamKey, v *bpf.JmxdpJmStreamValue) {
+	err = readAll(m.m.JmStreams, func(k *bpf.StreamKey, v *bpf.StreamValue) {
 		if h := pending[*k]; h != nil {
 			h.v, h.inTable = *v, true
 			return
 		}
-		fn(Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
+		fn(vocab.Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
 	})
 	if err != nil || a == nil {
 		return err
@@ -226,7 +228,7 @@ func (m *Maps) eachStreamExact(fn func(Stream)) error {
 				break
 			}
 		}
-		var st StreamStats
+		var st vocab.StreamStats
 		ok := h.inTable
 		if moved {
 			if st, ok, err = m.streamExact(&k); err != nil {
@@ -242,7 +244,7 @@ func (m *Maps) eachStreamExact(fn func(Stream)) error {
 			ok = ok || st.Packets > 0
 		}
 		if ok {
-			fn(Stream{StreamKey: streamKeyFromBPF(&k), StreamStats: st})
+			fn(vocab.Stream{StreamKey: streamKeyFromBPF(&k), StreamStats: st})
 		}
 	}
 	return nil
@@ -250,7 +252,7 @@ func (m *Maps) eachStreamExact(fn func(Stream)) error {
 
 // StreamSlot is the cache slot index the program gives stream k; ok is
 // false without a cache.
-func (m *Maps) StreamSlot(k StreamKey) (idx uint32, ok bool) {
+func (m *Maps) StreamSlot(k vocab.StreamKey) (idx uint32, ok bool) {
 	if m.cache() == nil {
 		return 0, false
 	}

@@ -8,16 +8,16 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
-func testStream(i int) maps.Stream {
-	s := maps.Stream{StreamKey: maps.StreamKey{
+func testStream(i int) vocab.Stream {
+	s := vocab.Stream{StreamKey: vocab.StreamKey{
 		Router: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
 		MID:    uint32(i%7 + 1), SID: uint32(i),
 	}}
-	s.Inner = [maps.NumInner]uint64{uint64(i), 1, 0, 0, 2}
+	s.Inner = [vocab.NumInner]uint64{uint64(i), 1, 0, 0, 2}
 	s.Packets = uint64(i) + 3
 	s.Bytes = uint64(i) * 10
 	s.FirstSeen = time.Duration(i)
@@ -35,15 +35,15 @@ func TestEachStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Maps.EachStream(func(maps.Stream) { t.Fatal("empty table gave an entry") }); err != nil {
+	if err := p.Maps.EachStream(func(vocab.Stream) { t.Fatal("empty table gave an entry") }); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Maps.PutStreams(n, testStream); err != nil {
 		t.Fatal(err)
 	}
-	seen := make(map[maps.StreamKey]bool, n)
-	var got []maps.Stream
-	if err := p.Maps.EachStream(func(s maps.Stream) {
+	seen := make(map[vocab.StreamKey]bool, n)
+	var got []vocab.Stream
+	if err := p.Maps.EachStream(func(s vocab.Stream) {
 		if seen[s.StreamKey] {
 			t.Errorf("%v seen twice", s.StreamKey)
 		}
@@ -64,7 +64,7 @@ func TestEachStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps.SortStreams(got)
+	vocab.SortStreams(got)
 	if !slices.Equal(sorted, got) {
 		t.Fatal("Streams differs from EachStream's entries sorted")
 	}

@@ -3,9 +3,6 @@
 #ifndef JMXDP_CONSTS_H
 #define JMXDP_CONSTS_H
 
-/* Wireshark's default Jmirror port; routers may be configured with any. */
-#define JM_DEFAULT_PORT 30030
-
 /* The Jmirror header: V (2 bits) | intercept id (30 bits), session id (32 bits). */
 #define JM_HDR_LEN 8
 #define JM_MID_MASK 0x3fffffffU
@@ -17,7 +14,6 @@
 
 /* 802.1Q and 802.1ad: up to two tags (QinQ). */
 #define JM_MAX_VLAN_DEPTH 2
-#define JM_VLAN_VID_MASK 0x0fff
 
 /* Outer IPv4 fragmentation fields (host order, after bpf_ntohs). */
 #define JM_IP_MF 0x2000
@@ -69,7 +65,6 @@
 
 /* IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) in 16-byte keys. */
 #define JM_ADDR_LEN 16
-#define JM_V4MAPPED_PREFIX_BITS 96
 
 /* Map sizes. Userspace may override max_entries before loading. */
 #define JM_MAX_STREAMS (1U << 20)
@@ -99,17 +94,6 @@
 
 /* Bit set in the ports map value for a port jmxdp decodes. */
 #define JM_PORT_DECODE 1U
-
-/* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
- * wrote from stale bytes when a driver has no metadata support. */
-#define JM_META_MAGIC 0x4a4d5844U
-/* struct jm_xsk_meta.flags */
-#define JM_META_OUTER_V6 0x1U   /* the outer header is IPv6 (else IPv4) */
-#define JM_META_FIRST_FRAG 0x2U /* first fragment of an outer IPv4 or IPv6 datagram */
-#define JM_META_LATER_FRAG 0x4U /* a later fragment: only mid and sid are set */
-/* A later fragment whose first fragment has not been seen (held): mid and
- * sid are 0, userspace keeps it until its first fragment arrives. */
-#define JM_META_HELD 0x8U
 
 /*
  * Fragment tracking (docs/datapath.md, "Fragments out of order and
@@ -181,9 +165,5 @@
 #define JM_MAX_FWD_STREAMS 65536
 #define JM_MAX_FWD_DEVS 64
 #define JM_MAX_FWD_SRC 256
-/* struct jm_xsk_meta.flags: a frame of a forwarded stream that the program
- * could not send (jm_xsk_meta.reserved says why, enum jm_fwd_reason):
- * userspace sends its UDP payload to the target from a socket. */
-#define JM_META_FORWARD 0x80U
 
 #endif /* JMXDP_CONSTS_H */

@@ -44,6 +44,7 @@ struct jm_fwd_req {
 	__u8 outer_v4;
 	__u8 part;         /* enum jm_fwd_part */
 	__u8 inner_kind;
+	__u8 early;        /* fragments of the datagram are held in userspace */
 };
 
 /* Actions a policy value may hold; anything else is treated as pass. */
@@ -98,6 +99,7 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 {
 	struct jm_fwd_stream_value *v;
 	struct jm_xsk_meta *meta;
+	__u32 stat;
 	int ret;
 
 	if (!r)
@@ -105,9 +107,18 @@ __noinline int fwd_user(struct xdp_md *ctx, struct jm_counters *c,
 	if (reason == JM_FWD_REASON_NONE || reason >= JM_FWD_REASON_MAX)
 		reason = JM_FWD_REASON_UNSUPPORTED;
 	v = fwd_stream(&r->key);
-	stat_add(c, JM_STAT_FWD_NEIGH_MISS - 1 + reason, 1);
+	/* The reasons before FRAG_EARLY line up with the JM_STAT_FWD_*
+	 * counters; FRAG_EARLY's was appended after JM_STAT_FWD_USERSPACE. */
+	stat = JM_STAT_FWD_NEIGH_MISS - 1 + reason;
+	if (reason == JM_FWD_REASON_FRAG_EARLY)
+		stat = JM_STAT_FWD_FRAG_EARLY;
+	/* Keep clang from folding the bounds checks (stat_add's, the one
+	 * below) into what it knows of reason: the verifier needs them on
+	 * the index registers. */
+	asm volatile("" : "+r"(stat), "+r"(reason));
+	stat_add(c, stat, 1);
 	stat_add(c, JM_STAT_FWD_USERSPACE, 1);
-	if (v)
+	if (v && reason < JM_FWD_REASON_MAX)
 		__sync_fetch_and_add(&v->reason[reason], 1);
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)) == 0) {
 		meta = (void *)(long)ctx->data_meta;
@@ -270,6 +281,51 @@ static __always_inline void fwd_count_sent(struct jm_counters *c,
 }
 
 /*
+ * bpf_fib_lookup, or its answer of earlier in the same jiffy on this CPU
+ * for the same target, port and lookup interface, when the frame is no
+ * longer than the one looked up (so the MTU check holds too). A route or
+ * neighbour change is seen a jiffy late at most, as the stack's own
+ * caches see theirs. Only a success is kept.
+ */
+static __always_inline int fwd_fib(struct xdp_md *ctx,
+				   struct jm_fwd_fib_cache *fc,
+				   struct bpf_fib_lookup *fib, __be16 port)
+{
+	__u64 j = bpf_jiffies64();
+	int ret;
+
+	/* ipv4_dst shares its first word with ipv6_dst, and the rest of an
+	 * IPv4 lookup's is zero (forward_frame zeroes the parameters). */
+	if (fc->jiffies == j && fc->family == fib->family &&
+	    fc->fib_ifindex == fib->ifindex && fc->port == port &&
+	    fib->tot_len <= fc->tot_len &&
+	    fc->dst[0] == fib->ipv6_dst[0] && fc->dst[1] == fib->ipv6_dst[1] &&
+	    fc->dst[2] == fib->ipv6_dst[2] && fc->dst[3] == fib->ipv6_dst[3]) {
+		__builtin_memcpy(fib->dmac, fc->dmac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, fc->smac, ETH_ALEN);
+		fib->ifindex = fc->egress;
+		return BPF_FIB_LKUP_RET_SUCCESS;
+	}
+	fc->jiffies = 0;
+	fc->fib_ifindex = fib->ifindex;
+	fc->tot_len = fib->tot_len;
+	fc->dst[0] = fib->ipv6_dst[0];
+	fc->dst[1] = fib->ipv6_dst[1];
+	fc->dst[2] = fib->ipv6_dst[2];
+	fc->dst[3] = fib->ipv6_dst[3];
+	ret = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS)
+		return ret;
+	fc->egress = fib->ifindex;
+	fc->port = port;
+	fc->family = fib->family;
+	__builtin_memcpy(fc->dmac, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(fc->smac, fib->smac, ETH_ALEN);
+	fc->jiffies = j;
+	return ret;
+}
+
+/*
  * Forward one frame of a forwarded stream (docs/forward.md). Nothing in the
  * frame changes until every check has passed: a frame that goes to
  * userspace goes as it came. A global BPF function: the verifier checks
@@ -312,12 +368,27 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 		stat_add(c, JM_STAT_ACTION_PASS, 1);
 		return XDP_PASS;
 	}
+	/* A fragment came before its first and waits in userspace
+	 * (JM_ACTION_FORWARD_USER): the datagram is whole only there. */
+	if (r->early)
+		return fwd_to_user(ctx, c, r, JM_FWD_REASON_FRAG_EARLY,
+				   JM_STAT_FWD_FRAG_EARLY);
 	to_v6 = w->t.fwd_family == JM_FWD_FAMILY_V6;
 	if (part != JM_FWD_WHOLE && to_v6 == r->outer_v4)
 		return fwd_to_user(ctx, c, r, JM_FWD_REASON_FRAG_FAMILY,
 				   JM_STAT_FWD_FRAG_FAMILY);
 	if ((__u64)r->payload_off + r->payload_len > bpf_xdp_get_buff_len(ctx) ||
 	    r->payload_off > JM_PULL_LEN)
+		return fwd_to_user(ctx, c, r, JM_FWD_REASON_UNSUPPORTED,
+				   JM_STAT_FWD_UNSUPPORTED);
+	/* Headers parsed from the scratch copy (not linear, and not
+	 * pullable: docs/datapath.md, "Frame sizes"): the rewrite moves the
+	 * linear part's start, which cannot pass its end, and reads the old
+	 * headers there. Unless the kept bytes' first (up to a UDP header's
+	 * worth) lie in it, the frame goes to userspace as it came. */
+	if ((__u64)r->payload_off +
+		    (r->payload_len < JM_UDP_HDR_LEN ? r->payload_len : JM_UDP_HDR_LEN) >
+	    (__u64)(data_end - data))
 		return fwd_to_user(ctx, c, r, JM_FWD_REASON_UNSUPPORTED,
 				   JM_STAT_FWD_UNSUPPORTED);
 
@@ -381,7 +452,7 @@ __noinline int forward_frame(struct xdp_md *ctx, struct jm_counters *c,
 	w->fib.sport = port;
 	w->fib.dport = port;
 	w->fib.ifindex = fwd_fib_ifindex(ctx);
-	ret = bpf_fib_lookup(ctx, &w->fib, sizeof(w->fib), 0);
+	ret = fwd_fib(ctx, &scratch->fib_cache, &w->fib, port);
 	switch (ret) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		break;

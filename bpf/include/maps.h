@@ -35,6 +35,15 @@ struct {
 	__type(value, struct jm_stream_slot);
 } jm_stream_cache SEC(".maps");
 
+/* count_stream's values under construction (struct jm_count_scratch), per
+ * CPU. Not state: never pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_count_scratch);
+} jm_count_scratch SEC(".maps");
+
 /* Counts of streams that found jm_streams full, per router and per CPU.
  * Only ever added to. */
 struct {

@@ -22,6 +22,14 @@ enum jm_action {
 	JM_ACTION_NOT_JMIRROR = 4,
 	/* count, then re-originate to the rule's target (docs/forward.md) */
 	JM_ACTION_FORWARD = 5,
+	/* internal, in jm_frags/jm_frags6 only: a later fragment came before
+	 * its first and was held in userspace (JM_META_HELD). Its first
+	 * fragment, if forwarded, then sends the datagram to userspace. */
+	JM_ACTION_EARLY = 6,
+	/* internal, in jm_frags/jm_frags6 only: a forwarded datagram with
+	 * fragments held in userspace; all its frames go to userspace, which
+	 * reassembles it and sends it from a socket (forward_frag_early). */
+	JM_ACTION_FORWARD_USER = 7,
 };
 
 /* Kind of the mirrored packet, from its first bytes. */
@@ -80,14 +88,15 @@ enum jm_stat {
 	JM_STAT_FWD_NO_SOURCE = 27,   /* no source address or devmap entry for the egress */
 	JM_STAT_FWD_UNSUPPORTED = 28, /* a shape the program does not rewrite */
 	JM_STAT_FWD_USERSPACE = 29,   /* frames redirected to AF_XDP for a socket to send */
+	JM_STAT_FWD_FRAG_EARLY = 30,  /* a forwarded datagram's fragments sent to userspace: some came before the first */
 	/* A stream's counts that found jm_streams full: folded into its
 	 * router's jm_router_overflow total (frames, and flushed cache slots
 	 * counted by their packets). */
-	JM_STAT_STREAM_FULL = 30,
+	JM_STAT_STREAM_FULL = 31,
 	/* ... and jm_router_overflow full as well: the packets, counted here
-	 * only (jmxdp_streams_lost_total). */
-	JM_STAT_STREAM_LOST = 31,
-	JM_STAT_MAX = 32,
+	 * only (jmxdp_stream_table_lost_packets_total). */
+	JM_STAT_STREAM_LOST = 32,
+	JM_STAT_MAX = 33,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -144,6 +153,14 @@ struct jm_stream_slot {
 struct jm_router_total {
 	__u64 bytes;
 	__u64 inner[JM_INNER_MAX];
+};
+
+/* jm_count_scratch: a stream's first counts and a router total being
+ * built, off the stack (jm_count_stream's frame and the caller's must fit
+ * in 512 bytes). */
+struct jm_count_scratch {
+	struct jm_stream_value nv;
+	struct jm_router_total nt;
 };
 
 enum jm_policy_scope {
@@ -248,6 +265,27 @@ struct jm_candidate_value {
  * again, and the receive time, taken in the kernel before any queueing, so
  * that files carry when the frame arrived and not when userspace got round
  * to it. bpf_xdp_adjust_meta takes at most 32 bytes: this is all of them. */
+/* struct jm_xsk_meta.flags. Enums, not defines, so that bpf2go hands them
+ * to Go and userspace reads the metadata with the program's own words. */
+enum jm_meta_flag {
+	JM_META_OUTER_V6 = 0x1,   /* the outer header is IPv6 (else IPv4) */
+	JM_META_FIRST_FRAG = 0x2, /* first fragment of an outer IPv4 or IPv6 datagram */
+	JM_META_LATER_FRAG = 0x4, /* a later fragment: only mid and sid are set */
+	/* A later fragment whose first fragment has not been seen (held): mid
+	 * and sid are 0, userspace keeps it until its first fragment arrives. */
+	JM_META_HELD = 0x8,
+	/* A frame of a forwarded stream that the program could not send
+	 * (jm_xsk_meta.reserved says why, enum jm_fwd_reason): userspace sends
+	 * its UDP payload to the target from a socket. */
+	JM_META_FORWARD = 0x80,
+};
+
+/* Marks struct jm_xsk_meta ("JMXD"): userspace tells metadata the program
+ * wrote from stale bytes when a driver has no metadata support. */
+enum jm_meta_magic {
+	JM_META_MAGIC = 0x4a4d5844,
+};
+
 struct jm_xsk_meta {
 	__u64 rx_ns;     /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 mid;       /* the stream, also for a later fragment */
@@ -282,7 +320,8 @@ enum jm_fwd_reason {
 	JM_FWD_REASON_FRAG_FAMILY = 4,
 	JM_FWD_REASON_NO_SOURCE = 5,
 	JM_FWD_REASON_UNSUPPORTED = 6,
-	JM_FWD_REASON_MAX = 7,
+	JM_FWD_REASON_FRAG_EARLY = 7,
+	JM_FWD_REASON_MAX = 8,
 };
 
 /* Per-stream forward counters (jm_fwd_streams). */
@@ -302,10 +341,28 @@ struct jm_fwd_src_key {
 /* Per-CPU scratch of the forward code: the checksum's buffer (b) and what
  * forward_frame would otherwise hold on a stack it shares with jmxdp()
  * (512 bytes for the whole call chain). Opaque to Go. */
+/* forward_frame's last successful fib lookup on this CPU, reused within
+ * the jiffy it was made in for the same target, port and lookup interface
+ * and a frame no longer than the one it was made for (docs/forward.md,
+ * "Cost"). */
+struct jm_fwd_fib_cache {
+	__u64 jiffies;         /* bpf_jiffies64() at the lookup; 0: empty */
+	__u32 dst[4];          /* the lookup's ipv6_dst (ipv4_dst, then zeros) */
+	__u32 fib_ifindex;     /* the lookup's input interface */
+	__u32 egress;          /* its output interface */
+	__u16 tot_len;         /* the IP length looked up: shorter fits too */
+	__u16 port;            /* the ports looked up (network order) */
+	__u8 family;           /* JM_AF_INET or JM_AF_INET6 */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u8 pad[3];
+};
+
 struct jm_fwd_scratch {
 	__u8 b[JM_FWD_SCRATCH_LEN];
 	__u8 work[JM_FWD_WORK_LEN];
 	__u8 zero[sizeof(struct jm_fwd_stream_value)];
+	struct jm_fwd_fib_cache fib_cache;
 };
 
 struct jm_fwd_settings {

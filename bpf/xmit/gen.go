@@ -1,5 +1,5 @@
 // Package xmit holds the XDP programs of jmxdp's fast traffic generator
-// (userspace/xmit) and the Go bindings bpf2go generates for them: jmxdp_xmit,
+// (userspace/tools/xmit) and the Go bindings bpf2go generates for them: jmxdp_xmit,
 // run with BPF_PROG_TEST_RUN in live-frames mode, stamps each template frame
 // with the next (mid, sid) and redirects it out of an interface; xdp_drop is
 // the line-rate baseline a receiver is measured against. Run `make generate`

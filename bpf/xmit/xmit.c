@@ -44,6 +44,18 @@ const volatile __u32 sessions = 1;     /* M: session ids base_sid.. */
  * CPU sends the same streams; M, each its own (as RSS keeps a flow on one
  * queue). */
 const volatile __u32 cpu_sid_stride = 0;
+/*
+ * restore: each frame's first XMIT_RESTORE_LEN bytes are written back from
+ * restore_hdr (the template's) before it is stamped. Live frames reuse
+ * their pages, and the kernel resets only a frame's pointers, not its
+ * bytes: a receiver that rewrites frames in place (jmxdp's forward action)
+ * would otherwise be sent its own output again.
+ */
+#define XMIT_RESTORE_LEN 64
+const volatile __u32 restore = 0;
+/* 64-bit words, read one by one as volatile: a memcpy from a zero-initialised
+ * const would be folded into zeros. */
+const volatile __u64 restore_hdr[XMIT_RESTORE_LEN / 8] = {};
 
 /*
  * Per-CPU state: BPF_PROG_TEST_RUN runs a call's frames on one CPU at a
@@ -151,6 +163,17 @@ int jmxdp_xmit(struct xdp_md *ctx)
 
 	if (!st)
 		return XDP_ABORTED;
+	if (restore) {
+		void *data = (void *)(long)ctx->data;
+
+		if (data + XMIT_RESTORE_LEN > (void *)(long)ctx->data_end) {
+			st->bad++;
+			return XDP_DROP;
+		}
+#pragma unroll
+		for (int i = 0; i < XMIT_RESTORE_LEN / 8; i++)
+			((__u64 *)data)[i] = restore_hdr[i];
+	}
 	jh = find_jmirror(ctx);
 	if (!jh) {
 		st->bad++;

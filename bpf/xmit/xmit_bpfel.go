@@ -34,6 +34,8 @@ const (
 	XmitVarCpuSidStride = "cpu_sid_stride"
 	XmitVarIfindexOut   = "ifindex_out"
 	XmitVarIntercepts   = "intercepts"
+	XmitVarRestore      = "restore"
+	XmitVarRestoreHdr   = "restore_hdr"
 	XmitVarSessions     = "sessions"
 )
 
@@ -100,6 +102,8 @@ type XmitVariableSpecs struct {
 	CpuSidStride *ebpf.VariableSpec `ebpf:"cpu_sid_stride"`
 	IfindexOut   *ebpf.VariableSpec `ebpf:"ifindex_out"`
 	Intercepts   *ebpf.VariableSpec `ebpf:"intercepts"`
+	Restore      *ebpf.VariableSpec `ebpf:"restore"`
+	RestoreHdr   *ebpf.VariableSpec `ebpf:"restore_hdr"`
 	Sessions     *ebpf.VariableSpec `ebpf:"sessions"`
 }
 
@@ -141,6 +145,8 @@ type XmitVariables struct {
 	CpuSidStride *ebpf.Variable `ebpf:"cpu_sid_stride"`
 	IfindexOut   *ebpf.Variable `ebpf:"ifindex_out"`
 	Intercepts   *ebpf.Variable `ebpf:"intercepts"`
+	Restore      *ebpf.Variable `ebpf:"restore"`
+	RestoreHdr   *ebpf.Variable `ebpf:"restore_hdr"`
 	Sessions     *ebpf.Variable `ebpf:"sessions"`
 }
 

@@ -12,7 +12,28 @@ import (
 // section: this executable, re-executed, whose main must then run the
 // command line it is given (in this package's test binary too, which is
 // why it is said here and not in main).
-func init() { bench.SetMain(main) }
+func init() { bench.SetMain(runMain) }
+
+// newBenchChildCmd is the hidden `jmxdp bench-child ROLE`: a process `jmxdp
+// bench` re-executed to play a part (its sender, the udprecv collector), with
+// the job on stdin. Hidden: it is the bench's, not an operator's.
+func newBenchChildCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                bench.ChildArg + " ROLE [ARGS...]",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		Short:              "The bench's own re-executed processes (not for operators)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+				return cmd.Help() // flags are not parsed: they are the role's
+			}
+			if code := bench.RunChild(args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()); code != 0 {
+				return &exitError{code: code, err: fmt.Errorf("bench-child %v", args)}
+			}
+			return nil
+		},
+	}
+}
 
 func newBenchCmd() *cobra.Command {
 	var short bool

@@ -17,12 +17,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/send"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/spf13/cobra"
 )
 
@@ -146,13 +146,13 @@ func runDemo(ctx context.Context, w io.Writer, out string, duration time.Duratio
 // fragment of a datagram, while Jmirror counts each datagram once (at its
 // first fragment): with fragments, captured exceeds Jmirror, and the line
 // says by what.
-func kernelLine(c maps.Counters) string {
+func kernelLine(c vocab.Counters) string {
 	line := fmt.Sprintf("kernel: %d frames, %d Jmirror, %d not Jmirror (passed to the host), %d captured",
-		c[maps.StatFrames], c[maps.StatJmirror], c[maps.StatNotJmirror], c[maps.StatActionCapture])
-	if n := c[maps.StatFragTracked]; n > 0 {
+		c[vocab.StatFrames], c[vocab.StatJmirror], c[vocab.StatNotJmirror], c[vocab.StatActionCapture])
+	if n := c[vocab.StatFragTracked]; n > 0 {
 		line += fmt.Sprintf(" (frames: the %d later fragments of fragmented datagrams count here, not in Jmirror, which counts each datagram once)", n)
 	}
-	return line + fmt.Sprintf(", %d capture failures", c[maps.StatCaptureFailed])
+	return line + fmt.Sprintf(", %d capture failures", c[vocab.StatCaptureFailed])
 }
 
 // waitDrained waits (up to 5 s) until the pipeline has taken every frame
@@ -168,15 +168,15 @@ func waitDrained(ctx context.Context, d *daemon.Daemon, sent uint64) {
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
 		}
-		if c[maps.StatFrames] >= sent && got >= c[maps.StatActionCapture]-c[maps.StatCaptureFailed] {
+		if c[vocab.StatFrames] >= sent && got >= c[vocab.StatActionCapture]-c[vocab.StatCaptureFailed] {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func printStreams(w io.Writer, streams []maps.Stream) {
-	slices.SortFunc(streams, func(a, b maps.Stream) int {
+func printStreams(w io.Writer, streams []vocab.Stream) {
+	slices.SortFunc(streams, func(a, b vocab.Stream) int {
 		return cmp.Or(cmp.Compare(a.MID, b.MID), cmp.Compare(a.SID, b.SID), a.Router.Compare(b.Router))
 	})
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -185,7 +185,7 @@ func printStreams(w io.Writer, streams []maps.Stream) {
 		var kinds []string
 		for k, n := range s.Inner {
 			if n > 0 {
-				kinds = append(kinds, fmt.Sprintf("%s:%d", maps.Inner(k), n))
+				kinds = append(kinds, fmt.Sprintf("%s:%d", vocab.Inner(k), n))
 			}
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%d\t%d\t%s\t\n", s.MID, s.SID, s.Router, s.Packets, s.Bytes, strings.Join(kinds, " "))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,9 +15,9 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/send"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
 	"github.com/spf13/cobra"
 )
 
@@ -283,21 +284,11 @@ func summaryJSON(model string, port uint16, sum gen.Summary) genSummary {
 	}
 	slices.SortFunc(out.Streams, func(a, b decode.StreamReport) int {
 		if a.MID != b.MID {
-			return cmpU32(a.MID, b.MID)
+			return cmp.Compare(a.MID, b.MID)
 		}
-		return cmpU32(a.SID, b.SID)
+		return cmp.Compare(a.SID, b.SID)
 	})
 	return out
-}
-
-func cmpU32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func transmit(cmd *cobra.Command, pkts []gen.Packet, iface, netnsName string, opt send.Options, quiet bool) error {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
 )
 
 func TestGenFastRefused(t *testing.T) {

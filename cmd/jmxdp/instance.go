@@ -1,35 +1,28 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 
-	"github.com/jmxdp/jmxdp/userspace/config"
-	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/instance"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
 	"github.com/spf13/cobra"
 )
 
-// instanceDir is where the instance on iface has its maps (PIN_DIR/IFACE),
-// for the commands that find an instance: --pin-dir when given, else the
-// config file's capture.pin_dir (--config), else what the running `jmxdp
-// run` recorded in its state file under /run/jmxdp, else the default. The
-// state file is what makes `stats --iface X` find a daemon whose pin dir
-// came from its config file. runDir is runstate.DefaultDir but in tests.
-func instanceDir(cmd *cobra.Command, iface, pinDirFlag, configPath, runDir string) (dir string, st *runstate.State, err error) {
-	if cmd.Flags().Changed("pin-dir") {
-		return daemon.PinDir(pinDirFlag, iface), nil, nil
-	}
-	if configPath != "" {
-		cfg, err := config.Load(configPath)
-		if err != nil {
-			return "", nil, err
-		}
-		return daemon.PinDir(cfg.Capture.PinDir, iface), nil, nil
-	}
-	if s, _, err := runstate.Read(runDir, iface); err == nil && s.PinDir != "" {
-		return s.PinDir, &s, nil
-	}
-	return daemon.PinDir(config.DefaultPinDir, iface), nil, nil
+// where is how the commands that find an instance were told to look:
+// --iface, --pin-dir when given, and --run-dir. instance.Locate and
+// instance.Open decide from it (and --config) where its maps are.
+func where(cmd *cobra.Command, iface, pinDirFlag, runDir string) instance.Where {
+	return instance.Where{Iface: iface, PinBase: pinDirFlag, PinBaseSet: cmd.Flags().Changed("pin-dir"), RunDir: runDir}
+}
+
+// instanceDir is where the instance on iface has its maps (PIN_DIR/IFACE):
+// see instance.Locate.
+func instanceDir(cmd *cobra.Command, iface, pinDirFlag, configPath, runDir string) (string, *runstate.State, error) {
+	return instance.Locate(where(cmd, iface, pinDirFlag, runDir), configPath)
 }
 
 // addRunDirFlag is the hidden --run-dir that tests point at a directory
@@ -39,12 +32,27 @@ func addRunDirFlag(cmd *cobra.Command, dir *string) {
 	cmd.Flags().MarkHidden("run-dir")
 }
 
-// stateNote says which config file the running instance was started with,
-// when the command was not given one: a change made only live is undone
-// by that file at the next start.
-func stateNote(st *runstate.State) string {
-	if st == nil || st.Config == "" {
-		return ""
+// checkIfaceName applies the kernel's rules for interface names; the name
+// also becomes a directory under the pin directory.
+func checkIfaceName(s string) error {
+	if s == "" {
+		return errors.New("--iface is required")
 	}
-	return fmt.Sprintf("the instance was started with --config %s: give --config %s to keep this change across a restart", st.Config, st.Config)
+	if len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n\r\v\f") {
+		return fmt.Errorf("--iface %q is not an interface name (1 to 15 characters, no '/', ':' or spaces)", s)
+	}
+	return nil
+}
+
+func checkFormat(s string) error {
+	if s != "table" && s != "json" {
+		return fmt.Errorf("--format %q: want table or json", s)
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }

@@ -12,8 +12,9 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // `stats`, `policy list` and `detach` find a daemon whose pin dir came
@@ -43,7 +44,7 @@ func TestCommandsFindInstanceFromStateFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Stop()
-	want := daemon.PinDir(pinBase, l.HostIface)
+	want := pins.Dir(pinBase, l.HostIface)
 
 	pinOf := func(args ...string) string {
 		t.Helper()

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/jmxdp/jmxdp/userspace/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 	"github.com/spf13/cobra"
 )
 

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/netns"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 )
 
 // labArgs are the flags that make `jmxdp lab up` build cfg's lab.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/jmxdp/jmxdp/userspace/bench"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +48,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&logFormat, "log-format", "text", "log format: text (key=value) or json (one object a line)")
 	pf.StringVar(&logLevel, "log-level", "info", "least severe messages logged: debug, info, warn or error")
 	root.AddCommand(newDecodeCmd(), newExportCmd(), newGenCmd(), newLabCmd(), newRunCmd(), newDetachCmd(), newDemoCmd(), newPolicyCmd(), newAllowlistCmd(), newStatsCmd(), newBenchCmd(),
-		newVersionCmd(), newConfigCmd(), newStreamHashCmd())
+		newVersionCmd(), newConfigCmd(), newStreamHashCmd(), newBenchChildCmd())
 	return root
 }
 
@@ -78,16 +77,19 @@ func newLogHandler(w io.Writer, format, level string) (slog.Handler, error) {
 	return nil, fmt.Errorf("--log-format: %q is not a log format (want text or json)", format)
 }
 
-func main() {
-	// `jmxdp bench` re-executes jmxdp as its traffic sender: play that part
-	// if this is such a process.
-	bench.RunChildIfAsked()
-	if err := newRootCmd().Execute(); err != nil {
+func main() { os.Exit(runMain(os.Args[1:])) }
+
+// runMain runs jmxdp's command line args and returns the exit code.
+func runMain(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "jmxdp:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {
-			os.Exit(ee.code)
+			return ee.code
 		}
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }

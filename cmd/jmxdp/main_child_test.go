@@ -9,10 +9,12 @@ import (
 )
 
 // TestMain lets `jmxdp bench`, run in this test binary, re-execute it as
-// the capture section's sender (bench.RunChildIfAsked), as it does jmxdp;
-// then removes the binary buildBinary made.
+// the capture section's sender and as `jmxdp run` (bench.RunChild), as it
+// does jmxdp; then removes the binary buildBinary made.
 func TestMain(m *testing.M) {
-	bench.RunChildIfAsked()
+	if bench.IsChild(os.Args) {
+		os.Exit(bench.RunChild(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	code := m.Run()
 	if built.path != "" {
 		os.RemoveAll(filepath.Dir(built.path))

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,13 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
-
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/natstest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // End to end: `jmxdp run --sink` captures mirrored frames on a veth lab
@@ -102,25 +98,9 @@ func TestRunSinkNATSThenExport(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(out, "mid-11", "sid-22", "*.pcapng"))
 	var got [][]byte
 	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			t.Fatal(err)
+		for _, p := range testenv.MustReadPcapng(t, name, testenv.Mixed) {
+			got = append(got, p.Data)
 		}
-		r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{WantMixedLinkType: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			data, _, err := r.ReadPacketData()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, data)
-		}
-		f.Close()
 	}
 	if len(got) != len(inner) {
 		t.Fatalf("%d packets exported, %d mirrored\n%s", len(got), len(inner), stderr.String())

@@ -18,20 +18,9 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
-
-// freePort is a TCP port on 127.0.0.1 that nobody listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func attached(iface string) bool {
 	out, _ := exec.Command("ip", "-d", "link", "show", iface).CombinedOutput()
@@ -66,7 +55,7 @@ func TestRunNotifiesReadyAndStopping(t *testing.T) {
 
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { exec.Command("rm", "-rf", pin).Run() })
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--log-format", "json", "run", "--iface", l.HostIface, "--out", filepath.Join(t.TempDir(), "out"),

@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
+	"github.com/jmxdp/jmxdp/userspace/pins"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/spf13/cobra"
 )
 
@@ -130,7 +131,7 @@ func (f *runFlags) config(cmd *cobra.Command) (config.Config, error) {
 		cfg.Output.Dir = f.out
 	}
 	if set("default-action") {
-		a, err := maps.ParseAction(f.defaultAction)
+		a, err := vocab.ParseAction(f.defaultAction)
 		if err != nil {
 			return cfg, fmt.Errorf("--default-action: %w", err)
 		}
@@ -316,8 +317,8 @@ func logStatus(d *daemon.Daemon, log *slog.Logger) {
 	}
 	r := cs.Reassembly
 	log.Info("status",
-		"jmirror", c[maps.StatJmirror], "captured", c[maps.StatActionCapture],
-		"capture_failed", c[maps.StatCaptureFailed], "written", ws.Packets,
+		"jmirror", c[vocab.StatJmirror], "captured", c[vocab.StatActionCapture],
+		"capture_failed", c[vocab.StatCaptureFailed], "written", ws.Packets,
 		"writer_drops", drops, "queue_drops", cs.QueueDrops,
 		"xsk_rx_ring_full", ringFull, "xsk_fill_ring_empty", fillEmpty, "xsk_rx_dropped", rxDropped,
 		"reassembly_failed", r.Timeouts+r.Evicted+r.Overlaps+r.TooBig+r.Malformed,
@@ -343,7 +344,7 @@ func newDetachCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			detached, err := loader.DetachPinned(daemon.LinkPin(dir))
+			detached, err := loader.DetachPinned(pins.Link(dir))
 			if err != nil {
 				return err
 			}

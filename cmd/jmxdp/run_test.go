@@ -18,10 +18,10 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // Bad configs and flags are refused before anything is loaded, with a

@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // statsProgram loads the program with its maps pinned under
@@ -26,7 +27,15 @@ import (
 func statsProgram(t *testing.T, iface string) (*loader.Program, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
-	base := filepath.Join(loader.BPFFSRoot, "jmxdp-test-stats-"+filepath.Base(t.TempDir()))
+	// Unique across processes: other test runs on the machine pin under
+	// BPFFSRoot too.
+	if err := pins.EnsureBPFFS(pins.BPFFSRoot); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp(pins.BPFFSRoot, "jmxdp-test-stats-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	p, err := loader.Load(loader.Options{MaxStreams: 1024, PinDir: filepath.Join(base, iface)})
 	if err != nil {
@@ -35,8 +44,8 @@ func statsProgram(t *testing.T, iface string) (*loader.Program, string) {
 	t.Cleanup(func() { p.Close() })
 	err = p.Configure(loader.Config{
 		Ports:         []uint16{gen.DefaultPort},
-		DefaultAction: maps.ActionCapture,
-		Policies:      []maps.PolicyRule{{MID: 7, AnySID: true, Action: maps.ActionCount}},
+		DefaultAction: vocab.ActionCapture,
+		Policies:      []vocab.PolicyRule{{MID: 7, AnySID: true, Action: vocab.ActionCount}},
 		Allowlist:     []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 	})
 	if err != nil {
@@ -122,8 +131,8 @@ func TestStatsCounts(t *testing.T) {
 		"frag_duplicate": 0, "frag_held": 0, "ipv6_ext_too_long": 0,
 		"action_forward": 0, "forward_sent": 0, "forward_userspace": 0, "forward_neigh_miss": 0,
 		"forward_no_route": 0, "forward_too_big": 0, "forward_frag_family": 0, "forward_no_source": 0,
-		"forward_unsupported": 0,
-		"streams":             2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
+		"forward_unsupported": 0, "forward_frag_early": 0,
+		"streams": 2, "stream_capacity": 1024, "evicted": 0, "untrusted_sources": 1,
 	}
 	for k, v := range want {
 		if doc.Totals[k] != v {

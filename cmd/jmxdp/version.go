@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/loader"
 	"github.com/spf13/cobra"
 )
 
@@ -37,7 +37,7 @@ func currentBuild() buildInfo {
 	b := resolveBuild(version, revision, info)
 	b.GoVersion = runtime.Version()
 	b.Platform = runtime.GOOS + "/" + runtime.GOARCH
-	b.BPFObject = bpf.ObjectSHA256()
+	b.BPFObject = loader.ObjectSHA256()
 	return b
 }
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/bpf"
+	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
@@ -50,7 +50,7 @@ func TestVersionCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"jmxdp ", "revision:", "go:         " + runtime.Version(), "bpf object: sha256:" + bpf.ObjectSHA256()} {
+	for _, want := range []string{"jmxdp ", "revision:", "go:         " + runtime.Version(), "bpf object: sha256:" + loader.ObjectSHA256()} {
 		if !strings.Contains(out, want) {
 			t.Errorf("version output lacks %q:\n%s", want, out)
 		}

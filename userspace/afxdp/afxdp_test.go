@@ -18,10 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 var (
@@ -212,7 +212,7 @@ func receiveCopy(t testing.TB, s *afxdp.Socket, want int, deadline time.Duration
 	return got
 }
 
-func counters(t testing.TB, prog *loader.Program) maps.Counters {
+func counters(t testing.TB, prog *loader.Program) vocab.Counters {
 	t.Helper()
 	c, err := prog.Maps.Counters()
 	if err != nil {
@@ -261,9 +261,9 @@ func testCapture(t *testing.T, mode loader.Mode) {
 	sameFrames(t, got, want)
 
 	c := counters(t, prog)
-	if c[maps.StatActionCapture] != uint64(len(want)) || c[maps.StatCaptureFailed] != 0 {
+	if c[vocab.StatActionCapture] != uint64(len(want)) || c[vocab.StatCaptureFailed] != 0 {
 		t.Errorf("capture counters: %d captured, %d failed; want %d, 0",
-			c[maps.StatActionCapture], c[maps.StatCaptureFailed], len(want))
+			c[vocab.StatActionCapture], c[vocab.StatCaptureFailed], len(want))
 	}
 
 	// Not Jmirror: the program passes them to the stack, not to us.
@@ -272,9 +272,9 @@ func testCapture(t *testing.T, mode loader.Mode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := c[maps.StatNotJmirror]
+	before := c[vocab.StatNotJmirror]
 	send(t, tx, otherFrame, gen.NotJmirrorICMPEcho(router, collector, 1, 1, 56))
-	for end := time.Now().Add(5 * time.Second); counters(t, prog)[maps.StatNotJmirror] < before+2; {
+	for end := time.Now().Add(5 * time.Second); counters(t, prog)[vocab.StatNotJmirror] < before+2; {
 		if time.Now().After(end) {
 			t.Fatal("the program never saw the non-Jmirror frames")
 		}
@@ -283,8 +283,8 @@ func testCapture(t *testing.T, mode loader.Mode) {
 	if extra := receiveCopy(t, s, 1, 200*time.Millisecond); len(extra) != 0 {
 		t.Errorf("non-Jmirror traffic reached the socket: %x", extra)
 	}
-	if c := counters(t, prog); c[maps.StatActionCapture] != uint64(len(want)) {
-		t.Errorf("capture counter moved to %d", c[maps.StatActionCapture])
+	if c := counters(t, prog); c[vocab.StatActionCapture] != uint64(len(want)) {
+		t.Errorf("capture counter moved to %d", c[vocab.StatActionCapture])
 	}
 
 	st, err := s.Stats()
@@ -362,8 +362,8 @@ func TestReceiveRelease(t *testing.T) {
 	if st.RxDropped != 0 || st.RxRingFull != 0 || st.RxInvalidDescs != 0 {
 		t.Errorf("socket dropped frames: %+v", st)
 	}
-	if c := counters(t, prog); c[maps.StatActionCapture] != uint64(len(want)) || c[maps.StatCaptureFailed] != 0 {
-		t.Errorf("capture counters: %d captured, %d failed", c[maps.StatActionCapture], c[maps.StatCaptureFailed])
+	if c := counters(t, prog); c[vocab.StatActionCapture] != uint64(len(want)) || c[vocab.StatCaptureFailed] != 0 {
+		t.Errorf("capture counters: %d captured, %d failed", c[vocab.StatActionCapture], c[vocab.StatCaptureFailed])
 	}
 }
 

@@ -23,10 +23,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -274,9 +274,9 @@ func programCost(opts Options) (Section, error) {
 		return sec, err
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{Policies: []maps.PolicyRule{
-		{MID: 1, AnySID: true, Action: maps.ActionCount},
-		{MID: 2, AnySID: true, Action: maps.ActionCapture},
+	if err := p.Configure(loader.Config{Policies: []vocab.PolicyRule{
+		{MID: 1, AnySID: true, Action: vocab.ActionCount},
+		{MID: 2, AnySID: true, Action: vocab.ActionCapture},
 	}}); err != nil {
 		return sec, err
 	}
@@ -297,7 +297,7 @@ func programCost(opts Options) (Section, error) {
 	if err != nil {
 		return sec, err
 	}
-	type benchFunc func([]byte, int) (loader.Verdict, time.Duration, error)
+	type benchFunc func([]byte, int) (vocab.Verdict, time.Duration, error)
 	type costCase struct {
 		name   string
 		frame  []byte
@@ -323,7 +323,7 @@ func programCost(opts Options) (Section, error) {
 	defer cb.Close()
 	for _, v := range loader.CounterVariants() {
 		cases = append(cases, costCase{"counter_" + string(v), counted, nil,
-			func(f []byte, n int) (loader.Verdict, time.Duration, error) { return cb.Benchmark(v, f, n) },
+			func(f []byte, n int) (vocab.Verdict, time.Duration, error) { return cb.Benchmark(v, f, n) },
 			"variant/xdp_pass", "not jmxdp: " + counterVariantNotes[v]})
 	}
 	pairs := 20 // chunk pairs per run

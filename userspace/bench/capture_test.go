@@ -11,9 +11,9 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/userspace/config"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 )
 
 // TestCaptureShort runs the capture section's short mode: every receiver

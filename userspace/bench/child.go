@@ -17,13 +17,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/userspace/udprecv"
+	"github.com/jmxdp/jmxdp/userspace/bench/udprecv"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
 	"github.com/jmxdp/jmxdp/userspace/writer"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
 )
 
-// childEnv names the role a re-executed bench process plays.
-const childEnv = "JMXDP_BENCH_CHILD"
+// ChildArg is the first argument of a process the bench re-executes to play
+// a part: `<exe> bench-child ROLE [ARGS...]`. jmxdp has it as a hidden
+// subcommand; a test binary that runs the bench checks for it in TestMain
+// (RunChild). No environment variable switches a binary into a sender.
+const ChildArg = "bench-child"
 
 // Roles of a re-executed bench process.
 const (
@@ -32,10 +35,11 @@ const (
 	// roleUdprecv is the userspace UDP collector the capture section
 	// measures jmxdp against.
 	roleUdprecv = "udprecv"
-	// roleMain is jmxdp itself: the process runs its command line (`run
-	// --iface ...`) through the main function SetMain registered. The
-	// variable only matters to test binaries, whose own main would run
-	// tests instead.
+	// roleMain is jmxdp itself: the process runs the command line after
+	// the role (`run --iface ...`) through the function SetMain
+	// registered. Only a test binary needs it, whose own main would run
+	// tests instead; the jmxdp binary takes the same path, so that the
+	// bench never has to know which one it runs.
 	roleMain = "main"
 )
 
@@ -43,46 +47,44 @@ const (
 // leave one running; the parent stops it long before.
 const childMaxLife = 10 * time.Minute
 
-// mainFunc is the program's main, when it is jmxdp (SetMain).
-var mainFunc func()
+// mainFunc is the program's command line, when it is jmxdp (SetMain).
+var mainFunc func(args []string) int
 
-// SetMain tells the bench that this program is jmxdp and main is its main
-// function: the capture section then runs this executable as `jmxdp run`.
+// SetMain tells the bench that this program is jmxdp and main runs its
+// command line (the arguments after the program name) and returns the exit
+// code: the capture section then runs this executable as `jmxdp run`.
 // jmxdp's command package calls it from an init function, so that its test
 // binary can play jmxdp too.
-func SetMain(main func()) { mainFunc = main }
+func SetMain(main func(args []string) int) { mainFunc = main }
 
-// RunChildIfAsked is called first thing by every program that runs the
-// bench (jmxdp's main, the bench package's TestMain). In a process the bench
-// started as a helper it plays that role, reading its job from stdin and
-// writing the result to stdout, and exits; otherwise it returns at once.
+// IsChild reports whether args (os.Args) make this process a bench child.
+func IsChild(args []string) bool { return len(args) > 1 && args[1] == ChildArg }
+
+// RunChild plays the role named first in args (os.Args after ChildArg):
+// the job comes from stdin, the result goes to stdout. It returns the
+// process's exit code.
 //
 // The capture section runs every receiver it measures, and the sender, as
 // processes of their own: each receiver's CPU time is then its own (wait4's
 // rusage), and none shares the Go scheduler, the garbage collector or the
 // threads of another.
-func RunChildIfAsked() {
-	role := os.Getenv(childEnv)
-	if role == "" {
-		return
+func RunChild(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "jmxdp bench helper: no role")
+		return 2
 	}
-	if role == roleMain {
-		// main calls RunChildIfAsked again: without the variable it goes
-		// on to jmxdp's command line.
-		os.Unsetenv(childEnv)
+	if args[0] == roleMain {
 		if mainFunc == nil {
-			fmt.Fprintln(os.Stderr, "jmxdp bench helper: this program is not jmxdp (no bench.SetMain)")
-			os.Exit(2)
+			fmt.Fprintln(stderr, "jmxdp bench helper: this program is not jmxdp (no bench.SetMain)")
+			return 2
 		}
-		mainFunc()
-		os.Exit(0)
+		return mainFunc(args[1:])
 	}
-	err := runChild(role, os.Stdin, os.Stdout, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "jmxdp bench helper:", err)
-		os.Exit(1)
+	if err := runChild(args[0], stdin, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "jmxdp bench helper:", err)
+		return 1
 	}
-	os.Exit(0)
+	return 0
 }
 
 func runChild(role string, in io.Reader, out, log io.Writer) error {
@@ -164,9 +166,7 @@ func childCommand(ctx context.Context, role string, args ...string) (*exec.Cmd, 
 	if err != nil {
 		return nil, fmt.Errorf("find this executable: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Env = append(os.Environ(), childEnv+"="+role)
-	return cmd, nil
+	return exec.CommandContext(ctx, exe, append([]string{ChildArg, role}, args...)...), nil
 }
 
 // sendFromChild runs xmit with o in a process of its own (this executable,

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // SectionLineRate is the frames per second jmxdp counts on a live
@@ -75,6 +75,19 @@ func lineRate(opts Options) (Section, error) {
 		Ratio: r.count / r.drop, RatioDesc: "jmxdp/xdp_drop",
 		Target: &Target{On: "ratio", Op: ">=", Bound: 0.9},
 		Note:   r.note,
+	})
+	// The forward action's rate on the same kind of lab: one forwarded
+	// stream redirected out of a second veth pair, counted where it
+	// arrives, next to xdp_drop on the host end in the same run.
+	fr, err := forwardRate(runs, blast, progress)
+	if err != nil {
+		return sec, err
+	}
+	sec.Figures = append(sec.Figures, Figure{
+		Name: "forward_rate", Unit: "Mpps", Value: fr.fwd, Baseline: fr.drop, BaselineName: "xdp_drop",
+		Ratio: fr.fwd / fr.drop, RatioDesc: "jmxdp forward/xdp_drop",
+		Note: "one forwarded stream (IPv4 to an IPv4 target), each frame re-originated by the program and redirected (bpf_redirect_map) out of a second veth pair whose target end runs xdp_drop; " +
+			"the rate is the frames that arrive there per second of the sender thread's CPU time, which on veth includes the redirect and the target end's XDP; " + fr.note,
 	})
 	// Two RX queues, one sender thread then two: veth hands each frame
 	// to the RX queue of the sending CPU, so two threads on two CPUs load
@@ -155,7 +168,7 @@ func lineRateLab(queues int, sends []lineRateSend, runs int, blast time.Duration
 		return nil, err
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		return nil, err
 	}
 	var out []lineRateResult
@@ -198,26 +211,13 @@ func blastBoth(l *lab.Lab, p *loader.Program, xo xmit.Options, runs int, progres
 	}
 	// One blast against xdp_drop: frames dropped per second.
 	runDrop := func() error {
-		d, err := xmit.AttachDrop(l.HostIface)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		before, err := xmit.XDPDrops(l.HostIface)
-		if err != nil {
-			return err
-		}
-		st, err := xmit.Run(context.Background(), xo)
-		if err != nil {
-			return err
-		}
-		after, err := xmit.XDPDrops(l.HostIface)
+		st, dropped, err := dropBlast(l, xo)
 		if err != nil {
 			return err
 		}
 		drop.sent += st.Sent
-		drop.received += after - before
-		dropRates = append(dropRates, rate(after-before, st))
+		drop.received += dropped
+		dropRates = append(dropRates, rate(dropped, st))
 		return nil
 	}
 	// One blast against jmxdp: frames counted per second.
@@ -238,25 +238,17 @@ func blastBoth(l *lab.Lab, p *loader.Program, xo xmit.Options, runs int, progres
 		if err != nil {
 			return err
 		}
-		n := after[maps.StatActionCount] - before[maps.StatActionCount]
+		n := after[vocab.StatActionCount] - before[vocab.StatActionCount]
 		count.sent += st.Sent
 		count.received += n
 		countRates = append(countRates, rate(n, st))
 		return nil
 	}
 	queuesBefore, _ := xmit.DeviceStats(l.HostIface)
-	for i := range runs {
+	if err := alternate(runs, runDrop, runCount, func(i int) {
 		fmt.Fprintf(progress, "bench: line rate: %d thread(s), run %d/%d\n", max(xo.Threads, 1), i+1, runs)
-		first, second := runDrop, runCount
-		if i%2 == 1 {
-			first, second = runCount, runDrop
-		}
-		if err := first(); err != nil {
-			return lineRateResult{}, err
-		}
-		if err := second(); err != nil {
-			return lineRateResult{}, err
-		}
+	}); err != nil {
+		return lineRateResult{}, err
 	}
 	v, b := median(countRates), median(dropRates)
 	if !(v > 0 && b > 0) || math.IsInf(v, 0) || math.IsInf(b, 0) {
@@ -266,6 +258,49 @@ func blastBoth(l *lab.Lab, p *loader.Program, xo xmit.Options, runs int, progres
 	return lineRateResult{count: v, drop: b, note: fmt.Sprintf(
 		"over %d runs: jmxdp sent %d, counted %d; xdp_drop sent %d, dropped %d; frames sent from %d CPU(s); per RX queue: %s",
 		runs, count.sent, count.received, drop.sent, drop.received, len(cpus), queueSplit(queuesBefore, queuesAfter))}, nil
+}
+
+// alternate runs a and b, runs times, which goes first alternating
+// between runs; each is told the run's index first.
+func alternate(runs int, a, b func() error, each func(run int)) error {
+	for i := range runs {
+		each(i)
+		first, second := a, b
+		if i%2 == 1 {
+			first, second = b, a
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropBlast runs one blast with xdp_drop on l's host end: what xmit sent,
+// and the frames xdp_drop dropped as veth counts them (the program itself
+// counts nothing).
+func dropBlast(l *lab.Lab, xo xmit.Options) (xmit.Stats, uint64, error) {
+	d, err := xmit.AttachDrop(l.HostIface)
+	if err != nil {
+		return xmit.Stats{}, 0, err
+	}
+	defer d.Close()
+	before, err := xmit.XDPDrops(l.HostIface)
+	if err != nil {
+		return xmit.Stats{}, 0, err
+	}
+	st, err := xmit.Run(context.Background(), xo)
+	if err != nil {
+		return xmit.Stats{}, 0, err
+	}
+	after, err := xmit.XDPDrops(l.HostIface)
+	if err != nil {
+		return xmit.Stats{}, 0, err
+	}
+	return st, after - before, nil
 }
 
 // queueSplit is how many frames each RX queue's XDP program saw

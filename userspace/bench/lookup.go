@@ -10,7 +10,8 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // SectionStreamTable is the program's per-frame cost as the stream table
@@ -46,19 +47,19 @@ func streamTableLevels(short bool) (uint32, []int) {
 
 // tableStream is the i-th entry of the fill: a router per entry (10.0.0.0/8
 // holds 16M), 1000 intercepts.
-func tableStream(i int) maps.Stream {
-	s := maps.Stream{StreamKey: maps.StreamKey{
+func tableStream(i int) vocab.Stream {
+	s := vocab.Stream{StreamKey: vocab.StreamKey{
 		Router: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
 		MID:    uint32(i%1000 + 1),
 		SID:    uint32(i),
 	}}
-	s.Inner[maps.InnerIPv4] = 1
+	s.Inner[vocab.InnerIPv4] = 1
 	s.Bytes = 60
 	return s
 }
 
 // tableFrame is a Jmirror frame of stream k carrying a small ping.
-func tableFrame(k maps.StreamKey) ([]byte, error) {
+func tableFrame(k vocab.StreamKey) ([]byte, error) {
 	echo := gen.InnerIPv4ICMPEcho(netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), 1, 1, 32)
 	m := gen.Mirror{Router: k.Router, Collector: collector, MID: k.MID, SID: k.SID, Inner: echo}
 	f, err := m.Frame()
@@ -116,7 +117,7 @@ func streamTable(opts Options) (Section, error) {
 		return sec, err
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		return sec, err
 	}
 	sweep := make([]byte, sweepSize)
@@ -133,7 +134,7 @@ func streamTable(opts Options) (Section, error) {
 		}
 		if level > filled {
 			base := filled
-			if err := p.Maps.PutStreams(level-base, func(i int) maps.Stream { return tableStream(base + i) }); err != nil {
+			if err := p.Maps.PutStreams(level-base, func(i int) vocab.Stream { return tableStream(base + i) }); err != nil {
 				return sec, fmt.Errorf("fill the stream table to %d: %w", level, err)
 			}
 			filled = level
@@ -283,8 +284,8 @@ func measureHit(p *loader.Program, frame []byte, pairs int) (float64, float64, e
 		if err != nil {
 			return 0, 0, err
 		}
-		if v != loader.VerdictDrop {
-			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, loader.VerdictDrop)
+		if v != vocab.VerdictDrop {
+			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, vocab.VerdictDrop)
 		}
 		_, db, err := p.BenchmarkPass(frame, chunk)
 		if err != nil {
@@ -305,8 +306,8 @@ func measureOnce(p *loader.Program, frames [][]byte) (float64, float64, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		if v != loader.VerdictDrop {
-			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, loader.VerdictDrop)
+		if v != vocab.VerdictDrop {
+			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, vocab.VerdictDrop)
 		}
 		_, db, err := p.BenchmarkPass(f, 1)
 		if err != nil {

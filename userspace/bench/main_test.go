@@ -11,9 +11,11 @@ import (
 )
 
 // TestMain lets the capture section re-execute this test binary as its
-// sender and its udprecv collector (RunChildIfAsked).
+// sender and its udprecv collector (RunChild).
 func TestMain(m *testing.M) {
-	RunChildIfAsked()
+	if IsChild(os.Args) {
+		os.Exit(RunChild(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	code := m.Run()
 	if jmxdpDir != "" {
 		os.RemoveAll(jmxdpDir)

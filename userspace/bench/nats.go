@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jmxdp/jmxdp/userspace/lab"
 	"github.com/jmxdp/jmxdp/userspace/natsink"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 )
 
 // SectionNATS is the NATS sink's cost next to the file sink's: `jmxdp

@@ -24,9 +24,11 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
+	"github.com/jmxdp/jmxdp/userspace/forward"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -51,11 +53,11 @@ type XSKMap interface {
 // to userspace (JM_META_FORWARD); *forward.Sender is one. They never go to
 // a sink.
 type Forwarder interface {
-	// Send sends the datagram whose Jmirror header is at jmOff of frame.
-	Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error
-	// Fragment takes a fragment whose outer IP header is at l3Off, and
-	// sends its datagram once whole.
-	Fragment(frame []byte, l3Off int) error
+	// Send sends the whole datagram h describes.
+	Send(frame []byte, h forward.Handed) error
+	// Fragment takes a fragment whose outer IP header is at l3Off, handed
+	// over for reason, and sends its datagram once whole.
+	Fragment(frame []byte, l3Off int, reason vocab.FwdReason) error
 }
 
 // Config describes a capture.
@@ -84,20 +86,18 @@ type Config struct {
 }
 
 const (
-	// metaLen is sizeof(struct jm_xsk_meta): bpf/include/structs.h.
-	metaLen = 32
-	// metaMagic is JM_META_MAGIC (bpf/include/consts.h).
-	metaMagic = 0x4a4d5844
-	// The flags of struct jm_xsk_meta (JM_META_*).
-	metaOuterV6  = 0x1
-	metaFirstFrg = 0x2
-	metaLaterFrg = 0x4
-	// metaHeld (JM_META_HELD): a later fragment ahead of its first, for
-	// userspace to hold; mid and sid are 0.
-	metaHeld = 0x8
-	// metaForward (JM_META_FORWARD): a forwarded stream's frame the
-	// program could not send; userspace sends it, never writes it.
-	metaForward = 0x80
+	// The metadata in front of a frame (struct jm_xsk_meta): its size and
+	// flags as bpf2go generated them (maps.XskMeta).
+	metaLen      = maps.XskMetaLen
+	metaOuterV6  = maps.MetaOuterV6
+	metaFirstFrg = maps.MetaFirstFrg
+	metaLaterFrg = maps.MetaLaterFrg
+	// metaHeld: a later fragment ahead of its first, for userspace to
+	// hold; mid and sid are 0.
+	metaHeld = maps.MetaHeld
+	// metaForward: a forwarded stream's frame the program could not send;
+	// userspace sends it, never writes it.
+	metaForward = maps.MetaForward
 	// batchBytes is the size of one batch slab: large enough that a
 	// writer wakes up a few hundred times a second at 100 MB/s, small
 	// enough to stay in cache between the ring loop's copy and the
@@ -187,26 +187,18 @@ type meta struct {
 	l3Off    uint16
 	kind     uint8
 	flags    uint8
-	magic    uint32
+	// reason: why a JM_META_FORWARD frame was handed over (jm_xsk_meta's
+	// reserved field, enum jm_fwd_reason).
+	reason uint16
 }
 
 func readMeta(b []byte) (meta, bool) {
-	if len(b) != metaLen {
-		return meta{}, false
-	}
-	ne := binary.NativeEndian
-	m := meta{
-		rxNs:     ne.Uint64(b[0:]),
-		mid:      ne.Uint32(b[8:]),
-		sid:      ne.Uint32(b[12:]),
-		innerLen: ne.Uint32(b[16:]),
-		innerOff: ne.Uint16(b[20:]),
-		l3Off:    ne.Uint16(b[22:]),
-		kind:     b[24],
-		flags:    b[25],
-		magic:    ne.Uint32(b[28:]),
-	}
-	return m, m.magic == metaMagic
+	x, ok := maps.ReadXskMeta(b)
+	return meta{
+		rxNs: x.RxNs, mid: x.Mid, sid: x.Sid, innerLen: x.InnerLen,
+		innerOff: x.InnerOff, l3Off: x.L3Off, kind: x.InnerKind, flags: x.Flags,
+		reason: x.Reserved,
+	}, ok
 }
 
 // router reads the outer source address where the metadata says the IP
@@ -220,7 +212,7 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		a := netip.AddrFrom16([16]byte(frame[off+8 : off+24]))
-		return a, !maps.IPv4Embedded(a)
+		return a, !vocab.IPv4Embedded(a)
 	}
 	if off+16 > len(frame) {
 		return netip.Addr{}, false
@@ -229,10 +221,10 @@ func (m *meta) router(frame []byte) (netip.Addr, bool) {
 }
 
 func kindOf(k uint8) pcapng.LinkKind {
-	if k > uint8(maps.InnerEmpty) {
+	if k > uint8(vocab.InnerEmpty) {
 		return pcapng.LinkUnknown
 	}
-	return pcapng.KindOf(maps.Inner(k))
+	return pcapng.KindOf(vocab.Inner(k))
 }
 
 // QueueStats describe one RX queue's socket.
@@ -318,8 +310,19 @@ type shard struct {
 	dropMu sync.Mutex
 	drops  map[writer.Key]int
 
-	reasmMu sync.Mutex // Stats reads the reassembler
-	reasm   *reasm.Reassembler
+	reasm lockedReasm
+}
+
+// lockedReasm is a shard's reassembler, locked because Stats reads it.
+type lockedReasm struct {
+	mu sync.Mutex
+	r  *reasm.Reassembler
+}
+
+func (l *lockedReasm) Add(now time.Time, pkt []byte) ([]byte, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.Add(now, pkt)
 }
 
 // Capture is a running capture.
@@ -389,7 +392,7 @@ func Start(cfg Config, xsks XSKMap, sinks ...Sink) (*Capture, error) {
 			sink:  sk,
 			work:  make(chan *batch, nb),
 			drops: make(map[writer.Key]int),
-			reasm: reasm.New(cfg.Reassembly),
+			reasm: lockedReasm{r: reasm.New(cfg.Reassembly)},
 		})
 	}
 	for range nb {
@@ -631,14 +634,66 @@ func (c *Capture) forward(frame []byte, m *meta) {
 		return
 	}
 	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
-		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off)); err != nil {
+		// Later fragments that came before their first wait in the
+		// holder (JM_META_HELD): a forwarded datagram's are the
+		// Forwarder's (forward_frag_early, docs/forward.md).
+		if c.heldN.Load() > 0 {
+			c.forwardHeld(frame, m)
+		}
+		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off), vocab.FwdReason(m.reason)); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
 		return
 	}
-	if err := c.cfg.Forward.Send(frame, m.mid, m.sid, int(m.innerOff)-jmirror.HeaderLen, int(m.innerLen)); err != nil {
+	h := forward.Handed{L3Off: int(m.l3Off), JMOff: int(m.innerOff) - jmirror.HeaderLen, InnerLen: int(m.innerLen),
+		MID: m.mid, SID: m.sid, Reason: vocab.FwdReason(m.reason)}
+	if err := c.cfg.Forward.Send(frame, h); err != nil {
 		c.log.Debug("forward from userspace failed", "err", err)
 	}
+}
+
+// forwardHeld hands the fragments held for the datagram of a forwarded
+// fragment to the Forwarder, which reassembles them with it.
+func (c *Capture) forwardHeld(frame []byte, m *meta) {
+	k, ok := fragKey(frame, m)
+	if !ok {
+		return
+	}
+	c.holdMu.Lock()
+	held := c.held.Take(k)
+	c.heldN.Store(int64(c.held.Len()))
+	c.holdMu.Unlock()
+	for _, h := range held {
+		off, ok := l3Offset(h.Frame)
+		if !ok {
+			c.unexpected.Add(1) // the program held it as IP: cannot happen
+			continue
+		}
+		if err := c.cfg.Forward.Fragment(h.Frame, off, vocab.FwdFragEarly); err != nil {
+			c.log.Debug("forward from userspace failed", "err", err)
+		}
+	}
+}
+
+// l3Offset is where the IP header of an Ethernet frame starts, after up
+// to two VLAN tags (the shapes the program parses); false if the frame is
+// neither IPv4 nor IPv6.
+func l3Offset(frame []byte) (int, bool) {
+	const ethLen, tagLen, maxTags = 14, 4, 2
+	if len(frame) < ethLen {
+		return 0, false
+	}
+	off, et := ethLen, binary.BigEndian.Uint16(frame[12:])
+	for range maxTags {
+		if et != unix.ETH_P_8021Q && et != unix.ETH_P_8021AD {
+			break
+		}
+		if off+tagLen > len(frame) {
+			return 0, false
+		}
+		et, off = binary.BigEndian.Uint16(frame[off+2:]), off+tagLen
+	}
+	return off, et == unix.ETH_P_IP || et == unix.ETH_P_IPV6
 }
 
 // hold keeps a later fragment that came before its first (a copy: the
@@ -823,9 +878,9 @@ func (c *Capture) shardLoop(sh *shard) {
 				// Stopped: no fragment comes any more. What is pending
 				// never completes, and is counted (timeouts, or
 				// duplicates for copies of completed datagrams).
-				sh.reasmMu.Lock()
-				sh.reasm.Expire(time.Now().Add(time.Hour))
-				sh.reasmMu.Unlock()
+				sh.reasm.mu.Lock()
+				sh.reasm.r.Expire(time.Now().Add(time.Hour))
+				sh.reasm.mu.Unlock()
 				c.housekeeping(sh, clk)
 				return
 			}
@@ -849,9 +904,9 @@ func (c *Capture) housekeeping(sh *shard, clk *clock) {
 	for k, n := range drops {
 		sh.sink.Drop(k, writer.DropQueue, n)
 	}
-	sh.reasmMu.Lock()
-	sh.reasm.Expire(time.Now())
-	sh.reasmMu.Unlock()
+	sh.reasm.mu.Lock()
+	sh.reasm.r.Expire(time.Now())
+	sh.reasm.mu.Unlock()
 	c.expireHeld(time.Now())
 	sh.sink.Tick()
 }
@@ -872,7 +927,7 @@ func (c *Capture) writeBatch(sh *shard, b *batch, clk *clock) {
 			ns = uint64(f.mono + clk.offset)
 		}
 		if f.slow {
-			c.frameSlow(sh, ns, data)
+			c.frameSlow(sh, now, ns, data)
 			continue
 		}
 		if sh.sink.WriteAt(f.key, ns, f.router, f.kind, data) {
@@ -886,45 +941,22 @@ func (c *Capture) writeBatch(sh *shard, b *batch, clk *clock) {
 }
 
 // frameSlow decodes a frame the program gave no usable metadata for, or a
-// fragment, which is reassembled.
-func (c *Capture) frameSlow(sh *shard, ns uint64, data []byte) {
-	h, class := jmirror.Decode(data, anyPort)
-	if h.FirstFragment || h.LaterFragment {
-		c.fragment(sh, ns, data, h)
-		return
+// fragment, which is reassembled (at now, the batch's time) and written,
+// once complete, stamped with its last fragment's time (as the kernel's
+// defragmenter and tshark do).
+func (c *Capture) frameSlow(sh *shard, now time.Time, ns uint64, data []byte) {
+	u := jmirror.Unwrap(data, anyPort, &sh.reasm, now)
+	if u.Fragment {
+		c.fragments.Add(1)
 	}
-	if class != jmirror.ClassJmirror {
-		c.unexpected.Add(1)
-		return
+	if !u.OK {
+		if !u.Fragment || u.Complete {
+			c.unexpected.Add(1)
+		}
+		return // else counted by the reassembler
 	}
-	c.write(sh, ns, data, h)
-}
-
-// fragment feeds an outer IPv4 fragment to the reassembler and writes the
-// datagram it completes, stamped with its last fragment's time (as the
-// kernel's defragmenter and tshark do).
-func (c *Capture) fragment(sh *shard, ns uint64, data []byte, h jmirror.Header) {
-	c.fragments.Add(1)
-	sh.reasmMu.Lock()
-	dgram, complete, err := sh.reasm.Add(time.Now(), data[h.IPOffset:])
-	sh.reasmMu.Unlock()
-	if err != nil || !complete {
-		return // counted by the reassembler
-	}
-	frame := make([]byte, h.IPOffset+len(dgram))
-	copy(frame, data[:h.IPOffset])
-	copy(frame[h.IPOffset:], dgram)
-	rh, class := jmirror.Decode(frame, anyPort)
-	if class != jmirror.ClassJmirror {
-		c.unexpected.Add(1)
-		return
-	}
-	c.write(sh, ns, frame, rh)
-}
-
-func (c *Capture) write(sh *shard, ns uint64, frame []byte, h jmirror.Header) {
-	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if sh.sink.WriteAt(writer.Key{MID: h.MID, SID: h.SID}, ns, h.Router, pcapng.KindOf(h.Inner), inner) {
+	h := &u.Packet
+	if sh.sink.WriteAt(writer.Key{MID: h.MID, SID: h.SID}, ns, h.Router, pcapng.KindOf(h.Inner), u.Payload()) {
 		c.written.Add(1)
 	} else {
 		c.refused.Add(1)
@@ -951,9 +983,9 @@ func (c *Capture) Stats() Stats {
 	s.Written, s.Refused = c.written.Load(), c.refused.Load()
 	s.Unexpected, s.NoMetadata, s.Fragments = c.unexpected.Load(), c.noMeta.Load(), c.fragments.Load()
 	for _, sh := range c.shards {
-		sh.reasmMu.Lock()
-		s.Reassembly.Add(sh.reasm.Stats())
-		sh.reasmMu.Unlock()
+		sh.reasm.mu.Lock()
+		s.Reassembly.Add(sh.reasm.r.Stats())
+		sh.reasm.mu.Unlock()
 	}
 	c.holdMu.Lock()
 	s.Held = c.held.Stats()

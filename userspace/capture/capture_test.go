@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
-	"github.com/jmxdp/jmxdp/userspace/send"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -150,8 +150,8 @@ func TestSlowSinkDropsInsteadOfBlocking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cnt[maps.StatCaptureFailed] != 0 {
-		t.Errorf("%d capture failures: the socket was registered all along", cnt[maps.StatCaptureFailed])
+	if cnt[vocab.StatCaptureFailed] != 0 {
+		t.Errorf("%d capture failures: the socket was registered all along", cnt[vocab.StatCaptureFailed])
 	}
 	t.Logf("3000 frames: %d written, %d dropped for a slow sink", w, d)
 }
@@ -183,11 +183,11 @@ func TestStopDrainsAndTimestamps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cnt[maps.StatActionCapture] == uint64(len(frames)) {
+		if cnt[vocab.StatActionCapture] == uint64(len(frames)) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kernel captured %d of %d", cnt[maps.StatActionCapture], len(frames))
+			t.Fatalf("kernel captured %d of %d", cnt[vocab.StatActionCapture], len(frames))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/retention"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The checks below are shared by the decoder, which adds the file position,
@@ -80,8 +80,8 @@ func checkFrames(v int64) error {
 // checkMID reports a mid beyond the 30 bits of the wire format; lit is the
 // value as written, so that a hex id is echoed in hex.
 func checkMID(v uint64, lit string) error {
-	if v > maps.MaxMID {
-		return fmt.Errorf("%s is not a 30-bit intercept id (max %#x)", lit, maps.MaxMID)
+	if v > vocab.MaxMID {
+		return fmt.Errorf("%s is not a 30-bit intercept id (max %#x)", lit, vocab.MaxMID)
 	}
 	return nil
 }
@@ -112,10 +112,10 @@ func checkIfName(s string) error {
 	return nil
 }
 
-// checkPrefix refuses a prefix with host bits: 192.0.2.1/24 is usually a
+// CheckPrefix refuses a prefix with host bits: 192.0.2.1/24 is usually a
 // typo for a host or for its network, and the kernel's LPM trie would
 // silently treat it as the network.
-func checkPrefix(p netip.Prefix) error {
+func CheckPrefix(p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("%v is not a valid prefix", p)
 	}
@@ -123,17 +123,19 @@ func checkPrefix(p netip.Prefix) error {
 		return fmt.Errorf("%v has host bits set; did you mean %v?", p, m)
 	}
 	// No IPv6 form of an IPv4 router (docs/operating.md, Security).
-	return maps.CheckAllowPrefix(p)
+	return vocab.CheckAllowPrefix(p)
 }
 
-// parsePrefix reads a prefix, or an address as a prefix of that one host.
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParsePrefix reads an allowlist entry: a prefix without host bits, or an
+// address meaning /32 or /128. Zones are refused. configedit reads its
+// edits with it, so that they are what the file accepts.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, checkPrefix(p)
+		return p, CheckPrefix(p)
 	}
 	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 		p := netip.PrefixFrom(a, a.BitLen())
-		return p, checkPrefix(p)
+		return p, CheckPrefix(p)
 	}
 	return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix (e.g. 192.0.2.0/24, 2001:db8::/32)", s)
 }
@@ -251,7 +253,7 @@ type ruleKey struct {
 	any      bool
 }
 
-func keyOf(r maps.PolicyRule) ruleKey { return ruleKey{r.MID, r.SID, r.AnySID} }
+func keyOf(r vocab.PolicyRule) ruleKey { return ruleKey{r.MID, r.SID, r.AnySID} }
 
 func (k ruleKey) String() string {
 	if k.any {

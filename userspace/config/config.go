@@ -30,10 +30,12 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/retention"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -51,11 +53,11 @@ type Config struct {
 	Ports    []uint16
 	PortsSet bool
 	// DefaultAction applies to streams that no policy rule names.
-	DefaultAction    maps.Action
+	DefaultAction    vocab.Action
 	DefaultActionSet bool
 	// Policy holds per-stream actions: an exact (mid, sid) rule beats a rule
 	// for every sid of the mid.
-	Policy    []maps.PolicyRule
+	Policy    []vocab.PolicyRule
 	PolicySet bool
 	// ForwardLookupInterface is the interface the forward action's fib
 	// lookups are made from (docs/forward.md); "" means the ingress.
@@ -154,9 +156,9 @@ type Metrics struct {
 
 // Defaults that other packages and the docs refer to.
 const (
-	DefaultPort       = 30030
+	DefaultPort       = jmirror.DefaultPort
 	DefaultOutputDir  = "/var/lib/jmxdp/streams"
-	DefaultPinDir     = "/sys/fs/bpf/jmxdp"
+	DefaultPinDir     = pins.DefaultBase
 	DefaultMetrics    = "127.0.0.1:9877"
 	DefaultTopStreams = 20
 	// DefaultMaxStreamMemory: about 670k streams of state.
@@ -180,7 +182,7 @@ const maxHandoffWorkers = 1024
 func Default() Config {
 	return Config{
 		Ports:         []uint16{DefaultPort},
-		DefaultAction: maps.ActionCapture,
+		DefaultAction: vocab.ActionCapture,
 		Output: Output{
 			Dir:           DefaultOutputDir,
 			RotateSize:    256 << 20,
@@ -358,7 +360,7 @@ func (c *Config) check(requireIface bool) []*Error {
 		bad(key, checkPort(int64(p)))
 	}
 
-	bad("default_action", maps.Settings{DefaultAction: c.DefaultAction}.Validate())
+	bad("default_action", vocab.Settings{DefaultAction: c.DefaultAction}.Validate())
 
 	seenRule := map[ruleKey]int{}
 	for i, r := range c.Policy {
@@ -383,7 +385,7 @@ func (c *Config) check(requireIface bool) []*Error {
 			continue
 		}
 		seenPrefix[p] = i
-		bad(key, checkPrefix(p))
+		bad(key, CheckPrefix(p))
 	}
 
 	o := &c.Output

@@ -14,8 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -45,7 +45,7 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	want := Config{
 		Ports:         []uint16{30030},
-		DefaultAction: maps.ActionCapture,
+		DefaultAction: vocab.ActionCapture,
 		Output: Output{Dir: "/var/lib/jmxdp/streams", RotateSize: 256 << 20, RotateAge: 15 * time.Minute, MaxOpenFiles: writer.DefaultMaxOpen(),
 			FlushInterval: time.Second, BufferSize: 16 << 10, BufferMemory: 256 << 20,
 			Retention: "all", OnCompleteWorkers: 4, OnCompleteTimeout: 30 * time.Second},
@@ -79,12 +79,12 @@ func TestExample(t *testing.T) {
 	want := Config{
 		Interface: "eth1",
 		Ports:     []uint16{30030, 6502}, PortsSet: true,
-		DefaultAction: maps.ActionCapture, DefaultActionSet: true,
-		Policy: []maps.PolicyRule{
-			{MID: 12345, SID: 100000, Action: maps.ActionCount},
-			{MID: 12345, AnySID: true, Action: maps.ActionPass},
-			{MID: 777, AnySID: true, Action: maps.ActionCapture},
-			{MID: 4242, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
+		DefaultAction: vocab.ActionCapture, DefaultActionSet: true,
+		Policy: []vocab.PolicyRule{
+			{MID: 12345, SID: 100000, Action: vocab.ActionCount},
+			{MID: 12345, AnySID: true, Action: vocab.ActionPass},
+			{MID: 777, AnySID: true, Action: vocab.ActionCapture},
+			{MID: 4242, AnySID: true, Action: vocab.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
 		},
 		PolicySet:              true,
 		ForwardLookupInterface: "jmxdp-fib",
@@ -218,18 +218,18 @@ func TestEmptyDocuments(t *testing.T) {
 func TestIDs(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want maps.PolicyRule
+		want vocab.PolicyRule
 	}{
-		{"{mid: 12345, sid: 100000, action: count}", maps.PolicyRule{MID: 12345, SID: 100000, Action: maps.ActionCount}},
-		{"{mid: 0x3039, sid: 0x186A0, action: count}", maps.PolicyRule{MID: 12345, SID: 100000, Action: maps.ActionCount}},
-		{`{mid: "0x3039", sid: "100000", action: count}`, maps.PolicyRule{MID: 12345, SID: 100000, Action: maps.ActionCount}},
-		{`{mid: '0X3039', sid: 0xffffffff, action: PASS}`, maps.PolicyRule{MID: 12345, SID: 0xffffffff, Action: maps.ActionPass}},
+		{"{mid: 12345, sid: 100000, action: count}", vocab.PolicyRule{MID: 12345, SID: 100000, Action: vocab.ActionCount}},
+		{"{mid: 0x3039, sid: 0x186A0, action: count}", vocab.PolicyRule{MID: 12345, SID: 100000, Action: vocab.ActionCount}},
+		{`{mid: "0x3039", sid: "100000", action: count}`, vocab.PolicyRule{MID: 12345, SID: 100000, Action: vocab.ActionCount}},
+		{`{mid: '0X3039', sid: 0xffffffff, action: PASS}`, vocab.PolicyRule{MID: 12345, SID: 0xffffffff, Action: vocab.ActionPass}},
 		// A leading zero is decimal (YAML 1.2), where yaml.v3 would read octal.
-		{"{mid: 012345, sid: 0100, action: pass}", maps.PolicyRule{MID: 12345, SID: 100, Action: maps.ActionPass}},
-		{"{mid: 0x3fffffff, action: capture}", maps.PolicyRule{MID: maps.MaxMID, AnySID: true, Action: maps.ActionCapture}},
-		{"{mid: 0, sid: any, action: capture}", maps.PolicyRule{MID: 0, AnySID: true, Action: maps.ActionCapture}},
-		{"{mid: 1, sid: ANY, action: count}", maps.PolicyRule{MID: 1, AnySID: true, Action: maps.ActionCount}},
-		{"{mid: 1, sid: 0, action: count}", maps.PolicyRule{MID: 1, SID: 0, Action: maps.ActionCount}},
+		{"{mid: 012345, sid: 0100, action: pass}", vocab.PolicyRule{MID: 12345, SID: 100, Action: vocab.ActionPass}},
+		{"{mid: 0x3fffffff, action: capture}", vocab.PolicyRule{MID: vocab.MaxMID, AnySID: true, Action: vocab.ActionCapture}},
+		{"{mid: 0, sid: any, action: capture}", vocab.PolicyRule{MID: 0, AnySID: true, Action: vocab.ActionCapture}},
+		{"{mid: 1, sid: ANY, action: count}", vocab.PolicyRule{MID: 1, AnySID: true, Action: vocab.ActionCount}},
+		{"{mid: 1, sid: 0, action: count}", vocab.PolicyRule{MID: 1, SID: 0, Action: vocab.ActionCount}},
 	} {
 		c, err := Parse([]byte("policy:\n  - "+tc.in+"\n"), "cfg.yaml")
 		if err != nil {
@@ -250,7 +250,7 @@ func TestSetFlags(t *testing.T) {
 	if c.PortsSet || c.DefaultActionSet || c.PolicySet || c.AllowlistSet {
 		t.Fatalf("absent keys marked set: %+v", c)
 	}
-	if !reflect.DeepEqual(c.Ports, []uint16{DefaultPort}) || c.DefaultAction != maps.ActionCapture {
+	if !reflect.DeepEqual(c.Ports, []uint16{DefaultPort}) || c.DefaultAction != vocab.ActionCapture {
 		t.Fatalf("absent keys lost their defaults: %+v", c)
 	}
 
@@ -261,7 +261,7 @@ func TestSetFlags(t *testing.T) {
 	if !c.PortsSet || !c.DefaultActionSet || !c.PolicySet || !c.AllowlistSet {
 		t.Fatalf("present keys not marked set: %+v", c)
 	}
-	if len(c.Policy) != 0 || len(c.Allowlist) != 0 || c.DefaultAction != maps.ActionCount || !reflect.DeepEqual(c.Ports, []uint16{6502}) {
+	if len(c.Policy) != 0 || len(c.Allowlist) != 0 || c.DefaultAction != vocab.ActionCount || !reflect.DeepEqual(c.Ports, []uint16{6502}) {
 		t.Fatalf("got %+v", c)
 	}
 
@@ -310,12 +310,12 @@ func TestValidate(t *testing.T) {
 		{"ports[0]", "0 is not a UDP port", func(c *Config) { c.Ports = []uint16{0} }},
 		{"ports[1]", "duplicate port 6502 (same as ports[0])", func(c *Config) { c.Ports = []uint16{6502, 6502} }},
 		{"default_action", "unknown action", func(c *Config) { c.DefaultAction = 9 }},
-		{"policy[0]", "30 bits", func(c *Config) { c.Policy = []maps.PolicyRule{{MID: 1 << 30, AnySID: true}} }},
+		{"policy[0]", "30 bits", func(c *Config) { c.Policy = []vocab.PolicyRule{{MID: 1 << 30, AnySID: true}} }},
 		{"policy[1]", "duplicate rule for mid 5 sid 6 (same as policy[0])", func(c *Config) {
-			c.Policy = []maps.PolicyRule{{MID: 5, SID: 6}, {MID: 5, SID: 6, Action: maps.ActionPass}}
+			c.Policy = []vocab.PolicyRule{{MID: 5, SID: 6}, {MID: 5, SID: 6, Action: vocab.ActionPass}}
 		}},
 		{"policy[1]", "duplicate rule for mid 5, any sid", func(c *Config) {
-			c.Policy = []maps.PolicyRule{{MID: 5, AnySID: true}, {MID: 5, AnySID: true}}
+			c.Policy = []vocab.PolicyRule{{MID: 5, AnySID: true}, {MID: 5, AnySID: true}}
 		}},
 		{"allowlist[0]", "192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?", func(c *Config) {
 			c.Allowlist = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}
@@ -441,6 +441,7 @@ func TestRefusals(t *testing.T) {
 		{"port too big", "ports:\n  - 65536\n", 2, "ports[0]", "65536 is not a UDP port"},
 		{"port negative", "ports: [-1]\n", 1, "ports[0]", "-1 is not a UDP port"},
 		{"port duplicated", "ports:\n  - 6502\n  - 0x1966\n", 3, "ports[1]", "duplicate port 6502 (same as ports[0] at line 2)"},
+		{"prefix duplicated", "allowlist:\n  - 192.0.2.0/24\n  - \"2001:db8::/32\"\n  - 192.0.2.0/24\n", 4, "allowlist[2]", "duplicate prefix 192.0.2.0/24 (same as allowlist[0] at line 2)"},
 		{"ports empty", "ports: []\n", 1, "ports", "at least one UDP port"},
 		{"ports no value", "ports:\n", 1, "ports", "at least one UDP port"},
 
@@ -599,7 +600,7 @@ func TestAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Policy[0].Action != maps.ActionCount {
+	if c.Policy[0].Action != vocab.ActionCount {
 		t.Fatalf("got %v", c.Policy)
 	}
 	// A list that contains itself must not hang the decoder.
@@ -776,10 +777,10 @@ func TestForwardRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []maps.PolicyRule{
-		{MID: 1, AnySID: true, Action: maps.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
-		{MID: 2, SID: 5, Action: maps.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30030")},
-		{MID: 3, AnySID: true, Action: maps.ActionForward, Target: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::51"), 0)},
+	want := []vocab.PolicyRule{
+		{MID: 1, AnySID: true, Action: vocab.ActionForward, Target: netip.MustParseAddrPort("198.19.50.50:30031")},
+		{MID: 2, SID: 5, Action: vocab.ActionForward, Target: netip.MustParseAddrPort("[2001:db8::50]:30030")},
+		{MID: 3, AnySID: true, Action: vocab.ActionForward, Target: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::51"), 0)},
 	}
 	if !reflect.DeepEqual(c.Policy, want) {
 		t.Fatalf("got %v, want %v", c.Policy, want)

@@ -10,8 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/handoff"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The keys of each mapping, in the order of docs/config.md. Messages about
@@ -257,12 +257,12 @@ func (d *decoder) duration(n *yaml.Node, key string, min time.Duration) (time.Du
 	return t, true
 }
 
-func (d *decoder) action(n *yaml.Node, key string) (maps.Action, bool) {
+func (d *decoder) action(n *yaml.Node, key string) (vocab.Action, bool) {
 	s, ok := d.str(n, key, nil)
 	if !ok {
 		return 0, false
 	}
-	a, err := maps.ParseAction(s)
+	a, err := vocab.ParseAction(s)
 	if err != nil {
 		d.fail(n, key, err)
 		return 0, false
@@ -332,32 +332,43 @@ func (d *decoder) ports(n *yaml.Node, key string) ([]uint16, bool) {
 		d.fail(n, key, errEmptyPorts)
 		return nil, false
 	}
-	var ports []uint16
-	seen := map[int64]int{}
+	ports, good := uniqueItems(d, items, key, "port", func(it *yaml.Node, k string) (uint16, bool) {
+		p, good := d.integer(it, k, false, checkPort)
+		return uint16(p), good
+	})
+	return ports, ok && good
+}
+
+// uniqueItems reads a list's items with parse and refuses a value given
+// twice, naming the item it repeats.
+func uniqueItems[T comparable](d *decoder, items []*yaml.Node, key, what string, parse func(it *yaml.Node, k string) (T, bool)) ([]T, bool) {
+	ok := true
+	var out []T
+	seen := map[T]int{}
 	for i, it := range items {
 		k := index(key, i)
-		p, good := d.integer(it, k, false, checkPort)
+		v, good := parse(it, k)
 		if !good {
 			ok = false
 			continue
 		}
-		if j, dup := seen[p]; dup {
-			d.failf(it, k, "duplicate port %d (same as %s at line %d)", p, index(key, j), items[j].Line)
+		if j, dup := seen[v]; dup {
+			d.failf(it, k, "duplicate %s %v (same as %s at line %d)", what, v, index(key, j), items[j].Line)
 			ok = false
 			continue
 		}
-		seen[p] = i
-		ports = append(ports, uint16(p))
+		seen[v] = i
+		out = append(out, v)
 	}
-	return ports, ok
+	return out, ok
 }
 
-func (d *decoder) policy(n *yaml.Node, key string) ([]maps.PolicyRule, bool) {
+func (d *decoder) policy(n *yaml.Node, key string) ([]vocab.PolicyRule, bool) {
 	items, ok := d.list(n, key, "a list of rules like {mid: 12345, sid: 100000, action: count}")
 	if !ok {
 		return nil, false
 	}
-	var rules []maps.PolicyRule
+	var rules []vocab.PolicyRule
 	seen := map[ruleKey]int{}
 	for i, it := range items {
 		k := index(key, i)
@@ -378,8 +389,8 @@ func (d *decoder) policy(n *yaml.Node, key string) ([]maps.PolicyRule, bool) {
 }
 
 // rule reads {mid, sid, action}; sid omitted or "any" means every session.
-func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
-	r := maps.PolicyRule{AnySID: true}
+func (d *decoder) rule(n *yaml.Node, key string) (vocab.PolicyRule, bool) {
+	r := vocab.PolicyRule{AnySID: true}
 	ok := true
 	present := d.fields(n, key, ruleKeys, func(k, path string, v *yaml.Node) {
 		var good bool
@@ -399,7 +410,7 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 			var s string
 			if s, good = d.str(v, path, nil); good {
 				var err error
-				if r.Target, err = maps.ParseTarget(s); err != nil {
+				if r.Target, err = vocab.ParseTarget(s); err != nil {
 					d.fail(v, path, err)
 					good = false
 				}
@@ -410,11 +421,11 @@ func (d *decoder) rule(n *yaml.Node, key string) (maps.PolicyRule, bool) {
 	if present == nil {
 		return r, false
 	}
-	if ok && r.Action == maps.ActionForward && !present["to"] {
+	if ok && r.Action == vocab.ActionForward && !present["to"] {
 		d.failf(n, key, "action forward needs a target: to: IP:PORT, [IPv6]:PORT or an address (the stream's own port)")
 		return r, false
 	}
-	if ok && r.Action != maps.ActionForward && present["to"] {
+	if ok && r.Action != vocab.ActionForward && present["to"] {
 		d.failf(n, key, "to: goes only with action forward, not %s", r.Action)
 		return r, false
 	}
@@ -436,30 +447,19 @@ func (d *decoder) allowlist(n *yaml.Node, key string) ([]netip.Prefix, bool) {
 	if !ok {
 		return nil, false
 	}
-	var prefixes []netip.Prefix
-	seen := map[netip.Prefix]int{}
-	for i, it := range items {
-		k := index(key, i)
+	prefixes, good := uniqueItems(d, items, key, "prefix", func(it *yaml.Node, k string) (netip.Prefix, bool) {
 		s, good := d.str(it, k, nil)
 		if !good {
-			ok = false
-			continue
+			return netip.Prefix{}, false
 		}
-		p, err := parsePrefix(s)
+		p, err := ParsePrefix(s)
 		if err != nil {
 			d.fail(it, k, err)
-			ok = false
-			continue
+			return netip.Prefix{}, false
 		}
-		if j, dup := seen[p]; dup {
-			d.failf(it, k, "duplicate prefix %s (same as %s at line %d)", p, index(key, j), items[j].Line)
-			ok = false
-			continue
-		}
-		seen[p] = i
-		prefixes = append(prefixes, p)
-	}
-	return prefixes, ok
+		return p, true
+	})
+	return prefixes, ok && good
 }
 
 func (d *decoder) output(n *yaml.Node, path string, o *Output) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,8 +42,8 @@ func (c *Config) Marshal() ([]byte, error) {
 				m.add("sid", integer(int64(r.SID)))
 			}
 			m.add("action", str(r.Action.String()))
-			if r.Action == maps.ActionForward {
-				m.add("to", str(maps.FormatTarget(r.Target)))
+			if r.Action == vocab.ActionForward {
+				m.add("to", str(vocab.FormatTarget(r.Target)))
 			}
 			rules.Content = append(rules.Content, m.n)
 		}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // roundTrip renders c and parses the result back.
@@ -43,10 +43,10 @@ func TestMarshalRoundTrip(t *testing.T) {
 	edge := Default()
 	edge.Interface = "ens1f0"
 	edge.Ports, edge.PortsSet = []uint16{1, 65535}, true
-	edge.DefaultAction, edge.DefaultActionSet = maps.ActionPass, true
-	edge.Policy, edge.PolicySet = []maps.PolicyRule{
-		{MID: maps.MaxMID, SID: 0xffffffff, Action: maps.ActionCount},
-		{MID: 0, AnySID: true, Action: maps.ActionCapture},
+	edge.DefaultAction, edge.DefaultActionSet = vocab.ActionPass, true
+	edge.Policy, edge.PolicySet = []vocab.PolicyRule{
+		{MID: vocab.MaxMID, SID: 0xffffffff, Action: vocab.ActionCount},
+		{MID: 0, AnySID: true, Action: vocab.ActionCapture},
 	}, true
 	edge.Allowlist, edge.AllowlistSet = []netip.Prefix{netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("192.0.2.7/32")}, true
 	edge.Output.RotateSize = 1_000_001 // no unit divides it

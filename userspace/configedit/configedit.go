@@ -41,8 +41,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 var (
@@ -91,11 +91,11 @@ func (d *Doc) Config() config.Config { return d.cfg }
 func (d *Doc) Name() string { return d.name }
 
 // sameRule reports whether a and b are for the same (mid, sid or any sid).
-func sameRule(a, b maps.PolicyRule) bool {
+func sameRule(a, b vocab.PolicyRule) bool {
 	return a.MID == b.MID && a.AnySID == b.AnySID && (a.AnySID || a.SID == b.SID)
 }
 
-func ruleName(r maps.PolicyRule) string {
+func ruleName(r vocab.PolicyRule) string {
 	if r.AnySID {
 		return fmt.Sprintf("mid %d (any sid)", r.MID)
 	}
@@ -103,10 +103,10 @@ func ruleName(r maps.PolicyRule) string {
 }
 
 // FindPolicy returns the file's rule for r's (mid, sid), if any.
-func (d *Doc) FindPolicy(r maps.PolicyRule) (maps.PolicyRule, bool) {
-	i := slices.IndexFunc(d.cfg.Policy, func(x maps.PolicyRule) bool { return sameRule(x, r) })
+func (d *Doc) FindPolicy(r vocab.PolicyRule) (vocab.PolicyRule, bool) {
+	i := slices.IndexFunc(d.cfg.Policy, func(x vocab.PolicyRule) bool { return sameRule(x, r) })
 	if i < 0 {
-		return maps.PolicyRule{}, false
+		return vocab.PolicyRule{}, false
 	}
 	return d.cfg.Policy[i], true
 }
@@ -116,11 +116,11 @@ func (d *Doc) HasAllow(p netip.Prefix) bool { return slices.Contains(d.cfg.Allow
 
 // AddPolicy appends rule r, creating the policy key if the file has none.
 // A rule for the same (mid, sid) is ErrExists, whatever its action.
-func (d *Doc) AddPolicy(r maps.PolicyRule) error { return d.AddPolicies([]maps.PolicyRule{r}) }
+func (d *Doc) AddPolicy(r vocab.PolicyRule) error { return d.AddPolicies([]vocab.PolicyRule{r}) }
 
 // AddPolicies appends rules in one edit (see AddPolicy); nothing is
 // added if one of them is refused.
-func (d *Doc) AddPolicies(rules []maps.PolicyRule) error {
+func (d *Doc) AddPolicies(rules []vocab.PolicyRule) error {
 	want := d.cfg
 	want.Policy, want.PolicySet = slices.Clone(d.cfg.Policy), true
 	c := change{key: KeyPolicy}
@@ -128,7 +128,7 @@ func (d *Doc) AddPolicies(rules []maps.PolicyRule) error {
 		if err := r.Validate(); err != nil {
 			return err
 		}
-		if i := slices.IndexFunc(want.Policy, func(x maps.PolicyRule) bool { return sameRule(x, r) }); i >= 0 {
+		if i := slices.IndexFunc(want.Policy, func(x vocab.PolicyRule) bool { return sameRule(x, r) }); i >= 0 {
 			return fmt.Errorf("%s: rule for %s (action %s): %w", d.name, ruleName(r), want.Policy[i].Action, ErrExists)
 		}
 		want.Policy = append(want.Policy, r)
@@ -142,11 +142,11 @@ func (d *Doc) AddPolicies(rules []maps.PolicyRule) error {
 
 // SetPolicyAction changes the action of the file's rule for r's (mid, sid)
 // to r.Action, in place. No such rule is ErrNotFound.
-func (d *Doc) SetPolicyAction(r maps.PolicyRule) error {
+func (d *Doc) SetPolicyAction(r vocab.PolicyRule) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	i := slices.IndexFunc(d.cfg.Policy, func(x maps.PolicyRule) bool { return sameRule(x, r) })
+	i := slices.IndexFunc(d.cfg.Policy, func(x vocab.PolicyRule) bool { return sameRule(x, r) })
 	if i < 0 {
 		return fmt.Errorf("%s: no rule for %s: %w", d.name, ruleName(r), ErrNotFound)
 	}
@@ -154,7 +154,7 @@ func (d *Doc) SetPolicyAction(r maps.PolicyRule) error {
 	if old.Action == r.Action && old.Target == r.Target {
 		return nil
 	}
-	if old.Action == maps.ActionForward || r.Action == maps.ActionForward {
+	if old.Action == vocab.ActionForward || r.Action == vocab.ActionForward {
 		// A forward rule has a to: key the in-place action edit does not
 		// write: the rule is rewritten whole, at the end of the list.
 		if err := d.DeletePolicy(r); err != nil {
@@ -171,8 +171,8 @@ func (d *Doc) SetPolicyAction(r maps.PolicyRule) error {
 // DeletePolicy removes the rule for r's (mid, sid); r.Action is ignored.
 // The key stays, with an empty list if it was the last rule: the file
 // still says what the policy is.
-func (d *Doc) DeletePolicy(r maps.PolicyRule) error {
-	i := slices.IndexFunc(d.cfg.Policy, func(x maps.PolicyRule) bool { return sameRule(x, r) })
+func (d *Doc) DeletePolicy(r vocab.PolicyRule) error {
+	i := slices.IndexFunc(d.cfg.Policy, func(x vocab.PolicyRule) bool { return sameRule(x, r) })
 	if i < 0 {
 		return fmt.Errorf("%s: no rule for %s: %w", d.name, ruleName(r), ErrNotFound)
 	}
@@ -192,7 +192,7 @@ func (d *Doc) AddAllows(prefixes []netip.Prefix) error {
 	want.Allowlist, want.AllowlistSet = slices.Clone(d.cfg.Allowlist), true
 	c := change{key: KeyAllowlist}
 	for _, p := range prefixes {
-		if err := checkPrefix(p); err != nil {
+		if err := config.CheckPrefix(p); err != nil {
 			return err
 		}
 		if slices.Contains(want.Allowlist, p) {
@@ -293,27 +293,7 @@ func ParseID(s string) (uint64, error) {
 
 // ParsePrefix reads an allowlist entry as the config file does: a prefix
 // without host bits, or an address meaning /32 or /128. Zones are refused.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, checkPrefix(p)
-	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-		p := netip.PrefixFrom(a, a.BitLen())
-		return p, checkPrefix(p)
-	}
-	return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix (e.g. 192.0.2.0/24, 2001:db8::/32)", s)
-}
-
-func checkPrefix(p netip.Prefix) error {
-	if !p.IsValid() {
-		return fmt.Errorf("%v is not a valid prefix", p)
-	}
-	if m := p.Masked(); m != p {
-		return fmt.Errorf("%v has host bits set; did you mean %v?", p, m)
-	}
-	// No IPv6 form of an IPv4 router (docs/operating.md, Security).
-	return maps.CheckAllowPrefix(p)
-}
+func ParsePrefix(s string) (netip.Prefix, error) { return config.ParsePrefix(s) }
 
 // File is a configuration file opened for editing.
 type File struct {

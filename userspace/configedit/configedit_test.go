@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/config"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // commented is a config file as an operator keeps it: comments above and
@@ -102,8 +102,8 @@ func kept(t *testing.T, before, after string, dropped []string, added int) {
 }
 
 var (
-	rule60 = maps.PolicyRule{MID: 60, SID: 1, Action: maps.ActionCount}
-	rule61 = maps.PolicyRule{MID: 61, AnySID: true, Action: maps.ActionPass}
+	rule60 = vocab.PolicyRule{MID: 60, SID: 1, Action: vocab.ActionCount}
+	rule61 = vocab.PolicyRule{MID: 61, AnySID: true, Action: vocab.ActionPass}
 )
 
 // The commented example: each edit changes its lines only; every comment,
@@ -146,7 +146,7 @@ func TestEditExample(t *testing.T) {
 	})
 	t.Run("delete flow rule", func(t *testing.T) {
 		d := mustParse(t, orig)
-		if err := d.DeletePolicy(maps.PolicyRule{MID: 0x3039, AnySID: true}); err != nil {
+		if err := d.DeletePolicy(vocab.PolicyRule{MID: 0x3039, AnySID: true}); err != nil {
 			t.Fatal(err)
 		}
 		out := string(d.Bytes())
@@ -158,7 +158,7 @@ func TestEditExample(t *testing.T) {
 	})
 	t.Run("delete block rule", func(t *testing.T) {
 		d := mustParse(t, orig)
-		if err := d.DeletePolicy(maps.PolicyRule{MID: 777, AnySID: true}); err != nil {
+		if err := d.DeletePolicy(vocab.PolicyRule{MID: 777, AnySID: true}); err != nil {
 			t.Fatal(err)
 		}
 		kept(t, orig, string(d.Bytes()), []string{"  - mid: 777", "    sid: any", "    action: capture"}, 0)
@@ -183,20 +183,20 @@ func TestEditExample(t *testing.T) {
 	})
 	t.Run("set action keeps hex and comment", func(t *testing.T) {
 		d := mustParse(t, orig)
-		if err := d.SetPolicyAction(maps.PolicyRule{MID: 12345, SID: 100000, Action: maps.ActionPass}); err != nil {
+		if err := d.SetPolicyAction(vocab.PolicyRule{MID: 12345, SID: 100000, Action: vocab.ActionPass}); err != nil {
 			t.Fatal(err)
 		}
 		want := strings.Replace(orig, "{mid: 0x3039, sid: 100000, action: count}", "{mid: 0x3039, sid: 100000, action: pass}", 1)
 		if string(d.Bytes()) != want {
 			t.Errorf("got\n%s", d.Bytes())
 		}
-		if cfg := reparsed(t, d); cfg.Policy[0].Action != maps.ActionPass {
+		if cfg := reparsed(t, d); cfg.Policy[0].Action != vocab.ActionPass {
 			t.Errorf("policy %v", cfg.Policy)
 		}
 	})
 	t.Run("refusals", func(t *testing.T) {
 		d := mustParse(t, orig)
-		if err := d.AddPolicy(maps.PolicyRule{MID: 0x3039, SID: 100000, Action: maps.ActionPass}); !errors.Is(err, ErrExists) {
+		if err := d.AddPolicy(vocab.PolicyRule{MID: 0x3039, SID: 100000, Action: vocab.ActionPass}); !errors.Is(err, ErrExists) {
 			t.Errorf("duplicate rule (other action): %v", err)
 		}
 		if err := d.DeletePolicy(rule60); !errors.Is(err, ErrNotFound) {
@@ -214,10 +214,10 @@ func TestEditExample(t *testing.T) {
 		if _, err := ParsePrefix("::ffff:203.0.113.1"); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
 			t.Errorf("ParsePrefix of an IPv4-mapped address: %v", err)
 		}
-		if err := d.AddPolicy(maps.PolicyRule{MID: 1 << 30, Action: maps.ActionCount}); err == nil {
+		if err := d.AddPolicy(vocab.PolicyRule{MID: 1 << 30, Action: vocab.ActionCount}); err == nil {
 			t.Error("mid beyond 30 bits accepted")
 		}
-		if err := d.AddPolicies([]maps.PolicyRule{rule60, rule61, {MID: 60, SID: 1, Action: maps.ActionPass}}); !errors.Is(err, ErrExists) {
+		if err := d.AddPolicies([]vocab.PolicyRule{rule60, rule61, {MID: 60, SID: 1, Action: vocab.ActionPass}}); !errors.Is(err, ErrExists) {
 			t.Errorf("duplicate within a batch: %v", err)
 		}
 		if string(d.Bytes()) != orig {
@@ -268,13 +268,13 @@ func TestEditLayouts(t *testing.T) {
 		{
 			"delete takes its comment lines",
 			"policy:\n  # case 1\n  - {mid: 1, action: count}\n  # case 2\n  # (two lines)\n  - {mid: 2, action: count} # two\n\n  # case 3\n  - {mid: 3, action: count}\n# after\n",
-			func(d *Doc) error { return d.DeletePolicy(maps.PolicyRule{MID: 2, AnySID: true}) },
+			func(d *Doc) error { return d.DeletePolicy(vocab.PolicyRule{MID: 2, AnySID: true}) },
 			"policy:\n  # case 1\n  - {mid: 1, action: count}\n\n  # case 3\n  - {mid: 3, action: count}\n# after\n",
 		},
 		{
 			"delete the last item keeps the key",
 			"policy:\n  - mid: 0x10\n    sid: \"0x20\"\n    action: pass\n\n# trailing\nports: [1]\n",
-			func(d *Doc) error { return d.DeletePolicy(maps.PolicyRule{MID: 16, SID: 32}) },
+			func(d *Doc) error { return d.DeletePolicy(vocab.PolicyRule{MID: 16, SID: 32}) },
 			"policy:\n\n# trailing\nports: [1]\n",
 		},
 		{
@@ -287,7 +287,7 @@ func TestEditLayouts(t *testing.T) {
 			"set action of a block rule",
 			"policy:\n  - mid: 5\n    action: \"count\"   # for now\n",
 			func(d *Doc) error {
-				return d.SetPolicyAction(maps.PolicyRule{MID: 5, AnySID: true, Action: maps.ActionCapture})
+				return d.SetPolicyAction(vocab.PolicyRule{MID: 5, AnySID: true, Action: vocab.ActionCapture})
 			},
 			"policy:\n  - mid: 5\n    action: capture   # for now\n",
 		},
@@ -314,7 +314,7 @@ func TestEditLayouts(t *testing.T) {
 		{
 			"several at once, new key without final newline",
 			"ports: [1]",
-			func(d *Doc) error { return d.AddPolicies([]maps.PolicyRule{rule60, rule61}) },
+			func(d *Doc) error { return d.AddPolicies([]vocab.PolicyRule{rule60, rule61}) },
 			"ports: [1]\n\npolicy:\n  - {mid: 60, sid: 1, action: count}\n  - {mid: 61, sid: any, action: pass}\n",
 		},
 		{
@@ -360,7 +360,7 @@ func TestRefusedFiles(t *testing.T) {
 	if err := d.AddPolicy(rule60); !errors.Is(err, ErrAlias) {
 		t.Errorf("anchored list: %v", err)
 	}
-	if err := d.DeletePolicy(maps.PolicyRule{MID: 1, AnySID: true}); !errors.Is(err, ErrAlias) {
+	if err := d.DeletePolicy(vocab.PolicyRule{MID: 1, AnySID: true}); !errors.Is(err, ErrAlias) {
 		t.Errorf("anchored list: %v", err)
 	}
 }
@@ -480,7 +480,7 @@ func TestEditSequence(t *testing.T) {
 		netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8::/32"),
 		netip.MustParsePrefix("2001:db8:1::1/128"),
 	}
-	actions := []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass}
+	actions := []vocab.Action{vocab.ActionCapture, vocab.ActionCount, vocab.ActionPass}
 	for name, start := range map[string]string{
 		"commented": commented,
 		"empty":     "",
@@ -506,13 +506,13 @@ func TestEditSequence(t *testing.T) {
 			for i := range 300 {
 				var err error
 				if next(2) == 0 {
-					r := maps.PolicyRule{MID: uint32(next(6)), Action: actions[next(3)]}
+					r := vocab.PolicyRule{MID: uint32(next(6)), Action: actions[next(3)]}
 					if s := next(3); s == 0 {
 						r.AnySID = true
 					} else {
 						r.SID = uint32(s)
 					}
-					j := slices.IndexFunc(rules, func(x maps.PolicyRule) bool { return sameRule(x, r) })
+					j := slices.IndexFunc(rules, func(x vocab.PolicyRule) bool { return sameRule(x, r) })
 					switch {
 					case j < 0:
 						err = d.AddPolicy(r)
@@ -571,7 +571,7 @@ func TestConcurrentEditsLoseNothing(t *testing.T) {
 				return
 			}
 			defer f.Close()
-			if err := f.AddPolicy(maps.PolicyRule{MID: uint32(100 + i), AnySID: true, Action: maps.ActionCount}); err != nil {
+			if err := f.AddPolicy(vocab.PolicyRule{MID: uint32(100 + i), AnySID: true, Action: vocab.ActionCount}); err != nil {
 				errs <- err
 				return
 			}

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/jmxdp/jmxdp/maps"
 )
 
 // errLayout: the text edit does not handle this layout; the tree edit may.
@@ -27,7 +26,7 @@ type newItem struct {
 
 func scalar(tag, v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: v} }
 
-func ruleItem(r maps.PolicyRule) newItem {
+func ruleItem(r vocab.PolicyRule) newItem {
 	mid := strconv.FormatUint(uint64(r.MID), 10)
 	sid, sidTag := "any", "!!str"
 	if !r.AnySID {
@@ -43,12 +42,12 @@ func ruleItem(r maps.PolicyRule) newItem {
 			scalar("!!str", "action"), scalar("!!str", act),
 		}},
 	}
-	if r.Action == maps.ActionForward {
+	if r.Action == vocab.ActionForward {
 		// Quoted: an IPv6 target's colons and brackets read badly bare.
-		to := strconv.Quote(maps.FormatTarget(r.Target))
+		to := strconv.Quote(vocab.FormatTarget(r.Target))
 		it.flow = fmt.Sprintf("{mid: %s, sid: %s, action: %s, to: %s}", mid, sid, act, to)
 		it.block = append(it.block, "to: "+to)
-		tn := scalar("!!str", maps.FormatTarget(r.Target))
+		tn := scalar("!!str", vocab.FormatTarget(r.Target))
 		tn.Style = yaml.DoubleQuotedStyle
 		it.node.Content = append(it.node.Content, scalar("!!str", "to"), tn)
 	}
@@ -75,19 +74,19 @@ func deref(n *yaml.Node) *yaml.Node {
 
 func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
 
-func ruleMatcher(r maps.PolicyRule) func(*yaml.Node) bool {
+func ruleMatcher(r vocab.PolicyRule) func(*yaml.Node) bool {
 	return func(n *yaml.Node) bool {
 		if n.Kind != yaml.MappingNode {
 			return false
 		}
-		got := maps.PolicyRule{AnySID: true}
+		got := vocab.PolicyRule{AnySID: true}
 		hasMID := false
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			v := deref(n.Content[i+1])
 			switch n.Content[i].Value {
 			case "mid":
 				id, err := ParseID(v.Value)
-				if err != nil || id > maps.MaxMID {
+				if err != nil || id > vocab.MaxMID {
 					return false
 				}
 				got.MID, hasMID = uint32(id), true

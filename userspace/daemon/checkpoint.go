@@ -3,8 +3,8 @@ package daemon
 import (
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // checkpointEvery is how often the accounting is saved for the next start:
@@ -14,7 +14,9 @@ const checkpointEvery = 100 * time.Millisecond
 
 // redirected is the kernel's count of frames handed to AF_XDP sockets
 // since the maps were pinned.
-func redirected(c maps.Counters) uint64 { return c[maps.StatActionCapture] - c[maps.StatCaptureFailed] }
+func redirected(c vocab.Counters) uint64 {
+	return c[vocab.StatActionCapture] - c[vocab.StatCaptureFailed]
+}
 
 // checkPreviousRun reports, at start, what a run that ended without a
 // clean stop (SIGKILL, a crash, the OOM killer) left unaccounted: frames

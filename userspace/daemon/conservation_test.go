@@ -15,9 +15,9 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/netns"
-	"github.com/jmxdp/jmxdp/userspace/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/xmit"
 )
 
 // blast sends packets frames of streams streams from the lab's router end

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/forward"
@@ -24,9 +23,11 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/natsink"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -97,12 +98,6 @@ func WithConfigPath(path string) Option {
 	}
 }
 
-// PinDir is where the maps and the link of ifname are pinned.
-func PinDir(base, ifname string) string { return filepath.Join(base, ifname) }
-
-// LinkPin is the pinned XDP link's path in a pin directory.
-func LinkPin(pinDir string) string { return filepath.Join(pinDir, "link") }
-
 // Start brings the daemon up. cfg must have passed Validate. On error,
 // whatever was set up is undone, except that pinned maps stay.
 //
@@ -170,15 +165,15 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 		log = slog.New(logid.Handler(d.ids, log.Handler()))
 		d.log = log
 	}
-	pinDir := PinDir(cfg.Capture.PinDir, cfg.Interface)
+	pinDir := pins.Dir(cfg.Capture.PinDir, cfg.Interface)
 	// A start that fails must not leave maps behind (up to 180 MiB of
 	// kernel memory with a 1M-stream table): what it pinned goes, what an
 	// earlier instance pinned stays.
-	pins, err := loader.SnapshotPins(pinDir)
+	snap, err := loader.SnapshotPins(pinDir)
 	if err != nil {
 		return fail(err)
 	}
-	d.pins = &pins
+	d.pins = &snap
 	prog, err := loader.Load(loader.Options{MaxStreams: cfg.Capture.MaxStreams, PinDir: pinDir, Logger: log})
 	if err != nil {
 		return fail(err)
@@ -260,7 +255,7 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	if err != nil {
 		return fail(err)
 	}
-	d.mode, d.reused, err = prog.AttachPinned(cfg.Interface, loader.Mode(cfg.Capture.XDPMode), LinkPin(pinDir))
+	d.mode, d.reused, err = prog.AttachPinned(cfg.Interface, loader.Mode(cfg.Capture.XDPMode), pins.Link(pinDir))
 	if err != nil {
 		return fail(err)
 	}
@@ -278,7 +273,15 @@ func Start(cfg config.Config, log *slog.Logger, opts ...Option) (*Daemon, error)
 	d.keepStop, d.keepDone = keepStop, make(chan struct{})
 	go func() {
 		defer close(d.keepDone)
+		// The sender's per-stream counts, for `jmxdp stats` (another
+		// process): published to the run-state directory.
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			d.forward.Publish(keepCtx, forward.StreamsPath(d.runDir, cfg.Interface), forward.PublishEvery, d.log)
+		}()
 		forward.Keep(keepCtx, d.prog.Maps, forward.KeepEvery, d.log)
+		<-published
 	}()
 	log.Info("capturing", "iface", cfg.Interface, "mode", d.mode, "took_over_pinned_link", d.reused, "out", cfg.Output.Dir,
 		"writers", writers, "max_open_files", cfg.Output.MaxOpenFiles, "flush_interval", cfg.Output.FlushInterval)
@@ -395,7 +398,7 @@ func (d *Daemon) effectiveConfig() (loader.Config, error) {
 	}
 	// A fresh map holds the zero Settings; only a value someone set is
 	// worth a word.
-	if settings != (maps.Settings{}) && settings.DefaultAction != lc.DefaultAction {
+	if settings != (vocab.Settings{}) && settings.DefaultAction != lc.DefaultAction {
 		d.log.Warn("the pinned default_action differs from the config's: the config's applies",
 			"pinned", settings.DefaultAction, "config", lc.DefaultAction)
 	}
@@ -540,7 +543,7 @@ func (d *Daemon) Account() (Account, error) {
 	}
 	cs, ws := d.capture.Stats(), d.writerStats()
 	a := Account{
-		Redirected:  c[maps.StatActionCapture] - c[maps.StatCaptureFailed],
+		Redirected:  c[vocab.StatActionCapture] - c[vocab.StatCaptureFailed],
 		Written:     ws.Packets,
 		Fragments:   cs.Fragments,
 		RingDrops:   cs.RingDrops,
@@ -598,4 +601,4 @@ func (d *Daemon) Capture() *capture.Capture { return d.capture }
 func (d *Daemon) Mode() loader.Mode { return d.mode }
 
 // Counters reads the kernel's counters.
-func (d *Daemon) Counters() (maps.Counters, error) { return d.prog.Maps.Counters() }
+func (d *Daemon) Counters() (vocab.Counters, error) { return d.prog.Maps.Counters() }

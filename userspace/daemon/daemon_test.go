@@ -14,23 +14,21 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/jmxdp/jmxdp/loader"
-	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
-	"github.com/jmxdp/jmxdp/userspace/netns"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/tools/netns"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -39,25 +37,8 @@ type env struct {
 	lab    *lab.Lab
 	pinDir string
 	out    string
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	runDir string // the per-interface lock and state file (runstate)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -67,7 +48,7 @@ func newEnv(t *testing.T) *env {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	return &env{lab: l, pinDir: pin, out: out, logs: &syncBuffer{}, runDir: t.TempDir()}
+	return &env{lab: l, pinDir: pin, out: out, logs: &testenv.LogBuffer{}, runDir: t.TempDir()}
 }
 
 // config is a small daemon config for the lab.
@@ -122,19 +103,7 @@ func (e *env) send(t *testing.T, frames [][]byte) {
 	}
 }
 
-// waitFor polls cond every 20 ms for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
+func counter(t *testing.T, d *daemon.Daemon, s vocab.Stat) uint64 {
 	t.Helper()
 	c, err := d.Counters()
 	if err != nil {
@@ -148,19 +117,19 @@ func counter(t *testing.T, d *daemon.Daemon, s jmmaps.Stat) uint64 {
 // as many outcomes as the kernel redirected frames.
 func settle(t *testing.T, d *daemon.Daemon, frames int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d frames through the kernel", frames), func() bool {
-		return counter(t, d, jmmaps.StatFrames) >= uint64(frames)
+	testenv.WaitFor(t, fmt.Sprintf("%d frames through the kernel", frames), 10*time.Second, func() bool {
+		return counter(t, d, vocab.StatFrames) >= uint64(frames)
 	})
-	waitFor(t, "the pipeline to drain", func() bool {
+	testenv.WaitFor(t, "the pipeline to drain", 10*time.Second, func() bool {
 		var got uint64
 		for _, q := range d.Capture().Stats().Queues {
 			got += q.Frames
 		}
-		redirected := counter(t, d, jmmaps.StatActionCapture) - counter(t, d, jmmaps.StatCaptureFailed)
+		redirected := counter(t, d, vocab.StatActionCapture) - counter(t, d, vocab.StatCaptureFailed)
 		return got >= redirected
 	})
 	// The decode loop is asynchronous: let it finish its last batch.
-	waitFor(t, "the writers", func() bool {
+	testenv.WaitFor(t, "the writers", 10*time.Second, func() bool {
 		cs := d.Capture().Stats()
 		var got uint64
 		for _, q := range cs.Queues {
@@ -237,40 +206,11 @@ func filePackets(t *testing.T, paths ...string) [][]byte {
 	t.Helper()
 	var out [][]byte
 	for _, p := range paths {
-		for _, pk := range readNg(t, p) {
-			out = append(out, pk.data)
+		for _, pk := range testenv.MustReadPcapng(t, p, testenv.Single) {
+			out = append(out, pk.Data)
 		}
 	}
 	return out
-}
-
-type ngPacket struct {
-	ts   time.Time
-	data []byte
-}
-
-func readNg(t *testing.T, path string) []ngPacket {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	var out []ngPacket
-	for {
-		data, ci, err := r.ReadPacketData()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		out = append(out, ngPacket{ci.Timestamp, bytes.Clone(data)})
-	}
 }
 
 // compareWithDecode checks the daemon's files against what `jmxdp decode
@@ -407,7 +347,7 @@ func TestCaptureGeneratedTraffic(t *testing.T) {
 	}
 	// Timestamps are the kernel's receive times, not the generator's.
 	for _, files := range streamFiles(t, e.out) {
-		ts := readNg(t, files[0])[0].ts
+		ts := testenv.MustReadPcapng(t, files[0], testenv.Single)[0].Time
 		if ts.Before(before.Add(-time.Second)) || ts.After(after.Add(time.Second)) {
 			t.Errorf("%s: first packet stamped %v, sent between %v and %v", files[0], ts, before, after)
 		}
@@ -477,9 +417,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	router := e.lab.RouterAddr.Addr()
 	forged := netip.MustParseAddr("192.0.2.66")
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{
-		{MID: 10, AnySID: true, Action: jmmaps.ActionCount},
-		{MID: 20, SID: 1, Action: jmmaps.ActionPass},
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{
+		{MID: 10, AnySID: true, Action: vocab.ActionCount},
+		{MID: 20, SID: 1, Action: vocab.ActionPass},
 	}, true
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{e.lab.RouterAddr.Masked()}, true
 	d := e.start(t, cfg)
@@ -498,9 +438,9 @@ func TestPolicyAndAllowlist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[jmmaps.StatActionCount] != 5 || c[jmmaps.StatActionPass] != 5 || c[jmmaps.StatActionCapture] != 5 || c[jmmaps.StatUntrusted] != 5 {
+	if c[vocab.StatActionCount] != 5 || c[vocab.StatActionPass] != 5 || c[vocab.StatActionCapture] != 5 || c[vocab.StatUntrusted] != 5 {
 		t.Errorf("actions: count %d pass %d capture %d untrusted %d, want 5 each",
-			c[jmmaps.StatActionCount], c[jmmaps.StatActionPass], c[jmmaps.StatActionCapture], c[jmmaps.StatUntrusted])
+			c[vocab.StatActionCount], c[vocab.StatActionPass], c[vocab.StatActionCapture], c[vocab.StatUntrusted])
 	}
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -540,7 +480,7 @@ func udpListener(t *testing.T, addr netip.Addr, port uint16) (*net.UDPConn, func
 func TestPassReachesListener(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 20, AnySID: true, Action: jmmaps.ActionPass}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 20, AnySID: true, Action: vocab.ActionPass}}, true
 	d := e.start(t, cfg)
 	_, count := udpListener(t, e.lab.HostAddr.Addr(), gen.DefaultPort)
 	router := e.lab.RouterAddr.Addr()
@@ -630,10 +570,10 @@ func TestOtherTrafficReachesHost(t *testing.T) {
 	if got := count(5, 3*time.Second); got != 5 {
 		t.Errorf("UDP listener on port %d got %d of 5 datagrams", port, got)
 	}
-	if c := counter(t, d, jmmaps.StatNotJmirror); c == 0 {
+	if c := counter(t, d, vocab.StatNotJmirror); c == 0 {
 		t.Error("the program saw none of this traffic")
 	}
-	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
+	if c := counter(t, d, vocab.StatJmirror); c != 0 {
 		t.Errorf("%d frames taken for Jmirror", c)
 	}
 }
@@ -645,7 +585,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	cfg.Capture.KeepAttached = true
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 40, SID: 4, Action: jmmaps.ActionCount}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 40, SID: 4, Action: vocab.ActionCount}}, true
 	d := e.start(t, cfg)
 
 	router := e.lab.RouterAddr.Addr()
@@ -662,7 +602,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		sent <- rep
 	}()
 
-	key := jmmaps.StreamKey{Router: router, MID: 40, SID: 4}
+	key := vocab.StreamKey{Router: router, MID: 40, SID: 4}
 	readStream := func(d *daemon.Daemon) uint64 {
 		st, _, err := d.Program().Maps.Stream(key)
 		if err != nil {
@@ -679,7 +619,7 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 		}
 		last = n
 	}
-	waitFor(t, "traffic", func() bool { return readStream(d) > 20 })
+	testenv.WaitFor(t, "traffic", 10*time.Second, func() bool { return readStream(d) > 20 })
 	check(d, "first run")
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
@@ -693,13 +633,13 @@ func TestRestartKeepsCountersAndPolicy(t *testing.T) {
 	d2 := e.start(t, cfg2)
 	check(d2, "after restart")
 	prev := last
-	waitFor(t, "counting after restart", func() bool { return readStream(d2) > prev+20 })
+	testenv.WaitFor(t, "counting after restart", 10*time.Second, func() bool { return readStream(d2) > prev+20 })
 	check(d2, "second run")
 	rules, err := d2.Program().Maps.Policies()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 1 || rules[0] != (jmmaps.PolicyRule{MID: 40, SID: 4, Action: jmmaps.ActionCount}) {
+	if len(rules) != 1 || rules[0] != (vocab.PolicyRule{MID: 40, SID: 4, Action: vocab.ActionCount}) {
 		t.Errorf("policy after restart %v", rules)
 	}
 	if strings.Contains(e.logs.String(), "start from zero") {
@@ -823,7 +763,7 @@ func TestCandidatePortReachesHost(t *testing.T) {
 	if len(cands) != 1 || cands[0].Port != port || cands[0].Packets != 12 {
 		t.Errorf("candidates %+v, want port %d with 12 packets", cands, port)
 	}
-	if c := counter(t, d, jmmaps.StatJmirror); c != 0 {
+	if c := counter(t, d, vocab.StatJmirror); c != 0 {
 		t.Errorf("%d frames decoded on a port not configured", c)
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"testing"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Issue 19 item 9, live: datagrams whose fragments arrive last-first, and
@@ -63,10 +63,10 @@ func TestFragmentsLastFirstAndDuplicated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for s, want := range map[jmmaps.Stat]uint64{
-		jmmaps.StatJmirror: 8, jmmaps.StatFragFirst: 8, jmmaps.StatFragHeld: 10, jmmaps.StatFragDuplicate: 2,
-		jmmaps.StatFragTracked: 4, jmmaps.StatFragUnmatched: 2, jmmaps.StatCaptureFailed: 0,
-		jmmaps.StatActionCapture: uint64(len(frames)) - 2,
+	for s, want := range map[vocab.Stat]uint64{
+		vocab.StatJmirror: 8, vocab.StatFragFirst: 8, vocab.StatFragHeld: 10, vocab.StatFragDuplicate: 2,
+		vocab.StatFragTracked: 4, vocab.StatFragUnmatched: 2, vocab.StatCaptureFailed: 0,
+		vocab.StatActionCapture: uint64(len(frames)) - 2,
 	} {
 		if c[s] != want {
 			t.Errorf("kernel %s = %d, want %d", s, c[s], want)

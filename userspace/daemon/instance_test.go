@@ -13,8 +13,11 @@ import (
 
 	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/pins"
 	"github.com/jmxdp/jmxdp/userspace/runstate"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -24,7 +27,7 @@ import (
 func TestRefusedStartChangesNothing(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{{MID: 7, AnySID: true, Action: jmmaps.ActionCapture}}, true
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{{MID: 7, AnySID: true, Action: vocab.ActionCapture}}, true
 	d := e.start(t, cfg)
 	ports0, err := d.Program().Maps.Ports()
 	if err != nil {
@@ -40,12 +43,12 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 	}
 
 	bad := e.config(40000)
-	bad.DefaultAction, bad.DefaultActionSet = jmmaps.ActionCount, true
+	bad.DefaultAction, bad.DefaultActionSet = vocab.ActionCount, true
 	bad.Policy, bad.PolicySet = nil, true
 	if err := bad.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	d2, err := daemon.Start(bad, slog.New(slog.NewTextHandler(&logs, nil)), daemon.WithRunDir(e.runDir))
 	if err == nil {
 		d2.Stop()
@@ -68,8 +71,8 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 7, 1, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture by the running instance", func() bool { return d.Writer().Stats().Packets >= 20 })
-	if n := counter(t, d, jmmaps.StatActionPass) + counter(t, d, jmmaps.StatActionCount); n != 0 {
+	testenv.WaitFor(t, "capture by the running instance", 10*time.Second, func() bool { return d.Writer().Stats().Packets >= 20 })
+	if n := counter(t, d, vocab.StatActionPass) + counter(t, d, vocab.StatActionCount); n != 0 {
 		t.Errorf("%d frames counted or passed: the refused start's settings leaked in", n)
 	}
 	if err := d.Stop(); err != nil {
@@ -88,18 +91,18 @@ func TestRefusedStartChangesNothing(t *testing.T) {
 func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 	e := newEnv(t)
 	first := e.config(40000, 40001)
-	first.DefaultAction, first.DefaultActionSet = jmmaps.ActionCount, true
-	first.Policy, first.PolicySet = []jmmaps.PolicyRule{{MID: 9, SID: 9, Action: jmmaps.ActionPass}}, true
+	first.DefaultAction, first.DefaultActionSet = vocab.ActionCount, true
+	first.Policy, first.PolicySet = []vocab.PolicyRule{{MID: 9, SID: 9, Action: vocab.ActionPass}}, true
 	d := e.start(t, first)
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	// The maps stay pinned with the first run's values.
-	maps, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	maps, err := jmmaps.OpenPinned(pins.Dir(e.pinDir, e.lab.HostIface))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := maps.Settings(); s.DefaultAction != jmmaps.ActionCount {
+	if s, _ := maps.Settings(); s.DefaultAction != vocab.ActionCount {
 		t.Fatalf("pinned default action %v, want count (the test's premise)", s.DefaultAction)
 	}
 	maps.Close()
@@ -113,7 +116,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 	if !slices.Equal(ports, []uint16{gen.DefaultPort}) {
 		t.Errorf("ports %v, want the default [%d]", ports, gen.DefaultPort)
 	}
-	if set.DefaultAction != jmmaps.ActionCapture {
+	if set.DefaultAction != vocab.ActionCapture {
 		t.Errorf("default action %v, want capture (the default)", set.DefaultAction)
 	}
 	if len(pol) != 0 {
@@ -132,7 +135,7 @@ func TestStartTakesDefaultsNotPinnedValues(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 3, 3, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture with the default action", func() bool { return d2.Writer().Stats().Packets >= 10 })
+	testenv.WaitFor(t, "capture with the default action", 10*time.Second, func() bool { return d2.Writer().Stats().Packets >= 10 })
 }
 
 // The state file names the running instance's pin dir and config; after a
@@ -150,7 +153,7 @@ func TestRunStateFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !running || st.PinDir != daemon.PinDir(e.pinDir, e.lab.HostIface) || st.Config != "/etc/jmxdp/test.yaml" || st.Out != e.out {
+	if !running || st.PinDir != pins.Dir(e.pinDir, e.lab.HostIface) || st.Config != "/etc/jmxdp/test.yaml" || st.Out != e.out {
 		t.Errorf("state %+v running=%v", st, running)
 	}
 	if time.Since(st.Started) > time.Minute {
@@ -183,7 +186,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 		t.Fatal("started while another writer holds the output directory")
 	}
 	if _, serr := os.Stat(e.pinDir); !errors.Is(serr, os.ErrNotExist) {
-		entries, _ := os.ReadDir(daemon.PinDir(e.pinDir, e.lab.HostIface))
+		entries, _ := os.ReadDir(pins.Dir(e.pinDir, e.lab.HostIface))
 		t.Errorf("pin dir left after a failed first start (%v): %v", serr, entries)
 	}
 	holder.Close()
@@ -192,7 +195,7 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 	d = e.start(t, cfg)
 	router := e.lab.RouterAddr.Addr()
 	e.send(t, [][]byte{e.mirror(t, router, 1, 1, gen.DefaultPort, 0)})
-	waitFor(t, "a counted frame", func() bool { return counter(t, d, jmmaps.StatJmirror) >= 1 })
+	testenv.WaitFor(t, "a counted frame", 10*time.Second, func() bool { return counter(t, d, vocab.StatJmirror) >= 1 })
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -205,13 +208,13 @@ func TestFailedStartRemovesWhatItPinned(t *testing.T) {
 		d.Stop()
 		t.Fatal("started while another writer holds the output directory")
 	}
-	m, err := jmmaps.OpenPinned(daemon.PinDir(e.pinDir, e.lab.HostIface))
+	m, err := jmmaps.OpenPinned(pins.Dir(e.pinDir, e.lab.HostIface))
 	if err != nil {
 		t.Fatalf("the earlier instance's maps are gone after a failed start: %v", err)
 	}
 	defer m.Close()
-	if c, err := m.Counters(); err != nil || c[jmmaps.StatJmirror] < 1 {
-		t.Errorf("the earlier instance's counters: %v %v", c[jmmaps.StatJmirror], err)
+	if c, err := m.Counters(); err != nil || c[vocab.StatJmirror] < 1 {
+		t.Errorf("the earlier instance's counters: %v %v", c[vocab.StatJmirror], err)
 	}
 }
 
@@ -226,7 +229,7 @@ func TestNoAllowlistWarning(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "no allowlist:"); n != 1 {
 		t.Errorf("%d no-allowlist warnings without an allowlist, want 1:\n%s", n, e.logs.String())
 	}
-	e.logs = &syncBuffer{}
+	e.logs = &testenv.LogBuffer{}
 	cfg := e.config()
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{netip.PrefixFrom(e.lab.RouterAddr.Addr(), 32)}, true
 	d = e.start(t, cfg)

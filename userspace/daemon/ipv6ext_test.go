@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"testing"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Issue 15 items 3 and 4, live: Jmirror over IPv6 behind extension
@@ -73,10 +73,10 @@ func TestIPv6ExtensionsAndFragmentsLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for s, want := range map[jmmaps.Stat]uint64{
-		jmmaps.StatJmirror: 10, jmmaps.StatFragFirst: 7, jmmaps.StatFragTracked: 8, jmmaps.StatFragDuplicate: 2,
-		jmmaps.StatFragHeld: 6, jmmaps.StatFragUnmatched: 0, jmmaps.StatNotJmirror: 0, jmmaps.StatCaptureFailed: 0,
-		jmmaps.StatActionCapture: uint64(len(frames)),
+	for s, want := range map[vocab.Stat]uint64{
+		vocab.StatJmirror: 10, vocab.StatFragFirst: 7, vocab.StatFragTracked: 8, vocab.StatFragDuplicate: 2,
+		vocab.StatFragHeld: 6, vocab.StatFragUnmatched: 0, vocab.StatNotJmirror: 0, vocab.StatCaptureFailed: 0,
+		vocab.StatActionCapture: uint64(len(frames)),
 	} {
 		if c[s] != want {
 			t.Errorf("kernel %s = %d, want %d", s, c[s], want)

@@ -7,8 +7,8 @@ import (
 	"os/exec"
 	"testing"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Issue 15, live at MTU 9000, in driver and generic mode: jumbo Jmirror frames over IPv4 and IPv6
@@ -78,11 +78,11 @@ func jumboLive(t *testing.T, mode string, frameSize int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[jmmaps.StatJmirror] != 40 || c[jmmaps.StatActionCapture] != uint64(len(frames)) || c[jmmaps.StatCaptureFailed] != 0 ||
-		c[jmmaps.StatMalformedTruncated] != 0 || c[jmmaps.StatFragTracked] != 40 {
+	if c[vocab.StatJmirror] != 40 || c[vocab.StatActionCapture] != uint64(len(frames)) || c[vocab.StatCaptureFailed] != 0 ||
+		c[vocab.StatMalformedTruncated] != 0 || c[vocab.StatFragTracked] != 40 {
 		t.Errorf("kernel: jmirror %d, action_capture %d of %d frames, capture_failed %d, truncated %d, frag_tracked %d",
-			c[jmmaps.StatJmirror], c[jmmaps.StatActionCapture], len(frames), c[jmmaps.StatCaptureFailed],
-			c[jmmaps.StatMalformedTruncated], c[jmmaps.StatFragTracked])
+			c[vocab.StatJmirror], c[vocab.StatActionCapture], len(frames), c[vocab.StatCaptureFailed],
+			c[vocab.StatMalformedTruncated], c[vocab.StatFragTracked])
 	}
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Issue 19 item 2, live: 500 Jmirror datagrams over IPv6 from the IPv4
@@ -52,9 +52,9 @@ func TestMappedSourceNeverReachesTheRoutersFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c[jmmaps.StatUntrustedMapped] != forged || c[jmmaps.StatUntrusted] != forged || c[jmmaps.StatJmirror] != real {
+			if c[vocab.StatUntrustedMapped] != forged || c[vocab.StatUntrusted] != forged || c[vocab.StatJmirror] != real {
 				t.Errorf("untrusted_mapped %d, untrusted %d, jmirror %d; want %d, %d, %d",
-					c[jmmaps.StatUntrustedMapped], c[jmmaps.StatUntrusted], c[jmmaps.StatJmirror], forged, forged, real)
+					c[vocab.StatUntrustedMapped], c[vocab.StatUntrusted], c[vocab.StatJmirror], forged, forged, real)
 			}
 			live := kernelStreams(t, d)
 			if err := d.Stop(); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -17,27 +16,17 @@ import (
 	"testing"
 	"time"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
-	"github.com/jmxdp/jmxdp/userspace/send"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/send"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // promServer is a real Prometheus (Debian's package) started for one test,
 // scraping jmxdp every second and loading jmxdp's alert rules.
 type promServer struct {
 	url string
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func startPrometheus(t *testing.T, target string) *promServer {
@@ -61,11 +50,11 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -79,7 +68,7 @@ scrape_configs:
 		}
 	})
 	p := &promServer{url: "http://" + addr}
-	waitFor(t, "prometheus to be ready", func() bool {
+	testenv.WaitFor(t, "prometheus to be ready", 10*time.Second, func() bool {
 		resp, err := http.Get(p.url + "/-/ready")
 		if err != nil {
 			return false
@@ -181,7 +170,7 @@ func dashboardExprs(t *testing.T) map[string][]string {
 func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Metrics.TopStreams = 50
 	dc := gen.DefaultDemo()
 	pkts, _, err := gen.Demo(dc)
@@ -205,9 +194,9 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	if len(midList) < 3 {
 		t.Fatalf("demo has %d intercepts", len(midList))
 	}
-	cfg.Policy, cfg.PolicySet = []jmmaps.PolicyRule{
-		{MID: midList[0], AnySID: true, Action: jmmaps.ActionCount},
-		{MID: midList[1], AnySID: true, Action: jmmaps.ActionPass},
+	cfg.Policy, cfg.PolicySet = []vocab.PolicyRule{
+		{MID: midList[0], AnySID: true, Action: vocab.ActionCount},
+		{MID: midList[1], AnySID: true, Action: vocab.ActionPass},
 	}, true
 	dn := gen.DemoNetwork()
 	cfg.Allowlist, cfg.AllowlistSet = []netip.Prefix{
@@ -230,7 +219,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 		s.Run(ctx, frames, send.Options{Rate: 3000, Duration: 6 * time.Second})
 	}()
 	// Let Prometheus see the counters move over several scrapes.
-	waitFor(t, "three scrapes with traffic", func() bool {
+	testenv.WaitFor(t, "three scrapes with traffic", 10*time.Second, func() bool {
 		r := prom.query(t, `count_over_time(jmxdp_jmirror_bytes_total[10s])`)
 		return len(r) == 1 && r[0].float(t) >= 4
 	})
@@ -246,7 +235,7 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 	for _, st := range streams {
 		jmBytes += st.Bytes
 	}
-	waitFor(t, "a scrape of the final counters", func() bool {
+	testenv.WaitFor(t, "a scrape of the final counters", 10*time.Second, func() bool {
 		r := prom.query(t, `sum(jmxdp_intercept_bytes_total)`)
 		return len(r) == 1 && uint64(r[0].float(t)) == jmBytes
 	})
@@ -295,15 +284,15 @@ func TestPrometheusScrapesDashboardQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := prom.query(t, `sum(jmxdp_untrusted_packets_total)`)
-	if len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] || c[jmmaps.StatUntrusted] == 0 {
-		t.Errorf("untrusted packets: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	if len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatUntrusted] || c[vocab.StatUntrusted] == 0 {
+		t.Errorf("untrusted packets: Prometheus %v, kernel %d", r, c[vocab.StatUntrusted])
 	}
 	// The unlabelled totals the alerts use agree with the kernel.
-	if r := prom.query(t, `jmxdp_untrusted_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatUntrusted] {
-		t.Errorf("untrusted total: Prometheus %v, kernel %d", r, c[jmmaps.StatUntrusted])
+	if r := prom.query(t, `jmxdp_untrusted_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatUntrusted] {
+		t.Errorf("untrusted total: Prometheus %v, kernel %d", r, c[vocab.StatUntrusted])
 	}
-	if r := prom.query(t, `jmxdp_candidate_port_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[jmmaps.StatCandidate] || c[jmmaps.StatCandidate] < 20 {
-		t.Errorf("candidate port total: Prometheus %v, kernel %d (20 sent to port 6502)", r, c[jmmaps.StatCandidate])
+	if r := prom.query(t, `jmxdp_candidate_port_packets_all_total`); len(r) != 1 || uint64(r[0].float(t)) != c[vocab.StatCandidate] || c[vocab.StatCandidate] < 20 {
+		t.Errorf("candidate port total: Prometheus %v, kernel %d (20 sent to port 6502)", r, c[vocab.StatCandidate])
 	}
 	// The rules loaded and evaluate: Prometheus lists them.
 	resp, err := http.Get(prom.url + "/api/v1/rules")

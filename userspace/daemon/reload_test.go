@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // A reload applies ports, default action, policy, allowlist, rotation and
@@ -23,9 +24,9 @@ func TestReload(t *testing.T) {
 	oldAddr := d.MetricsAddr()
 
 	next := e.config(gen.DefaultPort, 30031)
-	next.DefaultAction, next.DefaultActionSet = jmmaps.ActionCount, true
-	rule := jmmaps.PolicyRule{MID: 5, AnySID: true, Action: jmmaps.ActionCapture}
-	next.Policy, next.PolicySet = []jmmaps.PolicyRule{rule}, true
+	next.DefaultAction, next.DefaultActionSet = vocab.ActionCount, true
+	rule := vocab.PolicyRule{MID: 5, AnySID: true, Action: vocab.ActionCapture}
+	next.Policy, next.PolicySet = []vocab.PolicyRule{rule}, true
 	next.Output.RotateSize = 4096
 	next.Output.Dir = t.TempDir() // needs a restart
 	next.Metrics.Addr = cfg.Metrics.Addr
@@ -48,10 +49,10 @@ func TestReload(t *testing.T) {
 	if ports, _ := m.Ports(); !slices.Equal(ports, []uint16{gen.DefaultPort, 30031}) {
 		t.Errorf("ports after reload %v", ports)
 	}
-	if s, _ := m.Settings(); s.DefaultAction != jmmaps.ActionCount {
+	if s, _ := m.Settings(); s.DefaultAction != vocab.ActionCount {
 		t.Errorf("default action after reload %v", s.DefaultAction)
 	}
-	if p, _ := m.Policies(); !slices.Equal(p, []jmmaps.PolicyRule{rule}) {
+	if p, _ := m.Policies(); !slices.Equal(p, []vocab.PolicyRule{rule}) {
 		t.Errorf("policy after reload %v", p)
 	}
 	if d.MetricsAddr() != oldAddr {
@@ -66,9 +67,9 @@ func TestReload(t *testing.T) {
 		frames = append(frames, e.mirror(t, router, 5, 1, 30031, i), e.mirror(t, router, 6, 1, gen.DefaultPort, i))
 	}
 	e.send(t, frames)
-	waitFor(t, "capture of mid 5", func() bool { return d.Writer().Stats().Packets >= 40 })
-	waitFor(t, "a size rotation", func() bool { return d.Writer().Stats().RotationsSize > 0 })
-	if n := counter(t, d, jmmaps.StatActionCount); n < 40 {
+	testenv.WaitFor(t, "capture of mid 5", 10*time.Second, func() bool { return d.Writer().Stats().Packets >= 40 })
+	testenv.WaitFor(t, "a size rotation", 10*time.Second, func() bool { return d.Writer().Stats().RotationsSize > 0 })
+	if n := counter(t, d, vocab.StatActionCount); n < 40 {
 		t.Errorf("counted %d, want mid 6's 40", n)
 	}
 	if got := streamFiles(t, e.out); len(got) != 1 {

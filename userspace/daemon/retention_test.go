@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // TestRetentionAndHandoff: the daemon hands each completed file to the
@@ -28,7 +30,7 @@ func TestRetentionAndHandoff(t *testing.T) {
 	os.WriteFile(hook, []byte("#!/bin/sh\n[ -f \"$2\" ] && echo \"$2\" >> "+log+"\n"), 0o700)
 
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Output.RotateSize = 2000
 	cfg.Output.MaxBytes = 8000
 	cfg.Output.OnComplete = []string{hook, "--file", "{path}"}
@@ -58,11 +60,11 @@ func TestRetentionAndHandoff(t *testing.T) {
 	}
 	e.send(t, frames)
 	settle(t, d, len(frames))
-	waitFor(t, "retention to delete the old file", func() bool {
+	testenv.WaitFor(t, "retention to delete the old file", 10*time.Second, func() bool {
 		_, err := os.Stat(old)
 		return os.IsNotExist(err)
 	})
-	waitFor(t, "the hand-offs", func() bool {
+	testenv.WaitFor(t, "the hand-offs", 10*time.Second, func() bool {
 		m := scrape()
 		return strings.Contains(m, "jmxdp_handoff_queued 0") && strings.Contains(m, "jmxdp_handoff_running 0")
 	})

@@ -5,7 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The stream table refuses new streams when full (their counts go to their
@@ -29,7 +29,7 @@ func (d *Daemon) retireIfFull() {
 	if err != nil {
 		return
 	}
-	full := c[maps.StatStreamFull]
+	full := c[vocab.StatStreamFull]
 	if full == d.fullSeen {
 		return
 	}

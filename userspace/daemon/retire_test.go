@@ -7,8 +7,9 @@ import (
 
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The daemon retires idle streams only once the full table refused some,
@@ -22,14 +23,14 @@ func TestRetireIfFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{DefaultAction: maps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		t.Fatal(err)
 	}
 	router := netip.MustParseAddr("192.0.2.1")
 	// Streams silent since boot: LastSeen 1 ns of CLOCK_MONOTONIC_COARSE.
-	err = p.Maps.PutStreams(capacity, func(i int) maps.Stream {
-		s := maps.Stream{StreamKey: maps.StreamKey{Router: router, MID: uint32(i + 1), SID: 1}}
-		s.Inner[maps.InnerIPv4], s.Bytes, s.FirstSeen, s.LastSeen = 10, 1000, 1, 1
+	err = p.Maps.PutStreams(capacity, func(i int) vocab.Stream {
+		s := vocab.Stream{StreamKey: vocab.StreamKey{Router: router, MID: uint32(i + 1), SID: 1}}
+		s.Inner[vocab.InnerIPv4], s.Bytes, s.FirstSeen, s.LastSeen = 10, 1000, 1, 1
 		return s
 	})
 	if err != nil {
@@ -64,7 +65,7 @@ func TestRetireIfFull(t *testing.T) {
 func count(t *testing.T, m *maps.Maps) int {
 	t.Helper()
 	n := 0
-	if err := m.EachStream(func(maps.Stream) { n++ }); err != nil {
+	if err := m.EachStream(func(vocab.Stream) { n++ }); err != nil {
 		t.Fatal(err)
 	}
 	return n

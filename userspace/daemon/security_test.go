@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/daemon"
 	"github.com/jmxdp/jmxdp/userspace/logid"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // TestStartBadWebConfig: a web config that cannot work stops the start
@@ -19,7 +21,7 @@ import (
 func TestStartBadWebConfig(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
-	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg.Metrics.WebConfig = filepath.Join(t.TempDir(), "web.yml")
 	os.WriteFile(cfg.Metrics.WebConfig, []byte("basic_auth_users:\n  alice: not-a-bcrypt-hash\n"), 0o600)
 	if err := cfg.Validate(); err != nil {
@@ -47,7 +49,7 @@ func TestHideIDsByDefault(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.config()
 	// The lab's host end: an address of this machine that is not loopback.
-	cfg.Metrics.Addr = fmt.Sprintf("%s:%d", e.lab.HostAddr.Addr(), freePort(t))
+	cfg.Metrics.Addr = fmt.Sprintf("%s:%d", e.lab.HostAddr.Addr(), testenv.FreePort(t))
 	d := e.start(t, cfg)
 	logs := e.logs.String()
 	if n := strings.Count(logs, "intercept ids in metrics and logs"); n != 1 || !strings.Contains(logs, "hidden=true") ||
@@ -82,12 +84,12 @@ func TestHideIDsByDefault(t *testing.T) {
 		t.Errorf("the mid in the logs:\n%s", e.logs.String())
 	}
 
-	e.logs = &syncBuffer{}
+	e.logs = &testenv.LogBuffer{}
 	cfg.Metrics.HideIDs, cfg.Metrics.HideIDsSet = false, true
 	d = e.start(t, cfg)
 	defer d.Stop()
 	e.send(t, frames)
-	waitFor(t, "a per-intercept series (hide_ids: false)", func() bool {
+	testenv.WaitFor(t, "a per-intercept series (hide_ids: false)", 10*time.Second, func() bool {
 		resp, err := http.Get("http://" + d.MetricsAddr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)

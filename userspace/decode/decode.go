@@ -8,10 +8,10 @@ import (
 	"slices"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/capfile"
 	"github.com/jmxdp/jmxdp/userspace/filter"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Engine names a decoding engine.
@@ -46,19 +46,19 @@ type Options struct {
 // engine is one way to run frames through the data path.
 type engine interface {
 	process(frame []byte) error
-	result() ([]maps.Stream, maps.Counters, error)
-	candidates() ([]maps.Candidate, error)
+	result() ([]vocab.Stream, vocab.Counters, error)
+	candidates() ([]vocab.Candidate, error)
 	close() error
 }
 
 type goEngine struct{ e *jmirror.Engine }
 
 func (g *goEngine) process(frame []byte) error { g.e.Process(frame); return nil }
-func (g *goEngine) result() ([]maps.Stream, maps.Counters, error) {
+func (g *goEngine) result() ([]vocab.Stream, vocab.Counters, error) {
 	return g.e.Streams(), g.e.Counters(), nil
 }
-func (g *goEngine) candidates() ([]maps.Candidate, error) { return g.e.Candidates(), nil }
-func (g *goEngine) close() error                          { return nil }
+func (g *goEngine) candidates() ([]vocab.Candidate, error) { return g.e.Candidates(), nil }
+func (g *goEngine) close() error                           { return nil }
 
 type bpfEngine struct{ p *loader.Program }
 
@@ -66,16 +66,16 @@ func (b *bpfEngine) process(frame []byte) error {
 	_, err := b.p.Run(frame)
 	return err
 }
-func (b *bpfEngine) result() ([]maps.Stream, maps.Counters, error) {
+func (b *bpfEngine) result() ([]vocab.Stream, vocab.Counters, error) {
 	s, err := b.p.Maps.Streams()
 	if err != nil {
-		return nil, maps.Counters{}, err
+		return nil, vocab.Counters{}, err
 	}
 	c, err := b.p.Maps.Counters()
 	return s, c, err
 }
-func (b *bpfEngine) candidates() ([]maps.Candidate, error) { return b.p.Maps.Candidates() }
-func (b *bpfEngine) close() error                          { return b.p.Close() }
+func (b *bpfEngine) candidates() ([]vocab.Candidate, error) { return b.p.Maps.Candidates() }
+func (b *bpfEngine) close() error                           { return b.p.Close() }
 
 func newEngine(opts Options) (engine, error) {
 	switch opts.Engine {

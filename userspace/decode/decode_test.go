@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // realCapture is a capture from ../shared/testdata with the figures its

@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/filter"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // decode --filter: the report lists the streams that match, with the
@@ -34,11 +34,11 @@ func filterStream(s StreamReport) filter.Stream {
 			fs.Routers = append(fs.Routers, a)
 		}
 	}
-	fs.Inner[maps.InnerIPv4] = s.Inner.IPv4
-	fs.Inner[maps.InnerIPv6] = s.Inner.IPv6
-	fs.Inner[maps.InnerPPP] = s.Inner.PPP
-	fs.Inner[maps.InnerUnknown] = s.Inner.Unknown
-	fs.Inner[maps.InnerEmpty] = s.Inner.Empty
+	fs.Inner[vocab.InnerIPv4] = s.Inner.IPv4
+	fs.Inner[vocab.InnerIPv6] = s.Inner.IPv6
+	fs.Inner[vocab.InnerPPP] = s.Inner.PPP
+	fs.Inner[vocab.InnerUnknown] = s.Inner.Unknown
+	fs.Inner[vocab.InnerEmpty] = s.Inner.Empty
 	return fs
 }
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
 	"github.com/jmxdp/jmxdp/userspace/filter"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // demoCapture writes the default demo capture and returns it with its

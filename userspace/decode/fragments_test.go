@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // Issue 19 item 9: a capture whose fragments come last-first and with

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // decode --out never writes through a link planted in the output

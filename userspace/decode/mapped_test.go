@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/decode"
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // A capture where a forger sends over IPv6 from ::ffff:203.0.113.1 next to

@@ -72,40 +72,25 @@ func newOutWriter(dir string, ports []uint16, allowUntrusted bool) (*outWriter, 
 
 func (o *outWriter) decoded(port uint16) bool { return slices.Contains(o.ports, port) }
 
+// frame writes the mirrored packet f carries. An outer fragment goes to
+// the reassembler, and the datagram it completes is written timestamped
+// with its last fragment (as the kernel's defragmenter and tshark do).
 func (o *outWriter) frame(f capfile.Frame) error {
-	h, class := jmirror.Decode(f.Data, o.decoded)
-	if h.FirstFragment || h.LaterFragment {
-		return o.fragment(f, h, class)
-	}
-	if class != jmirror.ClassJmirror {
-		return nil
-	}
-	return o.write(f.Time, f.Data, h)
-}
-
-// fragment feeds an outer IPv4 fragment to the reassembler and writes the
-// datagram it completes, timestamped with its last fragment (as the
-// kernel's defragmenter and tshark do).
-func (o *outWriter) fragment(f capfile.Frame, h jmirror.Header, class jmirror.Class) error {
-	if class == jmirror.ClassJmirror && h.FirstFragment && o.firsts.first(f.Time, h, f.Data) {
+	u := jmirror.Unwrap(f.Data, o.decoded, o.reasm, f.Time)
+	if u.Fragment && u.Class == jmirror.ClassJmirror && u.Header.FirstFragment && o.firsts.first(f.Time, u.Header, f.Data) {
 		o.fragmented++
 	}
-	dgram, complete, err := o.reasm.Add(f.Time, f.Data[h.IPOffset:])
-	if err != nil || !complete {
-		return nil // counted by the reassembler
+	if !u.OK {
+		return nil // a fragment's failures are counted by the reassembler
 	}
-	frame := make([]byte, h.IPOffset+len(dgram))
-	copy(frame, f.Data[:h.IPOffset])
-	copy(frame[h.IPOffset:], dgram)
-	rh, rclass := jmirror.Decode(frame, o.decoded)
-	if rclass != jmirror.ClassJmirror {
-		return nil
+	if u.Fragment {
+		o.reassembled++
 	}
-	o.reassembled++
-	return o.write(f.Time, frame, rh)
+	return o.write(f.Time, &u)
 }
 
-func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
+func (o *outWriter) write(ts time.Time, u *jmirror.Unwrapped) error {
+	h := &u.Packet
 	if o.keep != nil && !o.keep(h.MID, h.SID) {
 		return nil
 	}
@@ -118,8 +103,7 @@ func (o *outWriter) write(ts time.Time, frame []byte, h jmirror.Header) error {
 		}
 		o.m = m
 	}
-	inner := frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
-	if !o.m.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), inner) {
+	if !o.m.Write(writer.Key{MID: h.MID, SID: h.SID}, ts, h.Router, pcapng.KindOf(h.Inner), u.Payload()) {
 		return fmt.Errorf("write mid %d sid %d: %s", h.MID, h.SID, o.failure())
 	}
 	return nil

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Report is the result of a decode. Its JSON form is a stable interface,
@@ -39,7 +39,7 @@ type CandidatePort struct {
 	Bytes   uint64 `json:"bytes"`
 }
 
-func candidateReports(cs []maps.Candidate) []CandidatePort {
+func candidateReports(cs []vocab.Candidate) []CandidatePort {
 	out := make([]CandidatePort, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, CandidatePort{Port: c.Port, Packets: c.Packets, Bytes: c.Bytes})
@@ -117,33 +117,33 @@ type Totals struct {
 	IPv6ExtTooLong uint64 `json:"ipv6_ext_too_long"`
 }
 
-func totalsFrom(c maps.Counters) Totals {
+func totalsFrom(c vocab.Counters) Totals {
 	return Totals{
-		Frames:              c[maps.StatFrames],
-		Jmirror:             c[maps.StatJmirror],
-		NotJmirror:          c[maps.StatNotJmirror],
-		Malformed:           c[maps.StatMalformedShort] + c[maps.StatMalformedTruncated],
-		Fragments:           c[maps.StatFragTracked] + c[maps.StatFragUnmatched] + c[maps.StatFragDuplicate] + c[maps.StatFragHeld],
-		JmirrorBytes:        c[maps.StatJmirrorBytes],
-		MalformedShort:      c[maps.StatMalformedShort],
-		MalformedTruncated:  c[maps.StatMalformedTruncated],
-		FragmentedDatagrams: c[maps.StatFragFirst],
-		FragmentsTracked:    c[maps.StatFragTracked],
-		FragmentsUnmatched:  c[maps.StatFragUnmatched],
-		Untrusted:           c[maps.StatUntrusted],
-		UntrustedMapped:     c[maps.StatUntrustedMapped],
-		FragmentsDuplicate:  c[maps.StatFragDuplicate],
-		FragmentsHeld:       c[maps.StatFragHeld],
-		IPv6ExtTooLong:      c[maps.StatIPv6ExtLong],
-		VersionNonzero:      c[maps.StatVersionNonzero],
+		Frames:              c[vocab.StatFrames],
+		Jmirror:             c[vocab.StatJmirror],
+		NotJmirror:          c[vocab.StatNotJmirror],
+		Malformed:           c[vocab.StatMalformedShort] + c[vocab.StatMalformedTruncated],
+		Fragments:           c[vocab.StatFragTracked] + c[vocab.StatFragUnmatched] + c[vocab.StatFragDuplicate] + c[vocab.StatFragHeld],
+		JmirrorBytes:        c[vocab.StatJmirrorBytes],
+		MalformedShort:      c[vocab.StatMalformedShort],
+		MalformedTruncated:  c[vocab.StatMalformedTruncated],
+		FragmentedDatagrams: c[vocab.StatFragFirst],
+		FragmentsTracked:    c[vocab.StatFragTracked],
+		FragmentsUnmatched:  c[vocab.StatFragUnmatched],
+		Untrusted:           c[vocab.StatUntrusted],
+		UntrustedMapped:     c[vocab.StatUntrustedMapped],
+		FragmentsDuplicate:  c[vocab.StatFragDuplicate],
+		FragmentsHeld:       c[vocab.StatFragHeld],
+		IPv6ExtTooLong:      c[vocab.StatIPv6ExtLong],
+		VersionNonzero:      c[vocab.StatVersionNonzero],
 	}
 }
 
 // streamReports groups per-router entries into (mid, sid) streams. Sorting
 // the entries by (mid, sid, router) first orders both the streams and each
 // stream's routers.
-func streamReports(in []maps.Stream) []StreamReport {
-	maps.SortStreams(in)
+func streamReports(in []vocab.Stream) []StreamReport {
+	vocab.SortStreams(in)
 	type id struct{ mid, sid uint32 }
 	idx := make(map[id]int)
 	var out []StreamReport
@@ -158,11 +158,11 @@ func streamReports(in []maps.Stream) []StreamReport {
 		r := &out[i]
 		r.Packets += s.Packets
 		r.Bytes += s.Bytes
-		r.Inner.IPv4 += s.Inner[maps.InnerIPv4]
-		r.Inner.IPv6 += s.Inner[maps.InnerIPv6]
-		r.Inner.PPP += s.Inner[maps.InnerPPP]
-		r.Inner.Unknown += s.Inner[maps.InnerUnknown]
-		r.Inner.Empty += s.Inner[maps.InnerEmpty]
+		r.Inner.IPv4 += s.Inner[vocab.InnerIPv4]
+		r.Inner.IPv6 += s.Inner[vocab.InnerIPv6]
+		r.Inner.PPP += s.Inner[vocab.InnerPPP]
+		r.Inner.Unknown += s.Inner[vocab.InnerUnknown]
+		r.Inner.Empty += s.Inner[vocab.InnerEmpty]
 		r.Routers = append(r.Routers, RouterReport{Addr: s.Router.String(), Packets: s.Packets, Bytes: s.Bytes})
 	}
 	return out

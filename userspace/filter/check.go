@@ -5,8 +5,7 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr/ast"
-
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // checker checks a parsed, normalized filter against the language
@@ -271,10 +270,10 @@ func prefixesOf(n ast.Node) (prefixSet, error) {
 	return nil, &nodeError{n, "router is compared with an address or prefix such as 192.0.2.1 or 10.0.0.0/8, not " + describe(n)}
 }
 
-func kindByName(s string) (maps.Inner, bool) {
-	for k := range maps.NumInner {
-		if maps.Inner(k).String() == s {
-			return maps.Inner(k), true
+func kindByName(s string) (vocab.Inner, bool) {
+	for k := range vocab.NumInner {
+		if vocab.Inner(k).String() == s {
+			return vocab.Inner(k), true
 		}
 	}
 	return 0, false

@@ -26,8 +26,7 @@ import (
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
-
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Stream is what a filter sees of a stream.
@@ -38,15 +37,15 @@ type Stream struct {
 	// `router != A` and `router not in P` if none is. A stream with no
 	// router matches neither == nor in.
 	Routers []netip.Addr
-	// Inner counts the mirrored packets by kind, indexed by maps.Inner:
+	// Inner counts the mirrored packets by kind, indexed by vocab.Inner:
 	// `inner == ppp` holds if the stream carried any PPP packet.
-	Inner          [maps.NumInner]uint64
+	Inner          [vocab.NumInner]uint64
 	Packets, Bytes uint64
 }
 
 // StreamOf is the Stream of one entry of the kernel's stream table: one
 // router's share of a (mid, sid).
-func StreamOf(s maps.Stream) Stream {
+func StreamOf(s vocab.Stream) Stream {
 	return Stream{MID: s.MID, SID: s.SID, Routers: []netip.Addr{s.Router}, Inner: s.Inner, Packets: s.Packets, Bytes: s.Bytes}
 }
 
@@ -73,11 +72,11 @@ var names = []string{nameMID, nameSID, nameRouter, nameInner, namePackets, nameB
 func Names() []string { return append([]string(nil), names...) }
 
 // KindNames are the inner kinds, the values `inner` compares with, in
-// maps.Inner order.
+// vocab.Inner order.
 func KindNames() []string {
-	out := make([]string, maps.NumInner)
+	out := make([]string, vocab.NumInner)
 	for k := range out {
-		out[k] = maps.Inner(k).String()
+		out[k] = vocab.Inner(k).String()
 	}
 	return out
 }
@@ -93,7 +92,7 @@ type env struct {
 	Bytes   int64        `expr:"bytes"`
 }
 
-// kindSet is a set of inner kinds, bit k for maps.Inner(k).
+// kindSet is a set of inner kinds, bit k for vocab.Inner(k).
 type kindSet uint8
 
 // prefixSet is what router is compared with; an address is a /32 or /128.

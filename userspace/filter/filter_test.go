@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 func addrs(s ...string) []netip.Addr {
@@ -21,7 +21,7 @@ func addrs(s ...string) []netip.Addr {
 	return out
 }
 
-func inner(counts map[maps.Inner]uint64) (out [maps.NumInner]uint64) {
+func inner(counts map[vocab.Inner]uint64) (out [vocab.NumInner]uint64) {
 	for k, n := range counts {
 		out[k] = n
 	}
@@ -33,13 +33,13 @@ func inner(counts map[maps.Inner]uint64) (out [maps.NumInner]uint64) {
 // kinds, and one with no router or packet.
 var testStreams = map[byte]Stream{
 	'A': {MID: 0x8000, SID: 1, Routers: addrs("64.230.45.123", "64.230.56.119"),
-		Inner: inner(map[maps.Inner]uint64{maps.InnerPPP: 100}), Packets: 100, Bytes: 6858},
+		Inner: inner(map[vocab.Inner]uint64{vocab.InnerPPP: 100}), Packets: 100, Bytes: 6858},
 	'B': {MID: 2, SID: 0x10f447, Routers: addrs("67.70.219.162"),
-		Inner: inner(map[maps.Inner]uint64{maps.InnerIPv4: 38}), Packets: 38, Bytes: 2280},
+		Inner: inner(map[vocab.Inner]uint64{vocab.InnerIPv4: 38}), Packets: 38, Bytes: 2280},
 	'C': {MID: 0x3039, SID: 0x1e240, Routers: addrs("10.15.6.50"),
-		Inner: inner(map[maps.Inner]uint64{maps.InnerPPP: 6}), Packets: 6, Bytes: 72},
+		Inner: inner(map[vocab.Inner]uint64{vocab.InnerPPP: 6}), Packets: 6, Bytes: 72},
 	'D': {MID: 0x3fffffff, SID: 0xffffffff, Routers: addrs("2001:db8::1"),
-		Inner: inner(map[maps.Inner]uint64{maps.InnerIPv6: 5, maps.InnerUnknown: 1, maps.InnerEmpty: 1}), Packets: 7, Bytes: 1_000_000},
+		Inner: inner(map[vocab.Inner]uint64{vocab.InnerIPv6: 5, vocab.InnerUnknown: 1, vocab.InnerEmpty: 1}), Packets: 7, Bytes: 1_000_000},
 	'E': {MID: 100, SID: 100000},
 }
 
@@ -284,9 +284,9 @@ func TestString(t *testing.T) {
 }
 
 func TestStreamOf(t *testing.T) {
-	var s maps.Stream
+	var s vocab.Stream
 	s.Router, s.MID, s.SID, s.Packets, s.Bytes = netip.MustParseAddr("192.0.2.1"), 7, 9, 3, 30
-	s.Inner[maps.InnerPPP] = 3
+	s.Inner[vocab.InnerPPP] = 3
 	fs := StreamOf(s)
 	if !MustCompile("router == 192.0.2.1 and mid == 7 and sid == 9 and packets == 3 and bytes == 30 and inner == ppp and inner != ipv4").Match(fs) {
 		t.Errorf("StreamOf(%+v) = %+v", s, fs)

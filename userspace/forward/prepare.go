@@ -16,6 +16,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/nexthop"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Prepare readies the path of every forward rule in rules. It changes
@@ -23,12 +24,12 @@ import (
 // before writing the rules, so that a target with no route is refused
 // before anything takes effect. A neighbour that cannot be probed is
 // logged, not refused: frames that meet it go to userspace, counted.
-func Prepare(m *maps.Maps, rules []maps.PolicyRule, log *slog.Logger) error {
+func Prepare(m *maps.Maps, rules []vocab.PolicyRule, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
 	for _, r := range rules {
-		if r.Action != maps.ActionForward {
+		if r.Action != vocab.ActionForward {
 			continue
 		}
 		dst := r.Target.Addr()
@@ -52,13 +53,13 @@ func Prepare(m *maps.Maps, rules []maps.PolicyRule, log *slog.Logger) error {
 // whose forwarding sysctl is off; with forward rules, one named here whose
 // forwarding is off for a family a target uses is refused, and none named
 // is logged, since the ingress's forwarding is normally off.
-func LookupInterface(name string, rules []maps.PolicyRule, log *slog.Logger) (uint32, error) {
+func LookupInterface(name string, rules []vocab.PolicyRule, log *slog.Logger) (uint32, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	var v4, v6 bool
 	for _, r := range rules {
-		if r.Action == maps.ActionForward {
+		if r.Action == vocab.ActionForward {
 			v4 = v4 || r.Target.Addr().Is4()
 			v6 = v6 || r.Target.Addr().Is6()
 		}
@@ -108,7 +109,7 @@ func Keep(ctx context.Context, m *maps.Maps, every time.Duration, log *slog.Logg
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	failing := map[maps.PolicyRule]string{}
+	failing := map[vocab.PolicyRule]string{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,10 +122,10 @@ func Keep(ctx context.Context, m *maps.Maps, every time.Duration, log *slog.Logg
 			continue
 		}
 		for _, r := range rules {
-			if r.Action != maps.ActionForward {
+			if r.Action != vocab.ActionForward {
 				continue
 			}
-			err := Prepare(m, []maps.PolicyRule{r}, log)
+			err := Prepare(m, []vocab.PolicyRule{r}, log)
 			switch {
 			case err != nil && failing[r] != err.Error():
 				log.Warn("forward: a target's path is gone; its frames go to userspace, counted", "rule", r.String(), "err", err)

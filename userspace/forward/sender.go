@@ -12,6 +12,7 @@ import (
 
 	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +38,28 @@ type Sender struct {
 	reasm   *reasm.Reassembler
 
 	sent, failed, fragments, reassembled atomic.Uint64
+
+	// streamsMu guards streams: every queue's ring loop sends.
+	streamsMu sync.Mutex
+	streams   map[vocab.StreamKey]*StreamCounts
+}
+
+// Handed is what the program's metadata says of a whole datagram it
+// handed to userspace: its outer IP header at L3Off, its Jmirror header
+// at JMOff, its mirrored packet's length, its stream and why.
+type Handed struct {
+	L3Off, JMOff, InnerLen int
+	MID, SID               uint32
+	Reason                 vocab.FwdReason
+}
+
+// StreamCounts are what the Sender did for one stream: datagrams sent
+// from a socket and their IP payload bytes (UDP header, Jmirror header,
+// mirrored packet), and those it could not send,
+// each by the reason the program handed them over (vocab.FwdReason; a
+// reassembled datagram counts under its last fragment's reason).
+type StreamCounts struct {
+	Sent, Bytes, Failed [vocab.NumFwdReasons]uint64
 }
 
 type sockKey struct {
@@ -56,12 +79,68 @@ type SenderStats struct {
 
 // NewSender sends to the targets t names.
 func NewSender(t Targets) *Sender {
-	return &Sender{targets: t, conns: make(map[sockKey]*net.UDPConn), reasm: reasm.New(reasm.Config{})}
+	return &Sender{targets: t, conns: make(map[sockKey]*net.UDPConn), reasm: reasm.New(reasm.Config{}),
+		streams: make(map[vocab.StreamKey]*StreamCounts)}
 }
 
 // Stats reads the counters.
 func (s *Sender) Stats() SenderStats {
 	return SenderStats{Sent: s.sent.Load(), Failed: s.failed.Load(), Fragments: s.fragments.Load(), Reassembled: s.reassembled.Load()}
+}
+
+// Streams copies the per-stream counts.
+func (s *Sender) Streams() map[vocab.StreamKey]StreamCounts {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	out := make(map[vocab.StreamKey]StreamCounts, len(s.streams))
+	for k, v := range s.streams {
+		out[k] = *v
+	}
+	return out
+}
+
+// count adds one datagram of a stream's to its counts. An unknown reason
+// counts as unsupported, as the program counts it.
+func (s *Sender) count(k vocab.StreamKey, reason vocab.FwdReason, bytes int, err error) {
+	if reason <= 0 || int(reason) >= vocab.NumFwdReasons {
+		reason = vocab.FwdUnsupported
+	}
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	c := s.streams[k]
+	if c == nil {
+		if len(s.streams) >= maxStreams {
+			return // bounded: a stream past the bound is in the totals only
+		}
+		c = &StreamCounts{}
+		s.streams[k] = c
+	}
+	if err != nil {
+		c.Failed[reason]++
+		return
+	}
+	c.Sent[reason]++
+	c.Bytes[reason] += uint64(bytes)
+}
+
+// maxStreams bounds the per-stream counts (the program's jm_fwd_streams
+// holds JM_MAX_FWD_STREAMS).
+const maxStreams = 65536
+
+// routerOf is the outer source address of the IP packet at l3Off of
+// frame: the router, as vocab.StreamKey holds it.
+func routerOf(frame []byte, l3Off int) netip.Addr {
+	if l3Off < 0 || l3Off >= len(frame) {
+		return netip.Addr{}
+	}
+	ip := frame[l3Off:]
+	switch {
+	case ip[0]>>4 == 4 && len(ip) >= 20:
+		return netip.AddrFrom4([4]byte(ip[12:16]))
+	case ip[0]>>4 == 6 && len(ip) >= 24:
+		return netip.AddrFrom16([16]byte(ip[8:24]))
+	}
+	return netip.Addr{}
 }
 
 // Close closes the sockets.
@@ -78,7 +157,7 @@ func (s *Sender) Close() error {
 // Fragment takes a fragment of a forwarded datagram, its outer IP header
 // at l3Off of frame, and sends the datagram once it is whole (the kernel
 // fragments it again as the target's path needs).
-func (s *Sender) Fragment(frame []byte, l3Off int) error {
+func (s *Sender) Fragment(frame []byte, l3Off int, reason vocab.FwdReason) error {
 	s.fragments.Add(1)
 	if l3Off < 0 || l3Off >= len(frame) {
 		s.failed.Add(1)
@@ -106,13 +185,13 @@ func (s *Sender) Fragment(frame []byte, l3Off int) error {
 		return errors.New("forward: reassembled datagram too short for Jmirror")
 	}
 	w0 := binary.BigEndian.Uint32(dg[udp+udpLen:])
-	mid, sid := w0&maps.MaxMID, binary.BigEndian.Uint32(dg[udp+udpLen+4:])
+	mid, sid := w0&vocab.MaxMID, binary.BigEndian.Uint32(dg[udp+udpLen+4:])
 	ulen := int(binary.BigEndian.Uint16(dg[udp+4:]))
 	if ulen < udpLen+jmLen || udp+ulen > len(dg) {
 		s.failed.Add(1)
 		return fmt.Errorf("forward mid %d: UDP length %d does not fit the reassembled datagram", mid, ulen)
 	}
-	return s.Send(dg, mid, sid, udp+udpLen, ulen-udpLen-jmLen)
+	return s.Send(dg, Handed{L3Off: 0, JMOff: udp + udpLen, InnerLen: ulen - udpLen - jmLen, MID: mid, SID: sid, Reason: reason})
 }
 
 // udpOffset is where the UDP header of a reassembled IP datagram starts:
@@ -146,11 +225,11 @@ func udpOffset(dg []byte) (int, bool) {
 	return 0, false
 }
 
-// Send sends the UDP payload of a whole Jmirror datagram of (mid, sid),
-// the Jmirror header at jmOff of frame, its mirrored packet innerLen bytes
-// after the header: what the program would have put after fresh headers.
-func (s *Sender) Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error {
-	err := s.send(frame, mid, sid, jmOff, innerLen)
+// Send sends the UDP payload of a whole Jmirror datagram (h says where
+// its parts are): what the program would have put after fresh headers.
+func (s *Sender) Send(frame []byte, h Handed) error {
+	err := s.send(frame, h.MID, h.SID, h.JMOff, h.InnerLen)
+	s.count(vocab.StreamKey{Router: routerOf(frame, h.L3Off), MID: h.MID, SID: h.SID}, h.Reason, datagramHeaders+h.InnerLen, err)
 	if err != nil {
 		s.failed.Add(1)
 		return err
@@ -158,6 +237,10 @@ func (s *Sender) Send(frame []byte, mid, sid uint32, jmOff, innerLen int) error 
 	s.sent.Add(1)
 	return nil
 }
+
+// datagramHeaders are the UDP and Jmirror headers: a datagram's bytes
+// counted are the IP payload, as the program counts its own.
+const datagramHeaders = 8 + 8
 
 func (s *Sender) send(frame []byte, mid, sid uint32, jmOff, innerLen int) error {
 	const udpLen, jmLen = 8, 8

@@ -1,18 +1,17 @@
 package handoff
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // script writes an executable /bin/sh script and returns its path.
@@ -25,25 +24,6 @@ func script(t *testing.T, body string) string {
 	return p
 }
 
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
-
 func newRunner(t *testing.T, cfg Config) *Runner {
 	t.Helper()
 	r, err := New(cfg)
@@ -52,18 +32,6 @@ func newRunner(t *testing.T, cfg Config) *Runner {
 	}
 	t.Cleanup(func() { r.Close(10 * time.Second) })
 	return r
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func settled(r *Runner) func() bool {
@@ -122,7 +90,7 @@ func TestArgvRecorded(t *testing.T) {
 		if !r.Submit(file) {
 			t.Fatal("Submit refused")
 		}
-		waitFor(t, "the hand-off", settled(r))
+		testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
 		if st := r.Stats(); st.Succeeded != 1 || st.Failed != [NumReasons]uint64{} {
 			t.Fatalf("stats %+v", st)
 		}
@@ -142,7 +110,7 @@ func TestArgvRecorded(t *testing.T) {
 		os.Remove(f)
 	}
 	r.Submit("rel/x.pcapng")
-	waitFor(t, "the hand-off", settled(r))
+	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
 	got := must(filepath.Glob(filepath.Join(out, "*.args")))
 	if len(got) != 1 || string(must(os.ReadFile(got[0]))) != filepath.Join(wd, "rel/x.pcapng")+"\n" {
 		t.Errorf("relative path: recorded %v", got)
@@ -159,11 +127,11 @@ func must[T any](v T, err error) T {
 // TestFailures: a non-zero exit and a command gone since the start are
 // counted by reason and logged with the file, the output's tail too.
 func TestFailures(t *testing.T) {
-	var log logBuf
+	var log testenv.LogBuffer
 	fail := script(t, `echo "cannot reach the mediation function" >&2; exit 3`)
-	r := newRunner(t, Config{Argv: []string{fail}, Logger: log.logger(), Workers: 1})
+	r := newRunner(t, Config{Argv: []string{fail}, Logger: log.Logger(), Workers: 1})
 	r.Submit("/out/mid-1/sid-2/a.pcapng")
-	waitFor(t, "the hand-off", settled(r))
+	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
 	st := r.Stats()
 	if st.Failed[Exit] != 1 || st.Succeeded != 0 {
 		t.Fatalf("stats %+v, want one exit failure", st)
@@ -179,7 +147,7 @@ func TestFailures(t *testing.T) {
 	r2 := newRunner(t, Config{Argv: []string{gone}, Workers: 1})
 	os.Remove(gone)
 	r2.Submit("/out/x.pcapng")
-	waitFor(t, "the hand-off", settled(r2))
+	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r2))
 	if st := r2.Stats(); st.Failed[Start] != 1 {
 		t.Fatalf("stats %+v, want one start failure", st)
 	}
@@ -190,11 +158,11 @@ func TestFailures(t *testing.T) {
 func TestTimeoutKillsGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	slow := script(t, `sleep 60 & echo $! > `+pidFile+`; wait`)
-	var log logBuf
-	r := newRunner(t, Config{Argv: []string{slow}, Timeout: 300 * time.Millisecond, Logger: log.logger(), Workers: 1})
+	var log testenv.LogBuffer
+	r := newRunner(t, Config{Argv: []string{slow}, Timeout: 300 * time.Millisecond, Logger: log.Logger(), Workers: 1})
 	start := time.Now()
 	r.Submit("/out/slow.pcapng")
-	waitFor(t, "the hand-off", settled(r))
+	testenv.WaitFor(t, "the hand-off", 10*time.Second, settled(r))
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("took %v with a 300ms timeout", took)
 	}
@@ -210,7 +178,7 @@ func TestTimeoutKillsGroup(t *testing.T) {
 	}
 	// The child was killed with the group; it is reaped by init, so wait
 	// until it is gone rather than a zombie.
-	waitFor(t, fmt.Sprintf("child %d to die", pid), func() bool {
+	testenv.WaitFor(t, fmt.Sprintf("child %d to die", pid), 10*time.Second, func() bool {
 		if err := syscall.Kill(pid, 0); err != nil {
 			return true
 		}
@@ -232,7 +200,7 @@ func TestConcurrencyBound(t *testing.T) {
 			t.Fatal("Submit refused")
 		}
 	}
-	waitFor(t, "the hand-offs", settled(r))
+	testenv.WaitFor(t, "the hand-offs", 10*time.Second, settled(r))
 	if st := r.Stats(); st.Succeeded != 8 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -250,10 +218,10 @@ func TestConcurrencyBound(t *testing.T) {
 func TestQueueFullAndPending(t *testing.T) {
 	release := filepath.Join(t.TempDir(), "release")
 	hook := script(t, `while [ ! -e `+release+` ]; do sleep 0.02; done`)
-	var log logBuf
-	r := newRunner(t, Config{Argv: []string{hook}, Workers: 1, Queue: 1, Logger: log.logger()})
+	var log testenv.LogBuffer
+	r := newRunner(t, Config{Argv: []string{hook}, Workers: 1, Queue: 1, Logger: log.Logger()})
 	r.Submit("/out/a.pcapng")
-	waitFor(t, "a to run", func() bool { return r.Stats().Running == 1 })
+	testenv.WaitFor(t, "a to run", 10*time.Second, func() bool { return r.Stats().Running == 1 })
 	if !r.Submit("/out/b.pcapng") {
 		t.Fatal("b refused with room in the queue")
 	}
@@ -270,7 +238,7 @@ func TestQueueFullAndPending(t *testing.T) {
 		t.Errorf("log %q", log.String())
 	}
 	os.WriteFile(release, nil, 0o600)
-	waitFor(t, "the hand-offs", settled(r))
+	testenv.WaitFor(t, "the hand-offs", 10*time.Second, settled(r))
 	if r.Pending("/out/a.pcapng") || r.Pending("/out/b.pcapng") {
 		t.Error("still pending after the commands ended")
 	}
@@ -289,7 +257,7 @@ func TestCloseBounded(t *testing.T) {
 	}
 	r.Submit("/out/a.pcapng")
 	r.Submit("/out/b.pcapng")
-	waitFor(t, "a to run", func() bool { return r.Stats().Running == 1 })
+	testenv.WaitFor(t, "a to run", 10*time.Second, func() bool { return r.Stats().Running == 1 })
 	start := time.Now()
 	if err := r.Close(200 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "2 files") {
 		t.Errorf("Close: %v", err)

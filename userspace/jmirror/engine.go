@@ -5,24 +5,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/jmxdp/jmxdp/maps"
-)
-
-// Verdict is the XDP action the program would return.
-type Verdict uint32
-
-// XDP actions (uapi enum xdp_action), as loader.Verdict.
-const (
-	VerdictDrop     Verdict = 1
-	VerdictPass     Verdict = 2
-	VerdictRedirect Verdict = 4
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Config is the engine's equivalent of the configuration maps.
 type Config struct {
 	Ports         []uint16
-	DefaultAction maps.Action
-	Policies      []maps.PolicyRule
+	DefaultAction vocab.Action
+	Policies      []vocab.PolicyRule
 	Allowlist     []netip.Prefix
 	// CaptureSocket says an AF_XDP socket serves the RX queue; without one
 	// capture falls back to XDP_PASS and counts a capture failure, as the
@@ -37,7 +27,7 @@ type policyKey struct {
 
 type fragEntry struct {
 	mid, sid   uint32
-	action     maps.Action
+	action     vocab.Action
 	untrusted  bool
 	notJmirror bool
 	// What tells a copy of the first fragment (a duplicate) from a new
@@ -70,8 +60,8 @@ func recent(now, t time.Duration) bool { return t != 0 && now-t < FragWindow }
 // Result is what the engine did with one frame.
 type Result struct {
 	Class   Class
-	Verdict Verdict
-	Action  maps.Action // for ClassJmirror and ClassFragTracked
+	Verdict vocab.Verdict
+	Action  vocab.Action // for ClassJmirror and ClassFragTracked
 	Header  Header
 	// Candidate: not decoded, but Jmirror-looking traffic on a port that
 	// is not configured (port discovery).
@@ -84,14 +74,14 @@ type Result struct {
 type Engine struct {
 	cfg        Config
 	ports      map[uint16]bool
-	policy     map[policyKey]maps.Action
-	streams    map[maps.StreamKey]*maps.StreamStats
+	policy     map[policyKey]vocab.Action
+	streams    map[vocab.StreamKey]*vocab.StreamStats
 	frags      map[FragKey]fragEntry
 	frags6     map[Frag6Key]fragEntry
 	pairs      map[pairKey]pairSeen
 	untrusted  map[netip.Addr]uint64
-	candidates map[uint16]maps.Candidate
-	counters   maps.Counters
+	candidates map[uint16]vocab.Candidate
+	counters   vocab.Counters
 	clock      func() time.Duration
 }
 
@@ -106,13 +96,13 @@ func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 	e := &Engine{
 		cfg:        cfg,
 		ports:      make(map[uint16]bool),
-		policy:     make(map[policyKey]maps.Action),
-		streams:    make(map[maps.StreamKey]*maps.StreamStats),
+		policy:     make(map[policyKey]vocab.Action),
+		streams:    make(map[vocab.StreamKey]*vocab.StreamStats),
 		frags:      make(map[FragKey]fragEntry),
 		frags6:     make(map[Frag6Key]fragEntry),
 		pairs:      make(map[pairKey]pairSeen),
 		untrusted:  make(map[netip.Addr]uint64),
-		candidates: make(map[uint16]maps.Candidate),
+		candidates: make(map[uint16]vocab.Candidate),
 		clock:      clock,
 	}
 	for _, p := range cfg.Ports {
@@ -124,7 +114,7 @@ func NewEngine(cfg Config, clock func() time.Duration) *Engine {
 	return e
 }
 
-func (e *Engine) count(s maps.Stat, n uint64) { e.counters[s] += n }
+func (e *Engine) count(s vocab.Stat, n uint64) { e.counters[s] += n }
 
 func (e *Engine) trusted(a netip.Addr) bool {
 	if len(e.cfg.Allowlist) == 0 {
@@ -138,7 +128,7 @@ func (e *Engine) trusted(a netip.Addr) bool {
 	return false
 }
 
-func (e *Engine) lookupAction(mid, sid uint32) maps.Action {
+func (e *Engine) lookupAction(mid, sid uint32) vocab.Action {
 	a, ok := e.policy[policyKey{mid, sid, false}]
 	if !ok {
 		a, ok = e.policy[policyKey{mid, 0, true}]
@@ -168,9 +158,9 @@ func (e *Engine) pairHolds(pk pairKey) bool {
 	return ok && recent(now, p.capture) && !recent(now, p.other)
 }
 
-func (e *Engine) notePair(pk pairKey, a maps.Action, now time.Duration) {
+func (e *Engine) notePair(pk pairKey, a vocab.Action, now time.Duration) {
 	p := e.pairs[pk]
-	if a == maps.ActionCapture {
+	if a == vocab.ActionCapture {
 		p.capture = now
 	} else {
 		p.other = now
@@ -178,88 +168,81 @@ func (e *Engine) notePair(pk pairKey, a maps.Action, now time.Duration) {
 	e.pairs[pk] = p
 }
 
-func (e *Engine) apply(a maps.Action) Verdict {
-	e.count(maps.ActionStat(a), 1)
+func (e *Engine) apply(a vocab.Action) vocab.Verdict {
+	e.count(vocab.ActionStat(a), 1)
 	switch a {
-	case maps.ActionCapture:
+	case vocab.ActionCapture:
 		if e.cfg.CaptureSocket {
-			return VerdictRedirect
+			return vocab.VerdictRedirect
 		}
-		e.count(maps.StatCaptureFailed, 1)
-		return VerdictPass
-	case maps.ActionCount:
-		return VerdictDrop
+		e.count(vocab.StatCaptureFailed, 1)
+		return vocab.VerdictPass
+	case vocab.ActionCount:
+		return vocab.VerdictDrop
 	}
-	return VerdictPass
+	return vocab.VerdictPass
 }
 
-func (e *Engine) dropUntrusted(a netip.Addr) Verdict {
-	e.count(maps.StatUntrusted, 1)
+func (e *Engine) dropUntrusted(a netip.Addr) vocab.Verdict {
+	e.count(vocab.StatUntrusted, 1)
 	e.untrusted[a]++
-	return VerdictDrop
+	return vocab.VerdictDrop
+}
+
+// laterFragment classifies a later fragment by its first's record fe
+// (found: there is one): held when its pair holds early fragments, else
+// unmatched, untrusted or tracked as its first.
+func (e *Engine) laterFragment(r Result, fe fragEntry, found, holdable bool) Result {
+	switch {
+	case !found && holdable && e.pairHolds(pairOf(&r.Header)):
+		r.Class = ClassFragHeld
+		r.Action = vocab.ActionCapture
+		e.count(vocab.StatFragHeld, 1)
+		r.Verdict = e.apply(vocab.ActionCapture)
+	case !found, fe.notJmirror:
+		r.Class = ClassFragUnmatched
+		e.count(vocab.StatFragUnmatched, 1)
+	case fe.untrusted:
+		r.Class = ClassUntrusted
+		r.Verdict = e.dropUntrusted(r.Header.Router)
+	default:
+		r.Class = ClassFragTracked
+		r.Action = fe.action
+		r.Header.MID, r.Header.SID = fe.mid, fe.sid
+		e.count(vocab.StatFragTracked, 1)
+		r.Verdict = e.apply(fe.action)
+	}
+	return r
 }
 
 // Process runs one Ethernet frame through the program's logic.
 func (e *Engine) Process(frame []byte) Result {
-	e.count(maps.StatFrames, 1)
+	e.count(vocab.StatFrames, 1)
 	h, ok := parseHeader(frame)
-	r := Result{Header: h, Class: ClassNotJmirror, Verdict: VerdictPass}
+	r := Result{Header: h, Class: ClassNotJmirror, Verdict: vocab.VerdictPass}
 	if !ok {
-		e.count(maps.StatNotJmirror, 1)
+		e.count(vocab.StatNotJmirror, 1)
 		return r
 	}
 	if h.ExtTooLong {
 		r.Class = ClassIPv6ExtTooLong
-		e.count(maps.StatIPv6ExtLong, 1)
-		return r
-	}
-	if h.LaterFragment && h.Frag6 {
-		// As the kernel's handle_later_fragment6: held as IPv4 ones are,
-		// whatever the protocol (only the first fragment names it).
-		fe, found := e.frags6[h.Frag6Key]
-		switch {
-		case !found && e.pairHolds(pairOf(&h)):
-			r.Class = ClassFragHeld
-			r.Action = maps.ActionCapture
-			e.count(maps.StatFragHeld, 1)
-			r.Verdict = e.apply(maps.ActionCapture)
-		case !found, fe.notJmirror:
-			r.Class = ClassFragUnmatched
-			e.count(maps.StatFragUnmatched, 1)
-		case fe.untrusted:
-			r.Class = ClassUntrusted
-			r.Verdict = e.dropUntrusted(h.Router)
-		default:
-			r.Class = ClassFragTracked
-			r.Action = fe.action
-			r.Header.MID, r.Header.SID = fe.mid, fe.sid
-			e.count(maps.StatFragTracked, 1)
-			r.Verdict = e.apply(fe.action)
-		}
+		e.count(vocab.StatIPv6ExtLong, 1)
 		return r
 	}
 	if h.LaterFragment {
-		fe, found := e.frags[h.Frag]
-		switch {
-		case !found && h.Frag.Proto == protoUDP && e.pairHolds(pairOf(&h)):
-			r.Class = ClassFragHeld
-			r.Action = maps.ActionCapture
-			e.count(maps.StatFragHeld, 1)
-			r.Verdict = e.apply(maps.ActionCapture)
-		case !found, fe.notJmirror:
-			r.Class = ClassFragUnmatched
-			e.count(maps.StatFragUnmatched, 1)
-		case fe.untrusted:
-			r.Class = ClassUntrusted
-			r.Verdict = e.dropUntrusted(h.Router)
-		default:
-			r.Class = ClassFragTracked
-			r.Action = fe.action
-			r.Header.MID, r.Header.SID = fe.mid, fe.sid
-			e.count(maps.StatFragTracked, 1)
-			r.Verdict = e.apply(fe.action)
+		// As the kernel's handle_later_fragment(6). An IPv6 one is held
+		// whatever the protocol (only the first fragment names it); an
+		// IPv4 one only if UDP.
+		var fe fragEntry
+		var found bool
+		holdable := true
+		if h.Frag6 {
+			fe, found = e.frags6[h.Frag6Key]
+		} else {
+			fe, found = e.frags[h.Frag]
+			holdable = h.Frag.Proto == protoUDP
 		}
-		return r
+		return e.laterFragment(r, fe, found, holdable)
 	}
 	// forget: a first fragment that is not Jmirror leaves no stale record,
 	// or, from a pair whose early fragments are held, one saying so.
@@ -283,9 +266,9 @@ func (e *Engine) Process(frame []byte) Result {
 	}
 	if !h.UDP || !e.ports[h.Port] {
 		forget()
-		e.count(maps.StatNotJmirror, 1)
+		e.count(vocab.StatNotJmirror, 1)
 		if Lookalike(frame, h) {
-			e.count(maps.StatCandidate, 1)
+			e.count(vocab.StatCandidate, 1)
 			c := e.candidates[h.Port]
 			c.Packets++
 			c.Bytes += uint64(h.UDPLen - MinUDPLen)
@@ -294,13 +277,13 @@ func (e *Engine) Process(frame []byte) Result {
 		}
 		return r
 	}
-	if maps.IPv4Embedded(h.Router) {
+	if vocab.IPv4Embedded(h.Router) {
 		// Never a router, allowlist or not; not in the untrusted table,
 		// where it would read back as the IPv4 router (as the kernel).
 		r.Class = ClassUntrusted
-		r.Verdict = VerdictDrop
-		e.count(maps.StatUntrustedMapped, 1)
-		e.count(maps.StatUntrusted, 1)
+		r.Verdict = vocab.VerdictDrop
+		e.count(vocab.StatUntrustedMapped, 1)
+		e.count(vocab.StatUntrusted, 1)
 		return r
 	}
 	if !e.trusted(h.Router) {
@@ -318,11 +301,11 @@ func (e *Engine) Process(frame []byte) Result {
 	switch r.Class {
 	case ClassMalformedShort:
 		forget()
-		e.count(maps.StatMalformedShort, 1)
+		e.count(vocab.StatMalformedShort, 1)
 		return r
 	case ClassMalformedTruncated:
 		forget()
-		e.count(maps.StatMalformedTruncated, 1)
+		e.count(vocab.StatMalformedTruncated, 1)
 		return r
 	}
 	h.jmirrorFields(frame)
@@ -340,20 +323,20 @@ func (e *Engine) Process(frame []byte) Result {
 			// A copy: its datagram is counted already.
 			r.Class = ClassFragDuplicate
 			r.Action = fe.action
-			e.count(maps.StatFragDuplicate, 1)
+			e.count(vocab.StatFragDuplicate, 1)
 			r.Verdict = e.apply(fe.action)
 			return r
 		}
 	}
 	r.Action = e.lookupAction(h.MID, h.SID)
 	e.countStream(&h)
-	e.count(maps.StatJmirror, 1)
-	e.count(maps.StatJmirrorBytes, uint64(h.InnerLen))
+	e.count(vocab.StatJmirror, 1)
+	e.count(vocab.StatJmirrorBytes, uint64(h.InnerLen))
 	if h.Version != 0 {
-		e.count(maps.StatVersionNonzero, 1)
+		e.count(vocab.StatVersionNonzero, 1)
 	}
 	if h.FirstFragment {
-		e.count(maps.StatFragFirst, 1)
+		e.count(vocab.StatFragFirst, 1)
 		fe := fragEntry{mid: h.MID, sid: h.SID, action: r.Action,
 			innerLen: h.InnerLen, firstSeen: now, fingerprint: fp}
 		if h.Frag6 {
@@ -368,13 +351,13 @@ func (e *Engine) Process(frame []byte) Result {
 }
 
 func (e *Engine) countStream(h *Header) {
-	k := maps.StreamKey{Router: h.Router, MID: h.MID, SID: h.SID}
+	k := vocab.StreamKey{Router: h.Router, MID: h.MID, SID: h.SID}
 	now := e.clock()
 	s, ok := e.streams[k]
 	if !ok {
-		s = &maps.StreamStats{FirstSeen: now}
+		s = &vocab.StreamStats{FirstSeen: now}
 		e.streams[k] = s
-		e.count(maps.StatStreamNew, 1)
+		e.count(vocab.StatStreamNew, 1)
 	}
 	s.Packets++
 	s.Bytes += uint64(h.InnerLen)
@@ -383,36 +366,36 @@ func (e *Engine) countStream(h *Header) {
 }
 
 // Counters returns the global counters.
-func (e *Engine) Counters() maps.Counters { return e.counters }
+func (e *Engine) Counters() vocab.Counters { return e.counters }
 
 // Streams returns the stream table sorted by (mid, sid, router).
-func (e *Engine) Streams() []maps.Stream {
-	out := make([]maps.Stream, 0, len(e.streams))
+func (e *Engine) Streams() []vocab.Stream {
+	out := make([]vocab.Stream, 0, len(e.streams))
 	for k, v := range e.streams {
-		out = append(out, maps.Stream{StreamKey: k, StreamStats: *v})
+		out = append(out, vocab.Stream{StreamKey: k, StreamStats: *v})
 	}
-	maps.SortStreams(out)
+	vocab.SortStreams(out)
 	return out
 }
 
 // Candidates returns the ports with Jmirror-looking traffic that were not
 // decoded, by port.
-func (e *Engine) Candidates() []maps.Candidate {
-	out := make([]maps.Candidate, 0, len(e.candidates))
+func (e *Engine) Candidates() []vocab.Candidate {
+	out := make([]vocab.Candidate, 0, len(e.candidates))
 	for p, c := range e.candidates {
 		c.Port = p
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b maps.Candidate) int { return int(a.Port) - int(b.Port) })
+	slices.SortFunc(out, func(a, b vocab.Candidate) int { return int(a.Port) - int(b.Port) })
 	return out
 }
 
 // Untrusted returns the sources refused by the allowlist.
-func (e *Engine) Untrusted() []maps.UntrustedSource {
-	out := make([]maps.UntrustedSource, 0, len(e.untrusted))
+func (e *Engine) Untrusted() []vocab.UntrustedSource {
+	out := make([]vocab.UntrustedSource, 0, len(e.untrusted))
 	for a, n := range e.untrusted {
-		out = append(out, maps.UntrustedSource{Addr: a, Packets: n})
+		out = append(out, vocab.UntrustedSource{Addr: a, Packets: n})
 	}
-	slices.SortFunc(out, func(a, b maps.UntrustedSource) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(out, func(a, b vocab.UntrustedSource) int { return a.Addr.Compare(b.Addr) })
 	return out
 }

@@ -6,15 +6,15 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // partition is the set of counters every frame lands in exactly once.
-var partition = []maps.Stat{maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort,
-	maps.StatMalformedTruncated, maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
-	maps.StatFragDuplicate, maps.StatFragHeld, maps.StatIPv6ExtLong}
+var partition = []vocab.Stat{vocab.StatNotJmirror, vocab.StatJmirror, vocab.StatMalformedShort,
+	vocab.StatMalformedTruncated, vocab.StatUntrusted, vocab.StatFragTracked, vocab.StatFragUnmatched,
+	vocab.StatFragDuplicate, vocab.StatFragHeld, vocab.StatIPv6ExtLong}
 
 // FuzzDecode feeds arbitrary frames to the Go decoder: it must never panic,
 // must put each frame in exactly one class, and must agree with the
@@ -49,7 +49,7 @@ func FuzzDecode(f *testing.F) {
 			f.Add(fr)
 		}
 	}
-	cfg := jmirror.Config{Ports: []uint16{30030}, DefaultAction: maps.ActionCapture}
+	cfg := jmirror.Config{Ports: []uint16{30030}, DefaultAction: vocab.ActionCapture}
 	eng := jmirror.NewEngine(cfg, nil)
 	var prog *loader.Program
 	if os.Geteuid() == 0 {
@@ -73,8 +73,8 @@ func FuzzDecode(f *testing.F) {
 		before := eng.Counters()
 		res := eng.Process(frame)
 		after := eng.Counters()
-		if after[maps.StatFrames] != before[maps.StatFrames]+1 {
-			t.Fatalf("frames counter moved by %d", after[maps.StatFrames]-before[maps.StatFrames])
+		if after[vocab.StatFrames] != before[vocab.StatFrames]+1 {
+			t.Fatalf("frames counter moved by %d", after[vocab.StatFrames]-before[vocab.StatFrames])
 		}
 		moved := 0
 		for _, s := range partition {
@@ -84,11 +84,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("frame landed in %d classes (class %v)", moved, res.Class)
 		}
 		h, class := jmirror.Decode(frame, func(p uint16) bool { return p == 30030 })
-		if after[maps.StatUntrustedMapped] != before[maps.StatUntrustedMapped] &&
-			(res.Class != jmirror.ClassUntrusted || class != jmirror.ClassUntrusted || !maps.IPv4Embedded(h.Router)) {
+		if after[vocab.StatUntrustedMapped] != before[vocab.StatUntrustedMapped] &&
+			(res.Class != jmirror.ClassUntrusted || class != jmirror.ClassUntrusted || !vocab.IPv4Embedded(h.Router)) {
 			t.Fatalf("untrusted_mapped counted for class %v, Decode %v, router %v", res.Class, class, h.Router)
 		}
-		if res.Class == jmirror.ClassJmirror && maps.IPv4Embedded(res.Header.Router) {
+		if res.Class == jmirror.ClassJmirror && vocab.IPv4Embedded(res.Header.Router) {
 			t.Fatalf("Jmirror from router %v, which embeds IPv4", res.Header.Router)
 		}
 		if res.Class == jmirror.ClassJmirror {
@@ -114,12 +114,12 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if loader.Verdict(res.Verdict) != v {
-			t.Fatalf("kernel verdict %v, Go %v", v, loader.Verdict(res.Verdict))
+		if vocab.Verdict(res.Verdict) != v {
+			t.Fatalf("kernel verdict %v, Go %v", v, vocab.Verdict(res.Verdict))
 		}
 		for s := range after {
 			if kafter[s]-kbefore[s] != after[s]-before[s] {
-				t.Fatalf("counter %v: kernel moved %d, Go %d", maps.Stat(s), kafter[s]-kbefore[s], after[s]-before[s])
+				t.Fatalf("counter %v: kernel moved %d, Go %d", vocab.Stat(s), kafter[s]-kbefore[s], after[s]-before[s])
 			}
 		}
 	})

@@ -8,8 +8,12 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
+
+// DefaultPort is Wireshark's Jmirror UDP port, decoded when none is
+// configured: the one definition, which loader, config and gen name too.
+const DefaultPort = 30030
 
 // Wire-format constants, as in bpf/include/consts.h.
 const (
@@ -122,11 +126,17 @@ type Header struct {
 	MID, SID uint32
 	Version  uint8
 	InnerLen int
-	Inner    maps.Inner
+	Inner    vocab.Inner
 }
 
 // InnerOffset is where the mirrored packet starts in the frame.
 func (h *Header) InnerOffset() int { return h.UDPOffset + MinUDPLen }
+
+// Payload is the mirrored packet in frame, which h is the decode of (class
+// ClassJmirror, not a fragment).
+func (h *Header) Payload(frame []byte) []byte {
+	return frame[h.InnerOffset() : h.InnerOffset()+h.InnerLen]
+}
 
 // parseHeader reads the headers of frame, up to and including the UDP
 // header. Jmirror fields are filled by jmirrorFields.
@@ -292,13 +302,30 @@ func (h *Header) lengthClass(frame []byte) Class {
 
 // jmirrorFields reads the Jmirror header and classifies the mirrored packet.
 func (h *Header) jmirrorFields(frame []byte) {
-	j := frame[h.UDPOffset+udpHeaderLen:]
-	w0 := binary.BigEndian.Uint32(j)
-	h.MID = w0 & midMask
-	h.Version = uint8(w0 >> versionShift)
-	h.SID = binary.BigEndian.Uint32(j[4:])
+	f, _, _ := ParseJmirror(frame[h.UDPOffset+udpHeaderLen : h.InnerOffset()])
+	h.MID, h.SID, h.Version = f.MID, f.SID, f.Version
 	h.InnerLen = h.UDPLen - MinUDPLen
 	h.Inner = ClassifyInner(frame[h.InnerOffset():], h.InnerLen)
+}
+
+// Fields are the Jmirror header's.
+type Fields struct {
+	MID, SID uint32
+	// Version is the two V bits, which jmxdp counts but does not check.
+	Version uint8
+}
+
+// ParseJmirror splits a Jmirror UDP payload into its header fields and the
+// mirrored packet: the one Jmirror header parser, for frames (Decode) and
+// for the payloads a UDP socket receives (udprecv). ok is false when p is
+// shorter than the header.
+func ParseJmirror(p []byte) (f Fields, inner []byte, ok bool) {
+	if len(p) < HeaderLen {
+		return f, nil, false
+	}
+	w0 := binary.BigEndian.Uint32(p)
+	f = Fields{MID: w0 & midMask, SID: binary.BigEndian.Uint32(p[4:]), Version: uint8(w0 >> versionShift)}
+	return f, p[HeaderLen:], true
 }
 
 // Fingerprint constants, as JM_FP_* in bpf/include/consts.h.
@@ -324,20 +351,20 @@ func (h *Header) Fingerprint(frame []byte) uint64 {
 
 // ClassifyInner tells the kind of a mirrored packet of length n from the
 // bytes of it at hand (in a first fragment, maybe fewer than n).
-func ClassifyInner(b []byte, n int) maps.Inner {
+func ClassifyInner(b []byte, n int) vocab.Inner {
 	switch {
 	case n == 0:
-		return maps.InnerEmpty
+		return vocab.InnerEmpty
 	case len(b) < 1:
-		return maps.InnerUnknown
+		return vocab.InnerUnknown
 	case b[0]>>4 == 4:
-		return maps.InnerIPv4
+		return vocab.InnerIPv4
 	case b[0]>>4 == 6:
-		return maps.InnerIPv6
+		return vocab.InnerIPv6
 	case n >= 2 && len(b) >= 2 && b[0] == pppAddress && b[1] == pppControl:
-		return maps.InnerPPP
+		return vocab.InnerPPP
 	}
-	return maps.InnerUnknown
+	return vocab.InnerUnknown
 }
 
 // Decode reads one frame statelessly: no allowlist and no fragment table.
@@ -351,7 +378,7 @@ func Decode(frame []byte, decoded func(port uint16) bool) (Header, Class) {
 	if !ok || h.LaterFragment || !h.UDP || !decoded(h.Port) {
 		return h, ClassNotJmirror
 	}
-	if maps.IPv4Embedded(h.Router) {
+	if vocab.IPv4Embedded(h.Router) {
 		return h, ClassUntrusted
 	}
 	c := h.lengthClass(frame)

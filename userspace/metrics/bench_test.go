@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
+	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // BenchmarkCollect is one scrape of a full stream table: the cost of
@@ -29,7 +30,7 @@ func BenchmarkCollect(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer p.Close()
-			fill(b, p.Objects().JmStreams, n)
+			fill(b, p.Maps, n)
 			newReg := func() *prometheus.Registry {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(metrics.NewCollector(metrics.Source{Maps: p.Maps}, metrics.Options{}))
@@ -59,26 +60,14 @@ func BenchmarkCollect(b *testing.B) {
 }
 
 // fill puts n streams of 1000 intercepts and 256 routers in the table.
-func fill(b *testing.B, m *ebpf.Map, n int) {
-	const chunk = 1 << 14
-	keys := make([]bpf.JmxdpJmStreamKey, 0, chunk)
-	vals := make([]bpf.JmxdpJmStreamValue, 0, chunk)
-	flush := func() {
-		if len(keys) == 0 {
-			return
+func fill(b *testing.B, m *maps.Maps, n int) {
+	err := m.PutStreams(n, func(i int) vocab.Stream {
+		return vocab.Stream{
+			StreamKey:   vocab.StreamKey{Router: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), MID: uint32(i % 1000), SID: uint32(i)},
+			StreamStats: vocab.StreamStats{Inner: [vocab.NumInner]uint64{uint64(i)}, Bytes: uint64(i) * 100, LastSeen: time.Duration(i)},
 		}
-		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-			b.Fatal(err)
-		}
-		keys, vals = keys[:0], vals[:0]
+	})
+	if err != nil {
+		b.Fatal(err)
 	}
-	for i := range n {
-		r := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).As16()
-		keys = append(keys, bpf.JmxdpJmStreamKey{Router: r, Mid: uint32(i % 1000), Sid: uint32(i)})
-		vals = append(vals, bpf.JmxdpJmStreamValue{Inner: [5]uint64{uint64(i)}, Bytes: uint64(i) * 100, LastSeenNs: uint64(i)})
-		if len(keys) == chunk {
-			flush()
-		}
-	}
-	flush()
 }

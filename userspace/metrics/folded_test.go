@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/loader"
-	jmmaps "github.com/jmxdp/jmxdp/maps"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // The per-router series include what the stream table could not hold (a
@@ -23,7 +23,7 @@ func TestRouterTotalsIncludeFolded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := p.Configure(loader.Config{DefaultAction: jmmaps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		t.Fatal(err)
 	}
 	run := func(mid uint32, n int) {
@@ -32,7 +32,7 @@ func TestRouterTotalsIncludeFolded(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range n {
-			if v, err := p.Run(f); err != nil || v != loader.VerdictDrop {
+			if v, err := p.Run(f); err != nil || v != vocab.VerdictDrop {
 				t.Fatalf("run: %v %v", v, err)
 			}
 		}

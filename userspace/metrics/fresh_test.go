@@ -17,9 +17,9 @@ import (
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/daemon"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // trafficLabels name what the traffic brings: a series with one of them

@@ -4,9 +4,9 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // Jmirror over IPv6 from ::ffff:a.b.c.d is counted on its own and as
@@ -17,8 +17,8 @@ func TestUntrustedMapped(t *testing.T) {
 	before, _ := gather(t, metrics.NewCollector(fullSource(tb), testOpts))
 	mapped := netip.AddrFrom16(router1.As16())
 	for _, f := range mirrorFrames(t, gen.Mirror{Router: mapped, Collector: coll6, MID: 1, SID: 10, Inner: inner(t, 128)}) {
-		tb.run(t, f, loader.VerdictDrop)
-		tb.run(t, f, loader.VerdictDrop)
+		tb.run(t, f, vocab.VerdictDrop)
+		tb.run(t, f, vocab.VerdictDrop)
 	}
 	after, _ := gather(t, metrics.NewCollector(fullSource(tb), testOpts))
 	checkFamily(t, before, "jmxdp_untrusted_mapped_total", map[string]float64{"": 0})

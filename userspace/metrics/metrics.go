@@ -59,6 +59,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/handoff"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/retention"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -387,10 +388,10 @@ var errorSources = []string{srcCounters, srcStreams, srcUntrusted, srcFrags, src
 const maxCandidatePorts = 20
 
 // frameClasses are the counters of jm_stats that partition the frames.
-var frameClasses = []maps.Stat{
-	maps.StatNotJmirror, maps.StatJmirror, maps.StatMalformedShort, maps.StatMalformedTruncated,
-	maps.StatUntrusted, maps.StatFragTracked, maps.StatFragUnmatched,
-	maps.StatFragDuplicate, maps.StatFragHeld, maps.StatIPv6ExtLong,
+var frameClasses = []vocab.Stat{
+	vocab.StatNotJmirror, vocab.StatJmirror, vocab.StatMalformedShort, vocab.StatMalformedTruncated,
+	vocab.StatUntrusted, vocab.StatFragTracked, vocab.StatFragUnmatched,
+	vocab.StatFragDuplicate, vocab.StatFragHeld, vocab.StatIPv6ExtLong,
 }
 
 // Names lists every metric family name the Collector can export.
@@ -439,7 +440,7 @@ type Collector struct {
 // NewCollector returns a Collector reading src.
 func NewCollector(src Source, opts Options) *Collector {
 	c := &Collector{src: src, opts: opts.withDefaults(), maxEntries: map[string]uint32{}, errors: map[string]uint64{}}
-	if spec, err := bpf.LoadJmxdp(); err == nil {
+	if spec, err := bpf.LoadSpec(); err == nil {
 		for _, name := range []string{srcUntrusted, srcFrags, srcPolicy, srcAllowlist} {
 			if ms := spec.Maps[name]; ms != nil {
 				c.maxEntries[name] = ms.MaxEntries
@@ -508,36 +509,37 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	emit(ch, famScrapeDuration, time.Since(start).Seconds())
 }
 
-func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *maps.Counters) {
-	v := func(s maps.Stat) float64 { return float64(ctr[s]) }
+func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *vocab.Counters) {
+	v := func(s vocab.Stat) float64 { return float64(ctr[s]) }
 	for _, s := range frameClasses {
 		emit(ch, famFrames, v(s), s.String())
 	}
-	emit(ch, famJmirrorBytes, v(maps.StatJmirrorBytes))
-	for _, a := range []maps.Action{maps.ActionCapture, maps.ActionCount, maps.ActionPass, maps.ActionForward} {
-		emit(ch, famActions, v(maps.ActionStat(a)), a.String())
+	emit(ch, famJmirrorBytes, v(vocab.StatJmirrorBytes))
+	for _, a := range []vocab.Action{vocab.ActionCapture, vocab.ActionCount, vocab.ActionPass, vocab.ActionForward} {
+		emit(ch, famActions, v(vocab.ActionStat(a)), a.String())
 	}
-	emit(ch, famForwardSent, v(maps.StatFwdSent))
+	emit(ch, famForwardSent, v(vocab.StatFwdSent))
 	for _, r := range []struct {
-		s      maps.Stat
-		reason maps.FwdReason
-	}{{maps.StatFwdNeighMiss, maps.FwdNeighMiss}, {maps.StatFwdNoRoute, maps.FwdNoRoute}, {maps.StatFwdTooBig, maps.FwdTooBig},
-		{maps.StatFwdFragFamily, maps.FwdFragFamily}, {maps.StatFwdNoSource, maps.FwdNoSource}, {maps.StatFwdUnsupported, maps.FwdUnsupported}} {
+		s      vocab.Stat
+		reason vocab.FwdReason
+	}{{vocab.StatFwdNeighMiss, vocab.FwdNeighMiss}, {vocab.StatFwdNoRoute, vocab.FwdNoRoute}, {vocab.StatFwdTooBig, vocab.FwdTooBig},
+		{vocab.StatFwdFragFamily, vocab.FwdFragFamily}, {vocab.StatFwdNoSource, vocab.FwdNoSource}, {vocab.StatFwdUnsupported, vocab.FwdUnsupported},
+		{vocab.StatFwdFragEarly, vocab.FwdFragEarly}} {
 		emit(ch, famForwardUserspace, v(r.s), r.reason.String())
 	}
-	emit(ch, famCaptureFailures, v(maps.StatCaptureFailed))
-	emit(ch, famStreamInserts, v(maps.StatStreamNew))
-	emit(ch, famStreamFull, v(maps.StatStreamFull))
-	emit(ch, famStreamLost, v(maps.StatStreamLost))
-	emit(ch, famVersionNonzero, v(maps.StatVersionNonzero))
-	emit(ch, famUntrustedMapped, v(maps.StatUntrustedMapped))
-	emit(ch, famFragments, v(maps.StatFragFirst), "first")
-	emit(ch, famFragments, v(maps.StatFragTracked), "tracked")
-	emit(ch, famFragments, v(maps.StatFragUnmatched), "unmatched")
-	emit(ch, famFragments, v(maps.StatFragDuplicate), "duplicate")
-	emit(ch, famFragments, v(maps.StatFragHeld), "held")
-	emit(ch, famUntrustedAll, v(maps.StatUntrusted))
-	emit(ch, famCandidateAll, v(maps.StatCandidate))
+	emit(ch, famCaptureFailures, v(vocab.StatCaptureFailed))
+	emit(ch, famStreamInserts, v(vocab.StatStreamNew))
+	emit(ch, famStreamFull, v(vocab.StatStreamFull))
+	emit(ch, famStreamLost, v(vocab.StatStreamLost))
+	emit(ch, famVersionNonzero, v(vocab.StatVersionNonzero))
+	emit(ch, famUntrustedMapped, v(vocab.StatUntrustedMapped))
+	emit(ch, famFragments, v(vocab.StatFragFirst), "first")
+	emit(ch, famFragments, v(vocab.StatFragTracked), "tracked")
+	emit(ch, famFragments, v(vocab.StatFragUnmatched), "unmatched")
+	emit(ch, famFragments, v(vocab.StatFragDuplicate), "duplicate")
+	emit(ch, famFragments, v(vocab.StatFragHeld), "held")
+	emit(ch, famUntrustedAll, v(vocab.StatUntrusted))
+	emit(ch, famCandidateAll, v(vocab.StatCandidate))
 }
 
 // clock converts CLOCK_MONOTONIC_COARSE readings, as the stream table holds
@@ -565,7 +567,7 @@ func (c clock) unix(mono time.Duration) float64 {
 }
 
 // streamRec is what collectStreams keeps of a stream table entry, a third
-// of a maps.Stream: its (mid, sid) as one sortable word, and its counts.
+// of a vocab.Stream: its (mid, sid) as one sortable word, and its counts.
 type streamRec struct {
 	id uint64 // mid<<32 | sid
 	tally
@@ -581,7 +583,7 @@ type streamRec struct {
 func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 	routers := map[netip.Addr]*tally{}
 	recs := c.recs[:0]
-	totals, err := c.src.Maps.EachStreamAndRouters(func(s maps.Stream) {
+	totals, err := c.src.Maps.EachStreamAndRouters(func(s vocab.Stream) {
 		if len(recs) == cap(recs) {
 			// Double: append's slower growth for large slices would
 			// allocate five times the final size on a first scrape.

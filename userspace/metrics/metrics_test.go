@@ -16,16 +16,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/jmxdp/jmxdp/loader"
-	jmmaps "github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/afxdp"
 	"github.com/jmxdp/jmxdp/userspace/capture"
 	"github.com/jmxdp/jmxdp/userspace/config"
 	"github.com/jmxdp/jmxdp/userspace/forward"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/metrics"
 	"github.com/jmxdp/jmxdp/userspace/reasm"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 	"github.com/jmxdp/jmxdp/userspace/writer"
 )
 
@@ -142,7 +142,7 @@ type testbed struct {
 	nfrags int // frames of the fragmented datagram
 }
 
-func (tb *testbed) run(t *testing.T, frame []byte, verdict loader.Verdict) {
+func (tb *testbed) run(t *testing.T, frame []byte, verdict vocab.Verdict) {
 	t.Helper()
 	got, err := tb.prog.Run(frame)
 	if err != nil {
@@ -200,10 +200,10 @@ func newTestbed(t *testing.T) *testbed {
 	}
 	t.Cleanup(func() { p.Close() })
 	err = p.Configure(loader.Config{
-		DefaultAction: jmmaps.ActionCapture,
-		Policies: []jmmaps.PolicyRule{
-			{MID: 2, AnySID: true, Action: jmmaps.ActionCount},
-			{MID: 3, SID: 30, Action: jmmaps.ActionPass},
+		DefaultAction: vocab.ActionCapture,
+		Policies: []vocab.PolicyRule{
+			{MID: 2, AnySID: true, Action: vocab.ActionCount},
+			{MID: 3, SID: 30, Action: vocab.ActionPass},
 		},
 		Allowlist: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")},
 	})
@@ -211,9 +211,9 @@ func newTestbed(t *testing.T) *testbed {
 		t.Fatal(err)
 	}
 	tb := &testbed{prog: p}
-	pass, drop := loader.VerdictPass, loader.VerdictDrop
+	pass, drop := vocab.VerdictPass, vocab.VerdictDrop
 	// A capture stream with no AF_XDP socket falls back to the stack.
-	send := func(m gen.Mirror, n int, v loader.Verdict) {
+	send := func(m gen.Mirror, n int, v vocab.Verdict) {
 		for i := 0; i < n; i++ {
 			for _, f := range mirrorFrames(t, m) {
 				tb.run(t, f, v)
@@ -326,8 +326,8 @@ func TestCollector(t *testing.T) {
 	for _, v := range got.family("jmxdp_frames_total") {
 		sum += v
 	}
-	if sum != float64(ctr[jmmaps.StatFrames]) {
-		t.Errorf("frame classes sum to %v, the kernel counted %d frames", sum, ctr[jmmaps.StatFrames])
+	if sum != float64(ctr[vocab.StatFrames]) {
+		t.Errorf("frame classes sum to %v, the kernel counted %d frames", sum, ctr[vocab.StatFrames])
 	}
 	checkFamily(t, got, "jmxdp_jmirror_bytes_total", map[string]float64{"": 6*128 + 3*228 + 2*528 + 5*48 + 1028 + 2028})
 	checkFamily(t, got, "jmxdp_policy_actions_total", map[string]float64{
@@ -657,7 +657,7 @@ func TestCardinalityBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	if err := p.Configure(loader.Config{DefaultAction: jmmaps.ActionCount}); err != nil {
+	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		t.Fatal(err)
 	}
 	tb := &testbed{prog: p}
@@ -666,7 +666,7 @@ func TestCardinalityBounded(t *testing.T) {
 		r := netip.AddrFrom4([4]byte{10, 1, byte(i % 150 / 100), byte(i % 150)})
 		m := gen.Mirror{Router: r, MID: uint32(i / 2), SID: uint32(i), Inner: inner(t, 28+i%7)}
 		for _, f := range mirrorFrames(t, m) {
-			tb.run(t, f, loader.VerdictDrop)
+			tb.run(t, f, vocab.VerdictDrop)
 		}
 	}
 	got, _ := gather(t, metrics.NewCollector(metrics.Source{Maps: p.Maps}, metrics.Options{TopStreams: 5, MaxRouters: 10, MaxIntercepts: 20}))

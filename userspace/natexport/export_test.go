@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/jmxdp/jmxdp/userspace/natsink"
@@ -108,25 +106,9 @@ func readFiles(t *testing.T, out string, k writer.Key) [][]byte {
 		if fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s has mode %v", e.Name(), fi.Mode())
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
+		for _, p := range testenv.MustReadPcapng(t, filepath.Join(dir, e.Name()), testenv.Mixed) {
+			got = append(got, p.Data)
 		}
-		r, err := pcapgo.NewNgReader(f, pcapgo.NgReaderOptions{WantMixedLinkType: true})
-		if err != nil {
-			t.Fatalf("%s: %v", e.Name(), err)
-		}
-		for {
-			data, _, err := r.ReadPacketData()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", e.Name(), err)
-			}
-			got = append(got, data)
-		}
-		f.Close()
 	}
 	return got
 }

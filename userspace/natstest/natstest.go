@@ -8,7 +8,6 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,17 +68,6 @@ type Cluster struct {
 	Servers []*Server
 }
 
-// FreePort is a loopback TCP port nothing listens on now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start starts an n-node cluster with JetStream and waits until it has
 // a JetStream meta leader.
 func Start(t testing.TB, n int) *Cluster {
@@ -88,9 +76,9 @@ func Start(t testing.TB, n int) *Cluster {
 	c := &Cluster{}
 	base := t.TempDir()
 	for i := range n {
-		s := &Server{Name: fmt.Sprintf("n%d", i+1), Port: FreePort(t), t: t}
+		s := &Server{Name: fmt.Sprintf("n%d", i+1), Port: testenv.FreePort(t), t: t}
 		if n > 1 {
-			s.ClusterPort = FreePort(t)
+			s.ClusterPort = testenv.FreePort(t)
 		}
 		s.Dir = filepath.Join(base, s.Name)
 		c.Servers = append(c.Servers, s)

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
-	"github.com/jmxdp/jmxdp/maps"
+	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
 // LinkKind is the encapsulation of a mirrored packet.
@@ -70,11 +70,11 @@ func (k LinkKind) String() string {
 }
 
 // KindOf is the encapsulation a mirrored packet of kind k is written with.
-func KindOf(k maps.Inner) LinkKind {
+func KindOf(k vocab.Inner) LinkKind {
 	switch k {
-	case maps.InnerIPv4, maps.InnerIPv6:
+	case vocab.InnerIPv4, vocab.InnerIPv6:
 		return LinkRawIP
-	case maps.InnerPPP:
+	case vocab.InnerPPP:
 		return LinkPPPHDLC
 	}
 	return LinkUnknown

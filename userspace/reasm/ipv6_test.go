@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmxdp/jmxdp/userspace/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
 )
 
 // ipv6Frags is a Jmirror datagram over IPv6 behind hop-by-hop and routing

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jmxdp/jmxdp/userspace/iheap"
 )
 
 // Scope is what output.max_bytes bounds.
@@ -744,24 +746,7 @@ func older(a, b *file) bool {
 }
 
 // ageHeap holds every indexed file, oldest at the top.
-type ageHeap []*file
+type ageHeap = iheap.Heap[*file]
 
-func (h ageHeap) Len() int           { return len(h) }
-func (h ageHeap) Less(i, j int) bool { return older(h[i], h[j]) }
-func (h ageHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
-}
-func (h *ageHeap) Push(x any) {
-	f := x.(*file)
-	f.heapIdx = len(*h)
-	*h = append(*h, f)
-}
-func (h *ageHeap) Pop() any {
-	old := *h
-	f := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	f.heapIdx = -1
-	return f
-}
+func (f *file) Before(o *file) bool { return older(f, o) }
+func (f *file) SetIndex(i int)      { f.heapIdx = i }

@@ -1,9 +1,7 @@
 package retention
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,35 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // base is the tests' "now" for files: mtimes are base plus minutes.
 var base = time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
-
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) lines(substr string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		if strings.Contains(line, substr) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // put writes a file of size bytes at DIR/rel, modified at base+minute.
 func put(t *testing.T, dir, rel string, size int, minute int) string {
@@ -96,21 +71,10 @@ func newKeeper(t *testing.T, cfg Config) *Keeper {
 	return k
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // settle waits for the first walk, then for two ticks to pass.
 func settle(t *testing.T, k *Keeper) {
 	t.Helper()
-	waitFor(t, "the first walk", func() bool { return k.Stats().Scanned })
+	testenv.WaitFor(t, "the first walk", 10*time.Second, func() bool { return k.Stats().Scanned })
 	time.Sleep(5 * k.cfg.Interval)
 }
 
@@ -153,8 +117,8 @@ func TestMaxBytesAll(t *testing.T) {
 	put(t, dir, "mid-1/sid-1/"+name(3), 100, 3)
 	put(t, dir, "mid-2/sid-1/"+name(4), 100, 4)
 	put(t, dir, "mid-1/sid-2/"+name(5), 100, 5)
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxBytes: 250, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxBytes: 250, Logger: log.Logger()})
 	settle(t, k)
 	want := sorted("mid-2/sid-1/"+name(4), "mid-1/sid-2/"+name(5))
 	if got := files(t, dir); !slices.Equal(got, want) {
@@ -164,7 +128,7 @@ func TestMaxBytesAll(t *testing.T) {
 	if st.DeletedFiles[MaxBytes] != 3 || st.DeletedBytes[MaxBytes] != 300 || st.DeletedFiles[MaxAge] != 0 || st.Bytes != 200 {
 		t.Errorf("stats %+v", st)
 	}
-	lines := log.lines("deleted a completed stream file")
+	lines := log.Lines("deleted a completed stream file")
 	if len(lines) != 3 || !strings.Contains(lines[0], "mid-1/sid-1/"+name(1)) || !strings.Contains(lines[0], "reason=max_bytes") {
 		t.Errorf("log lines %q", lines)
 	}
@@ -172,7 +136,7 @@ func TestMaxBytesAll(t *testing.T) {
 	// A completion pushes it over again: its oldest goes.
 	p := put(t, dir, "mid-3/sid-1/"+name(6), 100, 6)
 	k.Add(p, 100, base.Add(6*time.Minute))
-	waitFor(t, "the deletion", func() bool { return k.Stats().DeletedFiles[MaxBytes] == 4 })
+	testenv.WaitFor(t, "the deletion", 10*time.Second, func() bool { return k.Stats().DeletedFiles[MaxBytes] == 4 })
 	want = sorted("mid-1/sid-2/"+name(5), "mid-3/sid-1/"+name(6))
 	if got := files(t, dir); !slices.Equal(got, want) {
 		t.Errorf("left %v, want %v", got, want)
@@ -199,7 +163,7 @@ func TestMaxBytesStream(t *testing.T) {
 	// Its stream over now: mid-1's oldest goes, not mid-2's.
 	p := put(t, dir, "mid-1/sid-1/"+name(5), 150, 5)
 	k.Add(p, 150, base.Add(5*time.Minute))
-	waitFor(t, "the deletion", func() bool { return k.Stats().DeletedFiles[MaxBytes] == 2 })
+	testenv.WaitFor(t, "the deletion", 10*time.Second, func() bool { return k.Stats().DeletedFiles[MaxBytes] == 2 })
 	want = sorted("mid-1/sid-1/"+name(5), "mid-2/sid-1/"+name(3), "mid-2/sid-1/"+name(4))
 	if got := files(t, dir); !slices.Equal(got, want) {
 		t.Errorf("left %v, want %v", got, want)
@@ -216,8 +180,8 @@ func TestMaxAge(t *testing.T) {
 	var mu sync.Mutex
 	now := base.Add(30 * time.Minute)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxAge: 15 * time.Minute, Now: clock, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxAge: 15 * time.Minute, Now: clock, Logger: log.Logger()})
 	settle(t, k)
 	want := sorted("mid-1/sid-1/"+name(20), "mid-2/sid-1/"+name(40))
 	if got := files(t, dir); !slices.Equal(got, want) {
@@ -226,14 +190,14 @@ func TestMaxAge(t *testing.T) {
 	mu.Lock()
 	now = base.Add(50 * time.Minute)
 	mu.Unlock()
-	waitFor(t, "the second deletion", func() bool { return k.Stats().DeletedFiles[MaxAge] == 2 })
+	testenv.WaitFor(t, "the second deletion", 10*time.Second, func() bool { return k.Stats().DeletedFiles[MaxAge] == 2 })
 	if got, want := files(t, dir), sorted("mid-2/sid-1/"+name(40)); !slices.Equal(got, want) {
 		t.Errorf("left %v, want %v", got, want)
 	}
 	if st := k.Stats(); st.DeletedBytes[MaxAge] != 200 || st.DeletedFiles[MaxBytes] != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if l := log.lines("reason=max_age"); len(l) != 2 {
+	if l := log.Lines("reason=max_age"); len(l) != 2 {
 		t.Errorf("log lines %q", l)
 	}
 }
@@ -265,15 +229,15 @@ func TestSymlinksNotFollowed(t *testing.T) {
 	must(t, os.Symlink(outside, filepath.Join(dir, "mid-9")))
 	must(t, os.MkdirAll(filepath.Join(dir, "mid-2"), 0o700))
 	must(t, os.Symlink(filepath.Join(outside, "sub"), filepath.Join(dir, "mid-2/sid-2")))
-	var log logBuf
-	k := newKeeper(t, Config{Dir: dir, MaxBytes: 1, Logger: log.logger()})
+	var log testenv.LogBuffer
+	k := newKeeper(t, Config{Dir: dir, MaxBytes: 1, Logger: log.Logger()})
 	// Completions named through the symlinks (they cannot come from the
 	// writer, but an index must not trust them).
 	k.Add(filepath.Join(dir, "mid-9/sid-1/"+name(0)), 100, base)
 	k.Add(filepath.Join(dir, "mid-2/sid-2/"+name(0)), 100, base)
 	k.Add(filepath.Join(dir, "mid-1/sid-1/"+name(1)), 100, base)
 	settle(t, k)
-	waitFor(t, "the real file's deletion", func() bool { return k.Stats().DeletedFiles[MaxBytes] == 1 })
+	testenv.WaitFor(t, "the real file's deletion", 10*time.Second, func() bool { return k.Stats().DeletedFiles[MaxBytes] == 1 })
 	wantOutside := sorted("sid-1/"+name(0), "sub/"+name(0), "victim.pcapng")
 	if got := files(t, outside); !slices.Equal(got, wantOutside) {
 		t.Errorf("outside the output directory: left %v, want %v", got, wantOutside)
@@ -287,7 +251,7 @@ func TestSymlinksNotFollowed(t *testing.T) {
 	if st := k.Stats(); st.DeletedFiles[MaxBytes] != 1 || st.Errors != 3 {
 		t.Errorf("stats %+v: want 1 deletion, 3 refusals", st)
 	}
-	if l := log.lines("cannot delete"); len(l) != 3 {
+	if l := log.Lines("cannot delete"); len(l) != 3 {
 		t.Errorf("log lines %q", l)
 	}
 }
@@ -312,7 +276,7 @@ func TestFileSwappedForSymlink(t *testing.T) {
 	must(t, os.Remove(p))
 	must(t, os.Symlink(victim, p))
 	close(hold)
-	waitFor(t, "the refusal", func() bool { return k.Stats().Errors == 1 })
+	testenv.WaitFor(t, "the refusal", 10*time.Second, func() bool { return k.Stats().Errors == 1 })
 	if _, err := os.Stat(victim); err != nil {
 		t.Error(err)
 	}
@@ -349,7 +313,7 @@ func TestHoldWaits(t *testing.T) {
 	mu.Lock()
 	delete(held, first)
 	mu.Unlock()
-	waitFor(t, "the deletions", func() bool { return k.Stats().DeletedFiles[MaxBytes] == 2 })
+	testenv.WaitFor(t, "the deletions", 10*time.Second, func() bool { return k.Stats().DeletedFiles[MaxBytes] == 2 })
 	if got, want := files(t, dir), sorted("mid-1/sid-1/"+name(3)); !slices.Equal(got, want) {
 		t.Errorf("left %v, want %v", got, want)
 	}
@@ -380,12 +344,12 @@ func TestIndexFollowsOthers(t *testing.T) {
 	settle(t, k)
 	os.Remove(a)
 	k.Check(a)
-	waitFor(t, "a to leave the index", func() bool { return k.Stats().Files == 2 })
+	testenv.WaitFor(t, "a to leave the index", 10*time.Second, func() bool { return k.Stats().Files == 2 })
 	os.Remove(b)
 	mu.Lock()
 	now = now.Add(2 * time.Hour) // time for a walk
 	mu.Unlock()
-	waitFor(t, "b to leave the index", func() bool { return k.Stats().Files == 1 })
+	testenv.WaitFor(t, "b to leave the index", 10*time.Second, func() bool { return k.Stats().Files == 1 })
 
 	// Stall the goroutine in Hold, fill the queue, drop one.
 	big := put(t, dir, "mid-1/sid-2/big.pcapng", 2000, 0)
@@ -402,7 +366,7 @@ func TestIndexFollowsOthers(t *testing.T) {
 	mu.Lock()
 	now = now.Add(2 * time.Hour)
 	mu.Unlock()
-	waitFor(t, "the walk to index the dropped file", func() bool { return k.Stats().Files == 4 })
+	testenv.WaitFor(t, "the walk to index the dropped file", 10*time.Second, func() bool { return k.Stats().Files == 4 })
 	if st := k.Stats(); st.DeletedFiles != [NumReasons]uint64{} || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -433,7 +397,7 @@ func TestManyFiles(t *testing.T) {
 	before := heap()
 	start := time.Now()
 	idx := newKeeper(t, Config{Dir: dir, Interval: time.Hour})
-	waitFor(t, "the first walk", func() bool { return idx.Stats().Scanned })
+	testenv.WaitFor(t, "the first walk", 10*time.Second, func() bool { return idx.Stats().Scanned })
 	walked := time.Since(start)
 	perFile := float64(heap()-before) / (streams * per)
 	idx.Close()
@@ -443,8 +407,8 @@ func TestManyFiles(t *testing.T) {
 
 	start = time.Now()
 	k := newKeeper(t, Config{Dir: dir, MaxBytes: streams * per / 2, Interval: time.Second})
-	waitFor(t, "the first walk", func() bool { return k.Stats().Scanned })
-	waitFor(t, "the deletions", func() bool { return k.Stats().Bytes <= streams*per/2 })
+	testenv.WaitFor(t, "the first walk", 10*time.Second, func() bool { return k.Stats().Scanned })
+	testenv.WaitFor(t, "the deletions", 10*time.Second, func() bool { return k.Stats().Bytes <= streams*per/2 })
 	t.Logf("walked %d files in %v (index: %.0f bytes a file); walked again and deleted %d down to the budget in %v",
 		streams*per, walked, perFile, k.Stats().DeletedFiles[MaxBytes], time.Since(start))
 }

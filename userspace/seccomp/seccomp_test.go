@@ -1,12 +1,10 @@
 package seccomp_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,10 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/userspace/gen"
-	"github.com/jmxdp/jmxdp/userspace/lab/labtest"
 	"github.com/jmxdp/jmxdp/userspace/seccomp"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
+	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab/labtest"
 )
 
 // childEnv makes the test binary a confined launcher: it installs the
@@ -192,44 +189,6 @@ func buildJmxdp(t *testing.T) string {
 	return bin
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestDaemonUnderProfile runs the real jmxdp binary under the shipped
 // profile: it loads the program, attaches to a lab's veth (its other end
 // in a namespace the test made), serves metrics, captures generated
@@ -243,7 +202,7 @@ func TestDaemonUnderProfile(t *testing.T) {
 	pin := filepath.Join(loader.BPFFSRoot, "jmxdp-test-"+l.Name)
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	out := filepath.Join(t.TempDir(), "streams")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := fmt.Sprintf(`interface: %s
 output: {dir: %q, group: "4711", rotate_size: 4KiB}
 capture: {pin_dir: %q, max_streams: 4096}
@@ -254,7 +213,7 @@ metrics: {addr: %q, hide_ids: true}
 		t.Fatal(err)
 	}
 	cmd.Args = append(cmd.Args, bin, "run", "--config", cfgPath, "--status-every", "1s")
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -278,7 +237,7 @@ metrics: {addr: %q, hide_ids: true}
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, "/readyz", 30*time.Second, func() bool {
+	testenv.WaitFor(t, "/readyz", 30*time.Second, func() bool {
 		select {
 		case err := <-exited:
 			t.Fatalf("jmxdp exited under the profile: %v", err)
@@ -305,7 +264,7 @@ metrics: {addr: %q, hide_ids: true}
 		t.Fatalf("sent %d of %d: %v", n, len(frames), err)
 	}
 	written := regexp.MustCompile(`(?m)^jmxdp_writer_packets_total (\d+)`)
-	waitFor(t, "packets written", 20*time.Second, func() bool {
+	testenv.WaitFor(t, "packets written", 20*time.Second, func() bool {
 		_, body := scrape("/metrics")
 		m := written.FindStringSubmatch(body)
 		n, _ := strconv.Atoi(m2(m))

@@ -3,11 +3,13 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the tests run in CI, where nothing may be skipped.
@@ -93,4 +95,31 @@ func PartSkip(t testing.TB, reason string) {
 		return
 	}
 	t.Log(PartSkipPrefix + reason)
+}
+
+// WaitFor polls cond until it holds, failing t after d: a test's one
+// bounded wait for something another goroutine or process does.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// pollEvery is how often WaitFor looks.
+const pollEvery = 10 * time.Millisecond
+
+// FreePort is a loopback TCP port nothing listens on now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -42,9 +42,15 @@ func (m *Manager) roomFor(n int) bool {
 	return st.Bavail*uint64(st.Bsize) >= uint64(n)
 }
 
+// writeError is the pcapng.WriteError in err's chain, nil if none: the
+// packets a failed write lost and the bytes it wanted.
+func writeError(err error) (werr *pcapng.WriteError) {
+	errors.As(err, &werr)
+	return werr
+}
+
 func lostOf(err error) int {
-	var werr *pcapng.WriteError
-	if errors.As(err, &werr) {
+	if werr := writeError(err); werr != nil {
 		return werr.Lost
 	}
 	return 0
@@ -72,17 +78,14 @@ func (m *Manager) fault(s *stream, now time.Time, err error, lost int) {
 	}
 	if !c.active {
 		c.active, c.dropped, c.since = true, 0, now
-		m.mu.Lock()
-		m.totals.Faults++
-		m.mu.Unlock()
+		m.addFaults(1)
 		m.log.Warn("writing stream files failed: dropping the packets of the failing streams and retrying (logged once until writes succeed again)",
 			"dir", m.cfg.Dir, m.cfg.IDs.Err(err), "retry", m.cfg.RetryInterval)
 	}
 	c.dropped += uint64(lost)
 	c.lastFault = now
 	c.okSince = time.Time{} // a fault during the hold starts it again
-	var werr *pcapng.WriteError
-	if errors.As(err, &werr) {
+	if werr := writeError(err); werr != nil {
 		s.failedBytes = werr.Bytes
 	}
 	s.fault, s.faultEpoch, s.probe = c, c.epoch, false
@@ -129,30 +132,41 @@ func (m *Manager) clearFault(s *stream, now time.Time) {
 // settleConditions ends the conditions whose writes have succeeded for
 // recoverHold since the last fault.
 func (m *Manager) settleConditions(now time.Time) {
+	m.endConditions(now, "writing stream files works again", func(c *faultCond) bool {
+		return !c.okSince.IsZero() && now.Sub(c.okSince) >= recoverHold && now.Sub(c.lastFault) >= recoverHold
+	})
+}
+
+// endConditions ends the active conditions that over says are over,
+// logging msg.
+func (m *Manager) endConditions(now time.Time, msg string, over func(*faultCond) bool) {
 	for _, c := range m.conds {
-		if c.active && !c.okSince.IsZero() && now.Sub(c.okSince) >= recoverHold && now.Sub(c.lastFault) >= recoverHold {
-			m.endCondition(c, now, "writing stream files works again")
+		if c.active && over(c) {
+			m.endCondition(c, now, msg)
 		}
 	}
+}
+
+// addFaults changes the active conditions' count, which Stats reads.
+func (m *Manager) addFaults(d int) {
+	m.mu.Lock()
+	m.totals.Faults += d
+	m.mu.Unlock()
 }
 
 func (m *Manager) endCondition(c *faultCond, now time.Time, msg string) {
 	c.active, c.okSince = false, time.Time{}
 	c.epoch++
-	m.mu.Lock()
-	m.totals.Faults--
-	m.mu.Unlock()
+	m.addFaults(-1)
 	m.log.Info(msg, "dir", m.cfg.Dir, "error", c.kind, "dropped", c.dropped, "after", now.Sub(c.since).Round(time.Millisecond))
 }
 
 // expireConditions ends conditions no stream has hit for the idle limit:
 // nothing probed (the streams went quiet), so nothing is known to fail.
 func (m *Manager) expireConditions(now time.Time) {
-	for _, c := range m.conds {
-		if c.active && now.Sub(c.lastFault) > m.idleLimit {
-			m.endCondition(c, now, "no stream file fault seen for a long time; considering the condition over")
-		}
-	}
+	m.endConditions(now, "no stream file fault seen for a long time; considering the condition over", func(c *faultCond) bool {
+		return now.Sub(c.lastFault) > m.idleLimit
+	})
 }
 
 // fixDir gives a directory of the output the group and mode this Manager

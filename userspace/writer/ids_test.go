@@ -43,7 +43,7 @@ func provokeIDLogs(t *testing.T, ids *logid.Namer, dir string) (string, error) {
 	if err := os.WriteFile(filepath.Join(recoverDir, "20250101T000000.000000000Z.pcapng.part"), []byte("not a pcapng file at all, long enough to be read"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuf
+	var logs testenv.LogBuffer
 	clk := newClock()
 	m := newManager(t, Config{Dir: dir, Now: clk.Now, MaxOpen: 1, RetryInterval: time.Hour, IDs: ids,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -74,7 +74,7 @@ func provokeIDLogs(t *testing.T, ids *logid.Namer, dir string) (string, error) {
 		t.Fatal(err)
 	}
 	err := m.Close()
-	return logs.buf.String(), err
+	return logs.String(), err
 }
 
 // TestHiddenIDsInLogs: with IDs set, no log line and no error of Close

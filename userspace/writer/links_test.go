@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // An output directory other users can change is refused, unless the
@@ -20,13 +21,13 @@ func TestUntrustedDirAndPlantedLinks(t *testing.T) {
 	if _, err := New(Config{Dir: open}); !errors.Is(err, pcapng.ErrUntrustedDir) {
 		t.Fatalf("a 0777 output directory: %v", err)
 	}
-	var logs logBuf
-	m, err := New(Config{Dir: open, AllowUntrustedDir: true, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m, err := New(Config{Dir: open, AllowUntrustedDir: true, Logger: logs.Logger()})
 	if err != nil {
 		t.Fatalf("with AllowUntrustedDir: %v", err)
 	}
 	m.Close()
-	if w := logs.lines("WARN"); len(w) == 0 || !strings.Contains(strings.Join(w, "\n"), "allow_untrusted_dir") {
+	if w := logs.Lines("level=WARN"); len(w) == 0 || !strings.Contains(strings.Join(w, "\n"), "allow_untrusted_dir") {
 		t.Errorf("no warning with AllowUntrustedDir: %q", w)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // waitRecovered waits for m's background recovery to be over.
@@ -122,8 +123,8 @@ func TestBackgroundRecovery(t *testing.T) {
 	var mu sync.Mutex
 	hooked := map[string]int{}
 	g := newGate()
-	var logs logBuf
-	m := newManager(t, Config{Dir: dir, Now: clk.Now, CloseWorkers: 4, Logger: logs.logger(), recoverHook: g.hook,
+	var logs testenv.LogBuffer
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, CloseWorkers: 4, Logger: logs.Logger(), recoverHook: g.hook,
 		OnComplete: func(c Completed) {
 			mu.Lock()
 			hooked[c.Path]++
@@ -186,7 +187,7 @@ func TestBackgroundRecovery(t *testing.T) {
 	if wantLeft := slices.Sorted(slices.Values(append([]string{foreign}, current...))); !slices.Equal(left, wantLeft) {
 		t.Errorf(".part files after recovery %v, want %v", left, wantLeft)
 	}
-	info := logs.lines("INFO")
+	info := logs.Lines("level=INFO")
 	if len(info) != 2 || !strings.Contains(info[0], fmt.Sprintf("found=%d", total)) || !strings.Contains(info[1], fmt.Sprintf("completed=%d", valid+1)) ||
 		!strings.Contains(info[1], fmt.Sprintf("removed_empty=%d", len(empties))) || !strings.Contains(info[1], "failed=1") || !strings.Contains(info[1], "left=0") {
 		t.Errorf("log %q", info)
@@ -220,8 +221,8 @@ func TestCloseStopsRecovery(t *testing.T) {
 		oldPart(t, dir, Key{3, uint32(i)}, old, i)
 	}
 	g := newGate()
-	var logs logBuf
-	m, err := New(Config{Dir: dir, CloseWorkers: 2, recoverHook: g.hook, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m, err := New(Config{Dir: dir, CloseWorkers: 2, recoverHook: g.hook, Logger: logs.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func TestCloseStopsRecovery(t *testing.T) {
 	if p := parts(t, dir); len(p) != n-2 {
 		t.Errorf("%d .part files left, want %d", len(p), n-2)
 	}
-	if info := logs.lines("INFO"); len(info) != 2 || !strings.Contains(info[1], "stopped") || !strings.Contains(info[1], fmt.Sprintf("left=%d", n-2)) {
+	if info := logs.Lines("level=INFO"); len(info) != 2 || !strings.Contains(info[1], "stopped") || !strings.Contains(info[1], fmt.Sprintf("left=%d", n-2)) {
 		t.Errorf("log %q", info)
 	}
 

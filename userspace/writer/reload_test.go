@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jmxdp/jmxdp/userspace/testenv"
 )
 
 // A reload's new rotation limits apply from the next Tick: a file opened
@@ -63,8 +65,8 @@ func TestSetRotation(t *testing.T) {
 func TestMaxStreamsEvicts(t *testing.T) {
 	dir := outDir(t)
 	clk := newClock()
-	var logs logBuf
-	m := newManager(t, Config{Dir: dir, Now: clk.Now, MaxStreams: 100, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, MaxStreams: 100, Logger: logs.Logger()})
 	ts := clk.Now()
 	const n = 1000
 	for i := range n {
@@ -103,7 +105,7 @@ func TestMaxStreamsEvicts(t *testing.T) {
 	if got := streamSeqs(t, dir, Key{MID: 1, SID: 0}); len(got) != 2 || len(completed(t, dir, Key{MID: 1, SID: 0})) != 2 {
 		t.Errorf("stream 0: packets %v in %d files, want 2 in 2", got, len(completed(t, dir, Key{MID: 1, SID: 0})))
 	}
-	if w := logs.lines("WARN"); len(w) != 1 || !strings.Contains(w[0], "max_stream_memory") {
+	if w := logs.Lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "max_stream_memory") {
 		t.Errorf("warnings %q, want one", w)
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/jmxdp/jmxdp/userspace/iheap"
 	"github.com/jmxdp/jmxdp/userspace/logid"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 )
@@ -1497,27 +1498,10 @@ func (m *Manager) lruRemove(c *curFile) {
 }
 
 // ageHeap orders current files by start, oldest first.
-type ageHeap []*curFile
+type ageHeap = iheap.Heap[*curFile]
 
-func (h ageHeap) Len() int           { return len(h) }
-func (h ageHeap) Less(i, j int) bool { return h[i].start.Before(h[j].start) }
-func (h ageHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
-}
-func (h *ageHeap) Push(x any) {
-	c := x.(*curFile)
-	c.heapIdx = len(*h)
-	*h = append(*h, c)
-}
-func (h *ageHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	c.heapIdx = -1
-	return c
-}
+func (c *curFile) Before(o *curFile) bool { return c.start.Before(o.start) }
+func (c *curFile) SetIndex(i int)         { c.heapIdx = i }
 
 // Flush writes every stream's buffered packets to its file now, and
 // reports whether any was lost to a fault meanwhile: `jmxdp export` acks

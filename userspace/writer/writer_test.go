@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -43,34 +42,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
-}
-
-// logBuf captures the Manager's log lines.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) lines(level string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		if strings.Contains(line, "level="+level) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuf) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // packet is a raw IPv4 packet of size bytes carrying its stream's SID and a
@@ -465,8 +436,8 @@ func (m *Manager) abandon(t testing.TB) {
 
 func TestRestartRecovery(t *testing.T) {
 	dir := outDir(t)
-	var logs logBuf
-	m1 := newManager(t, Config{Dir: dir, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m1 := newManager(t, Config{Dir: dir, Logger: logs.Logger()})
 	if _, err := New(Config{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second Manager on the directory: %v", err)
 	}
@@ -498,8 +469,8 @@ func TestRestartRecovery(t *testing.T) {
 	os.MkdirAll(filepath.Dir(odd), 0o700)
 	os.WriteFile(odd, []byte("not a capture"), 0o600)
 
-	logs = logBuf{}
-	m2 := newManager(t, Config{Dir: dir, Logger: logs.logger()})
+	logs = testenv.LogBuffer{}
+	m2 := newManager(t, Config{Dir: dir, Logger: logs.Logger()})
 	waitRecovered(t, m2) // in the background (recovery_test.go)
 	st := m2.Stats()
 	if st.RecoveredFiles != 1 || st.RecoveredBytes != 150 {
@@ -520,7 +491,7 @@ func TestRestartRecovery(t *testing.T) {
 		}
 	}
 	// A line when the recovery starts, one when it is over.
-	info := logs.lines("INFO")
+	info := logs.Lines("level=INFO")
 	if len(info) != 2 || !strings.Contains(info[0], "in the background") || !strings.Contains(info[0], "found=4") {
 		t.Errorf("start: %q", info)
 	}
@@ -544,8 +515,8 @@ func TestRestartRecovery(t *testing.T) {
 func TestFaultRetry(t *testing.T) {
 	dir := outDir(t)
 	clk := newClock()
-	var logs logBuf
-	m := newManager(t, Config{Dir: dir, Now: clk.Now, RetryInterval: time.Second, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, RetryInterval: time.Second, Logger: logs.Logger()})
 	bad := Key{7, 1}
 	good := Key{8, 1}
 	obstacle := filepath.Join(dir, "mid-7")
@@ -582,15 +553,15 @@ func TestFaultRetry(t *testing.T) {
 		t.Fatal("write after the retry failed")
 	}
 	// The condition holds until writes have succeeded for recoverHold.
-	if st := m.Stats(); st.Faults != 1 || len(logs.lines("INFO")) != 0 {
-		t.Errorf("condition over at the first success: stats %+v, info %q", st, logs.lines("INFO"))
+	if st := m.Stats(); st.Faults != 1 || len(logs.Lines("level=INFO")) != 0 {
+		t.Errorf("condition over at the first success: stats %+v, info %q", st, logs.Lines("level=INFO"))
 	}
 	clk.Advance(recoverHold)
 	m.Tick()
 	if st := m.Stats(); st.Faults != 0 {
 		t.Errorf("stats %+v", st)
 	}
-	warn, info := logs.lines("WARN"), logs.lines("INFO")
+	warn, info := logs.Lines("level=WARN"), logs.Lines("level=INFO")
 	if len(warn) != 1 || len(info) != 1 || !strings.Contains(info[0], "dropped=10") {
 		t.Errorf("logs:\n%s", strings.Join(append(warn, info...), "\n"))
 	}
@@ -612,10 +583,10 @@ func TestFaultRetry(t *testing.T) {
 func TestFaultDoesNotFlap(t *testing.T) {
 	dir := outDir(t)
 	clk := newClock()
-	var logs logBuf
+	var logs testenv.LogBuffer
 	// Every packet completes its file, so every write creates one: a file
 	// where the stream's directory goes makes the create fail.
-	m := newManager(t, Config{Dir: dir, Now: clk.Now, RetryInterval: time.Second, RotateSize: 1, Logger: logs.logger()})
+	m := newManager(t, Config{Dir: dir, Now: clk.Now, RetryInterval: time.Second, RotateSize: 1, Logger: logs.Logger()})
 	k := Key{7, 1}
 	obstacle := filepath.Join(dir, "mid-7")
 	ts := clk.Now()
@@ -642,7 +613,7 @@ func TestFaultDoesNotFlap(t *testing.T) {
 	if failures != 12 {
 		t.Fatalf("%d of 12 writes failed: the test's premise", failures)
 	}
-	if w, i := logs.lines("WARN"), logs.lines("INFO"); len(w) != 1 || len(i) != 0 {
+	if w, i := logs.Lines("level=WARN"), logs.Lines("level=INFO"); len(w) != 1 || len(i) != 0 {
 		t.Fatalf("a flapping disk logged %d warnings and %d recoveries: %q %q", len(w), len(i), w, i)
 	}
 	// Then it works for recoverHold: over, logged once.
@@ -657,15 +628,15 @@ func TestFaultDoesNotFlap(t *testing.T) {
 	if st := m.Stats(); st.Faults != 0 {
 		t.Errorf("fault gauge %d after %v of success", st.Faults, recoverHold)
 	}
-	if i := logs.lines("INFO"); len(i) != 1 || !strings.Contains(i[0], "works again") || !strings.Contains(i[0], "dropped=12") {
+	if i := logs.Lines("level=INFO"); len(i) != 1 || !strings.Contains(i[0], "works again") || !strings.Contains(i[0], "dropped=12") {
 		t.Errorf("recovery lines %q", i)
 	}
 }
 
 func TestDropsAndClose(t *testing.T) {
 	dir := outDir(t)
-	var logs logBuf
-	m := newManager(t, Config{Dir: dir, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m := newManager(t, Config{Dir: dir, Logger: logs.Logger()})
 	k := Key{1, 2}
 	m.Drop(k, DropQueue, 5)
 	m.Drop(k, DropReassembly, 2)
@@ -706,7 +677,7 @@ func TestDropsAndClose(t *testing.T) {
 	if ss := m.Streams(); len(ss) != 1 || ss[0].DropsByReason != want || ss[0].Drops != 13 {
 		t.Errorf("streams %+v", ss)
 	}
-	if w := logs.lines("WARN"); len(w) != 1 {
+	if w := logs.Lines("level=WARN"); len(w) != 1 {
 		t.Errorf("warnings: %q", w)
 	}
 	for r := DropDisk; r <= NumDropReasons; r++ {
@@ -781,8 +752,8 @@ func testDiskFull(t *testing.T, cfg Config) {
 		t.Fatal(err)
 	}
 	clk := newClock()
-	var logs logBuf
-	cfg.Dir, cfg.Now, cfg.RetryInterval, cfg.Logger = dir, clk.Now, time.Second, logs.logger()
+	var logs testenv.LogBuffer
+	cfg.Dir, cfg.Now, cfg.RetryInterval, cfg.Logger = dir, clk.Now, time.Second, logs.Logger()
 	m := newManager(t, cfg)
 	keys := []Key{{1, 1}, {1, 2}, {1, 3}, {1, 4}}
 	writes := map[Key]int{}
@@ -817,10 +788,10 @@ func testDiskFull(t *testing.T, cfg Config) {
 			t.Errorf("%v: %d disk drops, %d writes failed", ss.Key, ss.DropsByReason[DropDisk], failed[ss.Key])
 		}
 	}
-	if w := logs.lines("WARN"); len(w) != 1 || !strings.Contains(w[0], "no space left") || !strings.Contains(w[0], dir) {
+	if w := logs.Lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "no space left") || !strings.Contains(w[0], dir) {
 		t.Fatalf("warnings: %q", w)
 	}
-	if i := logs.lines("INFO"); len(i) != 0 {
+	if i := logs.Lines("level=INFO"); len(i) != 0 {
 		t.Fatalf("info lines while full: %q", i)
 	}
 	// Every file is valid meanwhile.
@@ -840,16 +811,16 @@ func testDiskFull(t *testing.T, cfg Config) {
 	}
 	clk.Advance(recoverHold)
 	m.Tick()
-	info := logs.lines("INFO")
+	info := logs.Lines("level=INFO")
 	if len(info) != 1 || !strings.Contains(info[0], "works again") {
 		t.Fatalf("info lines: %q", info)
 	}
-	t.Logf("logged:\n%s\n%s", logs.lines("WARN")[0], info[0])
+	t.Logf("logged:\n%s\n%s", logs.Lines("level=WARN")[0], info[0])
 	if st := m.Stats(); st.Faults != 0 {
 		t.Errorf("faults %d after recovery", st.Faults)
 	}
-	if len(logs.lines("WARN")) != 1 {
-		t.Errorf("warnings: %q", logs.lines("WARN"))
+	if len(logs.Lines("level=WARN")) != 1 {
+		t.Errorf("warnings: %q", logs.Lines("level=WARN"))
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
@@ -954,15 +925,15 @@ func TestNewErrors(t *testing.T) {
 	if p := permOf(t, dir); p != 0o700 {
 		t.Errorf("mode %o", p)
 	}
-	var logs logBuf
+	var logs testenv.LogBuffer
 	open := t.TempDir()
 	os.Chmod(open, 0o755)
-	m2, err := New(Config{Dir: open, Logger: logs.logger()})
+	m2, err := New(Config{Dir: open, Logger: logs.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m2.Close()
-	if w := logs.lines("WARN"); len(w) != 1 || !strings.Contains(w[0], "other users") {
+	if w := logs.Lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "other users") {
 		t.Errorf("no warning for an open directory: %q", w)
 	}
 }
@@ -1070,8 +1041,8 @@ func TestTickFlush(t *testing.T) {
 // stream starts a new file.
 func TestEvictedFileVanished(t *testing.T) {
 	dir := outDir(t)
-	var logs logBuf
-	m := newManager(t, Config{Dir: dir, MaxOpen: 1, Logger: logs.logger()})
+	var logs testenv.LogBuffer
+	m := newManager(t, Config{Dir: dir, MaxOpen: 1, Logger: logs.Logger()})
 	a, b := Key{1, 1}, Key{1, 2}
 	ts := time.Now()
 	write(t, m, a, ts, 0, 100)
@@ -1090,7 +1061,7 @@ func TestEvictedFileVanished(t *testing.T) {
 	if got := streamSeqs(t, dir, a); !slices.Equal(got, []int{1}) {
 		t.Errorf("a: %v", got)
 	}
-	if w := logs.lines("WARN"); len(w) != 1 || !strings.Contains(w[0], "vanished") {
+	if w := logs.Lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "vanished") {
 		t.Errorf("warnings %q", w)
 	}
 }
