@@ -185,58 +185,277 @@ static __always_inline __u64 coarse_now(void)
 	return coarse_now_in(&jm_clock);
 }
 
-/*
- * Count the datagram into its stream and return the stream's action. The
- * action is cached in the stream's entry under the policy generation read
- * first, before any policy lookup: a rule written after that read comes with
- * a new generation, so a stale cached action is used at most by frames that
- * raced the change, never after it.
- */
-static __always_inline __u32 count_stream(struct jm_counters *c,
-					  const struct jm_settings *cfg,
-					  struct jm_packet *p)
+/* This CPU's jm_count_scratch (maps.h). */
+static __always_inline struct jm_count_scratch *count_scratch(void)
 {
-	struct jm_stream_value *v, nv = {};
-	__u32 kind = p->inner_kind;
-	__u32 gen = policy_gen();
-	__u64 now = coarse_now();
-	__u64 cached;
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&jm_count_scratch, &zero);
+}
+
+/* Fold counts that found jm_streams full into the router's overflow total
+ * (this CPU's value), never lost: when even that map is full, the packets
+ * are counted in JM_STAT_STREAM_LOST. */
+static __always_inline void fold_router(struct jm_counters *c,
+					const struct jm_stream_key *key,
+					const struct jm_stream_value *nv)
+{
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_router_total *t;
+	struct jm_addr r;
+	__u64 packets = 0;
+
+#pragma unroll
+	for (int i = 0; i < JM_INNER_MAX; i++)
+		packets += nv->inner[i];
+	stat_add(c, JM_STAT_STREAM_FULL, packets);
+	__builtin_memcpy(r.addr, key->router, JM_ADDR_LEN);
+	t = bpf_map_lookup_elem(&jm_router_overflow, &r);
+	if (!t) {
+		if (!sc) { /* cannot happen: an array of one */
+			stat_add(c, JM_STAT_STREAM_LOST, packets);
+			return;
+		}
+		sc->nt.bytes = nv->bytes;
+		__builtin_memcpy(sc->nt.inner, nv->inner, sizeof(sc->nt.inner));
+		/* A per-CPU insert: this CPU's value is nt, the others 0. */
+		if (bpf_map_update_elem(&jm_router_overflow, &r, &sc->nt,
+					BPF_NOEXIST) == 0)
+			return;
+		t = bpf_map_lookup_elem(&jm_router_overflow, &r);
+		if (!t) {
+			stat_add(c, JM_STAT_STREAM_LOST, packets);
+			return;
+		}
+	}
+	t->bytes += nv->bytes;
+#pragma unroll
+	for (int i = 0; i < JM_INNER_MAX; i++)
+		t->inner[i] += nv->inner[i];
+}
+
+/* Insert a stream's first counts nv into jm_streams. 0: inserted; 1:
+ * another CPU inserted it first (add to that entry); -1: the table is full
+ * and nv went to the router's total. */
+static __always_inline int insert_stream(struct jm_counters *c,
+					 const struct jm_stream_key *key,
+					 const struct jm_stream_value *nv)
+{
+	int err = bpf_map_update_elem(&jm_streams, key, nv, BPF_NOEXIST);
+
+	if (err == 0) {
+		stat_add(c, JM_STAT_STREAM_NEW, 1);
+		return 0;
+	}
+	if (err == -JM_EEXIST)
+		return 1;
+	fold_router(c, key, nv);
+	return -1;
+}
+
+/* A slot's stream hashes the key's six 32-bit words (maps.slotIndex). */
+static __always_inline __u32 slot_index(const struct jm_stream_key *k)
+{
+	const __u32 *w = (const __u32 *)k;
+	__u32 h = 0;
+
+#pragma unroll
+	for (int i = 0; i < JM_STREAM_KEY_WORDS; i++)
+		h = (h ^ w[i]) * JM_STREAM_HASH_MUL;
+	return (h ^ (h >> 16)) & JM_STREAM_SLOT_MASK;
+}
+
+static __always_inline int key_eq(const struct jm_stream_key *a,
+				  const struct jm_stream_key *b)
+{
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+	__u32 d = 0;
+
+#pragma unroll
+	for (int i = 0; i < JM_STREAM_KEY_WORDS; i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}
+
+/* Move what slot s counted into its stream's entry: atomic adds, as any
+ * CPU's. An entry userspace retired (or never had room) is inserted anew
+ * from the slot's counts, or folded into the router's total when full. */
+static __always_inline void flush_slot(struct jm_counters *c,
+				       struct jm_stream_slot *s)
+{
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_stream_value *v, *nv;
+
+	v = bpf_map_lookup_elem(&jm_streams, &s->key);
+	if (!v) {
+		if (!sc) /* cannot happen: an array of one */
+			return;
+		nv = &sc->nv;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->bytes = s->bytes;
+		__builtin_memcpy(nv->inner, s->inner, sizeof(nv->inner));
+		nv->first_seen_ns = s->first_seen_ns;
+		nv->last_seen_ns = s->last_seen_ns;
+		nv->policy_cache = s->policy_cache;
+		if (insert_stream(c, &s->key, nv) != 1)
+			return;
+		v = bpf_map_lookup_elem(&jm_streams, &s->key);
+		if (!v) {
+			fold_router(c, &s->key, nv);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->bytes, s->bytes);
+#pragma unroll
+	for (int i = 0; i < JM_INNER_MAX; i++)
+		if (s->inner[i])
+			__sync_fetch_and_add(&v->inner[i], s->inner[i]);
+	if ((__s64)(s->last_seen_ns - v->last_seen_ns) > 0)
+		v->last_seen_ns = s->last_seen_ns;
+}
+
+/* Give slot s to key: flush what it holds for its stream first. seq is odd
+ * throughout, so a reader knows to read the slot and the table again. A
+ * slot is taken only from a stream that has not counted in it this jiffy
+ * (now, the per-jiffy clock): two hot streams that share a slot do not
+ * take it from each other on every frame (the newcomer counts in the table
+ * meanwhile), so seq moves at most once a jiffy per slot and a reader's
+ * few microseconds between its reads of a slot rarely see it move. */
+static __always_inline void take_slot(struct jm_counters *c,
+				      struct jm_stream_slot *s,
+				      const struct jm_stream_key *key,
+				      __u64 policy, __u64 now)
+{
+	if (s->valid && s->last_seen_ns == now)
+		return;
+	__sync_fetch_and_add(&s->seq, 1);
+	if (s->valid && s->first_seen_ns)
+		flush_slot(c, s);
+	__builtin_memcpy(&s->key, key, sizeof(*key));
+	s->valid = 1;
+	s->bytes = 0;
+	__builtin_memset(s->inner, 0, sizeof(s->inner));
+	s->first_seen_ns = 0;
+	s->last_seen_ns = now; /* held this jiffy; counts none yet */
+	s->policy_cache = policy;
+	__sync_fetch_and_add(&s->seq, 1);
+}
+
+/* The action a stream's policy word (*word, in its entry or its cache
+ * slot) holds when it was cached under gen; otherwise looked up and cached
+ * there under gen. */
+static __always_inline __u32 cached_action(__u64 *word,
+					   const struct jm_settings *cfg,
+					   const struct jm_stream_key *key,
+					   __u32 gen)
+{
+	__u64 cached = *word;
 	__u32 action;
 
-	if (kind >= JM_INNER_MAX)
-		kind = JM_INNER_UNKNOWN;
-
-	v = bpf_map_lookup_elem(&jm_streams, &p->key);
-	if (!v) {
-		action = lookup_action(cfg, p->key.mid, p->key.sid);
-		nv.bytes = p->inner_len;
-		nv.first_seen_ns = now;
-		nv.last_seen_ns = now;
-		nv.inner[kind] = 1;
-		nv.policy_cache = policy_cache_word(gen, action);
-		if (bpf_map_update_elem(&jm_streams, &p->key, &nv,
-					BPF_NOEXIST) == 0) {
-			stat_add(c, JM_STAT_STREAM_NEW, 1);
-			return action;
-		}
-		/* Another CPU inserted it first: add to its entry. */
-		v = bpf_map_lookup_elem(&jm_streams, &p->key);
-		if (!v)
-			return action;
-	}
-	__sync_fetch_and_add(&v->bytes, p->inner_len);
-	__sync_fetch_and_add(&v->inner[kind], 1);
-	v->last_seen_ns = now;
-
-	cached = v->policy_cache;
 	if ((cached & JM_POLICY_CACHE_VALID) &&
 	    (__u32)(cached >> JM_POLICY_CACHE_GEN_SHIFT) == gen) {
 		action = cached & JM_POLICY_CACHE_ACTION_MASK;
 		return jm_action_sane(action);
 	}
-	action = lookup_action(cfg, p->key.mid, p->key.sid);
-	v->policy_cache = policy_cache_word(gen, action);
+	action = lookup_action(cfg, key->mid, key->sid);
+	*word = policy_cache_word(gen, action);
 	return action;
+}
+
+/* Count the datagram into jm_streams and return the stream's action. */
+static __always_inline __u32 count_in_table(struct jm_counters *c,
+					    const struct jm_settings *cfg,
+					    struct jm_packet *p, __u32 kind,
+					    __u32 gen, __u64 now)
+{
+	struct jm_count_scratch *sc = count_scratch();
+	struct jm_stream_value *v, *nv;
+	__u32 action;
+
+	v = bpf_map_lookup_elem(&jm_streams, &p->key);
+	if (!v) {
+		action = lookup_action(cfg, p->key.mid, p->key.sid);
+		if (!sc) /* cannot happen: an array of one */
+			return action;
+		nv = &sc->nv;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->bytes = p->inner_len;
+		nv->first_seen_ns = now;
+		nv->last_seen_ns = now;
+		nv->inner[kind] = 1;
+		nv->policy_cache = policy_cache_word(gen, action);
+		if (insert_stream(c, &p->key, nv) != 1)
+			return action;
+		/* Another CPU inserted it first: add to its entry. */
+		v = bpf_map_lookup_elem(&jm_streams, &p->key);
+		if (!v) {
+			fold_router(c, &p->key, nv);
+			return action;
+		}
+	}
+	__sync_fetch_and_add(&v->bytes, p->inner_len);
+	__sync_fetch_and_add(&v->inner[kind], 1);
+	v->last_seen_ns = now;
+	return cached_action(&v->policy_cache, cfg, &p->key, gen);
+}
+
+/*
+ * Count the datagram into its stream and return the stream's action. A
+ * stream that holds this CPU's cache slot counts there, with plain adds,
+ * and takes its action from the slot; any other takes the slot after
+ * counting into the table (its first frame is in the table, so a stream
+ * is in jm_streams once it has counted at all, unless the table is full).
+ * The action is cached under the policy generation read first, before
+ * any policy lookup: a rule written after that read comes with a new
+ * generation, so a stale cached action is used at most by frames that
+ * raced the change, never after it. The slot caches the action the table
+ * path returned, valid under the same generation.
+ */
+static __always_inline __u32 count_stream(struct jm_counters *c,
+					  const struct jm_settings *cfg,
+					  struct jm_packet *p)
+{
+	struct jm_stream_slot *s;
+	__u32 kind = p->inner_kind;
+	__u32 gen = policy_gen();
+	__u64 now = coarse_now();
+	__u32 idx = slot_index(&p->key);
+	__u32 action;
+
+	if (kind >= JM_INNER_MAX)
+		kind = JM_INNER_UNKNOWN;
+
+	s = bpf_map_lookup_elem(&jm_stream_cache, &idx);
+	if (s && s->valid && key_eq(&s->key, &p->key)) {
+		s->bytes += p->inner_len;
+		s->inner[kind]++;
+		if (!s->first_seen_ns)
+			s->first_seen_ns = now;
+		s->last_seen_ns = now;
+		return cached_action(&s->policy_cache, cfg, &p->key, gen);
+	}
+	action = count_in_table(c, cfg, p, kind, gen, now);
+	if (s)
+		take_slot(c, s, &p->key, policy_cache_word(gen, action), now);
+	return action;
+}
+
+/*
+ * count_stream as a global function: the verifier checks it once, on its
+ * own, rather than once for every state the parse reaches it in (the cache,
+ * the flush and the full-table paths multiplied jmxdp past the 1M
+ * instruction limit inlined). The caller sees only its return value, which
+ * it passes through jm_action_sane. It reads the settings itself: a pointer
+ * to the caller's copy would keep that copy on the caller's stack, whose
+ * frame and forward_frame's must fit in 512 bytes together.
+ */
+__noinline int jm_count_stream(struct jm_packet *p)
+{
+	struct jm_settings cfg = load_settings();
+
+	if (!p)
+		return JM_ACTION_PASS;
+	return count_stream(counters(), &cfg, p);
 }
 
 /* t lies within JM_FRAG_WINDOW_NS before now. Signed: a time another CPU
@@ -637,7 +856,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 			goto act;
 		}
 	}
-	action = count_stream(c, &cfg, p);
+	action = jm_action_sane(jm_count_stream(p));
 	stat_add(c, JM_STAT_JMIRROR, 1);
 	stat_add(c, JM_STAT_JMIRROR_BYTES, p->inner_len);
 	if (p->version)

@@ -49,9 +49,15 @@ type jmxdpJmClock struct {
 	Ns      uint64
 }
 
+type jmxdpJmCountScratch struct {
+	_  structs.HostLayout
+	Nv jmxdpJmStreamValue
+	Nt jmxdpJmRouterTotal
+}
+
 type jmxdpJmCounters struct {
 	_     structs.HostLayout
-	Count [31]uint64
+	Count [33]uint64
 }
 
 type jmxdpJmFrag6Key struct {
@@ -204,6 +210,12 @@ type jmxdpJmPolicyValue struct {
 	FwdAddr   [16]uint8
 }
 
+type jmxdpJmRouterTotal struct {
+	_     structs.HostLayout
+	Bytes uint64
+	Inner [5]uint64
+}
+
 type jmxdpJmScratch struct {
 	_   structs.HostLayout
 	Buf [2048]uint8
@@ -249,7 +261,9 @@ const (
 	jmxdpJmStatJM_STAT_FWD_UNSUPPORTED     jmxdpJmStat = 28
 	jmxdpJmStatJM_STAT_FWD_USERSPACE       jmxdpJmStat = 29
 	jmxdpJmStatJM_STAT_FWD_FRAG_EARLY      jmxdpJmStat = 30
-	jmxdpJmStatJM_STAT_MAX                 jmxdpJmStat = 31
+	jmxdpJmStatJM_STAT_STREAM_FULL         jmxdpJmStat = 31
+	jmxdpJmStatJM_STAT_STREAM_LOST         jmxdpJmStat = 32
+	jmxdpJmStatJM_STAT_MAX                 jmxdpJmStat = 33
 )
 
 type jmxdpJmStreamKey struct {
@@ -257,6 +271,18 @@ type jmxdpJmStreamKey struct {
 	Router [16]uint8
 	Mid    uint32
 	Sid    uint32
+}
+
+type jmxdpJmStreamSlot struct {
+	_           structs.HostLayout
+	Seq         uint32
+	Valid       uint32
+	Key         jmxdpJmStreamKey
+	Bytes       uint64
+	Inner       [5]uint64
+	FirstSeenNs uint64
+	LastSeenNs  uint64
+	PolicyCache uint64
 }
 
 type jmxdpJmStreamValue struct {
@@ -297,6 +323,7 @@ const (
 	jmxdpMapJmCandidates        = "jm_candidates"
 	jmxdpMapJmClock             = "jm_clock"
 	jmxdpMapJmConfig            = "jm_config"
+	jmxdpMapJmCountScratch      = "jm_count_scratch"
 	jmxdpMapJmFragPairs         = "jm_frag_pairs"
 	jmxdpMapJmFragPairs6        = "jm_frag_pairs6"
 	jmxdpMapJmFrags             = "jm_frags"
@@ -309,8 +336,11 @@ const (
 	jmxdpMapJmPolicy            = "jm_policy"
 	jmxdpMapJmPolicyGen         = "jm_policy_gen"
 	jmxdpMapJmPorts             = "jm_ports"
+	jmxdpMapJmRouterOverflow    = "jm_router_overflow"
+	jmxdpMapJmRouterRetired     = "jm_router_retired"
 	jmxdpMapJmScratch           = "jm_scratch"
 	jmxdpMapJmStats             = "jm_stats"
+	jmxdpMapJmStreamCache       = "jm_stream_cache"
 	jmxdpMapJmStreams           = "jm_streams"
 	jmxdpMapJmUntrusted         = "jm_untrusted"
 	jmxdpMapJmXsks              = "jm_xsks"
@@ -381,27 +411,31 @@ type jmxdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type jmxdpMapSpecs struct {
-	JmAllowlist  *ebpf.MapSpec `ebpf:"jm_allowlist"`
-	JmCandidates *ebpf.MapSpec `ebpf:"jm_candidates"`
-	JmClock      *ebpf.MapSpec `ebpf:"jm_clock"`
-	JmConfig     *ebpf.MapSpec `ebpf:"jm_config"`
-	JmFragPairs  *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
-	JmFragPairs6 *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
-	JmFrags      *ebpf.MapSpec `ebpf:"jm_frags"`
-	JmFrags6     *ebpf.MapSpec `ebpf:"jm_frags6"`
-	JmFwdCfg     *ebpf.MapSpec `ebpf:"jm_fwd_cfg"`
-	JmFwdDevs    *ebpf.MapSpec `ebpf:"jm_fwd_devs"`
-	JmFwdScratch *ebpf.MapSpec `ebpf:"jm_fwd_scratch"`
-	JmFwdSrc     *ebpf.MapSpec `ebpf:"jm_fwd_src"`
-	JmFwdStreams *ebpf.MapSpec `ebpf:"jm_fwd_streams"`
-	JmPolicy     *ebpf.MapSpec `ebpf:"jm_policy"`
-	JmPolicyGen  *ebpf.MapSpec `ebpf:"jm_policy_gen"`
-	JmPorts      *ebpf.MapSpec `ebpf:"jm_ports"`
-	JmScratch    *ebpf.MapSpec `ebpf:"jm_scratch"`
-	JmStats      *ebpf.MapSpec `ebpf:"jm_stats"`
-	JmStreams    *ebpf.MapSpec `ebpf:"jm_streams"`
-	JmUntrusted  *ebpf.MapSpec `ebpf:"jm_untrusted"`
-	JmXsks       *ebpf.MapSpec `ebpf:"jm_xsks"`
+	JmAllowlist      *ebpf.MapSpec `ebpf:"jm_allowlist"`
+	JmCandidates     *ebpf.MapSpec `ebpf:"jm_candidates"`
+	JmClock          *ebpf.MapSpec `ebpf:"jm_clock"`
+	JmConfig         *ebpf.MapSpec `ebpf:"jm_config"`
+	JmCountScratch   *ebpf.MapSpec `ebpf:"jm_count_scratch"`
+	JmFragPairs      *ebpf.MapSpec `ebpf:"jm_frag_pairs"`
+	JmFragPairs6     *ebpf.MapSpec `ebpf:"jm_frag_pairs6"`
+	JmFrags          *ebpf.MapSpec `ebpf:"jm_frags"`
+	JmFrags6         *ebpf.MapSpec `ebpf:"jm_frags6"`
+	JmFwdCfg         *ebpf.MapSpec `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs        *ebpf.MapSpec `ebpf:"jm_fwd_devs"`
+	JmFwdScratch     *ebpf.MapSpec `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc         *ebpf.MapSpec `ebpf:"jm_fwd_src"`
+	JmFwdStreams     *ebpf.MapSpec `ebpf:"jm_fwd_streams"`
+	JmPolicy         *ebpf.MapSpec `ebpf:"jm_policy"`
+	JmPolicyGen      *ebpf.MapSpec `ebpf:"jm_policy_gen"`
+	JmPorts          *ebpf.MapSpec `ebpf:"jm_ports"`
+	JmRouterOverflow *ebpf.MapSpec `ebpf:"jm_router_overflow"`
+	JmRouterRetired  *ebpf.MapSpec `ebpf:"jm_router_retired"`
+	JmScratch        *ebpf.MapSpec `ebpf:"jm_scratch"`
+	JmStats          *ebpf.MapSpec `ebpf:"jm_stats"`
+	JmStreamCache    *ebpf.MapSpec `ebpf:"jm_stream_cache"`
+	JmStreams        *ebpf.MapSpec `ebpf:"jm_streams"`
+	JmUntrusted      *ebpf.MapSpec `ebpf:"jm_untrusted"`
+	JmXsks           *ebpf.MapSpec `ebpf:"jm_xsks"`
 }
 
 // jmxdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -439,27 +473,31 @@ func (o *jmxdpObjects) Close() error {
 //
 // It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type jmxdpMaps struct {
-	JmAllowlist  *ebpf.Map `ebpf:"jm_allowlist"`
-	JmCandidates *ebpf.Map `ebpf:"jm_candidates"`
-	JmClock      *ebpf.Map `ebpf:"jm_clock"`
-	JmConfig     *ebpf.Map `ebpf:"jm_config"`
-	JmFragPairs  *ebpf.Map `ebpf:"jm_frag_pairs"`
-	JmFragPairs6 *ebpf.Map `ebpf:"jm_frag_pairs6"`
-	JmFrags      *ebpf.Map `ebpf:"jm_frags"`
-	JmFrags6     *ebpf.Map `ebpf:"jm_frags6"`
-	JmFwdCfg     *ebpf.Map `ebpf:"jm_fwd_cfg"`
-	JmFwdDevs    *ebpf.Map `ebpf:"jm_fwd_devs"`
-	JmFwdScratch *ebpf.Map `ebpf:"jm_fwd_scratch"`
-	JmFwdSrc     *ebpf.Map `ebpf:"jm_fwd_src"`
-	JmFwdStreams *ebpf.Map `ebpf:"jm_fwd_streams"`
-	JmPolicy     *ebpf.Map `ebpf:"jm_policy"`
-	JmPolicyGen  *ebpf.Map `ebpf:"jm_policy_gen"`
-	JmPorts      *ebpf.Map `ebpf:"jm_ports"`
-	JmScratch    *ebpf.Map `ebpf:"jm_scratch"`
-	JmStats      *ebpf.Map `ebpf:"jm_stats"`
-	JmStreams    *ebpf.Map `ebpf:"jm_streams"`
-	JmUntrusted  *ebpf.Map `ebpf:"jm_untrusted"`
-	JmXsks       *ebpf.Map `ebpf:"jm_xsks"`
+	JmAllowlist      *ebpf.Map `ebpf:"jm_allowlist"`
+	JmCandidates     *ebpf.Map `ebpf:"jm_candidates"`
+	JmClock          *ebpf.Map `ebpf:"jm_clock"`
+	JmConfig         *ebpf.Map `ebpf:"jm_config"`
+	JmCountScratch   *ebpf.Map `ebpf:"jm_count_scratch"`
+	JmFragPairs      *ebpf.Map `ebpf:"jm_frag_pairs"`
+	JmFragPairs6     *ebpf.Map `ebpf:"jm_frag_pairs6"`
+	JmFrags          *ebpf.Map `ebpf:"jm_frags"`
+	JmFrags6         *ebpf.Map `ebpf:"jm_frags6"`
+	JmFwdCfg         *ebpf.Map `ebpf:"jm_fwd_cfg"`
+	JmFwdDevs        *ebpf.Map `ebpf:"jm_fwd_devs"`
+	JmFwdScratch     *ebpf.Map `ebpf:"jm_fwd_scratch"`
+	JmFwdSrc         *ebpf.Map `ebpf:"jm_fwd_src"`
+	JmFwdStreams     *ebpf.Map `ebpf:"jm_fwd_streams"`
+	JmPolicy         *ebpf.Map `ebpf:"jm_policy"`
+	JmPolicyGen      *ebpf.Map `ebpf:"jm_policy_gen"`
+	JmPorts          *ebpf.Map `ebpf:"jm_ports"`
+	JmRouterOverflow *ebpf.Map `ebpf:"jm_router_overflow"`
+	JmRouterRetired  *ebpf.Map `ebpf:"jm_router_retired"`
+	JmScratch        *ebpf.Map `ebpf:"jm_scratch"`
+	JmStats          *ebpf.Map `ebpf:"jm_stats"`
+	JmStreamCache    *ebpf.Map `ebpf:"jm_stream_cache"`
+	JmStreams        *ebpf.Map `ebpf:"jm_streams"`
+	JmUntrusted      *ebpf.Map `ebpf:"jm_untrusted"`
+	JmXsks           *ebpf.Map `ebpf:"jm_xsks"`
 }
 
 func (m *jmxdpMaps) Close() error {
@@ -468,6 +506,7 @@ func (m *jmxdpMaps) Close() error {
 		m.JmCandidates,
 		m.JmClock,
 		m.JmConfig,
+		m.JmCountScratch,
 		m.JmFragPairs,
 		m.JmFragPairs6,
 		m.JmFrags,
@@ -480,8 +519,11 @@ func (m *jmxdpMaps) Close() error {
 		m.JmPolicy,
 		m.JmPolicyGen,
 		m.JmPorts,
+		m.JmRouterOverflow,
+		m.JmRouterRetired,
 		m.JmScratch,
 		m.JmStats,
+		m.JmStreamCache,
 		m.JmStreams,
 		m.JmUntrusted,
 		m.JmXsks,

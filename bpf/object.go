@@ -53,6 +53,8 @@ type (
 	FwdSrcKey      = jmxdpJmFwdSrcKey
 	FwdSettings    = jmxdpJmFwdSettings
 	XskMeta        = jmxdpJmXskMeta
+	StreamSlot     = jmxdpJmStreamSlot
+	RouterTotal    = jmxdpJmRouterTotal
 )
 
 // Policy scopes (enum jm_policy_scope).

@@ -66,6 +66,8 @@ func TestVocabularyMatchesProgram(t *testing.T) {
 		{"FwdUnsupported", int64(vocab.FwdUnsupported), int64(jmxdpJmFwdReasonJM_FWD_REASON_UNSUPPORTED)},
 		{"NumFwdReasons", int64(vocab.NumFwdReasons), int64(jmxdpJmFwdReasonJM_FWD_REASON_MAX)},
 		{"StatFwdFragEarly", int64(vocab.StatFwdFragEarly), int64(jmxdpJmStatJM_STAT_FWD_FRAG_EARLY)},
+		{"StatStreamFull", int64(vocab.StatStreamFull), int64(jmxdpJmStatJM_STAT_STREAM_FULL)},
+		{"StatStreamLost", int64(vocab.StatStreamLost), int64(jmxdpJmStatJM_STAT_STREAM_LOST)},
 		{"FwdFragEarly", int64(vocab.FwdFragEarly), int64(jmxdpJmFwdReasonJM_FWD_REASON_FRAG_EARLY)},
 		{"ActionEarly", int64(vocab.ActionEarly), int64(jmxdpJmActionJM_ACTION_EARLY)},
 		{"ActionForwardUser", int64(vocab.ActionForwardUser), int64(jmxdpJmActionJM_ACTION_FORWARD_USER)},

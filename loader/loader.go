@@ -43,7 +43,7 @@ type Options struct {
 }
 
 // scratchMaps hold nothing between frames: never pinned, never migrated.
-var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true}
+var scratchMaps = map[string]bool{"jm_scratch": true, "jm_clock": true, "jm_count_scratch": true}
 
 // Config is what the configuration maps hold.
 type Config struct {

@@ -85,7 +85,7 @@ func migrateMap(ms *ebpf.MapSpec, old *ebpf.Map, path string, log *slog.Logger) 
 // canMigrate reports whether old's entries read as ms's: jmxdp only ever
 // grows a value by appending fields, which start at zero.
 func canMigrate(ms *ebpf.MapSpec, old *ebpf.Map) bool {
-	if old.Type() != ms.Type || old.KeySize() != ms.KeySize || old.ValueSize() > ms.ValueSize {
+	if !sameEntries(old.Type(), ms.Type) || old.KeySize() != ms.KeySize || old.ValueSize() > ms.ValueSize {
 		return false
 	}
 	switch ms.Type {
@@ -94,6 +94,13 @@ func canMigrate(ms *ebpf.MapSpec, old *ebpf.Map) bool {
 	}
 	// XSKMAP and friends hold file descriptors: nothing to carry over.
 	return false
+}
+
+// sameEntries reports whether entries of a map of type from read as those
+// of one of type to: the same type, or an LRU hash becoming a plain hash
+// (jm_streams, issue 17: the table refuses rather than evicts).
+func sameEntries(from, to ebpf.MapType) bool {
+	return from == to || from == ebpf.LRUHash && to == ebpf.Hash
 }
 
 // copyEntries copies old's entries into m, zero-extending values. A smaller

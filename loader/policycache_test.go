@@ -3,16 +3,18 @@ package loader_test
 import (
 	"testing"
 
-	"github.com/jmxdp/jmxdp/bpf"
 	"github.com/jmxdp/jmxdp/loader"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
-// The program caches each stream's action in its stream entry. Every change
-// to the policy or the default action must reach the very next frame of a
-// stream whose action is cached, whichever rule it adds or removes.
+// The program caches each stream's action in its stream entry, and in the
+// cache slot the stream holds (on this CPU: the test runs pinned to one).
+// Every change to the policy or the default action must reach the very
+// next frame of a stream whose action is cached, whichever rule it adds or
+// removes.
 func TestPolicyCacheFollowsEveryChange(t *testing.T) {
 	p := loadProgram(t, loader.Config{DefaultAction: vocab.ActionCount})
+	pinCPU(t, 0)
 	f := frame(t, mirror(7, 1, ipv4Echo()))
 	steps := []struct {
 		name   string
@@ -53,21 +55,23 @@ func TestPolicyCacheFollowsEveryChange(t *testing.T) {
 		if err := p.Objects().JmPolicyGen.Lookup(uint32(0), &gen); err != nil {
 			t.Fatal(err)
 		}
-		var sv bpf.StreamValue
-		key := bpf.StreamKey{Router: router1.As16(), Mid: 7, Sid: 1}
-		if err := p.Objects().JmStreams.Lookup(&key, &sv); err != nil {
-			t.Fatalf("%s: stream entry: %v", s.name, err)
+		// The slot holds the stream from its first frame on: its hits
+		// take the action from there.
+		slot := slotOn(t, p, k1(7, 1), 0)
+		if slot.Valid == 0 || slot.Key.Mid != 7 {
+			t.Fatalf("%s: the stream holds no slot: %+v", s.name, slot)
 		}
 		wantAction := uint32(vocab.ActionCount)
 		if s.want == pass {
 			wantAction = uint32(vocab.ActionPass)
 		}
 		const valid = 1 << 31
-		if got := uint32(sv.PolicyCache); got != valid|wantAction || uint32(sv.PolicyCache>>32) != gen {
-			t.Fatalf("%s: policy_cache %#x, want action %d valid under generation %#x", s.name, sv.PolicyCache, wantAction, gen)
+		if got := uint32(slot.PolicyCache); got != valid|wantAction || uint32(slot.PolicyCache>>32) != gen {
+			t.Fatalf("%s: policy_cache %#x, want action %d valid under generation %#x", s.name, slot.PolicyCache, wantAction, gen)
 		}
-		if sv.Inner[vocab.InnerIPv4] != uint64(i+1) {
-			t.Fatalf("%s: stream packets %d, want %d", s.name, sv.Inner[vocab.InnerIPv4], i+1)
+		st, ok, err := p.Maps.Stream(k1(7, 1))
+		if err != nil || !ok || st.Inner[vocab.InnerIPv4] != uint64(i+1) {
+			t.Fatalf("%s: stream packets %d (%v, %v), want %d", s.name, st.Inner[vocab.InnerIPv4], ok, err, i+1)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -17,6 +18,9 @@ import (
 // Maps wraps the program's maps with typed accessors.
 type Maps struct {
 	m *bpf.Maps
+	// retire orders RetireIdle against the readers that sum streams and
+	// router totals together (EachStreamAndRouters).
+	retire sync.RWMutex
 }
 
 // New wraps maps loaded (or reopened from pins) elsewhere; it does not own
@@ -44,18 +48,11 @@ func (m *Maps) Streams() ([]vocab.Stream, error) {
 	return out, nil
 }
 
-// Stream reads one entry; ok is false when it is absent.
+// Stream reads one stream's exact counts: its table entry plus the cache
+// slots that hold it (streamExact); ok is false when it counted nothing.
 func (m *Maps) Stream(k vocab.StreamKey) (vocab.StreamStats, bool, error) {
-	var v bpf.StreamValue
 	key := streamKeyToBPF(k)
-	err := m.m.JmStreams.Lookup(&key, &v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return vocab.StreamStats{}, false, nil
-	}
-	if err != nil {
-		return vocab.StreamStats{}, false, fmt.Errorf("look up stream %v: %w", k, err)
-	}
-	return streamStatsFromBPF(&v), true, nil
+	return m.streamExact(&key)
 }
 
 // StreamCapacity is the size of the stream table.
@@ -323,21 +320,20 @@ func (m *Maps) Candidates() ([]vocab.Candidate, error) {
 	return out, nil
 }
 
-// EachStream calls fn with every entry of the stream table, in the kernel's
-// order, reading it in batches through one reused buffer: memory does not
-// grow with the table.
+// EachStream calls fn with every stream's exact counts (its table entry
+// plus the cache slots holding it: eachStreamExact), in the kernel's order
+// for streams no slot holds, reading the table in batches through one
+// reused buffer: memory does not grow with the table.
 //
 // Each key is seen once. A batch read of a hash map walks it bucket by
 // bucket (the cursor is a bucket index, a bucket is copied whole under its
 // lock, and a key always hashes to the same bucket of a table that never
 // resizes), so an entry added or removed meanwhile is seen at most once.
 // Per-key iteration, the fallback on kernels without batch operations,
-// restarts from the first bucket when the key it stands on was deleted
-// (an LRU eviction), so there keys already seen are skipped.
+// restarts from the first bucket when the key it stands on was deleted,
+// so there keys already seen are skipped.
 func (m *Maps) EachStream(fn func(vocab.Stream)) error {
-	return readAll(m.m.JmStreams, func(k *bpf.StreamKey, v *bpf.StreamValue) {
-		fn(vocab.Stream{StreamKey: streamKeyFromBPF(k), StreamStats: streamStatsFromBPF(v)})
-	})
+	return m.eachStreamExact(fn)
 }
 
 // readAll reads a map in batches through one reused buffer, falling back
@@ -384,7 +380,7 @@ func readAll[K comparable, V any](mp *ebpf.Map, fn func(*K, *V)) error {
 // PutStreams writes n entries into the stream table, the i-th being
 // stream(i), in batches: a benchmark fills a million-entry table in well
 // under a second. Packets is not stored (the kernel keeps it as the sum of
-// Inner). The table is an LRU: past its capacity, older entries go.
+// Inner). The table refuses entries past its capacity: the write fails.
 func (m *Maps) PutStreams(n int, stream func(i int) vocab.Stream) error {
 	keys := make([]bpf.StreamKey, 0, min(n, batchSize))
 	vals := make([]bpf.StreamValue, 0, min(n, batchSize))

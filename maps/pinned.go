@@ -35,12 +35,14 @@ func OpenPinned(dir string) (*Pinned, error) {
 		{"jm_streams", &objs.JmStreams}, {"jm_untrusted", &objs.JmUntrusted}, {"jm_xsks", &objs.JmXsks},
 		{"jm_fwd_streams", &objs.JmFwdStreams}, {"jm_fwd_devs", &objs.JmFwdDevs}, {"jm_fwd_src", &objs.JmFwdSrc},
 		{"jm_fwd_cfg", &objs.JmFwdCfg},
+		{"jm_stream_cache", &objs.JmStreamCache}, {"jm_router_overflow", &objs.JmRouterOverflow}, {"jm_router_retired", &objs.JmRouterRetired},
 	}
 	for _, t := range targets {
 		m, err := ebpf.LoadPinnedMap(pins.Map(dir, t.name), nil)
-		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(t.name, "jm_fwd_") {
-			// An instance an older jmxdp started has no forward maps:
-			// reads of them come back empty, writes are refused.
+		if errors.Is(err, os.ErrNotExist) && (strings.HasPrefix(t.name, "jm_fwd_") || optionalCounterMaps[t.name]) {
+			// An instance an older jmxdp started has no forward maps
+			// (reads of them come back empty, writes are refused) and
+			// no stream cache or router totals (the table is all).
 			continue
 		}
 		if errors.Is(err, os.ErrNotExist) {
@@ -55,6 +57,10 @@ func OpenPinned(dir string) (*Pinned, error) {
 	}
 	return &Pinned{Maps: New(&objs), objs: &objs}, nil
 }
+
+// The maps an instance pinned before issue 17's cache and router totals
+// lacks; without them the stream table is read alone.
+var optionalCounterMaps = map[string]bool{"jm_stream_cache": true, "jm_router_overflow": true, "jm_router_retired": true}
 
 // Close releases the maps; the pins stay.
 func (p *Pinned) Close() error { return p.objs.Close() }

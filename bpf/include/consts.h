@@ -119,6 +119,23 @@
 #define JM_POLICY_CACHE_GEN_SHIFT 32
 
 /*
+ * The per-CPU cache of hot streams in front of jm_streams (docs/datapath.md,
+ * "Counter cost"): JM_STREAM_SLOTS direct-mapped slots per CPU (a power of
+ * two), indexed by a multiplicative hash of the stream key's six words.
+ * maps.slotIndex computes the same index in userspace.
+ */
+#define JM_STREAM_SLOTS 1024U
+#define JM_STREAM_SLOT_MASK (JM_STREAM_SLOTS - 1)
+#define JM_STREAM_HASH_MUL 0x9e3779b1U
+#define JM_STREAM_KEY_WORDS 6
+/* Routers whose streams found jm_streams full (jm_router_overflow), and
+ * those whose idle streams userspace retired (jm_router_retired). */
+#define JM_MAX_ROUTERS 65536
+/* bpf_map_update_elem's BPF_NOEXIST refusal (-EEXIST), told apart from a
+ * full table (-E2BIG). */
+#define JM_EEXIST 17
+
+/*
  * The forward action (issue 16, docs/forward.md). A forwarded frame leaves
  * with fresh Ethernet + IP + UDP headers in front of its Jmirror header (or,
  * for a later fragment, its fragment payload).

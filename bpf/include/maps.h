@@ -9,18 +9,58 @@
 #include "structs.h"
 
 /*
- * Per-stream counters. One shared LRU hash with atomic adds rather than a
+ * Per-stream counters. One shared hash with atomic adds rather than a
  * per-CPU map: 1M streams of 96-byte key+value cost 160 MiB once, where a
  * per-CPU value would cost 72 B x 64 CPUs x 1M = 4.6 GiB on a 64-core host.
- * A stream is hot on one RX queue (one router flow hashes to one queue), so
- * the atomic adds rarely contend.
+ * A plain hash, not an LRU: the LRU evicts without a word, losing the
+ * entry's counts; this one refuses a new stream when full, whose counts go
+ * to its router's jm_router_overflow total, and userspace retires idle
+ * streams into jm_router_retired so that there is room (docs/datapath.md,
+ * "Eviction"). Hot streams count into jm_stream_cache first.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, JM_MAX_STREAMS);
 	__type(key, struct jm_stream_key);
 	__type(value, struct jm_stream_value);
 } jm_streams SEC(".maps");
+
+/* The per-CPU direct-mapped cache of hot streams in front of jm_streams
+ * (struct jm_stream_slot): a hit is plain adds to this CPU's slot. State:
+ * pinned with the table, and readers add the slots to the table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, JM_STREAM_SLOTS);
+	__type(key, __u32);
+	__type(value, struct jm_stream_slot);
+} jm_stream_cache SEC(".maps");
+
+/* count_stream's values under construction (struct jm_count_scratch), per
+ * CPU. Not state: never pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct jm_count_scratch);
+} jm_count_scratch SEC(".maps");
+
+/* Counts of streams that found jm_streams full, per router and per CPU.
+ * Only ever added to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, JM_MAX_ROUTERS);
+	__type(key, struct jm_addr);
+	__type(value, struct jm_router_total);
+} jm_router_overflow SEC(".maps");
+
+/* Counts of streams userspace removed from jm_streams (idle), per router:
+ * written by userspace only, the program never reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, JM_MAX_ROUTERS);
+	__type(key, struct jm_addr);
+	__type(value, struct jm_router_total);
+} jm_router_retired SEC(".maps");
 
 /* Per-stream policy: exact (mid, sid) entries and (mid, any sid) entries. */
 struct {

@@ -89,7 +89,14 @@ enum jm_stat {
 	JM_STAT_FWD_UNSUPPORTED = 28, /* a shape the program does not rewrite */
 	JM_STAT_FWD_USERSPACE = 29,   /* frames redirected to AF_XDP for a socket to send */
 	JM_STAT_FWD_FRAG_EARLY = 30,  /* a forwarded datagram's fragments sent to userspace: some came before the first */
-	JM_STAT_MAX = 31,
+	/* A stream's counts that found jm_streams full: folded into its
+	 * router's jm_router_overflow total (frames, and flushed cache slots
+	 * counted by their packets). */
+	JM_STAT_STREAM_FULL = 31,
+	/* ... and jm_router_overflow full as well: the packets, counted here
+	 * only (jmxdp_stream_table_lost_packets_total). */
+	JM_STAT_STREAM_LOST = 32,
+	JM_STAT_MAX = 33,
 };
 
 /* A router address: IPv6, or IPv4-mapped. An IPv6 source that is itself
@@ -118,6 +125,42 @@ struct jm_stream_value {
 	 * jm_policy_gen it was looked up under in the high word. Written in one
 	 * store, so a reader never sees half of it. 0: nothing cached. */
 	__u64 policy_cache;
+};
+
+/*
+ * One slot of jm_stream_cache: a stream hot on this CPU and what it counted
+ * since it took the slot, not yet in its jm_streams entry. seq is bumped
+ * (atomically: a full barrier) before and after the slot is flushed into the
+ * table and retaken, so it is odd while that runs and a reader that sees the
+ * same even seq before and after reading the table knows the table holds
+ * none of the counts it read from the slot. First, so that a reader's copy
+ * reads it before the rest. valid is 0 for an empty slot.
+ */
+struct jm_stream_slot {
+	__u32 seq;
+	__u32 valid;
+	struct jm_stream_key key;
+	__u64 bytes;
+	__u64 inner[JM_INNER_MAX];
+	__u64 first_seen_ns; /* of the first frame counted here; 0: none yet */
+	__u64 last_seen_ns;
+	/* The stream's action, as jm_stream_value.policy_cache: the slot's
+	 * hits use this one, not the table's. */
+	__u64 policy_cache;
+};
+
+/* A router's folded counts (jm_router_overflow per CPU, jm_router_retired). */
+struct jm_router_total {
+	__u64 bytes;
+	__u64 inner[JM_INNER_MAX];
+};
+
+/* jm_count_scratch: a stream's first counts and a router total being
+ * built, off the stack (jm_count_stream's frame and the caller's must fit
+ * in 512 bytes). */
+struct jm_count_scratch {
+	struct jm_stream_value nv;
+	struct jm_router_total nt;
 };
 
 enum jm_policy_scope {

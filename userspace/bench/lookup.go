@@ -97,7 +97,7 @@ func streamTable(opts Options) (Section, error) {
 	sec := Section{Name: SectionStreamTable, Note: fmt.Sprintf(
 		"BPF_PROG_TEST_RUN, default policy count; jm_streams of %d entries filled to each level with distinct streams (batch map updates); "+
 			"hit: one frame of a stream in the table, chunks of %d repeats; hit1: the same frame run once per call, %d calls; spread: %d frames of different streams spread over the table (their policy already cached in their entries, as a live stream's is), one run each after a sweep through 64 MiB of memory evicts them from the CPU caches (a repeat=1 time includes the test runner's fixed cost, which xdp_pass pays too: the ratio understates the lookup's share); "+
-			"new: %d frames of streams not in the full table, one run each, each inserting a stream and evicting the least recently used; "+
+			"new: %d frames of streams not in the full table, one run each, each refused by the table and folded into its router's overflow total; "+
 			"no target: the figures show how the cost grows with the table, the kernel reports whole ns",
 		capacity, chunk, StreamTableSpread, StreamTableSpread, StreamTableSpread)}
 	if !isRoot() {
@@ -199,14 +199,15 @@ func streamTable(opts Options) (Section, error) {
 		if len(spr) > 0 {
 			note := fmt.Sprintf("%d streams in the table; %d frames of different streams (another set each run), one run each, after a %d MiB sweep of memory", level, len(spreads[0]), len(sweep)>>20)
 			if missing > 0 {
-				note += fmt.Sprintf(" (%d sampled streams were already evicted by the LRU and left out)", missing)
+				note += fmt.Sprintf(" (%d sampled streams were not in the table and left out)", missing)
 			}
 			sec.Figures = append(sec.Figures, tableFigure("spread_"+name, spr, sprPass, note))
 		}
 		if li != len(levels)-1 || level != int(capacity) {
 			continue
 		}
-		// Last, as it evicts entries the other measurements use.
+		// Last, as its refused streams take cache slots the other
+		// measurements' streams held.
 		var news, newPass []float64
 		for r := range runs {
 			frames, err := newFrames(r)
@@ -220,7 +221,7 @@ func streamTable(opts Options) (Section, error) {
 			news, newPass = append(news, v), append(newPass, b)
 		}
 		sec.Figures = append(sec.Figures, tableFigure("new_"+name, news, newPass,
-			fmt.Sprintf("table full (%d entries); %d frames of streams not in it, one run each: insert and LRU eviction", capacity, StreamTableSpread)))
+			fmt.Sprintf("table full (%d entries); %d frames of streams not in it, one run each: insert refused, folded into the router's overflow total", capacity, StreamTableSpread)))
 	}
 	return sec, nil
 }

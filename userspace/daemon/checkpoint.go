@@ -68,12 +68,15 @@ func (d *Daemon) startCheckpoints() {
 		defer close(d.cpDone)
 		t := time.NewTicker(checkpointEvery)
 		defer t.Stop()
-		for {
+		for tick := 1; ; tick++ {
 			select {
 			case <-d.cpStop:
 				return
 			case <-t.C:
 				d.checkpoint(false)
+				if tick%int(retireEvery/checkpointEvery) == 0 {
+					d.retireIfFull()
+				}
 			}
 		}
 	}()

@@ -65,6 +65,8 @@ type Daemon struct {
 	redirectedAtStart                uint64
 	cpStop, cpDone                   chan struct{}
 	checkpointFailed, checkpointsRan bool
+	// fullSeen is the stream_full counter at the last retireIfFull.
+	fullSeen uint64
 	// configPath is the file cfg came from, for the state file.
 	configPath string
 	// final is the Account taken at Stop, before the maps closed.

@@ -27,9 +27,12 @@
 // per-intercept and per-stream families are not emitted; totals are.
 //
 // Counters derived from the stream table (per intercept, stream and
-// router) are sums over LRU entries: when the table is full and evicts a
-// stream, or when a series moves between a named value and "other", the
-// sum can go down, which rate() reads as a counter reset. The kernel's
+// router) are sums over its entries and their cache slots (maps.EachStream
+// reads them so that none goes down). Per router they include the counts
+// the table refused or retired (maps.RouterTotals), so they never go down;
+// per intercept and stream they can, when a stream is retired idle or a
+// series moves between a named value and "other", which rate() reads as a
+// counter reset. The kernel's
 // global counters (jmxdp_frames_total and the others read from jm_stats)
 // never go down while the maps stay pinned.
 package metrics
@@ -184,7 +187,11 @@ var (
 	famCaptureFailures = newFamily("jmxdp_capture_failures_total", counter,
 		"Frames to capture that found no AF_XDP socket on their RX queue and were passed to the host stack instead.")
 	famStreamInserts = newFamily("jmxdp_stream_table_inserts_total", counter,
-		"Entries inserted in the kernel's stream table (jm_streams). Minus jmxdp_map_entries{map=\"jm_streams\"}, the streams evicted from the full LRU table.")
+		"Entries inserted in the kernel's stream table (jm_streams). Minus jmxdp_map_entries{map=\"jm_streams\"}, the idle streams userspace retired into their router's total.")
+	famStreamFull = newFamily("jmxdp_stream_table_full_packets_total", counter,
+		"Jmirror packets whose stream found the stream table full: folded into their router's total (jmxdp_router_packets_total), not into a stream.")
+	famStreamLost = newFamily("jmxdp_stream_table_lost_packets_total", counter,
+		"Jmirror packets whose stream found the stream table full and their router's overflow total full as well (more than 65536 routers): counted only here. Should stay 0.")
 	famVersionNonzero = newFamily("jmxdp_version_nonzero_total", counter,
 		"Jmirror datagrams whose 2-bit header version is not 0 (still decoded).")
 	famFragments = newFamily("jmxdp_fragments_total", counter,
@@ -226,13 +233,13 @@ var (
 	famStreamsActive = newFamily("jmxdp_streams_active", gauge,
 		"Entries in the kernel's stream table that saw a packet within the active window.")
 	famRouterPackets = newFamily("jmxdp_router_packets_total", counter,
-		"Jmirror packets from a router (outer source address), summed over its streams. Bounded: the routers with the most packets, the rest in router=\"other\".",
+		"Jmirror packets from a router (outer source address), summed over its streams, plus those of its streams that found the table full or were retired idle (jm_router_overflow, jm_router_retired): never lost to the table's size. Bounded: the routers with the most packets, the rest in router=\"other\".",
 		"router")
 	famRouterBytes = newFamily("jmxdp_router_bytes_total", counter,
 		"Mirrored bytes from a router, summed over its streams; same routers as jmxdp_router_packets_total.",
 		"router")
 	famRouters = newFamily("jmxdp_routers", gauge,
-		"Distinct routers in the stream table.")
+		"Distinct routers in the stream table or its per-router totals.")
 
 	// Kernel: jm_untrusted.
 	famUntrustedPackets = newFamily("jmxdp_untrusted_packets_total", counter,
@@ -265,7 +272,7 @@ var (
 	famMapMaxEntries = newFamily("jmxdp_map_max_entries", gauge,
 		"Capacity of a BPF map (max_entries).", "map")
 	famMapFill = newFamily("jmxdp_map_fill_ratio", gauge,
-		"Entries / capacity of a BPF map. An LRU map (jm_streams, jm_frags, jm_untrusted) at 1 evicts; jm_policy and jm_allowlist at 1 refuse more entries.",
+		"Entries / capacity of a BPF map. An LRU map (jm_frags, jm_untrusted) at 1 evicts; jm_streams, jm_policy and jm_allowlist at 1 refuse more entries (jm_streams's refused streams count in their router's total).",
 		"map")
 
 	// AF_XDP pipeline.
@@ -521,6 +528,8 @@ func (c *Collector) collectCounters(ch chan<- prometheus.Metric, ctr *vocab.Coun
 	}
 	emit(ch, famCaptureFailures, v(vocab.StatCaptureFailed))
 	emit(ch, famStreamInserts, v(vocab.StatStreamNew))
+	emit(ch, famStreamFull, v(vocab.StatStreamFull))
+	emit(ch, famStreamLost, v(vocab.StatStreamLost))
 	emit(ch, famVersionNonzero, v(vocab.StatVersionNonzero))
 	emit(ch, famUntrustedMapped, v(vocab.StatUntrustedMapped))
 	emit(ch, famFragments, v(vocab.StatFragFirst), "first")
@@ -573,7 +582,7 @@ type streamRec struct {
 func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 	routers := map[netip.Addr]*tally{}
 	recs := c.recs[:0]
-	err := c.src.Maps.EachStream(func(s vocab.Stream) {
+	totals, err := c.src.Maps.EachStreamAndRouters(func(s vocab.Stream) {
 		if len(recs) == cap(recs) {
 			// Double: append's slower growth for large slices would
 			// allocate five times the final size on a first scrape.
@@ -596,6 +605,18 @@ func (c *Collector) collectStreams(ch chan<- prometheus.Metric) error {
 	}
 	if err != nil {
 		return err
+	}
+	// What the table could not hold, or no longer holds, still counts
+	// for its router: the router series never go down.
+	for addr, t := range totals {
+		sum := t.Sum()
+		r := routers[addr]
+		if r == nil {
+			r = new(tally)
+			routers[addr] = r
+		}
+		r.packets += sum.Packets
+		r.bytes += sum.Bytes
 	}
 	slices.SortFunc(recs, func(a, b streamRec) int { return cmp.Compare(a.id, b.id) })
 	// Read after the table: every last_seen is then in the past.

@@ -140,7 +140,12 @@ const (
 	// StatFwdFragEarly counts a forwarded datagram's fragments sent to
 	// userspace because some came before the first and are held there.
 	StatFwdFragEarly Stat = 30
-	NumStats              = 31
+	// StatStreamFull counts packets whose stream found the stream table
+	// full: folded into their router's overflow total (RouterTotals).
+	// StatStreamLost counts those that found the overflow totals full too.
+	StatStreamFull Stat = 31
+	StatStreamLost Stat = 32
+	NumStats            = 33
 )
 
 var statNames = [NumStats]string{
@@ -152,6 +157,7 @@ var statNames = [NumStats]string{
 	"action_forward", "forward_sent", "forward_neigh_miss", "forward_no_route",
 	"forward_too_big", "forward_frag_family", "forward_no_source",
 	"forward_unsupported", "forward_userspace", "forward_frag_early",
+	"stream_full", "stream_lost",
 }
 
 // Candidate is Jmirror-looking traffic to a UDP port that is not decoded
