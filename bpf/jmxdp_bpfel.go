@@ -345,9 +345,6 @@ const (
 	jmxdpMapJmUntrusted         = "jm_untrusted"
 	jmxdpMapJmXsks              = "jm_xsks"
 	jmxdpProgJmxdp              = "jmxdp"
-	jmxdpProgXdpCountFloor      = "xdp_count_floor"
-	jmxdpProgXdpPass            = "xdp_pass"
-	jmxdpProgXdpTxSwap          = "xdp_tx_swap"
 	jmxdpVarJmActionUnused      = "jm_action_unused"
 	jmxdpVarJmForceHeaderCopy   = "jm_force_header_copy"
 	jmxdpVarJmFwdReasonUnused   = "jm_fwd_reason_unused"
@@ -401,10 +398,7 @@ type jmxdpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type jmxdpProgramSpecs struct {
-	Jmxdp         *ebpf.ProgramSpec `ebpf:"jmxdp"`
-	XdpCountFloor *ebpf.ProgramSpec `ebpf:"xdp_count_floor"`
-	XdpPass       *ebpf.ProgramSpec `ebpf:"xdp_pass"`
-	XdpTxSwap     *ebpf.ProgramSpec `ebpf:"xdp_tx_swap"`
+	Jmxdp *ebpf.ProgramSpec `ebpf:"jmxdp"`
 }
 
 // jmxdpMapSpecs contains maps before they are loaded into the kernel.
@@ -549,18 +543,12 @@ type jmxdpVariables struct {
 //
 // It can be passed to loadJmxdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type jmxdpPrograms struct {
-	Jmxdp         *ebpf.Program `ebpf:"jmxdp"`
-	XdpCountFloor *ebpf.Program `ebpf:"xdp_count_floor"`
-	XdpPass       *ebpf.Program `ebpf:"xdp_pass"`
-	XdpTxSwap     *ebpf.Program `ebpf:"xdp_tx_swap"`
+	Jmxdp *ebpf.Program `ebpf:"jmxdp"`
 }
 
 func (p *jmxdpPrograms) Close() error {
 	return _JmxdpClose(
 		p.Jmxdp,
-		p.XdpCountFloor,
-		p.XdpPass,
-		p.XdpTxSwap,
 	)
 }
 

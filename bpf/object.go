@@ -22,13 +22,8 @@ type (
 	Variables = jmxdpVariables
 )
 
-// Program names in the object.
-const (
-	ProgJmxdp      = jmxdpProgJmxdp
-	ProgXdpPass    = jmxdpProgXdpPass
-	ProgCountFloor = jmxdpProgXdpCountFloor
-	ProgTxSwap     = jmxdpProgXdpTxSwap
-)
+// ProgJmxdp is the program's name in the object.
+const ProgJmxdp = jmxdpProgJmxdp
 
 // The maps' keys and values, and the AF_XDP metadata, as the C declares
 // them (bpf/include/structs.h).

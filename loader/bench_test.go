@@ -36,6 +36,7 @@ func BenchmarkProgram(b *testing.B) {
 		{MID: 1, AnySID: true, Action: vocab.ActionCount},
 		{MID: 2, AnySID: true, Action: vocab.ActionCapture},
 	}})
+	bl := loadBaselines(b)
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			f := c.frame(b)
@@ -51,7 +52,7 @@ func BenchmarkProgram(b *testing.B) {
 				if v != c.want {
 					b.Fatalf("verdict %v, want %v", v, c.want)
 				}
-				_, db, err := p.BenchmarkPass(f, chunk)
+				_, db, err := bl.Pass(f, chunk)
 				if err != nil {
 					b.Fatal(err)
 				}

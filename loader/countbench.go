@@ -9,15 +9,15 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/jmxdp/jmxdp/bpf"
+	benchbpf "github.com/jmxdp/jmxdp/bpf/bench"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
 )
 
-// CounterVariant names one way of counting a stream (bpf/countbench.c),
+// CounterVariant names one way of counting a stream (bpf/bench/countbench.c),
 // measured side by side with the others (issue 17).
 type CounterVariant string
 
-// The counter variants, in bpf/countbench.c's order.
+// The counter variants, in bpf/bench/countbench.c's order.
 const (
 	CounterLRUAtomicCoarse CounterVariant = "lru_atomic_coarse"
 	CounterLRUAtomicKtime  CounterVariant = "lru_atomic_ktime"
@@ -49,10 +49,10 @@ type CountBenchOptions struct {
 	MaxRouters uint32 // router totals of the fold variants
 }
 
-// CountBench is bpf/countbench.c loaded: the counter variants, for the
+// CountBench is bpf/bench/countbench.c loaded: the counter variants, for the
 // benchmark and its tests only (never attached).
 type CountBench struct {
-	objs  bpf.CountbenchObjects
+	objs  benchbpf.CountbenchObjects
 	progs map[CounterVariant]*ebpf.Program
 }
 
@@ -61,7 +61,7 @@ func LoadCountBench(opts CountBenchOptions) (*CountBench, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
 	}
-	spec, err := bpf.LoadCountbench()
+	spec, err := benchbpf.LoadCountbench()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded counter-variant object: %w", err)
 	}
@@ -134,7 +134,7 @@ func (c *CountBench) Benchmark(v CounterVariant, frame []byte, repeat int) (voca
 }
 
 // CountKey is a counted stream's key: the frame's first 24 bytes.
-type CountKey = bpf.CountbenchJmStreamKey
+type CountKey = benchbpf.CountbenchJmStreamKey
 
 // Count is what a variant counted.
 type Count struct{ Packets, Bytes uint64 }
@@ -185,11 +185,11 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	var err error
 	switch v {
 	case CounterLRUAtomicCoarse, CounterLRUAtomicKtime, CounterLRUAtomicLazy, CounterLRUAtomicJiffy:
-		err = eachValue(c.objs.CbLru, func(k CountKey, vals []bpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, false)
+		err = eachValue(c.objs.CbLru, func(k CountKey, vals []benchbpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, false)
 	case CounterLRUPercpuLazy:
-		err = eachValue(c.objs.CbLruPercpu, func(k CountKey, vals []bpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, true)
+		err = eachValue(c.objs.CbLruPercpu, func(k CountKey, vals []benchbpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, true)
 	default:
-		err = eachValue(c.objs.CbPercpu, func(k CountKey, vals []bpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, true)
+		err = eachValue(c.objs.CbPercpu, func(k CountKey, vals []benchbpf.CountbenchCbValue) { sumInto(t.Streams, k, vals) }, true)
 	}
 	if err != nil {
 		return t, err
@@ -197,7 +197,7 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	if !v.Folds() {
 		return t, nil
 	}
-	if err := eachValue(c.objs.CbRouterTotal, func(k bpf.CountbenchJmAddr, vals []bpf.CountbenchCbTotal) {
+	if err := eachValue(c.objs.CbRouterTotal, func(k benchbpf.CountbenchJmAddr, vals []benchbpf.CountbenchCbTotal) {
 		s := t.Routers[k.Addr]
 		for _, x := range vals {
 			s.add(x.Packets, x.Bytes)
@@ -206,7 +206,7 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	}, true); err != nil {
 		return t, err
 	}
-	if err := eachValue(c.objs.CbLost, func(_ uint32, vals []bpf.CountbenchCbTotal) {
+	if err := eachValue(c.objs.CbLost, func(_ uint32, vals []benchbpf.CountbenchCbTotal) {
 		for _, x := range vals {
 			t.Lost.add(x.Packets, x.Bytes)
 		}
@@ -216,7 +216,7 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	if v != CounterCacheFold {
 		return t, nil
 	}
-	err = eachValue(c.objs.CbCache, func(_ uint32, slots []bpf.CountbenchCbSlot) {
+	err = eachValue(c.objs.CbCache, func(_ uint32, slots []benchbpf.CountbenchCbSlot) {
 		for _, s := range slots {
 			if s.Valid != 0 {
 				x := t.Cached[s.Key]
@@ -228,7 +228,7 @@ func (c *CountBench) Totals(v CounterVariant) (CountTotals, error) {
 	return t, err
 }
 
-func sumInto(m map[CountKey]Count, k CountKey, vals []bpf.CountbenchCbValue) {
+func sumInto(m map[CountKey]Count, k CountKey, vals []benchbpf.CountbenchCbValue) {
 	s := m[k]
 	for _, x := range vals {
 		s.add(x.Packets, x.Bytes)

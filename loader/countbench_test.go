@@ -147,12 +147,11 @@ func TestCounterVariantsEvict(t *testing.T) {
 }
 
 // BenchmarkCounterVariants measures each counter variant on one stream's
-// frame (hit: chunks of 10000 repeats) next to xdp_pass and jmxdp's own
-// count floor, alternating in the same run (kernel-reported ns/frame,
+// frame (hit: chunks of 10000 repeats) next to xdp_pass, alternating in the same run (kernel-reported ns/frame,
 // pass-ns/frame and x_pass as BenchmarkProgram).
 func BenchmarkCounterVariants(b *testing.B) {
 	testenv.RequireRoot(b)
-	p := loadProgram(b, loader.Config{})
+	bl := loadBaselines(b)
 	c, err := loader.LoadCountBench(loader.CountBenchOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -161,7 +160,7 @@ func BenchmarkCounterVariants(b *testing.B) {
 	f, _ := countFrame(1, 1, 1, 114)
 	for _, v := range loader.CounterVariants() {
 		b.Run(string(v), func(b *testing.B) {
-			benchChunks(b, p, func(f []byte, n int) (vocab.Verdict, time.Duration, error) { return c.Benchmark(v, f, n) }, f)
+			benchChunks(b, bl, func(f []byte, n int) (vocab.Verdict, time.Duration, error) { return c.Benchmark(v, f, n) }, f)
 		})
 	}
 }

@@ -44,6 +44,19 @@ func loadProgram(t testing.TB, cfg loader.Config) *loader.Program {
 	return loadProgramSized(t, cfg, 4096)
 }
 
+// loadBaselines loads the bench object's baselines (xdp_pass and the
+// others jmxdp's cost is measured against), closed when t ends.
+func loadBaselines(t testing.TB) *loader.Baselines {
+	t.Helper()
+	testenv.RequireRoot(t)
+	bl, err := loader.LoadBaselines(0)
+	if err != nil {
+		testenv.SkipOrFail(t, "load the baselines: "+err.Error())
+	}
+	t.Cleanup(func() { bl.Close() })
+	return bl
+}
+
 func loadProgramSized(t testing.TB, cfg loader.Config, maxStreams uint32) *loader.Program {
 	t.Helper()
 	return loadProgramWith(t, loader.Options{MaxStreams: maxStreams}, cfg)

@@ -22,6 +22,7 @@ import (
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
 	"github.com/jmxdp/jmxdp/userspace/tools/gen"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 	"github.com/jmxdp/jmxdp/userspace/tools/netns"
 	"github.com/jmxdp/jmxdp/userspace/tools/send"
 	"github.com/jmxdp/jmxdp/userspace/vocab"
@@ -83,13 +84,18 @@ func TestForwardNamespaces(t *testing.T) {
 	}
 	defer p.Close()
 	// The trivial program on the collector's end: see the doc comment.
+	passProg, err := lab.PassProgram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer passProg.Close()
 	var passLink link.Link
 	err = netns.Do(C, func() error {
 		ifc, err := net.InterfaceByName("c0")
 		if err != nil {
 			return err
 		}
-		passLink, err = link.AttachXDP(link.XDPOptions{Program: p.Objects().XdpPass, Interface: ifc.Index, Flags: link.XDPDriverMode})
+		passLink, err = link.AttachXDP(link.XDPOptions{Program: passProg, Interface: ifc.Index, Flags: link.XDPDriverMode})
 		return err
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ func tableKey(i int) vocab.StreamKey {
 func BenchmarkStreamTable(b *testing.B) {
 	const capacity = loader.DefaultMaxStreams
 	p := loadProgramSized(b, loader.Config{DefaultAction: vocab.ActionCount}, capacity)
+	bl := loadBaselines(b)
 	frameOf := func(b *testing.B, k vocab.StreamKey) []byte {
 		return mustFrame(b, gen.Mirror{Router: k.Router, Collector: collector, MID: k.MID, SID: k.SID, Inner: ipv4Echo()})
 	}
@@ -47,7 +48,7 @@ func BenchmarkStreamTable(b *testing.B) {
 			filled = level
 		}
 		b.Run(fmt.Sprintf("fill=%d/hit", level), func(b *testing.B) {
-			benchChunks(b, p, p.Benchmark, frameOf(b, tableKey(level/2)))
+			benchChunks(b, bl, p.Benchmark, frameOf(b, tableKey(level/2)))
 		})
 		if level == 0 {
 			continue
@@ -62,7 +63,7 @@ func BenchmarkStreamTable(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			runOnce(b, p, func(i int) []byte { return frames[i%n] })
+			runOnce(b, p, bl, func(i int) []byte { return frames[i%n] })
 		})
 		if level != capacity {
 			continue
@@ -72,7 +73,7 @@ func BenchmarkStreamTable(b *testing.B) {
 			k.SID = 1 << 31
 			f := frameOf(b, k)
 			off := gen.Mirror{Router: k.Router, Collector: collector}.HeaderOffset() + 4
-			runOnce(b, p, func(i int) []byte {
+			runOnce(b, p, bl, func(i int) []byte {
 				// Session ids above the fill's: a stream never seen,
 				// once the counter wraps at 2^31 it is long evicted.
 				binary.BigEndian.PutUint32(f[off:], uint32(1<<31+i%(1<<31)))
@@ -84,7 +85,7 @@ func BenchmarkStreamTable(b *testing.B) {
 
 // benchChunks runs chunks of 10000 repeats of frame through prog then
 // xdp_pass per iteration, and reports both and their ratio.
-func benchChunks(b *testing.B, p *loader.Program, prog func([]byte, int) (vocab.Verdict, time.Duration, error), frame []byte) {
+func benchChunks(b *testing.B, bl *loader.Baselines, prog func([]byte, int) (vocab.Verdict, time.Duration, error), frame []byte) {
 	const chunk = 10000
 	var progT, pass time.Duration
 	var runs int
@@ -93,7 +94,7 @@ func benchChunks(b *testing.B, p *loader.Program, prog func([]byte, int) (vocab.
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, db, err := p.BenchmarkPass(frame, chunk)
+		_, db, err := bl.Pass(frame, chunk)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +104,7 @@ func benchChunks(b *testing.B, p *loader.Program, prog func([]byte, int) (vocab.
 }
 
 // runOnce runs frame(i) once through jmxdp then xdp_pass per iteration.
-func runOnce(b *testing.B, p *loader.Program, frame func(i int) []byte) {
+func runOnce(b *testing.B, p *loader.Program, bl *loader.Baselines, frame func(i int) []byte) {
 	var prog, pass time.Duration
 	var runs int
 	for b.Loop() {
@@ -115,7 +116,7 @@ func runOnce(b *testing.B, p *loader.Program, frame func(i int) []byte) {
 		if v != drop {
 			b.Fatalf("verdict %v, want %v", v, drop)
 		}
-		_, db, err := p.BenchmarkPass(f, 1)
+		_, db, err := bl.Pass(f, 1)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -121,20 +121,6 @@ func (p *Program) Benchmark(frame []byte, repeat int) (vocab.Verdict, time.Durat
 	return benchmark(p.objs.Jmxdp, frame, repeat)
 }
 
-// BenchmarkPass is Benchmark for a trivial XDP_PASS program loaded with
-// jmxdp, the baseline its cost is measured against.
-func (p *Program) BenchmarkPass(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
-	return benchmark(p.objs.XdpPass, frame, repeat)
-}
-
-// BenchmarkCountFloor is Benchmark for xdp_count_floor, loaded with jmxdp:
-// only the stream-table lookup, atomic adds and timestamp of counting, on a
-// key made of the frame's first bytes. It writes that key into the stream
-// table: use it on a program that serves no traffic.
-func (p *Program) BenchmarkCountFloor(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
-	return benchmark(p.objs.XdpCountFloor, frame, repeat)
-}
-
 func benchmark(prog *ebpf.Program, frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
 	if len(frame) < MinFrameLen || len(frame) > MaxRunFrameLen {
 		return 0, 0, fmt.Errorf("%w: %d bytes", ErrFrameSize, len(frame))
@@ -172,8 +158,3 @@ func (p *Program) RunSplitOn(frame []byte, linear int, ifindex uint32) (vocab.Ve
 // action's new headers may be longer than the old).
 const xdpHeadroomSlack = 256
 
-// BenchmarkTxSwap is Benchmark for xdp_tx_swap, loaded with jmxdp: swap
-// the MAC addresses and XDP_TX, the least a forwarder costs.
-func (p *Program) BenchmarkTxSwap(frame []byte, repeat int) (vocab.Verdict, time.Duration, error) {
-	return benchmark(p.objs.XdpTxSwap, frame, repeat)
-}

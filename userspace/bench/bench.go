@@ -250,7 +250,7 @@ var (
 	collector = netip.MustParseAddr("198.51.100.1")
 )
 
-// counterVariantNotes says what each counter variant is (bpf/countbench.c).
+// counterVariantNotes says what each counter variant is (bpf/bench/countbench.c).
 var counterVariantNotes = map[loader.CounterVariant]string{
 	loader.CounterLRUAtomicCoarse: "count floor as jmxdp counted before issue 17: shared LRU hash, atomic adds, bpf_ktime_get_coarse_ns per frame",
 	loader.CounterLRUAtomicKtime:  "the same with bpf_ktime_get_ns per frame",
@@ -274,6 +274,11 @@ func programCost(opts Options) (Section, error) {
 		return sec, err
 	}
 	defer p.Close()
+	bl, err := loader.LoadBaselines(4096)
+	if err != nil {
+		return sec, err
+	}
+	defer bl.Close()
 	if err := p.Configure(loader.Config{Policies: []vocab.PolicyRule{
 		{MID: 1, AnySID: true, Action: vocab.ActionCount},
 		{MID: 2, AnySID: true, Action: vocab.ActionCapture},
@@ -311,10 +316,10 @@ func programCost(opts Options) (Section, error) {
 		{"counted", counted, &Target{On: "ratio", Op: "<=", Bound: 3}, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"captured", captured, nil, p.Benchmark, "jmxdp/xdp_pass", ""},
 		{"counted_9000", jumbo, nil, p.Benchmark, "jmxdp/xdp_pass", "a 9000-byte counted frame, in fragments (multi-buffer XDP)"},
-		{"count_floor", counted, nil, p.BenchmarkCountFloor, "xdp_count_floor/xdp_pass",
+		{"count_floor", counted, nil, bl.CountFloor, "xdp_count_floor/xdp_pass",
 			"not jmxdp: xdp_count_floor, the least a per-stream counter costs (one stream-table lookup, two atomic adds, a timestamp; no parsing), on the counted frame: the part of counted's cost no parser or policy change removes"},
 	}
-	// The counter variants of issue 17 (bpf/countbench.c), each the count
+	// The counter variants of issue 17 (bpf/bench/countbench.c), each the count
 	// floor with one way of counting, on the same frame.
 	cb, err := loader.LoadCountBench(loader.CountBenchOptions{})
 	if err != nil {
@@ -339,7 +344,7 @@ func programCost(opts Options) (Section, error) {
 				if err != nil {
 					return sec, err
 				}
-				_, db, err := p.BenchmarkPass(c.frame, chunk)
+				_, db, err := bl.Pass(c.frame, chunk)
 				if err != nil {
 					return sec, err
 				}

@@ -117,6 +117,11 @@ func streamTable(opts Options) (Section, error) {
 		return sec, err
 	}
 	defer p.Close()
+	bl, err := loader.LoadBaselines(capacity)
+	if err != nil {
+		return sec, err
+	}
+	defer bl.Close()
 	if err := p.Configure(loader.Config{DefaultAction: vocab.ActionCount}); err != nil {
 		return sec, err
 	}
@@ -173,19 +178,19 @@ func streamTable(opts Options) (Section, error) {
 		}
 		var hits, hitPass, once, oncePass, spr, sprPass []float64
 		for r := range runs {
-			v, b, err := measureHit(p, hitFrame, pairs)
+			v, b, err := measureHit(p, bl, hitFrame, pairs)
 			if err != nil {
 				return sec, fmt.Errorf("hit, %d streams: %w", level, err)
 			}
 			hits, hitPass = append(hits, v), append(hitPass, b)
-			v, b, err = measureOnce(p, same)
+			v, b, err = measureOnce(p, bl, same)
 			if err != nil {
 				return sec, fmt.Errorf("hit once, %d streams: %w", level, err)
 			}
 			once, oncePass = append(once, v), append(oncePass, b)
 			if spread := spreads[r]; len(spread) > 0 {
 				sweepCaches(sweep)
-				v, b, err := measureOnce(p, spread)
+				v, b, err := measureOnce(p, bl, spread)
 				if err != nil {
 					return sec, fmt.Errorf("spread, %d streams: %w", level, err)
 				}
@@ -214,7 +219,7 @@ func streamTable(opts Options) (Section, error) {
 			if err != nil {
 				return sec, err
 			}
-			v, b, err := measureOnce(p, frames)
+			v, b, err := measureOnce(p, bl, frames)
 			if err != nil {
 				return sec, fmt.Errorf("new streams in a full table: %w", err)
 			}
@@ -277,7 +282,7 @@ func newFrames(r int) ([][]byte, error) {
 
 // measureHit runs one frame in chunks, alternating jmxdp and xdp_pass, and
 // returns both ns/frame.
-func measureHit(p *loader.Program, frame []byte, pairs int) (float64, float64, error) {
+func measureHit(p *loader.Program, bl *loader.Baselines, frame []byte, pairs int) (float64, float64, error) {
 	var prog, pass time.Duration
 	for range pairs {
 		v, d, err := p.Benchmark(frame, chunk)
@@ -287,7 +292,7 @@ func measureHit(p *loader.Program, frame []byte, pairs int) (float64, float64, e
 		if v != vocab.VerdictDrop {
 			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, vocab.VerdictDrop)
 		}
-		_, db, err := p.BenchmarkPass(frame, chunk)
+		_, db, err := bl.Pass(frame, chunk)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -299,7 +304,7 @@ func measureHit(p *loader.Program, frame []byte, pairs int) (float64, float64, e
 
 // measureOnce runs every frame once through jmxdp and once through
 // xdp_pass, and returns the mean kernel-reported ns/frame of each.
-func measureOnce(p *loader.Program, frames [][]byte) (float64, float64, error) {
+func measureOnce(p *loader.Program, bl *loader.Baselines, frames [][]byte) (float64, float64, error) {
 	var prog, pass time.Duration
 	for _, f := range frames {
 		v, d, err := p.Benchmark(f, 1)
@@ -309,7 +314,7 @@ func measureOnce(p *loader.Program, frames [][]byte) (float64, float64, error) {
 		if v != vocab.VerdictDrop {
 			return 0, 0, fmt.Errorf("verdict %v, want %v (count)", v, vocab.VerdictDrop)
 		}
-		_, db, err := p.BenchmarkPass(f, 1)
+		_, db, err := bl.Pass(f, 1)
 		if err != nil {
 			return 0, 0, err
 		}
