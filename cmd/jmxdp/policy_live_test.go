@@ -82,19 +82,8 @@ func (e *liveEnv) send(t *testing.T, router netip.Addr, mid, sid uint32, n int) 
 		t.Fatalf("sent %d of %d: %v", sent, n, err)
 	}
 	seen := func(c vocab.Counters) uint64 { return c[vocab.StatJmirror] + c[vocab.StatUntrusted] }
-	waitUntil(t, "the kernel to see the frames", func() bool { return seen(e.counters(t)) >= seen(before)+uint64(n) })
+	testenv.WaitFor(t, "the kernel to see the frames", 10*time.Second, func() bool { return seen(e.counters(t)) >= seen(before)+uint64(n) })
 	time.Sleep(50 * time.Millisecond) // nothing more should come
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func diff(a, b vocab.Counters, s vocab.Stat) uint64 { return b[s] - a[s] }
@@ -138,7 +127,7 @@ func TestPolicyLive(t *testing.T) {
 	if diff(c0, c1, vocab.StatActionCapture) != 5 {
 		t.Fatalf("captured %d of 5", diff(c0, c1, vocab.StatActionCapture))
 	}
-	waitUntil(t, "the writer", func() bool { return written() >= 5 })
+	testenv.WaitFor(t, "the writer", 10*time.Second, func() bool { return written() >= 5 })
 	w1 := written()
 
 	// count through the CLI: the next packets are counted and dropped.
