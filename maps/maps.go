@@ -1,7 +1,6 @@
 package maps
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -199,18 +198,7 @@ func (m *Maps) Policies() ([]vocab.PolicyRule, error) {
 			Action: vocab.Action(v.Action), Target: policyTargetFromBPF(v),
 		})
 	})
-	slices.SortFunc(out, func(a, b vocab.PolicyRule) int {
-		if a.MID != b.MID {
-			return cmp.Compare(a.MID, b.MID)
-		}
-		if a.AnySID != b.AnySID {
-			if a.AnySID {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(a.SID, b.SID)
-	})
+	vocab.SortRules(out)
 	return out, err
 }
 

@@ -1,7 +1,6 @@
 package instance
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 
@@ -68,23 +67,6 @@ func RuleKeyString(r vocab.PolicyRule) string {
 // sameRuleKey: a and b apply to the same streams.
 func sameRuleKey(a, b vocab.PolicyRule) bool {
 	return a.MID == b.MID && a.AnySID == b.AnySID && (a.AnySID || a.SID == b.SID)
-}
-
-// sortRules puts rules in the instance's order: by mid, the mid-wide rule
-// first, then by sid.
-func sortRules(rules []vocab.PolicyRule) {
-	slices.SortFunc(rules, func(a, b vocab.PolicyRule) int {
-		if a.MID != b.MID {
-			return cmp.Compare(a.MID, b.MID)
-		}
-		if a.AnySID != b.AnySID {
-			if a.AnySID {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(a.SID, b.SID)
-	})
 }
 
 // Origin is where a listing was read, and how the config file given

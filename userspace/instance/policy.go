@@ -215,7 +215,7 @@ func (t *Instance) Policy() (*PolicyList, error) {
 	}
 	cfg := t.file.Config()
 	l := &PolicyList{Rules: slices.Clone(cfg.Policy), Default: cfg.DefaultAction, Origin: Origin{Source: t.file.Name()}}
-	sortRules(l.Rules)
+	vocab.SortRules(l.Rules)
 	if !cfg.PolicySet {
 		l.Source += " (no policy key: a start applies no rules)"
 	}

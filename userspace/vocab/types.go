@@ -228,6 +228,22 @@ func SortStreams(s []Stream) {
 	})
 }
 
+// SortRules orders rules by mid, a mid's any-sid rule first, then by sid.
+func SortRules(rules []PolicyRule) {
+	slices.SortFunc(rules, func(a, b PolicyRule) int {
+		if a.MID != b.MID {
+			return cmp.Compare(a.MID, b.MID)
+		}
+		if a.AnySID != b.AnySID {
+			if a.AnySID {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.SID, b.SID)
+	})
+}
+
 // PolicyRule sets the action of (MID, SID), or of every SID of MID when
 // AnySID is set.
 type PolicyRule struct {
