@@ -157,4 +157,3 @@ func (p *Program) RunSplitOn(frame []byte, linear int, ifindex uint32) (vocab.Ve
 // xdpHeadroomSlack is room for a frame the program grew (the forward
 // action's new headers may be longer than the old).
 const xdpHeadroomSlack = 256
-
