@@ -214,14 +214,3 @@ int xdp_drop(struct xdp_md *ctx)
 {
 	return XDP_DROP;
 }
-
-/*
- * For receivers that are not XDP programs (tcpdump, a UDP socket): veth
- * accepts redirected frames only when its peer runs an XDP program, and
- * this one hands each frame to the host's stack as a NIC driver would.
- */
-SEC("xdp")
-int xdp_pass(struct xdp_md *ctx)
-{
-	return XDP_PASS;
-}

@@ -28,7 +28,6 @@ const (
 	XmitMapXmitStats    = "xmit_stats"
 	XmitProgJmxdpXmit   = "jmxdp_xmit"
 	XmitProgXdpDrop     = "xdp_drop"
-	XmitProgXdpPass     = "xdp_pass"
 	XmitVarBaseMid      = "base_mid"
 	XmitVarBaseSid      = "base_sid"
 	XmitVarCpuSidStride = "cpu_sid_stride"
@@ -83,7 +82,6 @@ type XmitSpecs struct {
 type XmitProgramSpecs struct {
 	JmxdpXmit *ebpf.ProgramSpec `ebpf:"jmxdp_xmit"`
 	XdpDrop   *ebpf.ProgramSpec `ebpf:"xdp_drop"`
-	XdpPass   *ebpf.ProgramSpec `ebpf:"xdp_pass"`
 }
 
 // XmitMapSpecs contains maps before they are loaded into the kernel.
@@ -156,14 +154,12 @@ type XmitVariables struct {
 type XmitPrograms struct {
 	JmxdpXmit *ebpf.Program `ebpf:"jmxdp_xmit"`
 	XdpDrop   *ebpf.Program `ebpf:"xdp_drop"`
-	XdpPass   *ebpf.Program `ebpf:"xdp_pass"`
 }
 
 func (p *XmitPrograms) Close() error {
 	return _XmitClose(
 		p.JmxdpXmit,
 		p.XdpDrop,
-		p.XdpPass,
 	)
 }
 

@@ -178,27 +178,13 @@ type batch struct {
 
 func (b *batch) reset() { b.buf = b.buf[:0]; b.frames = b.frames[:0] }
 
-// meta is struct jm_xsk_meta, read from the bytes in front of a frame.
-type meta struct {
-	rxNs     uint64
-	mid, sid uint32
-	innerLen uint32
-	innerOff uint16
-	l3Off    uint16
-	kind     uint8
-	flags    uint8
-	// reason: why a JM_META_FORWARD frame was handed over (jm_xsk_meta's
-	// reserved field, enum jm_fwd_reason).
-	reason uint16
-}
+// meta is struct jm_xsk_meta, read from the bytes in front of a frame
+// (maps.ReadXskMeta: the generated struct, one copy out of the ring).
+type meta struct{ maps.XskMeta }
 
 func readMeta(b []byte) (meta, bool) {
 	x, ok := maps.ReadXskMeta(b)
-	return meta{
-		rxNs: x.RxNs, mid: x.Mid, sid: x.Sid, innerLen: x.InnerLen,
-		innerOff: x.InnerOff, l3Off: x.L3Off, kind: x.InnerKind, flags: x.Flags,
-		reason: x.Reserved,
-	}, ok
+	return meta{x}, ok
 }
 
 // router reads the outer source address where the metadata says the IP
@@ -206,8 +192,8 @@ func readMeta(b []byte) (meta, bool) {
 // IPv4 address is refused (the program drops those, so a frame with one is
 // not the program's: decoding it counts it as unexpected).
 func (m *meta) router(frame []byte) (netip.Addr, bool) {
-	off := int(m.l3Off)
-	if m.flags&metaOuterV6 != 0 {
+	off := int(m.L3Off)
+	if m.Flags&metaOuterV6 != 0 {
 		if off+24 > len(frame) {
 			return netip.Addr{}, false
 		}
@@ -580,32 +566,32 @@ func (r *ring) frame(mb, data []byte) {
 	case !ok:
 		r.noMeta++
 		ref.slow, ref.key = true, slowKey(data)
-	case m.flags&metaForward != 0:
+	case m.Flags&metaForward != 0:
 		r.c.forward(data, &m)
 		return
-	case m.flags&metaHeld != 0:
+	case m.Flags&metaHeld != 0:
 		r.c.hold(data, &m)
 		return
-	case m.flags&(metaFirstFrg|metaLaterFrg) != 0:
-		ref.slow, ref.mono = true, int64(m.rxNs)
-		ref.key = writer.Key{MID: m.mid, SID: m.sid}
-		if m.flags&metaFirstFrg != 0 && r.c.heldN.Load() > 0 {
+	case m.Flags&(metaFirstFrg|metaLaterFrg) != 0:
+		ref.slow, ref.mono = true, int64(m.RxNs)
+		ref.key = writer.Key{MID: m.Mid, SID: m.Sid}
+		if m.Flags&metaFirstFrg != 0 && r.c.heldN.Load() > 0 {
 			// Ahead of the first, so that the first, which came last,
 			// completes the datagram and stamps it.
 			r.release(data, &m, ref)
 		}
 	default:
-		end := int(m.innerOff) + int(m.innerLen)
+		end := int(m.InnerOff) + int(m.InnerLen)
 		router, rok := m.router(data)
 		if !rok || end > len(data) {
 			// Cannot happen with this program: decode it.
 			ref.slow, ref.key = true, slowKey(data)
 			break
 		}
-		ref.mono = int64(m.rxNs)
-		ref.key = writer.Key{MID: m.mid, SID: m.sid}
-		ref.router, ref.kind = router, kindOf(m.kind)
-		pkt = data[m.innerOff:end]
+		ref.mono = int64(m.RxNs)
+		ref.key = writer.Key{MID: m.Mid, SID: m.Sid}
+		ref.router, ref.kind = router, kindOf(m.InnerKind)
+		pkt = data[m.InnerOff:end]
 	}
 	i := r.c.shardOf(ref.key)
 	if !r.add(i, pkt, ref) {
@@ -617,7 +603,7 @@ func (r *ring) frame(mb, data []byte) {
 // fragKey is the datagram key of the IPv4 or IPv6 fragment at the
 // metadata's l3Off.
 func fragKey(frame []byte, m *meta) (reasm.Key, bool) {
-	off := int(m.l3Off)
+	off := int(m.L3Off)
 	if off > len(frame) {
 		return reasm.Key{}, false
 	}
@@ -633,20 +619,20 @@ func (c *Capture) forward(frame []byte, m *meta) {
 		c.unexpected.Add(1)
 		return
 	}
-	if m.flags&(metaFirstFrg|metaLaterFrg) != 0 {
+	if m.Flags&(metaFirstFrg|metaLaterFrg) != 0 {
 		// Later fragments that came before their first wait in the
 		// holder (JM_META_HELD): a forwarded datagram's are the
 		// Forwarder's (forward_frag_early, docs/forward.md).
 		if c.heldN.Load() > 0 {
 			c.forwardHeld(frame, m)
 		}
-		if err := c.cfg.Forward.Fragment(frame, int(m.l3Off), vocab.FwdReason(m.reason)); err != nil {
+		if err := c.cfg.Forward.Fragment(frame, int(m.L3Off), vocab.FwdReason(m.Reserved)); err != nil {
 			c.log.Debug("forward from userspace failed", "err", err)
 		}
 		return
 	}
-	h := forward.Handed{L3Off: int(m.l3Off), JMOff: int(m.innerOff) - jmirror.HeaderLen, InnerLen: int(m.innerLen),
-		MID: m.mid, SID: m.sid, Reason: vocab.FwdReason(m.reason)}
+	h := forward.Handed{L3Off: int(m.L3Off), JMOff: int(m.InnerOff) - jmirror.HeaderLen, InnerLen: int(m.InnerLen),
+		MID: m.Mid, SID: m.Sid, Reason: vocab.FwdReason(m.Reserved)}
 	if err := c.cfg.Forward.Send(frame, h); err != nil {
 		c.log.Debug("forward from userspace failed", "err", err)
 	}
@@ -705,7 +691,7 @@ func (c *Capture) hold(frame []byte, m *meta) {
 		return
 	}
 	c.holdMu.Lock()
-	c.held.Hold(time.Now(), k, frame, int64(m.rxNs))
+	c.held.Hold(time.Now(), k, frame, int64(m.RxNs))
 	c.heldN.Store(int64(c.held.Len()))
 	c.holdMu.Unlock()
 }

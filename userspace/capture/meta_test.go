@@ -6,12 +6,10 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/jmxdp/jmxdp/loader"
-	"github.com/jmxdp/jmxdp/maps"
 	"github.com/jmxdp/jmxdp/userspace/jmirror"
 	"github.com/jmxdp/jmxdp/userspace/pcapng"
 	"github.com/jmxdp/jmxdp/userspace/testenv"
@@ -122,7 +120,7 @@ func TestMetadataMatchesDecoder(t *testing.T) {
 			if i > 0 {
 				flag = metaLaterFrg
 			}
-			if !ok || mt.mid != 21 || mt.sid != 22 || mt.flags&flag == 0 {
+			if !ok || mt.Mid != 21 || mt.Sid != 22 || mt.Flags&flag == 0 {
 				t.Fatalf("fragment %d: meta %+v", i, mt)
 			}
 			r.frame(meta, fr)
@@ -149,7 +147,7 @@ func TestMetadataMatchesDecoder(t *testing.T) {
 			t.Fatal("no metadata")
 		}
 		src := netip.AddrFrom16(v4.As16()).As16()
-		copy(frame[int(mt.l3Off)+8:], src[:])
+		copy(frame[int(mt.L3Off)+8:], src[:])
 		r := newTestRing()
 		r.frame(meta, frame)
 		if f := r.cur[0].frames[0]; !f.slow || f.router.IsValid() {
@@ -178,14 +176,4 @@ func TestMetadataMatchesDecoder(t *testing.T) {
 			t.Errorf("noMeta %d", r.noMeta)
 		}
 	})
-}
-
-// TestReadMeta: the ring loop's view of the metadata is the generated
-// struct's fields.
-func TestReadMeta(t *testing.T) {
-	x := maps.XskMeta{RxNs: 1, Mid: 2, Sid: 3, InnerLen: 4, InnerOff: 5, L3Off: 6, InnerKind: 7, Flags: 8, Magic: maps.MetaMagic}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&x)), metaLen)
-	if m, ok := readMeta(b); !ok || m != (meta{rxNs: 1, mid: 2, sid: 3, innerLen: 4, innerOff: 5, l3Off: 6, kind: 7, flags: 8}) {
-		t.Errorf("readMeta = %+v, %v", m, ok)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	xmitbpf "github.com/jmxdp/jmxdp/bpf/xmit"
+	"github.com/jmxdp/jmxdp/userspace/tools/lab"
 )
 
 // Drop is the xdp_drop program attached to an interface: the receiver
@@ -27,19 +28,20 @@ func AttachDrop(ifname string) (*Drop, error) {
 	return attach(ifname, xmitbpf.XmitProgXdpDrop)
 }
 
-// AttachPass attaches xdp_pass to ifname in driver mode, so that frames
-// xmit sends to a veth reach the host's stack on the other end (veth takes
-// redirected frames only when the receiving end runs an XDP program).
+// AttachPass attaches lab's XDP_PASS to ifname in driver mode, so that
+// frames xmit sends to a veth reach the host's stack on the other end (veth
+// takes redirected frames only when the receiving end runs an XDP program).
 // Close detaches it.
 func AttachPass(ifname string) (*Drop, error) {
-	return attach(ifname, xmitbpf.XmitProgXdpPass)
+	_ = rlimit.RemoveMemlock()
+	prog, err := lab.PassProgram()
+	if err != nil {
+		return nil, err
+	}
+	return attachProg(ifname, lab.PassProgramName, prog)
 }
 
 func attach(ifname, name string) (*Drop, error) {
-	ifc, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("%s: interface %q: %w", name, ifname, err)
-	}
 	_ = rlimit.RemoveMemlock()
 	spec, err := xmitbpf.LoadXmit()
 	if err != nil {
@@ -52,6 +54,17 @@ func attach(ifname, name string) (*Drop, error) {
 	prog, err := ebpf.NewProgram(ps)
 	if err != nil {
 		return nil, fmt.Errorf("%s: load: %w", name, err)
+	}
+	return attachProg(ifname, name, prog)
+}
+
+// attachProg attaches prog to ifname in driver mode; on failure prog is
+// closed.
+func attachProg(ifname, name string, prog *ebpf.Program) (*Drop, error) {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("%s: interface %q: %w", name, ifname, err)
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifc.Index, Flags: link.XDPDriverMode})
 	if err != nil {
