@@ -345,7 +345,6 @@ static __always_inline void take_slot(struct jm_counters *c,
  * slot) holds when it was cached under gen; otherwise looked up and cached
  * there under gen. */
 static __always_inline __u32 cached_action(__u64 *word,
-					   const struct jm_settings *cfg,
 					   const struct jm_stream_key *key,
 					   __u32 gen)
 {
@@ -357,14 +356,13 @@ static __always_inline __u32 cached_action(__u64 *word,
 		action = cached & JM_POLICY_CACHE_ACTION_MASK;
 		return jm_action_sane(action);
 	}
-	action = lookup_action(cfg, key->mid, key->sid);
+	action = lookup_action(key->mid, key->sid);
 	*word = policy_cache_word(gen, action);
 	return action;
 }
 
 /* Count the datagram into jm_streams and return the stream's action. */
 static __always_inline __u32 count_in_table(struct jm_counters *c,
-					    const struct jm_settings *cfg,
 					    struct jm_packet *p, __u32 kind,
 					    __u32 gen, __u64 now)
 {
@@ -374,7 +372,7 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
 
 	v = bpf_map_lookup_elem(&jm_streams, &p->key);
 	if (!v) {
-		action = lookup_action(cfg, p->key.mid, p->key.sid);
+		action = lookup_action(p->key.mid, p->key.sid);
 		if (!sc) /* cannot happen: an array of one */
 			return action;
 		nv = &sc->nv;
@@ -396,7 +394,7 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
 	__sync_fetch_and_add(&v->bytes, p->inner_len);
 	__sync_fetch_and_add(&v->inner[kind], 1);
 	v->last_seen_ns = now;
-	return cached_action(&v->policy_cache, cfg, &p->key, gen);
+	return cached_action(&v->policy_cache, &p->key, gen);
 }
 
 /*
@@ -412,7 +410,6 @@ static __always_inline __u32 count_in_table(struct jm_counters *c,
  * path returned, valid under the same generation.
  */
 static __always_inline __u32 count_stream(struct jm_counters *c,
-					  const struct jm_settings *cfg,
 					  struct jm_packet *p)
 {
 	struct jm_stream_slot *s;
@@ -432,9 +429,9 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
 		if (!s->first_seen_ns)
 			s->first_seen_ns = now;
 		s->last_seen_ns = now;
-		return cached_action(&s->policy_cache, cfg, &p->key, gen);
+		return cached_action(&s->policy_cache, &p->key, gen);
 	}
-	action = count_in_table(c, cfg, p, kind, gen, now);
+	action = count_in_table(c, p, kind, gen, now);
 	if (s)
 		take_slot(c, s, &p->key, policy_cache_word(gen, action), now);
 	return action;
@@ -445,17 +442,14 @@ static __always_inline __u32 count_stream(struct jm_counters *c,
  * own, rather than once for every state the parse reaches it in (the cache,
  * the flush and the full-table paths multiplied jmxdp past the 1M
  * instruction limit inlined). The caller sees only its return value, which
- * it passes through jm_action_sane. It reads the settings itself: a pointer
- * to the caller's copy would keep that copy on the caller's stack, whose
- * frame and forward_frame's must fit in 512 bytes together.
+ * it passes through jm_action_sane. The default action is read only by a
+ * policy lookup that finds no rule (lookup_action), not per frame.
  */
 __noinline int jm_count_stream(struct jm_packet *p)
 {
-	struct jm_settings cfg = load_settings();
-
 	if (!p)
 		return JM_ACTION_PASS;
-	return count_stream(counters(), &cfg, p);
+	return count_stream(counters(), p);
 }
 
 /* t lies within JM_FRAG_WINDOW_NS before now. Signed: a time another CPU
@@ -555,7 +549,7 @@ static __always_inline void note_early(struct jm_frag_key *fk,
 				       struct jm_frag6_key *fk6)
 {
 	struct jm_frag_value fv = { .action = JM_ACTION_EARLY,
-				    .first_ns = bpf_ktime_get_coarse_ns() };
+				    .first_ns = coarse_now() };
 
 	if (fk6)
 		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_NOEXIST);
@@ -584,7 +578,7 @@ static __always_inline int handle_later_fragment(struct xdp_md *ctx,
 		 * forwarded first fragment to follow it (note_early); anything
 		 * else goes to the host untouched. */
 		if (fk.proto == IPPROTO_UDP &&
-		    pair_holds(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
+		    pair_holds(fk.saddr, fk.daddr, coarse_now())) {
 			struct jm_xsk_meta info = {
 				.l3_off = (void *)iph - v->data,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD,
@@ -653,7 +647,7 @@ static __always_inline void forget_fragment(struct jm_frag_key *fk)
 	if (!fk)
 		return;
 	if (fk->proto == IPPROTO_UDP &&
-	    pair_holds(fk->saddr, fk->daddr, bpf_ktime_get_coarse_ns()))
+	    pair_holds(fk->saddr, fk->daddr, coarse_now()))
 		bpf_map_update_elem(&jm_frags, fk, &fv, BPF_ANY);
 	else
 		bpf_map_delete_elem(&jm_frags, fk);
@@ -678,7 +672,7 @@ static __always_inline void forget_fragment6(struct jm_frag6_key *fk6)
 
 	if (!fk6)
 		return;
-	if (pair_holds6(fk6->saddr, fk6->daddr, bpf_ktime_get_coarse_ns()))
+	if (pair_holds6(fk6->saddr, fk6->daddr, coarse_now()))
 		bpf_map_update_elem(&jm_frags6, fk6, &fv, BPF_ANY);
 	else
 		bpf_map_delete_elem(&jm_frags6, fk6);
@@ -846,7 +840,7 @@ static __always_inline int handle_udp(struct xdp_md *ctx, struct jm_counters *c,
 	p->inner_kind = classify_inner(nh->pos, data_end, p->inner_len);
 
 	if (first) {
-		now = bpf_ktime_get_coarse_ns();
+		now = coarse_now();
 		fp = fingerprint(nh->pos, data_end,
 				 min_u64(limit - (nh->pos - data), p->inner_len));
 		if (first_copy(fk, fk6, p, fp, now, &action)) {
@@ -974,7 +968,7 @@ static __always_inline int handle_later_fragment6(struct xdp_md *ctx,
 	fk.id = fi->id;
 	fv = bpf_map_lookup_elem(&jm_frags6, &fk);
 	if (!fv || fv->action == JM_ACTION_EARLY) {
-		if (pair_holds6(fk.saddr, fk.daddr, bpf_ktime_get_coarse_ns())) {
+		if (pair_holds6(fk.saddr, fk.daddr, coarse_now())) {
 			struct jm_xsk_meta info = {
 				.l3_off = (void *)ip6h - v->data,
 				.flags = JM_META_LATER_FRAG | JM_META_HELD |

@@ -10,7 +10,7 @@
  * counting, so that the ways can be measured side by side in one run
  * (loader.CountBench, userspace/bench's counter_variants rows):
  *
- *   cb_lru_atomic_coarse  jmxdp's counter: shared LRU hash, atomic adds,
+ *   cb_lru_atomic_coarse  jmxdp's counter before issue 17: shared LRU hash, atomic adds,
  *                         bpf_ktime_get_coarse_ns on every frame
  *   cb_lru_atomic_ktime   the same with bpf_ktime_get_ns
  *   cb_lru_atomic_lazy    the same, last-seen written once per
@@ -24,7 +24,10 @@
  *                         of cb_hash_percpu_fold's table: a hit is an
  *                         inlined array lookup and plain adds; the slot's
  *                         previous stream is flushed into the table (or
- *                         its router's total) when another takes it
+ *                         its router's total) when another takes it;
+ *                         the sketch jmxdp's production cache grew from
+ *                         (bpf/jmxdp.c count_stream: plus a seq, the
+ *                         policy word, a shared table), not a copy of it
  *
  * The LRU variants lose the counts of an entry the kernel evicts (it says
  * nothing when it does); the two fold variants lose nothing: every packet

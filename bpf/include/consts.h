@@ -147,7 +147,6 @@
 #define JM_IPV6_HOP_LIMIT 64
 #define JM_IPV4_VERSION_IHL 0x45
 #define JM_IPV6_VERSION_WORD 0x60000000U /* version 6, class and flow 0 */
-#define JM_IP_DF 0x4000
 #define JM_AF_INET 2   /* bpf_fib_lookup families */
 #define JM_AF_INET6 10
 /* The UDP checksum over IPv6 is summed JM_FWD_CSUM_CHUNK bytes at a time

@@ -42,10 +42,11 @@ static __always_inline struct jm_settings load_settings(void)
 	return out;
 }
 
-/* Policy lookup: exact (mid, sid), then (mid, any sid), then the default.
- * Values userspace should never write are treated as pass: never lose. */
-static __always_inline __u32 lookup_action(const struct jm_settings *cfg,
-					   __u32 mid, __u32 sid)
+/* Policy lookup: exact (mid, sid), then (mid, any sid), then the default,
+ * read only when neither rule exists (most frames never get here: their
+ * action is cached). Values userspace should never write are treated as
+ * pass: never lose. */
+static __always_inline __u32 lookup_action(__u32 mid, __u32 sid)
 {
 	struct jm_policy_key pk = { .mid = mid, .sid = sid,
 				    .scope = JM_SCOPE_EXACT };
@@ -58,7 +59,7 @@ static __always_inline __u32 lookup_action(const struct jm_settings *cfg,
 		pk.scope = JM_SCOPE_MID;
 		pv = bpf_map_lookup_elem(&jm_policy, &pk);
 	}
-	action = pv ? pv->action : cfg->default_action;
+	action = pv ? pv->action : load_settings().default_action;
 	return jm_action_sane(action);
 }
 
